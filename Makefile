@@ -1,0 +1,168 @@
+# SPDX-License-Identifier: MIT
+# faultline: one non-recursive Makefile (see STYLE.md section 8).
+
+VERSION_MAJOR := 0
+VERSION_MINOR := 1
+VERSION_PATCH := 0
+VERSION := $(VERSION_MAJOR).$(VERSION_MINOR).$(VERSION_PATCH)
+
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR ?= $(PREFIX)/share/man
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+
+CC ?= cc
+AR ?= ar
+
+ifeq ($(SANITIZE),1)
+O ?= build-asan
+else ifeq ($(TSAN),1)
+O ?= build-tsan
+else
+O ?= build
+endif
+
+ifeq ($(V),1)
+Q :=
+msg = @true
+else
+Q := @
+msg = @printf '  %-7s %s\n' $(1) $(2)
+endif
+
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Wshadow -Wstrict-prototypes \
+	-Wmissing-prototypes -Wformat=2 -Wundef -pthread -Iinclude -MMD -MP
+BASE_LDFLAGS := -pthread
+ifeq ($(WERROR),1)
+BASE_CFLAGS += -Werror
+endif
+ifeq ($(SANITIZE),1)
+BASE_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+BASE_LDFLAGS += -fsanitize=address,undefined
+endif
+ifeq ($(TSAN),1)
+BASE_CFLAGS += -fsanitize=thread -fno-omit-frame-pointer
+BASE_LDFLAGS += -fsanitize=thread
+endif
+ALL_CFLAGS := $(BASE_CFLAGS) $(CFLAGS)
+ALL_LDFLAGS := $(BASE_LDFLAGS) $(LDFLAGS)
+LIBS := -lm
+
+# ------------------------------------------------------------------ sources
+LIB_SRCS := $(sort $(wildcard src/*/*.c))
+TOOL_SRCS := $(sort $(wildcard tools/*.c) $(wildcard bench/*.c))
+TEST_SRCS := $(sort $(wildcard test/*.c))
+EXAMPLE_SRCS := $(sort $(wildcard examples/*.c))
+FUZZ_SRCS := $(sort $(wildcard test/fuzz/*.c))
+
+LIB_OBJS := $(LIB_SRCS:%.c=$(O)/%.o)
+LIB_PIC_OBJS := $(LIB_SRCS:%.c=$(O)/pic/%.o)
+TOOL_OBJS := $(TOOL_SRCS:%.c=$(O)/%.o)
+TEST_OBJS := $(TEST_SRCS:%.c=$(O)/%.o)
+EXAMPLES := $(EXAMPLE_SRCS:%.c=$(O)/%)
+
+STATIC_LIB := $(O)/libfaultline.a
+SONAME := libfaultline.so.$(VERSION_MAJOR)
+SHARED_LIB := $(O)/libfaultline.so.$(VERSION)
+TOOL := $(O)/faultline
+RUNNER := $(O)/test/runner
+PCFILE := $(O)/faultline.pc
+
+MAP := src/libfaultline.map
+MAP_NODE := $(shell sed -n 's/^\(FL_[0-9.]*\) {.*/\1/p' $(MAP) | tail -n 1)
+ifneq ($(MAP_NODE),FL_$(VERSION_MAJOR).$(VERSION_MINOR))
+$(error $(MAP): newest node is $(MAP_NODE), but the version is $(VERSION); add FL_$(VERSION_MAJOR).$(VERSION_MINOR))
+endif
+
+.PHONY: all check demo bench install uninstall clean doc-check
+.DEFAULT_GOAL := all
+
+all: $(STATIC_LIB) $(O)/libfaultline.so $(TOOL) $(EXAMPLES) $(RUNNER) $(PCFILE)
+
+# -------------------------------------------------------------------- rules
+$(O)/%.o: %.c
+	$(call msg,CC,$<)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -Isrc -Isrc/uffd -c -o $@ $<
+
+$(O)/pic/%.o: %.c
+	$(call msg,CC,$< [pic])
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -Isrc -Isrc/uffd -fPIC -fvisibility=hidden -c -o $@ $<
+
+$(STATIC_LIB): $(LIB_OBJS)
+	$(call msg,AR,$@)
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+
+$(SHARED_LIB): $(LIB_PIC_OBJS) $(MAP)
+	$(call msg,LD,$@)
+	$(Q)$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=$(MAP) -Wl,-z,defs \
+		$(ALL_LDFLAGS) -o $@ $(LIB_PIC_OBJS) $(LIBS)
+
+$(O)/libfaultline.so: $(SHARED_LIB)
+	$(Q)ln -sf libfaultline.so.$(VERSION) $(O)/$(SONAME) && \
+		ln -sf $(SONAME) $@
+
+$(TOOL): $(TOOL_OBJS) $(STATIC_LIB)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(TOOL_OBJS) $(STATIC_LIB) $(LIBS)
+
+$(O)/examples/%: examples/%.c $(STATIC_LIB)
+	$(call msg,CC,$<)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(STATIC_LIB) $(LIBS)
+
+$(RUNNER): $(TEST_OBJS) $(STATIC_LIB)
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(TEST_OBJS) $(STATIC_LIB) $(LIBS)
+
+$(PCFILE): faultline.pc.in Makefile
+	@mkdir -p $(@D)
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+		-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+
+# ------------------------------------------------------------------ targets
+# check: the one test command (README). Docs first: cheap, and every exported symbol needs a page.
+check: all doc-check
+	$(Q)$(RUNNER) $(T)
+
+doc-check:
+	$(Q)sh test/check-docs.sh $(MAP) $(O)
+
+demo: all
+	$(Q)sh tools/demo.sh $(O)
+
+bench: all
+	$(Q)sh tools/bench.sh $(O) $(BENCH)
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) \
+		$(DESTDIR)$(INCLUDEDIR)/faultline $(DESTDIR)$(MANDIR)/man1 \
+		$(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man7
+	install -m 0755 $(TOOL) $(DESTDIR)$(BINDIR)/faultline
+	install -m 0644 $(STATIC_LIB) $(DESTDIR)$(LIBDIR)/libfaultline.a
+	install -m 0755 $(SHARED_LIB) $(DESTDIR)$(LIBDIR)/libfaultline.so.$(VERSION)
+	ln -sf libfaultline.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libfaultline.so
+	install -m 0644 include/faultline.h $(DESTDIR)$(INCLUDEDIR)/faultline.h
+	install -m 0644 include/faultline/*.h $(DESTDIR)$(INCLUDEDIR)/faultline/
+	install -m 0644 $(PCFILE) $(DESTDIR)$(PKGCONFIGDIR)/faultline.pc
+	install -m 0644 man/man1/*.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 man/man3/*.3 $(DESTDIR)$(MANDIR)/man3/
+	install -m 0644 man/man7/*.7 $(DESTDIR)$(MANDIR)/man7/
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/faultline $(DESTDIR)$(LIBDIR)/libfaultline.a \
+		$(DESTDIR)$(LIBDIR)/libfaultline.so* $(DESTDIR)$(INCLUDEDIR)/faultline.h \
+		$(DESTDIR)$(PKGCONFIGDIR)/faultline.pc
+	rm -rf $(DESTDIR)$(INCLUDEDIR)/faultline
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(wildcard man/man1/*.1)))
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man3/,$(notdir $(wildcard man/man3/*.3)))
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man7/,$(notdir $(wildcard man/man7/*.7)))
+
+clean:
+	rm -rf build build-asan build-tsan $(if $(filter-out build build-asan build-tsan,$(O)),$(O))
+
+-include $(LIB_OBJS:.o=.d) $(LIB_PIC_OBJS:.o=.d) $(TOOL_OBJS:.o=.d) $(TEST_OBJS:.o=.d)

@@ -1,0 +1,8 @@
+/* SPDX-License-Identifier: MIT */
+/* faultline: user-space paging for Linux, on userfaultfd. The umbrella header. */
+#ifndef FAULTLINE_H
+#define FAULTLINE_H
+
+#include <faultline/uffd.h>
+
+#endif /* FAULTLINE_H */

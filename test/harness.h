@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: MIT */
+/* Test harness: assertions, skips and helpers shared by every test-*.c file. */
+#ifndef FL_TEST_HARNESS_H
+#define FL_TEST_HARNESS_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "faultline.h"
+
+/* Requirement flags of a test (the FL_FEAT_* bits it needs are listed separately). */
+enum t_flags {
+	T_UFFD = 1u << 0,	/* needs a working userfaultfd at all */
+	T_HUGETLB = 1u << 1,	/* needs free 2 MiB huge pages (the runner reserves them as root) */
+	T_ROOT = 1u << 2,	/* needs to be root */
+};
+
+#define TEST(name) void test_##name(void)
+
+void t_fail(const char *file, int line, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4), noreturn));
+void t_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+#define T_ASSERT(cond)                                                          \
+	do {                                                                    \
+		if (!(cond))                                                    \
+			t_fail(__FILE__, __LINE__, "assertion failed: %s", #cond); \
+	} while (0)
+
+#define T_ASSERT_EQ(a, b)                                                            \
+	do {                                                                         \
+		long long _a = (long long)(a), _b = (long long)(b);                  \
+		if (_a != _b)                                                        \
+			t_fail(__FILE__, __LINE__, "%s == %s: %lld != %lld", #a, #b, \
+			       _a, _b);                                              \
+	} while (0)
+
+#define T_ASSERT_NE(a, b)                                                            \
+	do {                                                                         \
+		long long _a = (long long)(a), _b = (long long)(b);                  \
+		if (_a == _b)                                                        \
+			t_fail(__FILE__, __LINE__, "%s != %s: both %lld", #a, #b, _a);  \
+	} while (0)
+
+/* An fl_* call that must succeed (return >= 0). */
+#define T_ASSERT_OK(expr)                                                        \
+	do {                                                                     \
+		long long _r = (long long)(expr);                                \
+		if (_r < 0)                                                      \
+			t_fail(__FILE__, __LINE__, "%s: %s (%lld)", #expr,       \
+			       strerror((int)-_r), _r);                          \
+	} while (0)
+
+/* An fl_* call that must fail with -err. */
+#define T_ASSERT_ERR(expr, err)                                                          \
+	do {                                                                             \
+		long long _r = (long long)(expr);                                        \
+		if (_r != -(long long)(err))                                             \
+			t_fail(__FILE__, __LINE__, "%s: expected -%s, got %lld (%s)", #expr, \
+			       #err, _r, _r < 0 ? strerror((int)-_r) : "success");       \
+	} while (0)
+
+/* A libc call that must not return -1 (errno is shown). */
+#define T_ASSERT_SYS(expr)                                                               \
+	do {                                                                             \
+		if ((long long)(expr) == -1)                                             \
+			t_fail(__FILE__, __LINE__, "%s: %s", #expr, strerror(errno));    \
+	} while (0)
+
+#define T_SKIP(...) t_skip(__VA_ARGS__)
+
+/* ---------------------------------------------------------------- helpers */
+
+size_t t_page_size(void);
+
+/* fl_uffd_open with @features required (and NONBLOCK if @nonblock); fails the test on error. */
+struct fl_uffd *t_uffd_open(uint64_t features, bool nonblock);
+
+/* Mappings (fail the test on error). memfd/hugetlb also return the memfd in *fd. */
+void *t_map_anon(size_t len);
+void *t_map_memfd(size_t len, int *fd);
+void *t_map_hugetlb(size_t len, int *fd);
+/* The same memfd mapped a second time, shared (for filling the page cache). */
+void *t_map_fd(int fd, size_t len);
+/* An anonymous mapping aligned to @align (e.g. 2 MiB for THP). */
+void *t_map_aligned(size_t len, size_t align);
+
+/* Fill / check a page with a byte. */
+void t_fill(void *p, size_t len, uint8_t byte);
+bool t_all(const void *p, size_t len, uint8_t byte);
+
+/* Start a thread running fn(arg); join it and return its result. */
+typedef void *(*t_thread_fn)(void *);
+unsigned long t_thread_start(t_thread_fn fn, void *arg);
+void *t_thread_join(unsigned long tid);
+
+/* Block until @fd is readable (poll, no timeout: the runner's alarm bounds it). */
+void t_wait_readable(int fd);
+
+/* Read exactly one event; fail the test if it is not @type. */
+struct fl_event t_read_event(struct fl_uffd *u, uint32_t type);
+
+/* Run fn in a forked child and return its wait status. */
+int t_run_child(void (*fn)(void *), void *arg);
+
+#endif /* FL_TEST_HARNESS_H */

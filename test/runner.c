@@ -1,0 +1,257 @@
+/* SPDX-License-Identifier: MIT */
+/* The test runner: one forked child per test, with a timeout, skips by feature. */
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tests.h"
+
+#define DEFAULT_TIMEOUT 10
+#define HUGE_PAGES_WANTED 32
+#define NR_HUGEPAGES "/proc/sys/vm/nr_hugepages"
+
+struct test {
+	const char *name;
+	void (*fn)(void);
+	uint64_t feats;
+	uint32_t flags;
+	unsigned int timeout;
+};
+
+#define T_ENTRY(n, f, fl, to) { #n, test_##n, (f), (fl), (to) },
+static const struct test tests[] = { T_ALL_TESTS(T_ENTRY) };
+#undef T_ENTRY
+
+static long saved_hugepages = -1;
+static int huge_state;	/* 0 unknown, 1 available, -1 not */
+static char huge_reason[128];
+
+static long read_nr_hugepages(void)
+{
+	FILE *f = fopen(NR_HUGEPAGES, "re");
+	long v = -1;
+
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+static int write_nr_hugepages(long v)
+{
+	FILE *f = fopen(NR_HUGEPAGES, "we");
+	int ok;
+
+	if (!f)
+		return -1;
+	ok = fprintf(f, "%ld\n", v) > 0;
+	return fclose(f) == 0 && ok ? 0 : -1;
+}
+
+static void restore_hugepages(void)
+{
+	if (saved_hugepages >= 0) {
+		write_nr_hugepages(saved_hugepages);
+		saved_hugepages = -1;
+	}
+}
+
+static void on_signal(int sig)
+{
+	restore_hugepages();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+/* Make sure free 2 MiB pages exist for the hugetlb tests; reserve them as root, restore at exit. */
+static bool ensure_hugepages(void)
+{
+	struct fl_features f;
+	uint64_t free_pages = 0;
+
+	if (huge_state)
+		return huge_state > 0;
+	huge_state = -1;
+	fl_probe(&f);
+	for (uint32_t i = 0; i < f.n_huge_sizes; i++)
+		if (f.huge_sizes[i].size == 2u << 20)
+			free_pages = f.huge_sizes[i].free;
+	if (free_pages >= HUGE_PAGES_WANTED) {
+		huge_state = 1;
+		return true;
+	}
+	if (geteuid() != 0) {
+		snprintf(huge_reason, sizeof(huge_reason),
+			 "needs %d free 2 MiB huge pages; only root can reserve them",
+			 HUGE_PAGES_WANTED);
+		return false;
+	}
+	saved_hugepages = read_nr_hugepages();
+	if (saved_hugepages < 0) {
+		snprintf(huge_reason, sizeof(huge_reason), "cannot read %s", NR_HUGEPAGES);
+		return false;
+	}
+	atexit(restore_hugepages);
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	if (write_nr_hugepages(saved_hugepages + HUGE_PAGES_WANTED) < 0 ||
+	    read_nr_hugepages() < saved_hugepages + HUGE_PAGES_WANTED) {
+		snprintf(huge_reason, sizeof(huge_reason),
+			 "could not reserve %d huge pages (memory too fragmented?)",
+			 HUGE_PAGES_WANTED);
+		restore_hugepages();
+		return false;
+	}
+	huge_state = 1;
+	return true;
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static bool selected(const char *name, int argc, char **argv, int first)
+{
+	if (first >= argc)
+		return true;
+	for (int i = first; i < argc; i++)
+		if (!fnmatch(argv[i], name, 0) || strstr(name, argv[i]))
+			return true;
+	return false;
+}
+
+/* Why @t cannot run here, or NULL. */
+static const char *missing(const struct test *t, const struct fl_features *f, char *buf,
+			   size_t len)
+{
+	uint64_t lack;
+
+	if ((t->flags & T_UFFD) && f->default_path == FL_UFFD_PATH_AUTO)
+		return "needs userfaultfd";
+	if ((t->flags & T_ROOT) && geteuid() != 0)
+		return "needs root";
+	lack = t->feats & ~f->features;
+	if (lack) {
+		int n = snprintf(buf, len, "needs");
+
+		for (uint64_t bit = 1; bit && bit <= lack; bit <<= 1)
+			if ((lack & bit) && n > 0 && (size_t)n < len)
+				n += snprintf(buf + n, len - (size_t)n, " %s", fl_feature_name(bit));
+		return buf;
+	}
+	if ((t->flags & T_HUGETLB) && !ensure_hugepages())
+		return huge_reason;
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	size_t n = sizeof(tests) / sizeof(tests[0]);
+	const char *req = getenv("FL_REQUIRE_UFFD");
+	bool require = req && !strcmp(req, "1");
+	unsigned int passed = 0, failed = 0, skipped = 0;
+	struct fl_features f;
+	int first = 1;
+	bool list = false;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc > 1 && !strcmp(argv[1], "-l")) {
+		list = true;
+		first = 2;
+	} else if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+		printf("usage: %s [-l] [PATTERN...]\n"
+		       "Runs every test (or those whose name matches a PATTERN) in its own\n"
+		       "process. FL_REQUIRE_UFFD=1 turns 'needs userfaultfd' skips into failures.\n",
+		       argv[0]);
+		return 0;
+	}
+	if (list) {
+		for (size_t i = 0; i < n; i++)
+			if (selected(tests[i].name, argc, argv, first))
+				printf("%s\n", tests[i].name);
+		return 0;
+	}
+
+	fl_probe(&f);
+	if (f.default_path == FL_UFFD_PATH_AUTO)
+		printf("# userfaultfd unavailable here (syscall: %s, dev: %s, user-only: %s)%s\n",
+		       strerror(-f.path_error[FL_UFFD_PATH_SYSCALL]),
+		       strerror(-f.path_error[FL_UFFD_PATH_DEV]),
+		       strerror(-f.path_error[FL_UFFD_PATH_USER_ONLY]),
+		       require ? "; FL_REQUIRE_UFFD=1: kernel tests fail" : "");
+
+	for (size_t i = 0; i < n; i++) {
+		const struct test *t = &tests[i];
+		unsigned int timeout = t->timeout ? t->timeout : DEFAULT_TIMEOUT;
+		char why[256];
+		const char *skip;
+		double t0;
+		int status;
+		pid_t pid;
+
+		if (!selected(t->name, argc, argv, first))
+			continue;
+		skip = missing(t, &f, why, sizeof(why));
+		if (skip) {
+			if (require && (t->flags & T_UFFD) && f.default_path == FL_UFFD_PATH_AUTO) {
+				printf("FAIL %s (%s, and FL_REQUIRE_UFFD=1)\n", t->name, skip);
+				failed++;
+			} else {
+				printf("SKIP %s (%s)\n", t->name, skip);
+				skipped++;
+			}
+			continue;
+		}
+		fflush(stdout);
+		fflush(stderr);
+		t0 = now();
+		pid = fork();
+		if (pid < 0) {
+			perror("runner: fork");
+			return 1;
+		}
+		if (pid == 0) {
+			setpgid(0, 0);
+			signal(SIGINT, SIG_DFL);
+			signal(SIGTERM, SIG_DFL);
+			alarm(timeout);
+			t->fn();
+			fflush(stdout);
+			_exit(0);
+		}
+		while (waitpid(pid, &status, 0) < 0)
+			;
+		kill(-pid, SIGKILL);	/* anything the test left behind */
+		if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+			printf("PASS %s (%.2fs)\n", t->name, now() - t0);
+			passed++;
+		} else if (WIFEXITED(status) && WEXITSTATUS(status) == 77) {
+			printf("SKIP %s\n", t->name);
+			skipped++;
+		} else if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM) {
+			printf("FAIL %s (timeout after %us)\n", t->name, timeout);
+			failed++;
+		} else if (WIFSIGNALED(status)) {
+			printf("FAIL %s (killed by signal %d, %s)\n", t->name, WTERMSIG(status),
+			       strsignal(WTERMSIG(status)));
+			failed++;
+		} else {
+			printf("FAIL %s (exit %d)\n", t->name, WEXITSTATUS(status));
+			failed++;
+		}
+	}
+	restore_hugepages();
+	printf("%u passed, %u failed, %u skipped\n", passed, failed, skipped);
+	return failed ? 1 : 0;
+}

@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: MIT */
+/* Every test, in one table: X(name, FL_FEAT_* needed, T_* flags, timeout in seconds; 0 = 10). */
+#ifndef FL_TEST_TESTS_H
+#define FL_TEST_TESTS_H
+
+#include "harness.h"
+
+#define T_ALL_TESTS(X)                                                             \
+	/* test-basics.c: pure user-space, run everywhere */                       \
+	X(version_and_names, 0, 0, 0)                                              \
+	X(probe_cached_and_consistent, 0, 0, 0)                                    \
+	X(ioctl_bits_unknown_accepted, 0, 0, 0)                                    \
+	X(feature_bits_roundtrip, 0, 0, 0)                                         \
+	X(open_rejects_bad_options, 0, 0, 0)                                       \
+	/* test-open.c */                                                          \
+	X(open_each_path, 0, T_UFFD, 0)                                            \
+	X(open_path_env_override, 0, T_UFFD, 0)                                    \
+	X(open_missing_feature, 0, T_UFFD, 0)                                      \
+	X(open_log_names_remedy, 0, T_UFFD | T_ROOT, 0)                            \
+	X(adopt_and_take, 0, T_UFFD, 0)                                            \
+	X(register_modes_and_ioctls, 0, T_UFFD, 0)                                 \
+	/* end of table */
+
+#define T_DECLARE(name, feats, flags, timeout) void test_##name(void);
+T_ALL_TESTS(T_DECLARE)
+#undef T_DECLARE
+
+#endif /* FL_TEST_TESTS_H */

@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: MIT */
+/* The faultline command: dispatches to one subcommand per file in tools/. */
+#include <stdarg.h>
+#include <string.h>
+
+#include "faultline.h"
+#include "tool.h"
+
+static const struct fl_subcommand subcommands[] = {
+	{ "probe", "show what userfaultfd can do on this machine", cmd_probe, usage_probe },
+};
+
+#define N_SUB (sizeof(subcommands) / sizeof(subcommands[0]))
+
+int usage_error(const char *sub, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "faultline: %s%s", sub ? sub : "", sub ? ": " : "");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'faultline %s%s--help'.\n", sub ? sub : "", sub ? " " : "");
+	return EXIT_USAGE;
+}
+
+int fail(const char *sub, const char *what, int err)
+{
+	fprintf(stderr, "faultline: %s: %s: %s\n", sub, what, strerror(err < 0 ? -err : err));
+	return 1;
+}
+
+void tool_log(enum fl_log_level level, const char *msg)
+{
+	if (level <= FL_LOG_WARN)
+		fprintf(stderr, "faultline: %s\n", msg);
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: faultline [--help] [--version] COMMAND [ARGS]\n\n"
+		     "User-space paging for Linux, on userfaultfd.\n\nCommands:\n");
+	for (size_t i = 0; i < N_SUB; i++)
+		fprintf(out, "  %-10s %s\n", subcommands[i].name, subcommands[i].summary);
+	fprintf(out, "\n'faultline COMMAND --help' describes one command; man faultline(1).\n");
+}
+
+int main(int argc, char **argv)
+{
+	fl_set_log_fn(tool_log);
+	if (argc < 2)
+		return usage_error(NULL, "no command given");
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+		printf("faultline %s\n", fl_version());
+		return 0;
+	}
+	for (size_t i = 0; i < N_SUB; i++) {
+		if (strcmp(argv[1], subcommands[i].name))
+			continue;
+		for (int j = 2; j < argc; j++)
+			if (!strcmp(argv[j], "--help") || !strcmp(argv[j], "-h")) {
+				subcommands[i].usage(stdout);
+				return 0;
+			}
+		return subcommands[i].run(argc - 1, argv + 1);
+	}
+	return usage_error(NULL, "unknown command '%s'", argv[1]);
+}

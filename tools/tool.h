@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: MIT */
+/* Shared declarations of the faultline command's subcommands. */
+#ifndef FL_TOOL_H
+#define FL_TOOL_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "faultline.h"
+
+/* Exit codes: 0 success, 1 failure, 2 usage. */
+#define EXIT_USAGE 2
+
+/* Each subcommand: argv[0] is the subcommand's name. */
+struct fl_subcommand {
+	const char *name;
+	const char *summary;
+	int (*run)(int argc, char **argv);
+	void (*usage)(FILE *out);
+};
+
+/* Print "faultline: SUB: " + message to stderr; returns EXIT_USAGE for `return usage_error(...)`. */
+int usage_error(const char *sub, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Print "faultline: SUB: what: strerror(-err)" and return 1. */
+int fail(const char *sub, const char *what, int err);
+/* The library's log lines go to stderr, prefixed "faultline: ". */
+void tool_log(enum fl_log_level level, const char *msg);
+
+int cmd_probe(int argc, char **argv);
+void usage_probe(FILE *out);
+
+#endif /* FL_TOOL_H */
