@@ -4,5 +4,7 @@
 #define FAULTLINE_H
 
 #include <faultline/uffd.h>
+#include <faultline/store.h>
+#include <faultline/pager.h>
 
 #endif /* FAULTLINE_H */

@@ -1,0 +1,210 @@
+/* SPDX-License-Identifier: MIT */
+/* faultline pager: regions of memory whose pages come from stores, resolved on fault. */
+#ifndef FAULTLINE_PAGER_H
+#define FAULTLINE_PAGER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <faultline/store.h>
+#include <faultline/uffd.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A pager: one userfaultfd, its regions and whoever resolves their faults. Opaque. */
+struct fl_pager;
+/* A range of memory served by a pager from a store. Opaque. */
+struct fl_region;
+
+/* Who resolves faults. */
+enum fl_pager_mode {
+	/*
+	 * Handler threads (named fl-handler/N) read every queued message at
+	 * once, spin briefly before blocking, and resolve. Default thread count:
+	 * FL_THREADS from the environment, else 2; at most FL_PAGER_MAX_THREADS.
+	 */
+	FL_PAGER_THREADS = 0,
+	/*
+	 * The faulting thread resolves its own fault in a SIGBUS handler
+	 * (UFFD_FEATURE_SIGBUS): no context switch. Only for memory of this
+	 * process. SIGBUS for addresses outside faultline regions goes to the
+	 * handler that was installed before (or the default action).
+	 */
+	FL_PAGER_SIGBUS = 1,
+	/* The caller's event loop polls fl_pager_fd() and calls fl_pager_dispatch(). */
+	FL_PAGER_LOOP = 2,
+};
+
+#define FL_PAGER_DEFAULT_THREADS 2
+#define FL_PAGER_MAX_THREADS 64
+
+struct fl_pager_opts {
+	size_t sz;			/* sizeof(struct fl_pager_opts) */
+	enum fl_pager_mode mode;
+	unsigned int threads;		/* THREADS mode; 0 = default (see above) */
+	unsigned int spin_us;		/* THREADS mode: poll this long before blocking; 0 = default 50 */
+	/*
+	 * Serve this userfaultfd instead of opening one: its memory may belong
+	 * to another process (received over a socket, or a FORK child's). The
+	 * pager then touches that memory only through uffd ioctls. Borrowed: it
+	 * must outlive the pager. Not with FL_PAGER_SIGBUS.
+	 */
+	struct fl_uffd *uffd;
+	uint64_t features;		/* extra FL_FEAT_* for the userfaultfd the pager opens */
+};
+
+/*
+ * fl_pager_create - a pager with no regions yet, not started.
+ * Returns 0, -EINVAL, -ENOSYS/-EPERM/-EOPNOTSUPP (as fl_uffd_open), -ENOMEM.
+ * Thread safety: any thread.
+ */
+FL_API int fl_pager_create(const struct fl_pager_opts *opts, struct fl_pager **ret);
+
+/*
+ * fl_pager_start - begin resolving faults (THREADS: start the threads;
+ * SIGBUS: install the signal handler; LOOP: nothing to start).
+ * fl_pager_stop - stop resolving: threads exit; faults that arrive
+ * meanwhile stay blocked (never zero-filled) until the pager starts again
+ * or is destroyed. Both return 0 or -errno; -ECHILD in a forked child.
+ * Thread safety: the thread that created the pager.
+ */
+FL_API int fl_pager_start(struct fl_pager *p);
+FL_API int fl_pager_stop(struct fl_pager *p);
+
+/*
+ * fl_pager_destroy - stop, remove every region (see fl_region_remove) and
+ * free. Threads still blocked in faults on a region are released as
+ * fl_region_remove() describes. Accepts NULL.
+ * Thread safety: the thread that created the pager; no other call may run.
+ */
+FL_API void fl_pager_destroy(struct fl_pager *p);
+
+/* The userfaultfd the pager serves (for poll in LOOP mode). Thread safety: any thread. */
+FL_API int fl_pager_fd(const struct fl_pager *p);
+FL_API struct fl_uffd *fl_pager_uffd(struct fl_pager *p);
+
+/*
+ * fl_pager_dispatch - LOOP mode: read and handle every queued message
+ * (events first, then faults), without blocking.
+ * Returns the number of messages handled (0 if none was queued), or -errno.
+ * Thread safety: one caller at a time.
+ */
+FL_API int fl_pager_dispatch(struct fl_pager *p);
+
+/* How pages are put into the region. */
+enum fl_install {
+	FL_INSTALL_AUTO = 0,	/* MOVE when the store can hand pages over, CONTINUE for
+				   memfd regions with minor faults, else COPY */
+	FL_INSTALL_COPY = 1,
+	FL_INSTALL_MOVE = 2,	/* private anonymous regions and FL_STORE_MOVE stores only */
+	FL_INSTALL_CONTINUE = 3,	/* SHMEM/HUGETLB regions: fill the page cache, then map */
+};
+
+enum fl_prefetch {
+	FL_PREFETCH_NONE = 0,
+	FL_PREFETCH_FIXED = 1,		/* always bring prefetch_max bytes from the fault on */
+	FL_PREFETCH_ADAPTIVE = 2,	/* double on sequential faults (min to max), back to
+					   min on a random one, as CRIU does (64 KiB to 4 MiB) */
+};
+
+/* What happens to a fault whose page the store could not deliver. Never zeros. */
+enum fl_on_error {
+	FL_ON_ERROR_POISON = 0,	/* poison the page: the faulting thread gets SIGBUS */
+	FL_ON_ERROR_BLOCK = 1,	/* leave the thread blocked, report through on_error_fn;
+				   fl_region_populate() can retry later */
+};
+
+enum fl_region_flags {
+	FL_REGION_KEEP_ON_REMOVE = 1u << 0,	/* remove: leave absent pages as they are
+						   (see fl_region_remove) */
+};
+
+/* Called from a handler thread when the store fails for the page at @off. */
+typedef void (*fl_region_error_fn)(struct fl_region *r, uint64_t off, int err, void *userdata);
+
+struct fl_region_opts {
+	size_t sz;			/* sizeof(struct fl_region_opts) */
+	void *addr;			/* an existing page-aligned range, or NULL: the pager maps one */
+	size_t len;			/* bytes, a multiple of page_size */
+	struct fl_store *store;		/* borrowed: must outlive the region */
+	uint64_t store_off;		/* the region's byte 0 is the store's byte store_off */
+	size_t page_size;		/* 0: 4 KiB (2 MiB for HUGETLB); a power-of-two multiple of 4 KiB */
+	enum fl_mem_type mem;		/* what the pager maps, or what addr is */
+	int memfd;			/* SHMEM/HUGETLB existing ranges: the memfd behind addr, for
+					   CONTINUE; ignored when the pager maps (set -1 or 0 otherwise) */
+	uint64_t memfd_off;		/* offset of addr within memfd */
+	enum fl_install install;
+	enum fl_prefetch prefetch;
+	size_t prefetch_min;		/* bytes; 0: 64 KiB */
+	size_t prefetch_max;		/* bytes; 0: 4 MiB */
+	enum fl_on_error on_error;
+	fl_region_error_fn on_error_fn;	/* may be NULL */
+	void *userdata;			/* for on_error_fn; never touched by the library */
+	uint32_t flags;			/* FL_REGION_* */
+};
+
+/*
+ * fl_region_add - serve [addr, addr+len) from @opts->store. Registers the
+ * range (MISSING; MINOR too for CONTINUE). With addr NULL the pager maps the
+ * memory (private anonymous, a memfd, or a hugetlbfs memfd) and unmaps it
+ * on removal. Returns 0, -EINVAL (bad options, range past the store's size,
+ * overlap with another region), -EBUSY, -EOPNOTSUPP (the install method or
+ * page size cannot work on this memory or kernel), -ENOMEM, -ECHILD.
+ * Thread safety: any thread, also after start.
+ */
+FL_API int fl_region_add(struct fl_pager *p, const struct fl_region_opts *opts,
+			 struct fl_region **ret);
+
+/*
+ * fl_region_remove - stop serving the region and free it. Pages not yet
+ * present are first poisoned (threads blocked in faults, and later
+ * accesses, get SIGBUS rather than zeros) unless FL_REGION_KEEP_ON_REMOVE
+ * is set; then the range is unregistered, and unmapped if the pager mapped
+ * it. Returns 0 or -errno. Thread safety: any thread.
+ */
+FL_API int fl_region_remove(struct fl_region *r);
+
+FL_API void *fl_region_addr(const struct fl_region *r);
+FL_API size_t fl_region_len(const struct fl_region *r);
+
+/*
+ * fl_region_populate - bring [off, off+len) of the region in now, as a
+ * fault would (pages already present are skipped). Needed before passing
+ * SIGBUS-mode memory to system calls (which fail with EFAULT on missing
+ * pages), and useful as background prefetch. Returns 0, or the first
+ * error (-EIO from the store, -EINVAL for a range outside the region).
+ * Thread safety: any thread.
+ */
+FL_API int fl_region_populate(struct fl_region *r, uint64_t off, size_t len);
+
+#define FL_LAT_BUCKETS 32
+
+struct fl_region_stats {
+	uint64_t faults;		/* faults seen on this region */
+	uint64_t pages_copy;		/* pages installed by each method */
+	uint64_t pages_zero;
+	uint64_t pages_move;
+	uint64_t pages_continue;
+	uint64_t pages_poison;
+	uint64_t pages_prefetched;	/* installed ahead of a fault */
+	uint64_t prefetch_used;		/* of those, pages the program went on to read
+					   (a later fault continued past them) */
+	uint64_t prefetch_wasted;	/* of those, pages left behind when accesses jumped away */
+	uint64_t store_reads;		/* read() calls on the store */
+	uint64_t store_bytes;
+	uint64_t errors;		/* store failures and failed installs */
+	/* Fault handling time, from reading the fault to its page installed:
+	   bucket i counts faults of [2^i, 2^(i+1)) ns. */
+	uint64_t lat_hist[FL_LAT_BUCKETS];
+};
+
+/* A snapshot of the region's counters. Thread safety: any thread. */
+FL_API int fl_region_stats(const struct fl_region *r, struct fl_region_stats *ret);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FAULTLINE_PAGER_H */

@@ -1,0 +1,150 @@
+/* SPDX-License-Identifier: MIT */
+/* faultline stores: where a region's pages live. A table of callbacks; no knowledge of faults. */
+#ifndef FAULTLINE_STORE_H
+#define FAULTLINE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <faultline/uffd.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Capability flags of a store. */
+enum fl_store_caps {
+	FL_STORE_READONLY = 1u << 0,	/* write() is absent or refuses */
+	FL_STORE_HOLES = 1u << 1,	/* read() reports holes (never-written, all-zero pages) */
+	FL_STORE_MOVE = 1u << 2,	/* take_pages() can hand over its own anonymous pages */
+};
+
+/*
+ * The callbacks of a store. Offsets and lengths are in bytes and are
+ * multiples of the caller's page size (@page_size, a power of two >= 4096).
+ *
+ * **Every callback may run concurrently on several handler threads and must
+ * be reentrant.** In SIGBUS mode read() and take_pages() run inside the
+ * faulting thread's signal handler, so a store used there must be
+ * async-signal-safe: no malloc, no lock the interrupted code could hold
+ * (the built-in zero, pattern, mem and file stores are).
+ */
+struct fl_store_ops {
+	size_t sz;	/* sizeof(struct fl_store_ops) */
+	/*
+	 * read - fill @buf (len bytes, owned by the caller, valid only during
+	 * the call) with the pages at [off, off+len). For each page that is a
+	 * hole, set bit i (i = page index within this call) in @holes, a bitmap
+	 * of len/page_size bits the caller zeroed; a hole's bytes in @buf need
+	 * not be written. A store without FL_STORE_HOLES never sets bits.
+	 * Returns 0, or -errno (-EIO) if any page could not be read: then the
+	 * whole call counts as failed and nothing of @buf is used.
+	 * Required.
+	 */
+	int (*read)(void *userdata, uint64_t off, void *buf, size_t len, size_t page_size,
+		    uint64_t *holes);
+	/* write - store [off, off+len) from @buf (the caller's). NULL for read-only stores. */
+	int (*write)(void *userdata, uint64_t off, const void *buf, size_t len);
+	/*
+	 * take_pages - for FL_STORE_MOVE: the address of the store's own
+	 * page-aligned, private anonymous memory holding [off, off+len), which
+	 * the caller will UFFDIO_MOVE away. From then on those pages belong to
+	 * the caller; the store reads them as holes afterwards. Returns 0, or
+	 * -EOPNOTSUPP when this range cannot be handed over (the caller then
+	 * falls back to read()).
+	 */
+	int (*take_pages)(void *userdata, uint64_t off, size_t len, void **ret_addr);
+	/* close - release the userdata. Called once, by fl_store_destroy(). May be NULL. */
+	void (*close)(void *userdata);
+};
+
+/* A store: the callbacks, their userdata, capabilities and size. Opaque. */
+struct fl_store;
+
+/*
+ * fl_store_create - wrap a caller's callbacks as a store of @size bytes.
+ * @ops is copied. @caps are FL_STORE_* bits. If this fails, no callback is
+ * ever invoked (not even close). Returns 0, -EINVAL, -ENOMEM.
+ * Thread safety: any thread.
+ */
+FL_API int fl_store_create(const struct fl_store_ops *ops, void *userdata, uint32_t caps,
+			   uint64_t size, struct fl_store **ret);
+
+/* Call close and free. Accepts NULL. No region may still use the store. */
+FL_API void fl_store_destroy(struct fl_store *s);
+
+FL_API uint32_t fl_store_caps(const struct fl_store *s);
+FL_API uint64_t fl_store_size(const struct fl_store *s);
+
+/*
+ * fl_store_read / fl_store_write / fl_store_take_pages - call the store
+ * with bounds and alignment checked: -EINVAL for a range past the store's
+ * size or not a multiple of @page_size; -EROFS for writes to read-only
+ * stores; -EOPNOTSUPP for take_pages without FL_STORE_MOVE.
+ * Thread safety: any thread (the store's callbacks are reentrant).
+ */
+FL_API int fl_store_read(struct fl_store *s, uint64_t off, void *buf, size_t len,
+			 size_t page_size, uint64_t *holes);
+FL_API int fl_store_write(struct fl_store *s, uint64_t off, const void *buf, size_t len);
+FL_API int fl_store_take_pages(struct fl_store *s, uint64_t off, size_t len, void **ret_addr);
+
+/* ------------------------------------------------------------- built in */
+
+/* Every page a hole: regions read zeros (installed with ZEROPAGE). Read-only. */
+FL_API int fl_store_zero_create(uint64_t size, struct fl_store **ret);
+
+/*
+ * A deterministic pattern, for tests and benchmarks: the 8-byte word at
+ * byte offset o (o a multiple of 8) is fl_pattern_word(seed, o). Read-only,
+ * no holes.
+ */
+FL_API int fl_store_pattern_create(uint64_t size, uint64_t seed, struct fl_store **ret);
+/* The pattern's word at byte offset @off (a multiple of 8). */
+FL_API uint64_t fl_pattern_word(uint64_t seed, uint64_t off);
+/* Fill @buf with the pattern of [off, off+len) (@off and @len multiples of 8). */
+FL_API void fl_pattern_fill(void *buf, uint64_t off, size_t len, uint64_t seed);
+/* 0 if @buf holds the pattern of [off, off+len), else the first differing byte offset + 1. */
+FL_API uint64_t fl_pattern_check(const void *buf, uint64_t off, size_t len, uint64_t seed);
+
+enum fl_store_mem_flags {
+	FL_STORE_MEM_READONLY = 1u << 0,
+	FL_STORE_MEM_NO_MOVE = 1u << 1,	/* never hand pages over, even when they could be */
+};
+
+/*
+ * A caller's buffer of @len bytes. The buffer stays the caller's and must
+ * outlive the store. When it is private anonymous memory aligned to 4 KiB
+ * (checked against /proc/self/maps at creation), the store has
+ * FL_STORE_MOVE and hands its pages over: a page moved into a region is no
+ * longer in the buffer (it reads as zero there) and the store reports it as
+ * a hole from then on.
+ */
+FL_API int fl_store_mem_create(void *buf, size_t len, uint32_t flags, struct fl_store **ret);
+
+enum fl_store_file_flags {
+	FL_STORE_FILE_WRITABLE = 1u << 0,	/* open read-write; write() works */
+	FL_STORE_FILE_DIRECT = 1u << 1,	/* O_DIRECT (buffers are aligned internally) */
+	FL_STORE_FILE_CREATE = 1u << 2,	/* create the file if missing (with WRITABLE) */
+};
+
+struct fl_store_file_opts {
+	size_t sz;		/* sizeof(struct fl_store_file_opts) */
+	uint64_t offset;	/* where the store's byte 0 lies in the file */
+	uint64_t size;		/* bytes from offset; 0 = to the end of the file */
+	uint32_t flags;		/* FL_STORE_FILE_* */
+};
+
+/*
+ * A file, read with pread (pwrite for writes) at opts->offset + off. Holes
+ * come from SEEK_DATA/SEEK_HOLE where the file system supports them; reads
+ * past the end of the file are holes. A short read inside the file is -EIO,
+ * never zeros. The file is opened O_CLOEXEC.
+ */
+FL_API int fl_store_file_open(const char *path, const struct fl_store_file_opts *opts,
+			      struct fl_store **ret);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FAULTLINE_STORE_H */
