@@ -11,6 +11,13 @@
 
 static struct fl_uffd *uffd;
 
+/* The library never prints; when opening fails it says here what to enable. */
+static void log_line(enum fl_log_level level, const char *msg)
+{
+	if (level <= FL_LOG_WARN)
+		fprintf(stderr, "hello: %s\n", msg);
+}
+
 static void *handler(void *arg)
 {
 	size_t ps = (size_t)sysconf(_SC_PAGESIZE);
@@ -43,6 +50,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	len = (size_t)atol(argv[1]) * ps;
+	fl_set_log_fn(log_line);
 	r = fl_uffd_open(NULL, &uffd);
 	if (r < 0) {
 		fprintf(stderr, "hello: fl_uffd_open: %s\n", strerror(-r));

@@ -184,7 +184,11 @@ static void denied_enosys(void *arg)
 	unsetenv("FL_UFFD_PATH");
 	deny_uffd(ENOSYS, ENOTTY);
 	fl_set_log_fn(capture_log);
-	T_ASSERT_ERR(fl_uffd_open(NULL, &u), ENOSYS);
+	/* Without access to /dev/userfaultfd, a permission problem remains to be reported. */
+	if (access("/dev/userfaultfd", R_OK | W_OK) == 0)
+		T_ASSERT_ERR(fl_uffd_open(NULL, &u), ENOSYS);
+	else
+		T_ASSERT_ERR(fl_uffd_open(NULL, &u), EPERM);
 	T_ASSERT_ERR(fl_uffd_open(&o, &u), ENOSYS);
 	T_ASSERT(strstr(last_log, "CONFIG_USERFAULTFD") != NULL);
 }

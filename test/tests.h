@@ -16,7 +16,7 @@
 	X(open_each_path, 0, T_UFFD, 0)                                            \
 	X(open_path_env_override, 0, T_UFFD, 0)                                    \
 	X(open_missing_feature, 0, T_UFFD, 0)                                      \
-	X(open_log_names_remedy, 0, T_UFFD | T_ROOT, 0)                            \
+	X(open_log_names_remedy, 0, T_UFFD, 0)                            \
 	X(adopt_and_take, 0, T_UFFD, 0)                                            \
 	X(register_modes_and_ioctls, 0, T_UFFD, 0)                                 \
 	/* end of table */

@@ -192,12 +192,12 @@ static void do_probe(void)
 	};
 	struct fl_features *f = &probe_cache;
 	uint64_t kf = 0, ki = 0, want;
-	int fd = -1;
+	int fd = -1, r;
 
 	*f = (struct fl_features){ .page_size = (uint32_t)fl__page_size() };
 	f->default_path = FL_UFFD_PATH_AUTO;
 	for (size_t i = 0; i < 3; i++) {
-		int r = fl__uffd_create(order[i], true);
+		r = fl__uffd_create(order[i], true);
 
 		f->path_error[order[i]] = r < 0 ? r : 0;
 		if (r < 0)
@@ -235,8 +235,19 @@ static void do_probe(void)
 	want = kf & (UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE_MISSING_SHMEM |
 		     UFFD_FEATURE_MINOR_HUGETLBFS | UFFD_FEATURE_MINOR_SHMEM |
 		     UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_PAGEFAULT_FLAG_WP |
-		     UFFD_FEATURE_MOVE | UFFD_FEATURE_POISON);
-	if (fl__uffd_api(fd, want, NULL, NULL) == 0)
+		     UFFD_FEATURE_MOVE | UFFD_FEATURE_POISON | UFFD_FEATURE_EVENT_FORK);
+	/*
+	 * The kernel offers EVENT_FORK to everyone but grants it only with
+	 * CAP_SYS_PTRACE; a refused handshake leaves the fd untouched, so ask
+	 * again without it and report the feature as unusable here.
+	 */
+	r = fl__uffd_api(fd, want, NULL, NULL);
+	if (r == -EPERM && (want & UFFD_FEATURE_EVENT_FORK)) {
+		f->features &= ~(uint64_t)FL_FEAT_EVENT_FORK;
+		want &= ~(uint64_t)UFFD_FEATURE_EVENT_FORK;
+		r = fl__uffd_api(fd, want, NULL, NULL);
+	}
+	if (r == 0)
 		probe_mem(f, fd);
 	close(fd);
 }

@@ -233,6 +233,12 @@ FL_API int fl_uffd_open(const struct fl_uffd_opts *opts, struct fl_uffd **ret)
 
 	kwant = fl__feat_to_kernel(want);
 	r = fl__uffd_api(fd, kwant, &kgot, NULL);
+	if (r == -EPERM && (kwant & UFFD_FEATURE_EVENT_FORK) && !(o.features & FL_FEAT_EVENT_FORK)) {
+		/* Only optional: the refused handshake left the fd untouched; go on without it. */
+		kwant &= ~(uint64_t)UFFD_FEATURE_EVENT_FORK;
+		want &= ~(uint64_t)FL_FEAT_EVENT_FORK;
+		r = fl__uffd_api(fd, kwant, &kgot, NULL);
+	}
 	if (r == -EPERM && (kwant & UFFD_FEATURE_EVENT_FORK)) {
 		fl__err("userfaultfd: feature event_fork needs CAP_SYS_PTRACE");
 	} else if (r < 0) {
