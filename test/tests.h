@@ -19,6 +19,11 @@
 	X(open_log_names_remedy, 0, T_UFFD, 0)                            \
 	X(adopt_and_take, 0, T_UFFD, 0)                                            \
 	X(register_modes_and_ioctls, 0, T_UFFD, 0)                                 \
+	/* test-tools.c: the faultline command */                                  \
+	X(tool_usage_errors, 0, 0, 0)                                              \
+	X(tool_help_and_version, 0, 0, 0)                                          \
+	X(tool_probe_table_and_json, 0, 0, 0)                                      \
+	X(json_validator_rejects_garbage, 0, 0, 0)                                 \
 	/* end of table */
 
 #define T_DECLARE(name, feats, flags, timeout) void test_##name(void);

@@ -1,0 +1,267 @@
+/* SPDX-License-Identifier: MIT */
+/* The faultline command: exit codes, usage errors, and the probe's table and JSON. */
+#include <ctype.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tests.h"
+
+#define OUT_MAX (1u << 20)
+
+struct run {
+	int status;	/* exit code, or 128 + signal */
+	char out[OUT_MAX];
+	char err[4096];
+};
+
+/* The tool lives next to the runner's directory: $(O)/faultline beside $(O)/test/runner. */
+static void tool_path(char *buf, size_t len)
+{
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+	T_ASSERT(n > 0);
+	self[n] = '\0';
+	snprintf(buf, len, "%s/../faultline", dirname(self));
+	if (access(buf, X_OK) != 0)
+		T_SKIP("%s not built", buf);
+}
+
+static size_t slurp(int fd, char *buf, size_t len)
+{
+	size_t got = 0;
+	ssize_t n;
+
+	while (got < len - 1 && (n = read(fd, buf + got, len - 1 - got)) > 0)
+		got += (size_t)n;
+	buf[got] = '\0';
+	return got;
+}
+
+/* Run the tool with @argv (NULL-terminated, argv[0] ignored), capturing stdout and stderr. */
+static void run_tool(struct run *r, char *const argv[])
+{
+	char path[PATH_MAX];
+	int out[2], err[2], st;
+	pid_t pid;
+
+	tool_path(path, sizeof(path));
+	T_ASSERT_SYS(pipe(out));
+	T_ASSERT_SYS(pipe(err));
+	pid = fork();
+	T_ASSERT_SYS(pid);
+	if (pid == 0) {
+		dup2(out[1], 1);
+		dup2(err[1], 2);
+		execv(path, argv);
+		_exit(127);
+	}
+	close(out[1]);
+	close(err[1]);
+	/* The probe's JSON is a few KiB: stdout fits the pipe, so read stderr after. */
+	slurp(out[0], r->out, sizeof(r->out));
+	slurp(err[0], r->err, sizeof(r->err));
+	close(out[0]);
+	close(err[0]);
+	T_ASSERT_SYS(waitpid(pid, &st, 0));
+	r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* A strict little JSON validator: returns the end of one value, or NULL. */
+static const char *json_value(const char *p, int depth);
+
+static const char *json_ws(const char *p)
+{
+	while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r')
+		p++;
+	return p;
+}
+
+static const char *json_string(const char *p)
+{
+	if (*p++ != '"')
+		return NULL;
+	while (*p && *p != '"') {
+		if ((unsigned char)*p < 0x20)
+			return NULL;
+		if (*p == '\\') {
+			p++;
+			if (!strchr("\"\\/bfnrtu", *p) || !*p)
+				return NULL;
+		}
+		p++;
+	}
+	return *p == '"' ? p + 1 : NULL;
+}
+
+static const char *json_number(const char *p)
+{
+	const char *s = p;
+
+	if (*p == '-')
+		p++;
+	if (!isdigit((unsigned char)*p))
+		return NULL;
+	while (isdigit((unsigned char)*p))
+		p++;
+	if (*p == '.') {
+		p++;
+		if (!isdigit((unsigned char)*p))
+			return NULL;
+		while (isdigit((unsigned char)*p))
+			p++;
+	}
+	if (*p == 'e' || *p == 'E') {
+		p++;
+		if (*p == '+' || *p == '-')
+			p++;
+		if (!isdigit((unsigned char)*p))
+			return NULL;
+		while (isdigit((unsigned char)*p))
+			p++;
+	}
+	return p > s ? p : NULL;
+}
+
+static const char *json_seq(const char *p, int depth, char close, bool object)
+{
+	p = json_ws(p + 1);
+	if (*p == close)
+		return p + 1;
+	for (;;) {
+		if (object) {
+			p = json_string(json_ws(p));
+			if (!p)
+				return NULL;
+			p = json_ws(p);
+			if (*p++ != ':')
+				return NULL;
+		}
+		p = json_value(p, depth + 1);
+		if (!p)
+			return NULL;
+		p = json_ws(p);
+		if (*p == close)
+			return p + 1;
+		if (*p++ != ',')
+			return NULL;
+	}
+}
+
+static const char *json_value(const char *p, int depth)
+{
+	if (depth > 64)
+		return NULL;
+	p = json_ws(p);
+	switch (*p) {
+	case '{':
+		return json_seq(p, depth, '}', true);
+	case '[':
+		return json_seq(p, depth, ']', false);
+	case '"':
+		return json_string(p);
+	case 't':
+		return strncmp(p, "true", 4) ? NULL : p + 4;
+	case 'f':
+		return strncmp(p, "false", 5) ? NULL : p + 5;
+	case 'n':
+		return strncmp(p, "null", 4) ? NULL : p + 4;
+	default:
+		return json_number(p);
+	}
+}
+
+static bool json_valid(const char *doc)
+{
+	const char *end = json_value(doc, 0);
+
+	return end && *json_ws(end) == '\0';
+}
+
+TEST(tool_usage_errors)
+{
+	static struct run r;
+	char *none[] = { "faultline", NULL };
+	char *unknown[] = { "faultline", "frobnicate", NULL };
+	char *badopt[] = { "faultline", "probe", "--bogus", NULL };
+	char *extra[] = { "faultline", "probe", "stray", NULL };
+
+	run_tool(&r, none);
+	T_ASSERT_EQ(r.status, 2);
+	T_ASSERT(strstr(r.err, "no command") != NULL);
+	run_tool(&r, unknown);
+	T_ASSERT_EQ(r.status, 2);
+	T_ASSERT(strstr(r.err, "unknown command 'frobnicate'") != NULL);
+	run_tool(&r, badopt);
+	T_ASSERT_EQ(r.status, 2);
+	T_ASSERT(strstr(r.err, "--bogus") != NULL);
+	run_tool(&r, extra);
+	T_ASSERT_EQ(r.status, 2);
+	T_ASSERT(strstr(r.err, "stray") != NULL);
+}
+
+TEST(tool_help_and_version)
+{
+	static struct run r;
+	char *help[] = { "faultline", "--help", NULL };
+	char *version[] = { "faultline", "--version", NULL };
+	char *probe_help[] = { "faultline", "probe", "--help", NULL };
+	char want[64];
+
+	run_tool(&r, help);
+	T_ASSERT_EQ(r.status, 0);
+	T_ASSERT(strstr(r.out, "usage: faultline") != NULL);
+	T_ASSERT(strstr(r.out, "probe") != NULL);
+	run_tool(&r, version);
+	T_ASSERT_EQ(r.status, 0);
+	snprintf(want, sizeof(want), "faultline %s\n", fl_version());
+	T_ASSERT(!strcmp(r.out, want));
+	run_tool(&r, probe_help);
+	T_ASSERT_EQ(r.status, 0);
+	T_ASSERT(strstr(r.out, "--json") != NULL);
+}
+
+TEST(tool_probe_table_and_json)
+{
+	static struct run r;
+	char *table[] = { "faultline", "probe", NULL };
+	char *json[] = { "faultline", "probe", "--json", NULL };
+	struct fl_features f;
+	char key[96];
+
+	fl_probe(&f);
+	run_tool(&r, table);
+	T_ASSERT_EQ(r.status, 0);
+	for (uint64_t bit = 1; bit & FL_FEAT_ALL; bit <<= 1)
+		T_ASSERT(strstr(r.out, fl_feature_name(bit)) != NULL);
+	T_ASSERT(strstr(r.out, "hugetlb") != NULL);
+
+	run_tool(&r, json);
+	T_ASSERT_EQ(r.status, 0);
+	T_ASSERT(json_valid(r.out));
+	/* The JSON says what the library says, feature by feature. */
+	for (uint64_t bit = 1; bit & FL_FEAT_ALL; bit <<= 1) {
+		snprintf(key, sizeof(key), "\"%s\":%s", fl_feature_name(bit),
+			 (f.features & bit) ? "true" : "false");
+		T_ASSERT(strstr(r.out, key) != NULL);
+	}
+	snprintf(key, sizeof(key), "\"page_size\":%u", f.page_size);
+	T_ASSERT(strstr(r.out, key) != NULL);
+}
+
+TEST(json_validator_rejects_garbage)
+{
+	/* The validator above must be able to fail, or the JSON test proves nothing. */
+	T_ASSERT(json_valid("{\"a\":[1,2.5,-3e2,true,false,null,\"x\\n\"]}"));
+	T_ASSERT(!json_valid("{\"a\":1,}"));
+	T_ASSERT(!json_valid("{\"a\" 1}"));
+	T_ASSERT(!json_valid("[1,2"));
+	T_ASSERT(!json_valid("{} {}"));
+	T_ASSERT(!json_valid("{\"a\":01x}"));
+	T_ASSERT(!json_valid("\"unterminated"));
+}
