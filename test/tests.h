@@ -24,6 +24,24 @@
 	X(tool_help_and_version, 0, 0, 0)                                          \
 	X(tool_probe_table_and_json, 0, 0, 0)                                      \
 	X(json_validator_rejects_garbage, 0, 0, 0)                                 \
+	/* test-store.c: pure user-space, run everywhere */                        \
+	X(store_create_checks, 0, 0, 0)                                            \
+	X(store_custom_read_error, 0, 0, 0)                                        \
+	X(store_bounds, 0, 0, 0)                                                   \
+	X(store_pattern_functions, 0, 0, 0)                                        \
+	X(store_pattern_store, 0, 0, 0)                                            \
+	X(store_zero_all_holes, 0, 0, 0)                                           \
+	X(store_mem_read_write, 0, 0, 0)                                           \
+	X(store_mem_take_pages, 0, 0, 0)                                           \
+	X(store_mem_take_race, 0, 0, 0)                                            \
+	X(store_mem_no_move, 0, 0, 0)                                              \
+	X(store_file_offset, 0, 0, 0)                                              \
+	X(store_file_holes, 0, 0, 0)                                               \
+	X(store_file_direct, 0, 0, 0)                                              \
+	X(store_file_truncated_eio, 0, 0, 0)                                       \
+	X(store_file_write_readback, 0, 0, 0)                                      \
+	X(store_file_opts, 0, 0, 0)                                                \
+	X(store_concurrent_reads, 0, 0, 30)                                        \
 	/* end of table */
 
 #define T_DECLARE(name, feats, flags, timeout) void test_##name(void);

@@ -63,24 +63,32 @@ struct fl_store;
 
 /*
  * fl_store_create - wrap a caller's callbacks as a store of @size bytes.
- * @ops is copied. @caps are FL_STORE_* bits. If this fails, no callback is
- * ever invoked (not even close). Returns 0, -EINVAL, -ENOMEM.
+ * @ops is copied. @caps are FL_STORE_* bits; FL_STORE_MOVE needs take_pages,
+ * and a store without write gets FL_STORE_READONLY. If this fails, no
+ * callback is ever invoked (not even close). Returns 0, -EINVAL, -ENOMEM.
  * Thread safety: any thread.
  */
 FL_API int fl_store_create(const struct fl_store_ops *ops, void *userdata, uint32_t caps,
 			   uint64_t size, struct fl_store **ret);
 
-/* Call close and free. Accepts NULL. No region may still use the store. */
+/*
+ * Call close and free. Accepts NULL. No region may still use the store.
+ * Thread safety: any thread, once no other call uses the store.
+ */
 FL_API void fl_store_destroy(struct fl_store *s);
 
+/* The FL_STORE_* bits and the size in bytes (0 for NULL). Thread safety: any thread. */
 FL_API uint32_t fl_store_caps(const struct fl_store *s);
 FL_API uint64_t fl_store_size(const struct fl_store *s);
 
 /*
  * fl_store_read / fl_store_write / fl_store_take_pages - call the store
  * with bounds and alignment checked: -EINVAL for a range past the store's
- * size or not a multiple of @page_size; -EROFS for writes to read-only
- * stores; -EOPNOTSUPP for take_pages without FL_STORE_MOVE.
+ * size or not a multiple of @page_size (4096 for write and take_pages, which
+ * have none); -EROFS for writes to read-only stores; -EOPNOTSUPP for
+ * take_pages without FL_STORE_MOVE. fl_store_read zeroes @holes itself;
+ * @holes may be NULL only for a store without FL_STORE_HOLES. A length of
+ * 0 reads or writes nothing and returns 0 (take_pages: -EINVAL).
  * Thread safety: any thread (the store's callbacks are reentrant).
  */
 FL_API int fl_store_read(struct fl_store *s, uint64_t off, void *buf, size_t len,
@@ -89,6 +97,12 @@ FL_API int fl_store_write(struct fl_store *s, uint64_t off, const void *buf, siz
 FL_API int fl_store_take_pages(struct fl_store *s, uint64_t off, size_t len, void **ret_addr);
 
 /* ------------------------------------------------------------- built in */
+/*
+ * The constructors return 0, -EINVAL or -ENOMEM (the file store also
+ * open(2)'s errors). Thread safety: any thread. The stores they make are
+ * reentrant, and their read() (and the mem store's take_pages()) are
+ * async-signal-safe.
+ */
 
 /* Every page a hole: regions read zeros (installed with ZEROPAGE). Read-only. */
 FL_API int fl_store_zero_create(uint64_t size, struct fl_store **ret);
@@ -103,7 +117,12 @@ FL_API int fl_store_pattern_create(uint64_t size, uint64_t seed, struct fl_store
 FL_API uint64_t fl_pattern_word(uint64_t seed, uint64_t off);
 /* Fill @buf with the pattern of [off, off+len) (@off and @len multiples of 8). */
 FL_API void fl_pattern_fill(void *buf, uint64_t off, size_t len, uint64_t seed);
-/* 0 if @buf holds the pattern of [off, off+len), else the first differing byte offset + 1. */
+/*
+ * 0 if @buf holds the pattern of [off, off+len), else 1 + the index in @buf
+ * of the first differing byte. fill and check also accept offsets and
+ * lengths that are not multiples of 8 (each byte is the one a native 8-byte
+ * store of its word puts there).
+ */
 FL_API uint64_t fl_pattern_check(const void *buf, uint64_t off, size_t len, uint64_t seed);
 
 enum fl_store_mem_flags {
@@ -117,7 +136,11 @@ enum fl_store_mem_flags {
  * (checked against /proc/self/maps at creation), the store has
  * FL_STORE_MOVE and hands its pages over: a page moved into a region is no
  * longer in the buffer (it reads as zero there) and the store reports it as
- * a hole from then on.
+ * a hole from then on, until a write() puts data into it again. take_pages
+ * refuses (-EOPNOTSUPP) ranges not aligned to this machine's page size and
+ * pages already handed over. Only a store with FL_STORE_MOVE has FL_STORE_HOLES.
+ * A page that take_pages handed over belongs to the caller even if its move
+ * then fails: copy it from the returned address, do not read() it.
  */
 FL_API int fl_store_mem_create(void *buf, size_t len, uint32_t flags, struct fl_store **ret);
 
@@ -139,6 +162,18 @@ struct fl_store_file_opts {
  * come from SEEK_DATA/SEEK_HOLE where the file system supports them; reads
  * past the end of the file are holes. A short read inside the file is -EIO,
  * never zeros. The file is opened O_CLOEXEC.
+ * End of file: the store remembers the file's size at open, raised by its
+ * own writes. Data below that end that is gone when read (the file was
+ * truncated under the store) is -EIO, not a hole; past it, whatever the
+ * file holds now is read, and the rest reads as holes (whole pages) or
+ * zeros (the tail of a page). With size 0 the store covers the file from
+ * offset to its end at open, rounded up to a multiple of 4096 (-EINVAL if
+ * nothing lies past offset). CREATE needs WRITABLE and a size (else
+ * -EINVAL) and creates the file with mode 0644 (less the umask). DIRECT:
+ * requests whose buffer, file offset and length are 4096-aligned use
+ * O_DIRECT, the others a second descriptor without it; -EOPNOTSUPP if the
+ * file system refuses O_DIRECT. Returns 0, -EINVAL, -ENOMEM, -EOPNOTSUPP
+ * or open(2)'s -errno.
  */
 FL_API int fl_store_file_open(const char *path, const struct fl_store_file_opts *opts,
 			      struct fl_store **ret);
