@@ -55,7 +55,7 @@ LIB_SRCS := $(sort $(wildcard src/*/*.c))
 TOOL_SRCS := $(sort $(wildcard tools/*.c) $(wildcard bench/*.c))
 TEST_SRCS := $(sort $(wildcard test/*.c))
 EXAMPLE_SRCS := $(sort $(wildcard examples/*.c))
-FUZZ_SRCS := $(sort $(wildcard test/fuzz/*.c))
+FUZZ_SRCS := $(sort $(wildcard test/fuzz/fuzz-*.c))
 
 LIB_OBJS := $(LIB_SRCS:%.c=$(O)/%.o)
 LIB_PIC_OBJS := $(LIB_SRCS:%.c=$(O)/pic/%.o)
@@ -69,6 +69,12 @@ SHARED_LIB := $(O)/libfaultline.so.$(VERSION)
 TOOL := $(O)/faultline
 RUNNER := $(O)/test/runner
 PCFILE := $(O)/faultline.pc
+# Fuzz targets: built with a replay driver (corpus + seeded mutations) for make check, and
+# with libFuzzer (clang) for make fuzz.
+FUZZERS := $(FUZZ_SRCS:test/fuzz/%.c=$(O)/fuzz/%)
+LIBFUZZERS := $(FUZZ_SRCS:test/fuzz/%.c=$(O)/libfuzzer/%)
+FUZZ_ITERATIONS ?= 20000
+FUZZ_SECONDS ?= 60
 
 MAP := src/libfaultline.map
 MAP_NODE := $(shell sed -n 's/^\(FL_[0-9.]*\) {.*/\1/p' $(MAP) | tail -n 1)
@@ -76,10 +82,10 @@ ifneq ($(MAP_NODE),FL_$(VERSION_MAJOR).$(VERSION_MINOR))
 $(error $(MAP): newest node is $(MAP_NODE), but the version is $(VERSION); add FL_$(VERSION_MAJOR).$(VERSION_MINOR))
 endif
 
-.PHONY: all check demo bench install uninstall clean doc-check
+.PHONY: all check demo bench install uninstall clean doc-check fuzz fuzz-check
 .DEFAULT_GOAL := all
 
-all: $(STATIC_LIB) $(O)/libfaultline.so $(TOOL) $(EXAMPLES) $(RUNNER) $(PCFILE)
+all: $(STATIC_LIB) $(O)/libfaultline.so $(TOOL) $(EXAMPLES) $(RUNNER) $(PCFILE) $(FUZZERS)
 
 # -------------------------------------------------------------------- rules
 $(O)/%.o: %.c
@@ -118,6 +124,20 @@ $(RUNNER): $(TEST_OBJS) $(STATIC_LIB)
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(TEST_OBJS) $(STATIC_LIB) $(LIBS)
 
+$(O)/fuzz/%: test/fuzz/%.c test/fuzz/driver.c $(STATIC_LIB)
+	$(call msg,CC,$<)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -Isrc -Isrc/uffd $(ALL_LDFLAGS) -o $@ $< test/fuzz/driver.c \
+		$(STATIC_LIB) $(LIBS)
+
+# libFuzzer needs clang and its runtime (Debian: clang, libclang-rt-14-dev).
+FUZZ_CC ?= clang
+$(O)/libfuzzer/%: test/fuzz/%.c $(LIB_SRCS)
+	$(call msg,FUZZ,$<)
+	@mkdir -p $(@D)
+	$(Q)$(FUZZ_CC) -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -Isrc -Isrc/uffd -pthread \
+		-fsanitize=fuzzer,address,undefined -o $@ $< $(LIB_SRCS) -lm
+
 $(PCFILE): faultline.pc.in Makefile
 	@mkdir -p $(@D)
 	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
@@ -125,8 +145,22 @@ $(PCFILE): faultline.pc.in Makefile
 
 # ------------------------------------------------------------------ targets
 # check: the one test command (README). Docs first: cheap, and every exported symbol needs a page.
-check: all doc-check
+check: all doc-check fuzz-check
 	$(Q)$(RUNNER) $(T)
+
+# Every parser that reads another process's bytes, replayed over its corpus and mutations.
+fuzz-check: $(FUZZERS)
+	$(Q)for f in $(FUZZERS); do \
+		n=$$(basename $$f); $$f test/fuzz/corpus/$${n#fuzz-} $(FUZZ_ITERATIONS) || exit 1; \
+	done
+
+# Coverage-guided fuzzing with libFuzzer, FUZZ_SECONDS per target.
+fuzz: $(LIBFUZZERS)
+	$(Q)for f in $(LIBFUZZERS); do \
+		n=$$(basename $$f); mkdir -p $(O)/corpus-$${n#fuzz-}; \
+		$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			$(O)/corpus-$${n#fuzz-} test/fuzz/corpus/$${n#fuzz-} || exit 1; \
+	done
 
 doc-check:
 	$(Q)sh test/check-docs.sh $(MAP) $(O)
