@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -201,4 +202,126 @@ int t_run_child(void (*fn)(void *), void *arg)
 	if (waitpid(pid, &status, 0) < 0)
 		t_fail(__FILE__, __LINE__, "waitpid: %s", strerror(errno));
 	return status;
+}
+
+size_t t_mem_page_size(enum fl_mem_type type)
+{
+	return type == FL_MEM_HUGETLB ? (size_t)2 << 20 : t_page_size();
+}
+
+void *t_map_mem(enum fl_mem_type type, size_t len, int *fd)
+{
+	*fd = -1;
+	switch (type) {
+	case FL_MEM_ANON:
+		return t_map_anon(len);
+	case FL_MEM_SHMEM:
+		return t_map_memfd(len, fd);
+	case FL_MEM_HUGETLB: {
+		/*
+		 * The runner reserved huge pages, but another runner on this
+		 * machine may have handed its reservation back meanwhile: no
+		 * free huge page left is a missing resource, not a failure.
+		 */
+		int f = memfd_create("fl-test", MFD_CLOEXEC | MFD_HUGETLB);
+		void *p;
+
+		if (f < 0)
+			t_fail(__FILE__, __LINE__, "memfd_create hugetlb: %s", strerror(errno));
+		if (ftruncate(f, (off_t)len) < 0)
+			t_fail(__FILE__, __LINE__, "ftruncate: %s", strerror(errno));
+		p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, f, 0);
+		if (p == MAP_FAILED && errno == ENOMEM)
+			t_skip("not enough free 2 MiB huge pages left for %zu bytes", len);
+		if (p == MAP_FAILED)
+			t_fail(__FILE__, __LINE__, "mmap hugetlb %zu: %s", len, strerror(errno));
+		*fd = f;
+		return p;
+	}
+	}
+	t_fail(__FILE__, __LINE__, "unknown memory type %d", (int)type);
+}
+
+uint64_t t_pagemap(const void *addr)
+{
+	off_t off = (off_t)((uintptr_t)addr / t_page_size() * sizeof(uint64_t));
+	uint64_t e = 0;
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		t_fail(__FILE__, __LINE__, "open /proc/self/pagemap: %s", strerror(errno));
+	if (pread(fd, &e, sizeof(e), off) != (ssize_t)sizeof(e))
+		t_fail(__FILE__, __LINE__, "pread pagemap: %s", strerror(errno));
+	close(fd);
+	return e;
+}
+
+long t_smaps_kb(const void *addr, const char *field)
+{
+	FILE *f = fopen("/proc/self/smaps", "re");
+	size_t flen = strlen(field);
+	bool inside = false;
+	char line[512];
+	long kb = -1;
+
+	if (!f)
+		t_fail(__FILE__, __LINE__, "open /proc/self/smaps: %s", strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+
+		/* A mapping's header line is "lo-hi perms ..."; its fields follow it. */
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) {
+			if (inside)
+				break;
+			inside = (uintptr_t)addr >= lo && (uintptr_t)addr < hi;
+			continue;
+		}
+		if (inside && !strncmp(line, field, flen) && line[flen] == ':') {
+			kb = strtol(line + flen + 1, NULL, 10);
+			break;
+		}
+	}
+	fclose(f);
+	return kb;
+}
+
+static void *access_thread(void *arg)
+{
+	struct t_access *a = arg;
+	uint64_t one = 1;
+
+	__atomic_store_n(&a->kernel_tid, (int)gettid(), __ATOMIC_SEQ_CST);
+	if (a->write)
+		*a->p = a->byte;
+	a->seen = *a->p;
+	if (write(a->efd, &one, sizeof(one)) != (ssize_t)sizeof(one))
+		t_fail(__FILE__, __LINE__, "eventfd write: %s", strerror(errno));
+	return NULL;
+}
+
+void t_access_start(struct t_access *a, void *p, bool write_it, uint8_t byte)
+{
+	*a = (struct t_access){ .p = p, .write = write_it, .byte = byte };
+	a->efd = eventfd(0, EFD_CLOEXEC);
+	if (a->efd < 0)
+		t_fail(__FILE__, __LINE__, "eventfd: %s", strerror(errno));
+	a->tid = t_thread_start(access_thread, a);
+}
+
+bool t_access_finished(const struct t_access *a)
+{
+	struct pollfd p = { .fd = a->efd, .events = POLLIN };
+	int r = poll(&p, 1, 0);
+
+	if (r < 0)
+		t_fail(__FILE__, __LINE__, "poll: %s", strerror(errno));
+	return r > 0;
+}
+
+uint8_t t_access_join(struct t_access *a)
+{
+	t_thread_join(a->tid);
+	close(a->efd);
+	a->efd = -1;
+	return a->seen;
 }

@@ -106,4 +106,41 @@ struct fl_event t_read_event(struct fl_uffd *u, uint32_t type);
 /* Run fn in a forked child and return its wait status. */
 int t_run_child(void (*fn)(void *), void *arg);
 
+/* ------------------------------------------- helpers of the uffd kernel tests */
+
+/* Bits of a /proc/self/pagemap entry. */
+#define T_PM_PRESENT (1ull << 63)
+#define T_PM_UFFD_WP (1ull << 57)	/* the PTE (or its marker) is uffd write-protected */
+
+/* The page size of @type here: 2 MiB for FL_MEM_HUGETLB, else the base page size. */
+size_t t_mem_page_size(enum fl_mem_type type);
+
+/* A mapping of @type: anonymous private, memfd or hugetlbfs memfd (shared); *@fd: memfd or -1. */
+void *t_map_mem(enum fl_mem_type type, size_t len, int *fd);
+
+/* The /proc/self/pagemap entry of the page holding @addr (no fault is taken). */
+uint64_t t_pagemap(const void *addr);
+
+/* A "Name:  N kB" field of the /proc/self/smaps entry holding @addr, in kB; -1 if absent. */
+long t_smaps_kb(const void *addr, const char *field);
+
+/*
+ * One memory access made by another thread, which may block on a fault.
+ * t_access_start() runs it; t_access_finished() tells, without waiting,
+ * whether it completed; t_access_join() waits and returns the byte read at
+ * @p after the access (the byte stored, for a write that landed).
+ */
+struct t_access {
+	volatile uint8_t *p;
+	bool write;
+	uint8_t byte;		/* stored if @write */
+	uint8_t seen;		/* read at @p once the access completed */
+	int efd;		/* eventfd, written when the access completed */
+	unsigned long tid;
+	int kernel_tid;		/* the thread's gettid(), set before the access */
+};
+void t_access_start(struct t_access *a, void *p, bool write, uint8_t byte);
+bool t_access_finished(const struct t_access *a);
+uint8_t t_access_join(struct t_access *a);
+
 #endif /* FL_TEST_HARNESS_H */

@@ -42,6 +42,45 @@
 	X(store_file_write_readback, 0, 0, 0)                                      \
 	X(store_file_opts, 0, 0, 0)                                                \
 	X(store_concurrent_reads, 0, 0, 30)                                        \
+	/* test-resolve.c, test-events.c, test-wp.c: the uffd layer */             \
+	X(resolve_copy_zeropage_anon, 0, T_UFFD, 0)                                \
+	X(resolve_copy_zeropage_shmem, FL_FEAT_MISSING_SHMEM, T_UFFD, 0)           \
+	X(resolve_copy_zeropage_hugetlb, FL_FEAT_MISSING_HUGETLBFS,                \
+	  T_UFFD | T_HUGETLB, 0)                                                   \
+	X(resolve_fault_tid_exact_address,                                         \
+	  FL_FEAT_THREAD_ID | FL_FEAT_EXACT_ADDRESS, T_UFFD, 0)                    \
+	X(resolve_unregister_and_close_wake, 0, T_UFFD, 0)                         \
+	X(resolve_copy_partial_eexist, 0, T_UFFD, 0)                               \
+	X(resolve_zeropage_partial_eexist, 0, T_UFFD, 0)                           \
+	X(resolve_dontwake_then_wake, 0, T_UFFD, 0)                                \
+	X(resolve_flags_einval, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 0)              \
+	X(resolve_minor_continue_shmem, FL_FEAT_MINOR_SHMEM, T_UFFD, 0)            \
+	X(resolve_minor_continue_hugetlb, FL_FEAT_MINOR_HUGETLBFS,                 \
+	  T_UFFD | T_HUGETLB, 0)                                                   \
+	X(resolve_move_pages, FL_FEAT_MOVE, T_UFFD, 0)                             \
+	X(resolve_move_thp, FL_FEAT_MOVE, T_UFFD, 30)                              \
+	X(resolve_poison_sigbus, FL_FEAT_POISON, T_UFFD, 0)                        \
+	X(resolve_sigbus_feature, FL_FEAT_SIGBUS, T_UFFD, 0)                       \
+	X(resolve_esrch_after_exit, 0, T_UFFD, 0)                                  \
+	X(event_fork, FL_FEAT_EVENT_FORK, T_UFFD | T_ROOT, 0)                      \
+	X(event_remap, FL_FEAT_EVENT_REMAP, T_UFFD, 0)                             \
+	X(event_remove, FL_FEAT_EVENT_REMOVE, T_UFFD, 0)                           \
+	X(event_unmap, FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                             \
+	X(event_pending_eagain, FL_FEAT_EVENT_REMOVE, T_UFFD, 0)                   \
+	X(wp_fault_anon, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 0)                     \
+	X(wp_fault_shmem, FL_FEAT_MISSING_SHMEM | FL_FEAT_WP_HUGETLBFS_SHMEM,      \
+	  T_UFFD, 0)                                                               \
+	X(wp_fault_hugetlb, FL_FEAT_MISSING_HUGETLBFS |                            \
+	  FL_FEAT_WP_HUGETLBFS_SHMEM, T_UFFD | T_HUGETLB, 0)                       \
+	X(wp_copy_anon, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 0)                      \
+	X(wp_copy_shmem, FL_FEAT_MISSING_SHMEM | FL_FEAT_WP_HUGETLBFS_SHMEM,       \
+	  T_UFFD, 0)                                                               \
+	X(wp_continue_shmem, FL_FEAT_MINOR_SHMEM | FL_FEAT_WP_HUGETLBFS_SHMEM,     \
+	  T_UFFD, 0)                                                               \
+	X(wp_async_pagemap_scan, FL_FEAT_WP_ASYNC | FL_FEAT_PAGEMAP_SCAN,          \
+	  T_UFFD, 0)                                                               \
+	X(wp_async_scan_many_runs, FL_FEAT_WP_ASYNC | FL_FEAT_PAGEMAP_SCAN,        \
+	  T_UFFD, 0)                                                               \
 	/* end of table */
 
 #define T_DECLARE(name, feats, flags, timeout) void test_##name(void);

@@ -240,7 +240,11 @@ FL_API int fl_uffd_take(int fd, uint64_t features, uint32_t flags, struct fl_uff
 /* Close (if owned) and free. Accepts NULL. Thread safety: no other call on @u may run. */
 FL_API void fl_uffd_close(struct fl_uffd *u);
 
-/* The descriptor, for poll/epoll. Thread safety: any thread. */
+/*
+ * The descriptor, for poll/epoll. Open with FL_UFFD_NONBLOCK to poll it: the
+ * kernel reports POLLERR at once on a blocking userfaultfd.
+ * Thread safety: any thread.
+ */
 FL_API int fl_uffd_fd(const struct fl_uffd *u);
 
 /* The FL_FEAT_* bits enabled on this descriptor. Thread safety: any thread. */
@@ -295,11 +299,18 @@ enum fl_resolve_flags {
  *   -EEXIST   a page is already there ("already there"; with *ret_done the
  *             pages before it were installed);
  *   -EAGAIN   nothing more could be done because a fork/remap/remove/unmap
- *             event is pending: read the events, then retry (never spin);
+ *             event is pending: read the events, then retry (never spin;
+ *             it lasts until the thread that caused the event has resumed,
+ *             a little after the event is read, so retry with a back-off);
  *   -ENOENT   the range is gone or changed (or a MOVE source hole);
  *   -ESRCH    the process that owns the memory exited (-ENOSPC on pre-4.14
  *             kernels is reported as -ESRCH);
- *   -EOPNOTSUPP  this kernel or range cannot do the operation.
+ *   -EOPNOTSUPP  this kernel cannot do the operation at all (MOVE before
+ *             6.8, POISON before 6.6);
+ *   -EINVAL   bad arguments, or an operation the range's memory type does
+ *             not allow (the kernel does not tell them apart: ZEROPAGE on
+ *             hugetlbfs is -EINVAL; check fl_uffd_register's ioctls first);
+ *   -EFAULT   CONTINUE with no page in the page cache at that offset.
  * @len and addresses must be multiples of the range's page size.
  * Thread safety: any thread; all resolve calls may run concurrently.
  */
