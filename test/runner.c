@@ -163,22 +163,32 @@ int main(int argc, char **argv)
 	unsigned int passed = 0, failed = 0, skipped = 0;
 	struct fl_features f;
 	int first = 1;
-	bool list = false;
+	bool list = false, pure = false;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	if (argc > 1 && !strcmp(argv[1], "-l")) {
-		list = true;
-		first = 2;
-	} else if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-		printf("usage: %s [-l] [PATTERN...]\n"
-		       "Runs every test (or those whose name matches a PATTERN) in its own\n"
-		       "process. FL_REQUIRE_UFFD=1 turns 'needs userfaultfd' skips into failures.\n",
-		       argv[0]);
-		return 0;
+	for (; first < argc && argv[first][0] == '-'; first++) {
+		if (!strcmp(argv[first], "-l")) {
+			list = true;
+		} else if (!strcmp(argv[first], "--pure")) {
+			pure = true;
+		} else if (!strcmp(argv[first], "-h") || !strcmp(argv[first], "--help")) {
+			printf("usage: %s [-l] [--pure] [PATTERN...]\n"
+			       "Runs every test (or those whose name matches a PATTERN) in its own\n"
+			       "process. -l lists them; --pure leaves out the kernel tests (T_UFFD),\n"
+			       "e.g. for valgrind, which cannot run a thread that resolves another\n"
+			       "thread's userfault. FL_REQUIRE_UFFD=1 turns 'needs userfaultfd' skips\n"
+			       "into failures.\n",
+			       argv[0]);
+			return 0;
+		} else {
+			fprintf(stderr, "runner: unknown option %s (try --help)\n", argv[first]);
+			return 2;
+		}
 	}
 	if (list) {
 		for (size_t i = 0; i < n; i++)
-			if (selected(tests[i].name, argc, argv, first))
+			if (selected(tests[i].name, argc, argv, first) &&
+			    !(pure && (tests[i].flags & T_UFFD)))
 				printf("%s\n", tests[i].name);
 		return 0;
 	}
@@ -200,7 +210,7 @@ int main(int argc, char **argv)
 		int status;
 		pid_t pid;
 
-		if (!selected(t->name, argc, argv, first))
+		if (!selected(t->name, argc, argv, first) || (pure && (t->flags & T_UFFD)))
 			continue;
 		skip = missing(t, &f, why, sizeof(why));
 		if (skip) {

@@ -151,7 +151,8 @@ struct fl_huge_size {
  */
 struct fl_features {
 	uint64_t features;		/* FL_FEAT_* available */
-	uint64_t kernel_features;	/* raw UFFD_FEATURE_* bits from UFFDIO_API */
+	uint64_t kernel_features;	/* UFFD_FEATURE_* bits from UFFDIO_API, less those this
+					   process may not use (EVENT_FORK without CAP_SYS_PTRACE) */
 	uint64_t kernel_ioctls;		/* raw uffdio_api.ioctls */
 	uint64_t api;			/* UFFD_API spoken */
 	int32_t path_error[FL_UFFD_PATH_COUNT];	/* per path: 0 = works, else -errno */
