@@ -82,7 +82,7 @@ ifneq ($(MAP_NODE),FL_$(VERSION_MAJOR).$(VERSION_MINOR))
 $(error $(MAP): newest node is $(MAP_NODE), but the version is $(VERSION); add FL_$(VERSION_MAJOR).$(VERSION_MINOR))
 endif
 
-.PHONY: all check demo bench install uninstall clean doc-check fuzz fuzz-check
+.PHONY: all check demo bench install uninstall clean doc-check fuzz fuzz-check deps
 .DEFAULT_GOAL := all
 
 all: $(STATIC_LIB) $(O)/libfaultline.so $(TOOL) $(EXAMPLES) $(RUNNER) $(PCFILE) $(FUZZERS)
@@ -138,15 +138,22 @@ $(O)/libfuzzer/%: test/fuzz/%.c $(LIB_SRCS)
 	$(Q)$(FUZZ_CC) -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -Isrc -Isrc/uffd -pthread \
 		-fsanitize=fuzzer,address,undefined -o $@ $< $(LIB_SRCS) -lm
 
+# The paths are the ones given now: make install regenerates it, so a PREFIX given only to
+# make install is honoured.
+PC_SED = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' faultline.pc.in
 $(PCFILE): faultline.pc.in Makefile
 	@mkdir -p $(@D)
-	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
-		-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+	$(Q)$(PC_SED) > $@
 
 # ------------------------------------------------------------------ targets
 # check: the one test command (README). Docs first: cheap, and every exported symbol needs a page.
-check: all doc-check fuzz-check
+check: deps all doc-check fuzz-check
 	$(Q)$(RUNNER) $(T)
+
+# What check, demo and bench need beyond a compiler: installed with apt-get as root, else named.
+deps:
+	$(Q)sh tools/deps.sh
 
 # Every parser that reads another process's bytes, replayed over its corpus and mutations.
 fuzz-check: $(FUZZERS)
@@ -165,10 +172,10 @@ fuzz: $(LIBFUZZERS)
 doc-check:
 	$(Q)sh test/check-docs.sh $(MAP) $(O)
 
-demo: all
+demo: deps all
 	$(Q)sh tools/demo.sh $(O)
 
-bench: all
+bench: deps all
 	$(Q)sh tools/bench.sh $(O) $(BENCH)
 
 install: all
@@ -182,7 +189,7 @@ install: all
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libfaultline.so
 	install -m 0644 include/faultline.h $(DESTDIR)$(INCLUDEDIR)/faultline.h
 	install -m 0644 include/faultline/*.h $(DESTDIR)$(INCLUDEDIR)/faultline/
-	install -m 0644 $(PCFILE) $(DESTDIR)$(PKGCONFIGDIR)/faultline.pc
+	$(PC_SED) > $(DESTDIR)$(PKGCONFIGDIR)/faultline.pc
 	install -m 0644 man/man1/*.1 $(DESTDIR)$(MANDIR)/man1/
 	install -m 0644 man/man3/*.3 $(DESTDIR)$(MANDIR)/man3/
 	install -m 0644 man/man7/*.7 $(DESTDIR)$(MANDIR)/man7/

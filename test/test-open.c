@@ -231,7 +231,7 @@ TEST(adopt_and_take)
 	fl_uffd_close(u);
 	T_ASSERT(fcntl(fd, F_GETFD) >= 0);	/* adopted: still the caller's */
 	/* The handshake happens once per fd: asking again is an error, not a silent success. */
-	T_ASSERT(fl_uffd_adopt(fd, 0, FL_UFFD_ADOPT_HANDSHAKE, &u) < 0);
+	T_ASSERT_ERR(fl_uffd_adopt(fd, 0, FL_UFFD_ADOPT_HANDSHAKE, &u), EINVAL);
 	close(fd);
 
 	T_ASSERT_SYS(pipe(pipefd));
@@ -299,4 +299,29 @@ TEST(register_modes_and_ioctls)
 	fl_uffd_close(u);
 	fl_uffd_close(u2);
 	close(mfd);
+}
+
+TEST(open_fork_denied_is_eperm)
+{
+	struct fl_features f, old;
+	struct fl_uffd_opts o = { .sz = sizeof(o), .features = FL_FEAT_EVENT_FORK };
+	struct fl_uffd *u = NULL;
+
+	/* As a process without CAP_SYS_PTRACE sees it: the kernel has it, we may not use it. */
+	fl_probe(&old);
+	f = old;
+	f.features &= ~(uint64_t)FL_FEAT_EVENT_FORK;
+	f.denied = FL_FEAT_EVENT_FORK;
+	fl__probe_set_for_test(&f);
+	fl_set_log_fn(capture_log);
+	T_ASSERT_ERR(fl_uffd_open(&o, &u), EPERM);
+	T_ASSERT(strstr(last_log, "CAP_SYS_PTRACE") != NULL);
+	/* As an optional feature it is simply left out. */
+	o.features = 0;
+	o.optional = FL_FEAT_EVENT_FORK | FL_FEAT_EVENT_REMOVE;
+	T_ASSERT_OK(fl_uffd_open(&o, &u));
+	T_ASSERT_EQ(fl_uffd_features(u) & FL_FEAT_EVENT_FORK, 0);
+	T_ASSERT_EQ(fl_uffd_features(u) & FL_FEAT_EVENT_REMOVE, FL_FEAT_EVENT_REMOVE);
+	fl_uffd_close(u);
+	fl__probe_set_for_test(&old);
 }

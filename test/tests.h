@@ -16,7 +16,8 @@
 	X(open_each_path, 0, T_UFFD, 0)                                            \
 	X(open_path_env_override, 0, T_UFFD, 0)                                    \
 	X(open_missing_feature, 0, T_UFFD, 0)                                      \
-	X(open_log_names_remedy, 0, T_UFFD, 0)                            \
+	X(open_log_names_remedy, 0, T_UFFD, 0)                                     \
+	X(open_fork_denied_is_eperm, 0, T_UFFD, 0)                                 \
 	X(adopt_and_take, 0, T_UFFD, 0)                                            \
 	X(register_modes_and_ioctls, 0, T_UFFD, 0)                                 \
 	/* test-tools.c: the faultline command */                                  \

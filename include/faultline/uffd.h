@@ -162,7 +162,9 @@ struct fl_features {
 	struct fl_mem_caps mem[FL_MEM_TYPE_COUNT];
 	uint32_t thp;			/* 1 if transparent huge pages can be used (madvise or always) */
 	uint32_t page_size;
-	uint64_t reserved[8];
+	uint64_t denied;		/* FL_FEAT_* the kernel has but this process may not use
+					   (EVENT_FORK without CAP_SYS_PTRACE) */
+	uint64_t reserved[7];
 };
 
 /*
@@ -213,6 +215,8 @@ struct fl_uffd_opts {
  *                (vm.unprivileged_userfaultfd, CAP_SYS_PTRACE, or the
  *                permissions of /dev/userfaultfd),
  *   -EOPNOTSUPP  a required feature is missing (the log names it),
+ *   -EPERM       also when a required feature needs a privilege this process
+ *                lacks (EVENT_FORK needs CAP_SYS_PTRACE; the log says so),
  *   -EINVAL      bad options, -ENOMEM.
  * The descriptor is O_CLOEXEC. Thread safety: any thread.
  */
@@ -232,7 +236,9 @@ enum fl_uffd_adopt_flags {
  * @features are the FL_FEAT_* bits the fd was (or, with
  * FL_UFFD_ADOPT_HANDSHAKE, is to be) handshaken with; the library cannot ask
  * the kernel once the handshake is done. FORK children inherit their parent's.
- * Returns 0, -EBADF (not a userfaultfd), -EOPNOTSUPP, -EINVAL, -ENOMEM.
+ * Returns 0, -EBADF (not a userfaultfd), -EOPNOTSUPP (a feature this kernel
+ * lacks), -EINVAL (bad arguments, or FL_UFFD_ADOPT_HANDSHAKE on a descriptor
+ * that was already handshaken), -ENOMEM.
  * Thread safety: any thread.
  */
 FL_API int fl_uffd_adopt(int fd, uint64_t features, uint32_t flags, struct fl_uffd **ret);
@@ -242,7 +248,7 @@ FL_API int fl_uffd_take(int fd, uint64_t features, uint32_t flags, struct fl_uff
 FL_API void fl_uffd_close(struct fl_uffd *u);
 
 /*
- * The descriptor, for poll/epoll. Open with FL_UFFD_NONBLOCK to poll it: the
+ * The descriptor (-EINVAL for NULL), for poll/epoll. Open with FL_UFFD_NONBLOCK to poll it: the
  * kernel reports POLLERR at once on a blocking userfaultfd.
  * Thread safety: any thread.
  */
@@ -263,8 +269,11 @@ FL_API enum fl_uffd_path fl_uffd_path(const struct fl_uffd *u);
  * FL_IOCTL_* resolve operations the kernel allows on the range; bits the
  * kernel reports that faultline does not know are accepted and shown as
  * FL_IOCTL_OTHER.
- * Returns 0, -EINVAL (bad range or mode), -EBUSY (already registered
- * elsewhere), -EOPNOTSUPP (this memory type cannot do @mode), -ENOMEM.
+ * Returns 0, -EINVAL (bad range or mode, or a mode this memory type cannot
+ * do, such as MINOR on private anonymous memory: the kernel does not tell
+ * them apart; fl_probe() says what each memory type allows), -EBUSY
+ * (registered with another userfaultfd), -EPERM (the mapping is not
+ * writable), -ENOMEM.
  * Thread safety: any thread.
  */
 FL_API int fl_uffd_register(struct fl_uffd *u, void *addr, size_t len, uint32_t mode,
@@ -333,7 +342,8 @@ FL_API int fl_uffd_poison(struct fl_uffd *u, void *dst, size_t len, uint32_t fla
 			  size_t *ret_done);
 /*
  * UFFDIO_WRITEPROTECT. Flags: WP (protect; without it, unprotect), DONTWAKE
- * (only meaningful when unprotecting). All or nothing: returns 0 or -errno.
+ * (only with unprotect: WP|DONTWAKE is -EINVAL, protecting never wakes).
+ * All or nothing: returns 0 or -errno.
  */
 FL_API int fl_uffd_writeprotect(struct fl_uffd *u, void *addr, size_t len, uint32_t flags);
 /* UFFDIO_WAKE: wake the threads blocked on [addr, addr+len). Returns 0 or -errno. */
@@ -386,7 +396,8 @@ struct fl_event {
  * them into @ev (up to @n, at most 256 at a time).
  * Blocks for the first message unless the fd is non-blocking.
  * Returns the number of events (> 0), -EAGAIN if none is queued on a
- * non-blocking fd, -EINTR, -EINVAL, or another -errno.
+ * non-blocking fd, -EINTR, -EINVAL, -EIO (the kernel returned a partial
+ * message, which it never does), or another -errno.
  * A FORK event's fd belongs to the caller from here on.
  * Thread safety: any thread; each message goes to exactly one reader.
  */

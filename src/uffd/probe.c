@@ -245,6 +245,7 @@ static void do_probe(void)
 	if (r == -EPERM && (want & UFFD_FEATURE_EVENT_FORK)) {
 		f->features &= ~(uint64_t)FL_FEAT_EVENT_FORK;
 		f->kernel_features &= ~(uint64_t)UFFD_FEATURE_EVENT_FORK;
+		f->denied |= FL_FEAT_EVENT_FORK;
 		want &= ~(uint64_t)UFFD_FEATURE_EVENT_FORK;
 		r = fl__uffd_api(fd, want, NULL, NULL);
 	}

@@ -222,6 +222,10 @@ FL_API int fl_uffd_open(const struct fl_uffd_opts *opts, struct fl_uffd **ret)
 			else
 				return fd;
 		}
+		if (o.features & probe.denied) {
+			fl__err("userfaultfd: feature event_fork needs CAP_SYS_PTRACE");
+			return -EPERM;
+		}
 		log_missing(o.features & ~probe.features);
 		return -EOPNOTSUPP;
 	}
@@ -297,9 +301,21 @@ static int adopt(int fd, uint64_t features, uint32_t flags, bool take, struct fl
 	k = fl__feat_to_kernel(features);
 	if (flags & FL_UFFD_ADOPT_HANDSHAKE) {
 		r = fl__uffd_api(fd, k, NULL, NULL);
+		if (r == -EINVAL) {
+			struct fl_features f;
+
+			/* Features it has: then the fd can only have been handshaken before. */
+			fl_probe(&f);
+			if (features & ~f.features) {
+				log_missing(features & ~f.features);
+				return -EOPNOTSUPP;
+			}
+			fl__err("userfaultfd: fd %d was already handshaken", fd);
+			return -EINVAL;
+		}
 		if (r < 0) {
 			fl__err("userfaultfd: UFFDIO_API on adopted fd %d failed: %s", fd, strerror(-r));
-			return r == -EINVAL ? -EOPNOTSUPP : r;
+			return r;
 		}
 	}
 	if (k & UFFD_FEATURE_WP_ASYNC)

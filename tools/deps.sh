@@ -1,0 +1,20 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# Make sure what make check / demo / bench use is installed: a C compiler and make are
+# assumed (they ran this script); groff checks the manual pages. Installs with apt-get as
+# root; otherwise says exactly what to install and stops.
+set -u
+missing=""
+command -v groff >/dev/null 2>&1 || missing="$missing groff-base"
+[ -n "${FL_DEPS_EXTRA:-}" ] && for p in $FL_DEPS_EXTRA; do
+	dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+	echo "deps: installing$missing"
+	apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null ||
+		{ echo "deps: apt-get install$missing failed" >&2; exit 1; }
+	exit 0
+fi
+echo "deps: missing$missing; install them as root: apt-get install$missing" >&2
+exit 1
