@@ -82,6 +82,23 @@
 	  T_UFFD, 0)                                                               \
 	X(wp_async_scan_many_runs, FL_FEAT_WP_ASYNC | FL_FEAT_PAGEMAP_SCAN,        \
 	  T_UFFD, 0)                                                               \
+	/* test-wire.c: the wire protocol, pure user-space */                      \
+	X(wire_crc32c_vectors, 0, 0, 60)                                           \
+	X(wire_sha256_vectors, 0, 0, 30)                                           \
+	X(wire_hmac_rfc4231, 0, 0, 0)                                              \
+	X(wire_roundtrip_every_type, 0, 0, 0)                                      \
+	X(wire_header_extension_skipped, 0, 0, 0)                                  \
+	X(wire_malformed_header, 0, 0, 0)                                          \
+	X(wire_malformed_payload, 0, 0, 0)                                         \
+	X(wire_truncated_and_trailing, 0, 0, 0)                                    \
+	X(wire_page_checksum_names_page, 0, 0, 0)                                  \
+	X(wire_incremental_equals_at_once, 0, 0, 60)                               \
+	X(wire_encoder_refuses_what_decoders_would, 0, 0, 0)                       \
+	X(wire_handshake_auth, 0, 0, 0)                                            \
+	X(wire_socketpair_64mib_stream, 0, 0, 120)                                 \
+	X(wire_tcp_loopback, 0, 0, 0)                                              \
+	X(wire_tcp_stream, 0, 0, 60)                                               \
+	X(wire_fuzz_seeds, 0, 0, 0)                                                \
 	/* end of table */
 
 #define T_DECLARE(name, feats, flags, timeout) void test_##name(void);
