@@ -6,5 +6,6 @@
 #include <faultline/uffd.h>
 #include <faultline/store.h>
 #include <faultline/pager.h>
+#include <faultline/monitor.h>
 
 #endif /* FAULTLINE_H */

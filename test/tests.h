@@ -99,6 +99,31 @@
 	X(wire_tcp_loopback, 0, 0, 0)                                              \
 	X(wire_tcp_stream, 0, 0, 60)                                               \
 	X(wire_fuzz_seeds, 0, 0, 0)                                                \
+	/* test-monitor-proto.c: the monitor wire format, pure user-space */       \
+	X(monitor_proto_hello_roundtrip, 0, 0, 0)                                  \
+	X(monitor_proto_reply_event_roundtrip, 0, 0, 0)                            \
+	X(monitor_proto_header_errors, 0, 0, 0)                                    \
+	X(monitor_proto_region_errors, 0, 0, 0)                                    \
+	X(monitor_proto_layout_events, 0, 0, 0)                                    \
+	X(monitor_proto_firecracker_valid, 0, 0, 0)                                \
+	X(monitor_proto_firecracker_invalid, 0, 0, 0)                              \
+	X(monitor_proto_recv_hello, 0, 0, 0)                                       \
+	/* test-monitor-client.c: the client against fake monitors */              \
+	X(monitor_attach_serves_faults, FL_FEAT_EVENT_FORK | FL_FEAT_EVENT_REMAP | \
+	  FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                   \
+	X(monitor_attach_errors, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |      \
+	  FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                                          \
+	X(monitor_fail_loud_sigbus, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |   \
+	  FL_FEAT_EVENT_UNMAP | FL_FEAT_POISON, T_UFFD, 0)                         \
+	X(monitor_reattach_auto, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |      \
+	  FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                                          \
+	X(monitor_reattach_explicit, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |  \
+	  FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                                          \
+	X(monitor_peer_and_fd_checks, 0, T_UFFD | T_ROOT, 0)                       \
+	X(monitor_wait_max_fails_loud, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |\
+	  FL_FEAT_EVENT_UNMAP | FL_FEAT_POISON, T_UFFD, 0)                         \
+	X(monitor_layout_lost_fails_loud, FL_FEAT_EVENT_REMAP |                    \
+	  FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP | FL_FEAT_POISON, T_UFFD, 0)  \
 	/* end of table */
 
 #define T_DECLARE(name, feats, flags, timeout) void test_##name(void);

@@ -1,0 +1,267 @@
+/* SPDX-License-Identifier: MIT */
+/* faultline monitor: hand this process's memory to an out-of-process pager over a unix socket. */
+#ifndef FAULTLINE_MONITOR_H
+#define FAULTLINE_MONITOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <faultline/uffd.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * The monitor protocol (doc/monitor-protocol.md has the full layout).
+ *
+ * A client connects to the monitor's unix stream socket and sends one HELLO:
+ * its regions, with its userfaultfd attached (SCM_RIGHTS). The monitor
+ * answers ACK or ERROR. While attached, the monitor sends EVENT messages
+ * describing the remap/remove/unmap events it applied, so that the client
+ * always knows the layout it would have to describe to a restarted monitor.
+ * A client that detaches sends BYE before it hangs up. Every message starts
+ * with the same 32-byte header; all integers are little-endian and
+ * fixed-width.
+ */
+#define FL_MONITOR_PROTO_MAGIC 0x4e4d4c46u	/* the bytes "FLMN" read as a little-endian u32 */
+#define FL_MONITOR_PROTO_VERSION 1
+#define FL_MONITOR_HDR_LEN 32		/* the common header of version 1 */
+#define FL_MONITOR_HELLO_FIXED_LEN 32	/* HELLO: features, session, pid, attach_seq */
+#define FL_MONITOR_ACK_FIXED_LEN 16	/* ACK: session, monitor pid */
+#define FL_MONITOR_ERROR_FIXED_LEN 8	/* ERROR: errno, message length */
+#define FL_MONITOR_REGION_LEN 64	/* one HELLO region entry */
+#define FL_MONITOR_EVENT_LEN 32		/* one EVENT entry */
+
+/* Limits every peer enforces. A message past any of them is refused, never truncated. */
+#define FL_MONITOR_MAX_MSG (1u << 20)	/* bytes in one message */
+#define FL_MONITOR_MAX_REGIONS 4096	/* regions in one HELLO (and in a client's table) */
+#define FL_MONITOR_MAX_PATH 4095	/* bytes of one file path, without its NUL */
+#define FL_MONITOR_MAX_ERRMSG 1023	/* bytes of an ERROR's text, without its NUL */
+#define FL_MONITOR_MAX_EVENTS 256	/* entries in one EVENT message */
+#define FL_MONITOR_MAX_PAGE_SIZE (1u << 30)
+
+/* Message types (header field "type"). */
+enum fl_monitor_msg_type {
+	FL_MONITOR_MSG_HELLO = 1,	/* client -> monitor, carries the userfaultfd */
+	FL_MONITOR_MSG_ACK = 2,		/* monitor -> client: serving from now on */
+	FL_MONITOR_MSG_ERROR = 3,	/* monitor -> client: refused (errno and a message) */
+	FL_MONITOR_MSG_EVENT = 4,	/* monitor -> client: events applied to the layout */
+	FL_MONITOR_MSG_BYE = 5,		/* client -> monitor: detaching, stop serving */
+};
+
+/* HELLO flags (header field "flags"). Unknown bits are refused. */
+enum fl_monitor_hello_flags {
+	FL_MONITOR_HELLO_REATTACH = 1u << 0,	/* this userfaultfd was served before: pages may
+						   be present, and faults may be queued already */
+};
+
+/* EVENT entry types. */
+enum fl_monitor_event_type {
+	FL_MONITOR_EV_REMAP = 1,	/* mremap: [a, a+c) moved to [b, b+c) */
+	FL_MONITOR_EV_REMOVE = 2,	/* MADV_DONTNEED/REMOVE: [a, b) reads as zeros now */
+	FL_MONITOR_EV_UNMAP = 3,	/* munmap: [a, b) is gone */
+};
+
+/* ---------------------------------------------------------------- client */
+
+/* Where the monitor gets a region's pages. */
+enum fl_monitor_store {
+	FL_MONITOR_STORE_FILE = 1,	/* a file the monitor opens, by absolute path */
+	FL_MONITOR_STORE_PATTERN = 2,	/* fl_pattern_word(seed, offset + i): tests, benchmarks */
+	FL_MONITOR_STORE_ZERO = 3,	/* zeros */
+};
+
+/* One range of this process's memory to be served by the monitor. */
+struct fl_monitor_region {
+	void *addr;			/* mapped, aligned to page_size */
+	size_t len;			/* a non-zero multiple of page_size */
+	size_t page_size;		/* 0: 4 KiB (2 MiB for FL_MEM_HUGETLB); a power of two,
+					   4 KiB to 1 GiB: the monitor's unit of transfer */
+	enum fl_mem_type mem;		/* what addr is: anonymous, shmem/memfd or hugetlbfs */
+	enum fl_monitor_store store;
+	const char *path;		/* FILE: absolute path, opened by the monitor with its
+					   own privileges; NULL for the other stores */
+	uint64_t offset;		/* the store's byte at addr; a multiple of page_size */
+	uint64_t seed;			/* PATTERN: the pattern's seed; else 0 */
+	uint64_t reserved[2];		/* zero */
+};
+
+/* What the client does when the monitor hangs up. Never zero pages. */
+enum fl_monitor_policy {
+	/*
+	 * Keep the userfaultfd: faults block meanwhile. Reconnect to the socket
+	 * (every retry_ms, or when fl_monitor_client_reattach() is called) and
+	 * hand the same userfaultfd to the new monitor; the blocked faults then
+	 * complete. With wait_max_ms, give up after that long and fail loudly.
+	 */
+	FL_MONITOR_WAIT_REATTACH = 0,
+	/*
+	 * Log why, poison every page of the regions that is not present
+	 * (threads blocked on them, and later accesses, get SIGBUS), keep the
+	 * pages that are present, and unregister the regions. Pages the
+	 * program discarded with MADV_DONTNEED read as zeros, as they should.
+	 */
+	FL_MONITOR_FAIL_LOUD = 1,
+};
+
+/* The state of a client. */
+enum fl_monitor_state {
+	FL_MONITOR_ATTACHED = 1,	/* a monitor serves the regions */
+	FL_MONITOR_WAITING = 2,		/* the monitor is gone; faults block until a re-attach */
+	FL_MONITOR_FAILED = 3,		/* failed loudly: absent pages poisoned, regions
+					   unregistered; final */
+	FL_MONITOR_BLOCKED = 4,		/* failed, but this kernel cannot poison (UFFDIO_POISON
+					   is 6.6): faults on absent pages block forever; final */
+};
+
+enum fl_monitor_flags {
+	/* No watcher thread: poll fl_monitor_client_fd() and call fl_monitor_client_check(). */
+	FL_MONITOR_NO_WATCHER = 1u << 0,
+	/* WAIT_REATTACH: never reconnect by itself; only fl_monitor_client_reattach() does. */
+	FL_MONITOR_NO_AUTO_REATTACH = 1u << 1,
+	/*
+	 * madvise(MADV_DONTFORK) the regions and open the userfaultfd without
+	 * EVENT_FORK (which needs CAP_SYS_PTRACE). Children forked later do not
+	 * have the regions at all. Without this flag EVENT_FORK is required.
+	 */
+	FL_MONITOR_DONTFORK = 1u << 2,
+};
+
+struct fl_monitor_client;
+
+/*
+ * Called on every change of state (from the watcher thread, or from
+ * fl_monitor_client_check()/fl_monitor_client_reattach() in the caller's
+ * thread), after the policy has acted: on WAITING, FAILED and BLOCKED the
+ * monitor is gone, and @err says why (-EPIPE: it hung up; -ECONNRESET;
+ * -EPROTO: it sent garbage; the errno of an ERROR it sent before leaving;
+ * -ETIMEDOUT: wait_max_ms ran out; -ENOTRECOVERABLE: the layout could not
+ * be tracked, so no re-attach); on ATTACHED (a re-attach) @err is 0. No library lock is held: the callback may call
+ * fl_monitor_client_state(), or abort() the process if it prefers a crash
+ * to a BLOCKED process. It must not call fl_monitor_detach().
+ */
+typedef void (*fl_monitor_state_fn)(struct fl_monitor_client *c, enum fl_monitor_state state,
+				    int err, void *userdata);
+
+struct fl_monitor_opts {
+	size_t sz;			/* sizeof(struct fl_monitor_opts) */
+	enum fl_monitor_policy policy;	/* default WAIT_REATTACH */
+	uint32_t flags;			/* FL_MONITOR_* */
+	unsigned int ack_timeout_ms;	/* wait this long for ACK or ERROR; 0: 5000 */
+	unsigned int retry_ms;		/* WAIT_REATTACH: reconnect interval; 0: 100 */
+	unsigned int wait_max_ms;	/* WAIT_REATTACH: then fail loudly; 0: wait forever */
+	fl_monitor_state_fn on_state;	/* may be NULL */
+	void *userdata;			/* for on_state; never touched by the library */
+};
+
+/*
+ * fl_monitor_attach - have the monitor listening on @socket_path serve
+ * @regions of this process.
+ *
+ * Opens a userfaultfd with EVENT_REMAP, EVENT_REMOVE, EVENT_UNMAP and
+ * EVENT_FORK (not with FL_MONITOR_DONTFORK), plus MISSING_SHMEM or
+ * MISSING_HUGETLBFS when a region needs it and POISON when the kernel has
+ * it; registers each region for missing faults; connects (SOCK_CLOEXEC);
+ * sends the HELLO with the userfaultfd; and waits up to ack_timeout_ms for
+ * the answer. The client keeps its own copy of the userfaultfd, so the
+ * memory never silently turns into zero pages if the monitor dies: the
+ * watcher thread (named fl-monitor), or fl_monitor_client_check(), notices
+ * the hang-up and applies opts->policy.
+ *
+ * @socket_path: a file system path, or "@name" for the abstract namespace
+ * (shorter than 108 bytes). @regions: @n (1 to FL_MONITOR_MAX_REGIONS)
+ * descriptions, copied (paths included); they must not overlap. @opts may
+ * be NULL.
+ *
+ * Returns 0 and the client in *@ret, or:
+ *   -EINVAL         bad arguments or regions (the log says which and why),
+ *   -ENAMETOOLONG   @socket_path too long,
+ *   -ENOENT, -ECONNREFUSED, -EACCES   connect(2) failed: no monitor there,
+ *   -ETIMEDOUT      no answer within ack_timeout_ms,
+ *   -EPROTO         the monitor answered something that is not ACK or ERROR,
+ *   -errno          the monitor refused: the errno it sent (for example
+ *                   -EPERM for another user, -ENOENT for a missing store
+ *                   file); its message goes to the log callback,
+ *   as fl_uffd_open() (-ENOSYS, -EPERM, -EOPNOTSUPP) and fl_uffd_register().
+ * On failure nothing stays registered and no thread runs.
+ * Thread safety: any thread.
+ */
+FL_API int fl_monitor_attach(const char *socket_path, const struct fl_monitor_region *regions,
+			     size_t n, const struct fl_monitor_opts *opts,
+			     struct fl_monitor_client **ret);
+
+enum fl_monitor_detach_flags {
+	/* Unregister without poisoning: absent pages become ordinary memory (zeros). */
+	FL_MONITOR_DETACH_KEEP = 1u << 0,
+};
+
+/*
+ * fl_monitor_detach - stop being served, and free the client. Stops the
+ * watcher; unless FL_MONITOR_DETACH_KEEP, poisons every absent page (as
+ * FAIL_LOUD does, but without logging an error); unregisters the regions;
+ * sends BYE (the monitor stops serving) and closes the connection and the
+ * userfaultfd. Pages that are present keep their data.
+ * In a forked child it only closes the child's copies of the descriptors
+ * and frees the memory: the regions belong to the parent. Accepts NULL.
+ * Thread safety: no other call on @c may run, nor start.
+ */
+FL_API void fl_monitor_detach(struct fl_monitor_client *c, uint32_t flags);
+
+/*
+ * fl_monitor_client_uffd - the client's userfaultfd (borrowed; closed by
+ * fl_monitor_detach()). Do not read from it while a monitor serves it.
+ * Thread safety: any thread.
+ */
+FL_API struct fl_uffd *fl_monitor_client_uffd(struct fl_monitor_client *c);
+
+/*
+ * fl_monitor_client_state - the current enum fl_monitor_state, or -EINVAL
+ * for NULL, -ECHILD in a forked child. Thread safety: any thread.
+ */
+FL_API int fl_monitor_client_state(const struct fl_monitor_client *c);
+
+/*
+ * fl_monitor_client_fd - with FL_MONITOR_NO_WATCHER: the descriptor to poll
+ * for POLLIN | POLLRDHUP before calling fl_monitor_client_check(). It is the
+ * connection while ATTACHED (it changes on re-attach), and -ENOTCONN
+ * otherwise, except in BLOCKED, where it is the userfaultfd (events must
+ * still be drained). -EINVAL for NULL, -ECHILD in a child.
+ * Thread safety: any thread.
+ */
+FL_API int fl_monitor_client_fd(const struct fl_monitor_client *c);
+
+/*
+ * fl_monitor_client_check - without a watcher thread: read what the
+ * monitor sent, notice a hang-up and apply the policy, or (WAITING with
+ * automatic re-attach, or past wait_max_ms) act on the time that passed.
+ * Never blocks, except for a re-attach attempt (up to ack_timeout_ms).
+ * With a watcher thread it only reports the state.
+ * Returns the enum fl_monitor_state (> 0), or -EINVAL, -ECHILD.
+ * Thread safety: one caller at a time, not concurrently with reattach.
+ */
+FL_API int fl_monitor_client_check(struct fl_monitor_client *c);
+
+/*
+ * fl_monitor_client_reattach - hand the same userfaultfd to a (restarted)
+ * monitor on @socket_path (NULL: the one attached before; a new path is
+ * remembered for automatic retries). Sends a HELLO with
+ * FL_MONITOR_HELLO_REATTACH, the current layout (regions moved, split or
+ * discarded by events the old monitor reported) and the same session id,
+ * waits for the answer, then wakes every region so that threads whose
+ * faults the old monitor had read but not resolved fault again.
+ * Returns 0, -EISCONN (a monitor is attached), -ENOTRECOVERABLE (FAILED or
+ * BLOCKED, or the layout could not be tracked), or the errors of
+ * fl_monitor_attach()'s handshake.
+ * Thread safety: any thread; serialised with the watcher.
+ */
+FL_API int fl_monitor_client_reattach(struct fl_monitor_client *c, const char *socket_path);
+
+/* "attached", "waiting", "failed", "blocked"; NULL otherwise. Thread safety: any thread. */
+FL_API const char *fl_monitor_state_name(int state);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FAULTLINE_MONITOR_H */
