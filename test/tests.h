@@ -124,6 +124,40 @@
 	  FL_FEAT_EVENT_UNMAP | FL_FEAT_POISON, T_UFFD, 0)                         \
 	X(monitor_layout_lost_fails_loud, FL_FEAT_EVENT_REMAP |                    \
 	  FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP | FL_FEAT_POISON, T_UFFD, 0)  \
+	/* test-bench.c: the statistics of faultline bench, pure user-space */     \
+	X(bench_percentiles_and_median, 0, 0, 0)                                   \
+	X(bench_log_histogram, 0, 0, 0)                                            \
+	/* test-pager.c, test-pager-life.c: the pager engine */                    \
+	X(pager_create_options, 0, T_UFFD, 0)                                      \
+	X(pager_threads_named_and_counted, 0, T_UFFD, 0)                           \
+	X(region_add_options, 0, T_UFFD, 0)                                        \
+	X(pager_contents_threads, 0, T_UFFD, 30)                                   \
+	X(pager_contents_sigbus, FL_FEAT_SIGBUS, T_UFFD, 30)                       \
+	X(pager_contents_loop, 0, T_UFFD, 30)                                      \
+	X(pager_contents_hugetlb, FL_FEAT_MISSING_HUGETLBFS,                       \
+	  T_UFFD | T_HUGETLB, 60)                                                  \
+	X(pager_move_falls_back_to_copy, 0, T_UFFD, 0)                             \
+	X(pager_same_page_many_threads, 0, T_UFFD, 0)                              \
+	X(pager_distinct_pages_many_threads, 0, T_UFFD, 0)                         \
+	X(pager_prefetch_fixed_edges, 0, T_UFFD, 0)                                \
+	X(pager_prefetch_adaptive, 0, T_UFFD, 0)                                   \
+	X(pager_populate_then_syscall, FL_FEAT_SIGBUS, T_UFFD, 0)                  \
+	X(pager_populate_concurrent_with_faults, 0, T_UFFD, 0)                     \
+	X(pager_file_store_offset, 0, T_UFFD, 0)                                   \
+	X(pager_stats_histogram, 0, T_UFFD, 0)                                     \
+	X(pager_echild_after_fork, 0, T_UFFD, 0)                                   \
+	X(pager_store_error_poison, FL_FEAT_POISON, T_UFFD, 0)                     \
+	X(pager_store_error_block, 0, T_UFFD, 0)                                   \
+	X(pager_slow_page_does_not_block_others, 0, T_UFFD, 0)                     \
+	X(pager_batch_handoff, 0, T_UFFD, 0)                                       \
+	X(pager_all_readers_slow, 0, T_UFFD, 0)                                    \
+	X(pager_serves_other_process, 0, T_UFFD, 0)                                \
+	X(pager_stop_leaves_faults_blocked, 0, T_UFFD, 0)                          \
+	X(pager_destroy_releases_blocked_with_sigbus, 0, T_UFFD, 0)                \
+	X(pager_loop_mode_epoll, 0, T_UFFD, 0)                                     \
+	X(pager_install_waits_for_events, FL_FEAT_EVENT_REMOVE, T_UFFD, 0)         \
+	X(pager_events_remove_remap_unmap, FL_FEAT_EVENT_REMOVE |                  \
+	  FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                    \
 	/* end of table */
 
 #define T_DECLARE(name, feats, flags, timeout) void test_##name(void);

@@ -8,6 +8,7 @@
 
 static const struct fl_subcommand subcommands[] = {
 	{ "probe", "show what userfaultfd can do on this machine", cmd_probe, usage_probe },
+	{ "bench", "measure fault latency, fill throughput and scaling", cmd_bench, usage_bench },
 };
 
 #define N_SUB (sizeof(subcommands) / sizeof(subcommands[0]))

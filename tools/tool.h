@@ -28,5 +28,7 @@ void tool_log(enum fl_log_level level, const char *msg);
 
 int cmd_probe(int argc, char **argv);
 void usage_probe(FILE *out);
+int cmd_bench(int argc, char **argv);
+void usage_bench(FILE *out);
 
 #endif /* FL_TOOL_H */

@@ -37,6 +37,24 @@ enum fl_pager_mode {
 	FL_PAGER_LOOP = 2,
 };
 
+/*
+ * The program's own memory calls. THREADS mode asks for REMAP, REMOVE and
+ * UNMAP events (they need no privilege) and follows them: a region moved
+ * whole by mremap is served at its new address, pages discarded with
+ * MADV_DONTNEED read zeros afterwards (as the program asked), munmap drops
+ * the range. Events are applied before the faults read with them. LOOP and
+ * SIGBUS modes do not ask for them (the loop thread, or a faulting thread,
+ * would block in mremap until someone read the event): do not mremap their
+ * regions, since the kernel then drops the registration of the moved range.
+ *
+ * fork(): children are not served. Memory the pager maps is MADV_DONTFORK
+ * (a child touching it gets SIGSEGV, never wrong data). In a caller-provided
+ * range a child sees what was present at fork time, and its absent pages
+ * read as zeros: the kernel unregisters them in the child. Populate first,
+ * or use MADV_DONTFORK. Every pager call in a child returns
+ * -ECHILD. The out-of-process monitor (monitor.h) serves children.
+ */
+
 #define FL_PAGER_DEFAULT_THREADS 2
 #define FL_PAGER_MAX_THREADS 64
 
@@ -49,7 +67,8 @@ struct fl_pager_opts {
 	 * Serve this userfaultfd instead of opening one: its memory may belong
 	 * to another process (received over a socket, or a FORK child's). The
 	 * pager then touches that memory only through uffd ioctls. Borrowed: it
-	 * must outlive the pager. Not with FL_PAGER_SIGBUS.
+	 * must outlive the pager; the pager makes it non-blocking and restores
+	 * its flags when destroyed. Not with FL_PAGER_SIGBUS.
 	 */
 	struct fl_uffd *uffd;
 	uint64_t features;		/* extra FL_FEAT_* for the userfaultfd the pager opens */
@@ -121,7 +140,11 @@ enum fl_region_flags {
 						   (see fl_region_remove) */
 };
 
-/* Called from a handler thread when the store fails for the page at @off. */
+/*
+ * Called from a handler thread when the store fails for the page at @off
+ * (in SIGBUS mode from the faulting thread's signal handler: it must then
+ * be async-signal-safe).
+ */
 typedef void (*fl_region_error_fn)(struct fl_region *r, uint64_t off, int err, void *userdata);
 
 struct fl_region_opts {

@@ -1,0 +1,219 @@
+/* SPDX-License-Identifier: MIT */
+/* Declarations shared by the benchmarks in bench/ and `faultline bench` (tools/bench.c). */
+#ifndef FL_BENCH_H
+#define FL_BENCH_H
+
+#include <sched.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "faultline.h"
+
+#define BENCH_PAGE 4096u
+/* The seed of the pattern every benchmark region is filled with. */
+#define BENCH_PATTERN_SEED 0x5eedfa17ull
+
+/* What failed, as one line ("seed: UFFDIO_COPY at 0x...: Invalid argument"). */
+struct bench_err {
+	char msg[256];
+};
+
+/* Format @e (strerror(-err) is appended when err < 0) and return @err. */
+int bench_fail(struct bench_err *e, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static inline uint64_t bench_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---------------------------------------------------------------- common */
+
+struct bench_machine {
+	long nproc;
+	char sysname[65];
+	char release[65];
+	char version[65];
+	char arch[65];
+	char clocksource[32];
+	double timer_ns;	/* median cost of one clock_gettime pair */
+	char thp[32];		/* /sys/kernel/mm/transparent_hugepage/enabled, the chosen value */
+};
+
+void bench_machine_get(struct bench_machine *m);
+
+/* Pin the calling thread to @cpu, saving its affinity in @saved; bench_unpin restores it. */
+int bench_pin(int cpu, cpu_set_t *saved);
+void bench_unpin(const cpu_set_t *saved);
+
+/* A private anonymous mapping of @len bytes aligned to @align (a power of two), or NULL. */
+void *bench_map_aligned(size_t len, size_t align);
+void bench_unmap(void *p, size_t len);
+
+/*
+ * Touch @bytes of fresh memory once and free it. In a VM, guest memory
+ * never used before costs a host fault on first touch (10x a guest fault
+ * here); without this the first configuration of the first run pays it.
+ */
+void bench_prewarm(size_t bytes);
+
+/* AnonHugePages of the mapping that contains @addr, in bytes (-errno on failure). */
+long long bench_thp_bytes(const void *addr);
+
+/* A reproducible random permutation of 0..n-1. */
+void bench_permutation(uint32_t *perm, size_t n, uint64_t seed);
+
+/* ---------------------------------------------------------------- latency */
+
+enum bench_lat_mode {
+	BENCH_LAT_NATIVE,	/* no userfaultfd: the kernel maps the shared zero page */
+	BENCH_LAT_SEED,		/* the seed program's poll + read + COPY handler thread */
+	BENCH_LAT_THREAD,	/* pager THREADS mode */
+	BENCH_LAT_SIGBUS,	/* pager SIGBUS mode */
+	BENCH_LAT_LOOP,		/* pager LOOP mode, an epoll loop calling fl_pager_dispatch */
+	BENCH_LAT_NMODES,
+};
+
+const char *bench_lat_mode_name(enum bench_lat_mode m);
+
+struct bench_lat_opts {
+	size_t pages;		/* timed accesses, one per 4 KiB page */
+	size_t warmup;		/* untimed first accesses (pages before the timed ones) */
+	bool pin;		/* pin the reading thread to CPU 0 (handlers stay unpinned) */
+	unsigned int pager_threads;	/* THREADS mode; 0 = the pager's default */
+};
+
+struct bench_lat_result {
+	uint64_t *lat;		/* the caller's array of opts->pages latencies (ns), filled */
+	double secs;		/* wall time of the timed loop */
+	/* seed: share of the faults whose handler ran on the reader's CPU; -1: unknown */
+	double same_cpu;
+	bool have_stats;	/* pager modes: the region's counters below are valid */
+	struct fl_region_stats stats;
+};
+
+/* One run of one mode: map, fault every page once (timed), verify the contents, unmap. */
+int bench_lat_run(enum bench_lat_mode m, const struct bench_lat_opts *o,
+		  struct bench_lat_result *r, struct bench_err *e);
+
+/*
+ * The seed: a raw-interface re-implementation of the published "hello world"
+ * latency program's handler (seed.c). Fills @lat (n entries).
+ */
+int bench_seed_run(size_t pages, size_t warmup, bool pin, struct bench_lat_result *res,
+		   struct bench_err *e);
+
+/* The timed reading loop: one load per 4 KiB page, each timed. Returns its wall time (ns). */
+uint64_t bench_walk_timed(const char *base, size_t pages, uint64_t *lat);
+/* The same without timing each access (warmups). */
+void bench_walk(const char *base, size_t pages);
+
+/* ---------------------------------------------------------------- fill */
+
+enum bench_fill_kind {
+	BENCH_FILL_NATIVE,	/* anonymous mapping, one byte written per page, no userfaultfd */
+	BENCH_FILL_NATIVE_READ,	/* the same, read: the shared zero page, no allocation */
+	BENCH_FILL_MEMCPY,	/* memcpy of the source bytes into a fresh anonymous mapping */
+	BENCH_FILL_MMAP,	/* MAP_PRIVATE mapping of the file, one load per page */
+	BENCH_FILL_PAGER,	/* a pager region, one load per page */
+};
+
+enum bench_store_kind {
+	BENCH_STORE_NONE,
+	BENCH_STORE_MEM,
+	BENCH_STORE_FILE,
+};
+
+struct bench_fill_cfg {
+	const char *name;
+	enum bench_fill_kind kind;
+	enum bench_store_kind store;
+	enum fl_install install;
+	size_t page_size;
+	enum fl_prefetch prefetch;
+	size_t prefetch_min;
+	size_t prefetch_max;
+	bool random;		/* pages in a random order, else sequentially */
+};
+
+/* The configurations `bench fill` measures, in the order of each run. */
+const struct bench_fill_cfg *bench_fill_configs(size_t *ret_n);
+
+struct bench_fill_env;
+
+struct bench_fill_setup_opts {
+	size_t size;		/* bytes, a multiple of 2 MiB */
+	const char *dir;	/* where the file store's file goes */
+	enum fl_pager_mode mode;
+	unsigned int pager_threads;
+	bool pin;
+};
+
+int bench_fill_setup(const struct bench_fill_setup_opts *o, struct bench_fill_env **ret,
+		     struct bench_err *e);
+/* What the setup found: the file, how much of it is in the page cache. */
+const char *bench_fill_file(const struct bench_fill_env *env);
+double bench_fill_cached(struct bench_fill_env *env);
+void bench_fill_teardown(struct bench_fill_env *env);
+
+struct bench_fill_result {
+	double secs;
+	double src_thp;		/* MOVE: share of the source buffer that was THP-backed */
+	double dst_thp;		/* pager rows: share of the region mapped with THPs after the run */
+	bool have_stats;
+	struct fl_region_stats stats;
+};
+
+int bench_fill_run(struct bench_fill_env *env, const struct bench_fill_cfg *c,
+		   struct bench_fill_result *r, struct bench_err *e);
+
+/* ---------------------------------------------------------------- threads */
+
+struct bench_threads_result {
+	double secs;		/* from the start barrier to the last thread's end */
+	uint64_t faults;	/* fault messages / signals the region saw */
+	uint64_t pages;		/* distinct pages brought in */
+};
+
+int bench_threads_run(enum fl_pager_mode mode, unsigned int nthreads, bool shared, size_t pages,
+		      unsigned int pager_threads, struct bench_threads_result *r,
+		      struct bench_err *e);
+
+/* ---------------------------------------------------------------- uffd */
+
+enum bench_micro_op {
+	BENCH_MICRO_COPY1,
+	BENCH_MICRO_COPY16,
+	BENCH_MICRO_ZEROPAGE,
+	BENCH_MICRO_MOVE_THP,
+	BENCH_MICRO_POISON,
+	BENCH_MICRO_WP_PROTECT,
+	BENCH_MICRO_WP_UNPROTECT,
+	BENCH_MICRO_PAGEMAP_SCAN,
+	BENCH_MICRO_NOPS,
+};
+
+struct bench_micro_info {
+	const char *name;
+	const char *what;	/* one line: what one operation is */
+	uint64_t feature;	/* FL_FEAT_* needed; the row is skipped without it */
+};
+
+const struct bench_micro_info *bench_micro_info(enum bench_micro_op op);
+
+struct bench_micro_result {
+	double ns_per_page;	/* per 4 KiB */
+	double op_us;		/* one operation (a call) */
+	double extra;		/* MOVE: THP share of the source; else 0 */
+};
+
+/* One run: -EOPNOTSUPP when this kernel lacks the feature. @mib: the range size. */
+int bench_micro_run(enum bench_micro_op op, size_t mib, struct bench_micro_result *r,
+		    struct bench_err *e);
+
+#endif /* FL_BENCH_H */

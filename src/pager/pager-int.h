@@ -1,0 +1,306 @@
+/* SPDX-License-Identifier: MIT */
+/* Internal declarations of the pager engine (never installed). */
+#ifndef FL_PAGER_INT_H
+#define FL_PAGER_INT_H
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/types.h>
+
+#include "faultline.h"
+
+/*
+ * One staging buffer holds the largest run installed at once: prefetch
+ * windows are clipped to it, and region page sizes may not exceed it.
+ */
+#define PG_STAGING (4u << 20)
+#define PG_MIN_PAGE 4096u
+#define PG_MAX_RUN (PG_STAGING / PG_MIN_PAGE)
+/* Staging buffers shared by SIGBUS handlers, populate and LOOP dispatch. */
+#define PG_POOL 16
+/* Faults read by one handler thread that it hands to the others (see process_batch). */
+#define PG_BACKLOG 1024
+/* Faults whose install met a pending event (EAGAIN), waiting for the events to be read. */
+#define PG_DEFER 64
+/* Counter shards: a handler picks one by CPU, so counters rarely bounce between caches. */
+#define PG_SHARDS 8
+/* SIGBUS mode: pagers whose regions the process-wide signal handler looks up. */
+#define PG_SIG_PAGERS 64
+#define PG_READ_BATCH 64
+
+/*
+ * Page states, one atomic byte per page of a region. The low bits are the
+ * state; PG_ZERO marks a page the program discarded (a REMOVE event): it
+ * is filled with zeros, never with store data. PG_WAITED closes a race: a page can be zapped (MADV_DONTNEED)
+ * and faulted again after its install woke everyone but before its state
+ * said so; that fault is read while the page still looks in flight.
+ */
+enum {
+	PG_ABSENT = 0,		/* never brought in: the store has it */
+	PG_BUSY = 1,		/* claimed by one resolver; others wait for its install */
+	PG_PRESENT = 2,
+	PG_POISONED = 3,	/* poisoned on purpose: accesses get SIGBUS */
+	PG_GONE = 4,		/* unmapped: nothing to do any more */
+	PG_STATE = 0x07,
+	PG_ZERO = 0x10,
+	PG_WAITED = 0x20,	/* PG_BUSY: a fault arrived meanwhile; settling wakes the page */
+};
+
+enum pg_stat {
+	ST_FAULTS,
+	ST_COPY,
+	ST_ZERO,
+	ST_MOVE,
+	ST_CONTINUE,
+	ST_POISON,
+	ST_PREFETCHED,
+	ST_PF_USED,
+	ST_PF_WASTED,
+	ST_READS,
+	ST_BYTES,
+	ST_ERRORS,
+	ST_LAT,
+	ST_COUNT = ST_LAT + FL_LAT_BUCKETS,
+};
+
+struct pg_shard {
+	_Atomic uint64_t v[ST_COUNT];
+} __attribute__((aligned(64)));
+
+/* How a region's pages are installed, once options and kernel are settled. */
+enum pg_method {
+	PG_COPY = 0,
+	PG_MOVE = 1,
+	PG_CONTINUE = 2,
+};
+
+/*
+ * A tiny read-copy-update for lookups that may run in signal handlers: no
+ * lock, no malloc. Readers count themselves in the current epoch's slot;
+ * a writer publishes a new table, flips the epoch twice, and waits for each
+ * old slot to drain before freeing what it replaced.
+ */
+struct pg_grace {
+	_Atomic unsigned int epoch;
+	_Atomic long active[2];
+};
+
+struct fl_region {
+	struct fl_pager *pager;
+	struct fl_region *next, *prev;	/* every region of the pager, published or not (lock) */
+	uint64_t id;			/* unique in the process, to validate deferred work */
+	_Atomic uintptr_t base;		/* moves on a REMAP event */
+	size_t len;
+	size_t ps;			/* region page size */
+	unsigned int shift;		/* log2(ps) */
+	size_t npages;
+	struct fl_store *store;
+	uint64_t store_off;
+	enum fl_mem_type mem;
+	enum pg_method method;
+	_Atomic bool move_ok;		/* cleared once the kernel refused a MOVE */
+	bool has_zeropage;		/* UFFDIO_ZEROPAGE allowed (not hugetlb) */
+	bool has_poison;
+	bool ours;			/* the pager mapped it */
+	bool own_memfd;
+	int memfd;			/* -1 if none */
+	uint64_t memfd_off;
+	uint8_t *alias;			/* CONTINUE: a second, unregistered mapping of memfd */
+	enum fl_prefetch prefetch;
+	size_t pf_min, pf_max;		/* pages */
+	enum fl_on_error on_error;
+	fl_region_error_fn on_error_fn;
+	void *userdata;
+	uint32_t flags;
+	_Atomic uint8_t *state;
+	/* The access stream, for prefetch decisions and their statistics. */
+	_Atomic size_t next_seq;	/* the page a sequential fault would hit next */
+	_Atomic size_t window;		/* ADAPTIVE: current window, pages */
+	_Atomic size_t last_pf;		/* pages prefetched by the last run, not yet judged */
+	_Atomic int users;		/* resolvers inside the region: remove waits for 0 */
+	_Atomic bool removing;
+	_Atomic bool gone;		/* unmapped by the program, or its process exited */
+	_Atomic uint32_t wait_seq;	/* futex word: bumped when a waited-on page settles */
+	_Atomic int waiters;
+	struct pg_shard *shards;
+};
+
+/* A snapshot of the regions, sorted by start address. Immutable once published. */
+struct pg_entry {
+	uintptr_t start, end;
+	struct fl_region *r;
+};
+
+struct pg_table {
+	size_t n;
+	struct pg_entry e[];
+};
+
+/* Data of a run read from the store whose install an event interrupted. */
+struct pg_kept {
+	uint64_t holes[PG_MAX_RUN / 64];
+	uint8_t data[];
+};
+
+/* A run left for later because an event was pending (EAGAIN). */
+struct pg_deferred {
+	struct fl_region *r;		/* not a reference: validated by id before use */
+	uint64_t id;
+	size_t pg, n;
+	void *move_src;			/* pages already taken from the store, or NULL */
+	struct pg_kept *kept;		/* COPY: the data already read (owned), or NULL */
+	bool filled;			/* CONTINUE: the page cache holds the run already */
+};
+
+/*
+ * What one resolver (a handler thread, a SIGBUS handler, a populate call,
+ * the LOOP dispatcher) needs: a staging buffer and a list of deferred runs.
+ */
+struct pg_ctx {
+	struct fl_pager *p;
+	uint8_t *staging;		/* PG_STAGING bytes; NULL: taken from the pool on demand */
+	int slot;			/* pool slot of staging, -1 if not from the pool, -2 mapped */
+	struct pg_deferred *def;	/* PG_DEFER entries; NULL: wait for events in place */
+	size_t ndef;
+	bool in_signal;			/* inside a signal handler: no logging, no malloc */
+	bool populate;			/* failures are returned, the region's policy is not applied */
+};
+
+struct pg_backlog_cell {
+	_Atomic size_t seq;
+	struct fl_event ev;
+	uint64_t t0;
+};
+
+/* A bounded multi-producer multi-consumer queue of faults (Vyukov's design). */
+struct pg_backlog {
+	_Atomic size_t head __attribute__((aligned(64)));
+	_Atomic size_t tail __attribute__((aligned(64)));
+	struct pg_backlog_cell cell[PG_BACKLOG];
+};
+
+struct pg_worker {
+	struct fl_pager *p;
+	unsigned int index;
+	pthread_t thread;
+	bool started;
+	bool nospin;			/* the last batch was slow: do not spin for the next */
+	struct pg_ctx ctx;
+};
+
+struct fl_pager {
+	pid_t pid;
+	enum fl_pager_mode mode;
+	struct fl_uffd *uffd;
+	bool own_uffd;
+	int fd;
+	int saved_fd_flags;		/* borrowed fd: its O_NONBLOCK state before us, or -1 */
+	uint64_t feats;			/* FL_FEAT_* of the uffd */
+	unsigned int nthreads;
+	unsigned int spin_us;
+	bool pin;			/* readers pinned, one per CPU */
+	unsigned int nreaders;		/* threads that poll the userfaultfd (one per CPU) */
+	_Atomic int polling;		/* threads able to read the userfaultfd right now */
+
+	pthread_mutex_t lock;		/* configuration: table writes, start/stop, pending */
+	_Atomic(struct pg_table *) table;
+	_Atomic size_t hint;		/* index of the last region found */
+	struct pg_grace grace;
+
+	uint64_t next_id;		/* region ids, under lock */
+	struct fl_region *regions;	/* every region not yet removed, under lock */
+	_Atomic bool reading;		/* the read token: one reader at a time (see read_apply) */
+	_Atomic bool running;
+	_Atomic bool dead;		/* the served process exited (ESRCH) */
+	_Atomic uint32_t run_seq;	/* futex word: bumped on start and removal (SIGBUS waits) */
+	int stop_efd;			/* THREADS: readable while stopping */
+	int kick_efd;			/* THREADS: readable when the backlog needs a hand */
+	_Atomic int idle;		/* handler threads blocked in poll */
+	struct pg_worker *workers;
+	struct pg_backlog *backlog;
+
+	/* Runs deferred by threads that stopped, retried on start. Under lock. */
+	struct pg_deferred *pending;
+	size_t npending, cap_pending;
+
+	uint8_t *buffers;		/* one mapping: the pool, then one buffer per thread */
+	size_t buffers_len;
+	_Atomic bool pool_busy[PG_POOL];
+	uint8_t *zeros;			/* PG_STAGING bytes of read-only zeros (hugetlb holes) */
+	struct pg_ctx *loop_ctx;
+	int sig_slot;			/* SIGBUS: index in the process-wide table, or -1 */
+	unsigned int sig_gen;		/* SIGBUS: fork generation it was attached in */
+};
+
+/*
+ * Copy a caller's options struct (STYLE.md section 4): the caller's sz
+ * says how much of it exists; bytes past what this library knows must be 0.
+ */
+static inline int fl__opts_copy(void *dst, size_t known, const void *src)
+{
+	size_t sz = *(const size_t *)src;
+
+	if (sz < sizeof(size_t))
+		return -EINVAL;
+	for (size_t i = known; i < sz; i++)
+		if (((const unsigned char *)src)[i])
+			return -EINVAL;
+	memcpy(dst, src, sz < known ? sz : known);
+	*(size_t *)dst = known;
+	return 0;
+}
+
+/* region.c: grace periods (readers may be signal handlers), the region table, events */
+unsigned int fl__grace_enter(struct pg_grace *g);
+void fl__grace_exit(struct pg_grace *g, unsigned int e);
+void fl__grace_wait(struct pg_grace *g);
+struct fl_region *fl__region_get(struct fl_pager *p, uintptr_t addr, uintptr_t *ret_start);
+struct fl_region *fl__region_get_by_id(struct fl_pager *p, struct fl_region *r, uint64_t id);
+struct fl_region *fl__table_find(struct pg_table *t, size_t *hint, uintptr_t addr,
+				 uintptr_t *ret_start);
+void fl__region_put(struct fl_region *r);
+int fl__region_remove(struct fl_region *r);
+int fl__table_publish(struct fl_pager *p, struct fl_region *add, struct fl_region *del);
+void fl__region_remap(struct fl_pager *p, uintptr_t from, uintptr_t to, uint64_t len);
+void fl__region_unmap(struct fl_pager *p, uintptr_t start, uintptr_t end);
+void fl__region_discard(struct fl_pager *p, uintptr_t start, uintptr_t end);
+void fl__pager_mark_dead(struct fl_pager *p);
+
+/* resolve.c */
+uint64_t fl__now_ns(void);
+void fl__stat_add(struct fl_region *r, enum pg_stat s, uint64_t v);
+void fl__stat_lat(struct fl_region *r, uint64_t ns);
+/* Handle one fault at @addr of @r (region start @start). Returns 0 or -ESRCH. */
+int fl__resolve_fault(struct pg_ctx *c, struct fl_region *r, uintptr_t start, uintptr_t addr,
+		      uint32_t fault_flags, uint64_t t0);
+/* Retry the deferred runs of @c. Returns the number still deferred. */
+size_t fl__resolve_retry(struct pg_ctx *c);
+/* Bring pages [pg, pg+n) in, waiting for those in flight. Returns 0 or -errno. */
+int fl__resolve_populate(struct pg_ctx *c, struct fl_region *r, size_t pg, size_t n);
+/* Poison every page of @r that is not present (removal). */
+void fl__resolve_poison_absent(struct fl_region *r);
+void fl__wake_waiters(struct fl_region *r);
+void fl__wait_seq(_Atomic uint32_t *seq, uint32_t seen, long ns);
+void fl__wait_seq_wake(_Atomic uint32_t *seq);
+/* SIGBUS mode: resolve the fault at @addr in the faulting thread. false: not ours, chain. */
+bool fl__resolve_sigbus(struct fl_region *r, uintptr_t start, uintptr_t addr);
+/* THREADS mode: before a store read, make sure some thread still reads the userfaultfd. */
+void fl__pager_keep_reading(struct fl_pager *p);
+/* Give back a staging buffer taken from the pool. */
+void fl__ctx_release(struct pg_ctx *c);
+
+/* sigbus.c */
+int fl__sigbus_attach(struct fl_pager *p);
+void fl__sigbus_detach(struct fl_pager *p);
+/* After a SIGBUS pager's table changed: wait until no signal handler still reads the old one. */
+void fl__sigbus_sync(void);
+
+/* pager.c */
+void fl__pager_save_pending(struct fl_pager *p, struct pg_ctx *c);
+
+#endif /* FL_PAGER_INT_H */

@@ -1,0 +1,838 @@
+/* SPDX-License-Identifier: MIT */
+/* The pager: its userfaultfd, handler threads, LOOP dispatch and the events it applies. */
+
+/*
+ * How the pieces fit (see also resolve.c, region.c, sigbus.c):
+ *
+ * - Every page of a region has an atomic state byte: absent, in flight
+ *   (PG_BUSY, owned by exactly one resolver), present, poisoned, gone. The
+ *   resolver that moves a page from absent to in flight reads the store and
+ *   installs; a fault on an in-flight page does nothing (the install wakes
+ *   every thread waiting there); a fault on a present page only wakes (or
+ *   gets zeros, if the program dropped the page). So N threads faulting one
+ *   page cause one store read and one install.
+ * - Handler threads (THREADS mode) take turns reading the userfaultfd: one
+ *   reader at a time holds the read token just long enough to read every
+ *   queued message and apply its events, so a fault is never looked at
+ *   before an event read ahead of it. The reader keeps the batch's first
+ *   fault and pushes the others to a lock-free backlog that idle threads
+ *   drain (kicked through an eventfd). The guarantee: a slow store read
+ *   occupies one thread; the others keep reading the userfaultfd and
+ *   serving faults, including those read in the same batch. Only when all
+ *   N threads sit in slow store reads at once do new faults wait.
+ * - Region lookups take no lock: a sorted snapshot of the regions is
+ *   published atomically and freed after a grace period; a region counts
+ *   its users, and removal waits for them after unpublishing it.
+ * - In SIGBUS mode the faulting thread does all of the above itself, inside
+ *   the signal handler, with a staging buffer from a preallocated pool.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "faultline.h"
+#include "internal.h"
+#include "pager-int.h"
+
+#define DEFAULT_SPIN_US 50
+#define SPIN_USEFUL_NS 4000
+#define EVENT_FEATS (FL_FEAT_EVENT_FORK | FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE | \
+		     FL_FEAT_EVENT_UNMAP)
+
+/* ------------------------------------------------------------- backlog */
+
+static void bl_init(struct pg_backlog *b)
+{
+	for (size_t i = 0; i < PG_BACKLOG; i++)
+		atomic_init(&b->cell[i].seq, i);
+	atomic_init(&b->head, 0);
+	atomic_init(&b->tail, 0);
+}
+
+static bool bl_push(struct pg_backlog *b, const struct fl_event *ev, uint64_t t0)
+{
+	size_t pos = atomic_load_explicit(&b->tail, memory_order_relaxed);
+
+	for (;;) {
+		struct pg_backlog_cell *c = &b->cell[pos % PG_BACKLOG];
+		size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
+		intptr_t dif = (intptr_t)seq - (intptr_t)pos;
+
+		if (dif == 0) {
+			if (atomic_compare_exchange_weak_explicit(&b->tail, &pos, pos + 1,
+								  memory_order_relaxed,
+								  memory_order_relaxed)) {
+				c->ev = *ev;
+				c->t0 = t0;
+				atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
+				return true;
+			}
+		} else if (dif < 0) {
+			return false;
+		} else {
+			pos = atomic_load_explicit(&b->tail, memory_order_relaxed);
+		}
+	}
+}
+
+static bool bl_pop(struct pg_backlog *b, struct fl_event *ev, uint64_t *t0)
+{
+	size_t pos = atomic_load_explicit(&b->head, memory_order_relaxed);
+
+	for (;;) {
+		struct pg_backlog_cell *c = &b->cell[pos % PG_BACKLOG];
+		size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
+		intptr_t dif = (intptr_t)seq - (intptr_t)(pos + 1);
+
+		if (dif == 0) {
+			if (atomic_compare_exchange_weak_explicit(&b->head, &pos, pos + 1,
+								  memory_order_relaxed,
+								  memory_order_relaxed)) {
+				*ev = c->ev;
+				*t0 = c->t0;
+				atomic_store_explicit(&c->seq, pos + PG_BACKLOG, memory_order_release);
+				return true;
+			}
+		} else if (dif < 0) {
+			return false;
+		} else {
+			pos = atomic_load_explicit(&b->head, memory_order_relaxed);
+		}
+	}
+}
+
+static bool bl_empty(struct pg_backlog *b)
+{
+	return atomic_load(&b->head) == atomic_load(&b->tail);
+}
+
+/* -------------------------------------------------------------- events */
+
+static void apply_event(struct fl_pager *p, const struct fl_event *ev)
+{
+	switch (ev->type) {
+	case FL_EVENT_REMOVE:
+		fl__region_discard(p, (uintptr_t)ev->range.start, (uintptr_t)ev->range.end);
+		break;
+	case FL_EVENT_UNMAP:
+		fl__region_unmap(p, (uintptr_t)ev->range.start, (uintptr_t)ev->range.end);
+		break;
+	case FL_EVENT_REMAP:
+		fl__region_remap(p, (uintptr_t)ev->remap.from, (uintptr_t)ev->remap.to,
+				 ev->remap.len);
+		break;
+	case FL_EVENT_FORK:
+		/*
+		 * Serving a child needs a pager for it, which the caller has no way
+		 * to ask for yet: close its descriptor so the child is not left
+		 * blocked (its registered ranges then behave as unregistered ones).
+		 */
+		fl__warn("pager: closing the userfaultfd of a fork()ed child (fd %d): children "
+			 "are not served", ev->fork.fd);
+		close(ev->fork.fd);
+		break;
+	default:
+		fl__debug("pager: ignoring a %s event", fl_event_type_name(ev->type));
+		break;
+	}
+}
+
+static void handle_fault(struct pg_ctx *c, const struct fl_event *ev, uint64_t t0)
+{
+	struct fl_pager *p = c->p;
+	uintptr_t addr = (uintptr_t)ev->fault.addr, start;
+	struct fl_region *r;
+	int e;
+
+	if (ev->flags & FL_FAULT_WP)
+		return;	/* write-protect faults belong to whoever registered WP */
+	r = fl__region_get(p, addr, &start);
+	if (!r) {
+		/* Not ours (yet): fl_region_add() wakes its range, so such a thread faults again. */
+		fl__debug("pager: fault at %#lx outside every region", (unsigned long)addr);
+		return;
+	}
+	e = fl__resolve_fault(c, r, start, addr, ev->flags, t0);
+	fl__region_put(r);
+	if (e == -ESRCH)
+		fl__pager_mark_dead(p);
+}
+
+/*
+ * Read every queued message and apply its events at once, in arrival order,
+ * while holding the pager's read token: a batch read by another handler
+ * thread afterwards therefore never has its faults looked at before these
+ * events took effect (a fault after munmap/mremap/MADV_DONTNEED must see
+ * them). Returns the number of messages, -EAGAIN (none, or another thread
+ * is reading), or -errno.
+ */
+static int read_apply(struct fl_pager *p, struct fl_event *ev, uint64_t *t0)
+{
+	int n;
+
+	if (atomic_exchange_explicit(&p->reading, true, memory_order_acquire))
+		return -EAGAIN;
+	n = fl_uffd_read_events(p->uffd, ev, PG_READ_BATCH);
+	if (n > 0) {
+		*t0 = fl__now_ns();
+		for (int i = 0; i < n; i++)
+			if (ev[i].type != FL_EVENT_PAGEFAULT)
+				apply_event(p, &ev[i]);
+	}
+	atomic_store_explicit(&p->reading, false, memory_order_release);
+	return n == -EINTR ? -EAGAIN : n;
+}
+
+/*
+ * The faults of a batch, in arrival order. With @handoff (handler threads),
+ * every fault but the first goes to the backlog, where idle threads take
+ * it: a slow store read for one fault never holds up the others read with it.
+ */
+static void process_batch(struct pg_ctx *c, struct fl_event *ev, int n, uint64_t t0,
+			  bool handoff)
+{
+	struct fl_pager *p = c->p;
+	int first = -1, left = 0;
+	bool pushed = false;
+
+	for (int i = 0; i < n; i++) {
+		if (ev[i].type != FL_EVENT_PAGEFAULT)
+			continue;
+		if (first < 0) {
+			first = i;
+		} else if (handoff && bl_push(p->backlog, &ev[i], t0)) {
+			pushed = true;
+			ev[i].type = 0;	/* taken */
+		} else {
+			left++;
+		}
+	}
+	if (pushed && atomic_load(&p->idle) > 0) {
+		uint64_t one = 1;
+
+		if (write(p->kick_efd, &one, sizeof(one)) < 0)
+			fl__debug("pager: kicking an idle handler: %s", strerror(errno));
+	}
+	if (first < 0)
+		return;
+	handle_fault(c, &ev[first], t0);
+	for (int i = first + 1; i < n && left; i++) {
+		if (ev[i].type == FL_EVENT_PAGEFAULT) {
+			handle_fault(c, &ev[i], t0);
+			left--;
+		}
+	}
+}
+
+/* ----------------------------------------------------- handler threads */
+
+/*
+ * Read a batch: spin with non-blocking reads for @spin_us (a fault that
+ * arrives now costs no wakeup), then block in poll for @block_ms (-1:
+ * until a fault, a kick or stop). Returns > 0 messages, 0 for none, or
+ * -errno for a broken descriptor.
+ *
+ * Every fault wakes every thread polling the userfaultfd, so only the
+ * first p->nreaders threads (one per CPU) poll it. The others are helpers:
+ * they wait for kicks (backlog work), and one of them polls the
+ * userfaultfd too while no reader can (all inside store reads).
+ */
+static int read_batch(struct pg_worker *w, struct fl_event *ev, unsigned int spin_us, int block_ms,
+		      uint64_t *t0)
+{
+	struct fl_pager *p = w->p;
+	uint64_t deadline = spin_us ? fl__now_ns() + (uint64_t)spin_us * 1000 : 0;
+	struct pollfd pf[3] = {
+		{ .fd = p->stop_efd, .events = POLLIN },
+		{ .fd = p->kick_efd, .events = POLLIN },
+		{ .fd = p->fd, .events = POLLIN },
+	};
+	bool reader = w->index < p->nreaders || atomic_load(&p->polling) == 0;
+	int n = 0, r;
+
+	if (!reader) {
+		spin_us = 0;
+		deadline = 0;
+	} else {
+		atomic_fetch_add(&p->polling, 1);
+	}
+	for (; reader;) {
+		n = read_apply(p, ev, t0);
+		if (n != -EAGAIN)
+			goto out;
+		n = 0;
+		if (!atomic_load(&p->running) || atomic_load(&p->dead) || !bl_empty(p->backlog))
+			goto out;
+		if (!deadline || fl__now_ns() >= deadline)
+			break;
+		/* Yield rather than burn: on a busy CPU, the faulting thread may need it. */
+		sched_yield();
+	}
+	atomic_fetch_add(&p->idle, 1);
+	if (!bl_empty(p->backlog)) {
+		/* Pairs with the kick in process_batch(): work pushed before we counted ourselves. */
+		atomic_fetch_sub(&p->idle, 1);
+		goto out;
+	}
+	r = poll(pf, reader ? 3 : 2, block_ms);
+	atomic_fetch_sub(&p->idle, 1);
+	if (r > 0 && (pf[1].revents & POLLIN)) {
+		uint64_t v;
+
+		if (read(p->kick_efd, &v, sizeof(v)) < 0)
+			(void)0;	/* another thread took the kick */
+	}
+	if (!reader || r <= 0 || !(pf[2].revents & POLLIN)) {
+		if (reader && r > 0 && (pf[2].revents & (POLLERR | POLLNVAL)))
+			n = -EBADF;
+		goto out;
+	}
+	n = read_apply(p, ev, t0);
+	if (n == -EAGAIN) {
+		if (atomic_load(&p->reading))
+			sched_yield();	/* another thread is reading what woke us */
+		n = 0;
+	}
+out:
+	if (reader)
+		atomic_fetch_sub(&p->polling, 1);
+	return n;
+}
+
+/*
+ * One reader per CPU (the first threads), each pinned to its own when there
+ * is one for every CPU: a fault then finds a reader on the faulting
+ * thread's CPU, where waking it and being woken back are cheapest (waking a
+ * sleeping CPU costs tens of microseconds on virtual machines). With fewer
+ * threads than CPUs, the scheduler places them.
+ */
+static unsigned int allowed_cpus(void)
+{
+	cpu_set_t allowed;
+
+	if (sched_getaffinity(0, sizeof(allowed), &allowed) < 0 || CPU_COUNT(&allowed) < 1)
+		return 1;
+	return (unsigned int)CPU_COUNT(&allowed);
+}
+
+static void pin_self(unsigned int index)
+{
+	cpu_set_t allowed, one;
+	int k = 0, want;
+
+	if (sched_getaffinity(0, sizeof(allowed), &allowed) < 0 || !CPU_COUNT(&allowed))
+		return;
+	want = (int)(index % (unsigned int)CPU_COUNT(&allowed));
+	for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+		if (!CPU_ISSET(cpu, &allowed) || k++ != want)
+			continue;
+		CPU_ZERO(&one);
+		CPU_SET(cpu, &one);
+		pthread_setaffinity_np(pthread_self(), sizeof(one), &one);
+		return;
+	}
+}
+
+static void *worker_main(void *arg)
+{
+	struct pg_worker *w = arg;
+	struct fl_pager *p = w->p;
+	struct pg_ctx *c = &w->ctx;
+	struct fl_event ev[PG_READ_BATCH];
+
+	if (p->pin && w->index < p->nreaders)
+		pin_self(w->index);
+	for (;;) {
+		struct fl_event one;
+		uint64_t t0 = 0;
+		int n;
+
+		if (atomic_load(&p->dead))
+			break;
+		if (bl_pop(p->backlog, &one, &t0)) {
+			handle_fault(c, &one, t0);
+			continue;
+		}
+		/* Stopping: faults already read are served (backlog above), new ones stay queued. */
+		if (!atomic_load(&p->running))
+			break;
+		/* Deferred runs wait for events: look again soon instead of sleeping for good. */
+		n = read_batch(w, ev, c->ndef || w->nospin ? 0 : p->spin_us, c->ndef ? 1 : -1, &t0);
+		if (n > 0) {
+			process_batch(c, ev, n, t0, true);
+			/*
+			 * Spinning pays when the faulting thread shares our CPU (or its
+			 * CPU stays awake). A batch that took longer than this was a
+			 * slow store or a wakeup of a sleeping CPU: block at once then,
+			 * and leave the next fault to the handler woken beside it.
+			 */
+			w->nospin = fl__now_ns() - t0 > SPIN_USEFUL_NS;
+		} else if (n < 0) {
+			fl__err("pager: reading the userfaultfd: %s; handler %u stops", strerror(-n),
+				w->index);
+			break;
+		}
+		if (c->ndef)
+			fl__resolve_retry(c);
+	}
+	fl__pager_save_pending(p, c);
+	return NULL;
+}
+
+/*
+ * Called before each store read in THREADS mode: if every reader is busy
+ * (this one included), kick a helper, which then polls the userfaultfd, so
+ * the read that may be slow is never what keeps other faults unread.
+ */
+void fl__pager_keep_reading(struct fl_pager *p)
+{
+	uint64_t one = 1;
+
+	if (p->nthreads <= p->nreaders || atomic_load(&p->polling) > 0 ||
+	    atomic_load(&p->idle) == 0)
+		return;
+	if (write(p->kick_efd, &one, sizeof(one)) < 0)
+		fl__debug("pager: kicking a helper: %s", strerror(errno));
+}
+
+/* Runs a stopping thread could not finish: kept for the next start (or poisoned at removal). */
+void fl__pager_save_pending(struct fl_pager *p, struct pg_ctx *c)
+{
+	if (!c->ndef)
+		return;
+	pthread_mutex_lock(&p->lock);
+	if (p->npending + c->ndef > p->cap_pending) {
+		size_t cap = p->npending + c->ndef + PG_DEFER;
+		struct pg_deferred *n = realloc(p->pending, cap * sizeof(*n));
+
+		if (!n) {
+			pthread_mutex_unlock(&p->lock);
+			fl__err("pager: out of memory keeping %zu deferred runs; their faults stay "
+				"blocked until the region is removed", c->ndef);
+			c->ndef = 0;
+			return;
+		}
+		p->pending = n;
+		p->cap_pending = cap;
+	}
+	memcpy(p->pending + p->npending, c->def, c->ndef * sizeof(*c->def));
+	p->npending += c->ndef;
+	c->ndef = 0;
+	pthread_mutex_unlock(&p->lock);
+}
+
+static unsigned int threads_from_env(void)
+{
+	const char *s = getenv("FL_THREADS");
+	char *end;
+	unsigned long v;
+
+	if (!s || !*s)
+		return FL_PAGER_DEFAULT_THREADS;
+	v = strtoul(s, &end, 10);
+	if (*end || !v || v > FL_PAGER_MAX_THREADS) {
+		fl__warn("pager: FL_THREADS=%s is not a number from 1 to %d; using %d", s,
+			 FL_PAGER_MAX_THREADS, FL_PAGER_DEFAULT_THREADS);
+		return FL_PAGER_DEFAULT_THREADS;
+	}
+	return (unsigned int)v;
+}
+
+static int start_threads(struct fl_pager *p)
+{
+	sigset_t all, old;
+	unsigned int ncpu;
+	uint64_t v;
+	int e = 0;
+
+	/* A stop left the eventfd readable: reset it. */
+	while (read(p->stop_efd, &v, sizeof(v)) > 0)
+		;
+	/* Hand the runs that stopped threads left over to the new ones. */
+	pthread_mutex_lock(&p->lock);
+	for (unsigned int i = 0; i < p->nthreads && p->npending; i++) {
+		struct pg_ctx *c = &p->workers[i].ctx;
+
+		while (p->npending && c->ndef < PG_DEFER)
+			c->def[c->ndef++] = p->pending[--p->npending];
+	}
+	pthread_mutex_unlock(&p->lock);
+
+	ncpu = allowed_cpus();
+	p->nreaders = p->nthreads < ncpu ? p->nthreads : ncpu;
+	p->pin = ncpu > 1 && p->nthreads >= ncpu;
+	/* Handler threads take no process signals: those belong to the program's threads. */
+	sigfillset(&all);
+	sigdelset(&all, SIGBUS);
+	sigdelset(&all, SIGSEGV);
+	sigdelset(&all, SIGFPE);
+	sigdelset(&all, SIGILL);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	atomic_store(&p->running, true);
+	for (unsigned int i = 0; i < p->nthreads; i++) {
+		struct pg_worker *w = &p->workers[i];
+
+		char name[24];
+
+		e = -pthread_create(&w->thread, NULL, worker_main, w);
+		if (e)
+			break;
+		w->started = true;
+		/* Named here rather than by the thread: visible as soon as start returns. */
+		snprintf(name, sizeof(name), "fl-handler/%u", i);
+		pthread_setname_np(w->thread, name);
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return e;
+}
+
+static void stop_threads(struct fl_pager *p)
+{
+	uint64_t one = 1;
+
+	atomic_store(&p->running, false);
+	if (write(p->stop_efd, &one, sizeof(one)) < 0)
+		fl__debug("pager: waking handler threads: %s", strerror(errno));
+	for (unsigned int i = 0; i < p->nthreads; i++) {
+		if (!p->workers[i].started)
+			continue;
+		pthread_join(p->workers[i].thread, NULL);
+		p->workers[i].started = false;
+	}
+}
+
+/* ------------------------------------------------------------- the API */
+
+FL_API int fl_pager_create(const struct fl_pager_opts *opts, struct fl_pager **ret)
+{
+	struct fl_pager_opts o = { .sz = sizeof(o) };
+	struct fl_pager *p;
+	size_t nbuf;
+	int e;
+
+	if (!ret)
+		return -EINVAL;
+	if (opts) {
+		e = fl__opts_copy(&o, sizeof(o), opts);
+		if (e < 0)
+			return e;
+	}
+	if ((unsigned int)o.mode > FL_PAGER_LOOP || o.threads > FL_PAGER_MAX_THREADS ||
+	    (o.features & ~FL_FEAT_ALL))
+		return -EINVAL;
+	/* SIGBUS mode serves only this process, and nobody would read events: the program would hang. */
+	if (o.mode == FL_PAGER_SIGBUS && (o.uffd || (o.features & EVENT_FEATS)))
+		return -EINVAL;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->pid = getpid();
+	p->mode = o.mode;
+	p->fd = -1;
+	p->saved_fd_flags = -1;
+	p->stop_efd = -1;
+	p->kick_efd = -1;
+	p->sig_slot = -1;
+	p->nthreads = o.mode == FL_PAGER_THREADS ? (o.threads ? o.threads : threads_from_env()) : 0;
+	p->spin_us = o.spin_us ? o.spin_us : DEFAULT_SPIN_US;
+	pthread_mutex_init(&p->lock, NULL);
+	p->table = calloc(1, sizeof(struct pg_table));
+	if (!p->table) {
+		e = -ENOMEM;
+		goto fail;
+	}
+
+	if (o.uffd) {
+		int fl;
+
+		p->uffd = o.uffd;
+		p->fd = fl_uffd_fd(o.uffd);
+		p->feats = fl_uffd_features(o.uffd);
+		/* Handler threads spin with non-blocking reads; restored by fl_pager_destroy(). */
+		fl = fcntl(p->fd, F_GETFL);
+		if (fl < 0) {
+			e = -errno;
+			goto fail;
+		}
+		if (!(fl & O_NONBLOCK)) {
+			if (fcntl(p->fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+				e = -errno;
+				goto fail;
+			}
+			p->saved_fd_flags = fl;
+		}
+	} else {
+		struct fl_uffd_opts uo = {
+			.sz = sizeof(uo),
+			.features = o.features | (o.mode == FL_PAGER_SIGBUS ? FL_FEAT_SIGBUS : 0),
+			/*
+			 * THREADS mode follows the program's mremap, MADV_DONTNEED and
+			 * munmap: without REMAP events the kernel drops the registration
+			 * of a moved range, and its absent pages would read as zeros.
+			 * LOOP mode does not ask for them by default: the program's own
+			 * loop thread would block in mremap until it read the event.
+			 */
+			.optional = FL_FEAT_MISSING_SHMEM | FL_FEAT_MISSING_HUGETLBFS |
+				    FL_FEAT_MINOR_SHMEM | FL_FEAT_MINOR_HUGETLBFS | FL_FEAT_MOVE |
+				    FL_FEAT_POISON |
+				    (o.mode == FL_PAGER_THREADS ? FL_FEAT_EVENT_REMAP |
+					     FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP : 0),
+			.flags = FL_UFFD_NONBLOCK,
+		};
+
+		e = fl_uffd_open(&uo, &p->uffd);
+		if (e < 0)
+			goto fail;
+		p->own_uffd = true;
+		p->fd = fl_uffd_fd(p->uffd);
+		p->feats = fl_uffd_features(p->uffd);
+	}
+
+	nbuf = PG_POOL + (o.mode == FL_PAGER_THREADS ? p->nthreads : o.mode == FL_PAGER_LOOP);
+	p->buffers_len = nbuf * PG_STAGING;
+	p->buffers = mmap(NULL, p->buffers_len, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	p->zeros = mmap(NULL, PG_STAGING, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+			-1, 0);
+	if (p->buffers == MAP_FAILED || p->zeros == MAP_FAILED) {
+		e = -ENOMEM;
+		goto fail;
+	}
+	/* Staging is ours alone; a child after fork() has no use for it. */
+	madvise(p->buffers, p->buffers_len, MADV_DONTFORK);
+
+	if (o.mode == FL_PAGER_THREADS) {
+		p->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		p->kick_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		p->backlog = aligned_alloc(64, sizeof(*p->backlog));
+		p->workers = calloc(p->nthreads, sizeof(*p->workers));
+		if (p->stop_efd < 0 || p->kick_efd < 0 || !p->backlog || !p->workers) {
+			e = -ENOMEM;
+			goto fail;
+		}
+		bl_init(p->backlog);
+		for (unsigned int i = 0; i < p->nthreads; i++) {
+			struct pg_worker *w = &p->workers[i];
+
+			w->p = p;
+			w->index = i;
+			w->ctx = (struct pg_ctx){
+				.p = p,
+				.slot = -1,
+				.staging = p->buffers + (size_t)(PG_POOL + i) * PG_STAGING,
+				.def = calloc(PG_DEFER, sizeof(struct pg_deferred)),
+			};
+			if (!w->ctx.def) {
+				e = -ENOMEM;
+				goto fail;
+			}
+		}
+	} else if (o.mode == FL_PAGER_LOOP) {
+		p->loop_ctx = calloc(1, sizeof(*p->loop_ctx));
+		if (!p->loop_ctx) {
+			e = -ENOMEM;
+			goto fail;
+		}
+		*p->loop_ctx = (struct pg_ctx){
+			.p = p,
+			.slot = -1,
+			.staging = p->buffers + (size_t)PG_POOL * PG_STAGING,
+			.def = calloc(PG_DEFER, sizeof(struct pg_deferred)),
+		};
+		if (!p->loop_ctx->def) {
+			e = -ENOMEM;
+			goto fail;
+		}
+	}
+	*ret = p;
+	return 0;
+fail:
+	fl_pager_destroy(p);
+	return e;
+}
+
+FL_API int fl_pager_start(struct fl_pager *p)
+{
+	int e = 0;
+
+	if (!p)
+		return -EINVAL;
+	if (getpid() != p->pid)
+		return -ECHILD;
+	if (atomic_load(&p->dead))
+		return -ESRCH;
+	if (atomic_load(&p->running))
+		return 0;
+	switch (p->mode) {
+	case FL_PAGER_THREADS:
+		e = start_threads(p);
+		if (e) {
+			stop_threads(p);
+			fl__err("pager: starting handler threads: %s", strerror(-e));
+		}
+		break;
+	case FL_PAGER_SIGBUS:
+		e = fl__sigbus_attach(p);
+		if (!e) {
+			atomic_store(&p->running, true);
+			atomic_fetch_add(&p->run_seq, 1);
+			fl__wait_seq_wake(&p->run_seq);
+		}
+		break;
+	case FL_PAGER_LOOP:
+		atomic_store(&p->running, true);
+		break;
+	}
+	return e;
+}
+
+FL_API int fl_pager_stop(struct fl_pager *p)
+{
+	if (!p)
+		return -EINVAL;
+	if (getpid() != p->pid)
+		return -ECHILD;
+	if (p->mode == FL_PAGER_THREADS)
+		stop_threads(p);
+	else
+		atomic_store(&p->running, false);	/* SIGBUS: faulting threads wait in the handler */
+	return 0;
+}
+
+FL_API void fl_pager_destroy(struct fl_pager *p)
+{
+	if (!p)
+		return;
+	/* A forked child shares the parent's userfaultfd: touching it would hurt the parent. */
+	if (getpid() != p->pid)
+		return;
+	if (p->workers)
+		stop_threads(p);
+	atomic_store(&p->running, false);
+	for (;;) {
+		struct fl_region *r;
+
+		pthread_mutex_lock(&p->lock);
+		r = p->regions;
+		pthread_mutex_unlock(&p->lock);
+		if (!r)
+			break;
+		if (fl__region_remove(r) < 0) {
+			/* Out of memory for a smaller table: drop it by hand, we are going away. */
+			pthread_mutex_lock(&p->lock);
+			p->regions = r->next;
+			if (r->next)
+				r->next->prev = NULL;
+			pthread_mutex_unlock(&p->lock);
+		}
+	}
+	if (p->sig_slot >= 0)
+		fl__sigbus_detach(p);
+	/* Deferred runs left (their regions are gone by now): only what they kept. */
+	if (p->workers) {
+		for (unsigned int i = 0; i < p->nthreads; i++) {
+			for (size_t k = 0; k < p->workers[i].ctx.ndef; k++)
+				free(p->workers[i].ctx.def[k].kept);
+			free(p->workers[i].ctx.def);
+		}
+	}
+	free(p->workers);
+	if (p->loop_ctx) {
+		for (size_t k = 0; k < p->loop_ctx->ndef; k++)
+			free(p->loop_ctx->def[k].kept);
+		free(p->loop_ctx->def);
+	}
+	free(p->loop_ctx);
+	free(p->backlog);
+	for (size_t k = 0; k < p->npending; k++)
+		free(p->pending[k].kept);
+	free(p->pending);
+	if (p->stop_efd >= 0)
+		close(p->stop_efd);
+	if (p->kick_efd >= 0)
+		close(p->kick_efd);
+	if (p->buffers && p->buffers != MAP_FAILED)
+		munmap(p->buffers, p->buffers_len);
+	if (p->zeros && p->zeros != MAP_FAILED)
+		munmap(p->zeros, PG_STAGING);
+	if (p->saved_fd_flags >= 0)
+		fcntl(p->fd, F_SETFL, p->saved_fd_flags);
+	if (p->own_uffd)
+		fl_uffd_close(p->uffd);
+	free(atomic_load(&p->table));
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+}
+
+FL_API int fl_pager_fd(const struct fl_pager *p)
+{
+	if (!p)
+		return -EINVAL;
+	if (getpid() != p->pid)
+		return -ECHILD;
+	return p->fd;
+}
+
+FL_API struct fl_uffd *fl_pager_uffd(struct fl_pager *p)
+{
+	if (!p || getpid() != p->pid)
+		return NULL;
+	return p->uffd;
+}
+
+FL_API int fl_pager_dispatch(struct fl_pager *p)
+{
+	struct fl_event ev[PG_READ_BATCH];
+	struct pg_ctx *c;
+	int total = 0, n;
+
+	if (!p)
+		return -EINVAL;
+	if (getpid() != p->pid)
+		return -ECHILD;
+	if (p->mode != FL_PAGER_LOOP)
+		return -EINVAL;
+	if (atomic_load(&p->dead))
+		return -ESRCH;
+	c = p->loop_ctx;
+	/* Bounded: faults keep coming while we serve; the caller's loop comes back. */
+	for (int i = 0; i < 16; i++) {
+		uint64_t t0 = 0;
+
+		n = read_apply(p, ev, &t0);
+		if (n == -EAGAIN)
+			break;
+		if (n < 0)
+			return total ? total : n;
+		process_batch(c, ev, n, t0, false);
+		total += n;
+		if (n < PG_READ_BATCH)
+			break;
+	}
+	/*
+	 * An install that met a pending event: the event is read above, and
+	 * the thread that caused it lets go of the range right after; retry a
+	 * few times rather than leave the fault until the next message.
+	 */
+	for (unsigned int i = 0; c->ndef && i < 64; i++) {
+		uint64_t t0 = 0;
+
+		if (i)
+			sched_yield();
+		n = read_apply(p, ev, &t0);
+		if (n > 0) {
+			process_batch(c, ev, n, t0, false);
+			total += n;
+		}
+		fl__resolve_retry(c);
+	}
+	return total;
+}

@@ -1,0 +1,740 @@
+/* SPDX-License-Identifier: MIT */
+/* Regions: adding, removing, looking up without locks, populating, statistics, events. */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "faultline.h"
+#include "internal.h"
+#include "pager-int.h"
+
+#define HUGE_2M (2u << 20)
+
+/* --------------------------------------------------------------- grace */
+
+unsigned int fl__grace_enter(struct pg_grace *g)
+{
+	unsigned int e = atomic_load(&g->epoch) & 1;
+
+	atomic_fetch_add(&g->active[e], 1);
+	return e;
+}
+
+void fl__grace_exit(struct pg_grace *g, unsigned int e)
+{
+	atomic_fetch_sub_explicit(&g->active[e], 1, memory_order_release);
+}
+
+/*
+ * Every reader that could still see what was unpublished before this call
+ * has left when it returns. Two flips: a reader that read the epoch just
+ * before the first flip counts itself in the slot the second wait drains.
+ */
+void fl__grace_wait(struct pg_grace *g)
+{
+	for (int i = 0; i < 2; i++) {
+		unsigned int e = atomic_fetch_add(&g->epoch, 1) & 1;
+
+		for (unsigned int spin = 0; atomic_load(&g->active[e]); spin++)
+			if (spin > 64)
+				sched_yield();
+	}
+}
+
+/* --------------------------------------------------------------- lookup */
+
+struct fl_region *fl__table_find(struct pg_table *t, size_t *hint, uintptr_t addr,
+				 uintptr_t *ret_start)
+{
+	size_t h = *hint, lo = 0, hi = t->n;
+
+	if (h < t->n && addr >= t->e[h].start && addr < t->e[h].end) {
+		*ret_start = t->e[h].start;
+		return t->e[h].r;
+	}
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (addr < t->e[mid].start) {
+			hi = mid;
+		} else if (addr >= t->e[mid].end) {
+			lo = mid + 1;
+		} else {
+			*hint = mid;
+			*ret_start = t->e[mid].start;
+			return t->e[mid].r;
+		}
+	}
+	return NULL;
+}
+
+/* The region holding @addr, with a use counted (fl__region_put), or NULL. */
+struct fl_region *fl__region_get(struct fl_pager *p, uintptr_t addr, uintptr_t *ret_start)
+{
+	unsigned int e = fl__grace_enter(&p->grace);
+	struct pg_table *t = atomic_load(&p->table);
+	size_t h = atomic_load_explicit(&p->hint, memory_order_relaxed), h0 = h;
+	struct fl_region *r = fl__table_find(t, &h, addr, ret_start);
+
+	if (r) {
+		atomic_fetch_add(&r->users, 1);
+		if (h != h0)
+			atomic_store_explicit(&p->hint, h, memory_order_relaxed);
+	}
+	fl__grace_exit(&p->grace, e);
+	return r;
+}
+
+/* @r if it is still published with @id (deferred work outliving its region), counted. */
+struct fl_region *fl__region_get_by_id(struct fl_pager *p, struct fl_region *r, uint64_t id)
+{
+	unsigned int e = fl__grace_enter(&p->grace);
+	struct pg_table *t = atomic_load(&p->table);
+	struct fl_region *found = NULL;
+
+	for (size_t i = 0; i < t->n; i++) {
+		if (t->e[i].r == r && r->id == id) {
+			found = r;
+			atomic_fetch_add(&r->users, 1);
+			break;
+		}
+	}
+	fl__grace_exit(&p->grace, e);
+	return found;
+}
+
+void fl__region_put(struct fl_region *r)
+{
+	atomic_fetch_sub_explicit(&r->users, 1, memory_order_release);
+}
+
+static int cmp_entry(const void *a, const void *b)
+{
+	const struct pg_entry *x = a, *y = b;
+
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/*
+ * Publish the table with @add (may be NULL) and without @del (may be NULL),
+ * every entry computed from its region's current base; free the old one
+ * once no lookup can still use it. Caller holds p->lock.
+ */
+int fl__table_publish(struct fl_pager *p, struct fl_region *add, struct fl_region *del)
+{
+	struct pg_table *old = atomic_load(&p->table), *t;
+	size_t n = 0;
+
+	t = malloc(sizeof(*t) + (old->n + 1) * sizeof(t->e[0]));
+	if (!t)
+		return -ENOMEM;
+	for (size_t i = 0; i < old->n; i++)
+		if (old->e[i].r != del)
+			t->e[n++].r = old->e[i].r;
+	if (add)
+		t->e[n++].r = add;
+	for (size_t i = 0; i < n; i++) {
+		t->e[i].start = atomic_load(&t->e[i].r->base);
+		t->e[i].end = t->e[i].start + t->e[i].r->len;
+	}
+	t->n = n;
+	qsort(t->e, n, sizeof(t->e[0]), cmp_entry);
+	atomic_store(&p->table, t);
+	fl__grace_wait(&p->grace);
+	if (p->mode == FL_PAGER_SIGBUS)
+		fl__sigbus_sync();
+	free(old);
+	return 0;
+}
+
+/* --------------------------------------------------------------- events */
+
+/* Pages of @r wholly inside [start, end): first and end page indexes; false if none. */
+static bool pages_in(struct fl_region *r, uintptr_t base, uintptr_t start, uintptr_t end,
+		     size_t *ret_first, size_t *ret_end)
+{
+	uintptr_t lo = start > base ? start : base;
+	uintptr_t hi = end < base + r->len ? end : base + r->len;
+	size_t first, last;
+
+	if (lo >= hi)
+		return false;
+	first = (lo - base + r->ps - 1) >> r->shift;
+	last = (hi - base) >> r->shift;
+	if (first >= last)
+		return false;
+	*ret_first = first;
+	*ret_end = last;
+	return true;
+}
+
+/*
+ * REMOVE (MADV_DONTNEED, MADV_REMOVE): the program discarded these pages;
+ * later faults there get zeros, never store data. Pages in flight keep
+ * their resolver but install zeros if they are retried.
+ */
+void fl__region_discard(struct fl_pager *p, uintptr_t start, uintptr_t end)
+{
+	struct pg_table *t;
+
+	pthread_mutex_lock(&p->lock);
+	t = atomic_load(&p->table);
+	for (size_t i = 0; i < t->n; i++) {
+		struct fl_region *r = t->e[i].r;
+		size_t first, last;
+
+		if (!pages_in(r, t->e[i].start, start, end, &first, &last))
+			continue;
+		for (size_t pg = first; pg < last; pg++) {
+			uint8_t s = atomic_load(&r->state[pg]), to;
+
+			do {
+				switch (s & PG_STATE) {
+				case PG_GONE:
+					to = s;
+					break;
+				case PG_BUSY:
+					to = (uint8_t)(s | PG_ZERO);
+					break;
+				default:
+					to = PG_ABSENT | PG_ZERO;
+					break;
+				}
+			} while (!atomic_compare_exchange_weak(&r->state[pg], &s, to));
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* UNMAP: regions wholly inside are gone; pages of others inside the range too. */
+void fl__region_unmap(struct fl_pager *p, uintptr_t start, uintptr_t end)
+{
+	struct pg_table *t;
+	bool again = true;
+
+	pthread_mutex_lock(&p->lock);
+	while (again) {
+		again = false;
+		t = atomic_load(&p->table);
+		for (size_t i = 0; i < t->n; i++) {
+			struct fl_region *r = t->e[i].r;
+			size_t first, last;
+
+			if (t->e[i].start >= start && t->e[i].end <= end) {
+				atomic_store(&r->gone, true);
+				if (fl__table_publish(p, NULL, r) == 0) {
+					again = true;
+					break;
+				}
+			}
+			if (!pages_in(r, t->e[i].start, start, end, &first, &last))
+				continue;
+			for (size_t pg = first; pg < last; pg++)
+				atomic_store(&r->state[pg], PG_GONE);
+			fl__wake_waiters(r);
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* REMAP (mremap): a region that moved as a whole follows; a piece moved away is lost to it. */
+void fl__region_remap(struct fl_pager *p, uintptr_t from, uintptr_t to, uint64_t len)
+{
+	struct pg_table *t;
+
+	pthread_mutex_lock(&p->lock);
+	t = atomic_load(&p->table);
+	for (size_t i = 0; i < t->n; i++) {
+		struct fl_region *r = t->e[i].r;
+		size_t first, last;
+
+		if (t->e[i].start == from && r->len == len) {
+			atomic_store(&r->base, to);
+			if (fl__table_publish(p, NULL, NULL) < 0)
+				fl__err("pager: out of memory following a region to %#lx",
+					(unsigned long)to);
+			break;
+		}
+		if (pages_in(r, t->e[i].start, from, from + len, &first, &last)) {
+			fl__err("pager: part of a region was moved by mremap (%#lx -> %#lx); "
+				"faultline follows only whole regions, those pages are no longer served",
+				(unsigned long)from, (unsigned long)to);
+			for (size_t pg = first; pg < last; pg++)
+				atomic_store(&r->state[pg], PG_GONE);
+			fl__wake_waiters(r);
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* The served process exited: nothing can be installed any more; stop everything cleanly. */
+void fl__pager_mark_dead(struct fl_pager *p)
+{
+	struct pg_table *t;
+	uint64_t one = 1;
+
+	if (atomic_exchange(&p->dead, true))
+		return;
+	fl__info("pager: the process owning the memory exited; the pager stops serving");
+	pthread_mutex_lock(&p->lock);
+	t = atomic_load(&p->table);
+	for (size_t i = 0; i < t->n; i++) {
+		atomic_store(&t->e[i].r->gone, true);
+		fl__wake_waiters(t->e[i].r);
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (p->stop_efd >= 0 && write(p->stop_efd, &one, sizeof(one)) < 0)
+		fl__debug("pager: waking handler threads: %s", strerror(errno));
+	atomic_fetch_add(&p->run_seq, 1);
+	fl__wait_seq_wake(&p->run_seq);
+}
+
+/* -------------------------------------------------------------- adding */
+
+static bool pow2(size_t v)
+{
+	return v && !(v & (v - 1));
+}
+
+/* Check the options against each other, the store and the kernel; pick the install method. */
+static int settle_opts(struct fl_pager *p, struct fl_region_opts *o, struct fl_region *r)
+{
+	uint64_t f = p->feats, ssize;
+	uint32_t caps;
+	bool minor = false, have_memfd;
+	size_t sys = fl__page_size();
+
+	if ((unsigned int)o->mem >= FL_MEM_TYPE_COUNT || !o->store || !o->len)
+		return -EINVAL;
+	if ((unsigned int)o->install > FL_INSTALL_CONTINUE ||
+	    (unsigned int)o->prefetch > FL_PREFETCH_ADAPTIVE ||
+	    (unsigned int)o->on_error > FL_ON_ERROR_BLOCK || (o->flags & ~FL_REGION_KEEP_ON_REMOVE))
+		return -EINVAL;
+	if (!o->page_size)
+		o->page_size = o->mem == FL_MEM_HUGETLB ? HUGE_2M : PG_MIN_PAGE;
+	if (!pow2(o->page_size) || o->page_size < PG_MIN_PAGE || o->page_size < sys)
+		return -EINVAL;
+	if (o->page_size > PG_STAGING)
+		return -EOPNOTSUPP;
+	/* The default huge page size of x86-64 and arm64; hugetlbfs refuses anything unaligned. */
+	if (o->mem == FL_MEM_HUGETLB && o->page_size % HUGE_2M)
+		return -EINVAL;
+	if (o->len % o->page_size || (uintptr_t)o->addr % o->page_size)
+		return -EINVAL;
+	ssize = fl_store_size(o->store);
+	if (o->store_off % o->page_size || o->store_off > ssize || o->len > ssize - o->store_off)
+		return -EINVAL;
+	if (!o->addr && !p->own_uffd)
+		return -EINVAL;	/* we cannot map memory in another process */
+	/* A default never contradicts the other bound the caller did set. */
+	if (!o->prefetch_max)
+		o->prefetch_max = o->prefetch_min > (4u << 20) ? o->prefetch_min : 4u << 20;
+	if (!o->prefetch_min)
+		o->prefetch_min = o->prefetch_max < (64u << 10) ? o->prefetch_max : 64u << 10;
+	if (o->prefetch_min > o->prefetch_max)
+		return -EINVAL;
+	if (o->mem == FL_MEM_SHMEM) {
+		if (!(f & FL_FEAT_MISSING_SHMEM))
+			return -EOPNOTSUPP;
+		minor = f & FL_FEAT_MINOR_SHMEM;
+	} else if (o->mem == FL_MEM_HUGETLB) {
+		if (!(f & FL_FEAT_MISSING_HUGETLBFS))
+			return -EOPNOTSUPP;
+		minor = f & FL_FEAT_MINOR_HUGETLBFS;
+	}
+	have_memfd = !o->addr || o->memfd > 0;
+	caps = fl_store_caps(o->store);
+	switch (o->install) {
+	case FL_INSTALL_AUTO:
+		if (o->mem == FL_MEM_ANON && (caps & FL_STORE_MOVE) && (f & FL_FEAT_MOVE) &&
+		    p->own_uffd)
+			r->method = PG_MOVE;
+		else if (o->mem != FL_MEM_ANON && minor && have_memfd)
+			r->method = PG_CONTINUE;
+		else
+			r->method = PG_COPY;
+		break;
+	case FL_INSTALL_COPY:
+		r->method = PG_COPY;
+		break;
+	case FL_INSTALL_MOVE:
+		/* The kernel moves pages only within one process, between private anonymous ones. */
+		if (o->mem != FL_MEM_ANON || !(caps & FL_STORE_MOVE) || !(f & FL_FEAT_MOVE) ||
+		    !p->own_uffd)
+			return -EOPNOTSUPP;
+		r->method = PG_MOVE;
+		break;
+	case FL_INSTALL_CONTINUE:
+		if (o->mem == FL_MEM_ANON || !minor || !have_memfd)
+			return -EOPNOTSUPP;
+		r->method = PG_CONTINUE;
+		break;
+	}
+	return 0;
+}
+
+/* Map the region's memory ourselves: private anonymous, a memfd or a hugetlbfs memfd. */
+static int map_region(struct fl_region *r)
+{
+	size_t align = r->ps, len = r->len;
+	uint8_t *m, *a;
+	int fd;
+
+	if (r->mem == FL_MEM_ANON) {
+		/* 2 MiB alignment lets whole transparent huge pages be moved in. */
+		if (align < HUGE_2M && len >= HUGE_2M)
+			align = HUGE_2M;
+		m = mmap(NULL, len + align, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (m == MAP_FAILED)
+			return -errno;
+		a = (uint8_t *)(((uintptr_t)m + align - 1) & ~(uintptr_t)(align - 1));
+		if (a > m)
+			munmap(m, (size_t)(a - m));
+		if (a + len < m + len + align)
+			munmap(a + len, (size_t)(m + len + align - (a + len)));
+		atomic_store(&r->base, (uintptr_t)a);
+		/*
+		 * With 2 MiB pages or MOVE, let the first fault stop at the PMD: the
+		 * kernel then installs (or moves in) whole huge pages instead of
+		 * splitting them into a page table allocated by the fault.
+		 */
+		if (r->ps >= HUGE_2M || r->method == PG_MOVE)
+			madvise(a, len, MADV_HUGEPAGE);
+	} else {
+		fd = memfd_create("faultline", MFD_CLOEXEC |
+					       (r->mem == FL_MEM_HUGETLB ? MFD_HUGETLB : 0));
+		if (fd < 0)
+			return -errno;
+		if (ftruncate(fd, (off_t)len) < 0) {
+			int e = -errno;
+
+			close(fd);
+			return e;
+		}
+		m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (m == MAP_FAILED) {
+			int e = -errno;
+
+			close(fd);
+			return e;
+		}
+		r->memfd = fd;
+		r->own_memfd = true;
+		r->memfd_off = 0;
+		atomic_store(&r->base, (uintptr_t)m);
+	}
+	r->ours = true;
+	/*
+	 * A child after fork() would see this memory unregistered: zeros where
+	 * the store has data (and, for shared memory, zeros written into our
+	 * page cache). Better it does not get the mapping at all.
+	 */
+	madvise((void *)atomic_load(&r->base), len, MADV_DONTFORK);
+	return 0;
+}
+
+static void free_region(struct fl_region *r)
+{
+	if (!r)
+		return;
+	if (r->alias)
+		munmap(r->alias, r->len);
+	if (r->ours && !atomic_load(&r->gone) && atomic_load(&r->base))
+		munmap((void *)atomic_load(&r->base), r->len);
+	if (r->own_memfd && r->memfd >= 0)
+		close(r->memfd);
+	if (r->state)
+		munmap((void *)r->state, r->npages);
+	free(r->shards);
+	free(r);
+}
+
+static bool overlaps(struct fl_pager *p, uintptr_t start, size_t len)
+{
+	struct pg_table *t = atomic_load(&p->table);
+
+	for (size_t i = 0; i < t->n; i++)
+		if (start < t->e[i].end && t->e[i].start < start + len)
+			return true;
+	return false;
+}
+
+FL_API int fl_region_add(struct fl_pager *p, const struct fl_region_opts *opts,
+			 struct fl_region **ret)
+{
+	struct fl_region_opts o = { .sz = sizeof(o) };
+	struct fl_region *r;
+	uint32_t mode, ioctls = 0;
+	uintptr_t base;
+	int e;
+
+	if (!p || !opts || !ret)
+		return -EINVAL;
+	if (getpid() != p->pid)
+		return -ECHILD;
+	e = fl__opts_copy(&o, sizeof(o), opts);
+	if (e < 0)
+		return e;
+	if (atomic_load(&p->dead))
+		return -ESRCH;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->pager = p;
+	r->memfd = -1;
+	e = settle_opts(p, &o, r);
+	if (e < 0)
+		goto fail;
+	r->len = o.len;
+	r->ps = o.page_size;
+	r->shift = (unsigned int)__builtin_ctzll(o.page_size);
+	r->npages = o.len >> r->shift;
+	r->store = o.store;
+	r->store_off = o.store_off;
+	r->mem = o.mem;
+	r->prefetch = o.prefetch;
+	r->pf_min = o.prefetch_min >> r->shift ? o.prefetch_min >> r->shift : 1;
+	r->pf_max = o.prefetch_max >> r->shift ? o.prefetch_max >> r->shift : 1;
+	if (r->pf_max > PG_STAGING >> r->shift)
+		r->pf_max = PG_STAGING >> r->shift;
+	if (r->pf_min > r->pf_max)
+		r->pf_min = r->pf_max;
+	r->on_error = o.on_error;
+	r->on_error_fn = o.on_error_fn;
+	r->userdata = o.userdata;
+	r->flags = o.flags;
+	atomic_init(&r->move_ok, r->method == PG_MOVE);
+	r->shards = aligned_alloc(64, PG_SHARDS * sizeof(struct pg_shard));
+	r->state = mmap(NULL, r->npages, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (!r->shards || r->state == MAP_FAILED) {
+		r->state = NULL;
+		e = -ENOMEM;
+		goto fail;
+	}
+	memset(r->shards, 0, PG_SHARDS * sizeof(struct pg_shard));
+	if (o.addr) {
+		atomic_store(&r->base, (uintptr_t)o.addr);
+		if (o.memfd > 0) {
+			r->memfd = o.memfd;
+			r->memfd_off = o.memfd_off;
+		}
+	} else {
+		e = map_region(r);
+		if (e < 0) {
+			fl__err("pager: mapping a %s region of %zu bytes: %s", fl_mem_type_name(r->mem),
+				r->len, strerror(-e));
+			goto fail;
+		}
+	}
+	if (r->method == PG_CONTINUE) {
+		/* Filled through this second mapping, which is not registered, then mapped by CONTINUE. */
+		r->alias = mmap(NULL, r->len, PROT_READ | PROT_WRITE, MAP_SHARED, r->memfd,
+				(off_t)r->memfd_off);
+		if (r->alias == MAP_FAILED) {
+			r->alias = NULL;
+			e = -errno;
+			goto fail;
+		}
+	}
+	base = atomic_load(&r->base);
+
+	pthread_mutex_lock(&p->lock);
+	if (overlaps(p, base, r->len)) {
+		pthread_mutex_unlock(&p->lock);
+		e = -EINVAL;
+		goto fail;
+	}
+	mode = FL_REGISTER_MISSING | (r->method == PG_CONTINUE ? FL_REGISTER_MINOR : 0);
+	e = fl_uffd_register(p->uffd, (void *)base, r->len, mode, &ioctls);
+	if (e == 0 && r->method == PG_MOVE && !(ioctls & FL_IOCTL_MOVE)) {
+		if (o.install == FL_INSTALL_MOVE)
+			e = -EOPNOTSUPP;
+		r->method = PG_COPY;
+		atomic_store(&r->move_ok, false);
+	}
+	if (e == 0 && r->method != PG_CONTINUE && !(ioctls & FL_IOCTL_COPY))
+		e = -EOPNOTSUPP;
+	if (e < 0) {
+		if (e != -EOPNOTSUPP || !ioctls)
+			fl__err("pager: registering %#lx+%zu: %s", (unsigned long)base, r->len,
+				strerror(-e));
+		else
+			fl_uffd_unregister(p->uffd, (void *)base, r->len);
+		pthread_mutex_unlock(&p->lock);
+		goto fail;
+	}
+	r->has_zeropage = (ioctls & FL_IOCTL_ZEROPAGE) && r->mem != FL_MEM_HUGETLB;
+	r->has_poison = (ioctls & FL_IOCTL_POISON) && (p->feats & FL_FEAT_POISON);
+	r->id = ++p->next_id;
+	e = fl__table_publish(p, r, NULL);
+	if (e == 0) {
+		r->next = p->regions;
+		if (p->regions)
+			p->regions->prev = r;
+		p->regions = r;
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (e < 0) {
+		fl_uffd_unregister(p->uffd, (void *)base, r->len);
+		goto fail;
+	}
+	/* A thread that faulted here before the region existed was not served: let it fault again. */
+	fl_uffd_wake(p->uffd, (void *)base, r->len);
+	*ret = r;
+	return 0;
+fail:
+	free_region(r);
+	return e;
+}
+
+/* ------------------------------------------------------------ removing */
+
+/* Forget deferred work of @r left by stopped handler threads. Caller holds p->lock. */
+static void drop_pending(struct fl_pager *p, struct fl_region *r)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < p->npending; i++) {
+		if (p->pending[i].r != r || p->pending[i].id != r->id)
+			p->pending[k++] = p->pending[i];
+		else
+			free(p->pending[i].kept);
+	}
+	p->npending = k;
+}
+
+int fl__region_remove(struct fl_region *r)
+{
+	struct fl_pager *p = r->pager;
+	uintptr_t base = atomic_load(&r->base);
+	int e;
+
+	pthread_mutex_lock(&p->lock);
+	e = fl__table_publish(p, NULL, r);
+	if (e == 0) {
+		drop_pending(p, r);
+		if (r->prev)
+			r->prev->next = r->next;
+		else
+			p->regions = r->next;
+		if (r->next)
+			r->next->prev = r->prev;
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (e < 0)
+		return e;
+	/* Nobody finds the region any more; release those who wait inside it. */
+	atomic_store(&r->removing, true);
+	atomic_fetch_add(&r->wait_seq, 1);
+	fl__wait_seq_wake(&r->wait_seq);
+	atomic_fetch_add(&p->run_seq, 1);
+	fl__wait_seq_wake(&p->run_seq);
+	for (unsigned int i = 0; atomic_load(&r->users); i++) {
+		struct timespec ts = { .tv_nsec = 100000 };
+
+		if (i < 100)
+			sched_yield();
+		else
+			nanosleep(&ts, NULL);
+	}
+	if (!atomic_load(&r->gone) && !atomic_load(&p->dead)) {
+		if (!(r->flags & FL_REGION_KEEP_ON_REMOVE))
+			fl__resolve_poison_absent(r);
+		e = fl_uffd_unregister(p->uffd, (void *)base, r->len);
+		if (e < 0 && e != -ENOENT && e != -ESRCH && e != -EINVAL)
+			fl__warn("pager: unregistering %#lx+%zu: %s", (unsigned long)base, r->len,
+				 strerror(-e));
+	}
+	free_region(r);
+	return 0;
+}
+
+FL_API int fl_region_remove(struct fl_region *r)
+{
+	if (!r)
+		return -EINVAL;
+	if (getpid() != r->pager->pid)
+		return -ECHILD;
+	return fl__region_remove(r);
+}
+
+FL_API void *fl_region_addr(const struct fl_region *r)
+{
+	if (!r || getpid() != r->pager->pid)
+		return NULL;
+	return (void *)atomic_load(&((struct fl_region *)r)->base);
+}
+
+FL_API size_t fl_region_len(const struct fl_region *r)
+{
+	if (!r || getpid() != r->pager->pid)
+		return 0;
+	return r->len;
+}
+
+/* ------------------------------------------------------------ populate */
+
+FL_API int fl_region_populate(struct fl_region *r, uint64_t off, size_t len)
+{
+	struct pg_ctx c;
+	size_t first, end;
+	int e;
+
+	if (!r)
+		return -EINVAL;
+	if (getpid() != r->pager->pid)
+		return -ECHILD;
+	if (off > r->len || len > r->len - off)
+		return -EINVAL;
+	if (!len)
+		return 0;
+	if (atomic_load(&r->gone) || atomic_load(&r->pager->dead))
+		return -ENOENT;
+	first = off >> r->shift;
+	end = (off + len + r->ps - 1) >> r->shift;
+	c = (struct pg_ctx){ .p = r->pager, .slot = -1, .populate = true };
+	atomic_fetch_add(&r->users, 1);
+	e = fl__resolve_populate(&c, r, first, end - first);
+	fl__region_put(r);
+	fl__ctx_release(&c);
+	return e;
+}
+
+/* ---------------------------------------------------------- statistics */
+
+FL_API int fl_region_stats(const struct fl_region *r, struct fl_region_stats *ret)
+{
+	uint64_t v[ST_COUNT] = { 0 };
+
+	if (!r || !ret)
+		return -EINVAL;
+	if (getpid() != r->pager->pid)
+		return -ECHILD;
+	for (int s = 0; s < PG_SHARDS; s++)
+		for (int i = 0; i < ST_COUNT; i++)
+			v[i] += atomic_load_explicit(&r->shards[s].v[i], memory_order_relaxed);
+	*ret = (struct fl_region_stats){
+		.faults = v[ST_FAULTS],
+		.pages_copy = v[ST_COPY],
+		.pages_zero = v[ST_ZERO],
+		.pages_move = v[ST_MOVE],
+		.pages_continue = v[ST_CONTINUE],
+		.pages_poison = v[ST_POISON],
+		.pages_prefetched = v[ST_PREFETCHED],
+		.prefetch_used = v[ST_PF_USED],
+		.prefetch_wasted = v[ST_PF_WASTED],
+		.store_reads = v[ST_READS],
+		.store_bytes = v[ST_BYTES],
+		.errors = v[ST_ERRORS],
+	};
+	for (int i = 0; i < FL_LAT_BUCKETS; i++)
+		ret->lat_hist[i] = v[ST_LAT + i];
+	return 0;
+}

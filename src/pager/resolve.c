@@ -1,0 +1,1007 @@
+/* SPDX-License-Identifier: MIT */
+/* The install engine: from one fault to pages in place, shared by every handler mode. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "faultline.h"
+#include "internal.h"
+#include "pager-int.h"
+
+/*
+ * Everything here may run inside a SIGBUS handler (c->in_signal): no
+ * malloc, no locks, no logging there; only atomics, uffd ioctls, the
+ * store's callbacks (async-signal-safe by contract) and futex waits.
+ */
+
+enum op { OP_COPY, OP_ZERO, OP_CONTINUE, OP_MOVE };
+
+/* A run of pages [pg, pg+n) of one region, all PG_BUSY and owned by the resolver. */
+struct run {
+	struct fl_region *r;
+	size_t pg, n;
+	size_t fpg;		/* the faulting page, or SIZE_MAX for populate */
+	uint8_t *move_src;	/* pages taken from the store for [pg, pg+n), or NULL */
+	struct pg_kept *kept;	/* data read before an event stopped the install (owned) */
+	bool filled;		/* CONTINUE: the page cache holds the run already */
+};
+
+static int run_do(struct pg_ctx *c, struct run *x);
+
+uint64_t fl__now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static struct pg_shard *shard(struct fl_region *r)
+{
+	int cpu = sched_getcpu();
+
+	return &r->shards[cpu < 0 ? 0 : (unsigned int)cpu % PG_SHARDS];
+}
+
+void fl__stat_add(struct fl_region *r, enum pg_stat s, uint64_t v)
+{
+	if (v)
+		atomic_fetch_add_explicit(&shard(r)->v[s], v, memory_order_relaxed);
+}
+
+void fl__stat_lat(struct fl_region *r, uint64_t ns)
+{
+	unsigned int b = ns ? 63u - (unsigned int)__builtin_clzll(ns) : 0;
+
+	if (b >= FL_LAT_BUCKETS)
+		b = FL_LAT_BUCKETS - 1;
+	atomic_fetch_add_explicit(&shard(r)->v[ST_LAT + b], 1, memory_order_relaxed);
+}
+
+static uint8_t st_load(struct fl_region *r, size_t pg)
+{
+	return atomic_load_explicit(&r->state[pg], memory_order_acquire);
+}
+
+static uint8_t *page_addr(struct fl_region *r, size_t pg);
+
+/* Settle pages [pg, pg+n) that were ours; wake them again if a fault came in meanwhile. */
+static void st_set(struct pg_ctx *c, struct fl_region *r, size_t pg, size_t n, uint8_t v)
+{
+	uint8_t seen = 0;
+
+	for (size_t i = 0; i < n; i++)
+		seen |= atomic_exchange_explicit(&r->state[pg + i], v, memory_order_acq_rel);
+	if (seen & PG_WAITED)
+		fl_uffd_wake(c->p->uffd, page_addr(r, pg), n << r->shift);
+}
+
+/* Take page @pg from @*seen (which must be PG_ABSENT or PG_PRESENT, maybe with PG_ZERO). */
+static bool st_claim(struct fl_region *r, size_t pg, uint8_t *seen, uint8_t to)
+{
+	return atomic_compare_exchange_strong_explicit(&r->state[pg], seen, to,
+						       memory_order_acq_rel,
+						       memory_order_acquire);
+}
+
+static uint8_t *page_addr(struct fl_region *r, size_t pg)
+{
+	return (uint8_t *)atomic_load_explicit(&r->base, memory_order_relaxed) + (pg << r->shift);
+}
+
+static uint64_t store_offset(struct fl_region *r, size_t pg)
+{
+	return r->store_off + ((uint64_t)pg << r->shift);
+}
+
+/* ------------------------------------------------------------- waiting */
+
+void fl__wait_seq(_Atomic uint32_t *seq, uint32_t seen, long ns)
+{
+	struct timespec ts = { .tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000 };
+
+	syscall(SYS_futex, seq, FUTEX_WAIT_PRIVATE, seen, &ts, NULL, 0);
+}
+
+void fl__wait_seq_wake(_Atomic uint32_t *seq)
+{
+	syscall(SYS_futex, seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+void fl__wake_waiters(struct fl_region *r)
+{
+	/* Pairs with the increment of waiters in wait_page(): one of us sees the other. */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&r->waiters, memory_order_relaxed)) {
+		atomic_fetch_add(&r->wait_seq, 1);
+		syscall(SYS_futex, &r->wait_seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+	}
+}
+
+/*
+ * Wait until page @pg is no longer in state @busy_state (a resolver owns
+ * it, or a SIGBUS handler waits for populate after a BLOCK failure), or the
+ * region goes away. The timeout only bounds a missed corner; wakes come
+ * from fl__wake_waiters().
+ */
+static void wait_page(struct fl_region *r, size_t pg, uint8_t busy_state)
+{
+	atomic_fetch_add(&r->waiters, 1);
+	for (;;) {
+		uint32_t seq = atomic_load(&r->wait_seq);
+
+		if ((st_load(r, pg) & PG_STATE) != busy_state || atomic_load(&r->removing) ||
+		    atomic_load(&r->pager->dead))
+			break;
+		fl__wait_seq(&r->wait_seq, seq, 20 * 1000 * 1000);
+	}
+	atomic_fetch_sub(&r->waiters, 1);
+}
+
+static void backoff(unsigned int attempt)
+{
+	struct timespec ts = { .tv_nsec = attempt < 10 ? 10000 : 1000000 };
+
+	if (attempt < 3)
+		sched_yield();
+	else
+		nanosleep(&ts, NULL);
+}
+
+/* ------------------------------------------------------------- staging */
+
+static uint8_t *staging(struct pg_ctx *c)
+{
+	struct fl_pager *p = c->p;
+	void *m;
+
+	if (c->staging)
+		return c->staging;
+	for (int i = 0; i < PG_POOL; i++) {
+		if (atomic_load_explicit(&p->pool_busy[i], memory_order_relaxed))
+			continue;
+		if (!atomic_exchange_explicit(&p->pool_busy[i], true, memory_order_acquire)) {
+			c->slot = i;
+			c->staging = p->buffers + (size_t)i * PG_STAGING;
+			return c->staging;
+		}
+	}
+	/* More resolvers at once than pool buffers: a private one (mmap is a plain syscall). */
+	m = mmap(NULL, PG_STAGING, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+		 -1, 0);
+	if (m == MAP_FAILED)
+		return NULL;
+	c->slot = -2;
+	c->staging = m;
+	return c->staging;
+}
+
+void fl__ctx_release(struct pg_ctx *c)
+{
+	if (c->slot >= 0)
+		atomic_store_explicit(&c->p->pool_busy[c->slot], false, memory_order_release);
+	else if (c->slot == -2)
+		munmap(c->staging, PG_STAGING);
+	if (c->slot != -1)
+		c->staging = NULL;
+	c->slot = -1;
+}
+
+/* ------------------------------------------------------------ installing */
+
+/* Pages [pg, pg+n) are now PG_ABSENT again: wake their faulting threads so they fault anew. */
+static void release(struct pg_ctx *c, struct fl_region *r, size_t pg, size_t n, bool wake)
+{
+	if (!n)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		uint8_t s = st_load(r, pg + i);
+
+		while (!atomic_compare_exchange_weak(&r->state[pg + i], &s, PG_ABSENT | (s & PG_ZERO)))
+			;
+	}
+	if (wake)
+		fl_uffd_wake(c->p->uffd, page_addr(r, pg), n << r->shift);
+	fl__wake_waiters(r);
+}
+
+static int do_op(struct pg_ctx *c, struct fl_region *r, enum op op, size_t pg, size_t n,
+		 const uint8_t *src, uint32_t flags, size_t *ret_bytes)
+{
+	struct fl_uffd *u = c->p->uffd;
+	uint8_t *dst = page_addr(r, pg);
+	size_t len = n << r->shift;
+
+	switch (op) {
+	case OP_COPY:
+		return fl_uffd_copy(u, dst, src, len, flags, ret_bytes);
+	case OP_ZERO:
+		if (r->has_zeropage)
+			return fl_uffd_zeropage(u, dst, len, flags, ret_bytes);
+		/* hugetlbfs has no zero page: copy zeros. */
+		return fl_uffd_copy(u, dst, c->p->zeros, len, flags, ret_bytes);
+	case OP_CONTINUE:
+		return fl_uffd_continue(u, dst, len, flags, ret_bytes);
+	case OP_MOVE:
+		return fl_uffd_move(u, dst, (void *)src, len, flags, ret_bytes);
+	}
+	return -EINVAL;
+}
+
+/*
+ * Install [pg, pg+n) with one ioctl (continuing past pages that turn out
+ * to be there already). Pages that land become PG_PRESENT. *ret_done: the
+ * pages settled from pg on. Returns 0 or the error that stopped it. The
+ * counter @stat is raised before the ioctl (which may wake the faulting
+ * thread) and corrected after, so a woken thread sees its page counted.
+ */
+static int seg(struct pg_ctx *c, struct fl_region *r, enum op op, size_t pg, size_t n,
+	       const uint8_t *src, uint32_t flags, enum pg_stat stat, size_t *ret_done)
+{
+	size_t done = 0, installed = 0;
+	int e = 0;
+
+	fl__stat_add(r, stat, n);
+	while (done < n) {
+		size_t bytes = 0, k, len = n - done;
+
+		/* Zeros for hugetlbfs come from a buffer of PG_STAGING bytes. */
+		if (op == OP_ZERO && !r->has_zeropage && len << r->shift > PG_STAGING)
+			len = PG_STAGING >> r->shift;
+		e = do_op(c, r, op, pg + done, len, src ? src + (done << r->shift) : NULL, flags,
+			  &bytes);
+		k = bytes >> r->shift;
+		st_set(c, r, pg + done, k, PG_PRESENT);
+		installed += k;
+		done += k;
+		if (!e)
+			continue;
+		if (e == -EEXIST) {
+			/* Someone else's page is there: present; its waiters still need waking. */
+			st_set(c, r, pg + done, 1, PG_PRESENT);
+			fl_uffd_wake(c->p->uffd, page_addr(r, pg + done), r->ps);
+			done++;
+			e = 0;
+			continue;
+		}
+		if (e == -ENOENT && op == OP_MOVE) {
+			/* A hole in the store's memory: the store holds zeros there. */
+			size_t d = 0;
+
+			e = do_op(c, r, OP_ZERO, pg + done, 1, NULL, flags, &d);
+			if (e && e != -EEXIST)
+				break;
+			st_set(c, r, pg + done, 1, PG_PRESENT);
+			fl__stat_add(r, ST_ZERO, e ? 0 : 1);
+			done++;
+			e = 0;
+			continue;
+		}
+		break;
+	}
+	if (installed < n)
+		atomic_fetch_sub_explicit(&shard(r)->v[stat], n - installed, memory_order_relaxed);
+	*ret_done = done;
+	return e;
+}
+
+/* Report a page the store (or the kernel) could not give, and apply the region's policy. */
+static int page_failed(struct pg_ctx *c, struct run *x, size_t pg, int err)
+{
+	struct fl_region *r = x->r;
+
+	fl__stat_add(r, ST_ERRORS, 1);
+	if (c->populate) {
+		release(c, r, pg, 1, false);
+		return err;
+	}
+	if (r->on_error_fn)
+		r->on_error_fn(r, (uint64_t)pg << r->shift, err, r->userdata);
+	if (r->on_error == FL_ON_ERROR_POISON && r->has_poison) {
+		int e;
+
+		/* Counted first: the poison wakes the thread, which may look at once. */
+		fl__stat_add(r, ST_POISON, 1);
+		e = fl_uffd_poison(c->p->uffd, page_addr(r, pg), r->ps, 0, NULL);
+		if (!e || e == -EEXIST) {
+			st_set(c, r, pg, 1, e ? PG_PRESENT : PG_POISONED);
+			if (e) {
+				atomic_fetch_sub(&shard(r)->v[ST_POISON], 1);
+				fl_uffd_wake(c->p->uffd, page_addr(r, pg), r->ps);
+			}
+			fl__wake_waiters(r);
+			return err;
+		}
+		atomic_fetch_sub(&shard(r)->v[ST_POISON], 1);
+		if (e == -ESRCH)
+			return e;
+		if (!c->in_signal)
+			fl__err("pager: cannot poison page at offset %#llx: %s; its fault stays blocked",
+				(unsigned long long)((uint64_t)pg << r->shift), strerror(-e));
+	} else if (r->on_error == FL_ON_ERROR_POISON && !c->in_signal) {
+		fl__err("pager: this kernel cannot poison (UFFDIO_POISON, 6.6): the fault at "
+			"offset %#llx stays blocked", (unsigned long long)((uint64_t)pg << r->shift));
+	}
+	/* BLOCK: the faulting thread waits; fl_region_populate() or a new fault retries. */
+	release(c, r, pg, 1, false);
+	return err;
+}
+
+/*
+ * A run failed: the store could not read it (@store) or an install failed.
+ * Release every page but the one that matters (the faulting page, or the
+ * first for populate); a store failure is then retried for that page alone,
+ * so one bad page in a prefetch window never fails the fault it rides on.
+ */
+static int run_failed(struct pg_ctx *c, struct run *x, int err, bool store)
+{
+	struct fl_region *r = x->r;
+	size_t keep = store ? x->pg : x->fpg;
+
+	if (keep < x->pg || keep >= x->pg + x->n) {
+		release(c, r, x->pg, x->n, true);
+		fl__stat_add(r, ST_ERRORS, 1);
+		return c->populate ? err : 0;
+	}
+	release(c, r, x->pg, keep - x->pg, true);
+	release(c, r, keep + 1, x->pg + x->n - keep - 1, true);
+	if (store && x->n > 1) {
+		fl__stat_add(r, ST_ERRORS, 1);
+		x->pg = keep;
+		x->n = 1;
+		return run_do(c, x);
+	}
+	if (!store && !c->in_signal)
+		fl__err("pager: installing at offset %#llx failed: %s",
+			(unsigned long long)((uint64_t)keep << r->shift), strerror(-err));
+	return page_failed(c, x, keep, err);
+}
+
+/*
+ * After the installs of a run: wake who needs it and sort out an error.
+ * @done pages from x->pg are settled. Returns 0, -EAGAIN (x now holds the
+ * rest, still PG_BUSY: defer it), -ESRCH, or an error for populate.
+ */
+static int finish(struct pg_ctx *c, struct run *x, int e, size_t done, bool need_wake)
+{
+	struct fl_region *r = x->r;
+
+	if (need_wake && done)
+		fl_uffd_wake(c->p->uffd, page_addr(r, x->pg), done << r->shift);
+	fl__wake_waiters(r);
+	if (!e)
+		return 0;
+	x->pg += done;
+	x->n -= done;
+	if (x->move_src)
+		x->move_src += done << r->shift;
+	switch (e) {
+	case -EAGAIN:
+		return e;
+	case -ESRCH:
+		return e;
+	case -ENOENT:
+		/* The range is gone (unmapped or unregistered): nobody waits there. */
+		release(c, r, x->pg, x->n, false);
+		return 0;
+	default:
+		return run_failed(c, x, e, false);
+	}
+}
+
+/* A single page the program discarded, or a page that faults again: zeros. */
+static int run_zero(struct pg_ctx *c, struct run *x)
+{
+	size_t d = 0;
+	int e = do_op(c, x->r, OP_ZERO, x->pg, 1, NULL, 0, &d);
+
+	if (!e) {
+		st_set(c, x->r, x->pg, 1, PG_PRESENT);
+		fl__stat_add(x->r, ST_ZERO, 1);
+	} else if (e == -EEXIST) {
+		/* It is there after all (the fault raced an install): just wake. */
+		st_set(c, x->r, x->pg, 1, PG_PRESENT);
+		fl_uffd_wake(c->p->uffd, page_addr(x->r, x->pg), x->r->ps);
+		e = 0;
+	}
+	return finish(c, x, e, e ? 0 : 1, false);
+}
+
+/*
+ * A fault on a page we had installed (the program dropped it behind our
+ * back, or the fault raced our install), or a minor fault: resolve only the
+ * kernel page at @addr, so a partly dropped multi-page unit is not refilled.
+ * Page @x->pg is ours (PG_BUSY); @prev is the state to return to.
+ */
+static int run_refresh(struct pg_ctx *c, struct run *x, uintptr_t addr, bool minor, uint8_t prev)
+{
+	struct fl_region *r = x->r;
+	struct fl_uffd *u = c->p->uffd;
+	size_t g = r->mem == FL_MEM_HUGETLB ? r->ps : fl__page_size(), d = 0;
+	uint8_t *a = (uint8_t *)(addr & ~(uintptr_t)(g - 1));
+	uint8_t next = prev;
+	int e = -EFAULT;
+
+	/* Shared memory the program dropped with MADV_DONTNEED is still in the page cache. */
+	if (minor || r->method == PG_CONTINUE) {
+		e = fl_uffd_continue(u, a, g, 0, &d);
+		if (!e)
+			fl__stat_add(r, ST_CONTINUE, 1);
+	}
+	if (e == -EFAULT && !minor) {
+		e = r->has_zeropage ? fl_uffd_zeropage(u, a, g, 0, &d)
+				    : fl_uffd_copy(u, a, c->p->zeros, g, 0, &d);
+		if (!e)
+			fl__stat_add(r, ST_ZERO, 1);
+	}
+	if (!e && g == r->ps)
+		next = PG_PRESENT;
+	switch (e) {
+	case 0:
+		break;
+	case -ESRCH:
+		return e;
+	case -ENOENT:
+		break;
+	case -EEXIST:
+		/* It is there: the waiters only need waking. */
+		fl_uffd_wake(u, a, g);
+		e = 0;
+		break;
+	default:
+		/*
+		 * EAGAIN (an event is pending), or a page cache page that went
+		 * away: let the thread fault again; that fault is read after the
+		 * event that blocked this one, so this does not spin.
+		 */
+		if (e != -EAGAIN && !c->in_signal)
+			fl__warn("pager: resolving a repeated fault failed: %s", strerror(-e));
+		fl_uffd_wake(u, a, g);
+		e = 0;
+		break;
+	}
+	st_set(c, r, x->pg, 1, next);
+	fl__wake_waiters(r);
+	return e;
+}
+
+static int run_move(struct pg_ctx *c, struct run *x)
+{
+	struct fl_region *r = x->r;
+	size_t done = 0, d2;
+	int e = seg(c, r, OP_MOVE, x->pg, x->n, x->move_src, 0, ST_MOVE, &done);
+
+	if (e && e != -EAGAIN && e != -ESRCH) {
+		/* Refused (protections, exclusivity...): the pages are ours, copy from them. */
+		if ((e == -EOPNOTSUPP || e == -EINVAL) &&
+		    atomic_exchange(&r->move_ok, false) && !c->in_signal)
+			fl__warn("pager: UFFDIO_MOVE refused (%s): copying from now on", strerror(-e));
+		e = seg(c, r, OP_COPY, x->pg + done, x->n - done, x->move_src + (done << r->shift),
+			0, ST_COPY, &d2);
+		done += d2;
+	}
+	return finish(c, x, e, done, false);
+}
+
+static bool hole_at(const uint64_t *holes, size_t i)
+{
+	return holes[i / 64] >> (i % 64) & 1;
+}
+
+/*
+ * An event stopped the install of a run whose data was read (x now holds
+ * the rest): keep the data, so the retry installs it without reading the
+ * store again. CONTINUE runs are in the page cache already.
+ */
+static void keep_data(struct pg_ctx *c, struct run *x, const uint8_t *buf, const uint64_t *holes,
+		      size_t off)
+{
+	struct fl_region *r = x->r;
+	struct pg_kept *k;
+
+	if (r->method == PG_CONTINUE) {
+		x->filled = true;
+		return;
+	}
+	if (c->in_signal)
+		return;		/* no malloc here: the retry reads again */
+	k = malloc(sizeof(*k) + (x->n << r->shift));
+	if (k) {
+		memset(k->holes, 0, sizeof(k->holes));
+		for (size_t i = 0; i < x->n; i++)
+			if (hole_at(holes, off + i))
+				k->holes[i / 64] |= 1ull << (i % 64);
+		memcpy(k->data, buf + (off << r->shift), x->n << r->shift);
+	}
+	free(x->kept);	/* buf may have pointed into it: copied first */
+	x->kept = k;
+}
+
+/* Read [pg, pg+n) from the store (or use what was kept) and install it: COPY or CONTINUE. */
+static int run_fill(struct pg_ctx *c, struct run *x)
+{
+	struct fl_region *r = x->r;
+	uint64_t holes[PG_MAX_RUN / 64];
+	bool cont = r->method == PG_CONTINUE, any_hole = false;
+	size_t len = x->n << r->shift, done = 0, pg0 = x->pg;
+	uint8_t *buf;
+	int e = 0;
+
+	if (x->filled) {
+		/* Filled before an event got in the way: only the mapping is left to do. */
+		e = seg(c, r, OP_CONTINUE, x->pg, x->n, NULL, 0, ST_CONTINUE, &done);
+		return finish(c, x, e, done, false);
+	}
+	if (x->kept) {
+		buf = x->kept->data;
+		memcpy(holes, x->kept->holes, sizeof(holes));
+	} else {
+		buf = cont ? r->alias + (x->pg << r->shift) : staging(c);
+		if (!buf)
+			return run_failed(c, x, -ENOMEM, true);
+		if (c->p->workers && !c->in_signal)
+			fl__pager_keep_reading(c->p);
+		fl__stat_add(r, ST_READS, 1);
+		e = fl_store_read(r->store, store_offset(r, x->pg), buf, len, r->ps, holes);
+		if (e < 0) {
+			if (cont) {
+				/* What the store wrote into the page cache must never be mapped. */
+				fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+					  (off_t)(r->memfd_off + (x->pg << r->shift)), (off_t)len);
+			}
+			return run_failed(c, x, e, true);
+		}
+		fl__stat_add(r, ST_BYTES, len);
+	}
+	for (size_t w = 0; w < (x->n + 63) / 64; w++) {
+		if (x->n - w * 64 < 64)
+			holes[w] &= (1ull << (x->n - w * 64)) - 1;
+		any_hole |= holes[w] != 0;
+	}
+	if (!any_hole) {
+		e = seg(c, r, cont ? OP_CONTINUE : OP_COPY, x->pg, x->n, cont ? NULL : buf, 0,
+			cont ? ST_CONTINUE : ST_COPY, &done);
+		e = finish(c, x, e, done, false);
+		goto out;
+	}
+	/* The page cache needs a page to map for each hole: make them zeroed ones, all first. */
+	for (size_t i = 0; cont && i < x->n; i++)
+		if (hole_at(holes, i))
+			memset(buf + (i << r->shift), 0, r->ps);
+	/* Alternate data and hole segments, none waking, then one wake for the run. */
+	while (done < x->n) {
+		bool hole = hole_at(holes, done);
+		size_t end = done + 1, d = 0;
+
+		while (end < x->n && hole_at(holes, end) == hole)
+			end++;
+		if (cont)
+			e = seg(c, r, OP_CONTINUE, x->pg + done, end - done, NULL,
+				FL_RESOLVE_DONTWAKE, hole ? ST_ZERO : ST_CONTINUE, &d);
+		else if (hole)
+			e = seg(c, r, OP_ZERO, x->pg + done, end - done, NULL, FL_RESOLVE_DONTWAKE,
+				ST_ZERO, &d);
+		else
+			e = seg(c, r, OP_COPY, x->pg + done, end - done, buf + (done << r->shift),
+				FL_RESOLVE_DONTWAKE, ST_COPY, &d);
+		done += d;
+		if (e)
+			break;
+	}
+	e = finish(c, x, e, done, true);
+out:
+	if (e == -EAGAIN) {
+		keep_data(c, x, buf, holes, x->pg - pg0);
+	} else {
+		free(x->kept);
+		x->kept = NULL;
+	}
+	return e;
+}
+
+static void defer(struct pg_ctx *c, struct run *x);
+
+static int run_do(struct pg_ctx *c, struct run *x)
+{
+	struct fl_region *r = x->r;
+
+	for (size_t k = 0; k < x->n; k++) {
+		int first = 0;
+
+		if (!(st_load(r, x->pg + k) & PG_ZERO))
+			continue;
+		if (x->n == 1)
+			return run_zero(c, x);
+		/*
+		 * A REMOVE event hit a deferred run: page by page, zeros where
+		 * discarded (what was kept is read again: rare enough).
+		 */
+		free(x->kept);
+		x->kept = NULL;
+		for (k = 0; k < x->n; k++) {
+			struct run one = {
+				.r = r, .pg = x->pg + k, .n = 1, .fpg = x->fpg,
+				.move_src = x->move_src ? x->move_src + (k << r->shift) : NULL,
+				.filled = x->filled,
+			};
+			int e;
+
+			if (x->filled && (st_load(r, one.pg) & PG_ZERO))
+				fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+					  (off_t)(r->memfd_off + (one.pg << r->shift)), (off_t)r->ps);
+			e = run_do(c, &one);
+			if (e == -EAGAIN)
+				defer(c, &one);
+			else if (e < 0 && !first)
+				first = e;
+		}
+		return first;
+	}
+	if (!x->move_src && r->method == PG_MOVE &&
+	    atomic_load_explicit(&r->move_ok, memory_order_relaxed)) {
+		void *src = NULL;
+
+		/* A store that cannot hand this range over is read instead (copy per run). */
+		if (fl_store_take_pages(r->store, store_offset(r, x->pg), x->n << r->shift,
+					&src) == 0)
+			x->move_src = src;
+	}
+	if (x->move_src)
+		return run_move(c, x);
+	return run_fill(c, x);
+}
+
+/* --------------------------------------------------------- deferring */
+
+static void defer(struct pg_ctx *c, struct run *x)
+{
+	if (c->def && c->ndef < PG_DEFER) {
+		c->def[c->ndef++] = (struct pg_deferred){
+			.r = x->r, .id = x->r->id, .pg = x->pg, .n = x->n, .move_src = x->move_src,
+			.kept = x->kept, .filled = x->filled,
+		};
+		return;
+	}
+	/*
+	 * No list to keep it on (populate), or the list is full: the events
+	 * that block the install are read by another resolver; wait for them.
+	 */
+	for (unsigned int i = 0; i < 2000; i++) {
+		int e;
+
+		backoff(i);
+		if (atomic_load(&x->r->removing) || atomic_load(&c->p->dead))
+			break;
+		e = run_do(c, x);
+		if (e != -EAGAIN)
+			return;
+	}
+	if (!c->in_signal)
+		fl__warn("pager: an event blocks an install for too long; its fault will be retried");
+	free(x->kept);
+	x->kept = NULL;
+	release(c, x->r, x->pg, x->n, true);
+}
+
+size_t fl__resolve_retry(struct pg_ctx *c)
+{
+	size_t n = c->ndef, kept = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		struct pg_deferred d = c->def[i];
+		struct fl_region *r = fl__region_get_by_id(c->p, d.r, d.id);
+		struct run x = { .r = r, .pg = d.pg, .n = d.n, .fpg = d.pg, .move_src = d.move_src,
+				 .kept = d.kept, .filled = d.filled };
+		int e;
+
+		if (!r) {
+			free(d.kept);
+			continue;	/* removed meanwhile: its pages were poisoned or unmapped */
+		}
+		e = run_do(c, &x);
+		if (e == -EAGAIN)
+			c->def[kept++] = (struct pg_deferred){
+				.r = r, .id = d.id, .pg = x.pg, .n = x.n, .move_src = x.move_src,
+				.kept = x.kept, .filled = x.filled,
+			};
+		fl__region_put(r);
+		if (e == -ESRCH)
+			fl__pager_mark_dead(c->p);
+	}
+	/* Runs deferred while retrying were appended after n. */
+	for (size_t i = n; i < c->ndef; i++)
+		c->def[kept++] = c->def[i];
+	c->ndef = kept;
+	return kept;
+}
+
+/* ------------------------------------------------------------- faults */
+
+/* The prefetch window for a fault at @pg, in pages, and the stream's statistics. */
+static size_t window(struct fl_region *r, size_t pg)
+{
+	size_t next, w, last;
+	bool seq;
+
+	if (r->prefetch == FL_PREFETCH_NONE)
+		return 1;
+	next = atomic_load_explicit(&r->next_seq, memory_order_relaxed);
+	seq = pg == next;
+	last = atomic_exchange_explicit(&r->last_pf, 0, memory_order_relaxed);
+	if (last)
+		fl__stat_add(r, seq ? ST_PF_USED : ST_PF_WASTED, last);
+	if (r->prefetch == FL_PREFETCH_FIXED) {
+		w = r->pf_max;
+	} else {
+		w = atomic_load_explicit(&r->window, memory_order_relaxed);
+		w = seq && w ? (w * 2 < r->pf_max ? w * 2 : r->pf_max) : r->pf_min;
+		atomic_store_explicit(&r->window, w, memory_order_relaxed);
+	}
+	return w;
+}
+
+/* Claim up to @w pages from @pg (already ours) on: stop at the edge and at any page not absent. */
+static size_t claim_run(struct fl_region *r, size_t pg, size_t w)
+{
+	size_t n = 1, cap = PG_STAGING >> r->shift;
+
+	if (w > cap)
+		w = cap;
+	while (n < w && pg + n < r->npages) {
+		uint8_t s = PG_ABSENT;
+
+		if (!st_claim(r, pg + n, &s, PG_BUSY))
+			break;
+		n++;
+	}
+	return n;
+}
+
+/* Pages [pg, pg+n) are ours: bring them in, defer on a pending event. */
+static int resolve_claimed(struct pg_ctx *c, struct run *x)
+{
+	int e = run_do(c, x);
+
+	if (e == -EAGAIN) {
+		defer(c, x);
+		e = 0;
+	}
+	return e;
+}
+
+int fl__resolve_fault(struct pg_ctx *c, struct fl_region *r, uintptr_t start, uintptr_t addr,
+		      uint32_t fault_flags, uint64_t t0)
+{
+	size_t pg = (addr - start) >> r->shift;
+	struct run x = { .r = r, .pg = pg, .n = 1, .fpg = pg };
+	bool minor = (fault_flags & FL_FAULT_MINOR) && r->method == PG_CONTINUE;
+	int e;
+
+	if (pg >= r->npages)
+		return 0;
+	fl__stat_add(r, ST_FAULTS, 1);
+	for (;;) {
+		uint8_t s = st_load(r, pg);
+
+		switch (s & PG_STATE) {
+		case PG_BUSY:
+			/*
+			 * In flight: the install wakes every thread waiting on the
+			 * page; the mark makes settling wake it once more, in case
+			 * the install is done and only its state lags behind.
+			 */
+			if (!(s & PG_WAITED) && !atomic_compare_exchange_strong(&r->state[pg], &s,
+										  s | PG_WAITED))
+				continue;
+			return 0;
+		case PG_GONE:
+			return 0;
+		case PG_POISONED:
+			fl_uffd_wake(c->p->uffd, page_addr(r, pg), r->ps);
+			return 0;
+		case PG_PRESENT:
+			if (!st_claim(r, pg, &s, PG_BUSY))
+				continue;
+			e = run_refresh(c, &x, addr, minor, s);
+			break;
+		default:
+			if (minor) {
+				if (!st_claim(r, pg, &s, PG_BUSY))
+					continue;
+				e = run_refresh(c, &x, addr, true, s);
+				break;
+			}
+			if (!st_claim(r, pg, &s, (uint8_t)(PG_BUSY | (s & PG_ZERO))))
+				continue;
+			if (!(s & PG_ZERO)) {
+				x.n = claim_run(r, pg, window(r, pg));
+				if (r->prefetch != FL_PREFETCH_NONE) {
+					atomic_store_explicit(&r->next_seq, pg + x.n,
+							      memory_order_relaxed);
+					atomic_store_explicit(&r->last_pf, x.n - 1,
+							      memory_order_relaxed);
+					fl__stat_add(r, ST_PREFETCHED, x.n - 1);
+				}
+			}
+			e = resolve_claimed(c, &x);
+			break;
+		}
+		break;
+	}
+	if (e == -EAGAIN) {
+		defer(c, &x);
+		e = 0;
+	}
+	fl__stat_lat(r, fl__now_ns() - t0);
+	return e == -ESRCH ? e : 0;
+}
+
+/* ---------------------------------------------------------- SIGBUS mode */
+
+bool fl__resolve_sigbus(struct fl_region *r, uintptr_t start, uintptr_t addr)
+{
+	struct fl_pager *p = r->pager;
+	struct pg_ctx ctx = { .p = p, .slot = -1, .in_signal = true };
+	size_t pg = (addr - start) >> r->shift;
+	uint64_t t0 = fl__now_ns();
+	bool waited = false, handled = true;
+
+	if (pg >= r->npages)
+		return false;
+	for (;;) {
+		uint8_t s;
+
+		if (atomic_load(&r->removing) || atomic_load(&p->dead))
+			break;	/* the access is retried and meets the removal's poison */
+		if (!atomic_load(&p->running)) {
+			/* Stopped: the thread waits here, as a handler thread's fault would. */
+			uint32_t seq = atomic_load(&p->run_seq);
+
+			if (!atomic_load(&p->running) && !atomic_load(&r->removing))
+				fl__wait_seq(&p->run_seq, seq, 50 * 1000 * 1000);
+			continue;
+		}
+		s = st_load(r, pg);
+		if ((s & PG_STATE) == PG_POISONED || (s & PG_STATE) == PG_GONE) {
+			handled = false;	/* poisoned on purpose: the previous handler decides */
+			break;
+		}
+		if ((s & PG_STATE) == PG_BUSY) {
+			wait_page(r, pg, PG_BUSY);
+			waited = true;
+			continue;
+		}
+		if ((s & PG_STATE) == PG_PRESENT && waited)
+			break;
+		fl__resolve_fault(&ctx, r, start, addr, 0, t0);
+		if ((st_load(r, pg) & PG_STATE) == PG_ABSENT) {
+			/* BLOCK policy: wait for fl_region_populate() (or removal). */
+			wait_page(r, pg, PG_ABSENT);
+			waited = true;
+			continue;
+		}
+		break;
+	}
+	fl__ctx_release(&ctx);
+	return handled;
+}
+
+/* -------------------------------------------------------------- populate */
+
+int fl__resolve_populate(struct pg_ctx *c, struct fl_region *r, size_t pg, size_t n)
+{
+	size_t i = pg, end = pg + n;
+	int first = 0;
+
+	while (i < end) {
+		uint8_t s = st_load(r, i);
+		struct run x = { .r = r, .pg = i, .n = 1, .fpg = SIZE_MAX };
+		int e;
+
+		if (atomic_load(&r->removing) || atomic_load(&c->p->dead))
+			return first ? first : -ENOENT;
+		switch (s & PG_STATE) {
+		case PG_PRESENT:
+		case PG_GONE:
+			i++;
+			continue;
+		case PG_POISONED:
+			if (!first)
+				first = -EIO;
+			i++;
+			continue;
+		case PG_BUSY:
+			wait_page(r, i, PG_BUSY);
+			continue;
+		default:
+			break;
+		}
+		if (!st_claim(r, i, &s, (uint8_t)(PG_BUSY | (s & PG_ZERO))))
+			continue;
+		if (!(s & PG_ZERO)) {
+			while (x.n < end - i && x.n < (PG_STAGING >> r->shift)) {
+				uint8_t a = PG_ABSENT;
+
+				if (!st_claim(r, i + x.n, &a, PG_BUSY))
+					break;
+				x.n++;
+			}
+		}
+		i += x.n;
+		e = run_do(c, &x);
+		if (e == -EAGAIN) {
+			defer(c, &x);
+			e = 0;
+		}
+		if (e == -ESRCH) {
+			fl__pager_mark_dead(c->p);
+			return e;
+		}
+		if (e < 0 && !first)
+			first = e;
+	}
+	return first;
+}
+
+/* -------------------------------------------------------------- removal */
+
+void fl__resolve_poison_absent(struct fl_region *r)
+{
+	struct fl_pager *p = r->pager;
+	struct pg_ctx ctx = { .p = p, .slot = -1 }, *c = &ctx;
+	size_t i = 0;
+	bool warned = false;
+
+	while (i < r->npages) {
+		size_t j = i, done = 0;
+		int e;
+
+		/* Pages the store still has (absent, or abandoned in flight); not discarded ones. */
+		while (j < r->npages && !(st_load(r, j) & PG_ZERO) &&
+		       ((st_load(r, j) & PG_STATE) == PG_ABSENT ||
+			(st_load(r, j) & PG_STATE) == PG_BUSY))
+			j++;
+		if (j == i) {
+			i++;
+			continue;
+		}
+		while (i < j) {
+			done = 0;
+			e = r->has_poison ? fl_uffd_poison(p->uffd, page_addr(r, i), (j - i) << r->shift,
+							   0, &done)
+					  : -EOPNOTSUPP;
+			st_set(c, r, i, done >> r->shift, PG_POISONED);
+			fl__stat_add(r, ST_POISON, done >> r->shift);
+			i += done >> r->shift;
+			if (!e)
+				break;
+			if (e == -EEXIST) {
+				i++;
+				continue;
+			}
+			if (e == -ESRCH || e == -ENOENT) {
+				i = j;
+				break;
+			}
+			if (!warned) {
+				fl__err("pager: cannot poison the absent pages of a removed region (%s); "
+					"%s", strerror(-e),
+					p->own_uffd ? "making them inaccessible instead"
+						    : "they will read as zeros");
+				warned = true;
+			}
+			/* Our own memory: an inaccessible page still fails loudly (SIGSEGV). */
+			if (p->own_uffd)
+				mprotect(page_addr(r, i), (j - i) << r->shift, PROT_NONE);
+			i = j;
+		}
+	}
+}

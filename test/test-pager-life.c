@@ -1,0 +1,843 @@
+/* SPDX-License-Identifier: MIT */
+/* The pager's failures and life cycle: store errors, slow pages, stop, destroy, other processes. */
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tests.h"
+
+#define SEED 0xfa11u
+
+/*
+ * A store of the pattern that fails for one page (-EIO) and can hold one
+ * page's read at a gate: it signals @entered, then blocks reading @gate
+ * until the test writes it. Async-signal-safe, for SIGBUS mode.
+ */
+struct fs {
+	struct fl_store *s;
+	size_t ps;
+	_Atomic long fail_page;		/* -1: none */
+	long gate_page;			/* -1: none */
+	long gate_n;			/* pages gated from gate_page on (default 1) */
+	int gate, entered;		/* eventfds, semaphores: one count per read */
+	_Atomic unsigned int reads;
+	_Atomic unsigned int gate_reads;
+};
+
+static int fs_read(void *ud, uint64_t off, void *buf, size_t len, size_t page_size, uint64_t *holes)
+{
+	struct fs *f = ud;
+	long first = (long)(off / f->ps), n = (long)(len / f->ps), fail = atomic_load(&f->fail_page);
+
+	(void)page_size;
+	(void)holes;
+	atomic_fetch_add(&f->reads, 1);
+	if (f->gate_page >= 0 && f->gate_page < first + n && first < f->gate_page + f->gate_n) {
+		uint64_t v = 1;
+
+		atomic_fetch_add(&f->gate_reads, 1);
+		if (write(f->entered, &v, sizeof(v)) != sizeof(v) ||
+		    read(f->gate, &v, sizeof(v)) != sizeof(v))
+			return -EIO;
+	}
+	if (fail >= first && fail < first + n)
+		return -EIO;
+	fl_pattern_fill(buf, off, len, SEED);
+	return 0;
+}
+
+static struct fs *fs_new(size_t npages)
+{
+	struct fl_store_ops ops = { .sz = sizeof(ops), .read = fs_read };
+	struct fs *f = calloc(1, sizeof(*f));
+
+	T_ASSERT(f);
+	f->ps = t_page_size();
+	atomic_init(&f->fail_page, -1);
+	f->gate_page = -1;
+	f->gate_n = 1;
+	f->gate = eventfd(0, EFD_CLOEXEC | EFD_SEMAPHORE);
+	f->entered = eventfd(0, EFD_CLOEXEC | EFD_SEMAPHORE);
+	T_ASSERT(f->gate >= 0 && f->entered >= 0);
+	T_ASSERT_OK(fl_store_create(&ops, f, 0, npages * f->ps, &f->s));
+	return f;
+}
+
+static void fs_free(struct fs *f)
+{
+	fl_store_destroy(f->s);
+	close(f->gate);
+	close(f->entered);
+	free(f);
+}
+
+/* Wait for one store read to enter the gate. */
+static void wait_entered(struct fs *f)
+{
+	uint64_t v;
+
+	t_wait_readable(f->entered);
+	T_ASSERT_EQ(read(f->entered, &v, sizeof(v)), (ssize_t)sizeof(v));
+}
+
+static unsigned int cpus(void)
+{
+	cpu_set_t s;
+
+	T_ASSERT_SYS(sched_getaffinity(0, sizeof(s), &s));
+	return (unsigned int)CPU_COUNT(&s);
+}
+
+static bool have(uint64_t feats)
+{
+	struct fl_features f;
+
+	fl_probe(&f);
+	return (f.features & feats) == feats;
+}
+
+static struct fl_pager *pager_new(enum fl_pager_mode mode, unsigned int threads, uint64_t feats)
+{
+	struct fl_pager_opts o = {
+		.sz = sizeof(o), .mode = mode, .threads = threads, .features = feats,
+	};
+	struct fl_pager *p = NULL;
+
+	T_ASSERT_OK(fl_pager_create(&o, &p));
+	return p;
+}
+
+static struct fl_region_opts region_opts(struct fl_store *s, size_t len)
+{
+	return (struct fl_region_opts){ .sz = sizeof(struct fl_region_opts), .len = len, .store = s,
+					.memfd = -1 };
+}
+
+static uint8_t pattern_byte(size_t off)
+{
+	uint64_t w = fl_pattern_word(SEED, off & ~(size_t)7);
+
+	return (uint8_t)(w >> (8 * (off & 7)));
+}
+
+static uint8_t *page(struct fl_region *r, size_t pg)
+{
+	return (uint8_t *)fl_region_addr(r) + pg * t_page_size();
+}
+
+static void wait_fault_queued(struct fl_pager *p)
+{
+	/* poll does not consume: the fault stays queued for whoever reads it. */
+	t_wait_readable(fl_pager_fd(p));
+}
+
+/* ---------------------------------------------------------- store errors */
+
+static __thread sigjmp_buf bus_jmp;
+static _Atomic(void *) bus_addr;
+static _Atomic int bus_code, bus_tid, bus_count;
+
+static void on_bus(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	atomic_store(&bus_addr, si->si_addr);
+	atomic_store(&bus_code, si->si_code);
+	atomic_store(&bus_tid, (int)gettid());
+	atomic_fetch_add(&bus_count, 1);
+	siglongjmp(bus_jmp, 1);
+}
+
+static void catch_sigbus(void)
+{
+	struct sigaction sa = { .sa_sigaction = on_bus, .sa_flags = SA_SIGINFO | SA_NODEFER };
+
+	sigemptyset(&sa.sa_mask);
+	T_ASSERT_SYS(sigaction(SIGBUS, &sa, NULL));
+}
+
+struct faulter {
+	volatile uint8_t *p;
+	int tid;
+	bool bus;
+	uint8_t v;
+};
+
+static void *faulter_main(void *arg)
+{
+	struct faulter *f = arg;
+
+	f->tid = (int)gettid();
+	if (sigsetjmp(bus_jmp, 1)) {
+		f->bus = true;
+		return NULL;
+	}
+	f->v = *f->p;
+	return NULL;
+}
+
+struct errlog {
+	_Atomic int calls;
+	uint64_t off;
+	int err;
+	int efd;
+};
+
+static void on_error(struct fl_region *r, uint64_t off, int err, void *userdata)
+{
+	struct errlog *l = userdata;
+	uint64_t one = 1;
+
+	(void)r;
+	l->off = off;
+	l->err = err;
+	atomic_fetch_add(&l->calls, 1);
+	if (l->efd >= 0 && write(l->efd, &one, sizeof(one)) < 0)
+		abort();
+}
+
+static void poison_child(void *arg)
+{
+	enum fl_pager_mode mode = (enum fl_pager_mode)(uintptr_t)arg;
+	size_t ps = t_page_size();
+	struct fs *f = fs_new(16);
+	struct errlog log = { .efd = -1 };
+	struct fl_region_opts o = region_opts(f->s, 16 * ps);
+	struct fl_region_stats st;
+	struct fl_pager *p;
+	struct fl_region *r;
+	struct faulter a;
+
+	/* Installed first: in SIGBUS mode the pager's handler chains to this one. */
+	catch_sigbus();
+	atomic_store(&f->fail_page, 3);
+	p = pager_new(mode, 2, 0);
+	o.on_error = FL_ON_ERROR_POISON;
+	o.on_error_fn = on_error;
+	o.userdata = &log;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	T_ASSERT_OK(fl_pager_start(p));
+	a = (struct faulter){ .p = page(r, 3) };
+	t_thread_join(t_thread_start(faulter_main, &a));
+	T_ASSERT(a.bus);
+	T_ASSERT_EQ(atomic_load(&bus_tid), a.tid);	/* the faulting thread, nobody else */
+	T_ASSERT(atomic_load(&bus_addr) == (void *)page(r, 3));
+	/* A poisoned page: BUS_MCEERR_AR, or BUS_ADRERR without CONFIG_MEMORY_FAILURE. */
+	T_ASSERT(atomic_load(&bus_code) == BUS_MCEERR_AR || atomic_load(&bus_code) == BUS_ADRERR);
+	T_ASSERT_EQ(atomic_load(&bus_count), 1);
+	/* Other pages, and this thread, are fine. */
+	T_ASSERT_EQ(page(r, 5)[77], pattern_byte(5 * ps + 77));
+	T_ASSERT_EQ(atomic_load(&log.calls), 1);
+	T_ASSERT_EQ(log.off, 3 * ps);
+	T_ASSERT_EQ(log.err, -EIO);
+	T_ASSERT_OK(fl_region_stats(r, &st));
+	T_ASSERT_EQ(st.pages_poison, 1);
+	T_ASSERT(st.errors >= 1);
+	/* Touching it again still fails loudly, never zeros. */
+	a = (struct faulter){ .p = page(r, 3) + 100 };
+	t_thread_join(t_thread_start(faulter_main, &a));
+	T_ASSERT(a.bus);
+	if (mode == FL_PAGER_SIGBUS) {
+		/* A SIGBUS outside every region goes to the previous handler too. */
+		int fd = memfd_create("fl-beyond-eof", MFD_CLOEXEC);
+		uint8_t *m;
+
+		T_ASSERT_SYS(fd);
+		T_ASSERT_SYS(ftruncate(fd, (off_t)ps));
+		m = mmap(NULL, 2 * ps, PROT_READ, MAP_SHARED, fd, 0);
+		T_ASSERT(m != MAP_FAILED);
+		a = (struct faulter){ .p = m + ps };
+		t_thread_join(t_thread_start(faulter_main, &a));
+		T_ASSERT(a.bus);
+		T_ASSERT_EQ(atomic_load(&bus_code), BUS_ADRERR);
+		T_ASSERT(atomic_load(&bus_addr) == (void *)(m + ps));
+		munmap(m, 2 * ps);
+		close(fd);
+	}
+	fl_pager_destroy(p);
+	fs_free(f);
+}
+
+static void expect_clean_exit(int status)
+{
+	if (WIFSIGNALED(status))
+		t_fail(__FILE__, __LINE__, "child killed by signal %d", WTERMSIG(status));
+	T_ASSERT(WIFEXITED(status));
+	T_ASSERT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST(pager_store_error_poison)
+{
+	expect_clean_exit(t_run_child(poison_child, (void *)(uintptr_t)FL_PAGER_THREADS));
+	if (have(FL_FEAT_SIGBUS))
+		expect_clean_exit(t_run_child(poison_child, (void *)(uintptr_t)FL_PAGER_SIGBUS));
+}
+
+static void block_case(enum fl_pager_mode mode)
+{
+	size_t ps = t_page_size();
+	struct fs *f = fs_new(8);
+	struct errlog log = { .efd = eventfd(0, EFD_CLOEXEC) };
+	struct fl_region_opts o = region_opts(f->s, 8 * ps);
+	struct fl_region_stats st;
+	struct t_access a;
+	struct fl_pager *p;
+	struct fl_region *r;
+
+	atomic_store(&f->fail_page, 2);
+	p = pager_new(mode, 2, 0);
+	o.on_error = FL_ON_ERROR_BLOCK;
+	o.on_error_fn = on_error;
+	o.userdata = &log;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	T_ASSERT_OK(fl_pager_start(p));
+	t_access_start(&a, page(r, 2) + 9, false, 0);
+	t_wait_readable(log.efd);	/* the store failed and it was reported */
+	T_ASSERT(!t_access_finished(&a));
+	/* Meanwhile the rest of the region works. */
+	T_ASSERT_EQ(page(r, 4)[1], pattern_byte(4 * ps + 1));
+	/* The store recovers; populate retries the page and releases the thread. */
+	atomic_store(&f->fail_page, -1);
+	T_ASSERT_OK(fl_region_populate(r, 2 * ps, ps));
+	T_ASSERT_EQ(t_access_join(&a), pattern_byte(2 * ps + 9));
+	T_ASSERT_OK(fl_region_stats(r, &st));
+	T_ASSERT_EQ(st.pages_poison, 0);
+	T_ASSERT(st.errors >= 1);
+	T_ASSERT(atomic_load(&log.calls) >= 1);
+	T_ASSERT_EQ(log.off, 2 * ps);
+	fl_pager_destroy(p);
+	close(log.efd);
+	fs_free(f);
+}
+
+TEST(pager_store_error_block)
+{
+	block_case(FL_PAGER_THREADS);
+	if (have(FL_FEAT_SIGBUS))
+		block_case(FL_PAGER_SIGBUS);
+}
+
+/* ------------------------------------------------------------ slow pages */
+
+TEST(pager_slow_page_does_not_block_others)
+{
+	size_t ps = t_page_size();
+	struct fs *f = fs_new(32);
+	struct fl_region_opts o = region_opts(f->s, 32 * ps);
+	struct fl_pager *p = pager_new(FL_PAGER_THREADS, 2, 0);
+	struct t_access a, a2, b[4];
+	struct fl_region *r;
+	uint64_t one = 1;
+
+	f->gate_page = 7;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	T_ASSERT_OK(fl_pager_start(p));
+	t_access_start(&a, page(r, 7) + 3, false, 0);
+	wait_entered(f);	/* a handler thread sits in the store for page 7 */
+	/* A second thread on the gated page waits with the first, without a second read. */
+	t_access_start(&a2, page(r, 7) + 5, false, 0);
+	/* Faults on other pages are served meanwhile, one after another and at once. */
+	for (int i = 0; i < 4; i++)
+		t_access_start(&b[i], page(r, 9 + (size_t)i), false, 0);
+	for (int i = 0; i < 4; i++)
+		T_ASSERT_EQ(t_access_join(&b[i]), pattern_byte((9 + (size_t)i) * ps));
+	T_ASSERT_EQ(page(r, 20)[0], pattern_byte(20 * ps));
+	T_ASSERT(!t_access_finished(&a));
+	T_ASSERT(!t_access_finished(&a2));
+	/* Open the gate: the first fault completes, and the thread that joined it. */
+	T_ASSERT_SYS(write(f->gate, &one, sizeof(one)));
+	T_ASSERT_EQ(t_access_join(&a), pattern_byte(7 * ps + 3));
+	T_ASSERT_EQ(t_access_join(&a2), pattern_byte(7 * ps + 5));
+	T_ASSERT_EQ(atomic_load(&f->gate_reads), 1);
+	fl_pager_destroy(p);
+	fs_free(f);
+}
+
+TEST(pager_all_readers_slow)
+{
+	size_t ps = t_page_size();
+	unsigned int n = cpus();
+	struct fs *f = fs_new(64);
+	struct fl_region_opts o = region_opts(f->s, 64 * ps);
+	/* One reader per CPU, and one helper thread more. */
+	struct fl_pager *p = pager_new(FL_PAGER_THREADS, n + 1, 0);
+	struct t_access *a = calloc(n, sizeof(*a)), b;
+	struct fl_region *r;
+	uint64_t all = n;
+
+	T_ASSERT(a && n < 32);
+	f->gate_page = 4;
+	f->gate_n = n;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	T_ASSERT_OK(fl_pager_start(p));
+	/* Every reader ends up in a slow store read... */
+	for (unsigned int i = 0; i < n; i++) {
+		t_access_start(&a[i], page(r, 4 + i), false, 0);
+		wait_entered(f);
+	}
+	/* ...and a fault elsewhere is still read and served, by the helper. */
+	t_access_start(&b, page(r, 40), false, 0);
+	T_ASSERT_EQ(t_access_join(&b), pattern_byte(40 * ps));
+	for (unsigned int i = 0; i < n; i++)
+		T_ASSERT(!t_access_finished(&a[i]));
+	T_ASSERT_SYS(write(f->gate, &all, sizeof(all)));
+	for (unsigned int i = 0; i < n; i++)
+		T_ASSERT_EQ(t_access_join(&a[i]), pattern_byte((4 + i) * ps));
+	fl_pager_destroy(p);
+	fs_free(f);
+	free(a);
+}
+
+/* Faults queued on @p's userfaultfd and not yet read (the kernel's fdinfo "pending"). */
+static long pending_faults(struct fl_pager *p)
+{
+	char path[64], line[128];
+	long n = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fl_pager_fd(p));
+	f = fopen(path, "re");
+	T_ASSERT(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "pending: %ld", &n) == 1)
+			break;
+	fclose(f);
+	return n;
+}
+
+TEST(pager_batch_handoff)
+{
+	size_t ps = t_page_size();
+	struct fs *f = fs_new(32);
+	struct fl_region_opts o = region_opts(f->s, 32 * ps);
+	struct fl_pager *p = pager_new(FL_PAGER_THREADS, 2, 0);
+	struct t_access a, b[3];
+	struct fl_region *r;
+	uint64_t one = 1;
+
+	f->gate_page = 4;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	/*
+	 * Queue the gated fault first and three others behind it while nobody
+	 * reads: one handler thread then reads all four in one batch.
+	 */
+	t_access_start(&a, page(r, 4), false, 0);
+	while (pending_faults(p) < 1)
+		sched_yield();
+	for (int i = 0; i < 3; i++) {
+		t_access_start(&b[i], page(r, 10 + (size_t)i), false, 0);
+		while (pending_faults(p) < 2 + i)
+			sched_yield();
+	}
+	T_ASSERT_OK(fl_pager_start(p));
+	wait_entered(f);
+	/* The reader sits in the store for page 4; the others were handed to the other thread. */
+	for (int i = 0; i < 3; i++)
+		T_ASSERT_EQ(t_access_join(&b[i]), pattern_byte((10 + (size_t)i) * ps));
+	T_ASSERT(!t_access_finished(&a));
+	T_ASSERT_SYS(write(f->gate, &one, sizeof(one)));
+	T_ASSERT_EQ(t_access_join(&a), pattern_byte(4 * ps));
+	fl_pager_destroy(p);
+	fs_free(f);
+}
+
+/* ----------------------------------------------------- another process */
+
+struct handoff {
+	uint64_t addr, len, feats;
+};
+
+static void send_fd(int sock, int fd, const struct handoff *h)
+{
+	char ctl[CMSG_SPACE(sizeof(int))] = { 0 };
+	struct iovec iov = { .iov_base = (void *)h, .iov_len = sizeof(*h) };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl,
+			    .msg_controllen = sizeof(ctl) };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	T_ASSERT_EQ(sendmsg(sock, &m, 0), (ssize_t)sizeof(*h));
+}
+
+static int recv_fd(int sock, struct handoff *h)
+{
+	char ctl[CMSG_SPACE(sizeof(int))] = { 0 };
+	struct iovec iov = { .iov_base = h, .iov_len = sizeof(*h) };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl,
+			    .msg_controllen = sizeof(ctl) };
+	struct cmsghdr *c;
+	int fd;
+
+	T_ASSERT_EQ(recvmsg(sock, &m, MSG_CMSG_CLOEXEC), (ssize_t)sizeof(*h));
+	c = CMSG_FIRSTHDR(&m);
+	T_ASSERT(c && c->cmsg_type == SCM_RIGHTS);
+	memcpy(&fd, CMSG_DATA(c), sizeof(int));
+	return fd;
+}
+
+TEST(pager_serves_other_process)
+{
+	size_t ps = t_page_size(), npages = 64, len = npages * ps;
+	struct fl_region_opts o;
+	struct fl_region_stats st;
+	struct fl_store *s;
+	struct fl_pager_opts po = { .sz = sizeof(po), .mode = FL_PAGER_THREADS, .threads = 2 };
+	struct fl_pager *p;
+	struct fl_region *r;
+	struct fl_uffd *u;
+	struct handoff h;
+	int sv[2], fd, status;
+	pid_t pid;
+	char go = 'g';
+
+	T_ASSERT_SYS(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv));
+	pid = fork();
+	T_ASSERT_SYS(pid);
+	if (pid == 0) {
+		struct fl_uffd_opts uo = { .sz = sizeof(uo), .optional = FL_FEAT_POISON };
+		uint8_t *mem;
+		char c;
+
+		close(sv[0]);
+		if (fl_uffd_open(&uo, &u) < 0)
+			_exit(2);
+		mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (mem == MAP_FAILED ||
+		    fl_uffd_register(u, mem, len, FL_REGISTER_MISSING, NULL) < 0)
+			_exit(3);
+		h = (struct handoff){ (uintptr_t)mem, len, fl_uffd_features(u) };
+		send_fd(sv[1], fl_uffd_fd(u), &h);
+		if (read(sv[1], &c, 1) != 1)
+			_exit(4);
+		/* Every byte comes from the parent's store, through our own faults. */
+		_exit(fl_pattern_check(mem, 0, len, SEED) ? 5 : 0);
+	}
+	close(sv[1]);
+	fd = recv_fd(sv[0], &h);
+	T_ASSERT_OK(fl_uffd_adopt(fd, h.feats, 0, &u));
+	po.uffd = u;
+	T_ASSERT_OK(fl_pager_create(&po, &p));
+	T_ASSERT_OK(fl_store_pattern_create(len, SEED, &s));
+	o = region_opts(s, len);
+	o.addr = (void *)(uintptr_t)h.addr;
+	/* Memory of another process can only be registered, never mapped for it. */
+	o.addr = NULL;
+	T_ASSERT_ERR(fl_region_add(p, &o, &r), EINVAL);
+	o.addr = (void *)(uintptr_t)h.addr;
+	o.install = FL_INSTALL_MOVE;
+	T_ASSERT_ERR(fl_region_add(p, &o, &r), EOPNOTSUPP);
+	o.install = FL_INSTALL_AUTO;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	T_ASSERT_OK(fl_pager_start(p));
+	T_ASSERT_EQ(write(sv[0], &go, 1), 1);
+	T_ASSERT_SYS(waitpid(pid, &status, 0));
+	expect_clean_exit(status);
+	T_ASSERT_OK(fl_region_stats(r, &st));
+	T_ASSERT_EQ(st.pages_copy, npages);
+	T_ASSERT_EQ(st.errors, 0);
+	/* The process is gone: removal and destruction still end cleanly. */
+	fl_pager_destroy(p);
+	fl_uffd_close(u);
+	close(fd);
+	close(sv[0]);
+	fl_store_destroy(s);
+}
+
+/* --------------------------------------------------------- stop, destroy */
+
+TEST(pager_stop_leaves_faults_blocked)
+{
+	size_t ps = t_page_size();
+	struct fs *f = fs_new(8);
+	struct fl_region_opts o = region_opts(f->s, 8 * ps);
+	struct fl_pager *p = pager_new(FL_PAGER_THREADS, 2, 0);
+	struct fl_region *r;
+	struct t_access a;
+
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	T_ASSERT_OK(fl_pager_start(p));
+	T_ASSERT_EQ(page(r, 0)[0], pattern_byte(0));
+	T_ASSERT_OK(fl_pager_stop(p));
+	T_ASSERT_OK(fl_pager_stop(p));	/* twice is fine */
+	t_access_start(&a, page(r, 2) + 1, false, 0);
+	wait_fault_queued(p);
+	T_ASSERT(!t_access_finished(&a));
+	T_ASSERT_EQ(atomic_load(&f->reads), 1);
+	T_ASSERT_OK(fl_pager_start(p));
+	T_ASSERT_EQ(t_access_join(&a), pattern_byte(2 * ps + 1));
+	/* And once more. */
+	T_ASSERT_OK(fl_pager_stop(p));
+	T_ASSERT_OK(fl_pager_start(p));
+	T_ASSERT_EQ(page(r, 5)[5], pattern_byte(5 * ps + 5));
+	fl_pager_destroy(p);
+	fs_free(f);
+}
+
+struct destroy_case {
+	enum fl_pager_mode mode;
+	bool started;		/* started, then stopped, before the fault */
+	bool keep;		/* FL_REGION_KEEP_ON_REMOVE */
+};
+
+#define EXIT_SIGBUS 42
+#define EXIT_KEPT 7
+
+static void *destroy_page;
+
+/* The blocked thread's SIGBUS, at its page: the child reports it by its exit code. */
+static void on_destroy_bus(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	_exit(si->si_addr == destroy_page ? EXIT_SIGBUS : 99);
+}
+
+static void destroy_child(void *arg)
+{
+	const struct destroy_case *c = arg;
+	size_t ps = t_page_size();
+	uint8_t *mem = t_map_anon(8 * ps);
+	struct sigaction sa = { .sa_sigaction = on_destroy_bus, .sa_flags = SA_SIGINFO };
+	struct fs *f = fs_new(8);
+	struct fl_region_opts o = region_opts(f->s, 8 * ps);
+	struct fl_pager *p = pager_new(c->mode, 2, 0);
+	struct fl_region *r;
+	struct t_access a;
+
+	/* Installed before the pager's (SIGBUS mode chains to it); sanitizers leave it be. */
+	destroy_page = mem + ps + 1;
+	sigemptyset(&sa.sa_mask);
+	T_ASSERT_SYS(sigaction(SIGBUS, &sa, NULL));
+	o.addr = mem;
+	o.flags = c->keep ? FL_REGION_KEEP_ON_REMOVE : 0;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	if (c->started) {
+		T_ASSERT_OK(fl_pager_start(p));
+		T_ASSERT_EQ(mem[0], pattern_byte(0));
+		T_ASSERT_OK(fl_pager_stop(p));
+	}
+	t_access_start(&a, mem + ps + 1, false, 0);
+	if (c->mode != FL_PAGER_SIGBUS)
+		wait_fault_queued(p);
+	/*
+	 * SIGBUS mode: the thread waits in the handler, or has not touched the
+	 * page yet; either way it meets the poison or the removed region.
+	 */
+	fl_pager_destroy(p);
+	/* Only KEEP_ON_REMOVE gets here: the page is left as it is (zero for anonymous memory). */
+	T_ASSERT_EQ(t_access_join(&a), 0);
+	_exit(EXIT_KEPT);
+}
+
+TEST(pager_destroy_releases_blocked_with_sigbus)
+{
+	static const struct destroy_case cases[] = {
+		{ FL_PAGER_THREADS, false, false },
+		{ FL_PAGER_THREADS, true, false },
+		{ FL_PAGER_LOOP, false, false },
+		{ FL_PAGER_SIGBUS, true, false },
+		{ FL_PAGER_THREADS, false, true },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int status;
+
+		if (cases[i].mode == FL_PAGER_SIGBUS && !have(FL_FEAT_SIGBUS))
+			continue;
+		if (!cases[i].keep && !have(FL_FEAT_POISON))
+			continue;
+		status = t_run_child(destroy_child, (void *)&cases[i]);
+		if (!WIFEXITED(status))
+			t_fail(__FILE__, __LINE__, "case %zu: child killed by signal %d", i,
+			       WTERMSIG(status));
+		if (WEXITSTATUS(status) != (cases[i].keep ? EXIT_KEPT : EXIT_SIGBUS))
+			t_fail(__FILE__, __LINE__, "case %zu: child exited %d, expected %s", i,
+			       WEXITSTATUS(status), cases[i].keep ? "the page left as it is"
+								  : "SIGBUS at the blocked page");
+	}
+}
+
+/* ------------------------------------------------------------- LOOP mode */
+
+struct reader {
+	struct fl_region *r;
+	size_t npages;
+	int done;
+	bool ok;
+};
+
+static void *reader_main(void *arg)
+{
+	struct reader *x = arg;
+	uint64_t one = 1;
+
+	x->ok = fl_pattern_check(fl_region_addr(x->r), 0, x->npages * t_page_size(), SEED) == 0;
+	if (write(x->done, &one, sizeof(one)) < 0)
+		abort();
+	return NULL;
+}
+
+TEST(pager_loop_mode_epoll)
+{
+	size_t ps = t_page_size(), npages = 256;
+	struct fs *f = fs_new(npages);
+	struct fl_region_opts o = region_opts(f->s, npages * ps);
+	struct fl_pager *p = pager_new(FL_PAGER_LOOP, 0, 0);
+	struct epoll_event ev = { .events = EPOLLIN };
+	struct fl_region_stats st;
+	struct fl_region *r;
+	struct reader x;
+	unsigned long th;
+	long handled = 0;
+	int ep;
+
+	o.prefetch = FL_PREFETCH_ADAPTIVE;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	T_ASSERT_OK(fl_pager_start(p));
+	T_ASSERT_EQ(fl_pager_dispatch(p), 0);	/* nothing queued: returns at once */
+	x = (struct reader){ .r = r, .npages = npages, .done = eventfd(0, EFD_CLOEXEC) };
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	T_ASSERT_SYS(ep);
+	ev.data.fd = fl_pager_fd(p);
+	T_ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, ev.data.fd, &ev));
+	ev.data.fd = x.done;
+	T_ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, x.done, &ev));
+	th = t_thread_start(reader_main, &x);
+	for (bool done = false; !done;) {
+		struct epoll_event out[2];
+		int n = epoll_wait(ep, out, 2, -1);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		T_ASSERT_SYS(n);
+		for (int i = 0; i < n; i++) {
+			if (out[i].data.fd == x.done) {
+				done = true;
+				continue;
+			}
+			n = fl_pager_dispatch(p);
+			T_ASSERT_OK(n);
+			handled += n;
+		}
+	}
+	t_thread_join(th);
+	T_ASSERT(x.ok);
+	T_ASSERT_OK(fl_region_stats(r, &st));
+	T_ASSERT(handled >= 1);
+	T_ASSERT_EQ((uint64_t)handled, st.faults);
+	T_ASSERT_EQ(st.pages_copy, npages);
+	T_ASSERT(st.pages_prefetched > 0);
+	close(ep);
+	close(x.done);
+	fl_pager_destroy(p);
+	fs_free(f);
+}
+
+struct discard {
+	void *addr;
+	size_t len;
+};
+
+static void *discard_main(void *arg)
+{
+	struct discard *d = arg;
+
+	T_ASSERT_SYS(madvise(d->addr, d->len, MADV_DONTNEED));
+	return NULL;
+}
+
+TEST(pager_install_waits_for_events)
+{
+	size_t ps = t_page_size();
+	struct fs *f = fs_new(16);
+	struct fl_region_opts o = region_opts(f->s, 16 * ps);
+	/* One thread: while it sits in the store, nobody reads the event below. */
+	struct fl_pager *p = pager_new(FL_PAGER_THREADS, 1, FL_FEAT_EVENT_REMOVE);
+	struct fl_region_stats st;
+	struct fl_region *r;
+	struct discard d;
+	struct t_access a;
+	unsigned long th;
+	uint64_t one = 1;
+
+	f->gate_page = 3;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	T_ASSERT_OK(fl_pager_start(p));
+	T_ASSERT_EQ(page(r, 9)[0], pattern_byte(9 * ps));
+	t_access_start(&a, page(r, 3) + 2, false, 0);
+	wait_entered(f);
+	/* Another thread discards page 9: its REMOVE event is queued, unread. */
+	d = (struct discard){ .addr = page(r, 9), .len = ps };
+	th = t_thread_start(discard_main, &d);
+	t_wait_readable(fl_pager_fd(p));
+	/* The install of page 3 meets the pending event (EAGAIN), waits for it, then lands. */
+	T_ASSERT_SYS(write(f->gate, &one, sizeof(one)));
+	T_ASSERT_EQ(t_access_join(&a), pattern_byte(3 * ps + 2));
+	T_ASSERT_EQ(atomic_load(&f->gate_reads), 1);	/* the retry did not read again */
+	t_thread_join(th);
+	T_ASSERT(t_all(page(r, 9), ps, 0));
+	T_ASSERT_OK(fl_pager_stop(p));
+	T_ASSERT_OK(fl_region_stats(r, &st));
+	T_ASSERT_EQ(st.errors, 0);
+	T_ASSERT_EQ(st.pages_zero, 1);
+	fl_pager_destroy(p);
+	fs_free(f);
+}
+
+/* ---------------------------------------------------------------- events */
+
+TEST(pager_events_remove_remap_unmap)
+{
+	size_t ps = t_page_size(), npages = 16, len = npages * ps;
+	struct fs *f = fs_new(npages);
+	struct fl_region_opts o = region_opts(f->s, len);
+	struct fl_pager *p = pager_new(FL_PAGER_THREADS, 2, FL_FEAT_EVENT_REMOVE |
+				       FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_UNMAP);
+	struct fl_region *r, *r2;
+	uint8_t *base, *to;
+	unsigned int reads;
+
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	T_ASSERT_OK(fl_pager_start(p));
+	base = fl_region_addr(r);
+	/* REMOVE: what the program discarded reads as zeros, not as store data. */
+	T_ASSERT_EQ(base[10], pattern_byte(10));
+	base[11] = 0x42;
+	T_ASSERT_SYS(madvise(base, 2 * ps, MADV_DONTNEED));
+	reads = atomic_load(&f->reads);
+	T_ASSERT(t_all(base, 2 * ps, 0));
+	T_ASSERT_EQ(atomic_load(&f->reads), reads);
+	T_ASSERT_EQ(base[2 * ps + 3], pattern_byte(2 * ps + 3));
+
+	/* REMAP: the region follows the memory. */
+	to = t_map_anon(len);
+	T_ASSERT(mremap(base, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, to) == to);
+	T_ASSERT_EQ(to[5 * ps + 7], pattern_byte(5 * ps + 7));	/* served at the new place */
+	T_ASSERT(fl_region_addr(r) == to);
+	T_ASSERT_EQ(to[2 * ps + 3], pattern_byte(2 * ps + 3));	/* moved with it */
+
+	/* UNMAP: the region is gone; a fault elsewhere is served after the event took effect. */
+	o = region_opts(f->s, 4 * ps);
+	T_ASSERT_OK(fl_region_add(p, &o, &r2));
+	T_ASSERT_SYS(munmap(to, len));
+	T_ASSERT_EQ(page(r2, 1)[1], pattern_byte(ps + 1));
+	T_ASSERT_OK(fl_region_remove(r));
+	T_ASSERT_OK(fl_region_remove(r2));
+	fl_pager_destroy(p);
+	fs_free(f);
+}
