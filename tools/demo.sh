@@ -8,3 +8,9 @@ echo "== faultline probe: what userfaultfd can do here"
 echo
 echo "== examples/hello: 3 pages, each fault filled by a handler thread with 'A' + fault count"
 "$O/examples/hello" 3
+echo
+echo "== examples/filemap: a region backed by a file; its pages fault in, prefetched adaptively"
+"$O/examples/filemap" README.md
+echo
+echo "== faultline bench latency: 20,000 faults, one run (make bench runs the full benchmarks)"
+"$O/faultline" bench latency --pages 20000 --runs 1
