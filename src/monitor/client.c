@@ -1054,8 +1054,11 @@ FL_API int fl_monitor_attach(const char *socket_path, const struct fl_monitor_re
 		pthread_setname_np(c->watcher, "fl-monitor");
 		c->has_watcher = true;
 	}
+	/* The watcher may already be applying events to the table: read it under the lock. */
+	pthread_mutex_lock(&c->lock);
 	fl__debug("monitor %s: attached %zu regions (session %016llx)", c->path, c->t.n,
 		  (unsigned long long)c->session);
+	pthread_mutex_unlock(&c->lock);
 	*ret = c;
 	return 0;
 
