@@ -548,7 +548,7 @@ TEST(monitor_attach_errors)
 
 /* ---------------------------------------------------------------- FAIL_LOUD */
 
-static _Thread_local sigjmp_buf *bus_jmp;
+static _Thread_local sigjmp_buf *volatile bus_jmp;
 static _Thread_local void *volatile bus_addr;
 
 static void on_sigbus(int sig, siginfo_t *si, void *uc)

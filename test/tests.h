@@ -158,6 +158,35 @@
 	X(pager_install_waits_for_events, FL_FEAT_EVENT_REMOVE, T_UFFD, 0)         \
 	X(pager_events_remove_remap_unmap, FL_FEAT_EVENT_REMOVE |                  \
 	  FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                    \
+	/* test-monitor-server-pager.c: what the monitor server needs of the pager */ \
+	X(pager_event_hook_order, FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_REMAP |     \
+	  FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                                          \
+	X(pager_event_hook_fork, FL_FEAT_EVENT_FORK | FL_FEAT_EVENT_REMOVE |       \
+	  FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                    \
+	X(pager_region_keep_registered, 0, T_UFFD, 0)                              \
+	/* test-monitor-server.c: the monitor server, clients in other processes */ \
+	X(monitor_server_serves_clients, FL_FEAT_EVENT_REMAP |                     \
+	  FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP, T_UFFD, 30)                  \
+	X(monitor_server_events, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |      \
+	  FL_FEAT_EVENT_UNMAP, T_UFFD, 30)                                         \
+	X(monitor_server_fork_children, FL_FEAT_EVENT_FORK | FL_FEAT_EVENT_REMAP | \
+	  FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP, T_UFFD, 60)                  \
+	X(monitor_server_many_clients, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |\
+	  FL_FEAT_EVENT_UNMAP, T_UFFD, 60)                                         \
+	X(monitor_server_kill_restart, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |\
+	  FL_FEAT_EVENT_UNMAP, T_UFFD, 60)                                         \
+	X(monitor_server_fail_loud, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |   \
+	  FL_FEAT_EVENT_UNMAP | FL_FEAT_POISON, T_UFFD, 30)                        \
+	X(monitor_server_exit_with_faults_pending, FL_FEAT_EVENT_REMAP |           \
+	  FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP, T_UFFD, 30)                  \
+	X(monitor_server_firecracker, FL_FEAT_EVENT_REMOVE, T_UFFD, 30)            \
+	X(monitor_server_firecracker_hugetlb, FL_FEAT_EVENT_REMOVE |               \
+	  FL_FEAT_MISSING_HUGETLBFS, T_UFFD | T_HUGETLB, 30)                       \
+	X(monitor_server_malformed, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |   \
+	  FL_FEAT_EVENT_UNMAP, T_UFFD, 60)                                         \
+	X(monitor_server_security, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |    \
+	  FL_FEAT_EVENT_UNMAP, T_UFFD | T_ROOT, 30)                                \
+	X(monitor_server_tool_usage, 0, 0, 0)                                      \
 	/* end of table */
 
 #define T_DECLARE(name, feats, flags, timeout) void test_##name(void);

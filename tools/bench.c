@@ -105,7 +105,11 @@ void usage_bench(FILE *out)
 		"            and mmap of the same file\n"
 		"  threads   faults/s with 1..N faulting threads, on distinct and shared pages\n"
 		"  uffd      per-4 KiB cost of COPY, ZEROPAGE, MOVE, POISON, WRITEPROTECT and\n"
-		"            PAGEMAP_SCAN, without faults\n\n"
+		"            PAGEMAP_SCAN, without faults\n"
+		"  monitor   fault latency through an out-of-process monitor next to the\n"
+		"            in-process pager, and the cost of each event (fork, mremap,\n"
+		"            MADV_DONTNEED, munmap); its own options: --runs, --pages,\n"
+		"            --events, --threads, --json (bench/monitor.c)\n\n"
 		"Options:\n"
 		"  --runs N           runs (default 5; fill: 3)\n"
 		"  --pages N          latency, threads: pages faulted per mode (default 100000)\n"
@@ -1274,6 +1278,8 @@ int cmd_bench(int argc, char **argv)
 	struct bench_machine m;
 	struct opts o;
 	int r;
+	if (argc >= 2 && !strcmp(argv[1], "monitor"))
+		return bench_monitor_main(argc - 1, argv + 1);
 
 	r = parse_args(argc, argv, &o);
 	if (r)

@@ -30,5 +30,9 @@ int cmd_probe(int argc, char **argv);
 void usage_probe(FILE *out);
 int cmd_bench(int argc, char **argv);
 void usage_bench(FILE *out);
+int cmd_monitor(int argc, char **argv);
+void usage_monitor(FILE *out);
+/* bench/monitor.c: `faultline bench monitor` (argv[0] is "monitor"). */
+int bench_monitor_main(int argc, char **argv);
 
 #endif /* FL_TOOL_H */

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <faultline/pager.h>
 #include <faultline/uffd.h>
 
 #ifdef __cplusplus
@@ -259,6 +260,124 @@ FL_API int fl_monitor_client_reattach(struct fl_monitor_client *c, const char *s
 
 /* "attached", "waiting", "failed", "blocked"; NULL otherwise. Thread safety: any thread. */
 FL_API const char *fl_monitor_state_name(int state);
+
+/* ---------------------------------------------------------------- server */
+
+/*
+ * The monitor itself: listens on a unix socket, and serves every client that
+ * attaches (fl_monitor_attach(), or Firecracker's page-fault handler
+ * handshake) on a pager of its own (THREADS mode, the client's userfaultfd
+ * borrowed), until the client detaches (BYE), hangs up, or exits. It
+ * follows the client's mremap, MADV_DONTNEED, munmap and fork: a fork()ed
+ * child's userfaultfd gets a pager and the parent's regions of the moment
+ * of the fork, and is served until the child exits. doc/monitor-protocol.md
+ * says what it checks and what it guarantees across its own restart.
+ */
+struct fl_monitor_server;
+
+enum fl_monitor_server_flags {
+	FL_MONITOR_SERVER_ANY_UID = 1u << 0,	/* serve every uid, not just ours and allowed */
+	FL_MONITOR_SERVER_NO_FILES = 1u << 1,	/* refuse FILE regions (EPERM) */
+};
+
+/* A log line of the server (no trailing newline). */
+typedef void (*fl_monitor_log_fn)(enum fl_log_level level, const char *msg, void *userdata);
+/* The server's counters changed (see fl_monitor_server_stats()). */
+typedef void (*fl_monitor_change_fn)(struct fl_monitor_server *s, void *userdata);
+
+struct fl_monitor_server_opts {
+	size_t sz;			/* sizeof(struct fl_monitor_server_opts) */
+	/*
+	 * Where to listen: a file system path (a stale socket file of a dead
+	 * monitor there is replaced; a live one is -EADDRINUSE) or "@name"
+	 * (abstract namespace). NULL: listen_fd is a bound, listening unix
+	 * stream socket (socket activation), borrowed.
+	 */
+	const char *socket_path;
+	int listen_fd;
+	uint32_t flags;			/* FL_MONITOR_SERVER_* */
+	const uint32_t *allowed_uids;	/* uids served besides the monitor's own (copied) */
+	size_t n_allowed_uids;
+	/*
+	 * FILE regions: their absolute paths must lie beneath this directory,
+	 * and are opened from it with openat2(RESOLVE_BENEATH |
+	 * RESOLVE_NO_MAGICLINKS). NULL: opened anywhere, without magic links.
+	 * Either way a client of another uid than the monitor's gets only files
+	 * it may read itself (opened with its file system uid, gid and groups).
+	 */
+	const char *store_root;
+	/*
+	 * Firecracker: also take Firecracker's handshake (a JSON region list
+	 * and its userfaultfd) and serve its regions from this file, each from
+	 * its "offset". NULL: JSON handshakes are refused.
+	 */
+	const char *firecracker_mem_file;
+	unsigned int threads;		/* handler threads per userfaultfd served; 0: 1 */
+	unsigned int max_clients;	/* userfaultfds served at once (children too); 0: 1024 */
+	unsigned int handshake_ms;	/* a HELLO must be complete within this; 0: 5000 */
+	unsigned int probe_ms;		/* look for exited processes this often; 0: 1000 */
+	enum fl_prefetch prefetch;	/* of every region (fl_region_opts); default NONE */
+	fl_monitor_log_fn log_fn;	/* NULL: the library's log callback (fl_set_log_fn) */
+	fl_monitor_change_fn on_change;	/* may be NULL */
+	void *userdata;			/* for log_fn and on_change; never touched by the library */
+};
+
+struct fl_monitor_server_stats {
+	uint64_t clients;	/* userfaultfds served now: clients and their fork()ed children */
+	uint64_t children;	/* of those, fork()ed children */
+	uint64_t connections;	/* connections open now, handshakes in progress included */
+	uint64_t attached;	/* handshakes accepted so far (re-attaches included) */
+	uint64_t reattached;	/* of those, re-attaches */
+	uint64_t firecracker;	/* of those, Firecracker's */
+	uint64_t refused;	/* connections refused so far (each logged with its reason) */
+	uint64_t forks;		/* fork events whose child was served */
+	uint64_t events;	/* remap, remove and unmap events applied */
+	uint64_t ended;		/* userfaultfds released so far (BYE, hang-up, exit) */
+	uint64_t reserved[6];
+};
+
+/*
+ * fl_monitor_server_create - listen, ready to serve. Opens the Firecracker
+ * memory file and the store root now, so that a mistake shows here.
+ * Returns 0, -EINVAL (bad options), -EADDRINUSE (a live monitor listens
+ * on socket_path), -ENAMETOOLONG, -ENOMEM, or the -errno of socket(2),
+ * bind(2), listen(2) or of opening a file.
+ * Thread safety: any thread.
+ */
+FL_API int fl_monitor_server_create(const struct fl_monitor_server_opts *opts,
+				    struct fl_monitor_server **ret);
+
+/*
+ * fl_monitor_server_run - accept and serve until fl_monitor_server_stop().
+ * Handshakes run on short-lived threads, faults on each client's handler
+ * threads (named fl-handler/N); this thread accepts, answers, creates and
+ * frees the pagers, and watches the connections. Clients stay served when
+ * it returns, until fl_monitor_server_destroy(); a later call continues.
+ * Returns 0 once stopped, or -errno if it cannot go on (epoll failed).
+ * Thread safety: one caller at a time.
+ */
+FL_API int fl_monitor_server_run(struct fl_monitor_server *s);
+
+/*
+ * fl_monitor_server_stop - make fl_monitor_server_run() return (now, or at
+ * once when called before it). Returns 0, or -EINVAL for NULL.
+ * Thread safety: any thread, and async-signal-safe (for SIGTERM handlers).
+ */
+FL_API int fl_monitor_server_stop(struct fl_monitor_server *s);
+
+/*
+ * fl_monitor_server_destroy - stop serving everyone and free. Clients are
+ * not harmed: their regions stay registered, and each sees the connection
+ * close and applies its policy (a restarted monitor on the same socket
+ * takes WAIT_REATTACH clients back). The socket file is removed if this
+ * server created it. Accepts NULL.
+ * Thread safety: not while fl_monitor_server_run() runs.
+ */
+FL_API void fl_monitor_server_destroy(struct fl_monitor_server *s);
+
+/* A snapshot of the counters. Returns 0 or -EINVAL. Thread safety: any thread. */
+FL_API int fl_monitor_server_stats(const struct fl_monitor_server *s,
+				   struct fl_monitor_server_stats *ret);
 
 #ifdef __cplusplus
 }

@@ -52,11 +52,31 @@ enum fl_pager_mode {
  * range a child sees what was present at fork time, and its absent pages
  * read as zeros: the kernel unregisters them in the child. Populate first,
  * or use MADV_DONTFORK. Every pager call in a child returns
- * -ECHILD. The out-of-process monitor (monitor.h) serves children.
+ * -ECHILD. The out-of-process monitor (monitor.h) serves children: with
+ * FL_FEAT_EVENT_FORK on the userfaultfd, a FORK event hands the child's
+ * descriptor to fl_pager_opts.on_event.
  */
 
 #define FL_PAGER_DEFAULT_THREADS 2
 #define FL_PAGER_MAX_THREADS 64
+
+/*
+ * fl_pager_event_fn - what a pager tells its owner about the events it read.
+ *
+ * Called with the events (FORK, REMAP, REMOVE, UNMAP, UNKNOWN; never page
+ * faults) of one read of the userfaultfd: @n >= 1 of them, in the order the
+ * kernel queued them, after the pager applied them (as described above) and
+ * before it handles the faults read with them. Calls never overlap, and no
+ * other thread reads the userfaultfd until the callback returns: keep it
+ * short. It runs on a handler thread (THREADS mode) or in fl_pager_dispatch()
+ * (LOOP mode); SIGBUS mode reads no events.
+ * The callback owns the descriptor of every FORK event (ev[i].fork.fd) and
+ * must close it (or serve the child through it: a pager of its own with
+ * fl_pager_opts.uffd). It may add and remove regions of this pager
+ * (fl_region_add(), fl_region_remove()), but must not stop or destroy it.
+ */
+typedef void (*fl_pager_event_fn)(struct fl_pager *p, const struct fl_event *ev, size_t n,
+				  void *userdata);
 
 struct fl_pager_opts {
 	size_t sz;			/* sizeof(struct fl_pager_opts) */
@@ -72,6 +92,14 @@ struct fl_pager_opts {
 	 */
 	struct fl_uffd *uffd;
 	uint64_t features;		/* extra FL_FEAT_* for the userfaultfd the pager opens */
+	/*
+	 * THREADS and LOOP modes (-EINVAL with SIGBUS): called with the events
+	 * of each read (see fl_pager_event_fn). NULL: the pager applies them
+	 * alone, and closes the descriptors of FORK events (children are not
+	 * served).
+	 */
+	fl_pager_event_fn on_event;
+	void *userdata;			/* for on_event; never touched by the library */
 };
 
 /*
@@ -138,6 +166,9 @@ enum fl_on_error {
 enum fl_region_flags {
 	FL_REGION_KEEP_ON_REMOVE = 1u << 0,	/* remove: leave absent pages as they are
 						   (see fl_region_remove) */
+	FL_REGION_KEEP_REGISTERED = 1u << 1,	/* remove: leave the range registered; for a
+						   borrowed userfaultfd whose owner keeps the
+						   registration (a monitor's client) */
 };
 
 /*
@@ -184,8 +215,10 @@ FL_API int fl_region_add(struct fl_pager *p, const struct fl_region_opts *opts,
  * fl_region_remove - stop serving the region and free it. Pages not yet
  * present are first poisoned (threads blocked in faults, and later
  * accesses, get SIGBUS rather than zeros) unless FL_REGION_KEEP_ON_REMOVE
- * is set; then the range is unregistered, and unmapped if the pager mapped
- * it. Returns 0 or -errno. Thread safety: any thread.
+ * is set; then the range is unregistered (unless FL_REGION_KEEP_REGISTERED
+ * is set: its faults then wait for whoever reads the userfaultfd next), and
+ * unmapped if the pager mapped it. Returns 0 or -errno. Thread safety: any
+ * thread.
  */
 FL_API int fl_region_remove(struct fl_region *r);
 

@@ -407,6 +407,12 @@ static void unregister_all(struct fl_monitor_client *c)
 			fl__debug("monitor: unregister [%#llx, +%#llx): %s",
 				  (unsigned long long)r->addr, (unsigned long long)r->len,
 				  strerror(-ret));
+		/*
+		 * With per-VMA locks a fault can be queued just after the kernel's own
+		 * wake-up of the unregistered range, and then nothing wakes it: wake
+		 * again, now that no new fault can be queued there.
+		 */
+		fl_uffd_wake(c->uffd, (void *)(uintptr_t)r->addr, r->len);
 	}
 }
 

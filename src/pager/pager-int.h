@@ -235,6 +235,8 @@ struct fl_pager {
 	struct pg_ctx *loop_ctx;
 	int sig_slot;			/* SIGBUS: index in the process-wide table, or -1 */
 	unsigned int sig_gen;		/* SIGBUS: fork generation it was attached in */
+	fl_pager_event_fn on_event;	/* may be NULL */
+	void *event_userdata;
 };
 
 /*

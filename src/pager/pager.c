@@ -130,9 +130,11 @@ static void apply_event(struct fl_pager *p, const struct fl_event *ev)
 				 ev->remap.len);
 		break;
 	case FL_EVENT_FORK:
+		if (p->on_event)
+			break;	/* the descriptor is the callback's */
 		/*
-		 * Serving a child needs a pager for it, which the caller has no way
-		 * to ask for yet: close its descriptor so the child is not left
+		 * Serving a child needs a pager for it, which only an on_event
+		 * callback can make: close its descriptor so the child is not left
 		 * blocked (its registered ranges then behave as unregistered ones).
 		 */
 		fl__warn("pager: closing the userfaultfd of a fork()ed child (fd %d): children "
@@ -143,6 +145,26 @@ static void apply_event(struct fl_pager *p, const struct fl_event *ev)
 		fl__debug("pager: ignoring a %s event", fl_event_type_name(ev->type));
 		break;
 	}
+}
+
+/*
+ * Hand the @nev events among the @n messages of one read to the owner's
+ * callback, faults left out, still holding the read token: the owner sees
+ * them in order, before any fault read with them is handled.
+ */
+static void tell_events(struct fl_pager *p, const struct fl_event *ev, int n, int nev)
+{
+	struct fl_event only[PG_READ_BATCH];
+	size_t k = 0;
+
+	if (nev == n) {
+		p->on_event(p, ev, (size_t)n, p->event_userdata);
+		return;
+	}
+	for (int i = 0; i < n; i++)
+		if (ev[i].type != FL_EVENT_PAGEFAULT)
+			only[k++] = ev[i];
+	p->on_event(p, only, k, p->event_userdata);
 }
 
 static void handle_fault(struct pg_ctx *c, const struct fl_event *ev, uint64_t t0)
@@ -176,16 +198,21 @@ static void handle_fault(struct pg_ctx *c, const struct fl_event *ev, uint64_t t
  */
 static int read_apply(struct fl_pager *p, struct fl_event *ev, uint64_t *t0)
 {
-	int n;
+	int n, nev = 0;
 
 	if (atomic_exchange_explicit(&p->reading, true, memory_order_acquire))
 		return -EAGAIN;
 	n = fl_uffd_read_events(p->uffd, ev, PG_READ_BATCH);
 	if (n > 0) {
 		*t0 = fl__now_ns();
-		for (int i = 0; i < n; i++)
-			if (ev[i].type != FL_EVENT_PAGEFAULT)
+		for (int i = 0; i < n; i++) {
+			if (ev[i].type != FL_EVENT_PAGEFAULT) {
 				apply_event(p, &ev[i]);
+				nev++;
+			}
+		}
+		if (nev && p->on_event)
+			tell_events(p, ev, n, nev);
 	}
 	atomic_store_explicit(&p->reading, false, memory_order_release);
 	return n == -EINTR ? -EAGAIN : n;
@@ -529,7 +556,7 @@ FL_API int fl_pager_create(const struct fl_pager_opts *opts, struct fl_pager **r
 	    (o.features & ~FL_FEAT_ALL))
 		return -EINVAL;
 	/* SIGBUS mode serves only this process, and nobody would read events: the program would hang. */
-	if (o.mode == FL_PAGER_SIGBUS && (o.uffd || (o.features & EVENT_FEATS)))
+	if (o.mode == FL_PAGER_SIGBUS && (o.uffd || (o.features & EVENT_FEATS) || o.on_event))
 		return -EINVAL;
 	p = calloc(1, sizeof(*p));
 	if (!p)
@@ -543,6 +570,8 @@ FL_API int fl_pager_create(const struct fl_pager_opts *opts, struct fl_pager **r
 	p->sig_slot = -1;
 	p->nthreads = o.mode == FL_PAGER_THREADS ? (o.threads ? o.threads : threads_from_env()) : 0;
 	p->spin_us = o.spin_us ? o.spin_us : DEFAULT_SPIN_US;
+	p->on_event = o.on_event;
+	p->event_userdata = o.userdata;
 	pthread_mutex_init(&p->lock, NULL);
 	p->table = calloc(1, sizeof(struct pg_table));
 	if (!p->table) {

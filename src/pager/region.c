@@ -261,8 +261,10 @@ void fl__region_remap(struct fl_pager *p, uintptr_t from, uintptr_t to, uint64_t
 			break;
 		}
 		if (pages_in(r, t->e[i].start, from, from + len, &first, &last)) {
-			fl__err("pager: part of a region was moved by mremap (%#lx -> %#lx); "
-				"faultline follows only whole regions, those pages are no longer served",
+			/* An on_event callback may follow it (the monitor does); else say so. */
+			fl__log(p->on_event ? FL_LOG_DEBUG : FL_LOG_ERROR,
+				"pager: part of a region was moved by mremap (%#lx -> %#lx); the "
+				"pager follows whole regions only, those pages are not served",
 				(unsigned long)from, (unsigned long)to);
 			for (size_t pg = first; pg < last; pg++)
 				atomic_store(&r->state[pg], PG_GONE);
@@ -313,7 +315,8 @@ static int settle_opts(struct fl_pager *p, struct fl_region_opts *o, struct fl_r
 		return -EINVAL;
 	if ((unsigned int)o->install > FL_INSTALL_CONTINUE ||
 	    (unsigned int)o->prefetch > FL_PREFETCH_ADAPTIVE ||
-	    (unsigned int)o->on_error > FL_ON_ERROR_BLOCK || (o->flags & ~FL_REGION_KEEP_ON_REMOVE))
+	    (unsigned int)o->on_error > FL_ON_ERROR_BLOCK ||
+	    (o->flags & ~(uint32_t)(FL_REGION_KEEP_ON_REMOVE | FL_REGION_KEEP_REGISTERED)))
 		return -EINVAL;
 	if (!o->page_size)
 		o->page_size = o->mem == FL_MEM_HUGETLB ? HUGE_2M : PG_MIN_PAGE;
@@ -647,10 +650,19 @@ int fl__region_remove(struct fl_region *r)
 	if (!atomic_load(&r->gone) && !atomic_load(&p->dead)) {
 		if (!(r->flags & FL_REGION_KEEP_ON_REMOVE))
 			fl__resolve_poison_absent(r);
-		e = fl_uffd_unregister(p->uffd, (void *)base, r->len);
+		/* Kept registered: faults queue for the next reader (a monitor's successor). */
+		e = r->flags & FL_REGION_KEEP_REGISTERED ? 0
+			: fl_uffd_unregister(p->uffd, (void *)base, r->len);
 		if (e < 0 && e != -ENOENT && e != -ESRCH && e != -EINVAL)
 			fl__warn("pager: unregistering %#lx+%zu: %s", (unsigned long)base, r->len,
 				 strerror(-e));
+		/*
+		 * A fault racing the unregistration can be queued after the
+		 * kernel's wake-up (per-VMA locks do not wait for the mmap lock),
+		 * and nobody would serve it now: wake it into ordinary memory.
+		 */
+		if (!(r->flags & FL_REGION_KEEP_REGISTERED))
+			fl_uffd_wake(p->uffd, (void *)base, r->len);
 	}
 	free_region(r);
 	return 0;

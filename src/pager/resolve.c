@@ -389,8 +389,12 @@ static int finish(struct pg_ctx *c, struct run *x, int e, size_t done, bool need
 	case -ESRCH:
 		return e;
 	case -ENOENT:
-		/* The range is gone (unmapped or unregistered): nobody waits there. */
-		release(c, r, x->pg, x->n, false);
+		/*
+		 * The range is gone (unmapped or unregistered). A fault that raced
+		 * an unregistration can still wait there (queued after its
+		 * wake-up): wake it, it finds ordinary memory now.
+		 */
+		release(c, r, x->pg, x->n, true);
 		return 0;
 	default:
 		return run_failed(c, x, e, false);
@@ -450,6 +454,9 @@ static int run_refresh(struct pg_ctx *c, struct run *x, uintptr_t addr, bool min
 	case -ESRCH:
 		return e;
 	case -ENOENT:
+		/* Unregistered under it: see finish(). */
+		fl_uffd_wake(u, a, g);
+		e = 0;
 		break;
 	case -EEXIST:
 		/* It is there: the waiters only need waking. */

@@ -1,0 +1,538 @@
+/* SPDX-License-Identifier: MIT */
+/* One userfaultfd served by the monitor: its pager, its layout, its events and its children. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "faultline.h"
+#include "internal.h"
+#include "monitor-int.h"
+#include "server-int.h"
+
+#define MAX_UNIT (4u << 20)
+#define SEND_MS 1000
+#define REGION_FLAGS (FL_REGION_KEEP_ON_REMOVE | FL_REGION_KEEP_REGISTERED)
+
+static void srv_events(struct fl_pager *p, const struct fl_event *ev, size_t n, void *userdata);
+
+static bool overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+	return a < b + blen && b < a + alen;
+}
+
+static bool table_overlaps(const struct fl__mon_table *t, uint64_t a, uint64_t len)
+{
+	for (size_t i = 0; i < t->n; i++)
+		if (overlap(t->r[i].addr, t->r[i].len, a, len))
+			return true;
+	return false;
+}
+
+/* -------------------------------------------------------------- regions */
+
+/* Serve one piece of the layout. Returns 0 or -errno. */
+static int add_region(struct srv_uffd *su, const struct fl__mon_region *e)
+{
+	struct fl_region_opts o = {
+		.sz = sizeof(o),
+		.addr = (void *)(uintptr_t)e->addr,
+		.len = e->len,
+		.store = fl__srv_store_for(su->srv, su->sess, e),
+		.store_off = e->store == FL_MONITOR_STORE_ZERO ? 0 : e->off,
+		.page_size = e->page_size,
+		.mem = (enum fl_mem_type)e->mem,
+		.memfd = -1,
+		.install = FL_INSTALL_COPY,
+		.prefetch = su->srv->o.prefetch,
+		.on_error = FL_ON_ERROR_POISON,
+		/* The client owns the registration; whatever we leave is its policy's to handle. */
+		.flags = REGION_FLAGS,
+	};
+	struct fl_region *r;
+	int e2;
+
+	if (!o.store)
+		return -EINVAL;
+	/* A larger unit than the pager's largest run works as well in smaller pieces. */
+	if (o.mem != FL_MEM_HUGETLB && o.page_size > MAX_UNIT)
+		o.page_size = MAX_UNIT;
+	if (su->nrg == su->caprg) {
+		size_t cap = su->caprg ? su->caprg * 2 : 8;
+		struct fl_region **n = realloc(su->rg, cap * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		su->rg = n;
+		su->caprg = cap;
+	}
+	e2 = fl_region_add(su->p, &o, &r);
+	if (e2 < 0)
+		return e2;
+	su->rg[su->nrg++] = r;
+	return 0;
+}
+
+static void remove_region(struct srv_uffd *su, size_t i)
+{
+	fl_region_remove(su->rg[i]);
+	su->rg[i] = su->rg[--su->nrg];
+}
+
+/* Did the pager follow this mremap (whole regions), or did nothing of ours move? */
+static bool remap_followed(struct srv_uffd *su, const struct fl_event *ev)
+{
+	uint64_t from = (uintptr_t)ev->remap.from, to = (uintptr_t)ev->remap.to;
+	uint64_t len = ev->remap.len;
+	size_t hits = 0;
+	bool exact = false;
+
+	for (size_t i = 0; i < su->nrg; i++) {
+		uint64_t a = (uintptr_t)fl_region_addr(su->rg[i]), l = fl_region_len(su->rg[i]);
+
+		if (overlap(a, l, from, len) || overlap(a, l, to, len)) {
+			hits++;
+			exact |= a == to && l == len;
+		}
+	}
+	return (hits == 1 && exact) || (!hits && !table_overlaps(&su->t, to, len));
+}
+
+/*
+ * A piece of a region moved, or several regions at once, or onto another:
+ * the pager's regions are behind the layout. Make them again from it, once
+ * every event of the batch is in both (the pager applied them all before
+ * the callback). Pages present stay present (installs meet EEXIST),
+ * discarded ranges are ZERO pieces of the layout, and the faults read with
+ * the events are handled after this returns.
+ */
+static void rebuild(struct srv_uffd *su)
+{
+	size_t made = 0;
+
+	if (su->layout_lost) {
+		fl__srv_log(su->srv, FL_LOG_ERROR, "monitor: %s: a region moved in part, and the "
+			    "layout is lost: the moved pages are not served", su->name);
+		return;
+	}
+	while (su->nrg)
+		remove_region(su, su->nrg - 1);
+	for (size_t i = 0; i < su->t.n; i++) {
+		const struct fl__mon_region *e = &su->t.r[i];
+		int r = add_region(su, e);
+
+		if (r < 0)
+			fl__srv_log(su->srv, FL_LOG_ERROR, "monitor: %s: after mremap, [%#llx, "
+				    "+%#llx) cannot be served: %s", su->name,
+				    (unsigned long long)e->addr, (unsigned long long)e->len,
+				    strerror(-r));
+		else
+			made++;
+	}
+	fl__srv_log(su->srv, FL_LOG_DEBUG, "monitor: %s: mremap moved part of the layout; "
+		    "serving it as %zu regions now", su->name, made);
+}
+
+/* Regions munmap left nothing of (the pager stopped serving them): free them. */
+static void drop_unmapped(struct srv_uffd *su)
+{
+	for (size_t i = su->nrg; i-- > 0;) {
+		uint64_t a = (uintptr_t)fl_region_addr(su->rg[i]), l = fl_region_len(su->rg[i]);
+
+		if (!table_overlaps(&su->t, a, l))
+			remove_region(su, i);
+	}
+}
+
+/* ------------------------------------------------------------- messages */
+
+/* Send @n events (caller holds su->lock, the ACK is out). On failure, hang up. */
+static void send_events_locked(struct srv_uffd *su, const struct fl__mon_event *ev, size_t n)
+{
+	uint8_t buf[FL_MONITOR_HDR_LEN + FL_MONITOR_MAX_EVENTS * FL_MONITOR_EVENT_LEN];
+
+	while (n && su->sock >= 0) {
+		size_t k = n < FL_MONITOR_MAX_EVENTS ? n : FL_MONITOR_MAX_EVENTS;
+		size_t len = fl__mon_encode_events(ev, k, buf, sizeof(buf));
+		int r = fl__mon_send(su->sock, buf, len, -1, fl__mon_now_ms() + SEND_MS);
+
+		if (r < 0) {
+			/*
+			 * The client cannot be told: its layout would go stale. Hang up,
+			 * so that it stops relying on us (its policy decides the rest).
+			 */
+			fl__srv_log(su->srv, r == -EPIPE ? FL_LOG_INFO : FL_LOG_ERROR,
+				    "monitor: %s: sending events: %s; closing the connection",
+				    su->name, strerror(-r));
+			shutdown(su->sock, SHUT_RDWR);
+			su->sock = -1;
+			return;
+		}
+		ev += k;
+		n -= k;
+	}
+}
+
+static void send_events(struct srv_uffd *su, const struct fl__mon_event *ev, size_t n)
+{
+	pthread_mutex_lock(&su->lock);
+	if (su->sock >= 0 && su->acked) {
+		send_events_locked(su, ev, n);
+	} else if (su->sock >= 0) {
+		/* Read before the ACK went out: the client would take them for its answer. */
+		if (su->npending + n > su->cappending) {
+			size_t cap = su->npending + n + 64;
+			struct fl__mon_event *p = realloc(su->pending, cap * sizeof(*p));
+
+			if (!p) {
+				fl__srv_log(su->srv, FL_LOG_ERROR, "monitor: %s: out of memory "
+					    "keeping events; closing the connection", su->name);
+				shutdown(su->sock, SHUT_RDWR);
+				su->sock = -1;
+				pthread_mutex_unlock(&su->lock);
+				return;
+			}
+			su->pending = p;
+			su->cappending = cap;
+		}
+		memcpy(su->pending + su->npending, ev, n * sizeof(*ev));
+		su->npending += n;
+	}
+	pthread_mutex_unlock(&su->lock);
+}
+
+int fl__srv_uffd_ack(struct srv_uffd *su)
+{
+	uint8_t buf[FL_MONITOR_HDR_LEN + FL_MONITOR_ACK_FIXED_LEN];
+	size_t len = fl__mon_encode_ack(su->sess->id, (uint32_t)getpid(), buf, sizeof(buf));
+	int r;
+
+	pthread_mutex_lock(&su->lock);
+	r = su->sock >= 0 ? fl__mon_send(su->sock, buf, len, -1, fl__mon_now_ms() + SEND_MS)
+			  : -EPIPE;
+	if (!r) {
+		su->acked = true;
+		send_events_locked(su, su->pending, su->npending);
+		su->npending = 0;
+		if (su->sock < 0)
+			r = -EPIPE;
+	}
+	pthread_mutex_unlock(&su->lock);
+	return r;
+}
+
+void fl__srv_uffd_unlink_conn(struct srv_uffd *su)
+{
+	pthread_mutex_lock(&su->lock);
+	su->sock = -1;
+	pthread_mutex_unlock(&su->lock);
+	su->conn = NULL;
+}
+
+/* ---------------------------------------------------------------- events */
+
+/* The kernel's event as the protocol's. */
+static bool to_mon_event(const struct fl_event *ev, struct fl__mon_event *me)
+{
+	switch (ev->type) {
+	case FL_EVENT_REMAP:
+		*me = (struct fl__mon_event){ FL_MONITOR_EV_REMAP, (uintptr_t)ev->remap.from,
+					      (uintptr_t)ev->remap.to, ev->remap.len };
+		return true;
+	case FL_EVENT_REMOVE:
+	case FL_EVENT_UNMAP:
+		*me = (struct fl__mon_event){
+			ev->type == FL_EVENT_REMOVE ? FL_MONITOR_EV_REMOVE : FL_MONITOR_EV_UNMAP,
+			(uintptr_t)ev->range.start, (uintptr_t)ev->range.end, 0 };
+		return true;
+	default:
+		return false;
+	}
+}
+
+static int copy_table(const struct fl__mon_table *t, struct fl__mon_table *ret)
+{
+	*ret = (struct fl__mon_table){ .n = t->n, .cap = t->n };
+	if (!t->n)
+		return 0;
+	ret->r = malloc(t->n * sizeof(*ret->r));
+	if (!ret->r)
+		return -ENOMEM;
+	memcpy(ret->r, t->r, t->n * sizeof(*ret->r));
+	return 0;
+}
+
+/* A child was forked: its descriptor and the layout of this moment go to the loop. */
+static void post_fork(struct srv_uffd *su, int fd)
+{
+	struct srv_work *w = calloc(1, sizeof(*w));
+
+	if (!w || copy_table(&su->t, &w->t) < 0) {
+		free(w);
+		fl__srv_log(su->srv, FL_LOG_ERROR, "monitor: %s forked, and there is no memory to "
+			    "serve the child: failing it loudly", su->name);
+		fl__srv_refuse_child(su->srv, fd, su->sess->features, &su->t);
+		return;
+	}
+	w->type = W_FORK;
+	w->fd = fd;
+	w->layout_lost = su->layout_lost;
+	w->nth = ++su->nchildren;
+	snprintf(w->parent, sizeof(w->parent), "%s", su->name);
+	atomic_fetch_add(&su->sess->refs, 1);
+	w->sess = su->sess;
+	fl__srv_post(su->srv, w);
+}
+
+/*
+ * The pager's event callback (a handler thread, holding the pager's read
+ * token): keep the layout in step, tell the client, before the faults read
+ * with these events are handled.
+ */
+static void srv_events(struct fl_pager *p, const struct fl_event *ev, size_t n, void *userdata)
+{
+	struct srv_uffd *su = userdata;
+	struct fl__mon_event out[64];
+	size_t nout = 0;
+	bool unmap = false, remap = false;
+	char err[SRV_ERRLEN];
+
+	(void)p;
+	for (size_t i = 0; i < n && nout < 64; i++) {
+		struct fl__mon_event me;
+
+		if (ev[i].type == FL_EVENT_FORK) {
+			post_fork(su, ev[i].fork.fd);
+			continue;
+		}
+		if (!to_mon_event(&ev[i], &me))
+			continue;
+		if (!su->layout_lost && fl__mon_table_apply(&su->t, &me, err, sizeof(err)) < 0) {
+			su->layout_lost = true;
+			fl__srv_log(su->srv, FL_LOG_ERROR, "monitor: %s: cannot track the layout "
+				    "any more (%s); children forked from now on are failed loudly",
+				    su->name, err);
+		}
+		/* Firecracker's balloon: unregistered, the range reads as the kernel's zeros. */
+		if (me.type == FL_MONITOR_EV_REMOVE && su->sess->firecracker) {
+			int r = fl_uffd_unregister(su->u, ev[i].range.start, me.b - me.a);
+
+			/*
+			 * A fault that raced the unregistration may be queued after
+			 * its wake-up (per-VMA locks do not wait for the mmap lock):
+			 * wake it, it then finds ordinary memory.
+			 */
+			fl_uffd_wake(su->u, ev[i].range.start, me.b - me.a);
+
+			if (r < 0 && r != -ESRCH)
+				fl__srv_log(su->srv, FL_LOG_WARN, "monitor: %s: unregistering the "
+					    "removed [%#llx, %#llx): %s", su->name,
+					    (unsigned long long)me.a, (unsigned long long)me.b,
+					    strerror(-r));
+		}
+		remap |= me.type == FL_MONITOR_EV_REMAP;
+		unmap |= me.type == FL_MONITOR_EV_UNMAP;
+		out[nout++] = me;
+	}
+	if (!nout)
+		return;
+	fl__srv_stat(su->srv, S_EVENTS, (int64_t)nout);
+	send_events(su, out, nout);
+	for (size_t i = 0; remap && i < n; i++) {
+		if (ev[i].type == FL_EVENT_REMAP && !remap_followed(su, &ev[i])) {
+			rebuild(su);
+			return;
+		}
+	}
+	if (unmap)
+		drop_unmapped(su);
+}
+
+/* ------------------------------------------------------------- lifetime */
+
+int fl__srv_uffd_new(struct fl_monitor_server *s, struct srv_session *sess, int fd, int sock,
+		     struct fl__mon_table *t, bool child, const char *name, struct srv_uffd **ret,
+		     char *err, size_t errlen)
+{
+	struct fl_pager_opts po = {
+		.sz = sizeof(po),
+		.mode = FL_PAGER_THREADS,
+		.threads = s->o.threads ? s->o.threads : 1,
+		.on_event = srv_events,
+	};
+	struct srv_uffd *su = calloc(1, sizeof(*su));
+	int e;
+
+	if (!su) {
+		fl__mon_errf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	su->srv = s;
+	su->sess = sess;
+	su->child = child;
+	/* Before the pager starts: its first events already go there (after the ACK). */
+	su->sock = sock;
+	su->t = *t;
+	*t = (struct fl__mon_table){ .r = NULL };
+	snprintf(su->name, sizeof(su->name), "%s", name);
+	pthread_mutex_init(&su->lock, NULL);
+	e = fl_uffd_adopt(fd, sess->features, 0, &su->u);
+	if (e < 0) {
+		fl__mon_errf(err, errlen, "adopting the userfaultfd: %s", strerror(-e));
+		goto fail;
+	}
+	/* A child that exited already (a fork() and a quick exit) is not worth a pager. */
+	if (child && fl_uffd_writeprotect(su->u, (void *)fl__page_size(), fl__page_size(),
+					  FL_RESOLVE_DONTWAKE) == -ESRCH) {
+		fl__mon_errf(err, errlen, "the child exited already");
+		e = -ESRCH;
+		goto fail;
+	}
+	po.uffd = su->u;
+	po.userdata = su;
+	e = fl_pager_create(&po, &su->p);
+	if (e < 0) {
+		fl__mon_errf(err, errlen, "making a pager: %s", strerror(-e));
+		goto fail;
+	}
+	for (size_t i = 0; i < su->t.n; i++) {
+		const struct fl__mon_region *r = &su->t.r[i];
+
+		e = add_region(su, r);
+		if (e == 0)
+			continue;
+		if (child && fl_uffd_writeprotect(su->u, (void *)fl__page_size(), fl__page_size(),
+						  FL_RESOLVE_DONTWAKE) == -ESRCH) {
+			fl__mon_errf(err, errlen, "the child exited already");
+			e = -ESRCH;
+			goto fail;
+		}
+		if (child && e != -ENOMEM && e != -EBUSY) {
+			/* The range did not reach the child (MADV_DONTFORK, or unmapped). */
+			continue;
+		}
+		fl__mon_errf(err, errlen, "region [%#llx, +%#llx) (%s, %u KiB pages): %s",
+			     (unsigned long long)r->addr, (unsigned long long)r->len,
+			     fl_mem_type_name((enum fl_mem_type)r->mem), r->page_size >> 10,
+			     e == -EINVAL ? "not a mapped range of the client that it can register"
+					  : strerror(-e));
+		goto fail;
+	}
+	e = fl_pager_start(su->p);
+	if (e < 0) {
+		fl__mon_errf(err, errlen, "starting the pager: %s", strerror(-e));
+		goto fail;
+	}
+	*ret = su;
+	return 0;
+fail:
+	/* The descriptor stays the caller's; so do the session reference and the layout. */
+	fl_pager_destroy(su->p);
+	fl_uffd_close(su->u);
+	*t = su->t;
+	free(su->rg);
+	pthread_mutex_destroy(&su->lock);
+	free(su);
+	return e;
+}
+
+int fl__srv_uffd_alive(struct srv_uffd *su)
+{
+	/*
+	 * Nothing tells a reader of a userfaultfd that its process exited;
+	 * every resolve then fails with ESRCH. Unprotecting a page nobody
+	 * registered for write-protection changes nothing, and says ENOENT
+	 * while the process lives.
+	 */
+	size_t ps = fl__page_size();
+
+	return fl_uffd_writeprotect(su->u, (void *)ps, ps, FL_RESOLVE_DONTWAKE) == -ESRCH ? -ESRCH
+											   : 0;
+}
+
+/* Poison every page of @u in the non-ZERO ranges of @t that is not present. */
+static void poison_layout(struct fl_uffd *u, const struct fl__mon_table *t)
+{
+	size_t ps = fl__page_size();
+	int fl = fcntl(fl_uffd_fd(u), F_GETFL);
+
+	/* Pending events are drained below, never waited for. */
+	if (fl >= 0 && !(fl & O_NONBLOCK))
+		fcntl(fl_uffd_fd(u), F_SETFL, fl | O_NONBLOCK);
+
+	for (size_t i = 0; i < t->n; i++) {
+		const struct fl__mon_region *r = &t->r[i];
+		uint64_t cur = r->addr, end = r->addr + r->len;
+		uint64_t step = r->mem == FL_MEM_HUGETLB ? r->page_size : ps;
+		unsigned int tries = 0;
+
+		if (r->store == FL_MONITOR_STORE_ZERO)
+			continue;
+		while (cur < end) {
+			size_t done = 0;
+			int e = fl_uffd_poison(u, (void *)(uintptr_t)cur, end - cur, 0, &done);
+
+			cur += done;
+			if (!e)
+				break;
+			if (e == -EEXIST) {
+				cur += step;
+			} else if (e == -EAGAIN && ++tries < 1000) {
+				/* An event is pending: read it (its thread then goes on), retry. */
+				struct fl_event ev[16];
+				int k = fl_uffd_read_events(u, ev, 16);
+
+				for (int j = 0; j < k; j++)
+					if (ev[j].type == FL_EVENT_FORK)
+						close(ev[j].fork.fd);
+				sched_yield();
+			} else {
+				break;
+			}
+		}
+	}
+}
+
+void fl__srv_refuse_child(struct fl_monitor_server *s, int fd, uint64_t features,
+			  const struct fl__mon_table *t)
+{
+	struct fl_uffd *u = NULL;
+
+	if (!(features & FL_FEAT_POISON) || fl_uffd_adopt(fd, features, 0, &u) < 0) {
+		fl__srv_log(s, FL_LOG_ERROR, "monitor: a fork()ed child is not served, and cannot "
+			    "be poisoned: its pages not yet present will read as zeros");
+		close(fd);
+		return;
+	}
+	poison_layout(u, t);
+	fl_uffd_close(u);
+	close(fd);
+}
+
+void fl__srv_uffd_free(struct srv_uffd *su, bool poison)
+{
+	int fd;
+
+	if (!su)
+		return;
+	fd = fl_uffd_fd(su->u);
+	fl__srv_uffd_unlink_conn(su);
+	/* The handler threads stop; the regions stay registered, their pages as they are. */
+	fl_pager_destroy(su->p);
+	/* A child nobody else can serve fails loudly rather than read zeros. */
+	if (poison && su->child && (su->sess->features & FL_FEAT_POISON) && !su->layout_lost)
+		poison_layout(su->u, &su->t);
+	fl_uffd_close(su->u);
+	close(fd);
+	fl__srv_session_put(su->sess);
+	free(su->t.r);
+	free(su->rg);
+	free(su->pending);
+	pthread_mutex_destroy(&su->lock);
+	free(su);
+}

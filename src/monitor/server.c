@@ -1,0 +1,957 @@
+/* SPDX-License-Identifier: MIT */
+/* The monitor server: accept clients, hand shakes to threads, run pagers, watch for the end. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "faultline.h"
+#include "internal.h"
+#include "monitor-int.h"
+#include "server-int.h"
+
+#define DEFAULT_THREADS 1
+#define DEFAULT_MAX_CLIENTS 1024
+#define DEFAULT_HANDSHAKE_MS 5000
+#define DEFAULT_PROBE_MS 1000
+/* Handshakes at once; past that, connections wait in the listen backlog. */
+#define MAX_HANDSHAKES 64
+#define BACKLOG 256
+#define REFUSE_MS 200
+
+/* epoll tags of the server's own descriptors; connections are tagged with themselves. */
+static char tag_stop, tag_listen, tag_work, tag_timer;
+
+/* ------------------------------------------------------------------ log */
+
+void fl__srv_log(struct fl_monitor_server *s, enum fl_log_level level, const char *fmt, ...)
+{
+	char msg[768];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (s->o.log_fn)
+		s->o.log_fn(level, msg, s->o.userdata);
+	else
+		fl__log(level, "%s", msg);
+}
+
+void fl__srv_stat(struct fl_monitor_server *s, enum srv_stat st, int64_t d)
+{
+	atomic_fetch_add(&s->st[st], (uint64_t)d);
+	if (st != S_EVENTS)
+		s->changed = true;
+}
+
+void fl__srv_post(struct fl_monitor_server *s, struct srv_work *w)
+{
+	uint64_t one = 1;
+
+	w->next = NULL;
+	pthread_mutex_lock(&s->lock);
+	if (s->work_tail)
+		s->work_tail->next = w;
+	else
+		s->work = w;
+	s->work_tail = w;
+	pthread_mutex_unlock(&s->lock);
+	if (write(s->work_efd, &one, sizeof(one)) < 0) {
+		/* The counter cannot overflow in practice; the item is queued either way. */
+	}
+}
+
+static struct srv_work *take_work(struct fl_monitor_server *s)
+{
+	struct srv_work *w;
+
+	pthread_mutex_lock(&s->lock);
+	w = s->work;
+	if (w) {
+		s->work = w->next;
+		if (!s->work)
+			s->work_tail = NULL;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return w;
+}
+
+static void work_free(struct srv_work *w)
+{
+	if (w->fd >= 0)
+		close(w->fd);
+	fl__srv_session_put(w->sess);
+	free(w->t.r);
+	free(w);
+}
+
+/* ---------------------------------------------------------- connections */
+
+static void conn_unlink(struct fl_monitor_server *s, struct srv_conn *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+}
+
+static void uffd_unlink(struct fl_monitor_server *s, struct srv_uffd *su)
+{
+	if (su->prev)
+		su->prev->next = su->next;
+	else
+		s->served = su->next;
+	if (su->next)
+		su->next->prev = su->prev;
+}
+
+/* Stop serving @su and free it: @why goes to the log. */
+static void end_uffd(struct fl_monitor_server *s, struct srv_uffd *su, const char *why,
+		     bool poison)
+{
+	uffd_unlink(s, su);
+	if (su->conn)
+		su->conn->main = NULL;
+	fl__srv_log(s, FL_LOG_INFO, "monitor: %s: %s; no longer served", su->name, why);
+	fl__srv_stat(s, S_CLIENTS, -1);
+	if (su->child)
+		fl__srv_stat(s, S_CHILDREN, -1);
+	fl__srv_stat(s, S_ENDED, 1);
+	fl__srv_uffd_free(su, poison);
+}
+
+/* Close a connection; the userfaultfd it attached is no longer served (protocol rule 5). */
+static void conn_close(struct fl_monitor_server *s, struct srv_conn *c, const char *why)
+{
+	if (c->main)
+		end_uffd(s, c->main, why, false);
+	if (c->serving)
+		epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	close(c->fd);
+	conn_unlink(s, c);
+	fl__srv_stat(s, S_CONNECTIONS, -1);
+	s->accept_failed = false;
+	free(c);
+}
+
+static void refuse(struct fl_monitor_server *s, struct srv_conn *c, int err, const char *msg,
+		   bool json)
+{
+	uint8_t buf[FL_MONITOR_HDR_LEN + FL_MONITOR_ERROR_FIXED_LEN + FL_MONITOR_MAX_ERRMSG + 1];
+	size_t len;
+
+	fl__srv_log(s, FL_LOG_ERROR, "monitor: refused %s pid %d (uid %u): %s (%s)",
+		    json ? "Firecracker" : "client", (int)c->pid, (unsigned int)c->uid, msg,
+		    strerror(-err));
+	fl__srv_stat(s, S_REFUSED, 1);
+	/* Firecracker reads nothing back: it learns from the hang-up. */
+	if (json)
+		return;
+	len = fl__mon_encode_error(err, msg, buf, sizeof(buf));
+	fl__mon_send(c->fd, buf, len, -1, fl__mon_now_ms() + REFUSE_MS);
+	/*
+	 * Unread bytes at close make the peer's kernel report a reset, which
+	 * may hide the ERROR from it: drop what it sent already (descriptors
+	 * included, closed unread), then it reads the ERROR and a clean end.
+	 */
+	shutdown(c->fd, SHUT_WR);
+	for (size_t drained = 0; drained < FL_MONITOR_MAX_MSG;) {
+		ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+		if (n <= 0)
+			break;
+		drained += (size_t)n;
+	}
+}
+
+/* ------------------------------------------------------------ handshake */
+
+static void *handshake_main(void *arg)
+{
+	struct srv_work *w = arg;
+	struct srv_conn *c = w->conn;
+	struct fl_monitor_server *s = c->srv;
+	uint64_t deadline = fl__mon_now_ms() + s->o.handshake_ms;
+	struct srv_peer peer = { .pid = 0 };
+	struct fl__mon_hello h = { .r = NULL };
+	struct pollfd pf = { .fd = c->fd, .events = POLLIN };
+	void *buf = NULL;
+	uint8_t first;
+	int fd = -1, r;
+
+	r = fl__srv_peer_get(s, c->fd, &peer, w->msg, sizeof(w->msg));
+	c->pid = peer.pid;
+	c->uid = peer.uid;
+	c->gid = peer.gid;
+	/* What it speaks decides whether a refusal is answered: Firecracker reads nothing. */
+	if (poll(&pf, 1, fl__mon_left_ms(deadline)) > 0 &&
+	    recv(c->fd, &first, 1, MSG_PEEK | MSG_DONTWAIT) == 1)
+		w->json = fl__mon_sniff(&first, 1) == FL__MON_SNIFF_JSON;
+	if (r < 0) {
+		/* Read what it sent first: an answer to a peer still sending would be lost. */
+		char ignored[SRV_ERRLEN];
+		uint64_t soon = fl__mon_now_ms() + REFUSE_MS;
+
+		if (fl__mon_recv_hello(c->fd, soon < deadline ? soon : deadline, &h, &buf, &fd,
+				       ignored, sizeof(ignored)) == 0) {
+			fl__mon_hello_free(&h);
+			free(buf);
+			close(fd);
+		}
+		w->err = r;
+		goto out;
+	}
+	r = fl__mon_recv_hello(c->fd, deadline, &h, &buf, &fd, w->msg, sizeof(w->msg));
+	if (r < 0) {
+		w->err = r;
+		goto out;
+	}
+	w->json = h.firecracker;
+	c->firecracker = h.firecracker;
+	r = fl__mon_check_uffd(fd, w->msg, sizeof(w->msg));
+	if (r < 0) {
+		w->err = r == -EBADF ? r : -EBADF;
+		fl__mon_hello_free(&h);
+		free(buf);
+		goto out;
+	}
+	/* The session takes the hello and its buffer, whatever happens. */
+	r = fl__srv_session_open(s, &peer, &h, buf, &w->sess, w->msg, sizeof(w->msg));
+	if (r < 0) {
+		w->err = r;
+		goto out;
+	}
+	w->fd = fd;
+	fd = -1;
+out:
+	if (fd >= 0)
+		close(fd);
+	free(peer.groups);
+	fl__srv_post(s, w);
+	pthread_mutex_lock(&s->lock);
+	s->handshakes--;
+	pthread_cond_broadcast(&s->hs_done);
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+static void set_listening(struct fl_monitor_server *s, bool on)
+{
+	struct epoll_event ev = { .events = on ? EPOLLIN : 0, .data.ptr = &tag_listen };
+
+	if (s->listening == on)
+		return;
+	epoll_ctl(s->epfd, EPOLL_CTL_MOD, s->listen_fd, &ev);
+	s->listening = on;
+}
+
+static unsigned int handshakes(struct fl_monitor_server *s)
+{
+	unsigned int n;
+
+	pthread_mutex_lock(&s->lock);
+	n = s->handshakes;
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
+static void accept_all(struct fl_monitor_server *s)
+{
+	while (handshakes(s) < MAX_HANDSHAKES) {
+		struct srv_conn *c;
+		struct srv_work *w;
+		pthread_attr_t attr;
+		pthread_t t;
+		sigset_t all, old;
+		int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK), e;
+
+		if (fd < 0) {
+			e = errno;
+			if (e == EINTR || e == ECONNABORTED)
+				continue;
+			if (e != EAGAIN && e != EWOULDBLOCK) {
+				/* Out of descriptors or memory: wait until something ends. */
+				fl__srv_log(s, FL_LOG_ERROR, "monitor: accept: %s; accepting again "
+					    "when a connection ends", strerror(e));
+				s->accept_failed = true;
+				set_listening(s, false);
+			}
+			return;
+		}
+		c = calloc(1, sizeof(*c));
+		w = calloc(1, sizeof(*w));
+		if (!c || !w) {
+			fl__srv_log(s, FL_LOG_ERROR, "monitor: out of memory for a connection");
+			free(c);
+			free(w);
+			close(fd);
+			continue;
+		}
+		*c = (struct srv_conn){ .srv = s, .fd = fd, .next = s->conns };
+		if (s->conns)
+			s->conns->prev = c;
+		s->conns = c;
+		fl__srv_stat(s, S_CONNECTIONS, 1);
+		*w = (struct srv_work){ .type = W_HELLO, .conn = c, .fd = -1 };
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		pthread_mutex_lock(&s->lock);
+		s->handshakes++;
+		pthread_mutex_unlock(&s->lock);
+		/* Handshake threads take no signals meant for the program's threads. */
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		e = pthread_create(&t, &attr, handshake_main, w);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		pthread_attr_destroy(&attr);
+		if (e) {
+			pthread_mutex_lock(&s->lock);
+			s->handshakes--;
+			pthread_mutex_unlock(&s->lock);
+			fl__srv_log(s, FL_LOG_ERROR, "monitor: no thread for a handshake: %s",
+				    strerror(e));
+			free(w);
+			conn_close(s, c, "no thread");
+		}
+	}
+	set_listening(s, false);
+}
+
+/* --------------------------------------------------------------- work */
+
+static size_t count_clients(struct fl_monitor_server *s)
+{
+	return (size_t)atomic_load(&s->st[S_CLIENTS]);
+}
+
+static void link_uffd(struct fl_monitor_server *s, struct srv_uffd *su)
+{
+	su->next = s->served;
+	su->prev = NULL;
+	if (s->served)
+		s->served->prev = su;
+	s->served = su;
+	fl__srv_stat(s, S_CLIENTS, 1);
+	if (su->child)
+		fl__srv_stat(s, S_CHILDREN, 1);
+}
+
+static void hello_done(struct fl_monitor_server *s, struct srv_work *w)
+{
+	struct srv_conn *c = w->conn;
+	struct srv_session *sess = w->sess;
+	struct fl__mon_table t = { .r = NULL };
+	struct srv_uffd *su;
+	char name[64], msg[SRV_ERRLEN];
+	int r;
+
+	if (w->err) {
+		refuse(s, c, w->err, w->msg, w->json);
+		conn_close(s, c, "refused");
+		work_free(w);
+		return;
+	}
+	snprintf(name, sizeof(name), "%s pid %d", sess->firecracker ? "Firecracker" : "client",
+		 (int)sess->pid);
+	if (sess->attach_seq) {
+		/* The client gave up on its old connection: never two readers of one descriptor. */
+		for (su = s->served; su; su = su->next) {
+			if (su->child || su->sess->firecracker || su->sess->id != sess->id ||
+			    su->sess->uid != sess->uid)
+				continue;
+			fl__srv_log(s, FL_LOG_WARN, "monitor: %s: re-attach %u of session %016llx "
+				    "replaces its previous connection", name, sess->attach_seq,
+				    (unsigned long long)sess->id);
+			if (su->conn)
+				conn_close(s, su->conn, "replaced by a re-attach");
+			else
+				end_uffd(s, su, "replaced by a re-attach", false);
+			break;
+		}
+	}
+	if (count_clients(s) >= s->o.max_clients) {
+		snprintf(msg, sizeof(msg), "the monitor serves %zu userfaultfds already, its limit",
+			 count_clients(s));
+		refuse(s, c, -EUSERS, msg, w->json);
+		conn_close(s, c, "refused");
+		work_free(w);
+		return;
+	}
+	t.n = t.cap = sess->h.n;
+	t.r = malloc(t.n * sizeof(*t.r));
+	if (!t.r) {
+		refuse(s, c, -ENOMEM, "out of memory", w->json);
+		conn_close(s, c, "refused");
+		work_free(w);
+		return;
+	}
+	memcpy(t.r, sess->h.r, t.n * sizeof(*t.r));
+	fl__mon_table_sort(&t);
+	r = fl__srv_uffd_new(s, sess, w->fd, sess->firecracker ? -1 : c->fd, &t, false, name, &su,
+			     msg, sizeof(msg));
+	free(t.r);
+	if (r < 0) {
+		refuse(s, c, r, msg, w->json);
+		conn_close(s, c, "refused");
+		work_free(w);
+		return;
+	}
+	/* The userfaultfd and the session are the served one's now. */
+	w->fd = -1;
+	w->sess = NULL;
+	su->conn = c;
+	c->main = su;
+	link_uffd(s, su);
+	if (!sess->firecracker) {
+		r = fl__srv_uffd_ack(su);
+		if (r < 0) {
+			/* A connection whose client gave up (protocol rule 6): next. */
+			conn_close(s, c, r == -EPIPE ? "gone before the ACK" : "the ACK failed");
+			work_free(w);
+			return;
+		}
+	}
+	{
+		struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.ptr = c };
+
+		if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
+			fl__srv_log(s, FL_LOG_ERROR, "monitor: %s: epoll: %s", name,
+				    strerror(errno));
+			conn_close(s, c, "cannot be watched");
+			work_free(w);
+			return;
+		}
+		c->serving = true;
+	}
+	fl__srv_stat(s, S_ATTACHED, 1);
+	if (sess->attach_seq)
+		fl__srv_stat(s, S_REATTACHED, 1);
+	if (sess->firecracker)
+		fl__srv_stat(s, S_FIRECRACKER, 1);
+	fl__srv_log(s, FL_LOG_INFO, "monitor: %s (uid %u) attached %u regions%s%s", name,
+		    (unsigned int)sess->uid, sess->h.n,
+		    sess->attach_seq ? ", re-attaching" : "",
+		    sess->firecracker ? " from Firecracker" : "");
+	work_free(w);
+}
+
+static void fork_done(struct fl_monitor_server *s, struct srv_work *w)
+{
+	struct srv_uffd *su;
+	char name[64], msg[SRV_ERRLEN];
+	int r;
+
+	snprintf(name, sizeof(name), "child %u of %.40s", w->nth, w->parent);
+	if (w->layout_lost || count_clients(s) >= s->o.max_clients) {
+		fl__srv_log(s, FL_LOG_ERROR, "monitor: %s: not served (%s): failing it loudly",
+			    name, w->layout_lost ? "the layout is lost" : "too many clients");
+		fl__srv_refuse_child(s, w->fd, w->sess->features, &w->t);
+		w->fd = -1;
+		work_free(w);
+		return;
+	}
+	r = fl__srv_uffd_new(s, w->sess, w->fd, -1, &w->t, true, name, &su, msg, sizeof(msg));
+	if (r == -ESRCH) {
+		fl__srv_log(s, FL_LOG_DEBUG, "monitor: %s exited before it was served", name);
+		work_free(w);
+		return;
+	}
+	if (r < 0) {
+		fl__srv_log(s, FL_LOG_ERROR, "monitor: %s: not served: %s; failing it loudly", name,
+			    msg);
+		fl__srv_refuse_child(s, w->fd, w->sess->features, &w->t);
+		w->fd = -1;
+		work_free(w);
+		return;
+	}
+	w->fd = -1;
+	w->sess = NULL;
+	link_uffd(s, su);
+	fl__srv_stat(s, S_FORKS, 1);
+	fl__srv_log(s, FL_LOG_INFO, "monitor: %s: served (%zu regions)", name, su->nrg);
+	work_free(w);
+}
+
+static void do_work(struct fl_monitor_server *s)
+{
+	struct srv_work *w;
+	uint64_t v;
+
+	if (read(s->work_efd, &v, sizeof(v)) < 0) {
+		/* Nothing counted: items may still be there from a wake-up we consumed. */
+	}
+	while ((w = take_work(s))) {
+		if (w->type == W_HELLO)
+			hello_done(s, w);
+		else
+			fork_done(s, w);
+	}
+}
+
+/* ------------------------------------------------------------- watching */
+
+/* What a serving connection says: nothing but BYE, or the hang-up. */
+static void conn_input(struct fl_monitor_server *s, struct srv_conn *c, uint32_t events)
+{
+	char err[SRV_ERRLEN];
+
+	for (;;) {
+		union {
+			struct cmsghdr h;
+			char buf[CMSG_SPACE(8 * sizeof(int))];
+		} ctl;
+		uint8_t junk[256];
+		struct iovec iov = c->firecracker
+			? (struct iovec){ junk, sizeof(junk) }
+			: (struct iovec){ c->in + c->in_len, sizeof(c->in) - c->in_len };
+		struct msghdr m = {
+			.msg_iov = &iov,
+			.msg_iovlen = 1,
+			.msg_control = ctl.buf,
+			.msg_controllen = sizeof(ctl.buf),
+		};
+		ssize_t n = recvmsg(c->fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		int fds = 0;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if (events & (EPOLLHUP | EPOLLERR))
+				conn_close(s, c, "its connection broke");
+			return;
+		}
+		if (n < 0) {
+			conn_close(s, c, "its connection broke");
+			return;
+		}
+		for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h)) {
+			if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
+				continue;
+			for (size_t i = 0; i < (h->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+				int fd;
+
+				memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof(fd));
+				close(fd);
+				fds++;
+			}
+		}
+		if (n == 0) {
+			conn_close(s, c, c->firecracker ? "the VM's socket closed" : "it hung up");
+			return;
+		}
+		if (c->firecracker)
+			continue;	/* Firecracker says nothing more; ignore what it says */
+		c->in_len += (size_t)n;
+		if (fds) {
+			refuse(s, c, -EPROTO, "descriptors attached to a message after the HELLO",
+			       false);
+			conn_close(s, c, "it broke the protocol");
+			return;
+		}
+		if (c->in_len < FL_MONITOR_HDR_LEN)
+			continue;
+		{
+			size_t total = 0;
+			int r = fl__mon_frame(c->in, c->in_len, &total, err, sizeof(err));
+
+			if (!r && (total != FL_MONITOR_HDR_LEN ||
+				   fl__mon_msg_type(c->in) != FL_MONITOR_MSG_BYE)) {
+				snprintf(err, sizeof(err), "message type %u of %zu bytes while "
+					 "attached: only BYE is expected", fl__mon_msg_type(c->in),
+					 total);
+				r = -EPROTO;
+			}
+			if (!r)
+				r = fl__mon_decode_bye(c->in, c->in_len, err, sizeof(err));
+			if (r < 0) {
+				refuse(s, c, r, err, false);
+				conn_close(s, c, "it broke the protocol");
+				return;
+			}
+			conn_close(s, c, "it detached (BYE)");
+			return;
+		}
+	}
+}
+
+/* Processes that exited leave their userfaultfd behind in silence: look. */
+static void probe_all(struct fl_monitor_server *s)
+{
+	struct srv_uffd *su = s->served, *next;
+	uint64_t v;
+
+	if (read(s->timer_fd, &v, sizeof(v)) < 0) {
+		/* Not expired yet: a spurious wake-up. */
+	}
+	s->accept_failed = false;	/* out of descriptors a while ago: try again */
+	for (; su; su = next) {
+		next = su->next;
+		if (fl__srv_uffd_alive(su) == -ESRCH)
+			end_uffd(s, su, "its process exited", false);
+	}
+}
+
+FL_API int fl_monitor_server_run(struct fl_monitor_server *s)
+{
+	if (!s)
+		return -EINVAL;
+	for (;;) {
+		struct epoll_event ev[64];
+		bool stop = false;
+		int n = epoll_wait(s->epfd, ev, 64, -1);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		for (int i = 0; i < n; i++) {
+			void *tag = ev[i].data.ptr;
+
+			if (tag == &tag_stop) {
+				uint64_t v;
+
+				if (read(s->stop_efd, &v, sizeof(v)) < 0) {
+					/* Already consumed. */
+				}
+				stop = true;
+			} else if (tag == &tag_listen) {
+				accept_all(s);
+			} else if (tag == &tag_work) {
+				do_work(s);
+			} else if (tag == &tag_timer) {
+				probe_all(s);
+			} else {
+				struct srv_conn *c;
+
+				/* The connection may have been closed by an earlier entry. */
+				for (c = s->conns; c && c != tag; c = c->next)
+					;
+				if (c && c->serving)
+					conn_input(s, c, ev[i].events);
+			}
+		}
+		if (!s->listening && !s->accept_failed && handshakes(s) < MAX_HANDSHAKES)
+			set_listening(s, true);
+		if (s->changed) {
+			s->changed = false;
+			if (s->o.on_change)
+				s->o.on_change(s, s->o.userdata);
+		}
+		if (stop)
+			return 0;
+	}
+}
+
+FL_API int fl_monitor_server_stop(struct fl_monitor_server *s)
+{
+	uint64_t one = 1;
+	int saved = errno;
+
+	if (!s)
+		return -EINVAL;
+	if (write(s->stop_efd, &one, sizeof(one)) < 0) {
+		/* Only a full counter fails, and then a stop is pending anyway. */
+	}
+	errno = saved;
+	return 0;
+}
+
+FL_API int fl_monitor_server_stats(const struct fl_monitor_server *s,
+				   struct fl_monitor_server_stats *ret)
+{
+	struct fl_monitor_server *m = (struct fl_monitor_server *)s;
+
+	if (!s || !ret)
+		return -EINVAL;
+	*ret = (struct fl_monitor_server_stats){
+		.clients = atomic_load(&m->st[S_CLIENTS]),
+		.children = atomic_load(&m->st[S_CHILDREN]),
+		.connections = atomic_load(&m->st[S_CONNECTIONS]),
+		.attached = atomic_load(&m->st[S_ATTACHED]),
+		.reattached = atomic_load(&m->st[S_REATTACHED]),
+		.firecracker = atomic_load(&m->st[S_FIRECRACKER]),
+		.refused = atomic_load(&m->st[S_REFUSED]),
+		.forks = atomic_load(&m->st[S_FORKS]),
+		.events = atomic_load(&m->st[S_EVENTS]),
+		.ended = atomic_load(&m->st[S_ENDED]),
+	};
+	return 0;
+}
+
+/* ------------------------------------------------------------ creation */
+
+/* Bind @path; a socket file nobody listens on any more (a dead monitor's) is replaced. */
+static int listen_on(struct fl_monitor_server *s, const char *path)
+{
+	struct sockaddr_un sa;
+	int salen = fl__mon_sockaddr(path, &sa), fd, e;
+
+	if (salen < 0)
+		return salen;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	if (bind(fd, (struct sockaddr *)&sa, (socklen_t)salen) < 0) {
+		struct stat st;
+		int probe;
+
+		e = errno;
+		if (e != EADDRINUSE || path[0] == '@' || lstat(path, &st) < 0 ||
+		    !S_ISSOCK(st.st_mode))
+			goto fail;
+		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (probe < 0) {
+			e = errno;
+			goto fail;
+		}
+		if (connect(probe, (struct sockaddr *)&sa, (socklen_t)salen) == 0 ||
+		    errno != ECONNREFUSED) {
+			close(probe);
+			fl__srv_log(s, FL_LOG_ERROR, "monitor: %s: another monitor listens there",
+				    path);
+			goto fail;
+		}
+		close(probe);
+		fl__srv_log(s, FL_LOG_INFO, "monitor: %s: replacing the socket of a monitor that "
+			    "is gone", path);
+		if (unlink(path) < 0 || bind(fd, (struct sockaddr *)&sa, (socklen_t)salen) < 0) {
+			e = errno;
+			goto fail;
+		}
+	}
+	if (listen(fd, BACKLOG) < 0) {
+		e = errno;
+		if (path[0] != '@')
+			unlink(path);
+		goto fail;
+	}
+	s->listen_fd = fd;
+	s->own_listen = true;
+	s->own_file = path[0] != '@';
+	return 0;
+fail:
+	close(fd);
+	return -e;
+}
+
+static int check_opts(const struct fl_monitor_server_opts *opts,
+		      struct fl_monitor_server_opts *o)
+{
+	*o = (struct fl_monitor_server_opts){ .sz = sizeof(*o) };
+	if (!opts || opts->sz < sizeof(size_t))
+		return -EINVAL;
+	for (size_t i = sizeof(*o); i < opts->sz; i++)
+		if (((const unsigned char *)opts)[i])
+			return -EINVAL;
+	memcpy(o, opts, opts->sz < sizeof(*o) ? opts->sz : sizeof(*o));
+	o->sz = sizeof(*o);
+	if ((!o->socket_path && o->listen_fd < 0) || (o->n_allowed_uids && !o->allowed_uids) ||
+	    (o->flags & ~(uint32_t)(FL_MONITOR_SERVER_ANY_UID | FL_MONITOR_SERVER_NO_FILES)) ||
+	    o->threads > FL_PAGER_MAX_THREADS || (unsigned int)o->prefetch > FL_PREFETCH_ADAPTIVE ||
+	    (o->store_root && o->store_root[0] != '/'))
+		return -EINVAL;
+	if (!o->threads)
+		o->threads = DEFAULT_THREADS;
+	if (!o->max_clients)
+		o->max_clients = DEFAULT_MAX_CLIENTS;
+	if (!o->handshake_ms)
+		o->handshake_ms = DEFAULT_HANDSHAKE_MS;
+	if (!o->probe_ms)
+		o->probe_ms = DEFAULT_PROBE_MS;
+	return 0;
+}
+
+static int add_fd(struct fl_monitor_server *s, int fd, void *tag)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = tag };
+
+	return epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+FL_API int fl_monitor_server_create(const struct fl_monitor_server_opts *opts,
+				    struct fl_monitor_server **ret)
+{
+	struct fl_monitor_server *s;
+	struct itimerspec its;
+	int e;
+
+	if (!ret)
+		return -EINVAL;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->listen_fd = s->root_fd = s->epfd = s->stop_efd = s->work_efd = s->timer_fd = -1;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->hs_done, NULL);
+	e = check_opts(opts, &s->o);
+	if (e < 0)
+		goto fail;
+	s->euid = geteuid();
+	if (s->o.n_allowed_uids) {
+		s->uids = calloc(s->o.n_allowed_uids, sizeof(*s->uids));
+		if (!s->uids) {
+			e = -ENOMEM;
+			goto fail;
+		}
+		memcpy(s->uids, s->o.allowed_uids, s->o.n_allowed_uids * sizeof(*s->uids));
+		s->nuids = s->o.n_allowed_uids;
+	}
+	s->o.allowed_uids = NULL;
+	if (s->o.store_root) {
+		size_t l = strlen(s->o.store_root);
+
+		s->root = strdup(s->o.store_root);
+		if (!s->root) {
+			e = -ENOMEM;
+			goto fail;
+		}
+		while (l > 1 && s->root[l - 1] == '/')
+			s->root[--l] = '\0';
+		s->root_fd = open(s->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (s->root_fd < 0) {
+			e = -errno;
+			fl__srv_log(s, FL_LOG_ERROR, "monitor: store root %s: %s", s->root,
+				    strerror(-e));
+			goto fail;
+		}
+		s->o.store_root = s->root;
+	}
+	if (s->o.firecracker_mem_file) {
+		e = fl_store_file_open(s->o.firecracker_mem_file, NULL, &s->fc_store);
+		if (e < 0) {
+			fl__srv_log(s, FL_LOG_ERROR, "monitor: Firecracker memory file %s: %s",
+				    s->o.firecracker_mem_file, strerror(-e));
+			goto fail;
+		}
+		s->fc_size = fl_store_size(s->fc_store);
+		s->o.firecracker_mem_file = NULL;
+	}
+	if (s->o.socket_path) {
+		s->socket_path = strdup(s->o.socket_path);
+		if (!s->socket_path) {
+			e = -ENOMEM;
+			goto fail;
+		}
+		s->o.socket_path = s->socket_path;
+		e = listen_on(s, s->socket_path);
+		if (e < 0) {
+			fl__srv_log(s, FL_LOG_ERROR, "monitor: listening on %s: %s", s->socket_path,
+				    strerror(-e));
+			goto fail;
+		}
+	} else {
+		int fl = fcntl(s->o.listen_fd, F_GETFL), acc = 0;
+		socklen_t len = sizeof(acc);
+
+		if (fl < 0 ||
+		    getsockopt(s->o.listen_fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) < 0 || !acc) {
+			e = fl < 0 ? -EBADF : -EINVAL;
+			goto fail;
+		}
+		s->listen_fd = s->o.listen_fd;
+		fcntl(s->listen_fd, F_SETFL, fl | O_NONBLOCK);
+	}
+	s->epfd = epoll_create1(EPOLL_CLOEXEC);
+	s->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	s->work_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	s->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (s->epfd < 0 || s->stop_efd < 0 || s->work_efd < 0 || s->timer_fd < 0) {
+		e = -errno;
+		goto fail;
+	}
+	its.it_interval = (struct timespec){ .tv_sec = s->o.probe_ms / 1000,
+					     .tv_nsec = (long)(s->o.probe_ms % 1000) * 1000000 };
+	its.it_value = its.it_interval;
+	if (timerfd_settime(s->timer_fd, 0, &its, NULL) < 0) {
+		e = -errno;
+		goto fail;
+	}
+	e = add_fd(s, s->stop_efd, &tag_stop);
+	if (!e)
+		e = add_fd(s, s->work_efd, &tag_work);
+	if (!e)
+		e = add_fd(s, s->timer_fd, &tag_timer);
+	if (!e)
+		e = add_fd(s, s->listen_fd, &tag_listen);
+	if (e < 0)
+		goto fail;
+	s->listening = true;
+	*ret = s;
+	return 0;
+fail:
+	fl_monitor_server_destroy(s);
+	return e;
+}
+
+FL_API void fl_monitor_server_destroy(struct fl_monitor_server *s)
+{
+	struct srv_work *w;
+
+	if (!s)
+		return;
+	/* No new clients; handshakes in progress end at once (they read a hang-up). */
+	if (s->own_listen && s->listen_fd >= 0)
+		close(s->listen_fd);
+	if (s->own_file)
+		unlink(s->socket_path);
+	for (struct srv_conn *c = s->conns; c; c = c->next)
+		if (!c->serving)
+			shutdown(c->fd, SHUT_RDWR);
+	pthread_mutex_lock(&s->lock);
+	while (s->handshakes)
+		pthread_cond_wait(&s->hs_done, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+	/* Clients keep their registration and see the hang-up; children cannot, and fail loudly. */
+	while (s->served) {
+		struct srv_uffd *su = s->served;
+
+		if (su->conn)
+			conn_close(s, su->conn, "the monitor stops");
+		else
+			end_uffd(s, su, "the monitor stops", true);
+	}
+	while ((w = take_work(s))) {
+		if (w->type == W_FORK) {
+			fl__srv_refuse_child(s, w->fd, w->sess->features, &w->t);
+			w->fd = -1;
+		} else {
+			conn_close(s, w->conn, "the monitor stops");
+		}
+		work_free(w);
+	}
+	while (s->conns)
+		conn_close(s, s->conns, "the monitor stops");
+	if (s->epfd >= 0)
+		close(s->epfd);
+	if (s->stop_efd >= 0)
+		close(s->stop_efd);
+	if (s->work_efd >= 0)
+		close(s->work_efd);
+	if (s->timer_fd >= 0)
+		close(s->timer_fd);
+	if (s->root_fd >= 0)
+		close(s->root_fd);
+	fl_store_destroy(s->fc_store);
+	free(s->root);
+	free(s->socket_path);
+	free(s->uids);
+	pthread_cond_destroy(&s->hs_done);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}

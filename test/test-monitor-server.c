@@ -1,0 +1,1703 @@
+/* SPDX-License-Identifier: MIT */
+/* The monitor server, with clients in other processes: contents, events, forks, restarts. */
+#include <fcntl.h>
+#include <grp.h>
+#include <libgen.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "tests.h"
+#include "monitor/monitor-int.h"
+#include "net/crc32c.h"
+
+#define SEED 0x5e11ull
+#define PAT_OFF 0x200000ull
+
+/* ------------------------------------------------------------- the log */
+
+/*
+ * The monitor runs in a process of its own (the test process stays single
+ * threaded: a fork() from a process with other threads can inherit an
+ * allocator lock one of them held, which ASan's allocator does not guard).
+ * Its log lines go to a file, read back by the test.
+ */
+static char log_path[64];
+static int log_fd = -1;
+
+static void log_line(const char *who, const char *msg)
+{
+	char line[1024];
+	int n = snprintf(line, sizeof(line), "%s\n", msg);
+
+	if (n >= (int)sizeof(line))
+		n = (int)sizeof(line) - 1;
+	if (log_fd >= 0 && write(log_fd, line, (size_t)n) < 0) {
+		/* The test then reports the line missing. */
+	}
+	/* FL_TEST_LOG=1 shows the log while a test runs. */
+	if (getenv("FL_TEST_LOG")) {
+		char shown[1100];
+		int k = snprintf(shown, sizeof(shown), "    %s %d: %s", who, (int)getpid(), line);
+
+		size_t len = (size_t)(k < (int)sizeof(shown) ? k : (int)sizeof(shown) - 1);
+
+		if (write(2, shown, len) < 0) {
+			/* Only a debugging aid. */
+		}
+	}
+}
+
+static void srv_log(enum fl_log_level level, const char *msg, void *userdata)
+{
+	(void)level;
+	(void)userdata;
+	log_line("monitor", msg);
+}
+
+static void lib_log(enum fl_log_level level, const char *msg)
+{
+	(void)level;
+	log_line("monitor", msg);
+}
+
+/* A client's log: shown with FL_TEST_LOG, and kept in the file too. */
+static void child_log(enum fl_log_level level, const char *msg)
+{
+	(void)level;
+	log_line("client", msg);
+}
+
+static void log_open(void)
+{
+	if (log_fd >= 0)
+		return;
+	snprintf(log_path, sizeof(log_path), "/tmp/fl-monitor-log-%d", (int)getpid());
+	log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+	T_ASSERT_SYS(log_fd);
+	/* The file stays open (and readable by path) until the test process exits. */
+	unlink(log_path);
+	snprintf(log_path, sizeof(log_path), "/proc/%d/fd/%d", (int)getpid(), log_fd);
+}
+
+static char log_text[1 << 20];
+
+static bool log_has(const char *needle)
+{
+	int fd = open(log_path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	T_ASSERT_SYS(fd);
+	n = read(fd, log_text, sizeof(log_text) - 1);
+	close(fd);
+	log_text[n > 0 ? n : 0] = '\0';
+	return strstr(log_text, needle) != NULL;
+}
+
+#define T_ASSERT_LOG(needle)                                                                 \
+	do {                                                                                 \
+		if (!log_has(needle))                                                        \
+			t_fail(__FILE__, __LINE__, "log lacks \"%s\":\n%s", needle, log_text); \
+	} while (0)
+
+/* Close every descriptor but @keep and the log (whose number must never be reused). */
+static void close_fds_except(const int *keep, size_t n)
+{
+	for (int fd = 3; fd < 1024; fd++) {
+		bool k = fd == log_fd;
+
+		for (size_t i = 0; i < n; i++)
+			k |= keep[i] == fd;
+		if (!k)
+			close(fd);
+	}
+}
+
+/* ------------------------------------------------------ a server process */
+
+struct srv {
+	pid_t pid;
+	int ctl;		/* socketpair: 's' asks for the counters, 'q' stops it */
+	int changed;		/* readable when the counters changed */
+	char name[108];
+};
+
+struct srv_side {
+	struct fl_monitor_server *s;
+	int ctl, changed;
+};
+
+static void srv_changed(struct fl_monitor_server *s, void *userdata)
+{
+	struct srv_side *sd = userdata;
+
+	(void)s;
+	if (write(sd->changed, "c", 1) < 0) {
+		/* A full pipe already says "changed". */
+	}
+}
+
+/* The server process's second thread: answer the test's requests. */
+static void *srv_ctl(void *arg)
+{
+	struct srv_side *sd = arg;
+	char c;
+
+	while (read(sd->ctl, &c, 1) == 1) {
+		struct fl_monitor_server_stats st;
+
+		if (c == 'q') {
+			fl_monitor_server_stop(sd->s);
+			break;
+		}
+		if (fl_monitor_server_stats(sd->s, &st) < 0 ||
+		    write(sd->ctl, &st, sizeof(st)) != (ssize_t)sizeof(st))
+			_exit(3);
+	}
+	return NULL;
+}
+
+/* Serve on v->name (set by the caller) from a new process; return once it listens. */
+static void srv_start(struct srv *v, struct fl_monitor_server_opts *o)
+{
+	int sp[2], ch[2];
+	char c;
+
+	log_open();
+	T_ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp));
+	T_ASSERT_SYS(pipe2(ch, O_CLOEXEC | O_NONBLOCK));
+	o->sz = sizeof(*o);
+	o->socket_path = v->name;
+	o->log_fn = srv_log;
+	o->on_change = srv_changed;
+	v->pid = fork();
+	T_ASSERT_SYS(v->pid);
+	if (v->pid == 0) {
+		struct srv_side sd = { .ctl = sp[1], .changed = ch[1] };
+		unsigned long th;
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		/* Nothing of the test's: its pipes must see their ends close. */
+		{
+			int keep[] = { sp[1], ch[1] };
+
+			close_fds_except(keep, 2);
+		}
+		fl_set_log_fn(lib_log);
+		o->userdata = &sd;
+		T_ASSERT_OK(fl_monitor_server_create(o, &sd.s));
+		th = t_thread_start(srv_ctl, &sd);
+		T_ASSERT_EQ(write(sd.ctl, "r", 1), 1);
+		T_ASSERT_OK(fl_monitor_server_run(sd.s));
+		t_thread_join(th);
+		fl_monitor_server_destroy(sd.s);
+		_exit(0);
+	}
+	close(sp[1]);
+	close(ch[1]);
+	v->ctl = sp[0];
+	v->changed = ch[0];
+	t_wait_readable(v->ctl);
+	if (read(v->ctl, &c, 1) != 1 || c != 'r') {
+		log_has("");
+		t_fail(__FILE__, __LINE__, "the monitor did not start:\n%s", log_text);
+	}
+}
+
+static void srv_stop(struct srv *v)
+{
+	int st;
+
+	T_ASSERT_EQ(write(v->ctl, "q", 1), 1);
+	T_ASSERT_SYS(waitpid(v->pid, &st, 0));
+	if (!WIFEXITED(st) || WEXITSTATUS(st)) {
+		log_has("");
+		t_fail(__FILE__, __LINE__, "the monitor ended with status %#x; its log:\n%s", st,
+		       log_text);
+	}
+	close(v->ctl);
+	close(v->changed);
+	v->pid = 0;
+}
+
+static struct fl_monitor_server_stats srv_stats(struct srv *v)
+{
+	struct fl_monitor_server_stats st;
+
+	T_ASSERT_EQ(write(v->ctl, "s", 1), 1);
+	t_wait_readable(v->ctl);
+	T_ASSERT_EQ(read(v->ctl, &st, sizeof(st)), (ssize_t)sizeof(st));
+	return st;
+}
+
+/* Wait (on the change notifications, never by sleeping) until @cond, on st, holds. */
+#define SRV_WAIT(v, cond)                                                         \
+	do {                                                                      \
+		for (;;) {                                                        \
+			struct fl_monitor_server_stats st = srv_stats(v);         \
+			char _x[64];                                              \
+			if (cond)                                                 \
+				break;                                            \
+			t_wait_readable((v)->changed);                            \
+			while (read((v)->changed, _x, sizeof(_x)) > 0)            \
+				;                                                 \
+		}                                                                 \
+	} while (0)
+
+/* -------------------------------------------------------------- helpers */
+
+static void abstract_name(char *buf, size_t len, const char *tag)
+{
+	snprintf(buf, len, "@fl-test-srv-%d-%s", (int)getpid(), tag);
+}
+
+static void make_tmpdir(char *buf, size_t len)
+{
+	snprintf(buf, len, "/tmp/fl-monitor-XXXXXX");
+	T_ASSERT(mkdtemp(buf) != NULL);
+	T_ASSERT_SYS(chmod(buf, 0755));
+}
+
+/* A file of @len bytes of the pattern of @seed (from offset 0). */
+static void pattern_file(const char *path, size_t len, uint64_t seed, mode_t mode)
+{
+	uint8_t *buf = malloc(len);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+
+	T_ASSERT(buf);
+	T_ASSERT_SYS(fd);
+	fl_pattern_fill(buf, 0, len, seed);
+	T_ASSERT_EQ(write(fd, buf, len), (ssize_t)len);
+	T_ASSERT_SYS(fchmod(fd, mode));
+	close(fd);
+	free(buf);
+}
+
+/* Run @fn in a new process holding only the descriptors in @keep; it exits 0 if fn returns. */
+static pid_t spawn(void (*fn)(void *), void *arg, const int *keep, size_t nkeep)
+{
+	pid_t pid = fork();
+
+	T_ASSERT_SYS(pid);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		close_fds_except(keep, nkeep);
+		fl_set_log_fn(child_log);
+		alarm(120);
+		fn(arg);
+		_exit(0);
+	}
+	return pid;
+}
+
+static void reap_ok(pid_t pid, const char *what)
+{
+	int st;
+
+	T_ASSERT_SYS(waitpid(pid, &st, 0));
+	if (!WIFEXITED(st) || WEXITSTATUS(st))
+		t_fail(__FILE__, __LINE__, "%s (pid %d) ended with %s %d", what, (int)pid,
+		       WIFSIGNALED(st) ? "signal" : "status",
+		       WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+}
+
+static void put_byte(int fd, char c)
+{
+	T_ASSERT_EQ(write(fd, &c, 1), 1);
+}
+
+static char get_byte(int fd)
+{
+	char c;
+
+	t_wait_readable(fd);
+	T_ASSERT_EQ(read(fd, &c, 1), 1);
+	return c;
+}
+
+static struct fl_monitor_region pat_region(void *addr, size_t len, uint64_t off, uint64_t seed)
+{
+	return (struct fl_monitor_region){
+		.addr = addr,
+		.len = len,
+		.mem = FL_MEM_ANON,
+		.store = FL_MONITOR_STORE_PATTERN,
+		.offset = off,
+		.seed = seed,
+	};
+}
+
+#define T_ASSERT_PATTERN(p, off, len, seed) T_ASSERT_EQ(fl_pattern_check(p, off, len, seed), 0)
+
+/* The file's bytes [off, off+len) equal the memory at @p. */
+static void check_file(const char *path, uint64_t off, const uint8_t *p, size_t len)
+{
+	uint8_t *buf = malloc(len);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	T_ASSERT(buf);
+	T_ASSERT_SYS(fd);
+	T_ASSERT_EQ(pread(fd, buf, len, (off_t)off), (ssize_t)len);
+	if (memcmp(buf, p, len))
+		t_fail(__FILE__, __LINE__, "memory differs from %s at [%#llx, +%#zx)", path,
+		       (unsigned long long)off, len);
+	close(fd);
+	free(buf);
+}
+
+static struct fl_monitor_client *attach(const char *name, struct fl_monitor_region *r, size_t n,
+					enum fl_monitor_policy policy, uint32_t flags)
+{
+	struct fl_monitor_opts o = {
+		.sz = sizeof(o),
+		.policy = policy,
+		.flags = flags,
+		.retry_ms = 10,
+	};
+	struct fl_monitor_client *c = NULL;
+
+	T_ASSERT_OK(fl_monitor_attach(name, r, n, &o, &c));
+	return c;
+}
+
+/* The faultline command, beside the runner: $(O)/faultline. */
+static void tool_path(char *buf, size_t len)
+{
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+	T_ASSERT(n > 0);
+	self[n] = '\0';
+	snprintf(buf, len, "%s/../faultline", dirname(self));
+	if (access(buf, X_OK) != 0)
+		T_SKIP("%s not built", buf);
+}
+
+/*
+ * Start `faultline monitor ARGS... --ready-fd N -v` with its stderr in @log;
+ * return once it listens (fail with its log if it dies first).
+ */
+static pid_t tool_start(char *const args[], const char *log)
+{
+	char path[PATH_MAX], fdarg[16];
+	char *argv[32] = { "faultline", "monitor", "-v" };
+	int ready[2], n = 3;
+	pid_t pid;
+	char c;
+
+	tool_path(path, sizeof(path));
+	for (int i = 0; args[i]; i++)
+		argv[n++] = args[i];
+	T_ASSERT_SYS(pipe(ready));
+	snprintf(fdarg, sizeof(fdarg), "%d", ready[1]);
+	argv[n++] = "--ready-fd";
+	argv[n++] = fdarg;
+	argv[n] = NULL;
+	pid = fork();
+	T_ASSERT_SYS(pid);
+	if (pid == 0) {
+		int lfd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+		int keep[] = { ready[1] };
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (lfd < 0 || dup2(lfd, 2) < 0)
+			_exit(126);
+		close_fds_except(keep, 1);
+		execv(path, argv);
+		_exit(127);
+	}
+	close(ready[1]);
+	if (read(ready[0], &c, 1) != 1) {
+		char text[8192] = "";
+		int lfd = open(log, O_RDONLY | O_CLOEXEC);
+
+		if (lfd >= 0 && read(lfd, text, sizeof(text) - 1) < 0)
+			text[0] = '\0';
+		t_fail(__FILE__, __LINE__, "faultline monitor did not start:\n%s", text);
+	}
+	close(ready[0]);
+	return pid;
+}
+
+static bool file_has(const char *path, const char *needle)
+{
+	static char text[1 << 16];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	T_ASSERT_SYS(fd);
+	n = read(fd, text, sizeof(text) - 1);
+	close(fd);
+	text[n > 0 ? n : 0] = '\0';
+	return strstr(text, needle) != NULL;
+}
+
+static void tool_stop(pid_t pid)
+{
+	int st;
+
+	T_ASSERT_SYS(kill(pid, SIGTERM));
+	T_ASSERT_SYS(waitpid(pid, &st, 0));
+	if (!WIFEXITED(st) || WEXITSTATUS(st))
+		t_fail(__FILE__, __LINE__, "faultline monitor ended with status %#x", st);
+}
+
+/* ---------------------------------------------------------- basic serving */
+
+struct basic {
+	const char *name;
+	const char *file;	/* 32 pages of the pattern of 99 */
+	uint64_t seed;
+};
+
+/* A client with one region of each store: reads every page and checks it. */
+static void basic_client(void *arg)
+{
+	struct basic *b = arg;
+	size_t ps = t_page_size();
+	uint8_t *mem = t_map_anon(48 * ps), *want = malloc(16 * ps);
+	struct fl_monitor_region r[3] = {
+		pat_region(mem, 16 * ps, PAT_OFF, b->seed),
+		{ .addr = mem + 16 * ps, .len = 16 * ps, .store = FL_MONITOR_STORE_FILE,
+		  .path = b->file, .offset = 4 * ps },
+		{ .addr = mem + 32 * ps, .len = 16 * ps, .store = FL_MONITOR_STORE_ZERO },
+	};
+	struct fl_monitor_client *c = attach(b->name, r, 3, FL_MONITOR_FAIL_LOUD,
+					     FL_MONITOR_DONTFORK);
+
+	T_ASSERT(want);
+	T_ASSERT_PATTERN(mem, PAT_OFF, 16 * ps, b->seed);
+	fl_pattern_fill(want, 4 * ps, 16 * ps, 99);
+	T_ASSERT(memcmp(mem + 16 * ps, want, 16 * ps) == 0);
+	T_ASSERT(t_all(mem + 32 * ps, 16 * ps, 0));
+	fl_monitor_detach(c, 0);
+	free(want);
+}
+
+TEST(monitor_server_serves_clients)
+{
+	size_t ps = t_page_size();
+	struct fl_monitor_server_opts o = { .probe_ms = 50 };
+	struct srv v = { .pid = 0 };
+	char dir[64], file[96];
+	struct basic b[3];
+	pid_t pid[3];
+
+	make_tmpdir(dir, sizeof(dir));
+	snprintf(file, sizeof(file), "%s/store.img", dir);
+	snprintf(v.name, sizeof(v.name), "%s/monitor.sock", dir);
+	pattern_file(file, 32 * ps, 99, 0644);
+	o.store_root = dir;
+	srv_start(&v, &o);
+	for (int i = 0; i < 3; i++) {
+		b[i] = (struct basic){ .name = v.name, .file = file, .seed = SEED + (uint64_t)i };
+		pid[i] = spawn(basic_client, &b[i], NULL, 0);
+	}
+	for (int i = 0; i < 3; i++)
+		reap_ok(pid[i], "client");
+	SRV_WAIT(&v, st.clients == 0 && st.ended == 3 && st.connections == 0);
+	{
+		struct fl_monitor_server_stats st = srv_stats(&v);
+
+		T_ASSERT_EQ(st.attached, 3);
+		T_ASSERT_EQ(st.refused, 0);
+		T_ASSERT_EQ(st.reattached, 0);
+	}
+	T_ASSERT_LOG("attached 3 regions");
+	T_ASSERT_LOG("it detached (BYE)");
+	/* A live monitor keeps its socket: a second one there is refused. */
+	{
+		struct fl_monitor_server_opts o2 = { .sz = sizeof(o2), .socket_path = v.name };
+		struct fl_monitor_server *s2 = NULL;
+
+		T_ASSERT_ERR(fl_monitor_server_create(&o2, &s2), EADDRINUSE);
+		T_ASSERT(s2 == NULL);
+		o2.flags = 1u << 9;
+		T_ASSERT_ERR(fl_monitor_server_create(&o2, &s2), EINVAL);
+		T_ASSERT_ERR(fl_monitor_server_create(NULL, &s2), EINVAL);
+		T_ASSERT_ERR(fl_monitor_server_stats(NULL, NULL), EINVAL);
+		T_ASSERT_ERR(fl_monitor_server_run(NULL), EINVAL);
+		T_ASSERT_ERR(fl_monitor_server_stop(NULL), EINVAL);
+		fl_monitor_server_destroy(NULL);
+	}
+	srv_stop(&v);
+	/* The socket file was ours: gone with the monitor. */
+	T_ASSERT(access(v.name, F_OK) < 0);
+	unlink(file);
+	rmdir(dir);
+}
+
+/* ------------------------------------------------------------------ events */
+
+struct evc {
+	const char *name;
+	int to_parent, from_parent;
+};
+
+/*
+ * REMOVE, a whole-region REMAP, a partial REMAP and an UNMAP, each checked;
+ * then the monitor is restarted and the pages not touched yet must still
+ * come out right: that needs the layout the first monitor reported.
+ */
+static void events_client(void *arg)
+{
+	struct evc *e = arg;
+	size_t ps = t_page_size();
+	uint8_t *a = t_map_anon(96 * ps), *c = a + 64 * ps;
+	uint8_t *dst_c = t_map_anon(32 * ps), *dst_a = t_map_anon(16 * ps);
+	struct fl_monitor_region r[2] = {
+		pat_region(a, 64 * ps, PAT_OFF, SEED),
+		pat_region(c, 32 * ps, 0, SEED + 1),
+	};
+	struct fl_monitor_client *cl = attach(e->name, r, 2, FL_MONITOR_WAIT_REATTACH,
+					      FL_MONITOR_DONTFORK);
+
+	T_ASSERT_PATTERN(a, PAT_OFF, 8 * ps, SEED);
+	/* REMOVE: discarded pages read as zeros (4..7 were there, 8..11 never were). */
+	T_ASSERT_SYS(madvise(a + 4 * ps, 8 * ps, MADV_DONTNEED));
+	T_ASSERT(t_all(a + 4 * ps, 4 * ps, 0));
+	/* REMAP of a whole region: served at its new place. */
+	T_ASSERT(mremap(c, 32 * ps, 32 * ps, MREMAP_MAYMOVE | MREMAP_FIXED, dst_c) == dst_c);
+	T_ASSERT_PATTERN(dst_c, 0, 16 * ps, SEED + 1);
+	/* REMAP of a piece: the monitor follows it too. */
+	T_ASSERT(mremap(a + 32 * ps, 16 * ps, 16 * ps, MREMAP_MAYMOVE | MREMAP_FIXED, dst_a) ==
+		 dst_a);
+	T_ASSERT_PATTERN(dst_a, PAT_OFF + 32 * ps, 8 * ps, SEED);
+	T_ASSERT_PATTERN(a + 48 * ps, PAT_OFF + 48 * ps, 4 * ps, SEED);
+	/* UNMAP: dropped without error; the rest is served. */
+	T_ASSERT_SYS(munmap(a + 56 * ps, 8 * ps));
+	T_ASSERT_PATTERN(a + 52 * ps, PAT_OFF + 52 * ps, 4 * ps, SEED);
+	T_ASSERT_PATTERN(a + 12 * ps, PAT_OFF + 12 * ps, ps, SEED);
+
+	/* The parent restarts the monitor; our faults wait meanwhile. */
+	put_byte(e->to_parent, '1');
+	T_ASSERT_EQ(get_byte(e->from_parent), 'g');
+	T_ASSERT(t_all(a + 8 * ps, 4 * ps, 0));		/* removed, never fetched: zeros */
+	T_ASSERT_PATTERN(dst_a + 8 * ps, PAT_OFF + 40 * ps, 8 * ps, SEED);
+	T_ASSERT_PATTERN(dst_c + 16 * ps, 16 * ps, 16 * ps, SEED + 1);
+	T_ASSERT_PATTERN(a + 13 * ps, PAT_OFF + 13 * ps, 19 * ps, SEED);
+	T_ASSERT_PATTERN(a, PAT_OFF, 4 * ps, SEED);	/* present since the first monitor */
+	T_ASSERT(t_all(a + 4 * ps, 8 * ps, 0));
+	T_ASSERT_EQ(fl_monitor_client_state(cl), FL_MONITOR_ATTACHED);
+	fl_monitor_detach(cl, 0);
+}
+
+TEST(monitor_server_events)
+{
+	struct fl_monitor_server_opts o = { .probe_ms = 50 };
+	struct srv v = { .pid = 0 };
+	int up[2], down[2];
+	struct evc e;
+	char dir[64];
+	pid_t pid;
+
+	make_tmpdir(dir, sizeof(dir));
+	snprintf(v.name, sizeof(v.name), "%s/monitor.sock", dir);
+	T_ASSERT_SYS(pipe2(up, O_CLOEXEC));
+	T_ASSERT_SYS(pipe2(down, O_CLOEXEC));
+	e = (struct evc){ .name = v.name, .to_parent = up[1], .from_parent = down[0] };
+	srv_start(&v, &o);
+	{
+		int keep[] = { up[1], down[0] };
+
+		pid = spawn(events_client, &e, keep, 2);
+	}
+	T_ASSERT_EQ(get_byte(up[0]), '1');
+	{
+		struct fl_monitor_server_stats st = srv_stats(&v);
+
+		/* remove, remap + unmap of the old range (twice), unmap */
+		T_ASSERT(st.events >= 5);
+		T_ASSERT_EQ(st.clients, 1);
+	}
+	T_ASSERT_LOG("moved part of the layout");
+	/* A monitor restart: the client keeps its userfaultfd and hands it over again. */
+	srv_stop(&v);
+	srv_start(&v, &o);
+	put_byte(down[1], 'g');
+	reap_ok(pid, "client");
+	SRV_WAIT(&v, st.clients == 0 && st.connections == 0);
+	T_ASSERT_EQ(srv_stats(&v).reattached, 1);
+	T_ASSERT_LOG("re-attaching");
+	srv_stop(&v);
+	rmdir(dir);
+}
+
+/* ------------------------------------------------------------------- forks */
+
+#define NCHILDREN 50
+
+static void fork_client(void *arg)
+{
+	const char *name = arg;
+	size_t ps = t_page_size();
+	uint8_t *mem = t_map_anon(64 * ps);
+	struct fl_monitor_region r = pat_region(mem, 64 * ps, PAT_OFF, SEED);
+	struct fl_monitor_client *c = attach(name, &r, 1, FL_MONITOR_WAIT_REATTACH, 0);
+	pid_t pid[NCHILDREN];
+
+	T_ASSERT_PATTERN(mem, PAT_OFF, 8 * ps, SEED);
+	for (int i = 0; i < NCHILDREN; i++) {
+		pid[i] = fork();
+		T_ASSERT_SYS(pid[i]);
+		if (pid[i] == 0) {
+			uint8_t *p = mem + (8 + (size_t)i) * ps;
+			int bad = 0;
+
+			/* Present at the fork, then served to the child by the monitor. */
+			bad |= fl_pattern_check(mem, PAT_OFF, 8 * ps, SEED) ? 1 : 0;
+			bad |= fl_pattern_check(p, PAT_OFF + (8 + (uint64_t)i) * ps, ps, SEED) ? 2
+											     : 0;
+			/* The child's own discard: zeros for it, not for the parent. */
+			if (madvise(mem + 60 * ps, ps, MADV_DONTNEED) < 0 ||
+			    !t_all(mem + 60 * ps, ps, 0))
+				bad |= 4;
+			mem[0] ^= 0xff;
+			mem[61 * ps] = 0x77;
+			_exit(bad);
+		}
+	}
+	for (int i = 0; i < NCHILDREN; i++) {
+		int st;
+
+		T_ASSERT_SYS(waitpid(pid[i], &st, 0));
+		if (!WIFEXITED(st) || WEXITSTATUS(st))
+			t_fail(__FILE__, __LINE__, "child %d: status %#x", i, st);
+	}
+	/* Independent: what the children did is not ours, and what they fetched we fetch again. */
+	T_ASSERT_PATTERN(mem, PAT_OFF, 64 * ps, SEED);
+	fl_monitor_detach(c, 0);
+}
+
+TEST(monitor_server_fork_children)
+{
+	struct fl_monitor_server_opts o = { .probe_ms = 20 };
+	struct srv v = { .pid = 0 };
+	pid_t pid;
+
+	abstract_name(v.name, sizeof(v.name), "fork");
+	srv_start(&v, &o);
+	pid = spawn(fork_client, v.name, NULL, 0);
+	reap_ok(pid, "client");
+	SRV_WAIT(&v, st.clients == 0 && st.children == 0 && st.connections == 0);
+	T_ASSERT_EQ(srv_stats(&v).forks, NCHILDREN);
+	T_ASSERT_LOG("child 50 of client pid");
+	srv_stop(&v);
+}
+
+/* ----------------------------------------------------------- many clients */
+
+#define NCLIENTS 100
+
+struct many {
+	const char *name;
+	int gate;
+	int i;
+};
+
+static void many_client(void *arg)
+{
+	struct many *m = arg;
+	size_t ps = t_page_size();
+	uint8_t *mem = t_map_anon(16 * ps);
+	struct fl_monitor_region r = pat_region(mem, 16 * ps, 0, 1000 + (uint64_t)m->i);
+	struct fl_monitor_client *c;
+	char x;
+
+	/* All at once: the gate opens when the parent closes its end. */
+	T_ASSERT_EQ(read(m->gate, &x, 1), 0);
+	c = attach(m->name, &r, 1, FL_MONITOR_FAIL_LOUD, FL_MONITOR_DONTFORK);
+	T_ASSERT_PATTERN(mem, 0, 16 * ps, 1000 + (uint64_t)m->i);
+	/* Half detach, half just exit: both end the same way for the monitor. */
+	if (m->i % 2)
+		fl_monitor_detach(c, 0);
+}
+
+TEST(monitor_server_many_clients)
+{
+	struct fl_monitor_server_opts o = { .probe_ms = 50 };
+	struct srv v = { .pid = 0 };
+	struct many m[NCLIENTS];
+	pid_t pid[NCLIENTS];
+	int gate[2];
+
+	abstract_name(v.name, sizeof(v.name), "many");
+	T_ASSERT_SYS(pipe2(gate, O_CLOEXEC));
+	srv_start(&v, &o);
+	for (int i = 0; i < NCLIENTS; i++) {
+		int keep[] = { gate[0] };
+
+		m[i] = (struct many){ .name = v.name, .gate = gate[0], .i = i };
+		pid[i] = spawn(many_client, &m[i], keep, 1);
+	}
+	close(gate[1]);
+	for (int i = 0; i < NCLIENTS; i++)
+		reap_ok(pid[i], "client");
+	SRV_WAIT(&v, st.clients == 0 && st.connections == 0);
+	T_ASSERT_EQ(srv_stats(&v).attached, NCLIENTS);
+	T_ASSERT_EQ(srv_stats(&v).refused, 0);
+	srv_stop(&v);
+	close(gate[0]);
+}
+
+/* ------------------------------------------------------ kill -9, restart */
+
+struct killc {
+	const char *name;
+	const char *file;	/* 4 MiB of the pattern of 77 */
+	int to_parent, from_parent;
+};
+
+static uint64_t sum_words(const uint8_t *p, size_t len)
+{
+	uint64_t s = 0, w;
+
+	for (size_t i = 0; i + 8 <= len; i += 8) {
+		memcpy(&w, p + i, 8);
+		s = s * 31 + w;
+	}
+	return s;
+}
+
+struct side {
+	uint8_t *mem;
+	size_t npages;
+	int bad;
+};
+
+/* Another thread faulting at the same time, backwards: faults queued when the monitor dies. */
+static void *side_reader(void *arg)
+{
+	struct side *s = arg;
+	size_t ps = t_page_size();
+
+	for (size_t i = s->npages; i-- > 0;)
+		if (fl_pattern_check(s->mem + i * ps, PAT_OFF + i * ps, ps, SEED))
+			s->bad++;
+	return NULL;
+}
+
+static void kill_client(void *arg)
+{
+	struct killc *k = arg;
+	size_t ps = t_page_size(), np = 4096, nf = 1024, nz = 256;
+	uint8_t *mem = t_map_anon((np + nf + nz) * ps), *want = malloc(ps);
+	struct fl_monitor_region r[3] = {
+		pat_region(mem, np * ps, PAT_OFF, SEED),
+		{ .addr = mem + np * ps, .len = nf * ps, .store = FL_MONITOR_STORE_FILE,
+		  .path = k->file },
+		{ .addr = mem + (np + nf) * ps, .len = nz * ps, .store = FL_MONITOR_STORE_ZERO },
+	};
+	struct fl_monitor_client *c = attach(k->name, r, 3, FL_MONITOR_WAIT_REATTACH,
+					     FL_MONITOR_DONTFORK);
+	struct side side = { .mem = mem, .npages = np };
+	uint64_t sum = 0, expect = 0;
+	unsigned long th;
+
+	T_ASSERT(want);
+	th = t_thread_start(side_reader, &side);
+	for (size_t i = 0; i < np + nf + nz; i++) {
+		uint8_t *p = mem + i * ps;
+
+		if (i == np / 4) {
+			/*
+			 * The monitor dies now, while the other thread faults; our
+			 * faults from here on queue up until its successor starts.
+			 */
+			put_byte(k->to_parent, 'k');
+			T_ASSERT_EQ(get_byte(k->from_parent), 'g');
+		}
+		sum = sum * 1000003 + sum_words(p, ps);
+		if (i < np)
+			fl_pattern_fill(want, PAT_OFF + i * ps, ps, SEED);
+		else if (i < np + nf)
+			fl_pattern_fill(want, (i - np) * ps, ps, 77);
+		else
+			memset(want, 0, ps);
+		expect = expect * 1000003 + sum_words(want, ps);
+	}
+	t_thread_join(th);
+	if (sum != expect || side.bad)
+		t_fail(__FILE__, __LINE__, "checksum %#llx, expected %#llx; %d bad pages",
+		       (unsigned long long)sum, (unsigned long long)expect, side.bad);
+	T_ASSERT_EQ(fl_monitor_client_state(c), FL_MONITOR_ATTACHED);
+	fl_monitor_detach(c, 0);
+	free(want);
+}
+
+TEST(monitor_server_kill_restart)
+{
+	char dir[64], sock[96], file[96], log[96];
+	char *args[] = { "--socket", sock, NULL };
+	struct killc k;
+	int up[2], down[2];
+	pid_t m1, m2, pid;
+
+	make_tmpdir(dir, sizeof(dir));
+	snprintf(sock, sizeof(sock), "%s/monitor.sock", dir);
+	snprintf(file, sizeof(file), "%s/data.img", dir);
+	snprintf(log, sizeof(log), "%s/monitor.log", dir);
+	pattern_file(file, 4u << 20, 77, 0644);
+	T_ASSERT_SYS(pipe2(up, O_CLOEXEC));
+	T_ASSERT_SYS(pipe2(down, O_CLOEXEC));
+	m1 = tool_start(args, log);
+	k = (struct killc){ .name = sock, .file = file, .to_parent = up[1],
+			    .from_parent = down[0] };
+	{
+		int keep[] = { up[1], down[0] };
+
+		pid = spawn(kill_client, &k, keep, 2);
+	}
+	T_ASSERT_EQ(get_byte(up[0]), 'k');
+	T_ASSERT_SYS(kill(m1, SIGKILL));
+	T_ASSERT_SYS(waitpid(m1, NULL, 0));
+	put_byte(down[1], 'g');
+	/* Its socket file is left behind; the new monitor replaces it. */
+	T_ASSERT(access(sock, F_OK) == 0);
+	m2 = tool_start(args, log);
+	reap_ok(pid, "client");
+	tool_stop(m2);
+	T_ASSERT(file_has(log, "replacing the socket of a monitor that is gone"));
+	T_ASSERT(file_has(log, "re-attaching"));
+	unlink(file);
+	unlink(log);
+	rmdir(dir);
+}
+
+/* --------------------------------------------------------------- FAIL_LOUD */
+
+/* volatile: the stores around the access must not be merged away. */
+static sigjmp_buf *volatile bus_jmp;
+static void *volatile bus_addr;
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	(void)uc;
+	if (!bus_jmp) {
+		signal(sig, SIG_DFL);
+		raise(sig);
+		return;
+	}
+	bus_addr = si->si_addr;
+	siglongjmp(*bus_jmp, 1);
+}
+
+/* Read a byte at @p: true if that raised SIGBUS there. */
+static bool read_sigbus(volatile uint8_t *p)
+{
+	sigjmp_buf jb;
+	bool hit;
+
+	bus_addr = NULL;
+	bus_jmp = &jb;
+	hit = sigsetjmp(jb, 1) != 0;
+	if (!hit)
+		(void)*p;
+	bus_jmp = NULL;
+	if (hit && bus_addr != (void *)p)
+		t_fail(__FILE__, __LINE__, "SIGBUS at %p, expected %p", bus_addr, (void *)p);
+	return hit;
+}
+
+static int state_efd = -1;
+
+static void on_state(struct fl_monitor_client *c, enum fl_monitor_state st, int err, void *ud)
+{
+	uint64_t one = 1;
+
+	(void)c;
+	(void)st;
+	(void)err;
+	(void)ud;
+	if (write(state_efd, &one, sizeof(one)) != (ssize_t)sizeof(one))
+		abort();
+}
+
+struct loudc {
+	const char *name;
+	int to_parent;
+};
+
+static void loud_client(void *arg)
+{
+	struct loudc *l = arg;
+	size_t ps = t_page_size();
+	uint8_t *mem = t_map_anon(16 * ps);
+	struct fl_monitor_region r = pat_region(mem, 16 * ps, PAT_OFF, SEED);
+	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
+	struct fl_monitor_opts o = {
+		.sz = sizeof(o),
+		.policy = FL_MONITOR_FAIL_LOUD,
+		.flags = FL_MONITOR_DONTFORK,
+		.on_state = on_state,
+	};
+	struct fl_monitor_client *c;
+
+	state_efd = eventfd(0, EFD_CLOEXEC);
+	T_ASSERT_SYS(state_efd);
+	T_ASSERT_SYS(sigaction(SIGBUS, &sa, NULL));
+	T_ASSERT_OK(fl_monitor_attach(l->name, &r, 1, &o, &c));
+	T_ASSERT_PATTERN(mem, PAT_OFF, 4 * ps, SEED);
+	put_byte(l->to_parent, 'k');
+	while (fl_monitor_client_state(c) != FL_MONITOR_FAILED) {
+		uint64_t v;
+
+		T_ASSERT_EQ(fl_monitor_client_state(c), FL_MONITOR_ATTACHED);
+		T_ASSERT_EQ(read(state_efd, &v, sizeof(v)), (ssize_t)sizeof(v));
+	}
+	/* Never zeros: pages not fetched raise SIGBUS; those fetched keep their data. */
+	T_ASSERT(read_sigbus(mem + 10 * ps));
+	T_ASSERT(read_sigbus(mem + 4 * ps + 100));
+	T_ASSERT_PATTERN(mem, PAT_OFF, 4 * ps, SEED);
+	fl_monitor_detach(c, 0);
+}
+
+struct srvproc {
+	const char *name;
+	int ready;
+};
+
+/* A library monitor in a process of its own, killed by the test. */
+static void server_process(void *arg)
+{
+	struct srvproc *sp = arg;
+	struct fl_monitor_server_opts o = { .sz = sizeof(o), .socket_path = sp->name,
+					    .log_fn = srv_log };
+	struct fl_monitor_server *s;
+
+	T_ASSERT_OK(fl_monitor_server_create(&o, &s));
+	put_byte(sp->ready, 'r');
+	T_ASSERT_OK(fl_monitor_server_run(s));
+}
+
+TEST(monitor_server_fail_loud)
+{
+	char name[108];
+	struct srvproc sp;
+	struct loudc l;
+	int up[2], ready[2];
+	pid_t srv, pid;
+
+	abstract_name(name, sizeof(name), "loud");
+	T_ASSERT_SYS(pipe2(up, O_CLOEXEC));
+	T_ASSERT_SYS(pipe2(ready, O_CLOEXEC));
+	sp = (struct srvproc){ .name = name, .ready = ready[1] };
+	{
+		int keep[] = { ready[1] };
+
+		srv = spawn(server_process, &sp, keep, 1);
+	}
+	T_ASSERT_EQ(get_byte(ready[0]), 'r');
+	l = (struct loudc){ .name = name, .to_parent = up[1] };
+	{
+		int keep[] = { up[1] };
+
+		pid = spawn(loud_client, &l, keep, 1);
+	}
+	T_ASSERT_EQ(get_byte(up[0]), 'k');
+	T_ASSERT_SYS(kill(srv, SIGKILL));
+	T_ASSERT_SYS(waitpid(srv, NULL, 0));
+	reap_ok(pid, "client");
+}
+
+/* ----------------------------------------------- exit with faults pending */
+
+struct pendc {
+	const char *name;
+	int to_parent;
+};
+
+static void *block_forever(void *arg)
+{
+	volatile uint8_t *p = arg;
+
+	return (void *)(uintptr_t)*p;
+}
+
+static void pending_client(void *arg)
+{
+	struct pendc *pc = arg;
+	size_t ps = t_page_size();
+	uint8_t *mem = t_map_anon(8 * ps), *hidden = t_map_anon(4 * ps);
+	struct fl_monitor_region r = pat_region(mem, 8 * ps, PAT_OFF, SEED);
+	struct fl_monitor_client *c = attach(pc->name, &r, 1, FL_MONITOR_WAIT_REATTACH,
+					     FL_MONITOR_DONTFORK);
+	struct t_access a[2];
+
+	/* Registered on the same userfaultfd, in no region: the monitor leaves these blocked. */
+	T_ASSERT_OK(fl_uffd_register(fl_monitor_client_uffd(c), hidden, 4 * ps,
+				     FL_REGISTER_MISSING, NULL));
+	for (int i = 0; i < 4; i++)
+		t_thread_start(block_forever, hidden + (size_t)i * ps);
+	t_access_start(&a[0], mem + 3 * ps, false, 0);
+	t_access_start(&a[1], mem + 6 * ps, true, 0x5a);
+	T_ASSERT_EQ(t_access_join(&a[0]), (uint8_t)fl_pattern_word(SEED, PAT_OFF + 3 * ps));
+	T_ASSERT_EQ(t_access_join(&a[1]), 0x5a);
+	put_byte(pc->to_parent, 'x');
+	/* Exit with four threads blocked in faults, without detaching. */
+	_exit(0);
+}
+
+TEST(monitor_server_exit_with_faults_pending)
+{
+	struct fl_monitor_server_opts o = { .probe_ms = 20 };
+	struct srv v = { .pid = 0 };
+	struct pendc pc;
+	struct basic b;
+	char dir[64], file[96];
+	int up[2];
+	pid_t pid;
+
+	abstract_name(v.name, sizeof(v.name), "pending");
+	T_ASSERT_SYS(pipe2(up, O_CLOEXEC));
+	srv_start(&v, &o);
+	pc = (struct pendc){ .name = v.name, .to_parent = up[1] };
+	{
+		int keep[] = { up[1] };
+
+		pid = spawn(pending_client, &pc, keep, 1);
+	}
+	T_ASSERT_EQ(get_byte(up[0]), 'x');
+	reap_ok(pid, "client");
+	/* Everything of that client is freed: its pager, its descriptor, its connection. */
+	SRV_WAIT(&v, st.clients == 0 && st.connections == 0 && st.ended == 1);
+	/* And the monitor goes on serving others. */
+	make_tmpdir(dir, sizeof(dir));
+	snprintf(file, sizeof(file), "%s/store.img", dir);
+	pattern_file(file, 32 * t_page_size(), 99, 0644);
+	b = (struct basic){ .name = v.name, .file = file, .seed = 5 };
+	reap_ok(spawn(basic_client, &b, NULL, 0), "second client");
+	SRV_WAIT(&v, st.clients == 0 && st.ended == 2);
+	srv_stop(&v);
+	unlink(file);
+	rmdir(dir);
+}
+
+/* ------------------------------------------------------------- Firecracker */
+
+struct fcc {
+	const char *sock;
+	const char *file;	/* the guest memory file: the pattern of 7 */
+	bool huge;
+};
+
+/* What Firecracker does: a JSON region list and the userfaultfd, in one message; then silence. */
+static void firecracker_client(void *arg)
+{
+	struct fcc *f = arg;
+	size_t ps = f->huge ? 2u << 20 : t_page_size();
+	size_t l1 = f->huge ? 2 * ps : 512 * ps, l2 = f->huge ? ps : 256 * ps;
+	uint64_t o1 = f->huge ? 2 * ps : 0x400000, o2 = f->huge ? 0 : 0x100000;
+	int flags = MAP_PRIVATE | MAP_ANONYMOUS | (f->huge ? MAP_HUGETLB : 0);
+	uint8_t *g1 = mmap(NULL, l1, PROT_READ | PROT_WRITE, flags, -1, 0);
+	uint8_t *g2 = mmap(NULL, l2, PROT_READ | PROT_WRITE, flags, -1, 0);
+	struct fl_uffd *u = t_uffd_open(FL_FEAT_EVENT_REMOVE |
+					(f->huge ? FL_FEAT_MISSING_HUGETLBFS : 0), true);
+	struct sockaddr_un sa;
+	char json[1024];
+	int sock, salen, n;
+
+	T_ASSERT(g1 != MAP_FAILED && g2 != MAP_FAILED);
+	T_ASSERT_OK(fl_uffd_register(u, g1, l1, FL_REGISTER_MISSING, NULL));
+	T_ASSERT_OK(fl_uffd_register(u, g2, l2, FL_REGISTER_MISSING, NULL));
+	n = snprintf(json, sizeof(json),
+		     "[{\"base_host_virt_addr\":%lu,\"size\":%zu,\"offset\":%llu,"
+		     "\"page_size\":%zu},"
+		     " {\"base_host_virt_addr\":%lu,\"size\":%zu,\"offset\":%llu,"
+		     "\"page_size_kib\":%zu,\"prot\":3}]",
+		     (unsigned long)(uintptr_t)g1, l1, (unsigned long long)o1, ps,
+		     (unsigned long)(uintptr_t)g2, l2, (unsigned long long)o2, ps);
+	salen = fl__mon_sockaddr(f->sock, &sa);
+	T_ASSERT(salen > 0);
+	sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	T_ASSERT_SYS(sock);
+	T_ASSERT_SYS(connect(sock, (struct sockaddr *)&sa, (socklen_t)salen));
+	T_ASSERT_OK(fl__mon_send(sock, json, (size_t)n, fl_uffd_fd(u), fl__mon_now_ms() + 5000));
+	/* Guest memory, from the file at each region's offset. */
+	check_file(f->file, o1, g1, l1);
+	check_file(f->file, o2, g2, l2);
+	/* The balloon takes pages back: afterwards they read as zeros. */
+	{
+		size_t off = f->huge ? ps : 64 * ps, len = f->huge ? ps : 16 * ps;
+
+		T_ASSERT_SYS(madvise(g1 + off, len, MADV_DONTNEED));
+		T_ASSERT(t_all(g1 + off, len, 0));
+		g1[off + 5] = 9;
+		T_ASSERT_EQ(g1[off + 5], 9);
+		check_file(f->file, o1, g1, off);
+		if (!f->huge)
+			check_file(f->file, o1 + off + len, g1 + off + len, l1 - off - len);
+	}
+	/* The VM ends: the hang-up is all the monitor hears. */
+	close(sock);
+	fl_uffd_close(u);
+}
+
+TEST(monitor_server_firecracker)
+{
+	char dir[64], sock[96], file[96], log[96];
+	char *args[] = { "--socket", sock, "--firecracker", "--mem-file", file, NULL };
+	struct fcc f;
+	pid_t m, pid;
+
+	make_tmpdir(dir, sizeof(dir));
+	snprintf(sock, sizeof(sock), "%s/fc.sock", dir);
+	snprintf(file, sizeof(file), "%s/guest.mem", dir);
+	snprintf(log, sizeof(log), "%s/monitor.log", dir);
+	pattern_file(file, 8u << 20, 7, 0644);
+	m = tool_start(args, log);
+	f = (struct fcc){ .sock = sock, .file = file };
+	pid = spawn(firecracker_client, &f, NULL, 0);
+	reap_ok(pid, "Firecracker client");
+	/* Served twice: a second VM after the first. */
+	pid = spawn(firecracker_client, &f, NULL, 0);
+	reap_ok(pid, "Firecracker client");
+	tool_stop(m);
+	T_ASSERT(file_has(log, "attached 2 regions from Firecracker"));
+	unlink(file);
+	unlink(log);
+	rmdir(dir);
+}
+
+TEST(monitor_server_firecracker_hugetlb)
+{
+	struct fl_monitor_server_opts o = { .probe_ms = 50 };
+	struct srv v = { .pid = 0 };
+	char dir[64], file[96];
+	struct fcc f;
+
+	make_tmpdir(dir, sizeof(dir));
+	snprintf(file, sizeof(file), "%s/guest.mem", dir);
+	pattern_file(file, 8u << 20, 7, 0644);
+	abstract_name(v.name, sizeof(v.name), "fc-huge");
+	o.firecracker_mem_file = file;
+	srv_start(&v, &o);
+	f = (struct fcc){ .sock = v.name, .file = file, .huge = true };
+	reap_ok(spawn(firecracker_client, &f, NULL, 0), "Firecracker client");
+	SRV_WAIT(&v, st.clients == 0 && st.connections == 0);
+	T_ASSERT_EQ(srv_stats(&v).firecracker, 1);
+	T_ASSERT_EQ(srv_stats(&v).events, 1);
+	T_ASSERT_LOG("the VM's socket closed");
+	srv_stop(&v);
+	unlink(file);
+	rmdir(dir);
+}
+
+/* -------------------------------------------------------------- malformed */
+
+struct goodc {
+	const char *name;
+	int cmd;	/* 'r': one fresh attach now; 's': stop */
+	int ack;
+};
+
+/* Keeps being served while bad clients come and go: one long attach, fresh ones on demand. */
+static void good_client(void *arg)
+{
+	struct goodc *g = arg;
+	size_t ps = t_page_size(), np = 2048, next = 0;
+	uint8_t *mem = t_map_anon(np * ps);
+	struct fl_monitor_region r = pat_region(mem, np * ps, PAT_OFF, SEED);
+	struct fl_monitor_client *c = attach(g->name, &r, 1, FL_MONITOR_FAIL_LOUD,
+					     FL_MONITOR_DONTFORK);
+
+	for (;;) {
+		struct pollfd pf = { .fd = g->cmd, .events = POLLIN };
+		char cmd;
+
+		if (next < np) {
+			T_ASSERT_PATTERN(mem + next * ps, PAT_OFF + next * ps, ps, SEED);
+			next++;
+		}
+		if (poll(&pf, 1, next < np ? 0 : -1) == 0)
+			continue;
+		T_ASSERT_EQ(read(g->cmd, &cmd, 1), 1);
+		if (cmd == 's')
+			break;
+		{
+			uint8_t *m2 = t_map_anon(8 * ps);
+			struct fl_monitor_region r2 = pat_region(m2, 8 * ps, 0, 31);
+			struct fl_monitor_client *c2 = attach(g->name, &r2, 1, FL_MONITOR_FAIL_LOUD,
+							      FL_MONITOR_DONTFORK);
+
+			T_ASSERT_PATTERN(m2, 0, 8 * ps, 31);
+			fl_monitor_detach(c2, 0);
+			munmap(m2, 8 * ps);
+		}
+		put_byte(g->ack, 'd');
+	}
+	T_ASSERT(next > 0);
+	T_ASSERT_PATTERN(mem, PAT_OFF, next * ps, SEED);
+	fl_monitor_detach(c, 0);
+}
+
+static int connect_to(const char *name)
+{
+	struct sockaddr_un sa;
+	int salen = fl__mon_sockaddr(name, &sa), s;
+
+	T_ASSERT(salen > 0);
+	s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	T_ASSERT_SYS(s);
+	T_ASSERT_SYS(connect(s, (struct sockaddr *)&sa, (socklen_t)salen));
+	return s;
+}
+
+/* Send @len bytes of @msg with @fd (-1: none); half-close after if @shut. Returns the socket. */
+static int send_raw(const char *name, const void *msg, size_t len, int fd, bool shut)
+{
+	int s = connect_to(name);
+
+	T_ASSERT_OK(fl__mon_send(s, msg, len, fd, fl__mon_now_ms() + 5000));
+	if (shut)
+		T_ASSERT_SYS(shutdown(s, SHUT_WR));
+	return s;
+}
+
+/* The end of the connection: EOF, or a reset if the monitor left some of our bytes unread. */
+static void expect_closed(int s)
+{
+	char c;
+	ssize_t n;
+
+	t_wait_readable(s);
+	n = read(s, &c, 1);
+	if (n != 0 && !(n < 0 && errno == ECONNRESET))
+		t_fail(__FILE__, __LINE__, "read after the refusal: %zd (%s)", n,
+		       n < 0 ? strerror(errno) : "data");
+	close(s);
+}
+
+/* The monitor answers ERROR @err and closes. */
+static void expect_refusal(int s, int err)
+{
+	char msg[256];
+	struct fl__mon_reply rep;
+	void *buf = NULL;
+	size_t len;
+
+	T_ASSERT_OK(fl__mon_recv_msg(s, fl__mon_now_ms() + 10000, &buf, &len, NULL, msg,
+				     sizeof(msg)));
+	T_ASSERT_OK(fl__mon_decode_reply(buf, len, &rep, msg, sizeof(msg)));
+	T_ASSERT_EQ(rep.type, FL_MONITOR_MSG_ERROR);
+	if (rep.err != -err)
+		t_fail(__FILE__, __LINE__, "refused with %s (%s), expected %s", strerror(-rep.err),
+		       rep.msg, strerror(err));
+	free(buf);
+	expect_closed(s);
+}
+
+/* The monitor closes without a word (what a Firecracker refusal looks like). */
+static void expect_silent_close(int s)
+{
+	expect_closed(s);
+}
+
+static void *hello_msg(const struct fl__mon_region *r, uint32_t n, uint32_t flags, uint32_t seq,
+		       size_t *ret_len)
+{
+	struct fl__mon_hello h = {
+		.version = FL_MONITOR_PROTO_VERSION,
+		.flags = flags,
+		.features = FL_FEAT_EVENT_REMOVE,
+		.session = 42,
+		.pid = (uint32_t)getpid(),
+		.attach_seq = seq,
+		.n = n,
+		.r = (struct fl__mon_region *)r,
+	};
+	size_t len = fl__mon_encode_hello(&h, NULL, 0);
+	void *buf = malloc(len);
+
+	T_ASSERT(len && buf);
+	fl__mon_encode_hello(&h, buf, len);
+	*ret_len = len;
+	return buf;
+}
+
+/* Recompute the checksum of a message changed on purpose (framing is what is tested). */
+static void reseal(uint8_t *b, size_t len)
+{
+	static const uint8_t zero[4];
+	uint32_t crc = fl__crc32c(0, b, 28);
+
+	crc = fl__crc32c(crc, zero, 4);
+	crc = fl__crc32c(crc, b + 32, len - 32);
+	for (int i = 0; i < 4; i++)
+		b[28 + i] = (uint8_t)(crc >> (8 * i));
+}
+
+static void bad_clients(struct srv *v, uint8_t *mem, struct fl_uffd *u, struct goodc *g, int ack)
+{
+	size_t ps = t_page_size(), len;
+	struct fl__mon_region r[2] = {
+		{ .addr = (uintptr_t)mem, .len = 4 * ps, .page_size = 4096,
+		  .store = FL_MONITOR_STORE_PATTERN },
+		{ .addr = (uintptr_t)mem + 2 * ps, .len = 4 * ps, .page_size = 4096,
+		  .store = FL_MONITOR_STORE_PATTERN },
+	};
+	int fd = fl_uffd_fd(u), pipefd[2], s;
+	uint8_t *m;
+
+	/* A version from the future. */
+	m = hello_msg(r, 1, 0, 0, &len);
+	m[4] = 2;
+	reseal(m, len);
+	expect_refusal(send_raw(v->name, m, len, fd, false), EPROTONOSUPPORT);
+	T_ASSERT_LOG("protocol version 2 not supported");
+	free(m);
+	/* No descriptor. */
+	m = hello_msg(r, 1, 0, 0, &len);
+	expect_refusal(send_raw(v->name, m, len, -1, false), EPROTO);
+	T_ASSERT_LOG("no userfaultfd attached");
+	/* Not a userfaultfd. */
+	T_ASSERT_SYS(pipe2(pipefd, O_CLOEXEC));
+	expect_refusal(send_raw(v->name, m, len, pipefd[0], false), EBADF);
+	T_ASSERT_LOG("not a userfaultfd");
+	close(pipefd[0]);
+	close(pipefd[1]);
+	/* Short: half a header, then the hang-up. */
+	expect_refusal(send_raw(v->name, m, 20, fd, true), EPROTO);
+	T_ASSERT_LOG("hang-up after 20 bytes of a header");
+	/* A total length that lies: more announced than sent. */
+	expect_refusal(send_raw(v->name, m, len - 8, fd, true), EPROTO);
+	/* A corrupted byte: the checksum says so. */
+	m[len - 1] ^= 1;
+	expect_refusal(send_raw(v->name, m, len, fd, false), EPROTO);
+	T_ASSERT_LOG("checksum");
+	m[len - 1] ^= 1;
+	/* A count that lies: more regions than bytes. */
+	m[24] = 5;
+	reseal(m, len);
+	expect_refusal(send_raw(v->name, m, len, fd, false), EPROTO);
+	/* Oversized: 2 MiB announced. */
+	m[16] = 0;
+	m[17] = 0;
+	m[18] = 0x20;
+	m[19] = 0;
+	expect_refusal(send_raw(v->name, m, 32, fd, false), E2BIG);
+	T_ASSERT_LOG("exceeds the limit");
+	free(m);
+	/* Overlapping regions. */
+	m = hello_msg(r, 2, 0, 0, &len);
+	expect_refusal(send_raw(v->name, m, len, fd, false), EINVAL);
+	T_ASSERT_LOG("overlap");
+	free(m);
+	/* A region that wraps around the address space. */
+	{
+		struct fl__mon_region w = { .addr = 0xfffffffffffff000ull, .len = 0x2000,
+					    .page_size = 4096, .store = FL_MONITOR_STORE_ZERO };
+
+		m = hello_msg(&w, 1, 0, 0, &len);
+		expect_refusal(send_raw(v->name, m, len, fd, false), EINVAL);
+		T_ASSERT_LOG("wrap");
+		free(m);
+	}
+	/* REATTACH without a sequence. */
+	m = hello_msg(r, 1, FL_MONITOR_HELLO_REATTACH, 0, &len);
+	expect_refusal(send_raw(v->name, m, len, fd, false), EINVAL);
+	free(m);
+	/* Not our protocol at all. */
+	expect_refusal(send_raw(v->name, "XYZW", 4, fd, false), EPROTO);
+	T_ASSERT_LOG("neither a faultline HELLO nor Firecracker's JSON");
+	/* Firecracker's handshake, but no memory file: logged, closed without a word. */
+	{
+		char json[256];
+		int n = snprintf(json, sizeof(json), "[{\"base_host_virt_addr\":%lu,\"size\":%zu,"
+				 "\"offset\":0,\"page_size\":4096}]",
+				 (unsigned long)(uintptr_t)mem, 4 * ps);
+
+		expect_silent_close(send_raw(v->name, json, (size_t)n, fd, false));
+		T_ASSERT_LOG("no memory file");
+		expect_silent_close(send_raw(v->name, "[{\"size\":-1}]", 13, fd, false));
+		expect_silent_close(send_raw(v->name, "[1,2", 4, fd, true));
+	}
+	/*
+	 * A trickle: 10 bytes, then nothing until the deadline. Meanwhile another
+	 * client attaches and is served: the handshake blocks nobody.
+	 */
+	m = hello_msg(r, 1, 0, 0, &len);
+	s = send_raw(v->name, m, 10, fd, false);
+	put_byte(g->cmd, 'r');
+	T_ASSERT_EQ(get_byte(ack), 'd');
+	{
+		struct pollfd pf = { .fd = s, .events = POLLIN };
+
+		T_ASSERT_EQ(poll(&pf, 1, 0), 0);	/* still waiting for its deadline */
+	}
+	expect_refusal(s, ETIMEDOUT);
+	T_ASSERT_LOG("no complete message in time");
+	/* A message other than BYE while attached. */
+	s = send_raw(v->name, m, len, fd, false);
+	{
+		char msg[256];
+		struct fl__mon_reply rep;
+		void *buf;
+		size_t blen;
+
+		T_ASSERT_OK(fl__mon_recv_msg(s, fl__mon_now_ms() + 5000, &buf, &blen, NULL, msg,
+					     sizeof(msg)));
+		T_ASSERT_OK(fl__mon_decode_reply(buf, blen, &rep, msg, sizeof(msg)));
+		T_ASSERT_EQ(rep.type, FL_MONITOR_MSG_ACK);
+		T_ASSERT_EQ(rep.session, 42);
+		free(buf);
+		/* Served: our own page comes from the monitor. */
+		T_ASSERT_PATTERN(mem + ps, ps, ps, 0);
+		T_ASSERT_OK(fl__mon_send(s, m, len, -1, fl__mon_now_ms() + 5000));
+		expect_refusal(s, EPROTO);
+		T_ASSERT_LOG("only BYE is expected");
+	}
+	free(m);
+}
+
+TEST(monitor_server_malformed)
+{
+	struct fl_monitor_server_opts o = { .probe_ms = 50, .handshake_ms = 2000 };
+	struct srv v = { .pid = 0 };
+	size_t ps = t_page_size();
+	uint8_t *mem = t_map_anon(8 * ps);
+	struct fl_uffd *u = t_uffd_open(FL_FEAT_EVENT_REMOVE, true);
+	struct goodc g;
+	int cmd[2], ack[2];
+	pid_t pid;
+
+	abstract_name(v.name, sizeof(v.name), "bad");
+	T_ASSERT_SYS(pipe2(cmd, O_CLOEXEC));
+	T_ASSERT_SYS(pipe2(ack, O_CLOEXEC));
+	T_ASSERT_OK(fl_uffd_register(u, mem, 8 * ps, FL_REGISTER_MISSING, NULL));
+	srv_start(&v, &o);
+	g = (struct goodc){ .name = v.name, .cmd = cmd[0], .ack = ack[1] };
+	{
+		int keep[] = { cmd[0], ack[1] };
+
+		pid = spawn(good_client, &g, keep, 2);
+	}
+	g.cmd = cmd[1];
+	bad_clients(&v, mem, u, &g, ack[0]);
+	/* The good client was served throughout, and still is. */
+	put_byte(cmd[1], 'r');
+	T_ASSERT_EQ(get_byte(ack[0]), 'd');
+	put_byte(cmd[1], 's');
+	reap_ok(pid, "good client");
+	SRV_WAIT(&v, st.clients == 0 && st.connections == 0);
+	{
+		struct fl_monitor_server_stats st = srv_stats(&v);
+
+		T_ASSERT(st.refused >= 16);
+		T_ASSERT_EQ(st.attached, 4);	/* the good one, its two fresh ones, ours */
+	}
+	srv_stop(&v);
+	fl_uffd_close(u);
+}
+
+/* --------------------------------------------------------------- security */
+
+struct secc {
+	const char *name;
+	uid_t uid;
+	const char *ok_file, *secret_file;
+	bool expect_refused;	/* the uid is not served at all */
+};
+
+static int attach_file(const char *name, uint8_t *mem, size_t len, const char *path)
+{
+	struct fl_monitor_region r = { .addr = mem, .len = len, .store = FL_MONITOR_STORE_FILE,
+				       .path = path };
+	struct fl_monitor_opts o = { .sz = sizeof(o), .flags = FL_MONITOR_DONTFORK };
+	struct fl_monitor_client *c = NULL;
+	int e = fl_monitor_attach(name, &r, 1, &o, &c);
+
+	if (!e) {
+		check_file(path, 0, mem, len);
+		fl_monitor_detach(c, 0);
+	}
+	return e;
+}
+
+/* Another user: served only as allowed, and only with files it may read itself. */
+static void other_user(void *arg)
+{
+	struct secc *s = arg;
+	size_t ps = t_page_size();
+	uint8_t *mem = t_map_anon(8 * ps);
+	struct fl_monitor_region r = pat_region(mem, 8 * ps, 0, SEED);
+	struct fl_monitor_opts o = { .sz = sizeof(o), .flags = FL_MONITOR_DONTFORK };
+	struct fl_monitor_client *c = NULL;
+
+	T_ASSERT_SYS(setgroups(0, NULL));
+	T_ASSERT_SYS(setgid(s->uid));
+	T_ASSERT_SYS(setuid(s->uid));
+	if (s->expect_refused) {
+		T_ASSERT_ERR(fl_monitor_attach(s->name, &r, 1, &o, &c), EPERM);
+		return;
+	}
+	T_ASSERT_OK(fl_monitor_attach(s->name, &r, 1, &o, &c));
+	T_ASSERT_PATTERN(mem, 0, 8 * ps, SEED);
+	fl_monitor_detach(c, 0);
+	if (s->ok_file)
+		T_ASSERT_OK(attach_file(s->name, t_map_anon(8 * ps), 8 * ps, s->ok_file));
+	if (s->secret_file)
+		T_ASSERT_ERR(attach_file(s->name, t_map_anon(8 * ps), 8 * ps, s->secret_file),
+			     EACCES);
+}
+
+TEST(monitor_server_security)
+{
+	size_t ps = t_page_size();
+	char dir[64], root[96], ok[128], secret[128], outside[128], esc[128], fifo[128];
+	char dotdot[160], missing[128], link[128];
+	uint32_t allowed[] = { 65534 };
+	struct fl_monitor_server_opts o = { .probe_ms = 50 };
+	struct srv v = { .pid = 0 };
+	struct secc sc;
+
+	make_tmpdir(dir, sizeof(dir));
+	snprintf(root, sizeof(root), "%s/root", dir);
+	T_ASSERT_SYS(mkdir(root, 0755));
+	snprintf(ok, sizeof(ok), "%s/ok.img", root);
+	snprintf(secret, sizeof(secret), "%s/secret.img", root);
+	snprintf(outside, sizeof(outside), "%s/outside.img", dir);
+	snprintf(esc, sizeof(esc), "%s/escape", root);
+	snprintf(fifo, sizeof(fifo), "%s/fifo", root);
+	snprintf(dotdot, sizeof(dotdot), "%s/../outside.img", root);
+	snprintf(missing, sizeof(missing), "%s/missing.img", root);
+	snprintf(link, sizeof(link), "%s/self", root);
+	pattern_file(ok, 8 * ps, 3, 0644);
+	pattern_file(secret, 8 * ps, 4, 0600);
+	pattern_file(outside, 8 * ps, 5, 0644);
+	T_ASSERT_SYS(symlink(outside, esc));
+	T_ASSERT_SYS(symlink("/proc/self/fd/0", link));
+	T_ASSERT_SYS(mkfifo(fifo, 0644));
+
+	/* Files beneath the store root only, other uids as allowed. */
+	abstract_name(v.name, sizeof(v.name), "sec");
+	o.store_root = root;
+	o.allowed_uids = allowed;
+	o.n_allowed_uids = 1;
+	srv_start(&v, &o);
+	T_ASSERT_OK(attach_file(v.name, t_map_anon(8 * ps), 8 * ps, ok));
+	T_ASSERT_ERR(attach_file(v.name, t_map_anon(8 * ps), 8 * ps, outside), EACCES);
+	T_ASSERT_LOG("lies outside the store root");
+	T_ASSERT_ERR(attach_file(v.name, t_map_anon(8 * ps), 8 * ps, dotdot), EXDEV);
+	T_ASSERT_LOG("leads outside the store root");
+	T_ASSERT_ERR(attach_file(v.name, t_map_anon(8 * ps), 8 * ps, esc), EXDEV);
+	T_ASSERT_ERR(attach_file(v.name, t_map_anon(8 * ps), 8 * ps, link), EXDEV);
+	T_ASSERT_ERR(attach_file(v.name, t_map_anon(8 * ps), 8 * ps, fifo), EINVAL);
+	T_ASSERT_LOG("not a regular file");
+	T_ASSERT_ERR(attach_file(v.name, t_map_anon(8 * ps), 8 * ps, missing), ENOENT);
+	/* A file shorter than its region: refused rather than read as zeros. */
+	T_ASSERT_ERR(attach_file(v.name, t_map_anon(16 * ps), 16 * ps, ok), EINVAL);
+	T_ASSERT_LOG("needs bytes up to");
+	sc = (struct secc){ .name = v.name, .uid = 65534, .ok_file = ok, .secret_file = secret };
+	reap_ok(spawn(other_user, &sc, NULL, 0), "allowed uid");
+	sc = (struct secc){ .name = v.name, .uid = 65533, .expect_refused = true };
+	reap_ok(spawn(other_user, &sc, NULL, 0), "other uid");
+	T_ASSERT_LOG("runs as uid 65533, which this monitor does not serve");
+	SRV_WAIT(&v, st.clients == 0 && st.connections == 0);
+	srv_stop(&v);
+
+	/* No files at all. */
+	o = (struct fl_monitor_server_opts){ .flags = FL_MONITOR_SERVER_NO_FILES };
+	srv_start(&v, &o);
+	T_ASSERT_ERR(attach_file(v.name, t_map_anon(8 * ps), 8 * ps, ok), EPERM);
+	T_ASSERT_LOG("serves no files");
+	srv_stop(&v);
+
+	/* Any uid, files anywhere: a user still gets only what it may read itself. */
+	o = (struct fl_monitor_server_opts){ .flags = FL_MONITOR_SERVER_ANY_UID };
+	srv_start(&v, &o);
+	T_ASSERT_OK(attach_file(v.name, t_map_anon(8 * ps), 8 * ps, secret));
+	sc = (struct secc){ .name = v.name, .uid = 65534, .ok_file = outside,
+			    .secret_file = secret };
+	reap_ok(spawn(other_user, &sc, NULL, 0), "any uid");
+	srv_stop(&v);
+
+	unlink(ok);
+	unlink(secret);
+	unlink(outside);
+	unlink(esc);
+	unlink(link);
+	unlink(fifo);
+	rmdir(root);
+	rmdir(dir);
+}
+
+/* -------------------------------------------------------- the command line */
+
+/* Run `faultline monitor ARGS...` to its end; return its exit status and stderr. */
+static int tool_run(char *const args[], char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	char *argv[16] = { "faultline", "monitor" };
+	int pfd[2], st, n = 2;
+	size_t got = 0;
+	ssize_t k;
+	pid_t pid;
+
+	tool_path(path, sizeof(path));
+	for (int i = 0; args[i]; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+	T_ASSERT_SYS(pipe(pfd));
+	pid = fork();
+	T_ASSERT_SYS(pid);
+	if (pid == 0) {
+		dup2(pfd[1], 2);
+		dup2(pfd[1], 1);
+		close(pfd[0]);
+		execv(path, argv);
+		_exit(127);
+	}
+	close(pfd[1]);
+	while (got < errlen - 1 && (k = read(pfd[0], err + got, errlen - 1 - got)) > 0)
+		got += (size_t)k;
+	err[got] = '\0';
+	close(pfd[0]);
+	T_ASSERT_SYS(waitpid(pid, &st, 0));
+	T_ASSERT(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+TEST(monitor_server_tool_usage)
+{
+	char out[8192];
+	char *none[] = { NULL };
+	char *help[] = { "--help", NULL };
+	char *fc[] = { "--socket", "@x", "--firecracker", NULL };
+	char *mem[] = { "--socket", "@x", "--mem-file", "/nonexistent", NULL };
+	char *rel[] = { "--socket", "@x", "--store-root", "relative", NULL };
+	char *thr[] = { "--socket", "@x", "--threads", "0", NULL };
+	char *both[] = { "--socket", "@x", "--any-uid", "--allow-uid", "7", NULL };
+	char *stray[] = { "--socket", "@x", "stray", NULL };
+	char *nofile[] = { "--socket", "@fl-test-tool-usage", "--firecracker", "--mem-file",
+			   "/nonexistent/guest.mem", NULL };
+
+	T_ASSERT_EQ(tool_run(help, out, sizeof(out)), 0);
+	T_ASSERT(strstr(out, "usage: faultline monitor --socket PATH"));
+	T_ASSERT_EQ(tool_run(none, out, sizeof(out)), 2);
+	T_ASSERT(strstr(out, "--socket PATH is required"));
+	T_ASSERT_EQ(tool_run(fc, out, sizeof(out)), 2);
+	T_ASSERT(strstr(out, "--firecracker and --mem-file go together"));
+	T_ASSERT_EQ(tool_run(mem, out, sizeof(out)), 2);
+	T_ASSERT_EQ(tool_run(rel, out, sizeof(out)), 2);
+	T_ASSERT_EQ(tool_run(thr, out, sizeof(out)), 2);
+	T_ASSERT_EQ(tool_run(both, out, sizeof(out)), 2);
+	T_ASSERT_EQ(tool_run(stray, out, sizeof(out)), 2);
+	/* A failure to start (the memory file is missing) is a failure, not a usage error. */
+	T_ASSERT_EQ(tool_run(nofile, out, sizeof(out)), 1);
+	T_ASSERT(strstr(out, "/nonexistent/guest.mem"));
+}
