@@ -7,5 +7,6 @@
 #include <faultline/store.h>
 #include <faultline/pager.h>
 #include <faultline/monitor.h>
+#include <faultline/migrate.h>
 
 #endif /* FAULTLINE_H */

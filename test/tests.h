@@ -25,24 +25,6 @@
 	X(tool_help_and_version, 0, 0, 0)                                          \
 	X(tool_probe_table_and_json, 0, 0, 0)                                      \
 	X(json_validator_rejects_garbage, 0, 0, 0)                                 \
-	/* test-store.c: pure user-space, run everywhere */                        \
-	X(store_create_checks, 0, 0, 0)                                            \
-	X(store_custom_read_error, 0, 0, 0)                                        \
-	X(store_bounds, 0, 0, 0)                                                   \
-	X(store_pattern_functions, 0, 0, 0)                                        \
-	X(store_pattern_store, 0, 0, 0)                                            \
-	X(store_zero_all_holes, 0, 0, 0)                                           \
-	X(store_mem_read_write, 0, 0, 0)                                           \
-	X(store_mem_take_pages, 0, 0, 0)                                           \
-	X(store_mem_take_race, 0, 0, 0)                                            \
-	X(store_mem_no_move, 0, 0, 0)                                              \
-	X(store_file_offset, 0, 0, 0)                                              \
-	X(store_file_holes, 0, 0, 0)                                               \
-	X(store_file_direct, 0, 0, 0)                                              \
-	X(store_file_truncated_eio, 0, 0, 0)                                       \
-	X(store_file_write_readback, 0, 0, 0)                                      \
-	X(store_file_opts, 0, 0, 0)                                                \
-	X(store_concurrent_reads, 0, 0, 30)                                        \
 	/* test-resolve.c, test-events.c, test-wp.c: the uffd layer */             \
 	X(resolve_copy_zeropage_anon, 0, T_UFFD, 0)                                \
 	X(resolve_copy_zeropage_shmem, FL_FEAT_MISSING_SHMEM, T_UFFD, 0)           \
@@ -82,6 +64,27 @@
 	  T_UFFD, 0)                                                               \
 	X(wp_async_scan_many_runs, FL_FEAT_WP_ASYNC | FL_FEAT_PAGEMAP_SCAN,        \
 	  T_UFFD, 0)                                                               \
+	/* test-store.c: pure user-space, run everywhere */                        \
+	X(store_create_checks, 0, 0, 0)                                            \
+	X(store_custom_read_error, 0, 0, 0)                                        \
+	X(store_bounds, 0, 0, 0)                                                   \
+	X(store_pattern_functions, 0, 0, 0)                                        \
+	X(store_pattern_store, 0, 0, 0)                                            \
+	X(store_zero_all_holes, 0, 0, 0)                                           \
+	X(store_mem_read_write, 0, 0, 0)                                           \
+	X(store_mem_take_pages, 0, 0, 0)                                           \
+	X(store_mem_take_race, 0, 0, 0)                                            \
+	X(store_mem_no_move, 0, 0, 0)                                              \
+	X(store_file_offset, 0, 0, 0)                                              \
+	X(store_file_holes, 0, 0, 0)                                               \
+	X(store_file_direct, 0, 0, 0)                                              \
+	X(store_file_truncated_eio, 0, 0, 0)                                       \
+	X(store_file_write_readback, 0, 0, 0)                                      \
+	X(store_file_opts, 0, 0, 0)                                                \
+	X(store_concurrent_reads, 0, 0, 30)                                        \
+	/* test-bench.c: the statistics of faultline bench, pure user-space */     \
+	X(bench_percentiles_and_median, 0, 0, 0)                                   \
+	X(bench_log_histogram, 0, 0, 0)                                            \
 	/* test-wire.c: the wire protocol, pure user-space */                      \
 	X(wire_crc32c_vectors, 0, 0, 60)                                           \
 	X(wire_sha256_vectors, 0, 0, 30)                                           \
@@ -99,34 +102,6 @@
 	X(wire_tcp_loopback, 0, 0, 0)                                              \
 	X(wire_tcp_stream, 0, 0, 60)                                               \
 	X(wire_fuzz_seeds, 0, 0, 0)                                                \
-	/* test-monitor-proto.c: the monitor wire format, pure user-space */       \
-	X(monitor_proto_hello_roundtrip, 0, 0, 0)                                  \
-	X(monitor_proto_reply_event_roundtrip, 0, 0, 0)                            \
-	X(monitor_proto_header_errors, 0, 0, 0)                                    \
-	X(monitor_proto_region_errors, 0, 0, 0)                                    \
-	X(monitor_proto_layout_events, 0, 0, 0)                                    \
-	X(monitor_proto_firecracker_valid, 0, 0, 0)                                \
-	X(monitor_proto_firecracker_invalid, 0, 0, 0)                              \
-	X(monitor_proto_recv_hello, 0, 0, 0)                                       \
-	/* test-monitor-client.c: the client against fake monitors */              \
-	X(monitor_attach_serves_faults, FL_FEAT_EVENT_FORK | FL_FEAT_EVENT_REMAP | \
-	  FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                   \
-	X(monitor_attach_errors, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |      \
-	  FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                                          \
-	X(monitor_fail_loud_sigbus, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |   \
-	  FL_FEAT_EVENT_UNMAP | FL_FEAT_POISON, T_UFFD, 0)                         \
-	X(monitor_reattach_auto, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |      \
-	  FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                                          \
-	X(monitor_reattach_explicit, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |  \
-	  FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                                          \
-	X(monitor_peer_and_fd_checks, 0, T_UFFD | T_ROOT, 0)                       \
-	X(monitor_wait_max_fails_loud, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |\
-	  FL_FEAT_EVENT_UNMAP | FL_FEAT_POISON, T_UFFD, 0)                         \
-	X(monitor_layout_lost_fails_loud, FL_FEAT_EVENT_REMAP |                    \
-	  FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP | FL_FEAT_POISON, T_UFFD, 0)  \
-	/* test-bench.c: the statistics of faultline bench, pure user-space */     \
-	X(bench_percentiles_and_median, 0, 0, 0)                                   \
-	X(bench_log_histogram, 0, 0, 0)                                            \
 	/* test-pager.c, test-pager-life.c: the pager engine */                    \
 	X(pager_create_options, 0, T_UFFD, 0)                                      \
 	X(pager_threads_named_and_counted, 0, T_UFFD, 0)                           \
@@ -158,6 +133,51 @@
 	X(pager_install_waits_for_events, FL_FEAT_EVENT_REMOVE, T_UFFD, 0)         \
 	X(pager_events_remove_remap_unmap, FL_FEAT_EVENT_REMOVE |                  \
 	  FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                    \
+	/* test-monitor-proto.c: the monitor wire format, pure user-space */       \
+	X(monitor_proto_hello_roundtrip, 0, 0, 0)                                  \
+	X(monitor_proto_reply_event_roundtrip, 0, 0, 0)                            \
+	X(monitor_proto_header_errors, 0, 0, 0)                                    \
+	X(monitor_proto_region_errors, 0, 0, 0)                                    \
+	X(monitor_proto_layout_events, 0, 0, 0)                                    \
+	X(monitor_proto_firecracker_valid, 0, 0, 0)                                \
+	X(monitor_proto_firecracker_invalid, 0, 0, 0)                              \
+	X(monitor_proto_recv_hello, 0, 0, 0)                                       \
+	/* test-monitor-client.c: the client against fake monitors */              \
+	X(monitor_attach_serves_faults, FL_FEAT_EVENT_FORK | FL_FEAT_EVENT_REMAP | \
+	  FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                   \
+	X(monitor_attach_errors, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |      \
+	  FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                                          \
+	X(monitor_fail_loud_sigbus, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |   \
+	  FL_FEAT_EVENT_UNMAP | FL_FEAT_POISON, T_UFFD, 0)                         \
+	X(monitor_reattach_auto, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |      \
+	  FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                                          \
+	X(monitor_reattach_explicit, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |  \
+	  FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                                          \
+	X(monitor_peer_and_fd_checks, 0, T_UFFD | T_ROOT, 0)                       \
+	X(monitor_wait_max_fails_loud, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |\
+	  FL_FEAT_EVENT_UNMAP | FL_FEAT_POISON, T_UFFD, 0)                         \
+	X(monitor_layout_lost_fails_loud, FL_FEAT_EVENT_REMAP |                    \
+	  FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP | FL_FEAT_POISON, T_UFFD, 0)  \
+	/* test-migrate.c: post-copy migration */                                  \
+	X(migrate_in_process, 0, T_UFFD, 30)                                       \
+	X(migrate_urgent_while_rate_limited, 0, T_UFFD, 30)                        \
+	X(migrate_requests_deduplicated, 0, T_UFFD, 30)                            \
+	X(migrate_dest_writes_survive, 0, T_UFFD, 30)                              \
+	X(migrate_range_taken, 0, T_UFFD, 0)                                       \
+	X(migrate_wrong_key, 0, T_UFFD, 0)                                         \
+	X(migrate_version_mismatch, 0, T_UFFD, 0)                                  \
+	X(migrate_stranger_refused, 0, T_UFFD, 0)                                  \
+	X(migrate_precopy_hybrid, FL_FEAT_WP_ASYNC | FL_FEAT_PAGEMAP_SCAN,         \
+	  T_UFFD, 60)                                                              \
+	X(migrate_precopy_stop_and_copy, FL_FEAT_WP_ASYNC | FL_FEAT_PAGEMAP_SCAN,  \
+	  T_UFFD, 60)                                                              \
+	X(migrate_two_processes, 0, T_UFFD, 60)                                    \
+	X(migrate_five_breaks, FL_FEAT_WP_ASYNC | FL_FEAT_PAGEMAP_SCAN,            \
+	  T_UFFD, 120)                                                             \
+	/* test-migrate-tool.c: faultline migrate */                               \
+	X(migrate_tool_usage_errors, 0, 0, 0)                                      \
+	X(migrate_tool_demo, 0, T_UFFD, 120)                                       \
+	X(migrate_two_namespaces, 0, T_UFFD | T_ROOT, 120)                         \
 	/* test-monitor-server-pager.c: what the monitor server needs of the pager */ \
 	X(pager_event_hook_order, FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_REMAP |     \
 	  FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                                          \

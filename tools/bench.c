@@ -106,6 +106,10 @@ void usage_bench(FILE *out)
 		"  threads   faults/s with 1..N faulting threads, on distinct and shared pages\n"
 		"  uffd      per-4 KiB cost of COPY, ZEROPAGE, MOVE, POISON, WRITEPROTECT and\n"
 		"            PAGEMAP_SCAN, without faults\n"
+		"  migrate   post-copy migration between two processes over loopback TCP:\n"
+		"            downtime, total time against plain TCP, urgent fault latency,\n"
+		"            stop-and-copy; its own options: --size, --runs, --scale, --faults,\n"
+		"            --limit, --json (bench/migrate.c)\n"
 		"  monitor   fault latency through an out-of-process monitor next to the\n"
 		"            in-process pager, and the cost of each event (fork, mremap,\n"
 		"            MADV_DONTNEED, munmap); its own options: --runs, --pages,\n"
@@ -1278,9 +1282,11 @@ int cmd_bench(int argc, char **argv)
 	struct bench_machine m;
 	struct opts o;
 	int r;
+
+	if (argc >= 2 && !strcmp(argv[1], "migrate"))
+		return bench_migrate_main(argc - 1, argv + 1);
 	if (argc >= 2 && !strcmp(argv[1], "monitor"))
 		return bench_monitor_main(argc - 1, argv + 1);
-
 	r = parse_args(argc, argv, &o);
 	if (r)
 		return r;

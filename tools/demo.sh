@@ -14,3 +14,6 @@ echo "== examples/filemap: a region backed by a file; its pages fault in, prefet
 echo
 echo "== faultline bench latency: 20,000 faults, one run (make bench runs the full benchmarks)"
 "$O/faultline" bench latency --pages 20000 --runs 1
+echo
+echo "== faultline migrate --demo: a key-value store migrated post-copy while it serves"
+"$O/faultline" migrate --demo

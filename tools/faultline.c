@@ -9,6 +9,8 @@
 static const struct fl_subcommand subcommands[] = {
 	{ "probe", "show what userfaultfd can do on this machine", cmd_probe, usage_probe },
 	{ "bench", "measure fault latency, fill throughput and scaling", cmd_bench, usage_bench },
+	{ "migrate", "live-migrate a running program's memory (post-copy)", cmd_migrate,
+	  usage_migrate },
 	{ "monitor", "serve other processes' memory (and Firecracker's) over a socket",
 	  cmd_monitor, usage_monitor },
 };

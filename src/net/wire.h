@@ -113,6 +113,8 @@ enum {
 enum {
 	FL__WIRE_FEAT_URGENT_CHANNEL = 1ull << 0,	/* a second connection for REQUESTs */
 	FL__WIRE_FEAT_RESUME = 1ull << 1,		/* RECEIVED_BITMAP and HELLO_RESUME */
+	FL__WIRE_FEAT_PRECOPY = 1ull << 2,		/* the source's RECEIVED_BITMAP at the
+							   switch-over: pre-copied pages to keep */
 };
 
 /* ERROR codes (our own numbers: the peer may not share our errno values). */

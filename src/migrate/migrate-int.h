@@ -1,0 +1,228 @@
+/* SPDX-License-Identifier: MIT */
+/* Internals of the migration layer: connections, handshake, bitmaps (never installed). */
+#ifndef FL_MIGRATE_INT_H
+#define FL_MIGRATE_INT_H
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#include "faultline.h"
+#include "internal.h"
+#include "net/sock.h"
+#include "net/wire.h"
+
+#define MIG_DEFAULT_TIMEOUT 10000	/* ms */
+#define MIG_DEFAULT_RESUME 60000	/* ms */
+#define MIG_MAX_KEY 4096
+#define MIG_ERR_LEN 512
+/* Pages per background frame at full speed: one 2 MiB frame of base pages. */
+#define MIG_BATCH FL__WIRE_MAX_PAGES
+/* Bitmap bits per RECEIVED_BITMAP chunk we send (a multiple of 64). */
+#define MIG_BITMAP_CHUNK FL__WIRE_MAX_BITMAP_BITS
+/* An ERROR frame on the way out gets this long before the connection is closed anyway. */
+#define MIG_ERROR_SEND_MS 1000
+
+/* What both sides offer: the urgent channel, resume, and the pre-copy switch-over bitmap. */
+#define MIG_FEATURES \
+	(FL__WIRE_FEAT_URGENT_CHANNEL | FL__WIRE_FEAT_RESUME | FL__WIRE_FEAT_PRECOPY)
+
+static inline uint64_t fl__mig_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* STYLE.md section 4's options rule: copy what we know, refuse unknown non-zero bytes. */
+static inline int fl__mig_opts_copy(void *dst, size_t known, const void *src)
+{
+	size_t sz;
+
+	memset(dst, 0, known);
+	if (!src)
+		return 0;
+	memcpy(&sz, src, sizeof(sz));
+	if (sz < sizeof(size_t))
+		return -EINVAL;
+	for (size_t i = known; i < sz; i++)
+		if (((const uint8_t *)src)[i])
+			return -EINVAL;
+	memcpy(dst, src, sz < known ? sz : known);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- bitmaps */
+
+/* Bit i of a bitmap of _Atomic uint64_t words; sets and clears return the previous value. */
+static inline bool fl__bm_test(const _Atomic uint64_t *bm, uint64_t i)
+{
+	return (atomic_load(&bm[i / 64]) >> (i % 64)) & 1;
+}
+
+static inline bool fl__bm_set(_Atomic uint64_t *bm, uint64_t i)
+{
+	uint64_t bit = 1ull << (i % 64);
+
+	return atomic_fetch_or(&bm[i / 64], bit) & bit;
+}
+
+static inline bool fl__bm_clear(_Atomic uint64_t *bm, uint64_t i)
+{
+	uint64_t bit = 1ull << (i % 64);
+
+	return atomic_fetch_and(&bm[i / 64], ~bit) & bit;
+}
+
+/* The first clear bit in [from, n), or n. */
+uint64_t fl__bm_next_clear(const _Atomic uint64_t *bm, uint64_t from, uint64_t n);
+/* Set bits in [0, n). */
+uint64_t fl__bm_count(const _Atomic uint64_t *bm, uint64_t n);
+/* A zeroed bitmap of @n bits, or NULL. */
+_Atomic uint64_t *fl__bm_alloc(uint64_t n);
+
+/* ---------------------------------------------------------------- regions */
+
+/* One region of a migration; page indices are flat across the regions, in their order. */
+struct fl__mig_region {
+	uint64_t start;			/* the source's address */
+	uint64_t len;
+	uint8_t *addr;			/* where it is in this process */
+	uint64_t first;			/* flat index of its first page */
+	uint64_t pages;
+};
+
+/* The region holding flat page @pg (regions sorted by first). */
+unsigned int fl__mig_region_of(const struct fl__mig_region *r, unsigned int n, uint64_t pg);
+
+/* ---------------------------------------------------------------- connections */
+
+/* Where this side meets its peer. */
+struct fl__mig_link {
+	bool listen;
+	char *host;			/* NULL: listen on every address */
+	uint16_t port;
+	int lfd;			/* the listening socket, or -1 */
+	uint8_t *key;
+	size_t key_len;
+	int timeout_ms;
+	int resume_timeout_ms;		/* -1: forever */
+	int stop_efd;			/* eventfd: written when the object is being destroyed */
+};
+
+int fl__mig_link_init(struct fl__mig_link *l, uint32_t flags, const char *host, uint16_t port,
+		      const void *key, size_t key_len, int timeout_ms, int resume_timeout_ms,
+		      char *msg, size_t cap);
+void fl__mig_link_fini(struct fl__mig_link *l);
+/* Whether destroy asked us to stop (the eventfd is readable). */
+bool fl__mig_link_stopping(const struct fl__mig_link *l);
+/* Wait @ms, or less if destroy asks us to stop: -ECANCELED then. */
+int fl__mig_link_pause(const struct fl__mig_link *l, int ms);
+
+/*
+ * One new TCP connection: accept one (listening side) or connect
+ * (connecting side), within @timeout_ms, with TCP_NODELAY. Keepalive
+ * and TCP_USER_TIMEOUT make a dead peer an error within about timeout_ms.
+ */
+int fl__mig_link_open(struct fl__mig_link *l, bool urgent, int timeout_ms, int *ret_fd,
+		      char *msg, size_t cap);
+
+/* One connection of a session, after its handshake. */
+struct fl__mig_conn {
+	int fd;				/* -1: closed */
+	bool have_rd;
+	struct fl__wire_reader rd;
+	uint8_t version;		/* agreed */
+	uint64_t seq;			/* next frame's sequence number */
+};
+
+void fl__mig_conn_reset(struct fl__mig_conn *c);
+/* Take @fd (closed on failure too) and set up its reader. */
+int fl__mig_conn_open(struct fl__mig_conn *c, int fd);
+void fl__mig_conn_close(struct fl__mig_conn *c);
+/*
+ * Send @f with the agreed version, numbering it unless it carries its own id
+ * (REQUEST, urgent PAGES, PONG).
+ */
+int fl__mig_send(struct fl__mig_conn *c, struct fl__wire_frame *f, int timeout_ms);
+/* Send ERROR @code with @msg (best effort, short timeout). */
+void fl__mig_send_error(struct fl__mig_conn *c, uint32_t code, const char *msg);
+
+/* The peer's HELLO, copied out of the decoder. */
+struct fl__mig_peer {
+	struct fl__wire_hello hello;	/* regions and agent point at the fields below */
+	struct fl__wire_region *regions;
+	char agent[FL__WIRE_MAX_AGENT + 1];
+};
+
+void fl__mig_peer_fini(struct fl__mig_peer *p);
+
+/*
+ * Handshake on @c: send @mine, read and check the peer's HELLO, exchange and
+ * verify AUTH. Fills *@peer (also when the flags disagree), sets c->version.
+ * Returns 0; -EAGAIN when the peer disagrees on RESUME or URGENT (nothing is
+ * wrong: the caller learns from *@peer and tries again); -EACCES,
+ * -EPROTONOSUPPORT, -EPROTO, -ESTALE (another session) after sending ERROR;
+ * a connection error; or the errno of an ERROR the peer sent. @msg gets a
+ * sentence.
+ */
+int fl__mig_handshake(struct fl__mig_conn *c, const struct fl__wire_hello *mine,
+		      const struct fl__mig_link *l, struct fl__mig_peer *peer,
+		      uint64_t *ret_features, char *msg, size_t cap);
+
+/* A HELLO of this side: role, flags, session, a fresh nonce; regions are the caller's. */
+int fl__mig_hello_init(struct fl__wire_hello *h, uint8_t role, const struct fl__mig_link *l,
+		       uint32_t flags, const uint8_t session[FL__WIRE_SESSION_LEN],
+		       uint8_t version_min, uint8_t version_max);
+
+/*
+ * Whether @err ends a connection but not the session: the peer went away,
+ * a send or receive stalled, or a checksum failed (a new connection may do
+ * better). The others (malformed frames, authentication, versions, refused
+ * regions, cancellation) end the migration.
+ */
+bool fl__mig_err_transient(int err);
+
+/* The sentence for a frame we did not expect. */
+int fl__mig_unexpected(const struct fl__wire_frame *f, const char *where, char *msg, size_t cap);
+
+/* Page size as a shift. */
+unsigned int fl__mig_page_shift(void);
+
+/* log2 histogram bucket of @ns. */
+static inline unsigned int fl__mig_lat_bucket(uint64_t ns)
+{
+	unsigned int b = ns ? 63u - (unsigned int)__builtin_clzll(ns) : 0;
+
+	return b < FL_MIGRATE_LAT_BUCKETS ? b : FL_MIGRATE_LAT_BUCKETS - 1;
+}
+
+/* Name a thread of ours ("fl-mig/..."). */
+void fl__mig_name_thread(const char *name);
+/* The calling thread is on the urgent path: it should run as soon as it wakes. */
+#define MIG_URGENT_SLICE_NS 100000ull
+void fl__mig_urgent_thread(void);
+
+/* ---------------------------------------------------------------- test hooks */
+
+/*
+ * Tests only: behaviour no caller should want. Set before run/accept; the
+ * library copies nothing, the struct must outlive the object.
+ */
+struct fl__mig_hooks {
+	uint8_t version_min, version_max;	/* advertised instead of ours (0: ours) */
+	int hold_urgent_efd;		/* source: answer no request until this fd is readable */
+	int fault_efd;			/* destination: add 1 for each fault read */
+	bool push_all;			/* source: push every page in the background, even
+					   those already sent urgently */
+};
+
+void fl__migrate_source_set_hooks(struct fl_migrate_source *s, const struct fl__mig_hooks *h);
+void fl__migrate_dest_set_hooks(struct fl_migrate_dest *d, const struct fl__mig_hooks *h);
+
+#endif /* FL_MIGRATE_INT_H */

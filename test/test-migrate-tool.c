@@ -1,0 +1,373 @@
+/* SPDX-License-Identifier: MIT */
+/* faultline migrate: the demo, usage errors, and two hosts made of two network namespaces. */
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/random.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tests.h"
+
+#define OUT_MAX (64u << 10)
+
+/* The tool lives next to the runner's directory: $(O)/faultline beside $(O)/test/runner. */
+static void tool_path(char *buf, size_t len)
+{
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+	T_ASSERT(n > 0);
+	self[n] = '\0';
+	snprintf(buf, len, "%s/../faultline", dirname(self));
+	if (access(buf, X_OK) != 0)
+		T_SKIP("%s not built", buf);
+}
+
+struct proc {
+	pid_t pid;
+	int out, err;			/* pipes of its stdout and stderr */
+	int pidfd;
+};
+
+/* Start @argv (NULL-terminated) with stdout and stderr captured. */
+static void start(struct proc *p, char *const argv[])
+{
+	int out[2], err[2];
+
+	T_ASSERT_SYS(pipe2(out, O_CLOEXEC));
+	T_ASSERT_SYS(pipe2(err, O_CLOEXEC));
+	p->pid = fork();
+	T_ASSERT_SYS(p->pid);
+	if (!p->pid) {
+		dup2(out[1], 1);
+		dup2(err[1], 2);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	close(out[1]);
+	close(err[1]);
+	p->out = out[0];
+	p->err = err[0];
+	p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
+	T_ASSERT_SYS(p->pidfd);
+}
+
+/*
+ * Collect @n processes' output and exit status within @ms: 0..255 exit
+ * codes, 128 + signal, or -1 if it had to be killed at the deadline.
+ */
+static void finish_all(struct proc *ps, int n, int ms, char (*out)[OUT_MAX],
+		       char (*err)[OUT_MAX], int *status)
+{
+	size_t got_out[4] = { 0 }, got_err[4] = { 0 };
+	bool open_out[4], open_err[4], exited[4];
+
+	T_ASSERT(n <= 4);
+	for (int i = 0; i < n; i++) {
+		open_out[i] = open_err[i] = true;
+		exited[i] = false;
+		status[i] = -1;
+	}
+	for (;;) {
+		struct pollfd pf[12];
+		int k = 0, map[12], what[12], r;
+
+		for (int i = 0; i < n; i++) {
+			if (open_out[i]) {
+				pf[k] = (struct pollfd){ .fd = ps[i].out, .events = POLLIN };
+				map[k] = i;
+				what[k++] = 0;
+			}
+			if (open_err[i]) {
+				pf[k] = (struct pollfd){ .fd = ps[i].err, .events = POLLIN };
+				map[k] = i;
+				what[k++] = 1;
+			}
+			if (!exited[i]) {
+				pf[k] = (struct pollfd){ .fd = ps[i].pidfd, .events = POLLIN };
+				map[k] = i;
+				what[k++] = 2;
+			}
+		}
+		if (!k)
+			break;
+		r = poll(pf, (nfds_t)k, ms);
+		T_ASSERT_SYS(r);
+		if (!r) {
+			/* The deadline: kill what is left, and fail below through its status. */
+			for (int i = 0; i < n; i++)
+				if (!exited[i])
+					kill(ps[i].pid, SIGKILL);
+			for (int i = 0; i < n; i++)
+				if (!exited[i])
+					waitpid(ps[i].pid, NULL, 0);
+			break;
+		}
+		for (int j = 0; j < k; j++) {
+			int i = map[j];
+
+			if (!pf[j].revents)
+				continue;
+			if (what[j] == 2) {
+				int st;
+
+				T_ASSERT_SYS(waitpid(ps[i].pid, &st, 0));
+				status[i] = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+				exited[i] = true;
+			} else {
+				char *buf = what[j] ? err[i] : out[i];
+				size_t *got = what[j] ? &got_err[i] : &got_out[i];
+				ssize_t m = read(pf[j].fd, buf + *got, OUT_MAX - 1 - *got);
+
+				if (m <= 0) {
+					if (what[j])
+						open_err[i] = false;
+					else
+						open_out[i] = false;
+				} else {
+					*got += (size_t)m;
+				}
+				buf[*got] = 0;
+			}
+		}
+	}
+	for (int i = 0; i < n; i++) {
+		close(ps[i].out);
+		close(ps[i].err);
+		close(ps[i].pidfd);
+	}
+}
+
+static int run_one(char *const argv[], int ms, char *out, char *err)
+{
+	static char o[1][OUT_MAX], e[1][OUT_MAX];
+	struct proc p;
+	int st;
+
+	start(&p, argv);
+	finish_all(&p, 1, ms, o, e, &st);
+	memcpy(out, o[0], OUT_MAX);
+	memcpy(err, e[0], OUT_MAX);
+	return st;
+}
+
+static char out_buf[OUT_MAX], err_buf[OUT_MAX];
+
+TEST(migrate_tool_usage_errors)
+{
+	static const char *const cases[][6] = {
+		{ "migrate", NULL },
+		{ "migrate", "--demo", "--listen", "7000", NULL },
+		{ "migrate", "--to", "nohostport", NULL },
+		{ "migrate", "--to", "host:99999", NULL },
+		{ "migrate", "--listen", "0", NULL },
+		{ "migrate", "--demo", "--size", "1K", NULL },
+		{ "migrate", "--demo", "--bind", "127.0.0.1", NULL },
+		{ "migrate", "--demo", "--precopy", "x", NULL },
+		{ "migrate", "--demo", "extra", NULL },
+	};
+	char tool[PATH_MAX];
+
+	tool_path(tool, sizeof(tool));
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *argv[8] = { tool };
+		int st;
+
+		for (int k = 0; cases[i][k]; k++)
+			argv[k + 1] = (char *)cases[i][k];
+		st = run_one(argv, 10000, out_buf, err_buf);
+		if (st != 2 || !strstr(err_buf, "faultline: migrate: "))
+			t_fail(__FILE__, __LINE__, "case %zu: status %d, stderr '%s'", i, st,
+			       err_buf);
+	}
+	{
+		char *argv[] = { tool, "migrate", "--help", NULL };
+
+		T_ASSERT_EQ(run_one(argv, 10000, out_buf, err_buf), 0);
+		T_ASSERT(strstr(out_buf, "--listen PORT"));
+	}
+}
+
+/* The demo: a key-value store migrates between two processes while serving, and verifies. */
+TEST(migrate_tool_demo)
+{
+	char tool[PATH_MAX];
+	char *argv[] = { tool, "migrate", "--demo", "--size", "16M", "--serve", "0.1",
+			 "--seconds", "0.2", "--precopy", "1", "--json", NULL };
+	char *text[] = { tool, "migrate", "--demo", "--size", "8M", "--serve", "0.05",
+			 "--seconds", "0.05", NULL };
+	int st;
+
+	tool_path(tool, sizeof(tool));
+	st = run_one(argv, 60000, out_buf, err_buf);
+	if (st != 0)
+		t_fail(__FILE__, __LINE__, "status %d, stderr: %s", st, err_buf);
+	T_ASSERT(strstr(out_buf, "\"mode\":\"demo\""));
+	T_ASSERT(strstr(out_buf, "\"ok\":true"));
+	T_ASSERT(strstr(out_buf, "\"downtime_ns\":"));
+	st = run_one(text, 60000, out_buf, err_buf);
+	if (st != 0)
+		t_fail(__FILE__, __LINE__, "status %d, stderr: %s", st, err_buf);
+	T_ASSERT(strstr(out_buf, "downtime"));
+	T_ASSERT(strstr(out_buf, "checksums match"));
+}
+
+/* ------------------------------------------------------------ two namespaces */
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+	char cmd[512];
+	va_list ap;
+	int st;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	st = system(cmd);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+struct netns {
+	char src[32], dst[32];		/* namespace names */
+	char vs[16], vd[16];		/* veth ends */
+	char src_ip[24], dst_ip[24];
+};
+
+static void netns_cleanup(const struct netns *n)
+{
+	/* Deleting a namespace deletes the veth end inside it, and so the pair. */
+	sh("ip netns del %s 2>/dev/null", n->src);
+	sh("ip netns del %s 2>/dev/null", n->dst);
+	sh("ip link del %s 2>/dev/null", n->vs);
+}
+
+static void netns_names(struct netns *n)
+{
+	int pid = (int)getpid();
+
+	snprintf(n->src, sizeof(n->src), "fl-mig-%d-src", pid);
+	snprintf(n->dst, sizeof(n->dst), "fl-mig-%d-dst", pid);
+	snprintf(n->vs, sizeof(n->vs), "flm%ds", pid % 1000000);
+	snprintf(n->vd, sizeof(n->vd), "flm%dd", pid % 1000000);
+	snprintf(n->src_ip, sizeof(n->src_ip), "10.%d.%d.2", 200 + pid % 50, pid / 50 % 256);
+	snprintf(n->dst_ip, sizeof(n->dst_ip), "10.%d.%d.1", 200 + pid % 50, pid / 50 % 256);
+}
+
+/* The two hosts: namespaces with unique names, joined by a veth pair, 10.x addresses. */
+static int netns_setup(struct netns *n)
+{
+	if (sh("ip netns add %s", n->src) || sh("ip netns add %s", n->dst) ||
+	    sh("ip link add %s type veth peer name %s", n->vs, n->vd) ||
+	    sh("ip link set %s netns %s", n->vs, n->src) ||
+	    sh("ip link set %s netns %s", n->vd, n->dst) ||
+	    sh("ip -n %s addr add %s/24 dev %s", n->src, n->src_ip, n->vs) ||
+	    sh("ip -n %s addr add %s/24 dev %s", n->dst, n->dst_ip, n->vd) ||
+	    sh("ip -n %s link set lo up", n->src) || sh("ip -n %s link set lo up", n->dst) ||
+	    sh("ip -n %s link set %s up", n->src, n->vs) ||
+	    sh("ip -n %s link set %s up", n->dst, n->vd))
+		return -1;
+	return 0;
+}
+
+/* The worker: both sides, in their namespaces, with a shared key; 0 if all went well. */
+static int netns_migrate(const struct netns *n, const char *tool, char (*out)[OUT_MAX],
+			 char (*err)[OUT_MAX])
+{
+	char key[] = "/tmp/fl-mig-key-XXXXXX", dst_at[64];
+	uint8_t bytes[32];
+	struct proc ps[2];
+	int st[2], fd;
+
+	fd = mkstemp(key);
+	if (fd < 0 || getrandom(bytes, sizeof(bytes), 0) != sizeof(bytes) ||
+	    write(fd, bytes, sizeof(bytes)) != sizeof(bytes))
+		return -1;
+	close(fd);
+	snprintf(dst_at, sizeof(dst_at), "%s:7743", n->dst_ip);
+	{
+		char *argv[] = { "ip", "netns", "exec", (char *)n->dst, (char *)tool, "migrate",
+				 "--listen", "7743", "--bind", (char *)n->dst_ip, "--key", key,
+				 "--seconds", "0.3", "--json", NULL };
+
+		start(&ps[0], argv);
+	}
+	{
+		/* The source retries while the destination is not listening yet. */
+		char *argv[] = { "ip", "netns", "exec", (char *)n->src, (char *)tool, "migrate",
+				 "--to", dst_at, "--key", key, "--size", "32M", "--serve", "0.1",
+				 "--precopy", "1", "--json", NULL };
+
+		start(&ps[1], argv);
+	}
+	finish_all(ps, 2, 60000, out, err, st);
+	unlink(key);
+	if (st[0] || st[1]) {
+		fprintf(stderr, "    destination: status %d\n%s\n    source: status %d\n%s\n",
+			st[0], err[0], st[1], err[1]);
+		return -1;
+	}
+	if (!strstr(out[0], "\"ok\":true") || !strstr(out[1], "\"phase\":\"done\"")) {
+		fprintf(stderr, "    destination: %s\n    source: %s\n", out[0], out[1]);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * A guardian process, in a session of its own (the runner kills the test's
+ * process group), removes the namespaces once the test is gone, however it
+ * went: a failed assertion, the runner's timeout, or the end of the test.
+ */
+static pid_t guard(const struct netns *n, int *ret_fd)
+{
+	int p[2];
+	pid_t pid;
+	char c;
+
+	T_ASSERT_SYS(pipe2(p, O_CLOEXEC));
+	pid = fork();
+	T_ASSERT_SYS(pid);
+	if (!pid) {
+		setsid();
+		close(p[1]);
+		while (read(p[0], &c, 1) > 0)
+			;
+		netns_cleanup(n);
+		_exit(0);
+	}
+	close(p[0]);
+	*ret_fd = p[1];
+	return pid;
+}
+
+TEST(migrate_two_namespaces)
+{
+	static char out[2][OUT_MAX], err[2][OUT_MAX];
+	char tool[PATH_MAX];
+	struct netns n;
+	pid_t guardian;
+	int r, fd;
+
+	tool_path(tool, sizeof(tool));
+	if (sh("ip netns list >/dev/null 2>&1"))
+		T_SKIP("'ip netns' is not available here (iproute2 missing or no netns support)");
+	memset(&n, 0, sizeof(n));
+	netns_names(&n);
+	guardian = guard(&n, &fd);
+	r = netns_setup(&n);
+	if (!r)
+		r = netns_migrate(&n, tool, out, err);
+	close(fd);
+	T_ASSERT_SYS(waitpid(guardian, NULL, 0));
+	/* Nothing of ours is left behind. */
+	T_ASSERT(sh("ip netns list | grep -q 'fl-mig-%d-'", (int)getpid()) != 0);
+	T_ASSERT_EQ(r, 0);
+}

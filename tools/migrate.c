@@ -1,0 +1,1042 @@
+/* SPDX-License-Identifier: MIT */
+/* faultline migrate: live-migrate a key-value store that keeps serving; prove nothing was lost. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "faultline.h"
+#include "tool.h"
+
+#define SUB "migrate"
+#define MIB (1ull << 20)
+/* Where the store lives: far from where mmap puts things, so the destination has it free. */
+#define KV_ADDR 0x5e0000000000ull
+#define KV_MAGIC 0x315653564b4c4646ull
+#define SLOT 512u
+#define VALUE_MIN 16u
+#define VALUE_MAX (SLOT - 24u)
+#define LOADERS 2
+#define BLOB_MAGIC 0x42434c454d4f4446ull
+
+/* --------------------------------------------------------------- the store */
+
+/*
+ * An open-addressing hash table of fixed 512-byte slots in one migrated
+ * region. Every value is a function of its key and version, so anyone can
+ * check it; each load thread owns the keys k with (k - 1) % LOADERS == its
+ * number and keeps the sum of hash(key, version) over them.
+ */
+struct kv_hdr {
+	uint64_t magic;
+	uint64_t nslots;
+	uint64_t nkeys;			/* keys 1..nkeys, all present */
+	uint64_t reserved;
+};
+
+struct kv_slot {
+	uint64_t key;			/* 0: empty */
+	uint64_t version;
+	uint32_t len;
+	uint32_t reserved;
+	uint8_t value[VALUE_MAX];
+};
+
+_Static_assert(sizeof(struct kv_slot) == SLOT, "slot size");
+
+static uint64_t mix(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ull;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+static uint64_t kv_hash(uint64_t key, uint64_t version)
+{
+	return mix(key * 0x100000001b3ull ^ mix(version));
+}
+
+static uint32_t value_len(uint64_t key, uint64_t version)
+{
+	return VALUE_MIN + (uint32_t)(kv_hash(key, version) % (VALUE_MAX - VALUE_MIN + 1));
+}
+
+static void value_gen(uint64_t key, uint64_t version, uint8_t *out, uint32_t len)
+{
+	uint64_t s = kv_hash(version, key) | 1;
+
+	for (uint32_t i = 0; i < len; i += 8) {
+		s ^= s << 13;
+		s ^= s >> 7;
+		s ^= s << 17;
+		memcpy(out + i, &s, len - i < 8 ? len - i : 8);
+	}
+}
+
+/* Keys are dense, so key k starts probing at slot k - 1: neighbours stay neighbours. */
+static struct kv_slot *kv_find(struct kv_hdr *h, uint64_t key)
+{
+	struct kv_slot *slots = (struct kv_slot *)((uint8_t *)h + SLOT);
+
+	for (uint64_t i = (key - 1) % h->nslots;; i = (i + 1) % h->nslots)
+		if (slots[i].key == key || !slots[i].key)
+			return &slots[i];
+}
+
+static void kv_set(struct kv_slot *s, uint64_t key, uint64_t version)
+{
+	s->key = key;
+	s->version = version;
+	s->len = value_len(key, version);
+	value_gen(key, version, s->value, s->len);
+}
+
+static bool kv_check(const struct kv_slot *s)
+{
+	uint8_t want[VALUE_MAX];
+
+	if (s->len != value_len(s->key, s->version))
+		return false;
+	value_gen(s->key, s->version, want, s->len);
+	return !memcmp(want, s->value, s->len);
+}
+
+/* The store for @size bytes of region: as many slots as fit (half of them will be used). */
+static size_t kv_region_size(uint64_t size, uint64_t *ret_slots)
+{
+	*ret_slots = (size - SLOT) / SLOT;
+	return (size_t)size;
+}
+
+/* ----------------------------------------------------------- the load */
+
+static uint64_t now_ns_tool(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+struct load_state {
+	uint64_t rng;
+	uint64_t gets, sets, errors;
+	uint64_t checksum;		/* sum of kv_hash(key, version) over the thread's keys */
+};
+
+/* The application's state blob: what the destination needs to carry on. */
+struct demo_blob {
+	uint64_t magic;
+	uint64_t kv_addr, kv_size, nkeys;
+	struct load_state t[LOADERS];
+};
+
+struct loader {
+	struct kv_hdr *h;
+	struct load_state st;
+	unsigned int id;
+	_Atomic bool *stop;
+	pthread_t th;
+};
+
+static void *load_thread(void *arg)
+{
+	struct loader *l = arg;
+	uint64_t per = l->h->nkeys / LOADERS;
+
+	while (!atomic_load_explicit(l->stop, memory_order_relaxed)) {
+		for (int k = 0; k < 256; k++) {
+			uint64_t r, key;
+			struct kv_slot *s;
+
+			l->st.rng ^= l->st.rng << 13;
+			l->st.rng ^= l->st.rng >> 7;
+			l->st.rng ^= l->st.rng << 17;
+			r = l->st.rng;
+			/* A hot tenth of the keys takes nine operations in ten. */
+			key = 1 + (r % 10 ? r % (per / 10 + 1) : r % per) * LOADERS + l->id;
+			s = kv_find(l->h, key);
+			if (s->key != key) {
+				l->st.errors++;
+				continue;
+			}
+			if (r >> 60 < 11) {	/* about 70% GET */
+				l->st.gets++;
+				if (!kv_check(s))
+					l->st.errors++;
+			} else {
+				l->st.sets++;
+				l->st.checksum -= kv_hash(key, s->version);
+				kv_set(s, key, s->version + 1);
+				l->st.checksum += kv_hash(key, s->version);
+			}
+		}
+	}
+	return NULL;
+}
+
+struct load {
+	struct loader l[LOADERS];
+	_Atomic bool stop;
+	bool running;
+	uint64_t t0, ns;
+};
+
+static int load_start(struct load *ld, struct kv_hdr *h, const struct load_state *st)
+{
+	atomic_store(&ld->stop, false);
+	ld->t0 = now_ns_tool();
+	for (unsigned int i = 0; i < LOADERS; i++) {
+		ld->l[i] = (struct loader){ .h = h, .st = st[i], .id = i, .stop = &ld->stop };
+		if (pthread_create(&ld->l[i].th, NULL, load_thread, &ld->l[i])) {
+			atomic_store(&ld->stop, true);
+			for (unsigned int k = 0; k < i; k++)
+				pthread_join(ld->l[k].th, NULL);
+			return -EAGAIN;
+		}
+	}
+	ld->running = true;
+	return 0;
+}
+
+static void load_stop(struct load *ld)
+{
+	if (!ld->running)
+		return;
+	atomic_store(&ld->stop, true);
+	for (unsigned int i = 0; i < LOADERS; i++)
+		pthread_join(ld->l[i].th, NULL);
+	ld->ns = now_ns_tool() - ld->t0;
+	ld->running = false;
+}
+
+static uint64_t load_ops(const struct load_state *st)
+{
+	uint64_t n = 0;
+
+	for (int i = 0; i < LOADERS; i++)
+		n += st[i].gets + st[i].sets;
+	return n;
+}
+
+static uint64_t load_errors(const struct load_state *st)
+{
+	uint64_t n = 0;
+
+	for (int i = 0; i < LOADERS; i++)
+		n += st[i].errors;
+	return n;
+}
+
+/* ----------------------------------------------------------- options */
+
+enum mode { M_NONE, M_DEMO, M_LISTEN, M_TO };
+
+struct opts {
+	enum mode mode;
+	uint64_t size;
+	const char *host;		/* --to's host, or --bind */
+	uint16_t port;
+	const char *key_file;
+	uint8_t key[4096];
+	size_t key_len;
+	unsigned int precopy;
+	uint64_t bandwidth;
+	double serve;			/* seconds the source serves before migrating */
+	double seconds;			/* seconds the destination serves after resuming */
+	bool json;
+	bool progress;
+	int timeout_ms;
+};
+
+void usage_migrate(FILE *out)
+{
+	fprintf(out,
+		"usage: faultline migrate --demo [OPTIONS]\n"
+		"       faultline migrate --listen PORT [--bind ADDR] [OPTIONS]\n"
+		"       faultline migrate --to HOST:PORT [OPTIONS]\n\n"
+		"Post-copy live migration of a running program's memory. The program here\n"
+		"is an in-memory key-value store in one migrated region, with load threads\n"
+		"doing GET (each value checked) and SET (each thread keeping a checksum).\n"
+		"The source migrates it while it serves: optional pre-copy rounds, then the\n"
+		"stop, then the destination resumes at once and serves while the pages\n"
+		"arrive (those its threads touch are fetched first). At the end the\n"
+		"destination checks every key and value and both checksums.\n\n"
+		"  --demo             both sides on this host, in two processes, over TCP\n"
+		"  --listen PORT      be the destination: wait for a source on PORT\n"
+		"  --bind ADDR        with --listen, the address to listen on (default all)\n"
+		"  --to HOST:PORT     be the source: migrate to the destination there\n"
+		"  --key FILE         shared key (both sides): the connections authenticate\n"
+		"  --size SIZE        store size (source; default 256M; K, M, G suffixes)\n"
+		"  --precopy N        pre-copy rounds while the source serves, before the stop\n"
+		"                     (source; default 0: pure post-copy)\n"
+		"  --bandwidth RATE   background limit in bytes/s (source; K, M, G; default none)\n"
+		"  --serve SECONDS    the source serves this long before migrating (default 0.3)\n"
+		"  --seconds SECONDS  the destination serves this long after resuming (default 1)\n"
+		"  --timeout SECONDS  connection and stall timeout (default 10)\n"
+		"  --json             print one JSON object instead of the report\n\n"
+		"Exit status: 0 migrated and verified, 1 failed, 2 usage.\n");
+}
+
+static int parse_size(const char *s, uint64_t *ret)
+{
+	unsigned long long v, mult = 1;
+	char *end;
+
+	if (!s || *s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno)
+		return -EINVAL;
+	switch (*end) {
+	case 'k': case 'K': mult = 1ull << 10; end++; break;
+	case 'm': case 'M': mult = 1ull << 20; end++; break;
+	case 'g': case 'G': mult = 1ull << 30; end++; break;
+	default: break;
+	}
+	if (*end || v > (1ull << 44) / mult)
+		return -EINVAL;
+	*ret = v * mult;
+	return 0;
+}
+
+static int parse_seconds(const char *s, double *ret)
+{
+	char *end;
+	double v;
+
+	if (!s || !*s)
+		return -EINVAL;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || *end || v < 0 || v > 86400)
+		return -EINVAL;
+	*ret = v;
+	return 0;
+}
+
+static int parse_port(const char *s, uint16_t *ret)
+{
+	char *end;
+	unsigned long v;
+
+	if (!s || *s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || !v || v > 65535)
+		return -EINVAL;
+	*ret = (uint16_t)v;
+	return 0;
+}
+
+/* HOST:PORT or [V6]:PORT; @buf receives the host. */
+static int parse_hostport(const char *s, char *buf, size_t cap, uint16_t *port)
+{
+	const char *colon = strrchr(s, ':');
+	size_t n;
+
+	if (!colon || colon == s)
+		return -EINVAL;
+	n = (size_t)(colon - s);
+	if (s[0] == '[') {
+		if (n < 3 || s[n - 1] != ']')
+			return -EINVAL;
+		s++;
+		n -= 2;
+	}
+	if (n >= cap)
+		return -EINVAL;
+	memcpy(buf, s, n);
+	buf[n] = 0;
+	return parse_port(colon + 1, port);
+}
+
+static int read_key(struct opts *o)
+{
+	int fd = open(o->key_file, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	n = read(fd, o->key, sizeof(o->key));
+	close(fd);
+	if (n < 0)
+		return -errno;
+	if (!n)
+		return -ENODATA;
+	o->key_len = (size_t)n;
+	return 0;
+}
+
+static char host_buf[256];
+
+static int parse_args(int argc, char **argv, struct opts *o)
+{
+	enum { O_DEMO = 1, O_LISTEN, O_BIND, O_TO, O_KEY, O_SIZE, O_PRECOPY, O_BW, O_SERVE,
+	       O_SECONDS, O_TIMEOUT, O_JSON };
+	static const struct option lo[] = {
+		{ "demo", no_argument, NULL, O_DEMO },
+		{ "listen", required_argument, NULL, O_LISTEN },
+		{ "bind", required_argument, NULL, O_BIND },
+		{ "to", required_argument, NULL, O_TO },
+		{ "key", required_argument, NULL, O_KEY },
+		{ "size", required_argument, NULL, O_SIZE },
+		{ "precopy", required_argument, NULL, O_PRECOPY },
+		{ "bandwidth", required_argument, NULL, O_BW },
+		{ "serve", required_argument, NULL, O_SERVE },
+		{ "seconds", required_argument, NULL, O_SECONDS },
+		{ "timeout", required_argument, NULL, O_TIMEOUT },
+		{ "json", no_argument, NULL, O_JSON },
+		{ NULL, 0, NULL, 0 },
+	};
+	double timeout = 10;
+	const char *bind = NULL;
+	int c, modes = 0;
+
+	*o = (struct opts){ .size = 256 * MIB, .serve = 0.3, .seconds = 1 };
+	opterr = 0;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		const char *arg = optarg;
+		char *end;
+
+		switch (c) {
+		case O_DEMO:
+			o->mode = M_DEMO;
+			modes++;
+			break;
+		case O_LISTEN:
+			if (parse_port(arg, &o->port) < 0)
+				return usage_error(SUB, "--listen: expected a port (1 to 65535), "
+						   "got '%s'", arg);
+			o->mode = M_LISTEN;
+			modes++;
+			break;
+		case O_BIND:
+			bind = arg;
+			break;
+		case O_TO:
+			if (parse_hostport(arg, host_buf, sizeof(host_buf), &o->port) < 0)
+				return usage_error(SUB, "--to: expected HOST:PORT, got '%s'", arg);
+			o->host = host_buf;
+			o->mode = M_TO;
+			modes++;
+			break;
+		case O_KEY:
+			o->key_file = arg;
+			break;
+		case O_SIZE:
+			if (parse_size(arg, &o->size) < 0 || o->size < 2 * MIB ||
+			    o->size > (64ull << 30) || o->size % MIB)
+				return usage_error(SUB, "--size: expected 2M to 64G in whole MiB, "
+						   "got '%s'", arg);
+			break;
+		case O_PRECOPY:
+			errno = 0;
+			o->precopy = (unsigned int)strtoul(arg, &end, 10);
+			if (errno || *end || *arg < '0' || *arg > '9' || o->precopy > 100)
+				return usage_error(SUB, "--precopy: expected 0 to 100 rounds, "
+						   "got '%s'", arg);
+			break;
+		case O_BW:
+			if (parse_size(arg, &o->bandwidth) < 0 || !o->bandwidth)
+				return usage_error(SUB, "--bandwidth: expected bytes per second "
+						   "such as 64M, got '%s'", arg);
+			break;
+		case O_SERVE:
+			if (parse_seconds(arg, &o->serve) < 0)
+				return usage_error(SUB, "--serve: expected seconds, got '%s'", arg);
+			break;
+		case O_SECONDS:
+			if (parse_seconds(arg, &o->seconds) < 0)
+				return usage_error(SUB, "--seconds: expected seconds, got '%s'",
+						   arg);
+			break;
+		case O_TIMEOUT:
+			if (parse_seconds(arg, &timeout) < 0 || timeout < 0.1 || timeout > 3600)
+				return usage_error(SUB, "--timeout: expected 0.1 to 3600 seconds, "
+						   "got '%s'", arg);
+			break;
+		case O_JSON:
+			o->json = true;
+			break;
+		default:
+			return usage_error(SUB, "unknown option, or one missing its value: '%s'",
+					   argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return usage_error(SUB, "unexpected argument '%s'", argv[optind]);
+	if (modes != 1)
+		return usage_error(SUB, modes ? "--demo, --listen and --to exclude each other" :
+					      "say --demo, --listen PORT or --to HOST:PORT");
+	if (bind && o->mode != M_LISTEN)
+		return usage_error(SUB, "--bind goes with --listen");
+	if (bind)
+		o->host = bind;
+	o->timeout_ms = (int)(timeout * 1000);
+	o->progress = isatty(STDERR_FILENO) && !o->json;
+	return 0;
+}
+
+/* ----------------------------------------------------------- reporting */
+
+static void progress_bar(void *userdata, enum fl_migrate_phase phase, uint64_t done,
+			 uint64_t total)
+{
+	const struct opts *o = userdata;
+	int width = 30, fill = total ? (int)(done * (uint64_t)width / total) : 0;
+
+	if (!o->progress)
+		return;
+	fprintf(stderr, "\r[%.*s%*s] %3d%% %-10s %8.1f / %.1f MiB", fill,
+		"##############################", width - fill, "",
+		total ? (int)(done * 100 / total) : 0, fl_migrate_phase_name(phase),
+		(double)done * 4096 / MIB, (double)total * 4096 / MIB);
+	if (phase == FL_MIGRATE_DONE || phase == FL_MIGRATE_FAILED)
+		fprintf(stderr, "\n");
+	fflush(stderr);
+}
+
+/* The upper edge (ns) of the bucket holding the @p-th percentile of a log2 histogram. */
+static uint64_t hist_pct(const uint64_t *h, double p)
+{
+	uint64_t n = 0, seen = 0;
+
+	for (int b = 0; b < FL_MIGRATE_LAT_BUCKETS; b++)
+		n += h[b];
+	if (!n)
+		return 0;
+	for (int b = 0; b < FL_MIGRATE_LAT_BUCKETS; b++) {
+		seen += h[b];
+		if ((double)seen >= p / 100 * (double)n)
+			return 2ull << b;
+	}
+	return 0;
+}
+
+static void json_source(const struct fl_migrate_source_stats *s)
+{
+	printf("{\"phase\":\"%s\",\"resumes\":%u,\"pages_total\":%llu,\"pages_sent\":%llu,"
+	       "\"pages_pushed\":%llu,\"pages_urgent\":%llu,\"pages_zero\":%llu,"
+	       "\"bytes_pushed\":%llu,\"bytes_urgent\":%llu,\"requests\":%llu,"
+	       "\"precopy_rounds\":%u,\"precopy_pages\":%llu,\"dirty_pages\":%llu,"
+	       "\"switch_ns\":%llu,\"total_ns\":%llu,\"bandwidth\":%llu}",
+	       fl_migrate_phase_name(s->phase), s->resumes, (unsigned long long)s->pages_total,
+	       (unsigned long long)s->pages_sent, (unsigned long long)s->pages_pushed,
+	       (unsigned long long)s->pages_urgent, (unsigned long long)s->pages_zero,
+	       (unsigned long long)s->bytes_pushed, (unsigned long long)s->bytes_urgent,
+	       (unsigned long long)s->requests, s->precopy_rounds,
+	       (unsigned long long)s->precopy_pages, (unsigned long long)s->dirty_pages,
+	       (unsigned long long)s->switch_ns, (unsigned long long)s->total_ns,
+	       (unsigned long long)s->bandwidth);
+}
+
+static void json_dest(const struct fl_migrate_dest_stats *d)
+{
+	printf("{\"phase\":\"%s\",\"resumes\":%u,\"pages_total\":%llu,\"pages_received\":%llu,"
+	       "\"pages_pushed\":%llu,\"pages_urgent\":%llu,\"pages_zero\":%llu,"
+	       "\"pages_duplicate\":%llu,\"pages_discarded\":%llu,\"bytes_pushed\":%llu,"
+	       "\"bytes_urgent\":%llu,\"faults\":%llu,\"faults_shared\":%llu,\"requests\":%llu,"
+	       "\"urgent_p50_ns\":%llu,\"urgent_p99_ns\":%llu,\"urgent_hist_log2_ns\":[",
+	       fl_migrate_phase_name(d->phase), d->resumes, (unsigned long long)d->pages_total,
+	       (unsigned long long)d->pages_received, (unsigned long long)d->pages_pushed,
+	       (unsigned long long)d->pages_urgent, (unsigned long long)d->pages_zero,
+	       (unsigned long long)d->pages_duplicate, (unsigned long long)d->pages_discarded,
+	       (unsigned long long)d->bytes_pushed, (unsigned long long)d->bytes_urgent,
+	       (unsigned long long)d->faults, (unsigned long long)d->faults_shared,
+	       (unsigned long long)d->requests, (unsigned long long)hist_pct(d->lat_hist, 50),
+	       (unsigned long long)hist_pct(d->lat_hist, 99));
+	for (int b = 0; b < FL_MIGRATE_LAT_BUCKETS; b++)
+		printf("%s%llu", b ? "," : "", (unsigned long long)d->lat_hist[b]);
+	printf("],\"blocktime_ns\":%llu,\"threads\":[", (unsigned long long)d->blocktime_ns);
+	for (uint32_t i = 0; i < d->n_threads; i++)
+		printf("%s{\"tid\":%u,\"faults\":%u,\"blocked_ns\":%llu}", i ? "," : "",
+		       d->threads[i].tid, d->threads[i].faults,
+		       (unsigned long long)d->threads[i].blocked_ns);
+	printf("],\"switch_ns\":%llu,\"total_ns\":%llu}", (unsigned long long)d->switch_ns,
+	       (unsigned long long)d->total_ns);
+}
+
+static void report_source(const struct fl_migrate_source_stats *s, uint64_t ops, double secs)
+{
+	printf("source    served %llu operations in %.2f s before the stop\n",
+	       (unsigned long long)ops, secs);
+	if (s->precopy_rounds)
+		printf("          pre-copy: %u round%s, %llu pages sent while serving, %llu "
+		       "written again\n", s->precopy_rounds, s->precopy_rounds > 1 ? "s" : "",
+		       (unsigned long long)s->precopy_pages, (unsigned long long)s->dirty_pages);
+	printf("          stop to state sent: %.3f ms; %llu pages pushed, %llu sent on request,"
+	       " %llu as zero; %.1f MiB/s background\n", (double)s->switch_ns / 1e6,
+	       (unsigned long long)s->pages_pushed, (unsigned long long)s->pages_urgent,
+	       (unsigned long long)s->pages_zero, (double)s->bandwidth / MIB);
+	if (s->resumes)
+		printf("          %u resume%s after broken connections\n", s->resumes,
+		       s->resumes > 1 ? "s" : "");
+}
+
+static void report_dest(const struct fl_migrate_dest_stats *d, uint64_t ops, double secs,
+			uint64_t errors)
+{
+	printf("dest      served %llu operations in %.2f s after the resume, %llu wrong values\n",
+	       (unsigned long long)ops, secs, (unsigned long long)errors);
+	printf("transfer  %llu pages (%.1f MiB) in %.3f s: %llu pushed, %llu urgent, %llu zero, "
+	       "%llu dropped at the switch-over, %llu duplicates dropped\n",
+	       (unsigned long long)d->pages_total, (double)d->pages_total * 4096 / MIB,
+	       (double)d->total_ns / 1e9, (unsigned long long)d->pages_pushed,
+	       (unsigned long long)d->pages_urgent, (unsigned long long)d->pages_zero,
+	       (unsigned long long)d->pages_discarded, (unsigned long long)d->pages_duplicate);
+	printf("urgent    %llu requests for %llu faults (%llu on a page already requested); "
+	       "request to install p50 <= %.0f us, p99 <= %.0f us\n",
+	       (unsigned long long)d->requests, (unsigned long long)d->faults,
+	       (unsigned long long)d->faults_shared, (double)hist_pct(d->lat_hist, 50) / 1e3,
+	       (double)hist_pct(d->lat_hist, 99) / 1e3);
+	printf("blocktime %.3f ms in all", (double)d->blocktime_ns / 1e6);
+	for (uint32_t i = 0; i < d->n_threads && i < 8; i++)
+		printf("%s tid %u %.3f ms (%u faults)", i ? "," : ":", d->threads[i].tid,
+		       (double)d->threads[i].blocked_ns / 1e6, d->threads[i].faults);
+	printf("\n");
+	if (d->resumes)
+		printf("          %u resume%s after broken connections\n", d->resumes,
+		       d->resumes > 1 ? "s" : "");
+}
+
+/* ----------------------------------------------------------- source */
+
+struct source_app {
+	struct kv_hdr *h;
+	size_t size;
+	struct load load;
+	struct demo_blob blob;
+	uint64_t t_start;
+};
+
+static int source_stop(void *userdata, const void **ret_blob, size_t *ret_len)
+{
+	struct source_app *a = userdata;
+
+	load_stop(&a->load);
+	a->blob = (struct demo_blob){ .magic = BLOB_MAGIC, .kv_addr = (uintptr_t)a->h,
+				      .kv_size = a->size, .nkeys = a->h->nkeys };
+	for (int i = 0; i < LOADERS; i++)
+		a->blob.t[i] = a->load.l[i].st;
+	*ret_blob = &a->blob;
+	*ret_len = sizeof(a->blob);
+	return 0;
+}
+
+/* What the source reports to the demo's parent. */
+struct source_report {
+	int rc;
+	char err[512];
+	struct fl_migrate_source_stats st;
+	uint64_t ops, load_ns;
+};
+
+/* Build the store, serve, migrate. */
+static int run_source(const struct opts *o, struct source_report *rep)
+{
+	struct source_app a = { 0 };
+	struct load_state init[LOADERS] = { 0 };
+	struct fl_migrate_region reg;
+	struct fl_migrate_source *s = NULL;
+	struct fl_migrate_source_opts so;
+	uint64_t slots;
+	int r;
+
+	a.size = kv_region_size(o->size, &slots);
+	a.h = mmap((void *)KV_ADDR, a.size, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	if (a.h == MAP_FAILED || (uintptr_t)a.h != KV_ADDR) {
+		snprintf(rep->err, sizeof(rep->err), "cannot map the store at %#llx: %s",
+			 KV_ADDR, strerror(a.h == MAP_FAILED ? errno : EEXIST));
+		return -ENOMEM;
+	}
+	*a.h = (struct kv_hdr){ .magic = KV_MAGIC, .nslots = slots, .nkeys = slots / 2 };
+	a.h->nkeys -= a.h->nkeys % LOADERS;
+	for (uint64_t k = 1; k <= a.h->nkeys; k++) {
+		kv_set(kv_find(a.h, k), k, 1);
+		init[(k - 1) % LOADERS].checksum += kv_hash(k, 1);
+	}
+	for (int i = 0; i < LOADERS; i++)
+		init[i].rng = mix((uint64_t)i + 77) | 1;
+	r = load_start(&a.load, a.h, init);
+	if (r < 0) {
+		snprintf(rep->err, sizeof(rep->err), "cannot start the load threads");
+		return r;
+	}
+	if (o->serve > 0) {
+		struct timespec ts = { .tv_sec = (time_t)o->serve,
+				       .tv_nsec = (long)((o->serve - (double)(time_t)o->serve) *
+							 1e9) };
+
+		nanosleep(&ts, NULL);
+	}
+	reg = (struct fl_migrate_region){ a.h, a.size };
+	so = (struct fl_migrate_source_opts){
+		.sz = sizeof(so),
+		.regions = &reg,
+		.n_regions = 1,
+		.host = o->host,
+		.port = o->port,
+		.key = o->key_len ? o->key : NULL,
+		.key_len = o->key_len,
+		.stop = source_stop,
+		.userdata = &a,
+		.precopy_rounds = o->precopy,
+		.max_bandwidth = o->bandwidth,
+		.timeout_ms = o->timeout_ms,
+	};
+	if (o->precopy) {
+		struct fl_features f;
+
+		fl_probe(&f);
+		if ((f.features & (FL_FEAT_WP_ASYNC | FL_FEAT_PAGEMAP_SCAN)) !=
+		    (FL_FEAT_WP_ASYNC | FL_FEAT_PAGEMAP_SCAN))
+			so.precopy_rounds = 0;	/* this kernel cannot track writes */
+	}
+	r = fl_migrate_source_create(&so, &s);
+	if (r < 0) {
+		load_stop(&a.load);
+		snprintf(rep->err, sizeof(rep->err), "cannot set up the source: %s",
+			 strerror(-r));
+		return r;
+	}
+	r = fl_migrate_source_run(s);
+	load_stop(&a.load);	/* if the stop never came */
+	if (r < 0)
+		snprintf(rep->err, sizeof(rep->err), "%s", fl_migrate_source_error(s));
+	fl_migrate_source_stats(s, &rep->st);
+	rep->ops = load_ops(a.blob.t);
+	rep->load_ns = a.load.ns;
+	fl_migrate_source_destroy(s);
+	return r;
+}
+
+/* ----------------------------------------------------------- destination */
+
+struct dest_result {
+	struct fl_migrate_dest_stats st;
+	uint64_t ops, errors, load_ns;
+	uint64_t keys, bad_values;
+	bool checksums_ok;
+	char err[512];
+};
+
+/* Every key present, every value right, each thread's checksum equal to the sum over its keys. */
+static void verify(struct kv_hdr *h, const struct load_state *st, struct dest_result *res)
+{
+	struct kv_slot *slots = (struct kv_slot *)((uint8_t *)h + SLOT);
+	uint64_t sum[LOADERS] = { 0 };
+
+	res->keys = res->bad_values = 0;
+	for (uint64_t i = 0; i < h->nslots; i++) {
+		if (!slots[i].key)
+			continue;
+		if (slots[i].key > h->nkeys || !kv_check(&slots[i]))
+			res->bad_values++;
+		else
+			sum[(slots[i].key - 1) % LOADERS] +=
+				kv_hash(slots[i].key, slots[i].version);
+		res->keys++;
+	}
+	res->checksums_ok = true;
+	for (int i = 0; i < LOADERS; i++)
+		res->checksums_ok &= sum[i] == st[i].checksum;
+}
+
+/* Whether the demo's source process is still there (always true outside the demo). */
+static pid_t demo_child;
+
+static bool source_alive(void)
+{
+	return !demo_child || waitpid(demo_child, NULL, WNOHANG) == 0;
+}
+
+static int run_dest(const struct opts *o, struct fl_migrate_dest *d, struct dest_result *res)
+{
+	const struct demo_blob *b;
+	struct demo_blob state;
+	struct load load = { 0 };
+	const void *blob;
+	size_t len;
+	void *addr;
+	int r;
+
+	do
+		r = fl_migrate_dest_accept(d, demo_child ? 200 : -1, &blob, &len);
+	while (r == -ETIMEDOUT && source_alive());
+	if (r < 0) {
+		snprintf(res->err, sizeof(res->err), "%s", fl_migrate_dest_error(d));
+		return r;
+	}
+	b = blob;
+	if (len != sizeof(*b) || b->magic != BLOB_MAGIC ||
+	    fl_migrate_dest_region(d, 0, &addr, &len) < 0 || (uintptr_t)addr != b->kv_addr) {
+		snprintf(res->err, sizeof(res->err), "the state blob is not the demo's");
+		return -EPROTO;
+	}
+	state = *b;
+	/* The program resumes now, on memory that is still arriving. */
+	r = load_start(&load, addr, state.t);
+	if (r < 0) {
+		snprintf(res->err, sizeof(res->err), "cannot start the load threads");
+		return r;
+	}
+	if (o->seconds > 0) {
+		struct timespec ts = { .tv_sec = (time_t)o->seconds,
+				       .tv_nsec = (long)((o->seconds - (double)(time_t)o->seconds) *
+							 1e9) };
+
+		nanosleep(&ts, NULL);
+	}
+	do
+		r = fl_migrate_dest_wait(d, demo_child ? 200 : -1);
+	while (r == -ETIMEDOUT && source_alive());
+	load_stop(&load);
+	for (int i = 0; i < LOADERS; i++)
+		state.t[i] = load.l[i].st;
+	fl_migrate_dest_stats(d, &res->st);
+	res->ops = load_ops(state.t) - load_ops(b->t);
+	res->errors = load_errors(state.t);
+	res->load_ns = load.ns;
+	if (r < 0) {
+		snprintf(res->err, sizeof(res->err), "%s", fl_migrate_dest_error(d));
+		return r;
+	}
+	verify(addr, state.t, res);
+	return 0;
+}
+
+static void report_verify(const struct dest_result *res)
+{
+	printf("verify    %llu keys present, %llu wrong values, checksums %s\n",
+	       (unsigned long long)res->keys, (unsigned long long)res->bad_values,
+	       res->checksums_ok ? "match" : "DIFFER");
+}
+
+static bool verified(const struct dest_result *res)
+{
+	return res->checksums_ok && !res->bad_values && !res->errors && res->keys;
+}
+
+static void json_verify(const struct dest_result *res)
+{
+	printf("\"verify\":{\"keys\":%llu,\"wrong_values\":%llu,\"wrong_gets\":%llu,"
+	       "\"checksums_match\":%s,\"ok\":%s}", (unsigned long long)res->keys,
+	       (unsigned long long)res->bad_values, (unsigned long long)res->errors,
+	       res->checksums_ok ? "true" : "false", verified(res) ? "true" : "false");
+}
+
+/* ----------------------------------------------------------- modes */
+
+static int dest_create(const struct opts *o, const char *host, uint16_t port,
+		       struct fl_migrate_dest **d)
+{
+	struct fl_migrate_dest_opts dop = {
+		.sz = sizeof(dop),
+		.host = host,
+		.port = port,
+		.flags = FL_MIGRATE_LISTEN,
+		.key = o->key_len ? o->key : NULL,
+		.key_len = o->key_len,
+		.progress = progress_bar,
+		.userdata = (void *)o,
+		.timeout_ms = o->timeout_ms,
+	};
+
+	return fl_migrate_dest_create(&dop, d);
+}
+
+static int demo(struct opts *o)
+{
+	struct source_report rep = { 0 };
+	struct dest_result res = { 0 };
+	struct fl_migrate_dest *d = NULL;
+	int up[2], down[2], st, r;
+	uint16_t port;
+	pid_t pid;
+	ssize_t n;
+
+	if (pipe2(up, O_CLOEXEC) < 0 || pipe2(down, O_CLOEXEC) < 0)
+		return fail(SUB, "pipe", -errno);
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		return fail(SUB, "fork", -errno);
+	if (!pid) {
+		/* The source process: gets the port, builds the store, serves, migrates. */
+		close(up[0]);
+		close(down[1]);
+		if (read(down[0], &port, sizeof(port)) != sizeof(port))
+			_exit(1);
+		o->host = "127.0.0.1";
+		o->port = port;
+		rep.rc = run_source(o, &rep);
+		n = write(up[1], &rep, sizeof(rep));
+		_exit(n == sizeof(rep) && !rep.rc ? 0 : 1);
+	}
+	close(up[1]);
+	close(down[0]);
+	r = dest_create(o, "127.0.0.1", 0, &d);
+	if (r < 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		return fail(SUB, "cannot set up the destination", r);
+	}
+	fl_migrate_dest_port(d, &port);
+	if (write(down[1], &port, sizeof(port)) != sizeof(port)) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		fl_migrate_dest_destroy(d);
+		return fail(SUB, "talking to the source process", -EPIPE);
+	}
+	if (!o->json) {
+		char how[32] = "post-copy only";
+
+		if (o->precopy)
+			snprintf(how, sizeof(how), "%u pre-copy round%s", o->precopy,
+				 o->precopy == 1 ? "" : "s");
+		printf("faultline migrate: a key-value store of %.0f MiB, %d load threads, %s, "
+		       "source pid %d -> destination pid %d\n", (double)o->size / MIB, LOADERS,
+		       how, (int)pid, (int)getpid());
+	}
+	fflush(stdout);
+	demo_child = pid;
+	r = run_dest(o, d, &res);
+	n = read(up[0], &rep, sizeof(rep));
+	waitpid(pid, &st, 0);
+	demo_child = 0;
+	if (n != sizeof(rep))
+		rep.rc = -EPIPE;
+	if (o->json) {
+		printf("{\"mode\":\"demo\",\"size\":%llu,\"loaders\":%d,\"downtime_ns\":%llu,"
+		       "\"source_ops\":%llu,\"dest_ops\":%llu,\"source\":",
+		       (unsigned long long)o->size, LOADERS,
+		       (unsigned long long)(res.st.resume_ns - rep.st.stop_ns),
+		       (unsigned long long)rep.ops, (unsigned long long)res.ops);
+		json_source(&rep.st);
+		printf(",\"destination\":");
+		json_dest(&res.st);
+		printf(",");
+		json_verify(&res);
+		printf("}\n");
+	} else if (!r) {
+		report_source(&rep.st, rep.ops, (double)rep.load_ns / 1e9);
+		printf("downtime  %.3f ms (source stop to destination resume)\n",
+		       (double)(res.st.resume_ns - rep.st.stop_ns) / 1e6);
+		report_dest(&res.st, res.ops, (double)res.load_ns / 1e9, res.errors);
+		report_verify(&res);
+	}
+	fl_migrate_dest_destroy(d);
+	close(up[0]);
+	close(down[1]);
+	if (r < 0)
+		return fail(SUB, res.err[0] ? res.err : "the destination failed", r);
+	if (rep.rc < 0)
+		return fail(SUB, rep.err[0] ? rep.err : "the source failed", rep.rc);
+	if (!verified(&res)) {
+		fprintf(stderr, "faultline: %s: the migrated store does not verify\n", SUB);
+		return 1;
+	}
+	return 0;
+}
+
+static int listen_mode(struct opts *o)
+{
+	struct fl_migrate_dest *d = NULL;
+	struct dest_result res = { 0 };
+	uint16_t port;
+	int r;
+
+	r = dest_create(o, o->host, o->port, &d);
+	if (r < 0)
+		return fail(SUB, "cannot listen", r);
+	fl_migrate_dest_port(d, &port);
+	if (!o->json)
+		printf("faultline migrate: destination listening on %s port %u\n",
+		       o->host ? o->host : "*", port);
+	fflush(stdout);
+	r = run_dest(o, d, &res);
+	if (o->json) {
+		printf("{\"mode\":\"destination\",\"dest_ops\":%llu,\"destination\":",
+		       (unsigned long long)res.ops);
+		json_dest(&res.st);
+		printf(",");
+		json_verify(&res);
+		printf("}\n");
+	} else if (!r) {
+		printf("switch    %.3f ms from the first switch-over frame to the resume "
+		       "(add the source's stop-to-send time and one network trip)\n",
+		       (double)res.st.switch_ns / 1e6);
+		report_dest(&res.st, res.ops, (double)res.load_ns / 1e9, res.errors);
+		report_verify(&res);
+	}
+	fl_migrate_dest_destroy(d);
+	if (r < 0)
+		return fail(SUB, res.err[0] ? res.err : "migration failed", r);
+	if (!verified(&res)) {
+		fprintf(stderr, "faultline: %s: the migrated store does not verify\n", SUB);
+		return 1;
+	}
+	return 0;
+}
+
+static int to_mode(struct opts *o)
+{
+	struct source_report rep = { 0 };
+	int r;
+
+	if (!o->json)
+		printf("faultline migrate: source of a %.0f MiB key-value store -> %s port %u\n",
+		       (double)o->size / MIB, o->host, o->port);
+	fflush(stdout);
+	r = run_source(o, &rep);
+	if (o->json) {
+		printf("{\"mode\":\"source\",\"source_ops\":%llu,\"source\":",
+		       (unsigned long long)rep.ops);
+		json_source(&rep.st);
+		printf("}\n");
+	} else if (!r) {
+		report_source(&rep.st, rep.ops, (double)rep.load_ns / 1e9);
+	}
+	if (r < 0)
+		return fail(SUB, rep.err[0] ? rep.err : "migration failed", r);
+	return 0;
+}
+
+int cmd_migrate(int argc, char **argv)
+{
+	struct opts o;
+	int r = parse_args(argc, argv, &o);
+
+	if (r)
+		return r;
+	if (o.key_file) {
+		r = read_key(&o);
+		if (r < 0)
+			return fail(SUB, o.key_file, r);
+	}
+	switch (o.mode) {
+	case M_DEMO:
+		return demo(&o);
+	case M_LISTEN:
+		return listen_mode(&o);
+	case M_TO:
+		return to_mode(&o);
+	case M_NONE:
+		break;
+	}
+	return EXIT_USAGE;
+}
