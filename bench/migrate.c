@@ -103,29 +103,6 @@ static void usage(FILE *out)
 		"  --json         one JSON document instead of the table\n");
 }
 
-static int parse_size(const char *s, uint64_t *ret)
-{
-	unsigned long long v, mult = 1;
-	char *end;
-
-	if (!s || *s < '0' || *s > '9')
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno)
-		return -EINVAL;
-	switch (*end) {
-	case 'k': case 'K': mult = 1ull << 10; end++; break;
-	case 'm': case 'M': mult = 1ull << 20; end++; break;
-	case 'g': case 'G': mult = 1ull << 30; end++; break;
-	default: break;
-	}
-	if (*end || v > (1ull << 40) / mult)
-		return -EINVAL;
-	*ret = v * mult;
-	return 0;
-}
-
 static int parse_args(int argc, char **argv, struct opts *o)
 {
 	enum { O_SIZE = 1, O_RUNS, O_SCALE, O_FAULTS, O_LIMIT, O_JSON, O_HELP, O_CONFIGS,
@@ -155,7 +132,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 
 		switch (c) {
 		case O_SIZE:
-			if (parse_size(arg, &o->size) < 0 || !o->size || o->size % (2 * MIB))
+			if (tool_parse_size(arg, 1ull << 40, &o->size) < 0 || !o->size ||
+			    o->size % (2 * MIB))
 				return usage_error(SUB, "--size: expected a multiple of 2M such as "
 						   "256M or 1G, got '%s'", arg);
 			break;
@@ -180,7 +158,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 				o->faults = (unsigned int)v;
 			break;
 		case O_LIMIT:
-			if (parse_size(arg, &o->limit) < 0 || !o->limit)
+			if (tool_parse_size(arg, 1ull << 40, &o->limit) < 0 || !o->limit)
 				return usage_error(SUB, "--limit: expected bytes per second such "
 						   "as 64M, got '%s'", arg);
 			break;

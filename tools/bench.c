@@ -151,31 +151,6 @@ static int parse_uint(const char *s, unsigned long long max, unsigned long long 
 	return 0;
 }
 
-static int parse_size(const char *s, uint64_t *ret)
-{
-	unsigned long long v, mult = 1;
-	char *end;
-
-	if (!s || *s < '0' || *s > '9')
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno)
-		return -EINVAL;
-	switch (*end) {
-	case 'k': case 'K': mult = 1ull << 10; end++; break;
-	case 'm': case 'M': mult = 1ull << 20; end++; break;
-	case 'g': case 'G': mult = 1ull << 30; end++; break;
-	default: break;
-	}
-	if (mult > 1 && (!strcmp(end, "iB") || !strcmp(end, "B")))
-		end += strlen(end);
-	if (*end || v > (1ull << 44) / mult)
-		return -EINVAL;
-	*ret = v * mult;
-	return 0;
-}
-
 static int parse_modes(const char *s, unsigned int *ret)
 {
 	unsigned int m = 0;
@@ -303,7 +278,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			o->pager_threads = (unsigned int)v;
 			break;
 		case O_SIZE:
-			if (parse_size(arg, &o->size) < 0 || !o->size || o->size % (2 * MIB))
+			if (tool_parse_size(arg, 1ull << 44, &o->size) < 0 || !o->size ||
+			    o->size % (2 * MIB))
 				return usage_error(SUB, "--size: expected a multiple of 2M such as "
 						   "256M or 1G, got '%s'", arg);
 			break;

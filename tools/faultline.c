@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The faultline command: dispatches to one subcommand per file in tools/. */
+#include <errno.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "faultline.h"
@@ -33,6 +35,31 @@ int fail(const char *sub, const char *what, int err)
 {
 	fprintf(stderr, "faultline: %s: %s: %s\n", sub, what, strerror(err < 0 ? -err : err));
 	return 1;
+}
+
+int tool_parse_size(const char *s, uint64_t max, uint64_t *ret)
+{
+	unsigned long long v, mult = 1;
+	char *end;
+
+	if (!s || *s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno)
+		return -EINVAL;
+	switch (*end) {
+	case 'k': case 'K': mult = 1ull << 10; end++; break;
+	case 'm': case 'M': mult = 1ull << 20; end++; break;
+	case 'g': case 'G': mult = 1ull << 30; end++; break;
+	default: break;
+	}
+	if (mult > 1 && (!strcmp(end, "iB") || !strcmp(end, "B")))
+		end += strlen(end);
+	if (*end || v > max / mult)
+		return -EINVAL;
+	*ret = v * mult;
+	return 0;
 }
 
 void tool_log(enum fl_log_level level, const char *msg)

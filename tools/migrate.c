@@ -287,29 +287,6 @@ void usage_migrate(FILE *out)
 		"Exit status: 0 migrated and verified, 1 failed, 2 usage.\n");
 }
 
-static int parse_size(const char *s, uint64_t *ret)
-{
-	unsigned long long v, mult = 1;
-	char *end;
-
-	if (!s || *s < '0' || *s > '9')
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno)
-		return -EINVAL;
-	switch (*end) {
-	case 'k': case 'K': mult = 1ull << 10; end++; break;
-	case 'm': case 'M': mult = 1ull << 20; end++; break;
-	case 'g': case 'G': mult = 1ull << 30; end++; break;
-	default: break;
-	}
-	if (*end || v > (1ull << 44) / mult)
-		return -EINVAL;
-	*ret = v * mult;
-	return 0;
-}
-
 static int parse_seconds(const char *s, double *ret)
 {
 	char *end;
@@ -437,7 +414,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			o->key_file = arg;
 			break;
 		case O_SIZE:
-			if (parse_size(arg, &o->size) < 0 || o->size < 2 * MIB ||
+			if (tool_parse_size(arg, 1ull << 44, &o->size) < 0 || o->size < 2 * MIB ||
 			    o->size > (64ull << 30) || o->size % MIB)
 				return usage_error(SUB, "--size: expected 2M to 64G in whole MiB, "
 						   "got '%s'", arg);
@@ -450,7 +427,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 						   "got '%s'", arg);
 			break;
 		case O_BW:
-			if (parse_size(arg, &o->bandwidth) < 0 || !o->bandwidth)
+			if (tool_parse_size(arg, 1ull << 44, &o->bandwidth) < 0 || !o->bandwidth)
 				return usage_error(SUB, "--bandwidth: expected bytes per second "
 						   "such as 64M, got '%s'", arg);
 			break;

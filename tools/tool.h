@@ -23,6 +23,11 @@ struct fl_subcommand {
 int usage_error(const char *sub, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Print "faultline: SUB: what: strerror(-err)" and return 1. */
 int fail(const char *sub, const char *what, int err);
+/*
+ * A byte count: digits with an optional K, M or G (binary; "KiB", "MB" and the like also
+ * accepted), at most @max. Returns 0 or -EINVAL.
+ */
+int tool_parse_size(const char *s, uint64_t max, uint64_t *ret);
 /* The library's log lines go to stderr, prefixed "faultline: ". */
 void tool_log(enum fl_log_level level, const char *msg);
 
