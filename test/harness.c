@@ -325,3 +325,31 @@ uint8_t t_access_join(struct t_access *a)
 	a->efd = -1;
 	return a->seen;
 }
+
+bool t_have(uint64_t feats)
+{
+	struct fl_features f;
+
+	fl_probe(&f);
+	return (f.features & feats) == feats;
+}
+
+struct fl_pager *t_pager_new(enum fl_pager_mode mode, unsigned int threads, uint64_t feats)
+{
+	struct fl_pager_opts o = {
+		.sz = sizeof(o), .mode = mode, .threads = threads, .features = feats,
+	};
+	struct fl_pager *p = NULL;
+	int r;
+
+	r = fl_pager_create(&o, &p);
+	if (r < 0)
+		t_fail(__FILE__, __LINE__, "fl_pager_create: %s", strerror(-r));
+	return p;
+}
+
+struct fl_region_opts t_region_opts(struct fl_store *s, size_t len)
+{
+	return (struct fl_region_opts){ .sz = sizeof(struct fl_region_opts), .len = len, .store = s,
+					.memfd = -1 };
+}

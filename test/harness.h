@@ -103,6 +103,13 @@ void t_wait_readable(int fd);
 /* Read exactly one event; fail the test if it is not @type. */
 struct fl_event t_read_event(struct fl_uffd *u, uint32_t type);
 
+/* Whether the kernel offers every FL_FEAT_* bit in @feats. */
+bool t_have(uint64_t feats);
+/* A pager in @mode (threads 0 = default) with extra uffd @feats; fails the test on error. */
+struct fl_pager *t_pager_new(enum fl_pager_mode mode, unsigned int threads, uint64_t feats);
+/* Region options for @len bytes of store @s, everything else default. */
+struct fl_region_opts t_region_opts(struct fl_store *s, size_t len);
+
 /* Run fn in a forked child and return its wait status. */
 int t_run_child(void (*fn)(void *), void *arg);
 

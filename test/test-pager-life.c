@@ -100,31 +100,6 @@ static unsigned int cpus(void)
 	return (unsigned int)CPU_COUNT(&s);
 }
 
-static bool have(uint64_t feats)
-{
-	struct fl_features f;
-
-	fl_probe(&f);
-	return (f.features & feats) == feats;
-}
-
-static struct fl_pager *pager_new(enum fl_pager_mode mode, unsigned int threads, uint64_t feats)
-{
-	struct fl_pager_opts o = {
-		.sz = sizeof(o), .mode = mode, .threads = threads, .features = feats,
-	};
-	struct fl_pager *p = NULL;
-
-	T_ASSERT_OK(fl_pager_create(&o, &p));
-	return p;
-}
-
-static struct fl_region_opts region_opts(struct fl_store *s, size_t len)
-{
-	return (struct fl_region_opts){ .sz = sizeof(struct fl_region_opts), .len = len, .store = s,
-					.memfd = -1 };
-}
-
 static uint8_t pattern_byte(size_t off)
 {
 	uint64_t w = fl_pattern_word(SEED, off & ~(size_t)7);
@@ -214,7 +189,7 @@ static void poison_child(void *arg)
 	size_t ps = t_page_size();
 	struct fs *f = fs_new(16);
 	struct errlog log = { .efd = -1 };
-	struct fl_region_opts o = region_opts(f->s, 16 * ps);
+	struct fl_region_opts o = t_region_opts(f->s, 16 * ps);
 	struct fl_region_stats st;
 	struct fl_pager *p;
 	struct fl_region *r;
@@ -223,7 +198,7 @@ static void poison_child(void *arg)
 	/* Installed first: in SIGBUS mode the pager's handler chains to this one. */
 	catch_sigbus();
 	atomic_store(&f->fail_page, 3);
-	p = pager_new(mode, 2, 0);
+	p = t_pager_new(mode, 2, 0);
 	o.on_error = FL_ON_ERROR_POISON;
 	o.on_error_fn = on_error;
 	o.userdata = &log;
@@ -281,7 +256,7 @@ static void expect_clean_exit(int status)
 TEST(pager_store_error_poison)
 {
 	expect_clean_exit(t_run_child(poison_child, (void *)(uintptr_t)FL_PAGER_THREADS));
-	if (have(FL_FEAT_SIGBUS))
+	if (t_have(FL_FEAT_SIGBUS))
 		expect_clean_exit(t_run_child(poison_child, (void *)(uintptr_t)FL_PAGER_SIGBUS));
 }
 
@@ -290,14 +265,14 @@ static void block_case(enum fl_pager_mode mode)
 	size_t ps = t_page_size();
 	struct fs *f = fs_new(8);
 	struct errlog log = { .efd = eventfd(0, EFD_CLOEXEC) };
-	struct fl_region_opts o = region_opts(f->s, 8 * ps);
+	struct fl_region_opts o = t_region_opts(f->s, 8 * ps);
 	struct fl_region_stats st;
 	struct t_access a;
 	struct fl_pager *p;
 	struct fl_region *r;
 
 	atomic_store(&f->fail_page, 2);
-	p = pager_new(mode, 2, 0);
+	p = t_pager_new(mode, 2, 0);
 	o.on_error = FL_ON_ERROR_BLOCK;
 	o.on_error_fn = on_error;
 	o.userdata = &log;
@@ -325,7 +300,7 @@ static void block_case(enum fl_pager_mode mode)
 TEST(pager_store_error_block)
 {
 	block_case(FL_PAGER_THREADS);
-	if (have(FL_FEAT_SIGBUS))
+	if (t_have(FL_FEAT_SIGBUS))
 		block_case(FL_PAGER_SIGBUS);
 }
 
@@ -335,8 +310,8 @@ TEST(pager_slow_page_does_not_block_others)
 {
 	size_t ps = t_page_size();
 	struct fs *f = fs_new(32);
-	struct fl_region_opts o = region_opts(f->s, 32 * ps);
-	struct fl_pager *p = pager_new(FL_PAGER_THREADS, 2, 0);
+	struct fl_region_opts o = t_region_opts(f->s, 32 * ps);
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, 0);
 	struct t_access a, a2, b[4];
 	struct fl_region *r;
 	uint64_t one = 1;
@@ -370,9 +345,9 @@ TEST(pager_all_readers_slow)
 	size_t ps = t_page_size();
 	unsigned int n = cpus();
 	struct fs *f = fs_new(64);
-	struct fl_region_opts o = region_opts(f->s, 64 * ps);
+	struct fl_region_opts o = t_region_opts(f->s, 64 * ps);
 	/* One reader per CPU, and one helper thread more. */
-	struct fl_pager *p = pager_new(FL_PAGER_THREADS, n + 1, 0);
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, n + 1, 0);
 	struct t_access *a = calloc(n, sizeof(*a)), b;
 	struct fl_region *r;
 	uint64_t all = n;
@@ -421,8 +396,8 @@ TEST(pager_batch_handoff)
 {
 	size_t ps = t_page_size();
 	struct fs *f = fs_new(32);
-	struct fl_region_opts o = region_opts(f->s, 32 * ps);
-	struct fl_pager *p = pager_new(FL_PAGER_THREADS, 2, 0);
+	struct fl_region_opts o = t_region_opts(f->s, 32 * ps);
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, 0);
 	struct t_access a, b[3];
 	struct fl_region *r;
 	uint64_t one = 1;
@@ -533,7 +508,7 @@ TEST(pager_serves_other_process)
 	po.uffd = u;
 	T_ASSERT_OK(fl_pager_create(&po, &p));
 	T_ASSERT_OK(fl_store_pattern_create(len, SEED, &s));
-	o = region_opts(s, len);
+	o = t_region_opts(s, len);
 	o.addr = (void *)(uintptr_t)h.addr;
 	/* Memory of another process can only be registered, never mapped for it. */
 	o.addr = NULL;
@@ -564,8 +539,8 @@ TEST(pager_stop_leaves_faults_blocked)
 {
 	size_t ps = t_page_size();
 	struct fs *f = fs_new(8);
-	struct fl_region_opts o = region_opts(f->s, 8 * ps);
-	struct fl_pager *p = pager_new(FL_PAGER_THREADS, 2, 0);
+	struct fl_region_opts o = t_region_opts(f->s, 8 * ps);
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, 0);
 	struct fl_region *r;
 	struct t_access a;
 
@@ -614,8 +589,8 @@ static void destroy_child(void *arg)
 	uint8_t *mem = t_map_anon(8 * ps);
 	struct sigaction sa = { .sa_sigaction = on_destroy_bus, .sa_flags = SA_SIGINFO };
 	struct fs *f = fs_new(8);
-	struct fl_region_opts o = region_opts(f->s, 8 * ps);
-	struct fl_pager *p = pager_new(c->mode, 2, 0);
+	struct fl_region_opts o = t_region_opts(f->s, 8 * ps);
+	struct fl_pager *p = t_pager_new(c->mode, 2, 0);
 	struct fl_region *r;
 	struct t_access a;
 
@@ -657,9 +632,9 @@ TEST(pager_destroy_releases_blocked_with_sigbus)
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		int status;
 
-		if (cases[i].mode == FL_PAGER_SIGBUS && !have(FL_FEAT_SIGBUS))
+		if (cases[i].mode == FL_PAGER_SIGBUS && !t_have(FL_FEAT_SIGBUS))
 			continue;
-		if (!cases[i].keep && !have(FL_FEAT_POISON))
+		if (!cases[i].keep && !t_have(FL_FEAT_POISON))
 			continue;
 		status = t_run_child(destroy_child, (void *)&cases[i]);
 		if (!WIFEXITED(status))
@@ -696,8 +671,8 @@ TEST(pager_loop_mode_epoll)
 {
 	size_t ps = t_page_size(), npages = 256;
 	struct fs *f = fs_new(npages);
-	struct fl_region_opts o = region_opts(f->s, npages * ps);
-	struct fl_pager *p = pager_new(FL_PAGER_LOOP, 0, 0);
+	struct fl_region_opts o = t_region_opts(f->s, npages * ps);
+	struct fl_pager *p = t_pager_new(FL_PAGER_LOOP, 0, 0);
 	struct epoll_event ev = { .events = EPOLLIN };
 	struct fl_region_stats st;
 	struct fl_region *r;
@@ -765,9 +740,9 @@ TEST(pager_install_waits_for_events)
 {
 	size_t ps = t_page_size();
 	struct fs *f = fs_new(16);
-	struct fl_region_opts o = region_opts(f->s, 16 * ps);
+	struct fl_region_opts o = t_region_opts(f->s, 16 * ps);
 	/* One thread: while it sits in the store, nobody reads the event below. */
-	struct fl_pager *p = pager_new(FL_PAGER_THREADS, 1, FL_FEAT_EVENT_REMOVE);
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 1, FL_FEAT_EVENT_REMOVE);
 	struct fl_region_stats st;
 	struct fl_region *r;
 	struct discard d;
@@ -805,8 +780,8 @@ TEST(pager_events_remove_remap_unmap)
 {
 	size_t ps = t_page_size(), npages = 16, len = npages * ps;
 	struct fs *f = fs_new(npages);
-	struct fl_region_opts o = region_opts(f->s, len);
-	struct fl_pager *p = pager_new(FL_PAGER_THREADS, 2, FL_FEAT_EVENT_REMOVE |
+	struct fl_region_opts o = t_region_opts(f->s, len);
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, FL_FEAT_EVENT_REMOVE |
 				       FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_UNMAP);
 	struct fl_region *r, *r2;
 	uint8_t *base, *to;
@@ -832,7 +807,7 @@ TEST(pager_events_remove_remap_unmap)
 	T_ASSERT_EQ(to[2 * ps + 3], pattern_byte(2 * ps + 3));	/* moved with it */
 
 	/* UNMAP: the region is gone; a fault elsewhere is served after the event took effect. */
-	o = region_opts(f->s, 4 * ps);
+	o = t_region_opts(f->s, 4 * ps);
 	T_ASSERT_OK(fl_region_add(p, &o, &r2));
 	T_ASSERT_SYS(munmap(to, len));
 	T_ASSERT_EQ(page(r2, 1)[1], pattern_byte(ps + 1));

@@ -93,14 +93,6 @@ static void check_pages(const uint8_t *base, size_t n, struct ts *t, size_t firs
 	}
 }
 
-static bool have(uint64_t feats)
-{
-	struct fl_features f;
-
-	fl_probe(&f);
-	return (f.features & feats) == feats;
-}
-
 /* ----------------------------------------------------------- LOOP driver */
 
 struct loopdrv {
@@ -159,23 +151,6 @@ static void loop_stop(struct loopdrv *d)
 }
 
 /* ---------------------------------------------------------------- helpers */
-
-static struct fl_pager *pager_new(enum fl_pager_mode mode, unsigned int threads, uint64_t feats)
-{
-	struct fl_pager_opts o = {
-		.sz = sizeof(o), .mode = mode, .threads = threads, .features = feats,
-	};
-	struct fl_pager *p = NULL;
-
-	T_ASSERT_OK(fl_pager_create(&o, &p));
-	return p;
-}
-
-static struct fl_region_opts region_opts(struct fl_store *s, size_t len)
-{
-	return (struct fl_region_opts){ .sz = sizeof(struct fl_region_opts), .len = len, .store = s,
-					.memfd = -1 };
-}
 
 static struct fl_region_stats stats(struct fl_region *r)
 {
@@ -265,7 +240,7 @@ TEST(pager_threads_named_and_counted)
 	struct fl_pager *p;
 
 	unsetenv("FL_THREADS");
-	p = pager_new(FL_PAGER_THREADS, 0, 0);
+	p = t_pager_new(FL_PAGER_THREADS, 0, 0);
 	T_ASSERT_OK(fl_pager_start(p));
 	T_ASSERT_EQ(count_handler_threads(), FL_PAGER_DEFAULT_THREADS);
 	T_ASSERT_OK(fl_pager_stop(p));
@@ -273,13 +248,13 @@ TEST(pager_threads_named_and_counted)
 	fl_pager_destroy(p);
 
 	setenv("FL_THREADS", "3", 1);
-	p = pager_new(FL_PAGER_THREADS, 0, 0);
+	p = t_pager_new(FL_PAGER_THREADS, 0, 0);
 	T_ASSERT_OK(fl_pager_start(p));
 	T_ASSERT_EQ(count_handler_threads(), 3);
 	fl_pager_destroy(p);
 	T_ASSERT_EQ(count_handler_threads(), 0);
 	/* The option wins over the environment. */
-	p = pager_new(FL_PAGER_THREADS, 1, 0);
+	p = t_pager_new(FL_PAGER_THREADS, 1, 0);
 	T_ASSERT_OK(fl_pager_start(p));
 	T_ASSERT_EQ(count_handler_threads(), 1);
 	fl_pager_destroy(p);
@@ -289,7 +264,7 @@ TEST(pager_threads_named_and_counted)
 TEST(region_add_options)
 {
 	size_t ps = t_page_size(), len = 16 * ps;
-	struct fl_pager *p = pager_new(FL_PAGER_THREADS, 1, 0);
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 1, 0);
 	struct ts *t = ts_new(ps, 16, 0);
 	struct fl_region_opts o;
 	struct fl_region *r = NULL, *r2 = NULL;
@@ -297,46 +272,46 @@ TEST(region_add_options)
 	struct fl_uffd *other;
 
 	T_ASSERT_ERR(fl_region_add(p, NULL, &r), EINVAL);
-	o = region_opts(t->s, 0);
+	o = t_region_opts(t->s, 0);
 	T_ASSERT_ERR(fl_region_add(p, &o, &r), EINVAL);
-	o = region_opts(NULL, len);
+	o = t_region_opts(NULL, len);
 	T_ASSERT_ERR(fl_region_add(p, &o, &r), EINVAL);
-	o = region_opts(t->s, len + ps);		/* past the store */
+	o = t_region_opts(t->s, len + ps);		/* past the store */
 	T_ASSERT_ERR(fl_region_add(p, &o, &r), EINVAL);
-	o = region_opts(t->s, len);
+	o = t_region_opts(t->s, len);
 	o.store_off = ps;				/* past the store too */
 	T_ASSERT_ERR(fl_region_add(p, &o, &r), EINVAL);
-	o = region_opts(t->s, 8 * ps);
+	o = t_region_opts(t->s, 8 * ps);
 	o.store_off = 100;				/* not page aligned */
 	T_ASSERT_ERR(fl_region_add(p, &o, &r), EINVAL);
-	o = region_opts(t->s, len);
+	o = t_region_opts(t->s, len);
 	o.page_size = 3000;
 	T_ASSERT_ERR(fl_region_add(p, &o, &r), EINVAL);
-	o = region_opts(t->s, len);
+	o = t_region_opts(t->s, len);
 	o.addr = mem + 100;
 	T_ASSERT_ERR(fl_region_add(p, &o, &r), EINVAL);
-	o = region_opts(t->s, len);
+	o = t_region_opts(t->s, len);
 	o.flags = 1u << 9;
 	T_ASSERT_ERR(fl_region_add(p, &o, &r), EINVAL);
-	o = region_opts(t->s, len);
+	o = t_region_opts(t->s, len);
 	o.prefetch_min = 8 * ps;
 	o.prefetch_max = 4 * ps;
 	T_ASSERT_ERR(fl_region_add(p, &o, &r), EINVAL);
-	o = region_opts(t->s, len);
+	o = t_region_opts(t->s, len);
 	o.install = FL_INSTALL_CONTINUE;		/* anonymous memory has no page cache */
 	T_ASSERT_ERR(fl_region_add(p, &o, &r), EOPNOTSUPP);
-	o = region_opts(t->s, len);
+	o = t_region_opts(t->s, len);
 	o.install = FL_INSTALL_MOVE;			/* the store cannot hand pages over */
 	T_ASSERT_ERR(fl_region_add(p, &o, &r), EOPNOTSUPP);
-	if (have(FL_FEAT_MISSING_SHMEM)) {
-		o = region_opts(t->s, len);
+	if (t_have(FL_FEAT_MISSING_SHMEM)) {
+		o = t_region_opts(t->s, len);
 		o.mem = FL_MEM_SHMEM;
 		o.install = FL_INSTALL_MOVE;
 		T_ASSERT_ERR(fl_region_add(p, &o, &r), EOPNOTSUPP);
 	}
 
 	/* A good one, an overlapping one, a neighbour. */
-	o = region_opts(t->s, 8 * ps);
+	o = t_region_opts(t->s, 8 * ps);
 	o.addr = mem;
 	T_ASSERT_OK(fl_region_add(p, &o, &r));
 	T_ASSERT(fl_region_addr(r) == mem);
@@ -357,7 +332,7 @@ TEST(region_add_options)
 	/* A range another userfaultfd holds. */
 	other = t_uffd_open(0, true);
 	T_ASSERT_OK(fl_uffd_register(other, mem, len, FL_REGISTER_MISSING, NULL));
-	o = region_opts(t->s, len);
+	o = t_region_opts(t->s, len);
 	o.addr = mem;
 	T_ASSERT_ERR(fl_region_add(p, &o, &r), EBUSY);
 	fl_uffd_close(other);
@@ -385,14 +360,14 @@ static const char *install_name(enum fl_install i)
 
 static bool combo_possible(const struct combo *c)
 {
-	if (c->mem == FL_MEM_SHMEM && !have(FL_FEAT_MISSING_SHMEM))
+	if (c->mem == FL_MEM_SHMEM && !t_have(FL_FEAT_MISSING_SHMEM))
 		return false;
-	if (c->mem == FL_MEM_HUGETLB && !have(FL_FEAT_MISSING_HUGETLBFS))
+	if (c->mem == FL_MEM_HUGETLB && !t_have(FL_FEAT_MISSING_HUGETLBFS))
 		return false;
-	if (c->install == FL_INSTALL_MOVE && !have(FL_FEAT_MOVE))
+	if (c->install == FL_INSTALL_MOVE && !t_have(FL_FEAT_MOVE))
 		return false;
 	if (c->install == FL_INSTALL_CONTINUE &&
-	    !have(c->mem == FL_MEM_HUGETLB ? FL_FEAT_MINOR_HUGETLBFS : FL_FEAT_MINOR_SHMEM))
+	    !t_have(c->mem == FL_MEM_HUGETLB ? FL_FEAT_MINOR_HUGETLBFS : FL_FEAT_MINOR_SHMEM))
 		return false;
 	return true;
 }
@@ -401,7 +376,7 @@ static bool combo_possible(const struct combo *c)
 static void run_combo(enum fl_pager_mode mode, const struct combo *c, size_t npages)
 {
 	size_t ps = t_mem_page_size(c->mem), len = npages * ps;
-	struct fl_pager *p = pager_new(mode, 2, 0);
+	struct fl_pager *p = t_pager_new(mode, 2, 0);
 	struct fl_region_opts o;
 	struct fl_region_stats st;
 	struct fl_region *r;
@@ -418,10 +393,10 @@ static void run_combo(enum fl_pager_mode mode, const struct combo *c, size_t npa
 		fl_pattern_fill(src, 0, len, SEED);
 		T_ASSERT_OK(fl_store_mem_create(src, len, 0, &mem_store));
 		T_ASSERT(fl_store_caps(mem_store) & FL_STORE_MOVE);
-		o = region_opts(mem_store, len);
+		o = t_region_opts(mem_store, len);
 	} else {
 		t = ts_new(ps, npages, c->hole_every);
-		o = region_opts(t->s, len);
+		o = t_region_opts(t->s, len);
 	}
 	o.mem = c->mem;
 	o.install = c->install;
@@ -548,7 +523,7 @@ TEST(pager_contents_hugetlb)
 {
 	contents_matrix(FL_PAGER_THREADS, true);
 	contents_matrix(FL_PAGER_LOOP, true);
-	if (have(FL_FEAT_SIGBUS))
+	if (t_have(FL_FEAT_SIGBUS))
 		contents_matrix(FL_PAGER_SIGBUS, true);
 }
 
@@ -575,17 +550,17 @@ TEST(pager_move_falls_back_to_copy)
 {
 	struct fl_store_ops ops = { .sz = sizeof(ops), .read = pattern_read, .take_pages = refuse_take };
 	size_t ps = t_page_size(), npages = 32;
-	struct fl_pager *p = pager_new(FL_PAGER_THREADS, 2, 0);
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, 0);
 	struct fl_region_opts o;
 	struct fl_region_stats st;
 	struct fl_region *r;
 	struct fl_store *s;
 
-	if (!have(FL_FEAT_MOVE))
+	if (!t_have(FL_FEAT_MOVE))
 		T_SKIP("no UFFDIO_MOVE");
 	/* A store that says it can hand pages over, then refuses: each run is read and copied. */
 	T_ASSERT_OK(fl_store_create(&ops, NULL, FL_STORE_MOVE, npages * ps, &s));
-	o = region_opts(s, npages * ps);
+	o = t_region_opts(s, npages * ps);
 	o.install = FL_INSTALL_MOVE;
 	o.prefetch = FL_PREFETCH_FIXED;
 	o.prefetch_max = 8 * ps;
@@ -625,9 +600,9 @@ static void race(enum fl_pager_mode mode, bool same)
 {
 	enum { NTHR = 8, PER = 32 };
 	size_t ps = t_page_size(), npages = same ? 4 : NTHR * PER;
-	struct fl_pager *p = pager_new(mode, 2, 0);
+	struct fl_pager *p = t_pager_new(mode, 2, 0);
 	struct ts *t = ts_new(ps, npages, 0);
-	struct fl_region_opts o = region_opts(t->s, npages * ps);
+	struct fl_region_opts o = t_region_opts(t->s, npages * ps);
 	struct racer x[NTHR];
 	unsigned long th[NTHR];
 	pthread_barrier_t go;
@@ -677,7 +652,7 @@ TEST(pager_same_page_many_threads)
 {
 	race(FL_PAGER_THREADS, true);
 	race(FL_PAGER_LOOP, true);
-	if (have(FL_FEAT_SIGBUS))
+	if (t_have(FL_FEAT_SIGBUS))
 		race(FL_PAGER_SIGBUS, true);
 }
 
@@ -685,7 +660,7 @@ TEST(pager_distinct_pages_many_threads)
 {
 	race(FL_PAGER_THREADS, false);
 	race(FL_PAGER_LOOP, false);
-	if (have(FL_FEAT_SIGBUS))
+	if (t_have(FL_FEAT_SIGBUS))
 		race(FL_PAGER_SIGBUS, false);
 }
 
@@ -712,9 +687,9 @@ static void last_read_is(struct ts *t, size_t pg, size_t n)
 TEST(pager_prefetch_fixed_edges)
 {
 	size_t ps = t_page_size(), npages = 40;
-	struct fl_pager *p = pager_new(FL_PAGER_THREADS, 1, 0);
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 1, 0);
 	struct ts *t = ts_new(ps, npages, 0);
-	struct fl_region_opts o = region_opts(t->s, npages * ps);
+	struct fl_region_opts o = t_region_opts(t->s, npages * ps);
 	struct fl_region_stats st;
 	struct fl_region *r;
 
@@ -751,9 +726,9 @@ TEST(pager_prefetch_fixed_edges)
 TEST(pager_prefetch_adaptive)
 {
 	size_t ps = t_page_size(), npages = 1024;
-	struct fl_pager *p = pager_new(FL_PAGER_THREADS, 1, 0);
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 1, 0);
 	struct ts *t = ts_new(ps, npages, 0);
-	struct fl_region_opts o = region_opts(t->s, npages * ps);
+	struct fl_region_opts o = t_region_opts(t->s, npages * ps);
 	struct fl_region_stats st;
 	struct fl_region *r;
 
@@ -801,15 +776,15 @@ TEST(pager_populate_then_syscall)
 	size_t ps = t_page_size(), npages = 8;
 	struct fl_pager *p;
 	struct ts *t = ts_new(ps, npages, 0);
-	struct fl_region_opts o = region_opts(t->s, npages * ps);
+	struct fl_region_opts o = t_region_opts(t->s, npages * ps);
 	struct fl_region *r;
 	uint8_t *buf = malloc(2 * ps);
 	int pfd[2];
 
-	if (!have(FL_FEAT_SIGBUS))
+	if (!t_have(FL_FEAT_SIGBUS))
 		T_SKIP("no UFFD_FEATURE_SIGBUS");
 	T_ASSERT(buf);
-	p = pager_new(FL_PAGER_SIGBUS, 0, 0);
+	p = t_pager_new(FL_PAGER_SIGBUS, 0, 0);
 	T_ASSERT_OK(fl_region_add(p, &o, &r));
 	T_ASSERT_OK(fl_pager_start(p));
 	T_ASSERT_SYS(pipe(pfd));
@@ -850,9 +825,9 @@ static void *populate_main(void *arg)
 TEST(pager_populate_concurrent_with_faults)
 {
 	size_t ps = t_page_size(), npages = 512;
-	struct fl_pager *p = pager_new(FL_PAGER_THREADS, 2, 0);
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, 0);
 	struct ts *t = ts_new(ps, npages, 7);
-	struct fl_region_opts o = region_opts(t->s, npages * ps);
+	struct fl_region_opts o = t_region_opts(t->s, npages * ps);
 	struct fl_region_stats st;
 	struct fl_region *r;
 	struct popper x;
@@ -903,8 +878,8 @@ TEST(pager_file_store_offset)
 	close(fd);
 	T_ASSERT_OK(fl_store_file_open(path, &fo, &s));
 	unlink(path);
-	p = pager_new(FL_PAGER_THREADS, 2, 0);
-	o = region_opts(s, (npages - region_off) * ps);
+	p = t_pager_new(FL_PAGER_THREADS, 2, 0);
+	o = t_region_opts(s, (npages - region_off) * ps);
 	o.store_off = region_off * ps;
 	o.prefetch = FL_PREFETCH_FIXED;
 	o.prefetch_max = 4 * ps;
@@ -923,9 +898,9 @@ TEST(pager_file_store_offset)
 TEST(pager_stats_histogram)
 {
 	size_t ps = t_page_size(), npages = 64;
-	struct fl_pager *p = pager_new(FL_PAGER_THREADS, 1, 0);
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 1, 0);
 	struct ts *t = ts_new(ps, npages, 0);
-	struct fl_region_opts o = region_opts(t->s, npages * ps);
+	struct fl_region_opts o = t_region_opts(t->s, npages * ps);
 	struct fl_region_stats st;
 	struct fl_region *r;
 
@@ -959,7 +934,7 @@ struct echild {
 static void echild_check(void *arg)
 {
 	struct echild *x = arg;
-	struct fl_region_opts o = region_opts(x->s, t_page_size());
+	struct fl_region_opts o = t_region_opts(x->s, t_page_size());
 	struct fl_region_stats st;
 	struct fl_region *r2 = NULL;
 
@@ -979,11 +954,11 @@ TEST(pager_echild_after_fork)
 {
 	size_t ps = t_page_size();
 	struct ts *t = ts_new(ps, 4, 0);
-	struct fl_region_opts o = region_opts(t->s, 4 * ps);
+	struct fl_region_opts o = t_region_opts(t->s, 4 * ps);
 	struct echild x = { .s = t->s };
 	int status;
 
-	x.p = pager_new(FL_PAGER_LOOP, 0, 0);
+	x.p = t_pager_new(FL_PAGER_LOOP, 0, 0);
 	T_ASSERT_OK(fl_region_add(x.p, &o, &x.r));
 	status = t_run_child(echild_check, &x);
 	T_ASSERT(WIFEXITED(status));
