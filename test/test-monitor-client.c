@@ -308,6 +308,12 @@ static void fake_session(struct fake *f, struct session *s)
 				report(f->report, R_SERVED, a, 0, 0);
 				continue;
 			}
+			if (ev[i].type == FL_EVENT_FORK) {
+				/* A monitor that dies with the child's only descriptor. */
+				close(ev[i].fork.fd);
+				report(f->report, R_EVENT, ev[i].type, 0, 0);
+				continue;
+			}
 			report(f->report, R_EVENT, ev[i].type, (uintptr_t)ev[i].range.start,
 			       (uintptr_t)ev[i].range.end);
 			if (!f->forward || ev[i].type != FL_EVENT_REMOVE)
@@ -436,7 +442,8 @@ TEST(monitor_attach_serves_faults)
 	T_ASSERT(fl_uffd_features(fl_monitor_client_uffd(c)) & FL_FEAT_EVENT_FORK);
 	T_ASSERT(fl_monitor_client_fd(c) >= 0);
 	h = expect(pfd[0], R_HELLO);
-	T_ASSERT_EQ(h.b, 0);	/* first attach: no flag, sequence 0 */
+	/* First attach: sequence 0, and a beacon for fork()ed children. */
+	T_ASSERT_EQ(h.b, FL_MONITOR_HELLO_CHILDREN);
 	T_ASSERT(h.c & FL_FEAT_EVENT_REMOVE);
 
 	/* Faults, resolved by the other process through the descriptor we sent. */
@@ -663,6 +670,64 @@ TEST(monitor_fail_loud_sigbus)
 		t_fail(__FILE__, __LINE__, "client process ended with status %#x%s", st,
 		       WIFSIGNALED(st) ? " (a signal)" : "");
 	close(f.listen_fd);
+}
+
+/*
+ * A fork()ed child whose descriptor the monitor lost before the child could
+ * claim a copy (here the monitor closes it at once; a killed monitor does the
+ * same): the kernel unregisters the child's regions, so its absent pages would
+ * read as zeros. Before fork() returns in the child, the library takes the
+ * regions back with a userfaultfd of its own and poisons them.
+ */
+TEST(monitor_fork_orphan_fails_loud)
+{
+	size_t ps = t_page_size();
+	char name[108];
+	struct fake f = { .drop_after = -1 };
+	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
+	uint8_t *mem = t_map_anon(8 * ps);
+	struct fl_monitor_region r = pattern_region(mem, 8 * ps);
+	struct fl_monitor_client *c;
+	int pfd[2], st;
+	pid_t fake, pid;
+
+	log_reset();
+	T_ASSERT_SYS(pipe2(pfd, O_CLOEXEC));
+	f.listen_fd = listen_on(name, sizeof(name), "orphan");
+	f.report = pfd[1];
+	fake = fake_start(&f);
+	T_ASSERT_OK(fl_monitor_attach(name, &r, 1, NULL, &c));
+	expect(pfd[0], R_HELLO);
+	T_ASSERT(page_is_pattern(mem, 0));
+	T_ASSERT_EQ(expect(pfd[0], R_SERVED).a, (uintptr_t)mem);
+	pid = fork();
+	T_ASSERT_SYS(pid);
+	if (pid == 0) {
+		int bad = 0;
+
+		if (sigaction(SIGBUS, &sa, NULL) < 0)
+			_exit(100);
+		if (fl_monitor_client_state(c) != FL_MONITOR_FAILED)
+			bad |= 1;
+		if (!log_has("no claim came from the monitor"))
+			bad |= 2;
+		/* Present at the fork: ours. Never fetched: SIGBUS, not zeros. */
+		if (!page_is_pattern(mem, 0))
+			bad |= 4;
+		if (!read_sigbus(mem + 3 * ps) || !read_sigbus(mem + 7 * ps))
+			bad |= 8;
+		fl_monitor_detach(c, 0);
+		_exit(bad);
+	}
+	T_ASSERT_EQ(expect(pfd[0], R_EVENT).a, FL_EVENT_FORK);
+	T_ASSERT_SYS(waitpid(pid, &st, 0));
+	if (!WIFEXITED(st) || WEXITSTATUS(st))
+		t_fail(__FILE__, __LINE__, "child: status %#x", st);
+	/* The parent is still served. */
+	T_ASSERT(page_is_pattern(mem, 5));
+	T_ASSERT_EQ(fl_monitor_client_state(c), FL_MONITOR_ATTACHED);
+	fl_monitor_detach(c, 0);
+	reap(fake);
 }
 
 /* ------------------------------------------------------------------ re-attach */

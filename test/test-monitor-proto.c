@@ -1037,4 +1037,149 @@ TEST(monitor_proto_recv_hello)
 	close(sv[1]);
 	close(pfd[0]);
 	close(pfd[1]);
+	fl__mon_hello_free(&h);
+}
+
+/* ------------------------------------------------------- fork children's claims */
+
+TEST(monitor_proto_claim_grant)
+{
+	static uint8_t buf[8192], msg[8192], ext[256];
+	struct fl__mon_region r[3];
+	struct fl__mon_claim c = { .session = 0xabcdef0123456789ull, .token = 0x5eedull, .pid = 7 };
+	struct fl__mon_claim c2;
+	struct fl__mon_hello h, d;
+	uint8_t page[4096] = { 0 };
+	uint64_t session, token;
+	void *rbuf;
+	size_t len;
+	int sv[2], pfd[2], fd;
+	bool is_claim;
+
+	/* A HELLO naming a beacon page: flag CHILDREN, the address where "reserved" was. */
+	len = sample_hello(msg, sizeof(msg), r);
+	T_ASSERT_OK(fl__mon_decode_hello(msg, len, &d, err, sizeof(err)));
+	h = d;
+	h.flags = FL_MONITOR_HELLO_CHILDREN;
+	h.beacon = 0x7f0000101000ull;
+	len = fl__mon_encode_hello(&h, buf, sizeof(buf));
+	T_ASSERT_OK(fl__mon_decode_hello(buf, len, &d, err, sizeof(err)));
+	T_ASSERT_EQ(d.flags, FL_MONITOR_HELLO_CHILDREN);
+	T_ASSERT_EQ(d.beacon, 0x7f0000101000ull);
+	fl__mon_hello_free(&d);
+	/* h keeps the first decode's regions (their paths point into msg) until the end. */
+	/* Without the flag the field is reserved; with it, the page must be one of its own. */
+	put32(buf + O_FLAGS, 0);
+	reseal(buf, len);
+	T_ASSERT_FAILS(fl__mon_decode_hello(buf, len, &d, err, sizeof(err)), EPROTO, "reserved");
+	put32(buf + O_FLAGS, FL_MONITOR_HELLO_CHILDREN);
+	put64(buf + FL_MONITOR_HDR_LEN + 24, 0x7f0000101800ull);
+	reseal(buf, len);
+	T_ASSERT_FAILS(fl__mon_decode_hello(buf, len, &d, err, sizeof(err)), EINVAL, "beacon");
+	put64(buf + FL_MONITOR_HDR_LEN + 24, 0);
+	reseal(buf, len);
+	T_ASSERT_FAILS(fl__mon_decode_hello(buf, len, &d, err, sizeof(err)), EINVAL, "beacon");
+	put64(buf + FL_MONITOR_HDR_LEN + 24, 0x7f0000000000ull + 4 * 4096);
+	reseal(buf, len);
+	T_ASSERT_FAILS(fl__mon_decode_hello(buf, len, &d, err, sizeof(err)), EINVAL,
+		       "overlaps a region");
+	put32(buf + O_FLAGS, 1u << 2);
+	reseal(buf, len);
+	T_ASSERT_FAILS(fl__mon_decode_hello(buf, len, &d, err, sizeof(err)), EPROTO,
+		       "unknown HELLO flags");
+
+	/* GRANT: the child's layout, its session; never REATTACH; may be empty. */
+	h.session = c.session;
+	len = fl__mon_encode_grant(&h, buf, sizeof(buf));
+	T_ASSERT_EQ(buf[O_TYPE], FL_MONITOR_MSG_GRANT);
+	T_ASSERT_OK(fl__mon_decode_grant(buf, len, &d, err, sizeof(err)));
+	T_ASSERT_EQ(d.n, 3);
+	T_ASSERT_EQ(d.session, c.session);
+	T_ASSERT(!strcmp(d.r[0].path, path_a));
+	fl__mon_hello_free(&d);
+	T_ASSERT_FAILS(fl__mon_decode_hello(buf, len, &d, err, sizeof(err)), EPROTO,
+		       "expected a HELLO message, got type 7 (GRANT)");
+	put32(buf + O_FLAGS, FL_MONITOR_HELLO_CHILDREN | FL_MONITOR_HELLO_REATTACH);
+	reseal(buf, len);
+	T_ASSERT_FAILS(fl__mon_decode_grant(buf, len, &d, err, sizeof(err)), EPROTO,
+		       "unknown GRANT flags");
+	put32(buf + O_FLAGS, 0);
+	put64(buf + FL_MONITOR_HDR_LEN + 24, 0);
+	reseal(buf, len);
+	T_ASSERT_FAILS(fl__mon_decode_grant(buf, len, &d, err, sizeof(err)), EPROTO,
+		       "without flag CHILDREN");
+	h.n = 0;
+	len = fl__mon_encode_grant(&h, buf, sizeof(buf));
+	T_ASSERT_OK(fl__mon_decode_grant(buf, len, &d, err, sizeof(err)));
+	T_ASSERT_EQ(d.n, 0);
+	fl__mon_hello_free(&d);
+	h.attach_seq = 1;
+	len = fl__mon_encode_grant(&h, buf, sizeof(buf));
+	T_ASSERT_FAILS(fl__mon_decode_grant(buf, len, &d, err, sizeof(err)), EINVAL,
+		       "attach sequence");
+
+	/* CLAIM: session and token, both non-zero; nothing else. */
+	len = fl__mon_encode_claim(&c, buf, sizeof(buf));
+	T_ASSERT_EQ(len, FL_MONITOR_HDR_LEN + FL_MONITOR_CLAIM_FIXED_LEN);
+	T_ASSERT_OK(fl__mon_decode_claim(buf, len, &c2, err, sizeof(err)));
+	T_ASSERT(c2.session == c.session && c2.token == c.token && c2.pid == 7);
+	T_ASSERT_FAILS(fl__mon_decode_claim(buf, len - 8, &c2, err, sizeof(err)), EPROTO,
+		       "header says");
+	put64(buf + FL_MONITOR_HDR_LEN + 8, 0);
+	reseal(buf, len);
+	T_ASSERT_FAILS(fl__mon_decode_claim(buf, len, &c2, err, sizeof(err)), EINVAL,
+		       "zero session or token");
+	len = fl__mon_encode_claim(&c, buf, sizeof(buf));
+	put32(buf + FL_MONITOR_HDR_LEN + 20, 1);
+	reseal(buf, len);
+	T_ASSERT_FAILS(fl__mon_decode_claim(buf, len, &c2, err, sizeof(err)), EPROTO, "reserved");
+	len = fl__mon_encode_claim(&c, buf, sizeof(buf));
+	put32(buf + O_FLAGS, 1);
+	reseal(buf, len);
+	T_ASSERT_FAILS(fl__mon_decode_claim(buf, len, &c2, err, sizeof(err)), EPROTO,
+		       "CLAIM flags");
+	/* A longer fixed part (a later minor version) is skipped; trailing bytes are not. */
+	memcpy(ext, buf, FL_MONITOR_HDR_LEN + FL_MONITOR_CLAIM_FIXED_LEN);
+	memset(ext + FL_MONITOR_HDR_LEN + FL_MONITOR_CLAIM_FIXED_LEN, 0, 8);
+	put32(ext + O_FLAGS, 0);
+	put16(ext + O_FIXED_LEN, FL_MONITOR_CLAIM_FIXED_LEN + 8);
+	put32(ext + O_TOTAL, (uint32_t)len + 8);
+	reseal(ext, len + 8);
+	T_ASSERT_OK(fl__mon_decode_claim(ext, len + 8, &c2, err, sizeof(err)));
+	put16(ext + O_FIXED_LEN, FL_MONITOR_CLAIM_FIXED_LEN);
+	reseal(ext, len + 8);
+	T_ASSERT_FAILS(fl__mon_decode_claim(ext, len + 8, &c2, err, sizeof(err)), EPROTO,
+		       "after the CLAIM");
+
+	/* The beacon: a zero page (nobody wrote it) holds no claim. */
+	T_ASSERT(!fl__mon_beacon_read(page, &session, &token));
+	fl__mon_beacon_write(page, c.session, c.token);
+	T_ASSERT(!memcmp(page, "FLCHILD1", 8));
+	T_ASSERT(fl__mon_beacon_read(page, &session, &token));
+	T_ASSERT(session == c.session && token == c.token);
+	fl__mon_beacon_write(page, c.session, 0);
+	T_ASSERT(!fl__mon_beacon_read(page, &session, &token));
+
+	/* A monitor's first message may be a CLAIM, which carries no descriptor. */
+	T_ASSERT_SYS(pipe2(pfd, O_CLOEXEC));
+	T_ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+	len = fl__mon_encode_claim(&c, buf, sizeof(buf));
+	send_bytes(sv[0], buf, len, -1);
+	T_ASSERT_OK(fl__mon_recv_first(sv[1], fl__mon_now_ms() + 5000, &h, &rbuf, &fd, &c2,
+				       &is_claim, err, sizeof(err)));
+	T_ASSERT(is_claim);
+	T_ASSERT_EQ(c2.token, c.token);
+	send_bytes(sv[0], buf, len, pfd[0]);
+	T_ASSERT_FAILS(fl__mon_recv_first(sv[1], fl__mon_now_ms() + 5000, &h, &rbuf, &fd, &c2,
+					  &is_claim, err, sizeof(err)), EPROTO,
+		       "descriptor attached to a CLAIM");
+	/* Where no CLAIM is expected, it is not a HELLO. */
+	send_bytes(sv[0], buf, len, -1);
+	T_ASSERT_FAILS(fl__mon_recv_hello(sv[1], fl__mon_now_ms() + 5000, &h, &rbuf, &fd, err,
+					  sizeof(err)), EPROTO, "expected a HELLO");
+	close(sv[0]);
+	close(sv[1]);
+	close(pfd[0]);
+	close(pfd[1]);
+	fl__mon_hello_free(&h);
 }

@@ -142,6 +142,7 @@
 	X(monitor_proto_firecracker_valid, 0, 0, 0)                                \
 	X(monitor_proto_firecracker_invalid, 0, 0, 0)                              \
 	X(monitor_proto_recv_hello, 0, 0, 0)                                       \
+	X(monitor_proto_claim_grant, 0, 0, 0)                                      \
 	/* test-monitor-client.c: the client against fake monitors */              \
 	X(monitor_attach_serves_faults, FL_FEAT_EVENT_FORK | FL_FEAT_EVENT_REMAP | \
 	  FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                   \
@@ -149,6 +150,8 @@
 	  FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                                          \
 	X(monitor_fail_loud_sigbus, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |   \
 	  FL_FEAT_EVENT_UNMAP | FL_FEAT_POISON, T_UFFD, 0)                         \
+	X(monitor_fork_orphan_fails_loud, FL_FEAT_EVENT_FORK | FL_FEAT_EVENT_REMAP | \
+	  FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP | FL_FEAT_POISON, T_UFFD, 30)  \
 	X(monitor_reattach_auto, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |      \
 	  FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                                          \
 	X(monitor_reattach_explicit, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |  \
@@ -195,6 +198,9 @@
 	  FL_FEAT_EVENT_UNMAP, T_UFFD, 60)                                         \
 	X(monitor_server_kill_restart, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |\
 	  FL_FEAT_EVENT_UNMAP, T_UFFD, 60)                                         \
+	X(monitor_server_fork_kill_restart, FL_FEAT_EVENT_FORK |                   \
+	  FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP, T_UFFD, \
+	  60)                                                                      \
 	X(monitor_server_fail_loud, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |   \
 	  FL_FEAT_EVENT_UNMAP | FL_FEAT_POISON, T_UFFD, 30)                        \
 	X(monitor_server_exit_with_faults_pending, FL_FEAT_EVENT_REMAP |           \

@@ -31,6 +31,7 @@ extern "C" {
 #define FL_MONITOR_HELLO_FIXED_LEN 32	/* HELLO: features, session, pid, attach_seq */
 #define FL_MONITOR_ACK_FIXED_LEN 16	/* ACK: session, monitor pid */
 #define FL_MONITOR_ERROR_FIXED_LEN 8	/* ERROR: errno, message length */
+#define FL_MONITOR_CLAIM_FIXED_LEN 24	/* CLAIM: session, token, pid */
 #define FL_MONITOR_REGION_LEN 64	/* one HELLO region entry */
 #define FL_MONITOR_EVENT_LEN 32		/* one EVENT entry */
 
@@ -49,13 +50,23 @@ enum fl_monitor_msg_type {
 	FL_MONITOR_MSG_ERROR = 3,	/* monitor -> client: refused (errno and a message) */
 	FL_MONITOR_MSG_EVENT = 4,	/* monitor -> client: events applied to the layout */
 	FL_MONITOR_MSG_BYE = 5,		/* client -> monitor: detaching, stop serving */
+	FL_MONITOR_MSG_CLAIM = 6,	/* fork()ed child -> monitor: send me my userfaultfd */
+	FL_MONITOR_MSG_GRANT = 7,	/* monitor -> child: its userfaultfd and its layout */
 };
 
 /* HELLO flags (header field "flags"). Unknown bits are refused. */
 enum fl_monitor_hello_flags {
 	FL_MONITOR_HELLO_REATTACH = 1u << 0,	/* this userfaultfd was served before: pages may
 						   be present, and faults may be queued already */
+	FL_MONITOR_HELLO_CHILDREN = 1u << 1,	/* fork()ed children claim their userfaultfds:
+						   the HELLO names a beacon page */
 };
+
+/*
+ * The first 8 bytes of a child's beacon page once the monitor wrote it
+ * ("FLCHILD1"); the child's session and claim token follow (u64 each).
+ */
+#define FL_MONITOR_BEACON_MAGIC 0x31444c4948434c46ull
 
 /* EVENT entry types. */
 enum fl_monitor_event_type {
@@ -124,7 +135,8 @@ enum fl_monitor_flags {
 	/*
 	 * madvise(MADV_DONTFORK) the regions and open the userfaultfd without
 	 * EVENT_FORK (which needs CAP_SYS_PTRACE). Children forked later do not
-	 * have the regions at all. Without this flag EVENT_FORK is required.
+	 * have the regions at all. Without this flag EVENT_FORK is required,
+	 * and fork()ed children become clients of their own (fl_monitor_attach()).
 	 */
 	FL_MONITOR_DONTFORK = 1u << 2,
 };
@@ -170,6 +182,25 @@ struct fl_monitor_opts {
  * watcher thread (named fl-monitor), or fl_monitor_client_check(), notices
  * the hang-up and applies opts->policy.
  *
+ * fork(): without FL_MONITOR_DONTFORK, a child inherits the regions, and
+ * the monitor serves them through the child's own userfaultfd (the kernel
+ * makes one per child). Before fork() returns in the child, the library's
+ * pthread_atfork() handler claims a copy of it from the monitor (protocol
+ * section 3.6; the secret comes through a page the library maps, PROT_NONE,
+ * and registers with the regions), so the same @c then works in the child
+ * as the child's own client: same policy and options, its own session,
+ * connection and watcher thread; if the monitor dies, the child waits and
+ * re-attaches, or fails loudly, like its parent. If the claim is
+ * impossible (the monitor died with the child's descriptor, or refused),
+ * the child fails loudly before any of its code runs: FAILED, or BLOCKED
+ * where the regions stay registered with a descriptor it has no copy of.
+ * Each fork() costs one round trip to the monitor in the child; fork()s of
+ * a process are serialised by the handler. Children made by clone(2)
+ * without CLONE_VM that skip the handlers (raw clone, _Fork) are served by
+ * the monitor, but hold no copy: a dead monitor leaves their absent pages
+ * reading as zeros. posix_spawn() and vfork() share the parent's memory:
+ * nothing to claim.
+ *
  * @socket_path: a file system path, or "@name" for the abstract namespace
  * (shorter than 108 bytes). @regions: @n (1 to FL_MONITOR_MAX_REGIONS)
  * descriptions, copied (paths included); they must not overlap. @opts may
@@ -203,8 +234,10 @@ enum fl_monitor_detach_flags {
  * FAIL_LOUD does, but without logging an error); unregisters the regions;
  * sends BYE (the monitor stops serving) and closes the connection and the
  * userfaultfd. Pages that are present keep their data.
- * In a forked child it only closes the child's copies of the descriptors
- * and frees the memory: the regions belong to the parent. Accepts NULL.
+ * In a fork()ed child the client is the child's own (see fl_monitor_attach())
+ * and is detached like any other; with FL_MONITOR_DONTFORK it only closes
+ * the child's copies of the descriptors and frees the memory: the regions
+ * belong to the parent. Accepts NULL.
  * Thread safety: no other call on @c may run, nor start.
  */
 FL_API void fl_monitor_detach(struct fl_monitor_client *c, uint32_t flags);
@@ -218,7 +251,8 @@ FL_API struct fl_uffd *fl_monitor_client_uffd(struct fl_monitor_client *c);
 
 /*
  * fl_monitor_client_state - the current enum fl_monitor_state, or -EINVAL
- * for NULL, -ECHILD in a forked child. Thread safety: any thread.
+ * for NULL, -ECHILD in a child forked from a FL_MONITOR_DONTFORK client.
+ * Thread safety: any thread.
  */
 FL_API int fl_monitor_client_state(const struct fl_monitor_client *c);
 

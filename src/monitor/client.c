@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@
 #define HUGE_2M (2u << 20)
 #define ERRLEN 256
 #define PATHLEN 108	/* sizeof(sockaddr_un.sun_path) */
+#define BEACON_LEN 4096u
 
 struct fl_monitor_client {
 	pid_t pid;
@@ -56,10 +58,31 @@ struct fl_monitor_client {
 	uint8_t *in;			/* a message from the monitor, in pieces */
 	size_t in_len;
 	int kick;			/* eventfd: wakes the watcher */
+	sem_t *started;			/* posted by the watcher as it starts */
 	bool has_watcher;
 	pthread_t watcher;
 	_Atomic bool stopping;
+	/*
+	 * Fork children (protocol section 3.6): a page registered with our
+	 * userfaultfd that we never touch. In a child the monitor has put the
+	 * child's claim there. NULL with FL_MONITOR_DONTFORK.
+	 */
+	void *beacon;
+	struct fl_monitor_client *reg_next;	/* the registry of clients with a beacon */
+	struct fl__mon_table fork_t;		/* the layout, copied just before a fork() */
 };
+
+/*
+ * Clients with a beacon, for the fork handlers. fork_lock serialises fork()
+ * against itself; registry_lock guards the list. Both are held from the
+ * prepare handler to the parent's (or the child's) handler, and nothing
+ * holding them waits for a monitor, so a fork() blocked until a monitor
+ * reads its FORK event never stops the watcher that re-attaches one.
+ */
+static pthread_mutex_t fork_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct fl_monitor_client *registry;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 /* A state change to report once the lock is dropped. */
 struct change {
@@ -171,11 +194,12 @@ static int handshake(struct fl_monitor_client *c, const char *path, uint32_t fla
 {
 	struct fl__mon_hello h = {
 		.version = FL_MONITOR_PROTO_VERSION,
-		.flags = flags,
+		.flags = flags | (c->beacon ? FL_MONITOR_HELLO_CHILDREN : 0),
 		.features = fl_uffd_features(c->uffd),
 		.session = c->session,
 		.pid = (uint32_t)c->pid,
 		.attach_seq = seq,
+		.beacon = (uintptr_t)c->beacon,
 		.n = (uint32_t)c->t.n,
 		.r = c->t.r,
 	};
@@ -480,6 +504,12 @@ static void drain_uffd(struct fl_monitor_client *c, bool poison_children)
 				uint64_t feats = fl_uffd_features(c->uffd), done = 0;
 				struct fl_uffd *cu = NULL;
 
+				/* The child waits for its claim in its fork handler: none comes. */
+				if (c->beacon && !fl_uffd_adopt(ev[i].fork.fd, feats, 0, &cu)) {
+					fl_uffd_zeropage(cu, c->beacon, BEACON_LEN, 0, NULL);
+					fl_uffd_close(cu);
+					cu = NULL;
+				}
 				if (!poison_children) {
 					int *nf = realloc(c->child_fds,
 							  (c->nchild + 1) * sizeof(*nf));
@@ -780,6 +810,7 @@ static void *watcher_main(void *arg)
 {
 	struct fl_monitor_client *c = arg;
 
+	sem_post(c->started);
 	for (;;) {
 		struct pollfd p[2] = { { .fd = c->kick, .events = POLLIN }, { .fd = -1 } };
 		struct change ch = { 0 };
@@ -821,6 +852,335 @@ static void *watcher_main(void *arg)
 		notify(c, &ch);
 	}
 	return NULL;
+}
+
+/* ------------------------------------------------------------ fork children */
+
+/*
+ * Start the watcher, and return once it runs: a fork() while a new thread
+ * is still being set up (its runtime's allocator locks held, in a sanitizer
+ * build) would leave the child with those locks held for ever.
+ */
+static int start_watcher(struct fl_monitor_client *c)
+{
+	sigset_t all, old;
+	sem_t started;
+	int r;
+
+	c->kick = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (c->kick < 0)
+		return -errno;
+	if (sem_init(&started, 0, 0) < 0)
+		return -errno;
+	c->started = &started;
+	/* The watcher takes no signals meant for the program's threads. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	r = -pthread_create(&c->watcher, NULL, watcher_main, c);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (!r) {
+		while (sem_wait(&started) < 0 && errno == EINTR)
+			;
+		pthread_setname_np(c->watcher, "fl-monitor");
+		c->has_watcher = true;
+	}
+	c->started = NULL;
+	sem_destroy(&started);
+	return r;
+}
+
+/* The FL_FEAT_* a layout's memory types need registered. */
+static uint64_t layout_features(const struct fl__mon_table *t)
+{
+	uint64_t need = 0;
+
+	for (size_t i = 0; i < t->n; i++) {
+		if (t->r[i].mem == FL_MEM_SHMEM)
+			need |= FL_FEAT_MISSING_SHMEM;
+		if (t->r[i].mem == FL_MEM_HUGETLB)
+			need |= FL_FEAT_MISSING_HUGETLBFS;
+	}
+	return need;
+}
+
+/* A path of the layout, as a string the client owns (its parent's copy when it has one). */
+static const char *own_path(struct fl_monitor_client *c, const char *p, size_t len)
+{
+	char **np;
+
+	for (size_t i = 0; i < c->npaths; i++)
+		if (strlen(c->paths[i]) == len && !memcmp(c->paths[i], p, len))
+			return c->paths[i];
+	np = realloc(c->paths, (c->npaths + 1) * sizeof(*np));
+	if (!np)
+		return NULL;
+	c->paths = np;
+	np[c->npaths] = strndup(p, len);
+	return np[c->npaths] ? np[c->npaths++] : NULL;
+}
+
+/*
+ * Read the claim the monitor put in our beacon page (faulting until it does,
+ * or until a dying monitor's copy of our descriptor closes, which leaves a
+ * zero page), then empty the page for our own children.
+ */
+static bool read_beacon(struct fl_monitor_client *c, uint64_t *session, uint64_t *token)
+{
+	uint8_t b[FL__MON_BEACON_LEN];
+
+	if (mprotect(c->beacon, BEACON_LEN, PROT_READ) < 0)
+		return false;
+	memcpy(b, c->beacon, sizeof(b));
+	if (!fl__mon_beacon_read(b, session, token)) {
+		mprotect(c->beacon, BEACON_LEN, PROT_NONE);
+		return false;
+	}
+	/* A monitor reads the REMOVE event this makes: it wrote the page. */
+	madvise(c->beacon, BEACON_LEN, MADV_DONTNEED);
+	mprotect(c->beacon, BEACON_LEN, PROT_NONE);
+	return true;
+}
+
+/*
+ * Send CLAIM, take the GRANT: our own copy of our userfaultfd, and the
+ * layout as the monitor knows it at this moment. Returns 0 or -errno.
+ */
+static int claim(struct fl_monitor_client *c, uint64_t session, uint64_t token)
+{
+	struct fl__mon_claim cl = { .session = session, .token = token, .pid = (uint32_t)c->pid };
+	uint64_t deadline = fl__mon_now_ms() + c->o.ack_timeout_ms;
+	uint8_t msg[FL_MONITOR_HDR_LEN + FL_MONITOR_CLAIM_FIXED_LEN];
+	char err[ERRLEN], text[FL_MONITOR_MAX_ERRMSG + 1];
+	struct fl__mon_hello g = { .r = NULL };
+	struct fl__mon_table t = { .r = NULL };
+	struct fl__mon_reply rep;
+	struct fl_uffd *u = NULL;
+	void *rbuf = NULL;
+	size_t rlen = 0;
+	int sock, fd = -1, r;
+
+	sock = connect_to(c->path, deadline);
+	if (sock < 0) {
+		fl__err("monitor %s: connect: %s", c->path, strerror(-sock));
+		return sock;
+	}
+	r = fl__mon_send(sock, msg, fl__mon_encode_claim(&cl, msg, sizeof(msg)), -1, deadline);
+	if (!r)
+		r = fl__mon_recv_msg(sock, deadline, &rbuf, &rlen, &fd, err, sizeof(err));
+	if (r < 0) {
+		fl__err("monitor %s: claiming: %s", c->path,
+			r == -EPIPE ? "the monitor hung up" : strerror(-r));
+		goto out;
+	}
+	if (fl__mon_msg_type(rbuf) == FL_MONITOR_MSG_ERROR &&
+	    !fl__mon_decode_reply(rbuf, rlen, &rep, err, sizeof(err))) {
+		sanitize(text, sizeof(text), rep.msg);
+		fl__err("monitor %s refused the claim: %s (%s)", c->path, text,
+			strerror(-rep.err));
+		r = rep.err;
+		goto out;
+	}
+	r = fl__mon_decode_grant(rbuf, rlen, &g, err, sizeof(err));
+	if (!r && (g.session != session || fd < 0)) {
+		snprintf(err, sizeof(err), "%s", fd < 0 ? "no descriptor" : "another session");
+		r = -EPROTO;
+	}
+	if (!r && (r = fl__mon_check_uffd(fd, err, sizeof(err))) < 0)
+		r = -EPROTO;
+	if (r < 0) {
+		fl__err("monitor %s: bad GRANT: %s", c->path, err);
+		goto out;
+	}
+	r = -ENOMEM;
+	t.r = calloc(g.n ? g.n : 1, sizeof(*t.r));
+	if (!t.r)
+		goto out;
+	t.n = t.cap = g.n;
+	for (size_t i = 0; i < g.n; i++) {
+		t.r[i] = g.r[i];
+		if (g.r[i].path && !(t.r[i].path = own_path(c, g.r[i].path, g.r[i].path_len)))
+			goto out;
+	}
+	r = fl_uffd_take(fd, g.features, 0, &u);
+	if (r < 0) {
+		fl__err("monitor %s: the granted userfaultfd: %s", c->path, strerror(-r));
+		goto out;
+	}
+	fd = -1;
+	fl__mon_table_sort(&t);
+	free(c->t.r);
+	c->t = t;
+	t.r = NULL;
+	c->uffd = u;
+	c->sock = sock;
+	sock = -1;
+	c->session = session;
+	c->attach_seq = 0;
+	c->layout_lost = false;
+	r = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (sock >= 0)
+		close(sock);
+	fl__mon_hello_free(&g);
+	free(t.r);
+	free(rbuf);
+	return r;
+}
+
+/*
+ * No claim: the monitor died (with it our descriptor, so the kernel has
+ * unregistered our regions) or refused. Before any code of the child runs,
+ * take the regions with a userfaultfd of our own and fail loudly, as the
+ * parent would. Regions still registered with a descriptor we have no copy
+ * of (-EBUSY: a monitor that refused the claim still serves it, or a failed
+ * parent holds it) stay so: BLOCKED.
+ */
+static int orphan(struct fl_monitor_client *c, const char *why)
+{
+	struct fl_uffd_opts uo = {
+		.sz = sizeof(uo),
+		.flags = FL_UFFD_NONBLOCK,
+		.features = layout_features(&c->t),
+		.optional = FL_FEAT_POISON,
+	};
+	int r = fl_uffd_open(&uo, &c->uffd);
+
+	if (r < 0) {
+		c->uffd = NULL;
+		fl__err("monitor %s: fork()ed child: %s, and no userfaultfd of its own (%s): its "
+			"pages not yet present read as zeros", c->path, why, strerror(-r));
+		return FL_MONITOR_BLOCKED;
+	}
+	for (size_t i = 0; i < c->t.n; i++) {
+		const struct fl__mon_region *t = &c->t.r[i];
+
+		if (t->store == FL_MONITOR_STORE_ZERO)
+			continue;
+		r = fl_uffd_register(c->uffd, (void *)(uintptr_t)t->addr, t->len,
+				     FL_REGISTER_MISSING, NULL);
+		if (r == -EBUSY) {
+			fl__err("monitor %s: fork()ed child: %s; its regions stay registered with "
+				"a userfaultfd it has no copy of: served while whoever holds that "
+				"serves it, blocked otherwise", c->path, why);
+			unregister_all(c);
+			return FL_MONITOR_BLOCKED;
+		}
+	}
+	return fail_loud(c, why, false);
+}
+
+/* In a fork()ed child, before fork() returns: make the parent's client ours. */
+static void child_claim(struct fl_monitor_client *c)
+{
+	int st = get_state(c), r = -ENOENT;
+	uint64_t session = 0, token = 0;
+
+	c->pid = getpid();
+	pthread_mutex_init(&c->lock, NULL);
+	/* The parent's: our copies of its connection, its watcher's eventfd, its userfaultfd. */
+	if (c->sock >= 0)
+		close(c->sock);
+	c->sock = -1;
+	if (c->kick >= 0)
+		close(c->kick);
+	c->kick = -1;
+	c->has_watcher = false;
+	atomic_store(&c->stopping, false);
+	for (size_t i = 0; i < c->nchild; i++)
+		close(c->child_fds[i]);
+	c->nchild = 0;
+	c->in_len = 0;
+	fl_uffd_close(c->uffd);
+	c->uffd = NULL;
+	/*
+	 * The layout as the prepare handler copied it: the parent's watcher may
+	 * have been changing c->t at the fork, so its memory here is left alone
+	 * (a few bytes lost per fork; the claim's layout replaces it anyway).
+	 */
+	c->t = c->fork_t;
+	c->fork_t = (struct fl__mon_table){ .r = NULL };
+	if (!c->t.r)
+		c->layout_lost = true;
+	if (st == FL_MONITOR_ATTACHED || st == FL_MONITOR_WAITING) {
+		if (read_beacon(c, &session, &token))
+			r = claim(c, session, token);
+		if (!r) {
+			atomic_store(&c->state, FL_MONITOR_ATTACHED);
+			fl__debug("monitor %s: fork()ed child %d has its own userfaultfd (session "
+				  "%016llx, %zu regions)", c->path, (int)c->pid,
+				  (unsigned long long)session, c->t.n);
+			if (!(c->o.flags & FL_MONITOR_NO_WATCHER) && (r = start_watcher(c)) < 0)
+				fl__err("monitor %s: fork()ed child: no watcher thread (%s): the "
+					"monitor's death goes unnoticed", c->path, strerror(-r));
+			return;
+		}
+		st = orphan(c, r == -ENOENT ? "no claim came from the monitor"
+					    : "its claim failed");
+		atomic_store(&c->state, st);
+	}
+}
+
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&fork_lock);
+	pthread_mutex_lock(&registry_lock);
+	for (struct fl_monitor_client *c = registry; c; c = c->reg_next) {
+		pthread_mutex_lock(&c->lock);
+		c->fork_t = (struct fl__mon_table){ .r = malloc((c->t.n ? c->t.n : 1) *
+							      sizeof(*c->t.r)) };
+		if (c->fork_t.r) {
+			memcpy(c->fork_t.r, c->t.r, c->t.n * sizeof(*c->t.r));
+			c->fork_t.n = c->fork_t.cap = c->t.n;
+		}
+		pthread_mutex_unlock(&c->lock);
+	}
+}
+
+static void fork_parent(void)
+{
+	for (struct fl_monitor_client *c = registry; c; c = c->reg_next) {
+		free(c->fork_t.r);
+		c->fork_t = (struct fl__mon_table){ .r = NULL };
+	}
+	pthread_mutex_unlock(&registry_lock);
+	pthread_mutex_unlock(&fork_lock);
+}
+
+static void fork_child(void)
+{
+	/* This thread is another one than the one that locked them: start afresh. */
+	pthread_mutex_init(&registry_lock, NULL);
+	pthread_mutex_init(&fork_lock, NULL);
+	for (struct fl_monitor_client *c = registry; c; c = c->reg_next)
+		child_claim(c);
+}
+
+static void register_atfork(void)
+{
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+static void registry_add(struct fl_monitor_client *c)
+{
+	pthread_once(&atfork_once, register_atfork);
+	pthread_mutex_lock(&registry_lock);
+	c->reg_next = registry;
+	registry = c;
+	pthread_mutex_unlock(&registry_lock);
+}
+
+static void registry_remove(struct fl_monitor_client *c)
+{
+	pthread_mutex_lock(&registry_lock);
+	for (struct fl_monitor_client **p = &registry; *p; p = &(*p)->reg_next) {
+		if (*p == c) {
+			*p = c->reg_next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&registry_lock);
 }
 
 /* ---------------------------------------------------------------- public */
@@ -944,6 +1304,20 @@ static int build_layout(struct fl_monitor_client *c, const struct fl_monitor_reg
 	return 0;
 }
 
+/*
+ * Unregister the beacon, then unmap it: unmapping it registered would wait
+ * for a reader of its UNMAP event, and after a BYE there is none.
+ */
+static void drop_beacon(struct fl_monitor_client *c)
+{
+	if (!c->beacon)
+		return;
+	if (c->uffd)
+		fl_uffd_unregister(c->uffd, c->beacon, BEACON_LEN);
+	munmap(c->beacon, BEACON_LEN);
+	c->beacon = NULL;
+}
+
 static void client_free(struct fl_monitor_client *c, bool lock_ok)
 {
 	if (c->sock >= 0)
@@ -1031,6 +1405,20 @@ FL_API int fl_monitor_attach(const char *socket_path, const struct fl_monitor_re
 			goto fail_unregister;
 		}
 	}
+	if (!(c->o.flags & FL_MONITOR_DONTFORK)) {
+		/* Where a fork()ed child will find its claim: never touched here. */
+		c->beacon = mmap(NULL, BEACON_LEN, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (c->beacon == MAP_FAILED) {
+			c->beacon = NULL;
+			r = -errno;
+			goto fail_unregister;
+		}
+		r = fl_uffd_register(c->uffd, c->beacon, BEACON_LEN, FL_REGISTER_MISSING, NULL);
+		if (r < 0) {
+			fl__err("monitor: registering the beacon page: %s", strerror(-r));
+			goto fail_unregister;
+		}
+	}
 	c->session = new_session();
 	pthread_mutex_lock(&c->lock);
 	sock = handshake(c, c->path, 0, 0, false);
@@ -1043,23 +1431,12 @@ FL_API int fl_monitor_attach(const char *socket_path, const struct fl_monitor_re
 	atomic_store(&c->state, FL_MONITOR_ATTACHED);
 
 	if (!(c->o.flags & FL_MONITOR_NO_WATCHER)) {
-		sigset_t all, old;
-
-		c->kick = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		if (c->kick < 0) {
-			r = -errno;
-			goto fail_unregister;
-		}
-		/* The watcher takes no signals meant for the program's threads. */
-		sigfillset(&all);
-		pthread_sigmask(SIG_SETMASK, &all, &old);
-		r = -pthread_create(&c->watcher, NULL, watcher_main, c);
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		r = start_watcher(c);
 		if (r < 0)
 			goto fail_unregister;
-		pthread_setname_np(c->watcher, "fl-monitor");
-		c->has_watcher = true;
 	}
+	if (c->beacon)
+		registry_add(c);
 	/* The watcher may already be applying events to the table: read it under the lock. */
 	pthread_mutex_lock(&c->lock);
 	fl__debug("monitor %s: attached %zu regions (session %016llx)", c->path, c->t.n,
@@ -1077,6 +1454,7 @@ fail_unregister:
 		if (c->o.flags & FL_MONITOR_DONTFORK)
 			madvise((void *)(uintptr_t)t->addr, t->len, MADV_DOFORK);
 	}
+	drop_beacon(c);
 fail:
 	client_free(c, true);
 	return r;
@@ -1093,6 +1471,8 @@ FL_API void fl_monitor_detach(struct fl_monitor_client *c, uint32_t flags)
 		client_free(c, false);
 		return;
 	}
+	if (c->beacon)
+		registry_remove(c);
 	if (c->has_watcher) {
 		atomic_store(&c->stopping, true);
 		kick(c);
@@ -1123,6 +1503,8 @@ FL_API void fl_monitor_detach(struct fl_monitor_client *c, uint32_t flags)
 			unregister_all(c);
 		}
 	}
+	if (st != FL_MONITOR_BLOCKED)
+		drop_beacon(c);
 	pthread_mutex_unlock(&c->lock);
 	client_free(c, true);
 }

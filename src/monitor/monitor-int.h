@@ -51,6 +51,7 @@ struct fl__mon_hello {
 	uint64_t session;	/* the client's id, the same on every re-attach */
 	uint32_t pid;		/* what the client says it is; trust SO_PEERCRED instead */
 	uint32_t attach_seq;	/* 0 on the first attach, then 1, 2, ... */
+	uint64_t beacon;	/* FL_MONITOR_HELLO_CHILDREN: the beacon page's address */
 	uint32_t n;
 	struct fl__mon_region *r;	/* n entries, malloc'ed; paths point into the input */
 };
@@ -64,6 +65,13 @@ struct fl__mon_reply {
 	uint32_t pid;		/* ACK: the monitor's pid, informational */
 	int err;		/* ERROR: a negative errno, -1 to -4095 */
 	const char *msg;	/* ERROR: NUL-terminated, points into the input */
+};
+
+/* A decoded CLAIM: a fork()ed child asks for its userfaultfd. */
+struct fl__mon_claim {
+	uint64_t session;	/* the child's, from its beacon */
+	uint64_t token;		/* the secret from its beacon */
+	uint32_t pid;		/* informational: trust SO_PEERCRED */
 };
 
 struct fl__mon_event {
@@ -96,6 +104,9 @@ size_t fl__mon_encode_ack(uint64_t session, uint32_t pid, void *buf, size_t cap)
 size_t fl__mon_encode_error(int err, const char *msg, void *buf, size_t cap);
 size_t fl__mon_encode_events(const struct fl__mon_event *ev, size_t n, void *buf, size_t cap);
 size_t fl__mon_encode_bye(void *buf, size_t cap);
+/* A GRANT is a HELLO's layout with another type: @h->session is the child's, pid the monitor's. */
+size_t fl__mon_encode_grant(const struct fl__mon_hello *h, void *buf, size_t cap);
+size_t fl__mon_encode_claim(const struct fl__mon_claim *c, void *buf, size_t cap);
 
 /*
  * Decoders take one whole message of exactly @len bytes and check every
@@ -111,6 +122,20 @@ int fl__mon_decode_reply(const void *buf, size_t len, struct fl__mon_reply *ret,
 int fl__mon_decode_events(const void *buf, size_t len, struct fl__mon_event *ev, size_t cap,
 			  size_t *ret_n, char *err, size_t errlen);
 
+/* A GRANT: like a HELLO, but flag CHILDREN alone, attach_seq 0, and maybe no regions. */
+int fl__mon_decode_grant(const void *buf, size_t len, struct fl__mon_hello *ret, char *err,
+			 size_t errlen);
+int fl__mon_decode_claim(const void *buf, size_t len, struct fl__mon_claim *ret, char *err,
+			 size_t errlen);
+/*
+ * The beacon page: the monitor writes a child's session and token into it
+ * (through the child's userfaultfd); the child reads them after fork().
+ * fl__mon_beacon_read() returns false for a page without the magic (a zero
+ * page: nobody wrote it) or with a zero token.
+ */
+#define FL__MON_BEACON_LEN 24
+void fl__mon_beacon_write(void *page, uint64_t session, uint64_t token);
+bool fl__mon_beacon_read(const void *page, uint64_t *ret_session, uint64_t *ret_token);
 /* A BYE: a header and nothing else. */
 int fl__mon_decode_bye(const void *buf, size_t len, char *err, size_t errlen);
 
@@ -202,6 +227,14 @@ int fl__mon_recv_msg(int sock, uint64_t deadline, void **ret_buf, size_t *ret_le
  */
 int fl__mon_recv_hello(int sock, uint64_t deadline, struct fl__mon_hello *ret, void **ret_buf,
 		       int *ret_fd, char *err, size_t errlen);
+/*
+ * fl__mon_recv_first - fl__mon_recv_hello(), except that the first message
+ * may also be a CLAIM (with no descriptor): then *ret_claim gets it,
+ * *is_claim is set, and nothing else is returned.
+ */
+int fl__mon_recv_first(int sock, uint64_t deadline, struct fl__mon_hello *ret, void **ret_buf,
+		       int *ret_fd, struct fl__mon_claim *ret_claim, bool *is_claim, char *err,
+		       size_t errlen);
 
 /*
  * fl__mon_peer_check - SO_PEERCRED of a connected unix socket: accept a peer

@@ -100,6 +100,10 @@ static const char *type_name(uint32_t type)
 		return "EVENT";
 	case FL_MONITOR_MSG_BYE:
 		return "BYE";
+	case FL_MONITOR_MSG_CLAIM:
+		return "CLAIM";
+	case FL_MONITOR_MSG_GRANT:
+		return "GRANT";
 	}
 	return "unknown";
 }
@@ -482,7 +486,7 @@ int fl__mon_check_regions(const struct fl__mon_region *r, size_t n, char *err, s
 #define F_SESSION 8
 #define F_PID 16
 #define F_SEQ 20
-#define F_RESERVED 24
+#define F_BEACON 24	/* reserved (0) without flag CHILDREN */
 
 /*
  * The earlier FILE region whose path string region @i can share: the same
@@ -506,7 +510,8 @@ static long shared_path(const struct fl__mon_hello *h, uint32_t i, long prev)
 	return -1;
 }
 
-size_t fl__mon_encode_hello(const struct fl__mon_hello *h, void *buf, size_t cap)
+/* A HELLO, or a GRANT (the same layout, from the monitor to a fork()ed child). */
+static size_t encode_layout(uint32_t type, const struct fl__mon_hello *h, void *buf, size_t cap)
 {
 	size_t total, entries, spos;
 	uint8_t *b = buf;
@@ -532,12 +537,13 @@ size_t fl__mon_encode_hello(const struct fl__mon_hello *h, void *buf, size_t cap
 	if (!b || cap < total)
 		return total;
 	memset(b, 0, total);
-	write_header(b, FL_MONITOR_MSG_HELLO, FL_MONITOR_HELLO_FIXED_LEN, FL_MONITOR_REGION_LEN,
-		     total, h->flags, h->n);
+	write_header(b, type, FL_MONITOR_HELLO_FIXED_LEN, FL_MONITOR_REGION_LEN, total, h->flags,
+		     h->n);
 	put64(b + FL_MONITOR_HDR_LEN + F_FEATURES, h->features);
 	put64(b + FL_MONITOR_HDR_LEN + F_SESSION, h->session);
 	put32(b + FL_MONITOR_HDR_LEN + F_PID, h->pid);
 	put32(b + FL_MONITOR_HDR_LEN + F_SEQ, h->attach_seq);
+	put64(b + FL_MONITOR_HDR_LEN + F_BEACON, h->beacon);
 	spos = entries + (size_t)h->n * FL_MONITOR_REGION_LEN;
 	prev = -1;
 	for (uint32_t i = 0; i < h->n; i++) {
@@ -572,6 +578,16 @@ size_t fl__mon_encode_hello(const struct fl__mon_hello *h, void *buf, size_t cap
 	return total;
 }
 
+size_t fl__mon_encode_hello(const struct fl__mon_hello *h, void *buf, size_t cap)
+{
+	return encode_layout(FL_MONITOR_MSG_HELLO, h, buf, cap);
+}
+
+size_t fl__mon_encode_grant(const struct fl__mon_hello *h, void *buf, size_t cap)
+{
+	return encode_layout(FL_MONITOR_MSG_GRANT, h, buf, cap);
+}
+
 void fl__mon_hello_free(struct fl__mon_hello *h)
 {
 	if (!h)
@@ -581,18 +597,30 @@ void fl__mon_hello_free(struct fl__mon_hello *h)
 	h->n = 0;
 }
 
-int fl__mon_decode_hello(const void *buf, size_t len, struct fl__mon_hello *ret, char *err,
-			 size_t errlen)
+/* Is the beacon page [b, b + 4096) clear of every region? */
+static bool beacon_clear(const struct fl__mon_hello *h)
+{
+	for (uint32_t i = 0; i < h->n; i++)
+		if (h->beacon < h->r[i].addr + h->r[i].len && h->r[i].addr < h->beacon + MIN_PAGE_SIZE)
+			return false;
+	return true;
+}
+
+static int decode_layout(uint32_t type, const void *buf, size_t len, struct fl__mon_hello *ret,
+			 char *err, size_t errlen)
 {
 	struct fl__mon_hello h = { .version = FL_MONITOR_PROTO_VERSION };
+	uint32_t known = type == FL_MONITOR_MSG_HELLO
+				 ? FL_MONITOR_HELLO_REATTACH | FL_MONITOR_HELLO_CHILDREN
+				 : FL_MONITOR_HELLO_CHILDREN;
 	struct parts p;
 	const uint8_t *f;
 	int r;
 
 	if (!ret)
 		return -EINVAL;
-	r = open_msg(buf, len, FL_MONITOR_MSG_HELLO, FL_MONITOR_HELLO_FIXED_LEN,
-		     FL_MONITOR_REGION_LEN, FL_MONITOR_MAX_REGIONS, &p, err, errlen);
+	r = open_msg(buf, len, type, FL_MONITOR_HELLO_FIXED_LEN, FL_MONITOR_REGION_LEN,
+		     FL_MONITOR_MAX_REGIONS, &p, err, errlen);
 	if (r < 0)
 		return r;
 	f = p.b + p.fixed;
@@ -601,14 +629,24 @@ int fl__mon_decode_hello(const void *buf, size_t len, struct fl__mon_hello *ret,
 	h.session = get64(f + F_SESSION);
 	h.pid = get32(f + F_PID);
 	h.attach_seq = get32(f + F_SEQ);
-	if (h.flags & ~(uint32_t)FL_MONITOR_HELLO_REATTACH) {
-		fl__mon_errf(err, errlen, "unknown HELLO flags %#x",
-			     h.flags & ~(uint32_t)FL_MONITOR_HELLO_REATTACH);
+	h.beacon = get64(f + F_BEACON);
+	if (h.flags & ~known) {
+		fl__mon_errf(err, errlen, "unknown %s flags %#x", type_name(type), h.flags & ~known);
 		return -EPROTO;
 	}
-	if (get64(f + F_RESERVED)) {
-		fl__mon_errf(err, errlen, "reserved HELLO field is not zero");
+	if (!(h.flags & FL_MONITOR_HELLO_CHILDREN) && h.beacon) {
+		fl__mon_errf(err, errlen, "reserved %s field is not zero", type_name(type));
 		return -EPROTO;
+	}
+	if (type == FL_MONITOR_MSG_GRANT && !(h.flags & FL_MONITOR_HELLO_CHILDREN)) {
+		fl__mon_errf(err, errlen, "a GRANT without flag CHILDREN");
+		return -EPROTO;
+	}
+	if ((h.flags & FL_MONITOR_HELLO_CHILDREN) &&
+	    (!h.beacon || h.beacon % MIN_PAGE_SIZE || h.beacon > UINT64_MAX - MIN_PAGE_SIZE)) {
+		fl__mon_errf(err, errlen, "beacon page at %#llx: not a page-aligned address",
+			     (unsigned long long)h.beacon);
+		return -EINVAL;
 	}
 	if (h.features & ~FL_FEAT_ALL) {
 		fl__mon_errf(err, errlen, "unknown userfaultfd feature bits %#llx",
@@ -621,6 +659,11 @@ int fl__mon_decode_hello(const void *buf, size_t len, struct fl__mon_hello *ret,
 		return -EINVAL;
 	}
 	if (!p.count) {
+		if (type == FL_MONITOR_MSG_GRANT) {
+			/* A child whose parent unmapped every region before the fork. */
+			*ret = h;
+			return 0;
+		}
 		fl__mon_errf(err, errlen, "no regions");
 		return -EINVAL;
 	}
@@ -698,11 +741,106 @@ int fl__mon_decode_hello(const void *buf, size_t len, struct fl__mon_hello *ret,
 	r = fl__mon_check_regions(h.r, h.n, err, errlen);
 	if (r < 0)
 		goto fail;
+	if ((h.flags & FL_MONITOR_HELLO_CHILDREN) && !beacon_clear(&h)) {
+		fl__mon_errf(err, errlen, "beacon page at %#llx overlaps a region",
+			     (unsigned long long)h.beacon);
+		r = -EINVAL;
+		goto fail;
+	}
 	*ret = h;
 	return 0;
 fail:
 	fl__mon_hello_free(&h);
 	return r;
+}
+
+int fl__mon_decode_hello(const void *buf, size_t len, struct fl__mon_hello *ret, char *err,
+			 size_t errlen)
+{
+	return decode_layout(FL_MONITOR_MSG_HELLO, buf, len, ret, err, errlen);
+}
+
+int fl__mon_decode_grant(const void *buf, size_t len, struct fl__mon_hello *ret, char *err,
+			 size_t errlen)
+{
+	/* Without flag REATTACH, a non-zero attach sequence is refused there. */
+	return decode_layout(FL_MONITOR_MSG_GRANT, buf, len, ret, err, errlen);
+}
+
+/* ----------------------------------------------------------- CLAIM, beacon */
+
+size_t fl__mon_encode_claim(const struct fl__mon_claim *c, void *buf, size_t cap)
+{
+	size_t total = FL_MONITOR_HDR_LEN + FL_MONITOR_CLAIM_FIXED_LEN;
+	uint8_t *b = buf;
+
+	if (!b || cap < total)
+		return total;
+	memset(b, 0, total);
+	write_header(b, FL_MONITOR_MSG_CLAIM, FL_MONITOR_CLAIM_FIXED_LEN, 0, total, 0, 0);
+	put64(b + FL_MONITOR_HDR_LEN, c->session);
+	put64(b + FL_MONITOR_HDR_LEN + 8, c->token);
+	put32(b + FL_MONITOR_HDR_LEN + 16, c->pid);
+	seal(b, total);
+	return total;
+}
+
+int fl__mon_decode_claim(const void *buf, size_t len, struct fl__mon_claim *ret, char *err,
+			 size_t errlen)
+{
+	struct parts p;
+	const uint8_t *f;
+	int r;
+
+	if (!ret)
+		return -EINVAL;
+	r = open_msg(buf, len, FL_MONITOR_MSG_CLAIM, FL_MONITOR_CLAIM_FIXED_LEN, 0, 0, &p, err,
+		     errlen);
+	if (r < 0)
+		return r;
+	if (p.flags) {
+		fl__mon_errf(err, errlen, "unknown CLAIM flags %#x", p.flags);
+		return -EPROTO;
+	}
+	if (p.tail != p.total) {
+		fl__mon_errf(err, errlen, "%zu bytes after the CLAIM", p.total - p.tail);
+		return -EPROTO;
+	}
+	f = p.b + p.fixed;
+	if (get32(f + 20)) {
+		fl__mon_errf(err, errlen, "reserved CLAIM field is not zero");
+		return -EPROTO;
+	}
+	*ret = (struct fl__mon_claim){
+		.session = get64(f),
+		.token = get64(f + 8),
+		.pid = get32(f + 16),
+	};
+	if (!ret->session || !ret->token) {
+		fl__mon_errf(err, errlen, "a CLAIM with a zero session or token");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+void fl__mon_beacon_write(void *page, uint64_t session, uint64_t token)
+{
+	uint8_t *b = page;
+
+	put64(b, FL_MONITOR_BEACON_MAGIC);
+	put64(b + 8, session);
+	put64(b + 16, token);
+}
+
+bool fl__mon_beacon_read(const void *page, uint64_t *ret_session, uint64_t *ret_token)
+{
+	const uint8_t *b = page;
+
+	if (get64(b) != FL_MONITOR_BEACON_MAGIC || !get64(b + 8) || !get64(b + 16))
+		return false;
+	*ret_session = get64(b + 8);
+	*ret_token = get64(b + 16);
+	return true;
 }
 
 /* ------------------------------------------------------------ ACK, ERROR */

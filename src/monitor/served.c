@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -18,8 +19,10 @@
 #define MAX_UNIT (4u << 20)
 #define SEND_MS 1000
 #define REGION_FLAGS (FL_REGION_KEEP_ON_REMOVE | FL_REGION_KEEP_REGISTERED)
+#define BEACON_LEN 4096u
 
 static void srv_events(struct fl_pager *p, const struct fl_event *ev, size_t n, void *userdata);
+static int write_beacon(struct srv_uffd *su);
 
 static bool overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 {
@@ -178,9 +181,9 @@ static void send_events_locked(struct srv_uffd *su, const struct fl__mon_event *
 	}
 }
 
+/* Send, or keep until the ACK is out (caller holds su->lock). */
 static void send_events(struct srv_uffd *su, const struct fl__mon_event *ev, size_t n)
 {
-	pthread_mutex_lock(&su->lock);
 	if (su->sock >= 0 && su->acked) {
 		send_events_locked(su, ev, n);
 	} else if (su->sock >= 0) {
@@ -194,7 +197,6 @@ static void send_events(struct srv_uffd *su, const struct fl__mon_event *ev, siz
 					    "keeping events; closing the connection", su->name);
 				shutdown(su->sock, SHUT_RDWR);
 				su->sock = -1;
-				pthread_mutex_unlock(&su->lock);
 				return;
 			}
 			su->pending = p;
@@ -203,7 +205,6 @@ static void send_events(struct srv_uffd *su, const struct fl__mon_event *ev, siz
 		memcpy(su->pending + su->npending, ev, n * sizeof(*ev));
 		su->npending += n;
 	}
-	pthread_mutex_unlock(&su->lock);
 }
 
 int fl__srv_uffd_ack(struct srv_uffd *su)
@@ -267,6 +268,18 @@ static int copy_table(const struct fl__mon_table *t, struct fl__mon_table *ret)
 	return 0;
 }
 
+/* Does the event concern nothing but the beacon page? */
+static bool in_beacon(const struct srv_uffd *su, const struct fl__mon_event *me)
+{
+	uint64_t b = su->sess->beacon, ps = BEACON_LEN;
+
+	if (!b)
+		return false;
+	if (me->type == FL_MONITOR_EV_REMAP)
+		return me->a >= b && me->a + me->c <= b + ps;
+	return me->a >= b && me->b <= b + ps;
+}
+
 /* A child was forked: its descriptor and the layout of this moment go to the loop. */
 static void post_fork(struct srv_uffd *su, int fd)
 {
@@ -303,6 +316,8 @@ static void srv_events(struct fl_pager *p, const struct fl_event *ev, size_t n, 
 	char err[SRV_ERRLEN];
 
 	(void)p;
+	/* The loop reads the layout for a child's GRANT: change it and send under the lock. */
+	pthread_mutex_lock(&su->lock);
 	for (size_t i = 0; i < n && nout < 64; i++) {
 		struct fl__mon_event me;
 
@@ -311,6 +326,9 @@ static void srv_events(struct fl_pager *p, const struct fl_event *ev, size_t n, 
 			continue;
 		}
 		if (!to_mon_event(&ev[i], &me))
+			continue;
+		/* The library's own beacon page is none of the client's business. */
+		if (in_beacon(su, &me))
 			continue;
 		if (!su->layout_lost && fl__mon_table_apply(&su->t, &me, err, sizeof(err)) < 0) {
 			su->layout_lost = true;
@@ -339,10 +357,12 @@ static void srv_events(struct fl_pager *p, const struct fl_event *ev, size_t n, 
 		unmap |= me.type == FL_MONITOR_EV_UNMAP;
 		out[nout++] = me;
 	}
+	if (nout)
+		send_events(su, out, nout);
+	pthread_mutex_unlock(&su->lock);
 	if (!nout)
 		return;
 	fl__srv_stat(su->srv, S_EVENTS, (int64_t)nout);
-	send_events(su, out, nout);
 	for (size_t i = 0; remap && i < n; i++) {
 		if (ev[i].type == FL_EVENT_REMAP && !remap_followed(su, &ev[i])) {
 			rebuild(su);
@@ -423,6 +443,13 @@ int fl__srv_uffd_new(struct fl_monitor_server *s, struct srv_session *sess, int 
 					  : strerror(-e));
 		goto fail;
 	}
+	if (child && sess->beacon) {
+		e = write_beacon(su);
+		if (e == -ESRCH) {
+			fl__mon_errf(err, errlen, "the child exited already");
+			goto fail;
+		}
+	}
 	e = fl_pager_start(su->p);
 	if (e < 0) {
 		fl__mon_errf(err, errlen, "starting the pager: %s", strerror(-e));
@@ -439,6 +466,84 @@ fail:
 	pthread_mutex_destroy(&su->lock);
 	free(su);
 	return e;
+}
+
+/*
+ * A fork()ed child finds, in its beacon page, the session and the secret
+ * token with which it claims its own descriptor (protocol section 3.6). The
+ * page is installed before the pager starts, waking the child if it already
+ * waits there; the pager then meets that fault outside every region and
+ * leaves it. Returns 0 (also when the child cannot claim: it then fails
+ * loudly on its own), or -ESRCH.
+ */
+static int write_beacon(struct srv_uffd *su)
+{
+	uint64_t v[2] = { 0, 0 };
+	uint8_t *page = aligned_alloc(BEACON_LEN, BEACON_LEN);
+	int e;
+
+	if (!page)
+		return 0;
+	if (getrandom(v, sizeof(v), 0) != (ssize_t)sizeof(v) || !v[0] || !v[1]) {
+		fl__srv_log(su->srv, FL_LOG_ERROR, "monitor: %s: no random token: it cannot claim "
+			    "its userfaultfd", su->name);
+		free(page);
+		return 0;
+	}
+	memset(page, 0, BEACON_LEN);
+	fl__mon_beacon_write(page, v[0], v[1]);
+	e = fl_uffd_copy(su->u, (void *)(uintptr_t)su->sess->beacon, page, BEACON_LEN, 0, NULL);
+	free(page);
+	if (e == -ESRCH)
+		return e;
+	if (e < 0) {
+		/* EEXIST: the parent read its own beacon (it must not); ENOENT: it is gone. */
+		fl__srv_log(su->srv, FL_LOG_WARN, "monitor: %s: writing its beacon at %#llx: %s; "
+			    "it cannot claim its userfaultfd", su->name,
+			    (unsigned long long)su->sess->beacon, strerror(-e));
+		return 0;
+	}
+	su->child_session = v[0];
+	su->token = v[1];
+	return 0;
+}
+
+int fl__srv_uffd_grant(struct srv_uffd *su, int sock)
+{
+	struct fl__mon_hello h;
+	uint8_t *msg;
+	size_t len;
+	int r;
+
+	pthread_mutex_lock(&su->lock);
+	h = (struct fl__mon_hello){
+		.version = FL_MONITOR_PROTO_VERSION,
+		.flags = FL_MONITOR_HELLO_CHILDREN,
+		.features = su->sess->features,
+		.session = su->child_session,
+		.pid = (uint32_t)getpid(),
+		.beacon = su->sess->beacon,
+		.n = (uint32_t)su->t.n,
+		.r = su->t.r,
+	};
+	len = fl__mon_encode_grant(&h, NULL, 0);
+	msg = len ? malloc(len) : NULL;
+	if (!msg) {
+		pthread_mutex_unlock(&su->lock);
+		return len ? -ENOMEM : -E2BIG;
+	}
+	fl__mon_encode_grant(&h, msg, len);
+	r = fl__mon_send(sock, msg, len, fl_uffd_fd(su->u), fl__mon_now_ms() + SEND_MS);
+	free(msg);
+	if (!r) {
+		/* Every event applied to the layout from now on goes to the child. */
+		su->sock = sock;
+		su->acked = true;
+		su->npending = 0;
+		su->claimed = true;
+	}
+	pthread_mutex_unlock(&su->lock);
+	return r;
 }
 
 int fl__srv_uffd_alive(struct srv_uffd *su)

@@ -46,6 +46,7 @@ struct srv_session {
 	uid_t uid;
 	bool firecracker;
 	uint64_t features;		/* what the userfaultfd was opened with */
+	uint64_t beacon;		/* HELLO_CHILDREN: where children find their claim */
 	struct fl__mon_hello h;		/* the regions, sorted; FILE paths point into buf */
 	void *buf;
 	struct srv_store *stores;
@@ -88,6 +89,9 @@ struct srv_uffd {
 	struct fl_region **rg;		/* the pager's regions */
 	size_t nrg, caprg;
 	unsigned int nchildren;		/* forks seen, to name children */
+	/* A fork()ed child's claim (its beacon): 0 when it cannot claim. */
+	uint64_t child_session, token;
+	bool claimed;			/* it holds a copy of its descriptor: conn is its own */
 	struct fl_uffd *u;
 	struct fl_pager *p;
 	struct srv_uffd *next, *prev;
@@ -97,6 +101,7 @@ struct srv_uffd {
 enum srv_work_type {
 	W_HELLO = 1,	/* a handshake ended */
 	W_FORK = 2,	/* a served process forked */
+	W_CLAIM = 3,	/* a fork()ed child asks for its descriptor */
 };
 
 struct srv_work {
@@ -109,6 +114,8 @@ struct srv_work {
 	int err;			/* 0, or why the handshake is refused */
 	bool json;			/* a Firecracker handshake: refusals get no answer */
 	char msg[SRV_ERRLEN];
+	/* W_CLAIM (and conn) */
+	struct fl__mon_claim claim;
 	/* W_FORK */
 	struct fl__mon_table t;		/* the parent's layout at the fork (owned) */
 	bool layout_lost;
@@ -196,6 +203,11 @@ int fl__srv_uffd_new(struct fl_monitor_server *s, struct srv_session *sess, int 
 void fl__srv_uffd_free(struct srv_uffd *su, bool poison);
 /* Send the ACK and whatever events came before it. Returns 0 or -errno. */
 int fl__srv_uffd_ack(struct srv_uffd *su);
+/*
+ * A claimed child: send the GRANT (its descriptor and its layout) on
+ * @sock, which from then on gets its EVENT messages. Returns 0 or -errno.
+ */
+int fl__srv_uffd_grant(struct srv_uffd *su, int sock);
 /* Stop sending EVENT messages (the connection is about to close). */
 void fl__srv_uffd_unlink_conn(struct srv_uffd *su);
 /* -ESRCH if the process behind the userfaultfd exited, else 0. */

@@ -191,6 +191,7 @@ static void *handshake_main(void *arg)
 	struct fl__mon_hello h = { .r = NULL };
 	struct pollfd pf = { .fd = c->fd, .events = POLLIN };
 	void *buf = NULL;
+	bool is_claim = false;
 	uint8_t first;
 	int fd = -1, r;
 
@@ -216,9 +217,15 @@ static void *handshake_main(void *arg)
 		w->err = r;
 		goto out;
 	}
-	r = fl__mon_recv_hello(c->fd, deadline, &h, &buf, &fd, w->msg, sizeof(w->msg));
+	r = fl__mon_recv_first(c->fd, deadline, &h, &buf, &fd, &w->claim, &is_claim, w->msg,
+			       sizeof(w->msg));
 	if (r < 0) {
 		w->err = r;
+		goto out;
+	}
+	if (is_claim) {
+		/* A fork()ed child: the loop knows its token. */
+		w->type = W_CLAIM;
 		goto out;
 	}
 	w->json = h.firecracker;
@@ -371,8 +378,10 @@ static void hello_done(struct fl_monitor_server *s, struct srv_work *w)
 	if (sess->attach_seq) {
 		/* The client gave up on its old connection: never two readers of one descriptor. */
 		for (su = s->served; su; su = su->next) {
-			if (su->child || su->sess->firecracker || su->sess->id != sess->id ||
-			    su->sess->uid != sess->uid)
+			uint64_t id = su->child ? su->child_session : su->sess->id;
+
+			if ((su->child && !su->claimed) || su->sess->firecracker ||
+			    id != sess->id || su->sess->uid != sess->uid)
 				continue;
 			fl__srv_log(s, FL_LOG_WARN, "monitor: %s: re-attach %u of session %016llx "
 				    "replaces its previous connection", name, sess->attach_seq,
@@ -487,6 +496,61 @@ static void fork_done(struct fl_monitor_server *s, struct srv_work *w)
 	work_free(w);
 }
 
+/* A fork()ed child claims its descriptor (protocol section 3.6). */
+static void claim_done(struct fl_monitor_server *s, struct srv_work *w)
+{
+	struct srv_conn *c = w->conn;
+	struct srv_uffd *su;
+	char msg[SRV_ERRLEN];
+	int r;
+
+	if (w->err) {
+		refuse(s, c, w->err, w->msg, false);
+		conn_close(s, c, "refused");
+		work_free(w);
+		return;
+	}
+	for (su = s->served; su; su = su->next)
+		if (su->child && !su->claimed && su->token && su->token == w->claim.token &&
+		    su->child_session == w->claim.session)
+			break;
+	if (!su || su->sess->uid != c->uid) {
+		/* The same answer either way: a wrong guess learns nothing. */
+		snprintf(msg, sizeof(msg), "no fork()ed child waits for session %016llx with "
+			 "this token", (unsigned long long)w->claim.session);
+		refuse(s, c, -ENOENT, msg, false);
+		conn_close(s, c, "refused");
+		work_free(w);
+		return;
+	}
+	r = fl__srv_uffd_grant(su, c->fd);
+	if (r < 0) {
+		fl__srv_log(s, FL_LOG_WARN, "monitor: %s: sending its GRANT: %s; served without "
+			    "a connection", su->name, strerror(-r));
+		conn_close(s, c, r == -EPIPE ? "gone before the GRANT" : "the GRANT failed");
+		work_free(w);
+		return;
+	}
+	{
+		struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.ptr = c };
+
+		if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
+			fl__srv_log(s, FL_LOG_ERROR, "monitor: %s: epoll: %s", su->name,
+				    strerror(errno));
+			fl__srv_uffd_unlink_conn(su);
+			conn_close(s, c, "cannot be watched");
+			work_free(w);
+			return;
+		}
+	}
+	c->serving = true;
+	su->conn = c;
+	c->main = su;
+	fl__srv_log(s, FL_LOG_INFO, "monitor: %s (pid %d) claimed its userfaultfd; it now has "
+		    "a connection of its own", su->name, (int)c->pid);
+	work_free(w);
+}
+
 static void do_work(struct fl_monitor_server *s)
 {
 	struct srv_work *w;
@@ -498,6 +562,8 @@ static void do_work(struct fl_monitor_server *s)
 	while ((w = take_work(s))) {
 		if (w->type == W_HELLO)
 			hello_done(s, w);
+		else if (w->type == W_CLAIM)
+			claim_done(s, w);
 		else
 			fork_done(s, w);
 	}

@@ -318,6 +318,7 @@ int fl__srv_session_open(struct fl_monitor_server *s, const struct srv_peer *pee
 	sess->uid = peer->uid;
 	sess->firecracker = h->firecracker;
 	sess->features = h->features;
+	sess->beacon = h->flags & FL_MONITOR_HELLO_CHILDREN ? h->beacon : 0;
 	sess->h = *h;
 	sess->buf = buf;
 	*h = (struct fl__mon_hello){ .r = NULL };

@@ -378,11 +378,20 @@ static int read_json(int sock, uint64_t deadline, uint8_t **buf, size_t *cap, si
 int fl__mon_recv_hello(int sock, uint64_t deadline, struct fl__mon_hello *ret, void **ret_buf,
 		       int *ret_fd, char *err, size_t errlen)
 {
+	return fl__mon_recv_first(sock, deadline, ret, ret_buf, ret_fd, NULL, NULL, err, errlen);
+}
+
+int fl__mon_recv_first(int sock, uint64_t deadline, struct fl__mon_hello *ret, void **ret_buf,
+		       int *ret_fd, struct fl__mon_claim *ret_claim, bool *is_claim, char *err,
+		       size_t errlen)
+{
 	size_t cap = FL_MONITOR_HDR_LEN, have = 0, len = 0;
 	uint8_t *b = malloc(cap);
 	int fd = -1, r;
 	ssize_t n;
 
+	if (is_claim)
+		*is_claim = false;
 	if (!b) {
 		fl__mon_errf(err, errlen, "out of memory");
 		return -ENOMEM;
@@ -398,6 +407,19 @@ int fl__mon_recv_hello(int sock, uint64_t deadline, struct fl__mon_hello *ret, v
 	switch (fl__mon_sniff(b, have)) {
 	case FL__MON_SNIFF_NATIVE:
 		r = read_native(sock, deadline, &b, have, &len, &fd, true, err, errlen);
+		if (!r && ret_claim && fl__mon_msg_type(b) == FL_MONITOR_MSG_CLAIM) {
+			r = fl__mon_decode_claim(b, len, ret_claim, err, errlen);
+			if (!r && fd >= 0) {
+				fl__mon_errf(err, errlen, "a descriptor attached to a CLAIM");
+				r = -EPROTO;
+			}
+			if (!r) {
+				free(b);
+				*is_claim = true;
+				return 0;
+			}
+			break;
+		}
 		if (!r)
 			r = fl__mon_decode_hello(b, len, ret, err, errlen);
 		break;

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Fuzz target: the monitor handshake decoders (HELLO, ACK/ERROR, EVENT, BYE) and the layout. */
+/* Fuzz target: the monitor protocol decoders (HELLO, GRANT, CLAIM, ACK/ERROR, EVENT, BYE, the
+ * beacon) and the layout. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -15,8 +16,9 @@
  * Each input is one message from a peer. Properties:
  * 1. Nothing crashes, leaks or reads out of bounds (the sanitizers watch),
  *    and every failure comes with a message.
- * 2. A HELLO that decodes re-encodes, and that decodes to the same hello;
- *    likewise ACK, ERROR and EVENT (which re-encode to at most their size).
+ * 2. A HELLO or GRANT that decodes re-encodes, and that decodes to the
+ *    same layout; likewise CLAIM, ACK, ERROR and EVENT (which re-encode to
+ *    at most their size), and a beacon page.
  * 3. Events that decode, applied to a layout, keep it valid: sorted,
  *    within the limits, no overlap, every region passing the checks.
  * Each input is decoded as it is, then with its checksum made right, so
@@ -51,27 +53,38 @@ static void same_region(const struct fl__mon_region *a, const struct fl__mon_reg
 		CHECK(!memcmp(a->path, b->path, a->path_len + 1));
 }
 
-static void hello(const uint8_t *data, size_t size)
+/* A HELLO (@grant false) or a GRANT: the same layout under two types. */
+static void layout(const uint8_t *data, size_t size, bool grant)
 {
+	int (*decode)(const void *, size_t, struct fl__mon_hello *, char *, size_t) =
+		grant ? fl__mon_decode_grant : fl__mon_decode_hello;
+	size_t (*encode)(const struct fl__mon_hello *, void *, size_t) =
+		grant ? fl__mon_encode_grant : fl__mon_encode_hello;
 	struct fl__mon_hello h, h2;
 	uint8_t *buf;
 	size_t len;
 	int r;
 
 	err[0] = '\0';
-	r = fl__mon_decode_hello(data, size, &h, err, sizeof(err));
+	r = decode(data, size, &h, err, sizeof(err));
 	if (r < 0) {
 		failed_with_message(r);
 		return;
 	}
-	CHECK(h.n >= 1 && h.n <= FL_MONITOR_MAX_REGIONS);
-	CHECK(fl__mon_check_regions(h.r, h.n, err, sizeof(err)) == 0);
+	CHECK(h.n <= FL_MONITOR_MAX_REGIONS && (grant || h.n >= 1));
+	CHECK(!h.n || fl__mon_check_regions(h.r, h.n, err, sizeof(err)) == 0);
+	CHECK(!(h.flags & FL_MONITOR_HELLO_CHILDREN) == !h.beacon);
+	CHECK(h.beacon % 4096 == 0);
+	for (uint32_t i = 0; h.beacon && i < h.n; i++)
+		CHECK(h.beacon + 4096 <= h.r[i].addr || h.r[i].addr + h.r[i].len <= h.beacon);
+	if (grant)
+		CHECK(h.flags == FL_MONITOR_HELLO_CHILDREN && !h.attach_seq);
 	/*
 	 * Shared strings are sent once, so this is rarely longer than the input;
 	 * it can be (paths that are suffixes of one another share bytes there),
 	 * and then too long to send at all.
 	 */
-	len = fl__mon_encode_hello(&h, NULL, 0);
+	len = encode(&h, NULL, 0);
 	if (!len) {
 		fl__mon_hello_free(&h);
 		return;
@@ -79,9 +92,10 @@ static void hello(const uint8_t *data, size_t size)
 	CHECK(len >= FL_MONITOR_HDR_LEN && len <= FL_MONITOR_MAX_MSG);
 	buf = malloc(len);
 	CHECK(buf);
-	CHECK(fl__mon_encode_hello(&h, buf, len) == len);
-	CHECK(fl__mon_decode_hello(buf, len, &h2, err, sizeof(err)) == 0);
+	CHECK(encode(&h, buf, len) == len);
+	CHECK(decode(buf, len, &h2, err, sizeof(err)) == 0);
 	CHECK(h2.flags == h.flags && h2.features == h.features && h2.session == h.session);
+	CHECK(h2.beacon == h.beacon);
 	CHECK(h2.pid == h.pid && h2.attach_seq == h.attach_seq && h2.n == h.n);
 	for (uint32_t i = 0; i < h.n; i++)
 		same_region(&h.r[i], &h2.r[i]);
@@ -184,6 +198,35 @@ static void events(const uint8_t *data, size_t size)
 	free(t.r);
 }
 
+static void claim(const uint8_t *data, size_t size)
+{
+	uint8_t buf[FL_MONITOR_HDR_LEN + FL_MONITOR_CLAIM_FIXED_LEN];
+	struct fl__mon_claim c, c2;
+	uint64_t session, token;
+	size_t len;
+	int r;
+
+	err[0] = '\0';
+	r = fl__mon_decode_claim(data, size, &c, err, sizeof(err));
+	if (r < 0) {
+		failed_with_message(r);
+	} else {
+		CHECK(c.session && c.token);
+		len = fl__mon_encode_claim(&c, buf, sizeof(buf));
+		CHECK(len == sizeof(buf) && len <= size);
+		CHECK(fl__mon_decode_claim(buf, len, &c2, err, sizeof(err)) == 0);
+		CHECK(c2.session == c.session && c2.token == c.token && c2.pid == c.pid);
+	}
+	/* The same bytes as a beacon page (a child reads whatever is in it). */
+	if (size >= FL__MON_BEACON_LEN && fl__mon_beacon_read(data, &session, &token)) {
+		uint8_t page[FL__MON_BEACON_LEN];
+
+		CHECK(session && token);
+		fl__mon_beacon_write(page, session, token);
+		CHECK(!memcmp(page, data, sizeof(page)));
+	}
+}
+
 static void bye(const uint8_t *data, size_t size)
 {
 	int r;
@@ -199,7 +242,9 @@ static void all(const uint8_t *data, size_t size)
 	size_t total;
 	int r;
 
-	hello(data, size);
+	layout(data, size, false);
+	layout(data, size, true);
+	claim(data, size);
 	reply(data, size);
 	events(data, size);
 	bye(data, size);
