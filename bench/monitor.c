@@ -28,11 +28,12 @@
  * monitor, and the same calls again on memory no userfaultfd watches.
  */
 
-enum ev_kind { EV_FORK, EV_REMAP, EV_REMOVE, EV_UNMAP, EV_COUNT };
+enum ev_kind { EV_FORK, EV_CHILD, EV_REMAP, EV_REMOVE, EV_UNMAP, EV_COUNT };
 
-static const char *const ev_names[EV_COUNT] = { "fork", "remap", "remove", "unmap" };
+static const char *const ev_names[EV_COUNT] = { "fork", "child", "remap", "remove", "unmap" };
 static const char *const ev_what[EV_COUNT] = {
 	"fork() in the parent: it returns once the monitor has read FORK",
+	"fork() in the child: it returns once the child holds its own userfaultfd",
 	"mremap() of 16 pages (REMAP and UNMAP of the old range)",
 	"madvise(MADV_DONTNEED) of one page (REMOVE)",
 	"munmap() of one page (UNMAP)",
@@ -70,7 +71,8 @@ static void usage(FILE *out)
 		"another process than the monitor), next to the in-process THREADS pager, in\n"
 		"the same runs; then the cost of each event the monitor must read before the\n"
 		"client goes on (fork, mremap, MADV_DONTNEED, munmap), next to the same call\n"
-		"on memory no userfaultfd watches.\n\n"
+		"on memory no userfaultfd watches; and how long fork() takes in the child,\n"
+		"which claims a copy of its own userfaultfd from the monitor before it returns.\n\n"
 		"  --runs N      runs (default 5)\n"
 		"  --pages N     faults per mode and run (default 20000)\n"
 		"  --events N    calls per event type and run (default 200)\n"
@@ -154,7 +156,17 @@ static double median_of(double *v, size_t n)
 static double time_events(enum ev_kind k, uint8_t *remap, uint8_t *spare, uint8_t *remove,
 			  uint8_t *unmap, size_t n, double *t)
 {
+	static volatile uint64_t *child_ns;
 	size_t ps = BENCH_PAGE;
+
+	if (!child_ns) {
+		/* Where a child leaves the time fork() returned in it. */
+		void *m = mmap(NULL, ps, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+		if (m == MAP_FAILED)
+			return 0;
+		child_ns = m;
+	}
 
 	for (size_t i = 0; i < n; i++) {
 		uint64_t t0 = bench_now_ns(), t1;
@@ -168,6 +180,16 @@ static double time_events(enum ev_kind k, uint8_t *remap, uint8_t *spare, uint8_
 			t1 = bench_now_ns();
 			if (pid > 0)
 				waitpid(pid, NULL, 0);
+			break;
+		case EV_CHILD:
+			pid = fork();
+			if (pid == 0) {
+				*child_ns = bench_now_ns();
+				_exit(0);
+			}
+			if (pid > 0)
+				waitpid(pid, NULL, 0);
+			t1 = pid > 0 ? *child_ns : bench_now_ns();
 			break;
 		case EV_REMAP: {
 			uint8_t *from = i % 2 ? spare : remap, *to = i % 2 ? remap : spare;
@@ -219,7 +241,7 @@ static void events_all(struct shared *sh, const struct layout *l, size_t n, int 
 	for (size_t i = 0; i < (REMAP_PAGES + 2 * n) * BENCH_PAGE; i += BENCH_PAGE)
 		(void)((volatile uint8_t *)l->remap)[i];
 	for (int k = 0; k < EV_COUNT; k++) {
-		if (k == EV_FORK && col == 0 && !sh->fork_ok)
+		if ((k == EV_FORK || k == EV_CHILD) && col == 0 && !sh->fork_ok)
 			continue;
 		sh->ev_ns[k][col] = time_events(k, l->remap, l->spare, l->remove, l->unmap, n, t);
 	}
@@ -346,7 +368,7 @@ static void report(const struct bopts *o, const struct bench_machine *m, const d
 		printf("],\"events\":[");
 		for (int k = 0; k < EV_COUNT; k++) {
 			printf("%s{\"event\":\"%s\",", k ? "," : "", ev_names[k]);
-			if (k == EV_FORK && !fork_ok)
+			if ((k == EV_FORK || k == EV_CHILD) && !fork_ok)
 				printf("\"monitor_ns\":null,");
 			else {
 				json_spread("monitor_ns", spread(ev, o->runs, 2 * EV_COUNT,
@@ -382,7 +404,7 @@ static void report(const struct bopts *o, const struct bench_machine *m, const d
 		struct stats_spread w = spread(ev, o->runs, 2 * EV_COUNT, (size_t)k * 2);
 		struct stats_spread p = spread(ev, o->runs, 2 * EV_COUNT, (size_t)k * 2 + 1);
 
-		if (k == EV_FORK && !fork_ok)
+		if ((k == EV_FORK || k == EV_CHILD) && !fork_ok)
 			printf("%-8s %8s %18s %12.2f %9s   %s\n", ev_names[k], "-", "",
 			       p.median / 1e3, "-", "(no fork event here: needs CAP_SYS_PTRACE)");
 		else
