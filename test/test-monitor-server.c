@@ -708,6 +708,81 @@ TEST(monitor_server_fork_children)
 	srv_stop(&v);
 }
 
+/* A child's own children claim too (the child emptied its beacon), and fork + exec works. */
+static void grandchild_client(void *arg)
+{
+	const char *name = arg;
+	size_t ps = t_page_size();
+	uint8_t *mem = t_map_anon(32 * ps);
+	struct fl_monitor_region r = pat_region(mem, 32 * ps, PAT_OFF, SEED);
+	struct fl_monitor_client *c = attach(name, &r, 1, FL_MONITOR_WAIT_REATTACH, 0);
+	pid_t pid;
+	int st;
+
+	T_ASSERT_PATTERN(mem, PAT_OFF, 4 * ps, SEED);
+	pid = fork();
+	T_ASSERT_SYS(pid);
+	if (pid == 0) {
+		pid_t g, x;
+		int bad = 0, gst = 0, xst = 0;
+
+		if (fl_pattern_check(mem + 4 * ps, PAT_OFF + 4 * ps, 4 * ps, SEED))
+			bad |= 1;
+		g = fork();
+		if (g == 0) {
+			int gbad = 0;
+
+			if (fl_monitor_client_state(c) != FL_MONITOR_ATTACHED)
+				gbad |= 1;
+			if (fl_pattern_check(mem, PAT_OFF, 32 * ps, SEED))
+				gbad |= 2;
+			fl_monitor_detach(c, 0);
+			_exit(gbad);
+		}
+		/* fork + exec: the claim happens, then exec drops it; nothing hangs. */
+		x = fork();
+		if (x == 0) {
+			execl("/bin/true", "true", (char *)NULL);
+			_exit(127);
+		}
+		if (g < 0 || x < 0 || waitpid(g, &gst, 0) < 0 || waitpid(x, &xst, 0) < 0)
+			bad |= 2;
+		if (!WIFEXITED(gst) || WEXITSTATUS(gst))
+			bad |= 4 | WEXITSTATUS(gst) << 4;
+		if (!WIFEXITED(xst) || WEXITSTATUS(xst))
+			bad |= 8;
+		if (fl_pattern_check(mem + 8 * ps, PAT_OFF + 8 * ps, 24 * ps, SEED))
+			bad |= 64;
+		fl_monitor_detach(c, 0);
+		_exit(bad);
+	}
+	T_ASSERT_SYS(waitpid(pid, &st, 0));
+	if (!WIFEXITED(st) || WEXITSTATUS(st))
+		t_fail(__FILE__, __LINE__, "child: status %#x", st);
+	T_ASSERT_PATTERN(mem, PAT_OFF, 32 * ps, SEED);
+	fl_monitor_detach(c, 0);
+}
+
+TEST(monitor_server_fork_grandchild_exec)
+{
+	struct fl_monitor_server_opts o = { .probe_ms = 20 };
+	struct srv v = { .pid = 0 };
+	pid_t pid;
+#ifdef __SANITIZE_THREAD__
+	T_SKIP("ThreadSanitizer cannot start threads in a child of a multi-threaded process, "
+	       "and each fork()ed child starts its monitor watcher");
+#endif
+
+	abstract_name(v.name, sizeof(v.name), "grand");
+	srv_start(&v, &o);
+	pid = spawn(grandchild_client, v.name, NULL, 0);
+	reap_ok(pid, "client");
+	SRV_WAIT(&v, st.clients == 0 && st.children == 0 && st.connections == 0);
+	T_ASSERT_EQ(srv_stats(&v).forks, 3);
+	T_ASSERT_LOG("child 1 of child 1 of client pid");
+	srv_stop(&v);
+}
+
 /* ----------------------------------------------------------- many clients */
 
 #define NCLIENTS 100

@@ -194,6 +194,9 @@
 	  FL_FEAT_EVENT_UNMAP, T_UFFD, 30)                                         \
 	X(monitor_server_fork_children, FL_FEAT_EVENT_FORK | FL_FEAT_EVENT_REMAP | \
 	  FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP, T_UFFD, 60)                  \
+	X(monitor_server_fork_grandchild_exec, FL_FEAT_EVENT_FORK |                \
+	  FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP, T_UFFD, \
+	  60)                                                                      \
 	X(monitor_server_many_clients, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |\
 	  FL_FEAT_EVENT_UNMAP, T_UFFD, 60)                                         \
 	X(monitor_server_kill_restart, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |\
