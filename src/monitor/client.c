@@ -70,6 +70,7 @@ struct fl_monitor_client {
 	void *beacon;
 	struct fl_monitor_client *reg_next;	/* the registry of clients with a beacon */
 	struct fl__mon_table fork_t;		/* the layout, copied just before a fork() */
+	void *stale_t;				/* child: the parent's table memory, kept (below) */
 };
 
 /*
@@ -1096,9 +1097,11 @@ static void child_claim(struct fl_monitor_client *c)
 	c->uffd = NULL;
 	/*
 	 * The layout as the prepare handler copied it: the parent's watcher may
-	 * have been changing c->t at the fork, so its memory here is left alone
-	 * (a few bytes lost per fork; the claim's layout replaces it anyway).
+	 * have been changing c->t at the fork (a realloc half done), so its
+	 * memory here is never freed, only kept reachable (a few bytes per
+	 * fork; the claim's layout replaces the copy anyway).
 	 */
+	c->stale_t = c->t.r;
 	c->t = c->fork_t;
 	c->fork_t = (struct fl__mon_table){ .r = NULL };
 	if (!c->t.r)
