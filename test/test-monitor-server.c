@@ -1053,7 +1053,7 @@ static void forkkill_client(void *arg)
 		if (!WIFEXITED(st) || WEXITSTATUS(st))
 			t_fail(__FILE__, __LINE__, "child %d: status %#x", i, st);
 	}
-	T_ASSERT_EQ(fl_monitor_client_state(c), FL_MONITOR_ATTACHED);
+	T_ASSERT(wait_attached(c));
 	fl_monitor_detach(c, 0);
 }
 
