@@ -687,22 +687,39 @@ static void fork_client(void *arg)
 	fl_monitor_detach(c, 0);
 }
 
-TEST(monitor_server_fork_children)
-{
-	struct fl_monitor_server_opts o = { .probe_ms = 20 };
-	struct srv v = { .pid = 0 };
-	pid_t pid;
+/*
+ * Each fork()ed child starts a watcher thread of its own, which
+ * ThreadSanitizer does not allow in a child of a multi-threaded process.
+ */
 #ifdef __SANITIZE_THREAD__
-	T_SKIP("ThreadSanitizer cannot start threads in a child of a multi-threaded process, "
-	       "and each fork()ed child starts its monitor watcher");
+#define SKIP_UNDER_TSAN()                                                                  \
+	T_SKIP("ThreadSanitizer cannot start threads in a child of a multi-threaded process, " \
+	       "and each fork()ed child starts its monitor watcher")
+#else
+#define SKIP_UNDER_TSAN() ((void)0)
 #endif
 
-	abstract_name(v.name, sizeof(v.name), "fork");
-	srv_start(&v, &o);
-	pid = spawn(fork_client, v.name, NULL, 0);
+/* Run @fn (a client that forks) against a monitor in this process; it must see @forks forks. */
+static void run_forking_client(struct srv *v, const char *tag, void (*fn)(void *),
+			       uint64_t forks)
+{
+	struct fl_monitor_server_opts o = { .probe_ms = 20 };
+	pid_t pid;
+
+	abstract_name(v->name, sizeof(v->name), tag);
+	srv_start(v, &o);
+	pid = spawn(fn, v->name, NULL, 0);
 	reap_ok(pid, "client");
-	SRV_WAIT(&v, st.clients == 0 && st.children == 0 && st.connections == 0);
-	T_ASSERT_EQ(srv_stats(&v).forks, NCHILDREN);
+	SRV_WAIT(v, st.clients == 0 && st.children == 0 && st.connections == 0);
+	T_ASSERT_EQ(srv_stats(v).forks, forks);
+}
+
+TEST(monitor_server_fork_children)
+{
+	struct srv v = { .pid = 0 };
+
+	SKIP_UNDER_TSAN();
+	run_forking_client(&v, "fork", fork_client, NCHILDREN);
 	T_ASSERT_LOG("child 50 of client pid");
 	T_ASSERT_LOG("claimed its userfaultfd");
 	srv_stop(&v);
@@ -765,20 +782,10 @@ static void grandchild_client(void *arg)
 
 TEST(monitor_server_fork_grandchild_exec)
 {
-	struct fl_monitor_server_opts o = { .probe_ms = 20 };
 	struct srv v = { .pid = 0 };
-	pid_t pid;
-#ifdef __SANITIZE_THREAD__
-	T_SKIP("ThreadSanitizer cannot start threads in a child of a multi-threaded process, "
-	       "and each fork()ed child starts its monitor watcher");
-#endif
 
-	abstract_name(v.name, sizeof(v.name), "grand");
-	srv_start(&v, &o);
-	pid = spawn(grandchild_client, v.name, NULL, 0);
-	reap_ok(pid, "client");
-	SRV_WAIT(&v, st.clients == 0 && st.children == 0 && st.connections == 0);
-	T_ASSERT_EQ(srv_stats(&v).forks, 3);
+	SKIP_UNDER_TSAN();
+	run_forking_client(&v, "grand", grandchild_client, 3);
 	T_ASSERT_LOG("child 1 of child 1 of client pid");
 	srv_stop(&v);
 }
@@ -1065,11 +1072,8 @@ TEST(monitor_server_fork_kill_restart)
 	struct killc k;
 	int up[2], down[2];
 	pid_t m1, m2, pid;
-#ifdef __SANITIZE_THREAD__
-	T_SKIP("ThreadSanitizer cannot start threads in a child of a multi-threaded process, "
-	       "and each fork()ed child starts its monitor watcher");
-#endif
 
+	SKIP_UNDER_TSAN();
 	make_tmpdir(dir, sizeof(dir));
 	snprintf(sock, sizeof(sock), "%s/monitor.sock", dir);
 	snprintf(log, sizeof(log), "%s/monitor.log", dir);

@@ -147,6 +147,16 @@ static void sanitize(char *dst, size_t dlen, const char *src)
 
 /* ------------------------------------------------------------- handshake */
 
+/* A monitor's ERROR answer: log its text, made safe, and return its errno. */
+static int log_refusal(const char *path, const char *what, const struct fl__mon_reply *rep)
+{
+	char text[FL_MONITOR_MAX_ERRMSG + 1];
+
+	sanitize(text, sizeof(text), rep->msg);
+	fl__err("monitor %s refused%s: %s (%s)", path, what, text, strerror(-rep->err));
+	return rep->err;
+}
+
 /* Connect by @deadline. A blocking unix connect waits for room in the backlog up to SO_SNDTIMEO. */
 static int connect_to(const char *path, uint64_t deadline)
 {
@@ -206,7 +216,7 @@ static int handshake(struct fl_monitor_client *c, const char *path, uint32_t fla
 	};
 	uint64_t deadline = fl__mon_now_ms() + c->o.ack_timeout_ms;
 	struct fl__mon_reply rep;
-	char err[ERRLEN], text[FL_MONITOR_MAX_ERRMSG + 1];
+	char err[ERRLEN];
 	void *rbuf = NULL;
 	uint8_t *msg;
 	size_t len, rlen;
@@ -253,9 +263,7 @@ static int handshake(struct fl_monitor_client *c, const char *path, uint32_t fla
 		goto fail;
 	}
 	if (rep.type == FL_MONITOR_MSG_ERROR) {
-		sanitize(text, sizeof(text), rep.msg);
-		fl__err("monitor %s refused: %s (%s)", path, text, strerror(-rep.err));
-		r = rep.err;
+		r = log_refusal(path, "", &rep);
 		goto fail;
 	}
 	if (rep.session != c->session) {
@@ -951,7 +959,7 @@ static int claim(struct fl_monitor_client *c, uint64_t session, uint64_t token)
 	struct fl__mon_claim cl = { .session = session, .token = token, .pid = (uint32_t)c->pid };
 	uint64_t deadline = fl__mon_now_ms() + c->o.ack_timeout_ms;
 	uint8_t msg[FL_MONITOR_HDR_LEN + FL_MONITOR_CLAIM_FIXED_LEN];
-	char err[ERRLEN], text[FL_MONITOR_MAX_ERRMSG + 1];
+	char err[ERRLEN];
 	struct fl__mon_hello g = { .r = NULL };
 	struct fl__mon_table t = { .r = NULL };
 	struct fl__mon_reply rep;
@@ -975,10 +983,7 @@ static int claim(struct fl_monitor_client *c, uint64_t session, uint64_t token)
 	}
 	if (fl__mon_msg_type(rbuf) == FL_MONITOR_MSG_ERROR &&
 	    !fl__mon_decode_reply(rbuf, rlen, &rep, err, sizeof(err))) {
-		sanitize(text, sizeof(text), rep.msg);
-		fl__err("monitor %s refused the claim: %s (%s)", c->path, text,
-			strerror(-rep.err));
-		r = rep.err;
+		r = log_refusal(c->path, " the claim", &rep);
 		goto out;
 	}
 	r = fl__mon_decode_grant(rbuf, rlen, &g, err, sizeof(err));
@@ -1227,10 +1232,9 @@ static int parse_opts(const struct fl_monitor_opts *opts, struct fl_monitor_opts
 
 /* Copy and check the caller's regions into the client's sorted layout. */
 static int build_layout(struct fl_monitor_client *c, const struct fl_monitor_region *regions,
-			size_t n, uint64_t *ret_need)
+			size_t n)
 {
 	char err[ERRLEN];
-	uint64_t need = 0;
 	int r;
 
 	c->t.r = calloc(n, sizeof(*c->t.r));
@@ -1291,10 +1295,6 @@ static int build_layout(struct fl_monitor_client *c, const struct fl_monitor_reg
 			t->path = c->paths[c->npaths++];
 			t->path_len = (uint32_t)l;
 		}
-		if (u->mem == FL_MEM_SHMEM)
-			need |= FL_FEAT_MISSING_SHMEM;
-		if (u->mem == FL_MEM_HUGETLB)
-			need |= FL_FEAT_MISSING_HUGETLBFS;
 	}
 	c->t.n = n;
 	r = fl__mon_check_regions(c->t.r, n, err, sizeof(err));
@@ -1303,7 +1303,6 @@ static int build_layout(struct fl_monitor_client *c, const struct fl_monitor_reg
 		return r == -E2BIG ? -EINVAL : r;
 	}
 	fl__mon_table_sort(&c->t);
-	*ret_need = need;
 	return 0;
 }
 
@@ -1349,7 +1348,6 @@ FL_API int fl_monitor_attach(const char *socket_path, const struct fl_monitor_re
 	struct fl_monitor_client *c;
 	struct sockaddr_un sa;
 	size_t registered = 0;
-	uint64_t need = 0;
 	int r, sock;
 
 	if (!socket_path || !regions || !n || !ret)
@@ -1376,11 +1374,12 @@ FL_API int fl_monitor_attach(const char *socket_path, const struct fl_monitor_re
 	r = parse_opts(opts, &c->o);
 	if (r < 0)
 		goto fail;
-	r = build_layout(c, regions, n, &need);
+	r = build_layout(c, regions, n);
 	if (r < 0)
 		goto fail;
 
-	uo.features = FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP | need;
+	uo.features = FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP |
+		      layout_features(&c->t);
 	if (!(c->o.flags & FL_MONITOR_DONTFORK))
 		uo.features |= FL_FEAT_EVENT_FORK;
 	uo.optional = FL_FEAT_POISON;

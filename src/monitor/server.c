@@ -358,6 +358,21 @@ static void link_uffd(struct fl_monitor_server *s, struct srv_uffd *su)
 		fl__srv_stat(s, S_CHILDREN, 1);
 }
 
+/* Watch a connection that now serves: after its answer only BYE or the hang-up may come. */
+static int conn_watch(struct fl_monitor_server *s, struct srv_conn *c, const char *name)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.ptr = c };
+
+	if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
+		int e = errno;
+
+		fl__srv_log(s, FL_LOG_ERROR, "monitor: %s: epoll: %s", name, strerror(e));
+		return -e;
+	}
+	c->serving = true;
+	return 0;
+}
+
 static void hello_done(struct fl_monitor_server *s, struct srv_work *w)
 {
 	struct srv_conn *c = w->conn;
@@ -435,17 +450,10 @@ static void hello_done(struct fl_monitor_server *s, struct srv_work *w)
 			return;
 		}
 	}
-	{
-		struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.ptr = c };
-
-		if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
-			fl__srv_log(s, FL_LOG_ERROR, "monitor: %s: epoll: %s", name,
-				    strerror(errno));
-			conn_close(s, c, "cannot be watched");
-			work_free(w);
-			return;
-		}
-		c->serving = true;
+	if (conn_watch(s, c, name) < 0) {
+		conn_close(s, c, "cannot be watched");
+		work_free(w);
+		return;
 	}
 	fl__srv_stat(s, S_ATTACHED, 1);
 	if (sess->attach_seq)
@@ -531,19 +539,12 @@ static void claim_done(struct fl_monitor_server *s, struct srv_work *w)
 		work_free(w);
 		return;
 	}
-	{
-		struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.ptr = c };
-
-		if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
-			fl__srv_log(s, FL_LOG_ERROR, "monitor: %s: epoll: %s", su->name,
-				    strerror(errno));
-			fl__srv_uffd_unlink_conn(su);
-			conn_close(s, c, "cannot be watched");
-			work_free(w);
-			return;
-		}
+	if (conn_watch(s, c, su->name) < 0) {
+		fl__srv_uffd_unlink_conn(su);
+		conn_close(s, c, "cannot be watched");
+		work_free(w);
+		return;
 	}
-	c->serving = true;
 	su->conn = c;
 	c->main = su;
 	fl__srv_log(s, FL_LOG_INFO, "monitor: %s (pid %d) claimed its userfaultfd; it now has "
