@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "faultline.h"
+#include "util.h"
 
 #define BENCH_PAGE 4096u
 /* The seed of the pattern every benchmark region is filled with. */
@@ -23,14 +24,6 @@ struct bench_err {
 /* Format @e (strerror(-err) is appended when err < 0) and return @err. */
 int bench_fail(struct bench_err *e, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-
-static inline uint64_t bench_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* ---------------------------------------------------------------- common */
 

@@ -64,9 +64,9 @@ void bench_machine_get(struct bench_machine *m)
 	if (a && b)
 		snprintf(m->thp, sizeof(m->thp), "%.*s", (int)(b - a - 1), a + 1);
 	for (size_t i = 0; i < 201; i++) {
-		uint64_t t0 = bench_now_ns();
+		uint64_t t0 = fl__now_ns();
 
-		t[i] = bench_now_ns() - t0;
+		t[i] = fl__now_ns() - t0;
 		d[i] = (double)t[i];
 	}
 	m->timer_ns = stats_median(d, 201);
@@ -181,15 +181,15 @@ void bench_permutation(uint32_t *perm, size_t n, uint64_t seed)
  */
 __attribute__((noinline)) uint64_t bench_walk_timed(const char *base, size_t pages, uint64_t *lat)
 {
-	uint64_t start = bench_now_ns();
+	uint64_t start = fl__now_ns();
 
 	for (size_t i = 0; i < pages; i++) {
-		uint64_t t0 = bench_now_ns();
+		uint64_t t0 = fl__now_ns();
 
 		(void)*(const volatile int *)(base + i * BENCH_PAGE);
-		lat[i] = bench_now_ns() - t0;
+		lat[i] = fl__now_ns() - t0;
 	}
-	return bench_now_ns() - start;
+	return fl__now_ns() - start;
 }
 
 __attribute__((noinline)) void bench_walk(const char *base, size_t pages)

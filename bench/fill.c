@@ -195,9 +195,9 @@ static int timed_touch(struct bench_fill_env *env, char *base, bool random, bool
 
 	if (env->o.pin && (r = bench_pin(0, &saved)) < 0)
 		return bench_fail(e, r, "fill: pinning to CPU 0");
-	t0 = bench_now_ns();
+	t0 = fl__now_ns();
 	touch(env, base, random, write);
-	*secs = (double)(bench_now_ns() - t0) / 1e9;
+	*secs = (double)(fl__now_ns() - t0) / 1e9;
 	if (env->o.pin)
 		bench_unpin(&saved);
 	return 0;
@@ -337,10 +337,10 @@ int bench_fill_run(struct bench_fill_env *env, const struct bench_fill_cfg *c,
 		if (!m)
 			return bench_fail(e, -ENOMEM, "fill: mapping %zu bytes", size);
 		{
-			uint64_t t0 = bench_now_ns();
+			uint64_t t0 = fl__now_ns();
 
 			memcpy(m, env->src, size);
-			res->secs = (double)(bench_now_ns() - t0) / 1e9;
+			res->secs = (double)(fl__now_ns() - t0) / 1e9;
 		}
 		r = check_pattern(c->name, m, size, e);
 		bench_unmap(m, size);

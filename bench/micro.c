@@ -85,13 +85,13 @@ static int run_copy(struct micro *m, size_t run, struct bench_micro_result *res,
 	if (!m->src)
 		return bench_fail(e, -ENOMEM, "mapping the source");
 	memset(m->src, 0xa5, run);
-	t0 = bench_now_ns();
+	t0 = fl__now_ns();
 	for (size_t off = 0; off < m->len; off += run) {
 		r = fl_uffd_copy(m->u, m->dst + off, m->src, run, 0, NULL);
 		if (r < 0)
 			return bench_fail(e, r, "fl_uffd_copy at +%zu", off);
 	}
-	ns = bench_now_ns() - t0;
+	ns = fl__now_ns() - t0;
 	res->ns_per_page = (double)ns / (double)(m->len / BENCH_PAGE);
 	res->op_us = (double)ns / (double)(m->len / run) / 1e3;
 	for (size_t off = 0; off < m->len; off += BENCH_PAGE)
@@ -107,7 +107,7 @@ static int run_each(struct micro *m, enum bench_micro_op op, size_t step,
 	uint64_t t0, ns;
 	int r = 0;
 
-	t0 = bench_now_ns();
+	t0 = fl__now_ns();
 	for (size_t off = 0; off < m->len; off += step) {
 		if (op == BENCH_MICRO_ZEROPAGE)
 			r = fl_uffd_zeropage(m->u, m->dst + off, step, 0, NULL);
@@ -118,7 +118,7 @@ static int run_each(struct micro *m, enum bench_micro_op op, size_t step,
 		if (r < 0)
 			return bench_fail(e, r, "%s at +%zu", infos[op].name, off);
 	}
-	ns = bench_now_ns() - t0;
+	ns = fl__now_ns() - t0;
 	res->ns_per_page = (double)ns / (double)(m->len / BENCH_PAGE);
 	res->op_us = (double)ns / (double)(m->len / step) / 1e3;
 	return 0;
@@ -157,9 +157,9 @@ static int run_wp(struct micro *m, bool unprotect, struct bench_micro_result *re
 		if (r < 0)
 			return bench_fail(e, r, "fl_uffd_writeprotect(protect)");
 	}
-	t0 = bench_now_ns();
+	t0 = fl__now_ns();
 	r = fl_uffd_writeprotect(m->u, m->dst, m->len, unprotect ? 0 : FL_RESOLVE_WP);
-	ns = bench_now_ns() - t0;
+	ns = fl__now_ns() - t0;
 	if (r < 0)
 		return bench_fail(e, r, "fl_uffd_writeprotect");
 	res->ns_per_page = (double)ns / (double)(m->len / BENCH_PAGE);
@@ -186,7 +186,7 @@ static int run_scan(struct micro *m, struct bench_micro_result *res, struct benc
 	/* With WP_ASYNC these writes are recorded, not trapped. */
 	for (size_t off = 0; off < m->len; off += BENCH_PAGE)
 		m->dst[off] = 1;
-	t0 = bench_now_ns();
+	t0 = fl__now_ns();
 	while ((char *)next < end) {
 		r = fl_pagemap_scan_written(fd, next, (size_t)(end - (char *)next),
 					    FL_SCAN_REPROTECT, ranges, 64, &next);
@@ -197,7 +197,7 @@ static int run_scan(struct micro *m, struct bench_micro_result *res, struct benc
 		if (r == 0)
 			break;
 	}
-	ns = bench_now_ns() - t0;
+	ns = fl__now_ns() - t0;
 	close(fd);
 	if (r < 0)
 		return bench_fail(e, r, "fl_pagemap_scan_written");

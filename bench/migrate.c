@@ -251,7 +251,7 @@ static int app_stop(void *userdata, const void **ret_blob, size_t *ret_len)
 		pthread_join(a->th, NULL);
 		a->writing = false;
 	}
-	a->stop_ns = bench_now_ns();
+	a->stop_ns = fl__now_ns();
 	*ret_blob = NULL;
 	*ret_len = 0;
 	return 0;
@@ -400,9 +400,9 @@ static size_t fault_pages(struct fl_migrate_dest *d, const uint8_t *p, size_t le
 				break;
 			continue;
 		}
-		t0 = bench_now_ns();
+		t0 = fl__now_ns();
 		(void)*(volatile const uint8_t *)(p + pg * BENCH_PAGE);
-		t1 = bench_now_ns();
+		t1 = fl__now_ns();
 		if (t1 - t0 >= FAULT_MIN_NS)
 			lat[n++] = t1 - t0;
 	}
@@ -432,7 +432,7 @@ static int run_tcp(size_t len, int in, int out, struct result *res, struct bench
 		bench_unmap(buf, 2 * MIB);
 		return bench_fail(e, r, "tcp: accept");
 	}
-	t0 = bench_now_ns();
+	t0 = fl__now_ns();
 	r = fl__sock_send_all(fd, "g", 1, 10000);
 	while (!r && got < len) {
 		ssize_t k = recv(fd, buf, 2 * MIB, 0);
@@ -442,7 +442,7 @@ static int run_tcp(size_t len, int in, int out, struct result *res, struct bench
 		else
 			got += (size_t)k;
 	}
-	res->v[X_TOTAL] = (double)(bench_now_ns() - t0) / 1e9;
+	res->v[X_TOTAL] = (double)(fl__now_ns() - t0) / 1e9;
 	res->v[X_MBS] = (double)len / MIB / res->v[X_TOTAL];
 	close(fd);
 	bench_unmap(buf, 2 * MIB);

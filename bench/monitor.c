@@ -169,7 +169,7 @@ static double time_events(enum ev_kind k, uint8_t *remap, uint8_t *spare, uint8_
 	}
 
 	for (size_t i = 0; i < n; i++) {
-		uint64_t t0 = bench_now_ns(), t1;
+		uint64_t t0 = fl__now_ns(), t1;
 		pid_t pid;
 
 		switch (k) {
@@ -177,35 +177,35 @@ static double time_events(enum ev_kind k, uint8_t *remap, uint8_t *spare, uint8_
 			pid = fork();
 			if (pid == 0)
 				_exit(0);
-			t1 = bench_now_ns();
+			t1 = fl__now_ns();
 			if (pid > 0)
 				waitpid(pid, NULL, 0);
 			break;
 		case EV_CHILD:
 			pid = fork();
 			if (pid == 0) {
-				*child_ns = bench_now_ns();
+				*child_ns = fl__now_ns();
 				_exit(0);
 			}
 			if (pid > 0)
 				waitpid(pid, NULL, 0);
-			t1 = pid > 0 ? *child_ns : bench_now_ns();
+			t1 = pid > 0 ? *child_ns : fl__now_ns();
 			break;
 		case EV_REMAP: {
 			uint8_t *from = i % 2 ? spare : remap, *to = i % 2 ? remap : spare;
 
 			mremap(from, REMAP_PAGES * ps, REMAP_PAGES * ps,
 			       MREMAP_MAYMOVE | MREMAP_FIXED, to);
-			t1 = bench_now_ns();
+			t1 = fl__now_ns();
 			break;
 		}
 		case EV_REMOVE:
 			madvise(remove + i * ps, ps, MADV_DONTNEED);
-			t1 = bench_now_ns();
+			t1 = fl__now_ns();
 			break;
 		default:
 			munmap(unmap + i * ps, ps);
-			t1 = bench_now_ns();
+			t1 = fl__now_ns();
 			break;
 		}
 		t[i] = (double)(t1 - t0);

@@ -169,12 +169,7 @@ static void seed_stop(struct seed *s, pthread_t t)
 		struct timespec ts;
 
 		pthread_kill(t, SIGUSR1);
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 10 * 1000 * 1000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
+		ts = fl__abstime_in(CLOCK_REALTIME, 10 * 1000 * 1000);
 		if (pthread_timedjoin_np(t, NULL, &ts) == 0)
 			return;
 	}

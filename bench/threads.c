@@ -27,9 +27,9 @@ static void *worker_main(void *arg)
 		sched_yield();
 	if (go < 0)
 		return NULL;
-	w->t_start = bench_now_ns();
+	w->t_start = fl__now_ns();
 	bench_walk(w->base, w->pages);
-	w->t_end = bench_now_ns();
+	w->t_end = fl__now_ns();
 	return NULL;
 }
 

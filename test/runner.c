@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "tests.h"
+#include "util.h"
 
 #define DEFAULT_TIMEOUT 10
 #define HUGE_PAGES_WANTED 32
@@ -115,10 +116,7 @@ static bool ensure_hugepages(void)
 
 static double now(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return (double)fl__now_ns() / 1e9;
 }
 
 static bool selected(const char *name, int argc, char **argv, int first)

@@ -214,7 +214,7 @@ static void fake_session(struct fake *f, struct session *s)
 {
 	static uint8_t *buf;
 	char err[256];
-	uint64_t deadline = fl__mon_now_ms() + 10000;
+	uint64_t deadline = fl__now_ms() + 10000;
 	int fd, served = 0;
 
 	if (!buf) {

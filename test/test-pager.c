@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "tests.h"
+#include "util.h"
 
 #define SEED 0x5eedu
 #define LOG_MAX 512
@@ -52,7 +53,7 @@ static int ts_read(void *ud, uint64_t off, void *buf, size_t len, size_t page_si
 	fl_pattern_fill(buf, off, len, SEED);
 	for (size_t k = 0; k < len / page_size; k++)
 		if (ts_hole(t, (off + k * page_size) / t->ps))
-			holes[k / 64] |= 1ull << (k % 64);
+			fl__bit_set(holes, k);
 	return 0;
 }
 

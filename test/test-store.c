@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "tests.h"
+#include "util.h"
 
 #define KiB 1024ull
 #define MiB (1024ull * 1024)
@@ -59,11 +60,6 @@ static struct fl_store *file_store(const char *path, uint64_t offset, uint64_t s
 	T_ASSERT_OK(fl_store_file_open(path, &o, &s));
 	T_ASSERT(s);
 	return s;
-}
-
-static bool bit(const uint64_t *map, size_t i)
-{
-	return map[i / 64] >> (i % 64) & 1;
 }
 
 /* The descriptors of this process open on @path: how many, and how many are close-on-exec. */
@@ -709,12 +705,12 @@ TEST(store_file_holes)
 		bool data = i >= 128 && i < 144;
 
 		if (i >= 256)			/* past the end of the file */
-			T_ASSERT(bit(holes, i));
+			T_ASSERT(fl__bit_test(holes, i));
 		else if (data)
-			T_ASSERT(!bit(holes, i));
+			T_ASSERT(!fl__bit_test(holes, i));
 		else if (fs_holes)
-			T_ASSERT(bit(holes, i));
-		else if (!bit(holes, i))
+			T_ASSERT(fl__bit_test(holes, i));
+		else if (!fl__bit_test(holes, i))
 			T_ASSERT(t_all(out + i * PG, PG, 0));
 	}
 	T_ASSERT_EQ(fl_pattern_check(out + 512 * KiB, 512 * KiB, 64 * KiB, 13), 0);
@@ -886,8 +882,8 @@ TEST(store_file_write_readback)
 	T_ASSERT_OK(fl_store_write(s, 8 * PG, in, 2 * PG));
 	T_ASSERT_OK(fl_store_read(s, 0, out, 16 * PG, PG, holes));
 	T_ASSERT_EQ(fl_pattern_check(out + 8 * PG, 0, 2 * PG, 31), 0);
-	T_ASSERT(!bit(holes, 8) && !bit(holes, 9));
-	T_ASSERT(bit(holes, 10) && bit(holes, 15));
+	T_ASSERT(!fl__bit_test(holes, 8) && !fl__bit_test(holes, 9));
+	T_ASSERT(fl__bit_test(holes, 10) && fl__bit_test(holes, 15));
 	/* Overwrite and extend to the store's end. */
 	fl_pattern_fill(in, 0, 4 * PG, 32);
 	T_ASSERT_OK(fl_store_write(s, 9 * PG, in, 4 * PG));
@@ -1008,7 +1004,7 @@ static void *conc_thread(void *arg)
 			uint64_t a = off + i * ps;
 			uint8_t *p = buf + i * ps;
 
-			if (bit(holes, i)) {
+			if (fl__bit_test(holes, i)) {
 				T_ASSERT(s != c->stores[0]);
 				T_ASSERT(a >= CONC_DATA);
 			} else if (s == c->stores[0] || a < CONC_DATA) {

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "tests.h"
+#include "util.h"
 
 #include "net/crc32c.h"
 #include "net/sha256.h"
@@ -42,10 +43,7 @@ static void fill_random(void *p, size_t n)
 
 static double now(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return (double)fl__now_ns() / 1e9;
 }
 
 static void hex_to(const char *hex, uint8_t *out, size_t n)

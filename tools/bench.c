@@ -15,6 +15,7 @@
 #include "../bench/bench.h"
 #include "../bench/stats.h"
 #include "tool.h"
+#include "util.h"
 
 #define SUB "bench"
 #define MAX_RUNS 1000
@@ -451,16 +452,11 @@ static bool lat_has(const struct lat_state *s, int mode)
 }
 
 /* The handler-side median from the region's log2 histogram: the bucket holding it. */
-static double handler_p50(const uint64_t *hist, uint64_t total)
+static double handler_p50(const uint64_t *hist)
 {
-	uint64_t seen = 0;
+	int b = fl__log2_pct_bucket(hist, FL_LAT_BUCKETS, 50);
 
-	for (int b = 0; b < FL_LAT_BUCKETS; b++) {
-		seen += hist[b];
-		if (total && seen * 2 >= total)
-			return (double)(1ull << b);
-	}
-	return 0;
+	return b < 0 ? 0 : (double)(1ull << b);
 }
 
 static void lat_table(struct lat_state *s, const struct bench_machine *m)
@@ -498,7 +494,7 @@ static void lat_table(struct lat_state *s, const struct bench_machine *m)
 		p = lat_spread(s, i, M_P50);
 		mn = lat_spread(s, i, M_MEAN);
 		if (s->have_stats[i]) {
-			double h50 = handler_p50(s->handler_hist[i], s->handler_faults[i]);
+			double h50 = handler_p50(s->handler_hist[i]);
 
 			snprintf(h, sizeof(h), "p50 in %.2f-%.2f µs", h50 / 1e3, 2 * h50 / 1e3);
 		}

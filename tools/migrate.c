@@ -15,6 +15,7 @@
 
 #include "faultline.h"
 #include "tool.h"
+#include "util.h"
 
 #define SUB "migrate"
 #define MIB (1ull << 20)
@@ -119,14 +120,6 @@ static size_t kv_region_size(uint64_t size, uint64_t *ret_slots)
 
 /* ----------------------------------------------------------- the load */
 
-static uint64_t now_ns_tool(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 struct load_state {
 	uint64_t rng;
 	uint64_t gets, sets, errors;
@@ -194,7 +187,7 @@ struct load {
 static int load_start(struct load *ld, struct kv_hdr *h, const struct load_state *st)
 {
 	atomic_store(&ld->stop, false);
-	ld->t0 = now_ns_tool();
+	ld->t0 = fl__now_ns();
 	for (unsigned int i = 0; i < LOADERS; i++) {
 		ld->l[i] = (struct loader){ .h = h, .st = st[i], .id = i, .stop = &ld->stop };
 		if (pthread_create(&ld->l[i].th, NULL, load_thread, &ld->l[i])) {
@@ -215,7 +208,7 @@ static void load_stop(struct load *ld)
 	atomic_store(&ld->stop, true);
 	for (unsigned int i = 0; i < LOADERS; i++)
 		pthread_join(ld->l[i].th, NULL);
-	ld->ns = now_ns_tool() - ld->t0;
+	ld->ns = fl__now_ns() - ld->t0;
 	ld->running = false;
 }
 
@@ -489,18 +482,9 @@ static void progress_bar(void *userdata, enum fl_migrate_phase phase, uint64_t d
 /* The upper edge (ns) of the bucket holding the @p-th percentile of a log2 histogram. */
 static uint64_t hist_pct(const uint64_t *h, double p)
 {
-	uint64_t n = 0, seen = 0;
+	int b = fl__log2_pct_bucket(h, FL_MIGRATE_LAT_BUCKETS, p);
 
-	for (int b = 0; b < FL_MIGRATE_LAT_BUCKETS; b++)
-		n += h[b];
-	if (!n)
-		return 0;
-	for (int b = 0; b < FL_MIGRATE_LAT_BUCKETS; b++) {
-		seen += h[b];
-		if ((double)seen >= p / 100 * (double)n)
-			return 2ull << b;
-	}
-	return 0;
+	return b < 0 ? 0 : 2ull << b;
 }
 
 static void json_source(const struct fl_migrate_source_stats *s)

@@ -81,46 +81,6 @@ void fl__mig_urgent_thread(void)
 	syscall(SYS_sched_setattr, 0, &a, 0);
 }
 
-/* ---------------------------------------------------------------- bitmaps */
-
-uint64_t fl__bm_next_clear(const _Atomic uint64_t *bm, uint64_t from, uint64_t n)
-{
-	uint64_t w = from / 64;
-
-	if (from >= n)
-		return n;
-	for (uint64_t v = ~atomic_load_explicit(&bm[w], memory_order_relaxed) &
-			  (~0ull << (from % 64));
-	     ; v = ~atomic_load_explicit(&bm[w], memory_order_relaxed)) {
-		if (v) {
-			uint64_t i = w * 64 + (uint64_t)__builtin_ctzll(v);
-
-			return i < n ? i : n;
-		}
-		if (++w * 64 >= n)
-			return n;
-	}
-}
-
-uint64_t fl__bm_count(const _Atomic uint64_t *bm, uint64_t n)
-{
-	uint64_t c = 0, words = n / 64;
-
-	for (uint64_t w = 0; w < words; w++)
-		c += (uint64_t)__builtin_popcountll(atomic_load_explicit(&bm[w],
-									 memory_order_relaxed));
-	if (n % 64)
-		c += (uint64_t)__builtin_popcountll(atomic_load_explicit(&bm[words],
-									 memory_order_relaxed) &
-						    ((1ull << (n % 64)) - 1));
-	return c;
-}
-
-_Atomic uint64_t *fl__bm_alloc(uint64_t n)
-{
-	return calloc((size_t)(n / 64 + 1), sizeof(_Atomic uint64_t));
-}
-
 unsigned int fl__mig_region_of(const struct fl__mig_region *r, unsigned int n, uint64_t pg)
 {
 	unsigned int lo = 0, hi = n;

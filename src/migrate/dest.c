@@ -149,7 +149,7 @@ static void set_phase(struct fl_migrate_dest *d, enum fl_migrate_phase p)
 	atomic_store(&d->phase, p);
 	if (d->o.progress)
 		d->o.progress(d->o.userdata, p, atomic_load(&d->n_received), d->total);
-	d->last_progress = fl__mig_now();
+	d->last_progress = fl__now_ns();
 }
 
 static void progress(struct fl_migrate_dest *d)
@@ -158,7 +158,7 @@ static void progress(struct fl_migrate_dest *d)
 
 	if (!d->o.progress)
 		return;
-	now = fl__mig_now();
+	now = fl__now_ns();
 	if (now - d->last_progress < PROGRESS_NS)
 		return;
 	d->last_progress = now;
@@ -564,14 +564,14 @@ static void thread_blocked(struct fl_migrate_dest *d, uint32_t tid, uint64_t ns)
 /* @page is here: the request for it is answered, its waiters run again. */
 static void complete(struct fl_migrate_dest *d, uint64_t page)
 {
-	uint64_t now = fl__mig_now();
+	uint64_t now = fl__now_ns();
 	struct pend *p;
 
 	pthread_mutex_lock(&d->pend_lock);
 	p = find_pend(d, page);
 	if (p) {
 		if (p->t_sent)
-			d->lat_hist[fl__mig_lat_bucket(now - p->t_sent)]++;
+			d->lat_hist[fl__log2_bucket(now - p->t_sent, FL_MIGRATE_LAT_BUCKETS)]++;
 		*p = d->pend[--d->npend];
 	}
 	for (size_t i = 0; i < d->nwait;) {
@@ -664,7 +664,7 @@ static void flush_requests(struct fl_migrate_dest *d)
 		pthread_mutex_lock(&d->pend_lock);
 		for (size_t i = 0; i < d->npend; i++)
 			if (!d->pend[i].t_sent) {
-				d->pend[i].t_sent = fl__mig_now();
+				d->pend[i].t_sent = fl__now_ns();
 				d->pend[i].id = d->next_id++;
 				page = d->pend[i].page;
 				id = d->pend[i].id;
@@ -743,7 +743,7 @@ static void handle_fault(struct fl_migrate_dest *d, void *addr, uint32_t tid)
 		(void)0;
 	if (!grow((void **)&d->wait, &d->cap_wait, d->nwait, sizeof(*d->wait)))
 		d->wait[d->nwait++] = (struct waiter){ .page = page, .tid = tid,
-						       .t0 = fl__mig_now() };
+						       .t0 = fl__now_ns() };
 	if (was && find_pend(d, page)) {
 		atomic_fetch_add(&d->st[D_SHARED], 1);
 		pthread_mutex_unlock(&d->pend_lock);
@@ -943,7 +943,7 @@ static int apply_valid(struct fl_migrate_dest *d, const struct fl__wire_frame *f
 	if (atomic_load(&d->switched))
 		return 0;
 	if (!d->t_switch_first)
-		d->t_switch_first = fl__mig_now();
+		d->t_switch_first = fl__now_ns();
 	for (uint32_t i = 0; i < b->nbits;) {
 		uint64_t pg = r->first + b->offset + i;
 		uint32_t j = i;
@@ -968,7 +968,7 @@ static int apply_valid(struct fl_migrate_dest *d, const struct fl__wire_frame *f
 static void switch_over(struct fl_migrate_dest *d)
 {
 	pthread_mutex_lock(&d->lock);
-	d->resume_ns = fl__mig_now();
+	d->resume_ns = fl__now_ns();
 	d->switch_ns = d->resume_ns - d->t_switch_first;
 	atomic_store(&d->phase, FL_MIGRATE_POSTCOPY);
 	atomic_store(&d->switched, true);
@@ -993,7 +993,7 @@ static int take_blob(struct fl_migrate_dest *d, const struct fl__wire_frame *f, 
 	if (atomic_load(&d->switched))
 		return 0;	/* repeated after a resume */
 	if (!d->t_switch_first)
-		d->t_switch_first = fl__mig_now();
+		d->t_switch_first = fl__now_ns();
 	if (b->offset == 0) {
 		uint8_t *p = realloc(d->blob, b->total ? b->total : 1);
 
@@ -1144,7 +1144,7 @@ static int establish(struct fl_migrate_dest *d, int timeout_ms, char *msg, size_
 static int recover(struct fl_migrate_dest *d)
 {
 	uint64_t deadline = d->link.resume_timeout_ms < 0 ? UINT64_MAX :
-			    fl__mig_now() + (uint64_t)d->link.resume_timeout_ms * 1000000ull;
+			    fl__now_ns() + (uint64_t)d->link.resume_timeout_ms * 1000000ull;
 	char msg[MIG_ERR_LEN] = "";
 	bool done = atomic_load(&d->done);
 	int delay = 10, r;
@@ -1180,7 +1180,7 @@ static int recover(struct fl_migrate_dest *d)
 			break;
 		if (r != -EAGAIN && !fl__mig_err_transient(r))
 			return done ? r : fail(d, r, "resuming: %s", msg);
-		if (fl__mig_now() > deadline)
+		if (fl__now_ns() > deadline)
 			return done ? -ETIMEDOUT : fail(d, -ETIMEDOUT, "no resume within %d ms: "
 							"%s", d->link.resume_timeout_ms, msg);
 		if (r != -EAGAIN && fl__mig_link_pause(&d->link, delay) < 0)
@@ -1208,7 +1208,7 @@ static void finish(struct fl_migrate_dest *d)
 		fl_uffd_unregister(d->uffd, d->reg[i].addr, d->reg[i].len);
 	d->registered = false;
 	pthread_mutex_lock(&d->lock);
-	d->total_ns = fl__mig_now() - d->t_start;
+	d->total_ns = fl__now_ns() - d->t_start;
 	atomic_store(&d->phase, FL_MIGRATE_DONE);	/* before anyone sees done */
 	atomic_store(&d->done, true);
 	pthread_cond_broadcast(&d->cond);
@@ -1222,14 +1222,14 @@ static void finish(struct fl_migrate_dest *d)
 static int complete_session(struct fl_migrate_dest *d)
 {
 	struct fl__wire_frame c = { .type = FL__WIRE_COMPLETE };
-	uint64_t last = atomic_load(&d->n_received), since = fl__mig_now();
+	uint64_t last = atomic_load(&d->n_received), since = fl__now_ns();
 	int r;
 
 	pthread_mutex_lock(&d->lock);
 	while (atomic_load(&d->n_received) < d->total && !d->quit && !atomic_load(&d->broken) &&
 	       !d->fatal) {
 		struct timespec ts;
-		uint64_t now = fl__mig_now(), n = atomic_load(&d->n_received);
+		uint64_t now = fl__now_ns(), n = atomic_load(&d->n_received);
 
 		if (n != last) {
 			last = n;
@@ -1241,12 +1241,7 @@ static int complete_session(struct fl_migrate_dest *d)
 				 d->link.timeout_ms);
 			return -ETIMEDOUT;	/* a resume exchanges bitmaps and fixes it */
 		}
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 50000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
+		ts = fl__abstime_in(CLOCK_REALTIME, 50000000);
 		pthread_cond_timedwait(&d->cond, &d->lock, &ts);
 	}
 	r = d->quit ? -ECANCELED : d->fatal ? d->fatal : atomic_load(&d->broken) ? -ECONNRESET : 0;
@@ -1490,15 +1485,8 @@ static int wait_until(struct fl_migrate_dest *d, bool (*until)(struct fl_migrate
 {
 	struct timespec ts;
 
-	if (timeout_ms >= 0) {
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += timeout_ms / 1000;
-		ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
-	}
+	if (timeout_ms >= 0)
+		ts = fl__abstime_in(CLOCK_REALTIME, (uint64_t)timeout_ms * 1000000);
 	while (!until(d)) {
 		int r = timeout_ms < 0 ? pthread_cond_wait(&d->cond, &d->lock) :
 					 pthread_cond_timedwait(&d->cond, &d->lock, &ts);
@@ -1531,13 +1519,13 @@ FL_API int fl_migrate_dest_accept(struct fl_migrate_dest *d, int timeout_ms,
 	if (d->pid != getpid())
 		return -ECHILD;
 	deadline = timeout_ms < 0 ? UINT64_MAX :
-		   fl__mig_now() + (uint64_t)timeout_ms * 1000000ull;
+		   fl__now_ns() + (uint64_t)timeout_ms * 1000000ull;
 	if (!d->started) {
 		if (!d->t_start)
-			d->t_start = fl__mig_now();
+			d->t_start = fl__now_ns();
 		set_phase(d, FL_MIGRATE_CONNECTING);
 		for (;;) {
-			uint64_t now = fl__mig_now();
+			uint64_t now = fl__now_ns();
 			bool far = deadline == UINT64_MAX ||
 				   deadline - now > (uint64_t)INT32_MAX * 1000;
 			int left = far ? d->link.timeout_ms : (int)((deadline - now) / 1000000);

@@ -13,6 +13,7 @@
 
 #include "faultline.h"
 #include "internal.h"
+#include "util.h"
 #include "net/sock.h"
 #include "net/wire.h"
 
@@ -31,14 +32,6 @@
 #define MIG_FEATURES \
 	(FL__WIRE_FEAT_URGENT_CHANNEL | FL__WIRE_FEAT_RESUME | FL__WIRE_FEAT_PRECOPY)
 
-static inline uint64_t fl__mig_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* STYLE.md section 4's options rule: copy what we know, refuse unknown non-zero bytes. */
 static inline int fl__mig_opts_copy(void *dst, size_t known, const void *src)
 {
@@ -56,35 +49,6 @@ static inline int fl__mig_opts_copy(void *dst, size_t known, const void *src)
 	memcpy(dst, src, sz < known ? sz : known);
 	return 0;
 }
-
-/* ---------------------------------------------------------------- bitmaps */
-
-/* Bit i of a bitmap of _Atomic uint64_t words; sets and clears return the previous value. */
-static inline bool fl__bm_test(const _Atomic uint64_t *bm, uint64_t i)
-{
-	return (atomic_load(&bm[i / 64]) >> (i % 64)) & 1;
-}
-
-static inline bool fl__bm_set(_Atomic uint64_t *bm, uint64_t i)
-{
-	uint64_t bit = 1ull << (i % 64);
-
-	return atomic_fetch_or(&bm[i / 64], bit) & bit;
-}
-
-static inline bool fl__bm_clear(_Atomic uint64_t *bm, uint64_t i)
-{
-	uint64_t bit = 1ull << (i % 64);
-
-	return atomic_fetch_and(&bm[i / 64], ~bit) & bit;
-}
-
-/* The first clear bit in [from, n), or n. */
-uint64_t fl__bm_next_clear(const _Atomic uint64_t *bm, uint64_t from, uint64_t n);
-/* Set bits in [0, n). */
-uint64_t fl__bm_count(const _Atomic uint64_t *bm, uint64_t n);
-/* A zeroed bitmap of @n bits, or NULL. */
-_Atomic uint64_t *fl__bm_alloc(uint64_t n);
 
 /* ---------------------------------------------------------------- regions */
 
@@ -193,14 +157,6 @@ int fl__mig_unexpected(const struct fl__wire_frame *f, const char *where, char *
 
 /* Page size as a shift. */
 unsigned int fl__mig_page_shift(void);
-
-/* log2 histogram bucket of @ns. */
-static inline unsigned int fl__mig_lat_bucket(uint64_t ns)
-{
-	unsigned int b = ns ? 63u - (unsigned int)__builtin_clzll(ns) : 0;
-
-	return b < FL_MIGRATE_LAT_BUCKETS ? b : FL_MIGRATE_LAT_BUCKETS - 1;
-}
 
 /* Name a thread of ours ("fl-mig/..."). */
 void fl__mig_name_thread(const char *name);

@@ -122,7 +122,7 @@ static void set_phase(struct fl_migrate_source *s, enum fl_migrate_phase p)
 	atomic_store(&s->phase, p);
 	if (s->o.progress)
 		s->o.progress(s->o.userdata, p, atomic_load(&s->n_sent), s->total);
-	s->last_progress = fl__mig_now();
+	s->last_progress = fl__now_ns();
 }
 
 static void progress(struct fl_migrate_source *s)
@@ -131,7 +131,7 @@ static void progress(struct fl_migrate_source *s)
 
 	if (!s->o.progress)
 		return;
-	now = fl__mig_now();
+	now = fl__now_ns();
 	if (now - s->last_progress < PROGRESS_NS)
 		return;
 	s->last_progress = now;
@@ -649,7 +649,7 @@ static int read_received(struct fl_migrate_source *s, struct fl__mig_conn *c, ch
 				continue;
 			/* A page written after its last copy was sent is stale there. */
 			if (s->final_dirty && atomic_load(&s->stopped) &&
-			    (s->final_dirty[pg / 64] >> (pg % 64) & 1))
+			    fl__bit_test(s->final_dirty, pg))
 				continue;
 			mark_sent(s, pg);
 		}
@@ -783,7 +783,7 @@ static int recover(struct fl_migrate_source *s, int why)
 {
 	int delay = 10, r;
 	uint64_t deadline = s->link.resume_timeout_ms < 0 ? UINT64_MAX :
-			    fl__mig_now() + (uint64_t)s->link.resume_timeout_ms * 1000000ull;
+			    fl__now_ns() + (uint64_t)s->link.resume_timeout_ms * 1000000ull;
 	char msg[MIG_ERR_LEN] = "";
 	enum fl_migrate_phase before = atomic_load(&s->phase);
 
@@ -808,7 +808,7 @@ static int recover(struct fl_migrate_source *s, int why)
 			break;
 		if (r != -EAGAIN && !fl__mig_err_transient(r))
 			return fail(s, r, "resuming: %s", msg);
-		if (fl__mig_now() > deadline)
+		if (fl__now_ns() > deadline)
 			return fail(s, -ETIMEDOUT, "no resume within %d ms: %s",
 				    s->link.resume_timeout_ms, msg);
 		if (r != -EAGAIN && fl__mig_link_pause(&s->link, delay) < 0)
@@ -867,7 +867,7 @@ static int with_recovery(struct fl_migrate_source *s, step_fn fn)
 static int rate_wait(struct fl_migrate_source *s, uint64_t bytes)
 {
 	for (;;) {
-		uint64_t lim = atomic_load(&s->limit), now = fl__mig_now();
+		uint64_t lim = atomic_load(&s->limit), now = fl__now_ns();
 
 		if (!lim) {
 			s->rl_next = 0;
@@ -1012,7 +1012,7 @@ static int finish(struct fl_migrate_source *s)
 	pthread_mutex_lock(&s->lock);
 	s->complete_sent = true;
 	pthread_mutex_unlock(&s->lock);
-	for (uint64_t t0 = fl__mig_now();;) {
+	for (uint64_t t0 = fl__now_ns();;) {
 		const struct fl__wire_frame *f;
 
 		r = fl__wire_reader_next(&s->main.rd, s->link.timeout_ms, &f);
@@ -1021,7 +1021,7 @@ static int finish(struct fl_migrate_source *s)
 		/* The destination may still be installing pages; not forever. */
 		if (r == -ETIMEDOUT && atomic_load(&s->n_sent) == s->total &&
 		    (s->link.resume_timeout_ms < 0 ||
-		     fl__mig_now() - t0 < (uint64_t)s->link.resume_timeout_ms * 1000000ull))
+		     fl__now_ns() - t0 < (uint64_t)s->link.resume_timeout_ms * 1000000ull))
 			continue;
 		if (r == -ETIMEDOUT)
 			return fail(s, -ETIMEDOUT, "the destination did not confirm it holds every "
@@ -1068,7 +1068,7 @@ static int scan_dirty(struct fl_migrate_source *s, uint64_t *ret_pages, bool fin
 				for (uint64_t p = g->first + a; p < g->first + b; p++) {
 					mark_unsent(s, p);
 					if (final)
-						s->final_dirty[p / 64] |= 1ull << (p % 64);
+						fl__bit_set(s->final_dirty, p);
 				}
 				pages += b - a;
 			}
@@ -1121,7 +1121,7 @@ static void untrack_writes(struct fl_migrate_source *s)
 
 static int precopy(struct fl_migrate_source *s)
 {
-	uint64_t last_scan = fl__mig_now();
+	uint64_t last_scan = fl__now_ns();
 	int r;
 
 	r = track_writes(s);
@@ -1130,13 +1130,13 @@ static int precopy(struct fl_migrate_source *s)
 	s->precopy = true;
 	set_phase(s, FL_MIGRATE_PRECOPY);
 	for (;;) {
-		uint64_t t0 = fl__mig_now(), b0 = atomic_load(&s->st[S_BYTES_PUSHED]);
+		uint64_t t0 = fl__now_ns(), b0 = atomic_load(&s->st[S_BYTES_PUSHED]);
 		uint64_t dirty, now, bw, rate;
 
 		r = with_recovery(s, push_staged);
 		if (r < 0)
 			return r;
-		now = fl__mig_now();
+		now = fl__now_ns();
 		bw = (atomic_load(&s->st[S_BYTES_PUSHED]) - b0) * 1000000000ull /
 		     (now - t0 ? now - t0 : 1);
 		atomic_store(&s->bandwidth, bw);
@@ -1186,7 +1186,7 @@ static int stop_app(struct fl_migrate_source *s)
 		s->blob_len = len;
 	}
 	pthread_mutex_lock(&s->lock);
-	s->stop_ns = fl__mig_now();
+	s->stop_ns = fl__now_ns();
 	pthread_mutex_unlock(&s->lock);
 	atomic_store(&s->stopped, true);
 	set_phase(s, FL_MIGRATE_SWITCHOVER);
@@ -1245,18 +1245,18 @@ static void stop_urgent(struct fl_migrate_source *s)
 static int run(struct fl_migrate_source *s)
 {
 	char msg[MIG_ERR_LEN] = "";
-	uint64_t deadline = fl__mig_now() + (uint64_t)s->link.timeout_ms * 1000000ull;
+	uint64_t deadline = fl__now_ns() + (uint64_t)s->link.timeout_ms * 1000000ull;
 	int delay = 10, r;
 
 	set_phase(s, FL_MIGRATE_CONNECTING);
 	/* The first session: a listening destination may not be up yet; retry until timeout_ms. */
 	for (;;) {
-		int left = (int)((deadline - fl__mig_now()) / 1000000);
+		int left = (int)((deadline - fl__now_ns()) / 1000000);
 
 		r = establish(s, left > 0 ? left : 1, msg, sizeof(msg));
 		if (!r)
 			break;
-		if ((r != -EAGAIN && !fl__mig_err_transient(r)) || fl__mig_now() >= deadline)
+		if ((r != -EAGAIN && !fl__mig_err_transient(r)) || fl__now_ns() >= deadline)
 			return fail(s, r, "%s", msg);
 		if (r != -EAGAIN && fl__mig_link_pause(&s->link, delay) < 0)
 			return -ECANCELED;
@@ -1282,7 +1282,7 @@ static int run(struct fl_migrate_source *s)
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&s->lock);
-	s->switch_ns = fl__mig_now() - s->stop_ns;
+	s->switch_ns = fl__now_ns() - s->stop_ns;
 	pthread_mutex_unlock(&s->lock);
 	/* On a shared host the destination's resume may be waiting for this CPU. */
 	sched_yield();
@@ -1293,13 +1293,13 @@ static int run(struct fl_migrate_source *s)
 			return r;
 	}
 	{
-		uint64_t t0 = fl__mig_now(), b0 = atomic_load(&s->st[S_BYTES_PUSHED]);
+		uint64_t t0 = fl__now_ns(), b0 = atomic_load(&s->st[S_BYTES_PUSHED]);
 
 		r = with_recovery(s, finish);
 		if (r < 0)
 			return r;
 		atomic_store(&s->bandwidth, (atomic_load(&s->st[S_BYTES_PUSHED]) - b0) *
-						    1000000000ull / (fl__mig_now() - t0 + 1));
+						    1000000000ull / (fl__now_ns() - t0 + 1));
 	}
 	return 0;
 }
@@ -1336,7 +1336,7 @@ FL_API int fl_migrate_source_run(struct fl_migrate_source *s)
 	if (s->ran)
 		return -EALREADY;
 	s->ran = true;
-	s->t_start = fl__mig_now();
+	s->t_start = fl__now_ns();
 	a = (struct run_arg){ .s = s };
 	r = pthread_create(&t, NULL, run_main, &a);
 	if (r)
@@ -1356,7 +1356,7 @@ FL_API int fl_migrate_source_run(struct fl_migrate_source *s)
 	fl__mig_conn_close(&s->main);
 	fl__mig_conn_close(&s->urg);
 	pthread_mutex_lock(&s->lock);
-	s->total_ns = fl__mig_now() - s->t_start;
+	s->total_ns = fl__now_ns() - s->t_start;
 	pthread_mutex_unlock(&s->lock);
 	set_phase(s, r < 0 ? FL_MIGRATE_FAILED : FL_MIGRATE_DONE);
 	return r;

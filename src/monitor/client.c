@@ -214,7 +214,7 @@ static int handshake(struct fl_monitor_client *c, const char *path, uint32_t fla
 		.n = (uint32_t)c->t.n,
 		.r = c->t.r,
 	};
-	uint64_t deadline = fl__mon_now_ms() + c->o.ack_timeout_ms;
+	uint64_t deadline = fl__now_ms() + c->o.ack_timeout_ms;
 	struct fl__mon_reply rep;
 	char err[ERRLEN];
 	void *rbuf = NULL;
@@ -612,7 +612,7 @@ static void monitor_gone(struct fl_monitor_client *c, int err, struct change *ch
 		close(c->sock);
 	c->sock = -1;
 	c->in_len = 0;
-	c->dead_since = fl__mon_now_ms();
+	c->dead_since = fl__now_ms();
 	c->next_retry = c->dead_since;
 	snprintf(why, sizeof(why), "the monitor is gone (%s)",
 		 err == -EPIPE ? "it hung up" : strerror(-err));
@@ -751,7 +751,7 @@ static void step(struct fl_monitor_client *c, short revents, struct change *ch)
 			monitor_gone(c, r, ch);
 		return;
 	case FL_MONITOR_WAITING:
-		now = fl__mon_now_ms();
+		now = fl__now_ms();
 		if (c->o.wait_max_ms && now >= c->dead_since + c->o.wait_max_ms) {
 			char why[96];
 
@@ -773,7 +773,7 @@ static void step(struct fl_monitor_client *c, short revents, struct change *ch)
 				fl__warn("monitor %s: re-attach failed: %s; retrying every %u ms",
 					 c->path, strerror(-r), c->o.retry_ms);
 			c->last_retry_err = r;
-			c->next_retry = fl__mon_now_ms() + c->o.retry_ms;
+			c->next_retry = fl__now_ms() + c->o.retry_ms;
 		}
 		return;
 	case FL_MONITOR_BLOCKED:
@@ -788,7 +788,7 @@ static void step(struct fl_monitor_client *c, short revents, struct change *ch)
 /* How long the watcher may sleep in WAITING, in ms (-1: until kicked). */
 static int wait_timeout(const struct fl_monitor_client *c)
 {
-	uint64_t now = fl__mon_now_ms(), until = UINT64_MAX;
+	uint64_t now = fl__now_ms(), until = UINT64_MAX;
 
 	if (!(c->o.flags & FL_MONITOR_NO_AUTO_REATTACH))
 		until = c->next_retry;
@@ -957,7 +957,7 @@ static bool read_beacon(struct fl_monitor_client *c, uint64_t *session, uint64_t
 static int claim(struct fl_monitor_client *c, uint64_t session, uint64_t token)
 {
 	struct fl__mon_claim cl = { .session = session, .token = token, .pid = (uint32_t)c->pid };
-	uint64_t deadline = fl__mon_now_ms() + c->o.ack_timeout_ms;
+	uint64_t deadline = fl__now_ms() + c->o.ack_timeout_ms;
 	uint8_t msg[FL_MONITOR_HDR_LEN + FL_MONITOR_CLAIM_FIXED_LEN];
 	char err[ERRLEN];
 	struct fl__mon_hello g = { .r = NULL };
@@ -1489,7 +1489,7 @@ FL_API void fl_monitor_detach(struct fl_monitor_client *c, uint32_t flags)
 		uint8_t bye[FL_MONITOR_HDR_LEN];
 		size_t len = fl__mon_encode_bye(bye, sizeof(bye));
 
-		fl__mon_send(c->sock, bye, len, -1, fl__mon_now_ms() + 100);
+		fl__mon_send(c->sock, bye, len, -1, fl__now_ms() + 100);
 		close(c->sock);
 	}
 	c->sock = -1;

@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include "faultline.h"
+#include "util.h"
 
 /*
  * Every function here that can fail returns 0 (or a count) or a negative
@@ -195,8 +196,7 @@ void fl__mon_table_sort(struct fl__mon_table *t);
 
 /* --------------------------------------------------------------- sock.c */
 
-/* Milliseconds of CLOCK_MONOTONIC, and the time left until @deadline (0 if past). */
-uint64_t fl__mon_now_ms(void);
+/* The milliseconds left until @deadline (of fl__now_ms()), 0 if past. */
 int fl__mon_left_ms(uint64_t deadline);
 
 /*

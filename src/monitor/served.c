@@ -162,7 +162,7 @@ static void send_events_locked(struct srv_uffd *su, const struct fl__mon_event *
 	while (n && su->sock >= 0) {
 		size_t k = n < FL_MONITOR_MAX_EVENTS ? n : FL_MONITOR_MAX_EVENTS;
 		size_t len = fl__mon_encode_events(ev, k, buf, sizeof(buf));
-		int r = fl__mon_send(su->sock, buf, len, -1, fl__mon_now_ms() + SEND_MS);
+		int r = fl__mon_send(su->sock, buf, len, -1, fl__now_ms() + SEND_MS);
 
 		if (r < 0) {
 			/*
@@ -214,7 +214,7 @@ int fl__srv_uffd_ack(struct srv_uffd *su)
 	int r;
 
 	pthread_mutex_lock(&su->lock);
-	r = su->sock >= 0 ? fl__mon_send(su->sock, buf, len, -1, fl__mon_now_ms() + SEND_MS)
+	r = su->sock >= 0 ? fl__mon_send(su->sock, buf, len, -1, fl__now_ms() + SEND_MS)
 			  : -EPIPE;
 	if (!r) {
 		su->acked = true;
@@ -533,7 +533,7 @@ int fl__srv_uffd_grant(struct srv_uffd *su, int sock)
 		return len ? -ENOMEM : -E2BIG;
 	}
 	fl__mon_encode_grant(&h, msg, len);
-	r = fl__mon_send(sock, msg, len, fl_uffd_fd(su->u), fl__mon_now_ms() + SEND_MS);
+	r = fl__mon_send(sock, msg, len, fl_uffd_fd(su->u), fl__now_ms() + SEND_MS);
 	free(msg);
 	if (!r) {
 		/* Every event applied to the layout from now on goes to the child. */

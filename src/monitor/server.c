@@ -163,7 +163,7 @@ static void refuse(struct fl_monitor_server *s, struct srv_conn *c, int err, con
 	if (json)
 		return;
 	len = fl__mon_encode_error(err, msg, buf, sizeof(buf));
-	fl__mon_send(c->fd, buf, len, -1, fl__mon_now_ms() + REFUSE_MS);
+	fl__mon_send(c->fd, buf, len, -1, fl__now_ms() + REFUSE_MS);
 	/*
 	 * Unread bytes at close make the peer's kernel report a reset, which
 	 * may hide the ERROR from it: drop what it sent already (descriptors
@@ -186,7 +186,7 @@ static void *handshake_main(void *arg)
 	struct srv_work *w = arg;
 	struct srv_conn *c = w->conn;
 	struct fl_monitor_server *s = c->srv;
-	uint64_t deadline = fl__mon_now_ms() + s->o.handshake_ms;
+	uint64_t deadline = fl__now_ms() + s->o.handshake_ms;
 	struct srv_peer peer = { .pid = 0 };
 	struct fl__mon_hello h = { .r = NULL };
 	struct pollfd pf = { .fd = c->fd, .events = POLLIN };
@@ -206,7 +206,7 @@ static void *handshake_main(void *arg)
 	if (r < 0) {
 		/* Read what it sent first: an answer to a peer still sending would be lost. */
 		char ignored[SRV_ERRLEN];
-		uint64_t soon = fl__mon_now_ms() + REFUSE_MS;
+		uint64_t soon = fl__now_ms() + REFUSE_MS;
 
 		if (fl__mon_recv_hello(c->fd, soon < deadline ? soon : deadline, &h, &buf, &fd,
 				       ignored, sizeof(ignored)) == 0) {

@@ -14,17 +14,9 @@
 #include "faultline.h"
 #include "monitor-int.h"
 
-uint64_t fl__mon_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 int fl__mon_left_ms(uint64_t deadline)
 {
-	uint64_t now = fl__mon_now_ms();
+	uint64_t now = fl__now_ms();
 
 	if (now >= deadline)
 		return 0;

@@ -13,6 +13,7 @@
 #include <sys/types.h>
 
 #include "faultline.h"
+#include "util.h"
 
 /*
  * One staging buffer holds the largest run installed at once: prefetch
@@ -274,7 +275,6 @@ void fl__region_discard(struct fl_pager *p, uintptr_t start, uintptr_t end);
 void fl__pager_mark_dead(struct fl_pager *p);
 
 /* resolve.c */
-uint64_t fl__now_ns(void);
 void fl__stat_add(struct fl_region *r, enum pg_stat s, uint64_t v);
 void fl__stat_lat(struct fl_region *r, uint64_t ns);
 /* Handle one fault at @addr of @r (region start @start). Returns 0 or -ESRCH. */

@@ -36,14 +36,6 @@ struct run {
 
 static int run_do(struct pg_ctx *c, struct run *x);
 
-uint64_t fl__now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static struct pg_shard *shard(struct fl_region *r)
 {
 	int cpu = sched_getcpu();
@@ -59,10 +51,8 @@ void fl__stat_add(struct fl_region *r, enum pg_stat s, uint64_t v)
 
 void fl__stat_lat(struct fl_region *r, uint64_t ns)
 {
-	unsigned int b = ns ? 63u - (unsigned int)__builtin_clzll(ns) : 0;
+	unsigned int b = fl__log2_bucket(ns, FL_LAT_BUCKETS);
 
-	if (b >= FL_LAT_BUCKETS)
-		b = FL_LAT_BUCKETS - 1;
 	atomic_fetch_add_explicit(&shard(r)->v[ST_LAT + b], 1, memory_order_relaxed);
 }
 
@@ -498,11 +488,6 @@ static int run_move(struct pg_ctx *c, struct run *x)
 	return finish(c, x, e, done, false);
 }
 
-static bool hole_at(const uint64_t *holes, size_t i)
-{
-	return holes[i / 64] >> (i % 64) & 1;
-}
-
 /*
  * An event stopped the install of a run whose data was read (x now holds
  * the rest): keep the data, so the retry installs it without reading the
@@ -524,8 +509,8 @@ static void keep_data(struct pg_ctx *c, struct run *x, const uint8_t *buf, const
 	if (k) {
 		memset(k->holes, 0, sizeof(k->holes));
 		for (size_t i = 0; i < x->n; i++)
-			if (hole_at(holes, off + i))
-				k->holes[i / 64] |= 1ull << (i % 64);
+			if (fl__bit_test(holes, off + i))
+				fl__bit_set(k->holes, i);
 		memcpy(k->data, buf + (off << r->shift), x->n << r->shift);
 	}
 	free(x->kept);	/* buf may have pointed into it: copied first */
@@ -581,14 +566,14 @@ static int run_fill(struct pg_ctx *c, struct run *x)
 	}
 	/* The page cache needs a page to map for each hole: make them zeroed ones, all first. */
 	for (size_t i = 0; cont && i < x->n; i++)
-		if (hole_at(holes, i))
+		if (fl__bit_test(holes, i))
 			memset(buf + (i << r->shift), 0, r->ps);
 	/* Alternate data and hole segments, none waking, then one wake for the run. */
 	while (done < x->n) {
-		bool hole = hole_at(holes, done);
+		bool hole = fl__bit_test(holes, done);
 		size_t end = done + 1, d = 0;
 
-		while (end < x->n && hole_at(holes, end) == hole)
+		while (end < x->n && fl__bit_test(holes, end) == hole)
 			end++;
 		if (cont)
 			e = seg(c, r, OP_CONTINUE, x->pg + done, end - done, NULL,

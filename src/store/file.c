@@ -170,7 +170,7 @@ static int do_read(struct file_store *f, uint64_t off, uint8_t *buf, size_t len,
 				if ((uint64_t)size < need)
 					return -EIO;
 			}
-			holes[i / 64] |= 1ull << (i % 64);
+			fl__bit_set(holes, i);
 			i++;
 			continue;
 		}

@@ -19,12 +19,6 @@ struct mem_store {
 	_Atomic uint64_t *taken;
 };
 
-static bool is_taken(struct mem_store *m, size_t pg)
-{
-	return atomic_load_explicit(&m->taken[pg / 64], memory_order_acquire) &
-	       (1ull << (pg % 64));
-}
-
 /*
  * Async-signal-safe: memcpy/memset and atomic loads. A read page (of
  * @page_size) may span several machine pages or lie inside one: it is a
@@ -47,9 +41,9 @@ static int mem_read(void *userdata, uint64_t off, void *buf, size_t len, size_t 
 		size_t first = a / m->pgsz, last = (b - 1) / m->pgsz, n_taken = 0;
 
 		for (size_t pg = first; pg <= last; pg++)
-			n_taken += is_taken(m, pg);
+			n_taken += fl__bm_test(m->taken, pg);
 		if (n_taken == last - first + 1) {
-			holes[i / 64] |= 1ull << (i % 64);
+			fl__bit_set(holes, i);
 			continue;
 		}
 		if (!n_taken) {
@@ -61,7 +55,7 @@ static int mem_read(void *userdata, uint64_t off, void *buf, size_t len, size_t 
 
 			s = s < a ? a : s;
 			e = e > b ? b : e;
-			if (is_taken(m, pg))
+			if (fl__bm_test(m->taken, pg))
 				memset(dst + (s - off), 0, e - s);
 			else
 				memcpy(dst + (s - off), m->buf + s, e - s);
@@ -83,8 +77,7 @@ static int mem_write(void *userdata, uint64_t off, const void *buf, size_t len)
 	memcpy(m->buf + off, buf, len);
 	if (m->move) {
 		for (size_t pg = off / m->pgsz; pg <= (off + len - 1) / m->pgsz; pg++)
-			atomic_fetch_and_explicit(&m->taken[pg / 64], ~(1ull << (pg % 64)),
-						  memory_order_release);
+			fl__bm_clear(m->taken, pg);
 	}
 	return 0;
 }

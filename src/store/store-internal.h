@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util.h"
+
 /* The smallest page size a store is ever asked about (store.h: a power of two >= 4096). */
 #define FL__STORE_MIN_PAGE 4096u
 
@@ -34,19 +36,6 @@ static inline int fl__opt_has(size_t sz, size_t offset, size_t size)
 	if (offset + size <= sz)
 		return 1;
 	return offset < sz ? -EINVAL : 0;
-}
-
-/* Set bits [@start, @start+@n) of @map. */
-static inline void fl__bitmap_set_range(uint64_t *map, size_t start, size_t n)
-{
-	while (n) {
-		size_t bit = start % 64, k = 64 - bit < n ? 64 - bit : n;
-		uint64_t mask = k == 64 ? ~0ull : ((1ull << k) - 1) << bit;
-
-		map[start / 64] |= mask;
-		start += k;
-		n -= k;
-	}
 }
 
 #endif /* FL_STORE_INTERNAL_H */
