@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Test helpers: assertions that exit the forked test child, mappings, threads. */
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -13,28 +14,62 @@
 
 #include "harness.h"
 
+struct t_report *t_report;
+static double timeout_scale = 1.0;
+
+double t_timeout_scale(void)
+{
+	return timeout_scale;
+}
+
+void t_set_timeout_scale(double scale)
+{
+	timeout_scale = scale;
+}
+
+int t_ms(int ms)
+{
+	double v = (double)ms * timeout_scale;
+
+	return v > (double)INT_MAX ? INT_MAX : (int)v;
+}
+
 void t_fail(const char *file, int line, const char *fmt, ...)
 {
+	char msg[sizeof(t_report->reason)];
 	va_list ap;
+	int n;
 
-	fprintf(stderr, "    %s:%d: ", file, line);
+	n = snprintf(msg, sizeof(msg), "%s:%d: ", file, line);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	if (n >= 0 && (size_t)n < sizeof(msg))
+		vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	/* The first failure goes on the FAIL line; any later one (another thread) to stdout. */
+	if (t_report && !__atomic_exchange_n(&t_report->taken, 1, __ATOMIC_SEQ_CST)) {
+		memcpy(t_report->reason, msg, sizeof(msg));
+	} else {
+		printf("    %s%s\n", t_report ? "also: " : "", msg);
+		fflush(stdout);
+	}
 	_exit(1);
 }
 
 void t_skip(const char *fmt, ...)
 {
+	char msg[sizeof(t_report->reason)];
 	va_list ap;
 
-	fprintf(stdout, "    skip: ");
 	va_start(ap, fmt);
-	vfprintf(stdout, fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	fputc('\n', stdout);
-	fflush(stdout);
+	if (t_report && !__atomic_exchange_n(&t_report->taken, 1, __ATOMIC_SEQ_CST)) {
+		memcpy(t_report->reason, msg, sizeof(msg));
+		t_report->skipped = true;
+	} else {
+		printf("    skip: %s\n", msg);
+		fflush(stdout);
+	}
 	_exit(77);
 }
 

@@ -20,6 +20,29 @@ enum t_flags {
 
 #define TEST(name) void test_##name(void)
 
+/*
+ * Where t_fail() (or t_skip()) leaves the first failure of a test for the
+ * runner, which prints it on the test's FAIL (SKIP) line. The runner maps it shared before
+ * forking the test, so a failure in a forked child of the test lands
+ * there too. NULL outside the runner: t_fail() then prints to stdout.
+ */
+struct t_report {
+	int taken;		/* set atomically by the first failure (or skip) */
+	bool skipped;		/* it was a t_skip() */
+	char reason[1024];
+};
+extern struct t_report *t_report;
+
+/*
+ * The factor the runner multiplies every test's timeout by (a sanitizer
+ * build's factor times FL_TEST_TIMEOUT_SCALE). A test that passes its own
+ * deadline to a call, as a bound on a wait that must succeed, scales it
+ * with t_ms() so that it holds wherever the runner's timeout holds.
+ */
+double t_timeout_scale(void);
+void t_set_timeout_scale(double scale);
+int t_ms(int ms);
+
 void t_fail(const char *file, int line, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4), noreturn));
 void t_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));

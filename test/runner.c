@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* The test runner: one forked child per test, with a timeout, skips by feature. */
+#include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -13,6 +16,33 @@
 #include "util.h"
 
 #define DEFAULT_TIMEOUT 10
+#define SCALE_ENV "FL_TEST_TIMEOUT_SCALE"
+
+/*
+ * How much slower than a plain build this build runs the tests: every
+ * test's timeout is multiplied by it (and by FL_TEST_TIMEOUT_SCALE).
+ * ThreadSanitizer runs them up to ~50x slower in the worst places, ASan
+ * ~3x; the factors are generous because a timeout only bounds a hang.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define BUILD_SCALE 10.0
+#define BUILD_KIND "ThreadSanitizer"
+#elif defined(__SANITIZE_ADDRESS__)
+#define BUILD_SCALE 3.0
+#define BUILD_KIND "AddressSanitizer"
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define BUILD_SCALE 10.0
+#define BUILD_KIND "ThreadSanitizer"
+#elif __has_feature(address_sanitizer)
+#define BUILD_SCALE 3.0
+#define BUILD_KIND "AddressSanitizer"
+#endif
+#endif
+#ifndef BUILD_SCALE
+#define BUILD_SCALE 1.0
+#define BUILD_KIND NULL
+#endif
 #define HUGE_PAGES_WANTED 32
 #define NR_HUGEPAGES "/proc/sys/vm/nr_hugepages"
 
@@ -119,14 +149,53 @@ static double now(void)
 	return (double)fl__now_ns() / 1e9;
 }
 
+static bool matches(const char *pattern, const char *name)
+{
+	return !fnmatch(pattern, name, 0) || strstr(name, pattern);
+}
+
 static bool selected(const char *name, int argc, char **argv, int first)
 {
 	if (first >= argc)
 		return true;
 	for (int i = first; i < argc; i++)
-		if (!fnmatch(argv[i], name, 0) || strstr(name, argv[i]))
+		if (matches(argv[i], name))
 			return true;
 	return false;
+}
+
+/* Every pattern must name at least one test: a typo must not pass as "0 tests, all fine". */
+static bool patterns_match(const struct test *t, size_t n, int argc, char **argv, int first)
+{
+	bool ok = true;
+
+	for (int i = first; i < argc; i++) {
+		size_t k = 0;
+
+		while (k < n && !matches(argv[i], t[k].name))
+			k++;
+		if (k == n) {
+			fprintf(stderr, "runner: no test matches '%s' (-l lists them)\n", argv[i]);
+			ok = false;
+		}
+	}
+	return ok;
+}
+
+/* FL_TEST_TIMEOUT_SCALE times the build's factor; -1 if the variable is not a positive number. */
+static double timeout_scale(void)
+{
+	const char *env = getenv(SCALE_ENV);
+	double v;
+	char *end;
+
+	if (!env || !*env)
+		return BUILD_SCALE;
+	errno = 0;
+	v = strtod(env, &end);
+	if (errno || *end || !(v > 0) || v > 1000)
+		return -1;
+	return v * BUILD_SCALE;
 }
 
 /* Why @t cannot run here, or NULL. */
@@ -153,13 +222,47 @@ static const char *missing(const struct test *t, const struct fl_features *f, ch
 	return NULL;
 }
 
+static unsigned int scaled(unsigned int secs, double scale)
+{
+	double v = ceil((double)secs * scale);
+
+	return v < 1 ? 1 : v > 86400 ? 86400 : (unsigned int)v;
+}
+
+/*
+ * One line, on stdout like PASS: what ended the test and, when an assertion
+ * failed (in the test or in a child it forked), which one and why.
+ */
+static void fail_line(const char *name, int status, unsigned int timeout,
+		      const struct t_report *report)
+{
+	char how[96];
+
+	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
+		snprintf(how, sizeof(how), "timeout after %us", timeout);
+	else if (WIFSIGNALED(status))
+		snprintf(how, sizeof(how), "killed by signal %d, %s", WTERMSIG(status),
+			 strsignal(WTERMSIG(status)));
+	else
+		snprintf(how, sizeof(how), "exit %d", WEXITSTATUS(status));
+	if (report->taken && report->skipped)	/* a skip in a child, the test went on */
+		printf("FAIL %s (%s; a child of the test skipped: %s)\n", name, how, report->reason);
+	else if (report->taken)
+		printf("FAIL %s (%s: %s)\n", name, how,
+		       report->reason[0] ? report->reason : "an assertion failed; its reason was lost");
+	else
+		printf("FAIL %s (%s)\n", name, how);
+}
+
 int main(int argc, char **argv)
 {
 	size_t n = sizeof(tests) / sizeof(tests[0]);
 	const char *req = getenv("FL_REQUIRE_UFFD");
 	bool require = req && !strcmp(req, "1");
 	unsigned int passed = 0, failed = 0, skipped = 0;
+	struct t_report *report;
 	struct fl_features f;
+	double scale;
 	int first = 1;
 	bool list = false, pure = false;
 
@@ -174,15 +277,26 @@ int main(int argc, char **argv)
 			       "Runs every test (or those whose name matches a PATTERN) in its own\n"
 			       "process. -l lists them; --pure leaves out the kernel tests (T_UFFD),\n"
 			       "e.g. for valgrind, which cannot run a thread that resolves another\n"
-			       "thread's userfault. FL_REQUIRE_UFFD=1 turns 'needs userfaultfd' skips\n"
-			       "into failures.\n",
-			       argv[0]);
+			       "thread's userfault. A PATTERN that matches no test is an error.\n"
+			       "FL_REQUIRE_UFFD=1 turns 'needs userfaultfd' skips into failures.\n"
+			       "FL_TEST_TIMEOUT_SCALE=F multiplies every test's timeout by F (a slow\n"
+			       "machine, valgrind); sanitizer builds already multiply it by %g.\n",
+			       argv[0], BUILD_SCALE);
 			return 0;
 		} else {
 			fprintf(stderr, "runner: unknown option %s (try --help)\n", argv[first]);
 			return 2;
 		}
 	}
+	if (!patterns_match(tests, n, argc, argv, first))
+		return 2;
+	scale = timeout_scale();
+	if (scale < 0) {
+		fprintf(stderr, "runner: %s=%s: expected a number > 0 and <= 1000\n", SCALE_ENV,
+			getenv(SCALE_ENV));
+		return 2;
+	}
+	t_set_timeout_scale(scale);
 	if (list) {
 		for (size_t i = 0; i < n; i++)
 			if (selected(tests[i].name, argc, argv, first) &&
@@ -191,6 +305,16 @@ int main(int argc, char **argv)
 		return 0;
 	}
 
+	report = mmap(NULL, sizeof(*report), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+		      -1, 0);
+	if (report == MAP_FAILED) {
+		perror("runner: mmap");
+		return 1;
+	}
+	if (scale != 1.0)
+		printf("# timeouts x%g (%s%s%s)\n", scale, BUILD_KIND ? BUILD_KIND : "",
+		       BUILD_KIND && scale != BUILD_SCALE ? ", " : "",
+		       scale != BUILD_SCALE ? SCALE_ENV : "");
 	fl_probe(&f);
 	if (f.default_path == FL_UFFD_PATH_AUTO)
 		printf("# userfaultfd unavailable here (syscall: %s, dev: %s, user-only: %s)%s\n",
@@ -201,7 +325,7 @@ int main(int argc, char **argv)
 
 	for (size_t i = 0; i < n; i++) {
 		const struct test *t = &tests[i];
-		unsigned int timeout = t->timeout ? t->timeout : DEFAULT_TIMEOUT;
+		unsigned int timeout = scaled(t->timeout ? t->timeout : DEFAULT_TIMEOUT, scale);
 		char why[256];
 		const char *skip;
 		double t0;
@@ -223,6 +347,7 @@ int main(int argc, char **argv)
 		}
 		fflush(stdout);
 		fflush(stderr);
+		memset(report, 0, sizeof(*report));
 		t0 = now();
 		pid = fork();
 		if (pid < 0) {
@@ -233,6 +358,7 @@ int main(int argc, char **argv)
 			setpgid(0, 0);
 			signal(SIGINT, SIG_DFL);
 			signal(SIGTERM, SIG_DFL);
+			t_report = report;
 			alarm(timeout);
 			t->fn();
 			fflush(stdout);
@@ -241,21 +367,18 @@ int main(int argc, char **argv)
 		while (waitpid(pid, &status, 0) < 0)
 			;
 		kill(-pid, SIGKILL);	/* anything the test left behind */
-		if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+		if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && !report->taken) {
 			printf("PASS %s (%.2fs)\n", t->name, now() - t0);
 			passed++;
-		} else if (WIFEXITED(status) && WEXITSTATUS(status) == 77) {
-			printf("SKIP %s\n", t->name);
+		} else if (WIFEXITED(status) && WEXITSTATUS(status) == 77 &&
+			   (!report->taken || report->skipped)) {
+			if (report->skipped)
+				printf("SKIP %s (%s)\n", t->name, report->reason);
+			else
+				printf("SKIP %s\n", t->name);
 			skipped++;
-		} else if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM) {
-			printf("FAIL %s (timeout after %us)\n", t->name, timeout);
-			failed++;
-		} else if (WIFSIGNALED(status)) {
-			printf("FAIL %s (killed by signal %d, %s)\n", t->name, WTERMSIG(status),
-			       strsignal(WTERMSIG(status)));
-			failed++;
 		} else {
-			printf("FAIL %s (exit %d)\n", t->name, WEXITSTATUS(status));
+			fail_line(t->name, status, timeout, report);
 			failed++;
 		}
 	}

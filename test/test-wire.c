@@ -1338,8 +1338,8 @@ static bool tcp_pair(const char *host, const char *connect_to, int ret[2])
 	T_ASSERT(is_cloexec(lfd));
 	T_ASSERT_OK(fl__sock_local_port(lfd, &port));
 	T_ASSERT(port);
-	T_ASSERT_OK(fl__sock_connect(connect_to, port, &urgent, 5000, &ret[0]));
-	T_ASSERT_OK(fl__sock_accept(lfd, &urgent, 5000, &ret[1]));
+	T_ASSERT_OK(fl__sock_connect(connect_to, port, &urgent, t_ms(5000), &ret[0]));
+	T_ASSERT_OK(fl__sock_accept(lfd, &urgent, t_ms(5000), &ret[1]));
 	close(lfd);
 	for (int i = 0; i < 2; i++) {
 		T_ASSERT(is_cloexec(ret[i]));
@@ -1364,13 +1364,13 @@ static void tcp_exchange(int fd[2])
 	for (int i = 0; i < NSAMPLES; i++) {
 		struct fl__wire_frame s = sample(i, &hs);
 
-		T_ASSERT_OK(fl__sock_send_frame(fd[0], &s, 5000));
+		T_ASSERT_OK(fl__sock_send_frame(fd[0], &s, t_ms(5000)));
 	}
 	T_ASSERT_OK(fl__wire_reader_init(&rd, fd[1], 0));
 	for (int i = 0; i < NSAMPLES; i++) {
 		struct fl__wire_frame s = sample(i, &hs);
 
-		T_ASSERT_EQ(fl__wire_reader_next(&rd, 5000, &f), 1);
+		T_ASSERT_EQ(fl__wire_reader_next(&rd, t_ms(5000), &f), 1);
 		T_ASSERT(fl__wire_frame_equal(&s, f));
 	}
 	/* Nothing more: a timeout, or -EAGAIN when asked not to wait. */
@@ -1384,27 +1384,27 @@ static void tcp_exchange(int fd[2])
 		int n = fl__wire_encode(&s, b, sizeof(b));
 
 		T_ASSERT_OK(n);
-		T_ASSERT_OK(fl__sock_send_all(fd[0], b, 40, 5000));
+		T_ASSERT_OK(fl__sock_send_all(fd[0], b, 40, t_ms(5000)));
 		T_ASSERT_ERR(fl__wire_reader_next(&rd, 20, &f), ETIMEDOUT);
-		T_ASSERT_OK(fl__sock_send_all(fd[0], b + 40, (size_t)n - 40, 5000));
-		T_ASSERT_EQ(fl__wire_reader_next(&rd, 5000, &f), 1);
+		T_ASSERT_OK(fl__sock_send_all(fd[0], b + 40, (size_t)n - 40, t_ms(5000)));
+		T_ASSERT_EQ(fl__wire_reader_next(&rd, t_ms(5000), &f), 1);
 		T_ASSERT(fl__wire_frame_equal(&s, f));
-		T_ASSERT_OK(fl__sock_send_all(fd[0], b, 10, 5000));
+		T_ASSERT_OK(fl__sock_send_all(fd[0], b, 10, t_ms(5000)));
 	}
 	T_ASSERT_SYS(shutdown(fd[0], SHUT_WR));
-	T_ASSERT_ERR(fl__wire_reader_next(&rd, 5000, &f), ECONNRESET);
+	T_ASSERT_ERR(fl__wire_reader_next(&rd, t_ms(5000), &f), ECONNRESET);
 	T_ASSERT(strstr(fl__wire_reader_error(&rd), "closed the connection inside a frame"));
 	fl__wire_reader_fini(&rd);
 	/* The other way round, a clean close: recv_exact sees -ECONNRESET, a send -EPIPE. */
 	T_ASSERT_SYS(shutdown(fd[1], SHUT_WR));
-	T_ASSERT_ERR(fl__sock_recv_exact(fd[0], buf, 1, 5000), ECONNRESET);
+	T_ASSERT_ERR(fl__sock_recv_exact(fd[0], buf, 1, t_ms(5000)), ECONNRESET);
 	close(fd[1]);
 	{
 		int r = 0;
 
 		/* The first send after the close may still be accepted locally. */
 		for (int i = 0; i < 100 && !r; i++)
-			r = fl__sock_send_all(fd[0], buf, sizeof(buf), 5000);
+			r = fl__sock_send_all(fd[0], buf, sizeof(buf), t_ms(5000));
 		T_ASSERT(r == -EPIPE || r == -ECONNRESET);
 	}
 	close(fd[0]);
@@ -1430,7 +1430,7 @@ TEST(wire_tcp_loopback)
 	T_ASSERT_OK(fl__sock_listen("127.0.0.1", 0, &o, &lfd));
 	T_ASSERT_OK(fl__sock_local_port(lfd, &port));
 	close(lfd);
-	T_ASSERT_ERR(fl__sock_connect("127.0.0.1", port, &o, 5000, &fd[0]), ECONNREFUSED);
+	T_ASSERT_ERR(fl__sock_connect("127.0.0.1", port, &o, t_ms(5000), &fd[0]), ECONNREFUSED);
 	/* accept() with nobody coming. */
 	T_ASSERT_OK(fl__sock_listen("127.0.0.1", 0, &o, &lfd));
 	T_ASSERT_ERR(fl__sock_accept(lfd, &o, 20, &fd[0]), ETIMEDOUT);
