@@ -14,6 +14,42 @@
 
 #include "harness.h"
 
+/*
+ * How much slower than a plain build this build runs the tests: every
+ * test's timeout is multiplied by it (and by FL_TEST_TIMEOUT_SCALE).
+ * ThreadSanitizer runs them up to ~50x slower in the worst places, ASan
+ * ~3x; the factors are generous because a timeout only bounds a hang.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define BUILD_SCALE 10.0
+#define BUILD_KIND "ThreadSanitizer"
+#elif defined(__SANITIZE_ADDRESS__)
+#define BUILD_SCALE 3.0
+#define BUILD_KIND "AddressSanitizer"
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define BUILD_SCALE 10.0
+#define BUILD_KIND "ThreadSanitizer"
+#elif __has_feature(address_sanitizer)
+#define BUILD_SCALE 3.0
+#define BUILD_KIND "AddressSanitizer"
+#endif
+#endif
+#ifndef BUILD_SCALE
+#define BUILD_SCALE 1.0
+#define BUILD_KIND NULL
+#endif
+
+double t_build_timeout_scale(void)
+{
+	return BUILD_SCALE;
+}
+
+const char *t_build_kind(void)
+{
+	return BUILD_KIND;
+}
+
 struct t_report *t_report;
 static double timeout_scale = 1.0;
 

@@ -16,6 +16,7 @@ enum t_flags {
 	T_UFFD = 1u << 0,	/* needs a working userfaultfd at all */
 	T_HUGETLB = 1u << 1,	/* needs free 2 MiB huge pages (the runner reserves them as root) */
 	T_ROOT = 1u << 2,	/* needs to be root */
+	T_FIXTURE = 1u << 3,	/* run only when named exactly: a test runs the runner on it */
 };
 
 #define TEST(name) void test_##name(void)
@@ -40,6 +41,9 @@ extern struct t_report *t_report;
  * with t_ms() so that it holds wherever the runner's timeout holds.
  */
 double t_timeout_scale(void);
+/* The factor of this build alone (3 with ASan, 10 with TSan, else 1) and its name (or NULL). */
+double t_build_timeout_scale(void);
+const char *t_build_kind(void);
 void t_set_timeout_scale(double scale);
 int t_ms(int ms);
 

@@ -18,31 +18,6 @@
 #define DEFAULT_TIMEOUT 10
 #define SCALE_ENV "FL_TEST_TIMEOUT_SCALE"
 
-/*
- * How much slower than a plain build this build runs the tests: every
- * test's timeout is multiplied by it (and by FL_TEST_TIMEOUT_SCALE).
- * ThreadSanitizer runs them up to ~50x slower in the worst places, ASan
- * ~3x; the factors are generous because a timeout only bounds a hang.
- */
-#if defined(__SANITIZE_THREAD__)
-#define BUILD_SCALE 10.0
-#define BUILD_KIND "ThreadSanitizer"
-#elif defined(__SANITIZE_ADDRESS__)
-#define BUILD_SCALE 3.0
-#define BUILD_KIND "AddressSanitizer"
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define BUILD_SCALE 10.0
-#define BUILD_KIND "ThreadSanitizer"
-#elif __has_feature(address_sanitizer)
-#define BUILD_SCALE 3.0
-#define BUILD_KIND "AddressSanitizer"
-#endif
-#endif
-#ifndef BUILD_SCALE
-#define BUILD_SCALE 1.0
-#define BUILD_KIND NULL
-#endif
 #define HUGE_PAGES_WANTED 32
 #define NR_HUGEPAGES "/proc/sys/vm/nr_hugepages"
 
@@ -154,12 +129,19 @@ static bool matches(const char *pattern, const char *name)
 	return !fnmatch(pattern, name, 0) || strstr(name, pattern);
 }
 
-static bool selected(const char *name, int argc, char **argv, int first)
+/* A T_FIXTURE test runs only when a pattern is its exact name (a test runs the runner on it). */
+static bool selected(const struct test *t, int argc, char **argv, int first)
 {
+	if (t->flags & T_FIXTURE) {
+		for (int i = first; i < argc; i++)
+			if (!strcmp(argv[i], t->name))
+				return true;
+		return false;
+	}
 	if (first >= argc)
 		return true;
 	for (int i = first; i < argc; i++)
-		if (matches(argv[i], name))
+		if (matches(argv[i], t->name))
 			return true;
 	return false;
 }
@@ -172,7 +154,8 @@ static bool patterns_match(const struct test *t, size_t n, int argc, char **argv
 	for (int i = first; i < argc; i++) {
 		size_t k = 0;
 
-		while (k < n && !matches(argv[i], t[k].name))
+		while (k < n && ((t[k].flags & T_FIXTURE) ? strcmp(argv[i], t[k].name) :
+			       !matches(argv[i], t[k].name)))
 			k++;
 		if (k == n) {
 			fprintf(stderr, "runner: no test matches '%s' (-l lists them)\n", argv[i]);
@@ -190,12 +173,12 @@ static double timeout_scale(void)
 	char *end;
 
 	if (!env || !*env)
-		return BUILD_SCALE;
+		return t_build_timeout_scale();
 	errno = 0;
 	v = strtod(env, &end);
 	if (errno || *end || !(v > 0) || v > 1000)
 		return -1;
-	return v * BUILD_SCALE;
+	return v * t_build_timeout_scale();
 }
 
 /* Why @t cannot run here, or NULL. */
@@ -224,7 +207,8 @@ static const char *missing(const struct test *t, const struct fl_features *f, ch
 
 static unsigned int scaled(unsigned int secs, double scale)
 {
-	double v = ceil((double)secs * scale);
+	/* The epsilon keeps 1 s x 3 x 0.6666666666666666 at 2 s. */
+	double v = ceil((double)secs * scale - 1e-6);
 
 	return v < 1 ? 1 : v > 86400 ? 86400 : (unsigned int)v;
 }
@@ -281,7 +265,7 @@ int main(int argc, char **argv)
 			       "FL_REQUIRE_UFFD=1 turns 'needs userfaultfd' skips into failures.\n"
 			       "FL_TEST_TIMEOUT_SCALE=F multiplies every test's timeout by F (a slow\n"
 			       "machine, valgrind); sanitizer builds already multiply it by %g.\n",
-			       argv[0], BUILD_SCALE);
+			       argv[0], t_build_timeout_scale());
 			return 0;
 		} else {
 			fprintf(stderr, "runner: unknown option %s (try --help)\n", argv[first]);
@@ -299,7 +283,7 @@ int main(int argc, char **argv)
 	t_set_timeout_scale(scale);
 	if (list) {
 		for (size_t i = 0; i < n; i++)
-			if (selected(tests[i].name, argc, argv, first) &&
+			if (selected(&tests[i], argc, argv, first) &&
 			    !(pure && (tests[i].flags & T_UFFD)))
 				printf("%s\n", tests[i].name);
 		return 0;
@@ -312,9 +296,9 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (scale != 1.0)
-		printf("# timeouts x%g (%s%s%s)\n", scale, BUILD_KIND ? BUILD_KIND : "",
-		       BUILD_KIND && scale != BUILD_SCALE ? ", " : "",
-		       scale != BUILD_SCALE ? SCALE_ENV : "");
+		printf("# timeouts x%g (%s%s%s)\n", scale, t_build_kind() ? t_build_kind() : "",
+		       t_build_kind() && scale != t_build_timeout_scale() ? ", " : "",
+		       scale != t_build_timeout_scale() ? SCALE_ENV : "");
 	fl_probe(&f);
 	if (f.default_path == FL_UFFD_PATH_AUTO)
 		printf("# userfaultfd unavailable here (syscall: %s, dev: %s, user-only: %s)%s\n",
@@ -332,7 +316,7 @@ int main(int argc, char **argv)
 		int status;
 		pid_t pid;
 
-		if (!selected(t->name, argc, argv, first) || (pure && (t->flags & T_UFFD)))
+		if (!selected(t, argc, argv, first) || (pure && (t->flags & T_UFFD)))
 			continue;
 		skip = missing(t, &f, why, sizeof(why));
 		if (skip) {

@@ -20,6 +20,13 @@
 	X(open_fork_denied_is_eperm, 0, T_UFFD, 0)                                 \
 	X(adopt_and_take, 0, T_UFFD, 0)                                            \
 	X(register_modes_and_ioctls, 0, T_UFFD, 0)                                 \
+	/* test-runner.c: the runner (the fixtures only run when named) */         \
+	X(runner_unmatched_pattern_fails, 0, 0, 0)                                 \
+	X(runner_fail_line_has_reason, 0, 0, 0)                                    \
+	X(runner_timeout_scaled, 0, 0, 0)                                          \
+	X(runner_fixture_fails, 0, T_FIXTURE, 0)                                   \
+	X(runner_fixture_hangs, 0, T_FIXTURE, 1)                                   \
+	X(runner_fixture_skips, 0, T_FIXTURE, 0)                                   \
 	/* test-tools.c: the faultline command */                                  \
 	X(tool_usage_errors, 0, 0, 0)                                              \
 	X(tool_help_and_version, 0, 0, 0)                                          \

@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: MIT */
+/* The runner itself: failure lines, unmatched patterns, scaled timeouts (run on fixtures). */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tests.h"
+
+struct runner_run {
+	int status;	/* exit code, or 128 + signal */
+	char out[8192];
+	char err[8192];
+};
+
+static void slurp(int fd, char *buf, size_t len)
+{
+	size_t got = 0;
+	ssize_t n;
+
+	while (got < len - 1 && (n = read(fd, buf + got, len - 1 - got)) > 0)
+		got += (size_t)n;
+	buf[got] = '\0';
+}
+
+/* Run this runner on @pattern, with @scale in FL_TEST_TIMEOUT_SCALE if not NULL. */
+static void run_runner(struct runner_run *r, const char *pattern, const char *scale)
+{
+	char self[PATH_MAX];
+	int out[2], err[2], st;
+	ssize_t n;
+	pid_t pid;
+
+	/* The path, not /proc/self/exe itself: valgrind follows an exec of the former only. */
+	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	T_ASSERT_SYS(n);
+	self[n] = '\0';
+	T_ASSERT_SYS(pipe(out));
+	T_ASSERT_SYS(pipe(err));
+	pid = fork();
+	T_ASSERT_SYS(pid);
+	if (pid == 0) {
+		dup2(out[1], 1);
+		dup2(err[1], 2);
+		if (scale)
+			setenv("FL_TEST_TIMEOUT_SCALE", scale, 1);
+		else
+			unsetenv("FL_TEST_TIMEOUT_SCALE");
+		execl(self, "runner", pattern, (char *)NULL);
+		_exit(127);
+	}
+	close(out[1]);
+	close(err[1]);
+	/* Both outputs are a few lines: stdout fits the pipe while stderr is read after. */
+	slurp(out[0], r->out, sizeof(r->out));
+	slurp(err[0], r->err, sizeof(r->err));
+	close(out[0]);
+	close(err[0]);
+	T_ASSERT_SYS(waitpid(pid, &st, 0));
+	r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* --------------------------------------------------------------- fixtures */
+/* T_FIXTURE: run only when named exactly, by the tests below. */
+
+static void failing_child(void *arg)
+{
+	(void)arg;
+	T_ASSERT_EQ(6 * 7, 41);
+}
+
+TEST(runner_fixture_fails)
+{
+	fprintf(stderr, "runner_fixture_fails: a line of the test on stderr\n");
+	T_ASSERT_EQ(t_run_child(failing_child, NULL), 0);
+}
+
+TEST(runner_fixture_hangs)
+{
+	for (;;)
+		pause();
+}
+
+TEST(runner_fixture_skips)
+{
+	T_SKIP("a resource the fixture lacks: %d of %d", 0, 1);
+}
+
+/* ------------------------------------------------------------------ tests */
+
+/* A typo in a pattern is an error, not "0 passed, 0 failed". */
+TEST(runner_unmatched_pattern_fails)
+{
+	static struct runner_run r;
+
+	run_runner(&r, "no_such_test_anywhere", NULL);
+	T_ASSERT_EQ(r.status, 2);
+	T_ASSERT(strstr(r.err, "no test matches 'no_such_test_anywhere'"));
+	T_ASSERT(!strstr(r.out, "passed"));
+	/* A fixture is run when named exactly, never by a pattern that merely contains it. */
+	run_runner(&r, "runner_fixture_*", NULL);
+	T_ASSERT_EQ(r.status, 2);
+}
+
+/* The FAIL line carries the assertion that failed (here in a forked child), on stdout. */
+TEST(runner_fail_line_has_reason)
+{
+	static struct runner_run r;
+
+	run_runner(&r, "runner_fixture_fails", NULL);
+	T_ASSERT_EQ(r.status, 1);
+	/* The first failure (the child's) is on the line; the test's own follows it, on stdout. */
+	T_ASSERT(strstr(r.out, "FAIL runner_fixture_fails (exit 1: test/test-runner.c:"));
+	T_ASSERT(strstr(r.out, ": 6 * 7 == 41: 42 != 41)\n"));
+	T_ASSERT(strstr(r.out, "    also: test/test-runner.c:"));
+	T_ASSERT(strstr(r.out, ": t_run_child(failing_child, NULL) == 0: 256 != 0\n"));
+	T_ASSERT(strstr(r.out, "0 passed, 1 failed, 0 skipped\n"));
+	T_ASSERT(strstr(r.err, "a line of the test on stderr"));
+	T_ASSERT(!strstr(r.err, "test-runner.c"));
+	run_runner(&r, "runner_fixture_skips", NULL);
+	T_ASSERT_EQ(r.status, 0);
+	T_ASSERT(strstr(r.out, "SKIP runner_fixture_skips (a resource the fixture lacks: 0 of 1)\n"));
+}
+
+/* The timeout is tests.h's (1 s here) times the build's factor times FL_TEST_TIMEOUT_SCALE. */
+TEST(runner_timeout_scaled)
+{
+	static struct runner_run r;
+	char want[96], scale[32];
+
+	/* 2 s whatever the build: the variable cancels a sanitizer build's factor. */
+	snprintf(scale, sizeof(scale), "%.17g", 2.0 / t_build_timeout_scale());
+	run_runner(&r, "runner_fixture_hangs", scale);
+	T_ASSERT_EQ(r.status, 1);
+	snprintf(want, sizeof(want), "FAIL runner_fixture_hangs (timeout after 2s)\n");
+	T_ASSERT(strstr(r.out, want));
+	run_runner(&r, "runner_fixture_hangs", "0");
+	T_ASSERT_EQ(r.status, 2);
+	T_ASSERT(strstr(r.err, "FL_TEST_TIMEOUT_SCALE=0: expected a number"));
+}
