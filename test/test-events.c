@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "internal.h"
 #include "tests.h"
 
 static bool present(const void *p)
@@ -257,5 +258,56 @@ TEST(event_pending_eagain)
 	T_ASSERT_EQ(done, 2 * ps);
 	T_ASSERT(t_all(p + 2 * ps, 2 * ps, 'g'));
 	T_ASSERT_ERR(fl_uffd_read_events(u, ev, 4), EAGAIN);
+	fl_uffd_close(u);
+}
+
+struct drainer {
+	struct fl_uffd *u;
+	unsigned long th;	/* the thread whose event is pending */
+	int events;
+};
+
+/* Read the pending REMOVE event, then let its thread finish (resolves work again after). */
+static int drain_remove(void *arg)
+{
+	struct drainer *dr = arg;
+	struct fl_event ev[4];
+	int n = fl_uffd_read_events(dr->u, ev, 4);
+
+	if (n > 0) {
+		dr->events += n;
+		t_thread_join(dr->th);
+	}
+	return n > 0 ? n : 0;
+}
+
+/* The shared poison helper reads pending events through its caller's drain and goes on. */
+TEST(event_poison_absent_drains)
+{
+	size_t ps = t_page_size();
+	struct fl_uffd *u = t_uffd_open(FL_FEAT_EVENT_REMOVE | FL_FEAT_POISON, true);
+	uint8_t *p = t_map_anon(4 * ps), *src = t_map_anon(ps);
+	struct advisor d = { .p = p, .len = ps, .advice = MADV_DONTNEED, .ret = -2 };
+	struct drainer dr = { .u = u };
+	struct fl__poison_opts o = { .step = ps };
+	uint64_t poisoned = 0;
+
+	T_ASSERT_OK(fl_uffd_register(u, p, 4 * ps, FL_REGISTER_MISSING, NULL));
+	t_fill(src, ps, 'g');
+	T_ASSERT_OK(fl_uffd_copy(u, p, src, ps, 0, NULL));
+	dr.th = t_thread_start(advise_thread, &d);
+	t_wait_readable(fl_uffd_fd(u));
+
+	/* No drain: the pending event stops it, nothing poisoned. */
+	T_ASSERT_ERR(fl__uffd_poison_absent(u, (uintptr_t)p + ps, 3 * ps, &o, &poisoned),
+		     EAGAIN);
+	T_ASSERT_EQ(poisoned, 0);
+	o.drain = drain_remove;
+	o.arg = &dr;
+	T_ASSERT_OK(fl__uffd_poison_absent(u, (uintptr_t)p, 4 * ps, &o, &poisoned));
+	T_ASSERT_EQ(dr.events, 1);
+	T_ASSERT_EQ(d.ret, 0);
+	/* Page 0 was discarded by the program before the pass: it is absent, so poisoned too. */
+	T_ASSERT_EQ(poisoned, 4 * ps);
 	fl_uffd_close(u);
 }

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "internal.h"
 #include "tests.h"
 
 #define HPAGE ((size_t)2 << 20)
@@ -619,4 +620,45 @@ TEST(resolve_esrch_after_exit)
 	fl_uffd_close(u);
 	close(sv[0]);
 	close(sv[1]);
+}
+
+/*
+ * The shared "poison what is absent" helper: a present page in the middle of
+ * the run and a page outside any registered range (the kernel refuses a
+ * request crossing it as a whole) are stepped over; every other page is
+ * poisoned, the present one keeps its bytes.
+ */
+TEST(resolve_poison_absent_runs)
+{
+	size_t ps = t_page_size();
+	struct fl_uffd *u = t_uffd_open(FL_FEAT_POISON, false);
+	uint8_t *p = t_map_anon(12 * ps), *src = t_map_anon(ps);
+	struct fl__poison_opts o = { .step = ps };
+	uint64_t poisoned = 0;
+	int st;
+
+	/* [0, 8) and [9, 12) registered; page 8 is not (a separate mapping). */
+	T_ASSERT_OK(fl_uffd_register(u, p, 8 * ps, FL_REGISTER_MISSING, NULL));
+	T_ASSERT_OK(fl_uffd_register(u, p + 9 * ps, 3 * ps, FL_REGISTER_MISSING, NULL));
+	t_fill(src, ps, 'm');
+	T_ASSERT_OK(fl_uffd_copy(u, p + 3 * ps, src, ps, 0, NULL));
+
+	T_ASSERT_OK(fl__uffd_poison_absent(u, (uintptr_t)p, 12 * ps, &o, &poisoned));
+	T_ASSERT_EQ(poisoned, 10 * ps);
+	T_ASSERT(t_all(p + 3 * ps, ps, 'm'));
+	for (size_t i = 0; i < 12; i++) {
+		st = t_run_child(touch_page, p + i * ps);
+		if (i == 3 || i == 8) {
+			T_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+		} else {
+			T_ASSERT(WIFSIGNALED(st));
+			T_ASSERT_EQ(WTERMSIG(st), SIGBUS);
+		}
+	}
+	/* Nothing absent is left: a second pass poisons nothing and succeeds. */
+	poisoned = 0;
+	T_ASSERT_OK(fl__uffd_poison_absent(u, (uintptr_t)p, 12 * ps, &o, &poisoned));
+	T_ASSERT_EQ(poisoned, 0);
+	T_ASSERT_ERR(fl__uffd_poison_absent(u, (uintptr_t)p + 1, ps, &o, NULL), EINVAL);
+	fl_uffd_close(u);
 }

@@ -50,6 +50,7 @@
 	X(resolve_move_pages, FL_FEAT_MOVE, T_UFFD, 0)                             \
 	X(resolve_move_thp, FL_FEAT_MOVE, T_UFFD, 30)                              \
 	X(resolve_poison_sigbus, FL_FEAT_POISON, T_UFFD, 0)                        \
+	X(resolve_poison_absent_runs, FL_FEAT_POISON, T_UFFD, 0)                   \
 	X(resolve_sigbus_feature, FL_FEAT_SIGBUS, T_UFFD, 0)                       \
 	X(resolve_esrch_after_exit, 0, T_UFFD, 0)                                  \
 	X(event_fork, FL_FEAT_EVENT_FORK, T_UFFD | T_ROOT, 0)                      \
@@ -57,6 +58,8 @@
 	X(event_remove, FL_FEAT_EVENT_REMOVE, T_UFFD, 0)                           \
 	X(event_unmap, FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                             \
 	X(event_pending_eagain, FL_FEAT_EVENT_REMOVE, T_UFFD, 0)                   \
+	X(event_poison_absent_drains, FL_FEAT_EVENT_REMOVE | FL_FEAT_POISON,       \
+	  T_UFFD, 0)                                                               \
 	X(wp_fault_anon, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 0)                     \
 	X(wp_fault_shmem, FL_FEAT_MISSING_SHMEM | FL_FEAT_WP_HUGETLBFS_SHMEM,      \
 	  T_UFFD, 0)                                                               \

@@ -357,38 +357,17 @@ static uint64_t kpage(const struct fl__mon_region *r)
 }
 
 /*
- * Poison every page of [lo, hi) (inside one mapping) that is not present.
- * A present page stops UFFDIO_POISON with EEXIST: step over it and go on.
- * Returns 0, -EAGAIN (an event is pending: read events, then retry), or
- * the error that makes poisoning impossible.
+ * Poison every page of [lo, hi) that is not present (the shared helper
+ * steps over present and unregistered pages). Returns 0, -EAGAIN (an event
+ * is pending: read events, then retry), or the error that makes poisoning
+ * impossible.
  */
 static int poison_span(struct fl_uffd *u, uint64_t lo, uint64_t hi, uint64_t step,
 		       uint64_t *poisoned)
 {
-	uint64_t cur = lo;
+	struct fl__poison_opts o = { .step = step };
 
-	while (cur < hi) {
-		size_t done = 0;
-		int r = fl_uffd_poison(u, (void *)(uintptr_t)cur, hi - cur, 0, &done);
-
-		*poisoned += done;
-		if (!r)
-			return 0;
-		cur += done;
-		switch (r) {
-		case -EEXIST:
-			cur += step;
-			continue;
-		case -EAGAIN:
-			return -EAGAIN;
-		case -ENOENT:	/* not registered here (any more), or unmapped: nothing to save */
-		case -ESRCH:
-			return 0;
-		default:
-			return r;
-		}
-	}
-	return 0;
+	return fl__uffd_poison_absent(u, lo, hi - lo, &o, poisoned);
 }
 
 /* Apply @fn to each part of each non-zero region that lies inside one mapping. */
@@ -403,16 +382,8 @@ static int for_each_span(struct fl_monitor_client *c, struct fl_uffd *u, const s
 		if (r->store == FL_MONITOR_STORE_ZERO && !zero_too)
 			continue;
 		if (!v) {
-			/* No /proc: try the whole region, then page by page where it fails. */
+			/* No /proc: the whole region; unmapped parts are stepped over. */
 			ret = poison_span(u, lo, hi, step, poisoned);
-			if (ret == -EINVAL || ret == -ENOENT) {
-				for (uint64_t a = lo; a < hi; a += step) {
-					ret = poison_span(u, a, a + step, step, poisoned);
-					if (ret == -EAGAIN)
-						return ret;
-				}
-				ret = 0;
-			}
 			if (ret < 0)
 				return ret;
 			continue;

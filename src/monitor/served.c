@@ -560,6 +560,19 @@ int fl__srv_uffd_alive(struct srv_uffd *su)
 											   : 0;
 }
 
+/* Nobody else reads this descriptor: read what is queued (the thread behind an event goes on). */
+static int drain_events(void *arg)
+{
+	struct fl_uffd *u = arg;
+	struct fl_event ev[16];
+	int k = fl_uffd_read_events(u, ev, 16);
+
+	for (int j = 0; j < k; j++)
+		if (ev[j].type == FL_EVENT_FORK)
+			close(ev[j].fork.fd);
+	return k > 0 ? k : 0;
+}
+
 /* Poison every page of @u in the non-ZERO ranges of @t that is not present. */
 static void poison_layout(struct fl_uffd *u, const struct fl__mon_table *t)
 {
@@ -572,34 +585,19 @@ static void poison_layout(struct fl_uffd *u, const struct fl__mon_table *t)
 
 	for (size_t i = 0; i < t->n; i++) {
 		const struct fl__mon_region *r = &t->r[i];
-		uint64_t cur = r->addr, end = r->addr + r->len;
-		uint64_t step = r->mem == FL_MEM_HUGETLB ? r->page_size : ps;
-		unsigned int tries = 0;
+		struct fl__poison_opts o = {
+			.step = r->mem == FL_MEM_HUGETLB ? r->page_size : ps,
+			.drain = drain_events,
+			.arg = u,
+		};
+		int e;
 
 		if (r->store == FL_MONITOR_STORE_ZERO)
 			continue;
-		while (cur < end) {
-			size_t done = 0;
-			int e = fl_uffd_poison(u, (void *)(uintptr_t)cur, end - cur, 0, &done);
-
-			cur += done;
-			if (!e)
-				break;
-			if (e == -EEXIST) {
-				cur += step;
-			} else if (e == -EAGAIN && ++tries < 1000) {
-				/* An event is pending: read it (its thread then goes on), retry. */
-				struct fl_event ev[16];
-				int k = fl_uffd_read_events(u, ev, 16);
-
-				for (int j = 0; j < k; j++)
-					if (ev[j].type == FL_EVENT_FORK)
-						close(ev[j].fork.fd);
-				sched_yield();
-			} else {
-				break;
-			}
-		}
+		e = fl__uffd_poison_absent(u, r->addr, r->len, &o, NULL);
+		if (e < 0)
+			fl__warn("monitor: poisoning [%#llx, +%#llx): %s", (unsigned long long)r->addr,
+				 (unsigned long long)r->len, strerror(-e));
 	}
 }
 

@@ -945,15 +945,27 @@ int fl__resolve_populate(struct pg_ctx *c, struct fl_region *r, size_t pg, size_
 
 /* -------------------------------------------------------------- removal */
 
+/* EAGAIN while poisoning: the handler threads read the pending event; give them the CPU. */
+static int yield_to_readers(void *arg)
+{
+	(void)arg;
+	sched_yield();
+	return 0;
+}
+
 void fl__resolve_poison_absent(struct fl_region *r)
 {
 	struct fl_pager *p = r->pager;
 	struct pg_ctx ctx = { .p = p, .slot = -1 }, *c = &ctx;
+	struct fl__poison_opts o = {
+		.step = r->ps, .drain = yield_to_readers, .own_memory = p->own_uffd,
+	};
 	size_t i = 0;
 	bool warned = false;
 
 	while (i < r->npages) {
-		size_t j = i, done = 0;
+		uint64_t poisoned = 0;
+		size_t j = i;
 		int e;
 
 		/* Pages the store still has (absent, or abandoned in flight); not discarded ones. */
@@ -965,35 +977,19 @@ void fl__resolve_poison_absent(struct fl_region *r)
 			i++;
 			continue;
 		}
-		while (i < j) {
-			done = 0;
-			e = r->has_poison ? fl_uffd_poison(p->uffd, page_addr(r, i), (j - i) << r->shift,
-							   0, &done)
-					  : -EOPNOTSUPP;
-			st_set(c, r, i, done >> r->shift, PG_POISONED);
-			fl__stat_add(r, ST_POISON, done >> r->shift);
-			i += done >> r->shift;
-			if (!e)
-				break;
-			if (e == -EEXIST) {
-				i++;
-				continue;
-			}
-			if (e == -ESRCH || e == -ENOENT) {
-				i = j;
-				break;
-			}
-			if (!warned) {
-				fl__err("pager: cannot poison the absent pages of a removed region (%s); "
-					"%s", strerror(-e),
-					p->own_uffd ? "making them inaccessible instead"
-						    : "they will read as zeros");
-				warned = true;
-			}
-			/* Our own memory: an inaccessible page still fails loudly (SIGSEGV). */
-			if (p->own_uffd)
-				mprotect(page_addr(r, i), (j - i) << r->shift, PROT_NONE);
-			i = j;
+		e = r->has_poison || p->own_uffd
+			    ? fl__uffd_poison_absent(p->uffd, (uintptr_t)page_addr(r, i),
+						     (j - i) << r->shift, &o, &poisoned)
+			    : -EOPNOTSUPP;
+		st_set(c, r, i, j - i, PG_POISONED);
+		fl__stat_add(r, ST_POISON, poisoned >> r->shift);
+		if (e < 0 && !warned) {
+			fl__err("pager: cannot poison the absent pages of a removed region (%s); "
+				"%s", strerror(-e),
+				p->own_uffd ? "they are made inaccessible instead"
+					    : "they will read as zeros");
+			warned = true;
 		}
+		i = j;
 	}
 }

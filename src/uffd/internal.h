@@ -3,9 +3,11 @@
 #ifndef FL_INTERNAL_H
 #define FL_INTERNAL_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include "faultline.h"
 
@@ -40,5 +42,64 @@ void fl__probe_set_for_test(const struct fl_features *f);
 
 /* Page size of this machine, cached. */
 size_t fl__page_size(void);
+
+/*
+ * Descriptor ownership. A variable holding a descriptor either owns it or
+ * is -1. fl__safe_close() closes a descriptor if it is one (errno is kept)
+ * and returns -1, for `fd = fl__safe_close(fd);`. fl__closep() does the
+ * same through a pointer (the cleanup function of _fl_cleanup_close_).
+ * FL__TAKE_FD() hands ownership over: it yields the descriptor and leaves
+ * -1 behind, so no error path can close it twice.
+ */
+static inline int fl__safe_close(int fd)
+{
+	if (fd >= 0) {
+		int saved = errno;
+
+		close(fd);
+		errno = saved;
+	}
+	return -1;
+}
+
+static inline void fl__closep(int *fd)
+{
+	*fd = fl__safe_close(*fd);
+}
+
+#define FL__TAKE_FD(fd)                 \
+	({                              \
+		int fl__taken_ = (fd);  \
+		(fd) = -1;              \
+		fl__taken_;             \
+	})
+#define _fl_cleanup_close_ __attribute__((cleanup(fl__closep)))
+
+/*
+ * fl__uffd_poison_absent - poison every page of [addr, addr+len) that is
+ * not present, so that threads blocked on it and later accesses get SIGBUS
+ * rather than zeros. A present page (EEXIST) and a page outside any range
+ * registered with @u (ENOENT: unmapped, moved away, or never registered) are
+ * stepped over; the kernel's partial progress is always used. EAGAIN (an
+ * event is queued and must be read first) calls o->drain, which reads the
+ * pending events, and retries (at most FL__POISON_DRAIN_TRIES times); with
+ * no drain, -EAGAIN is returned. ESRCH (the memory's process has exited):
+ * nothing is left to protect, 0.
+ * Where the kernel cannot poison (no UFFDIO_POISON, before 6.6) and
+ * o->own_memory says the range is this process's, its absent pages (not
+ * present, not swapped, per /proc/self/pagemap) are made PROT_NONE
+ * instead: they fail loudly with SIGSEGV. The error is returned either way.
+ * Returns 0, or the error that made poisoning (part of) the range impossible.
+ * *ret_poisoned (may be NULL) is increased by the bytes poisoned.
+ */
+#define FL__POISON_DRAIN_TRIES 1000
+struct fl__poison_opts {
+	uint64_t step;			/* the range's page size; 0: this machine's */
+	int (*drain)(void *arg);	/* read pending events (EAGAIN); may be NULL */
+	void *arg;
+	bool own_memory;		/* the range is mapped in this process */
+};
+int fl__uffd_poison_absent(struct fl_uffd *u, uint64_t addr, uint64_t len,
+			   const struct fl__poison_opts *o, uint64_t *ret_poisoned);
 
 #endif /* FL_INTERNAL_H */
