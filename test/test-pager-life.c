@@ -29,6 +29,7 @@ struct fs {
 	struct fl_store *s;
 	size_t ps;
 	_Atomic long fail_page;		/* -1: none */
+	int fail_ret;			/* what a read of fail_page returns: -EIO, or a bad value */
 	long gate_page;			/* -1: none */
 	long gate_n;			/* pages gated from gate_page on (default 1) */
 	int gate, entered;		/* eventfds, semaphores: one count per read */
@@ -53,7 +54,7 @@ static int fs_read(void *ud, uint64_t off, void *buf, size_t len, size_t page_si
 			return -EIO;
 	}
 	if (fail >= first && fail < first + n)
-		return -EIO;
+		return f->fail_ret;	/* the buffer is left as it was */
 	fl_pattern_fill(buf, off, len, SEED);
 	return 0;
 }
@@ -66,6 +67,7 @@ static struct fs *fs_new(size_t npages)
 	T_ASSERT(f);
 	f->ps = t_page_size();
 	atomic_init(&f->fail_page, -1);
+	f->fail_ret = -EIO;
 	f->gate_page = -1;
 	f->gate_n = 1;
 	f->gate = eventfd(0, EFD_CLOEXEC | EFD_SEMAPHORE);
@@ -183,9 +185,15 @@ static void on_error(struct fl_region *r, uint64_t off, int err, void *userdata)
 		abort();
 }
 
+struct poison_case {
+	enum fl_pager_mode mode;
+	int fail_ret;	/* what the store's read of the failing page returns */
+};
+
 static void poison_child(void *arg)
 {
-	enum fl_pager_mode mode = (enum fl_pager_mode)(uintptr_t)arg;
+	const struct poison_case *pc = arg;
+	enum fl_pager_mode mode = pc->mode;
 	size_t ps = t_page_size();
 	struct fs *f = fs_new(16);
 	struct errlog log = { .efd = -1 };
@@ -197,6 +205,7 @@ static void poison_child(void *arg)
 
 	/* Installed first: in SIGBUS mode the pager's handler chains to this one. */
 	catch_sigbus();
+	f->fail_ret = pc->fail_ret;
 	atomic_store(&f->fail_page, 3);
 	p = t_pager_new(mode, 2, 0);
 	o.on_error = FL_ON_ERROR_POISON;
@@ -255,9 +264,27 @@ static void expect_clean_exit(int status)
 
 TEST(pager_store_error_poison)
 {
-	expect_clean_exit(t_run_child(poison_child, (void *)(uintptr_t)FL_PAGER_THREADS));
+	struct poison_case pc = { FL_PAGER_THREADS, -EIO };
+
+	expect_clean_exit(t_run_child(poison_child, &pc));
+	pc.mode = FL_PAGER_SIGBUS;
 	if (t_have(FL_FEAT_SIGBUS))
-		expect_clean_exit(t_run_child(poison_child, (void *)(uintptr_t)FL_PAGER_SIGBUS));
+		expect_clean_exit(t_run_child(poison_child, &pc));
+}
+
+/*
+ * A read callback that returns neither 0 nor -errno left the staging buffer
+ * unfilled (stale bytes of other pages): an error, the page poisoned.
+ */
+TEST(pager_store_bad_return_poison)
+{
+	struct poison_case pc = { FL_PAGER_THREADS, 1 };
+
+	expect_clean_exit(t_run_child(poison_child, &pc));
+	pc.fail_ret = 4096;
+	pc.mode = FL_PAGER_SIGBUS;
+	if (t_have(FL_FEAT_SIGBUS))
+		expect_clean_exit(t_run_child(poison_child, &pc));
 }
 
 static void block_case(enum fl_pager_mode mode)

@@ -229,8 +229,15 @@ TEST(store_custom_read_error)
 	T_ASSERT(c.holes_were_zero);
 	c.ret = -ENODATA;
 	T_ASSERT_ERR(fl_store_read(s, 0, buf, sizeof(buf), PG, holes), ENODATA);
-	/* Success: the store's hole bits come through; positive returns mean success. */
+	/* Anything but 0 or -errno is a broken store: -EIO, whatever the buffer holds. */
 	c.ret = 1;
+	T_ASSERT_ERR(fl_store_read(s, 0, buf, sizeof(buf), PG, holes), EIO);
+	c.ret = 4096;
+	T_ASSERT_ERR(fl_store_read(s, 0, buf, sizeof(buf), PG, holes), EIO);
+	c.ret = -100000;
+	T_ASSERT_ERR(fl_store_read(s, 0, buf, sizeof(buf), PG, holes), EIO);
+	/* Success: the store's hole bits come through. */
+	c.ret = 0;
 	c.set_holes = 0x5;
 	holes[0] = ~0ull;
 	T_ASSERT_EQ(fl_store_read(s, 0, buf, sizeof(buf), PG, holes), 0);
@@ -239,7 +246,7 @@ TEST(store_custom_read_error)
 	/* A store with holes needs a bitmap; a zero length does not reach the store. */
 	T_ASSERT_ERR(fl_store_read(s, 0, buf, sizeof(buf), PG, NULL), EINVAL);
 	T_ASSERT_EQ(fl_store_read(s, 0, buf, 0, PG, holes), 0);
-	T_ASSERT_EQ(c.reads, 3);
+	T_ASSERT_EQ(c.reads, 6);
 	fl_store_destroy(s);
 	T_ASSERT_EQ(c.closes, 1);
 }

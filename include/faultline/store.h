@@ -38,7 +38,9 @@ struct fl_store_ops {
 	 * of len/page_size bits the caller zeroed; a hole's bytes in @buf need
 	 * not be written. A store without FL_STORE_HOLES never sets bits.
 	 * Returns 0, or -errno (-EIO) if any page could not be read: then the
-	 * whole call counts as failed and nothing of @buf is used.
+	 * whole call counts as failed and nothing of @buf is used. Any other
+	 * value (a positive count, say) is a broken store: taken as -EIO and
+	 * logged, never installed. The same holds for write and take_pages.
 	 * Required.
 	 */
 	int (*read)(void *userdata, uint64_t off, void *buf, size_t len, size_t page_size,

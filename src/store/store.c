@@ -103,6 +103,21 @@ static bool range_ok(const struct fl_store *s, uint64_t off, size_t len, size_t 
 	return off <= s->size && (uint64_t)len <= s->size - off;
 }
 
+/*
+ * A callback returns 0 or a negative errno. Anything else is a broken store:
+ * whatever it left in the caller's buffer is not data, so it is an error
+ * (-EIO), never installed.
+ */
+static int callback_result(const char *what, int r, uint64_t off, size_t len)
+{
+	if (r > 0 || r < -4095) {
+		fl__err("store: %s callback returned %d for [%#llx, +%#zx): neither 0 nor -errno; "
+			"taken as -EIO", what, r, (unsigned long long)off, len);
+		return -EIO;
+	}
+	return r;
+}
+
 FL_API int fl_store_read(struct fl_store *s, uint64_t off, void *buf, size_t len,
 			 size_t page_size, uint64_t *holes)
 {
@@ -126,7 +141,7 @@ FL_API int fl_store_read(struct fl_store *s, uint64_t off, void *buf, size_t len
 		memset(holes, 0, words * sizeof(*holes));
 	}
 	r = s->ops.read(s->userdata, off, buf, len, page_size, holes);
-	return r < 0 ? r : 0;
+	return callback_result("read", r, off, len);
 }
 
 FL_API int fl_store_write(struct fl_store *s, uint64_t off, const void *buf, size_t len)
@@ -142,7 +157,7 @@ FL_API int fl_store_write(struct fl_store *s, uint64_t off, const void *buf, siz
 	if (!len)
 		return 0;
 	r = s->ops.write(s->userdata, off, buf, len);
-	return r < 0 ? r : 0;
+	return callback_result("write", r, off, len);
 }
 
 FL_API int fl_store_take_pages(struct fl_store *s, uint64_t off, size_t len, void **ret_addr)
@@ -156,7 +171,8 @@ FL_API int fl_store_take_pages(struct fl_store *s, uint64_t off, size_t len, voi
 		return -EOPNOTSUPP;
 	if (!len || !range_ok(s, off, len, FL__STORE_MIN_PAGE))
 		return -EINVAL;
-	r = s->ops.take_pages(s->userdata, off, len, &addr);
+	r = callback_result("take_pages", s->ops.take_pages(s->userdata, off, len, &addr), off,
+			    len);
 	if (r < 0)
 		return r;
 	if (!addr)
