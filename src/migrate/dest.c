@@ -186,7 +186,7 @@ FL_API int fl_migrate_dest_create(const struct fl_migrate_dest_opts *opts,
 	char msg[256] = "";
 	int r;
 
-	if (!ret || fl__mig_opts_copy(&o, sizeof(o), opts) < 0 ||
+	if (!ret || fl__opts_copy(&o, sizeof(o), opts, "fl_migrate_dest_create") < 0 ||
 	    (o.flags & ~(uint32_t)(FL_MIGRATE_LISTEN | FL_MIGRATE_ANYWHERE)))
 		return -EINVAL;
 	d = calloc(1, sizeof(*d));

@@ -32,24 +32,6 @@
 #define MIG_FEATURES \
 	(FL__WIRE_FEAT_URGENT_CHANNEL | FL__WIRE_FEAT_RESUME | FL__WIRE_FEAT_PRECOPY)
 
-/* STYLE.md section 4's options rule: copy what we know, refuse unknown non-zero bytes. */
-static inline int fl__mig_opts_copy(void *dst, size_t known, const void *src)
-{
-	size_t sz;
-
-	memset(dst, 0, known);
-	if (!src)
-		return 0;
-	memcpy(&sz, src, sizeof(sz));
-	if (sz < sizeof(size_t))
-		return -EINVAL;
-	for (size_t i = known; i < sz; i++)
-		if (((const uint8_t *)src)[i])
-			return -EINVAL;
-	memcpy(dst, src, sz < known ? sz : known);
-	return 0;
-}
-
 /* ---------------------------------------------------------------- regions */
 
 /* One region of a migration; page indices are flat across the regions, in their order. */

@@ -173,7 +173,7 @@ FL_API int fl_migrate_source_create(const struct fl_migrate_source_opts *opts,
 	size_t ps = fl__page_size();
 	int r;
 
-	if (!ret || fl__mig_opts_copy(&o, sizeof(o), opts) < 0)
+	if (!ret || fl__opts_copy(&o, sizeof(o), opts, "fl_migrate_source_create") < 0)
 		return -EINVAL;
 	if (!o.regions || !o.n_regions || o.n_regions > FL__WIRE_MAX_REGIONS ||
 	    (o.flags & ~(uint32_t)(FL_MIGRATE_LISTEN | FL_MIGRATE_STOP_AND_COPY)) ||

@@ -1179,16 +1179,8 @@ static uint64_t new_session(void)
 
 static int parse_opts(const struct fl_monitor_opts *opts, struct fl_monitor_opts *o)
 {
-	*o = (struct fl_monitor_opts){ .sz = sizeof(*o) };
-	if (opts) {
-		if (opts->sz < sizeof(size_t))
-			return -EINVAL;
-		for (size_t i = sizeof(*o); i < opts->sz; i++)
-			if (((const unsigned char *)opts)[i])
-				return -EINVAL;
-		memcpy(o, opts, opts->sz < sizeof(*o) ? opts->sz : sizeof(*o));
-		o->sz = sizeof(*o);
-	}
+	if (fl__opts_copy(o, sizeof(*o), opts, "fl_monitor_attach") < 0)
+		return -EINVAL;
 	if ((unsigned int)o->policy > FL_MONITOR_FAIL_LOUD)
 		return -EINVAL;
 	if (o->flags & ~(uint32_t)(FL_MONITOR_NO_WATCHER | FL_MONITOR_NO_AUTO_REATTACH |

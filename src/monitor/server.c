@@ -820,14 +820,13 @@ fail:
 static int check_opts(const struct fl_monitor_server_opts *opts,
 		      struct fl_monitor_server_opts *o)
 {
-	*o = (struct fl_monitor_server_opts){ .sz = sizeof(*o) };
-	if (!opts || opts->sz < sizeof(size_t))
+	if (!opts) {
+		fl__err("fl_monitor_server_create: no options (a socket_path or listen_fd is "
+			"needed)");
 		return -EINVAL;
-	for (size_t i = sizeof(*o); i < opts->sz; i++)
-		if (((const unsigned char *)opts)[i])
-			return -EINVAL;
-	memcpy(o, opts, opts->sz < sizeof(*o) ? opts->sz : sizeof(*o));
-	o->sz = sizeof(*o);
+	}
+	if (fl__opts_copy(o, sizeof(*o), opts, "fl_monitor_server_create") < 0)
+		return -EINVAL;
 	if ((!o->socket_path && o->listen_fd < 0) || (o->n_allowed_uids && !o->allowed_uids) ||
 	    (o->flags & ~(uint32_t)(FL_MONITOR_SERVER_ANY_UID | FL_MONITOR_SERVER_NO_FILES)) ||
 	    o->threads > FL_PAGER_MAX_THREADS || (unsigned int)o->prefetch > FL_PREFETCH_ADAPTIVE ||

@@ -240,24 +240,6 @@ struct fl_pager {
 	void *event_userdata;
 };
 
-/*
- * Copy a caller's options struct (STYLE.md section 4): the caller's sz
- * says how much of it exists; bytes past what this library knows must be 0.
- */
-static inline int fl__opts_copy(void *dst, size_t known, const void *src)
-{
-	size_t sz = *(const size_t *)src;
-
-	if (sz < sizeof(size_t))
-		return -EINVAL;
-	for (size_t i = known; i < sz; i++)
-		if (((const unsigned char *)src)[i])
-			return -EINVAL;
-	memcpy(dst, src, sz < known ? sz : known);
-	*(size_t *)dst = known;
-	return 0;
-}
-
 /* region.c: grace periods (readers may be signal handlers), the region table, events */
 unsigned int fl__grace_enter(struct pg_grace *g);
 void fl__grace_exit(struct pg_grace *g, unsigned int e);

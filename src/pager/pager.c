@@ -548,7 +548,7 @@ FL_API int fl_pager_create(const struct fl_pager_opts *opts, struct fl_pager **r
 	if (!ret)
 		return -EINVAL;
 	if (opts) {
-		e = fl__opts_copy(&o, sizeof(o), opts);
+		e = fl__opts_copy(&o, sizeof(o), opts, "fl_pager_create");
 		if (e < 0)
 			return e;
 	}

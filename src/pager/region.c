@@ -481,7 +481,7 @@ FL_API int fl_region_add(struct fl_pager *p, const struct fl_region_opts *opts,
 		return -EINVAL;
 	if (getpid() != p->pid)
 		return -ECHILD;
-	e = fl__opts_copy(&o, sizeof(o), opts);
+	e = fl__opts_copy(&o, sizeof(o), opts, "fl_region_add");
 	if (e < 0)
 		return e;
 	if (atomic_load(&p->dead))

@@ -277,7 +277,7 @@ static int load_opts(const struct fl_store_file_opts *src, struct fl_store_file_
 	const size_t sz = src->sz;
 	int r;
 
-	r = fl__opts_check(src, sizeof(*o));
+	r = fl__opts_check(src, sizeof(*o), "fl_store_file_open");
 	if (r < 0)
 		return r;
 	r = fl__opt_has(sz, offsetof(struct fl_store_file_opts, offset), sizeof(o->offset));

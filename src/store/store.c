@@ -23,7 +23,7 @@ static int load_ops(const struct fl_store_ops *src, struct fl_store_ops *o)
 	const size_t sz = src->sz;
 	int r;
 
-	r = fl__opts_check(src, sizeof(*o));
+	r = fl__opts_check(src, sizeof(*o), "fl_store_create");
 	if (r < 0)
 		return r;
 	*o = (struct fl_store_ops){ .sz = sizeof(*o) };

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -25,6 +26,32 @@ void fl__log(enum fl_log_level level, const char *fmt, ...) __attribute__((forma
 #define fl__warn(...) fl__log(FL_LOG_WARN, __VA_ARGS__)
 #define fl__info(...) fl__log(FL_LOG_INFO, __VA_ARGS__)
 #define fl__debug(...) fl__log(FL_LOG_DEBUG, __VA_ARGS__)
+
+/*
+ * Options structs (CONTRIBUTING.md, "Options structs"): the caller sets the
+ * leading size_t sz to the sizeof it was compiled with.
+ *
+ * fl__opts_check: the caller's struct must hold at least its sz field, and
+ * every byte past the @known bytes this library knows must be zero (a newer
+ * caller asking for something this library cannot do). Logs why it refuses,
+ * naming @who (the public function). Returns 0 or -EINVAL.
+ *
+ * fl__opts_copy: fl__opts_check, then copy what the caller's sz covers into
+ * @dst (@known bytes); the rest of @dst is zero (the defaults) and dst's sz is
+ * @known. @src may be NULL: all defaults.
+ *
+ * fl__opt_has: 1 if the field at [@offset, @offset+@size) lies inside the
+ * caller's @sz, 0 if it lies wholly past it (keep the default), -EINVAL if
+ * @sz cuts it in two (for structs of pointers, where half a field is a crash).
+ */
+int fl__opts_check(const void *src, size_t known, const char *who);
+int fl__opts_copy(void *dst, size_t known, const void *src, const char *who);
+static inline int fl__opt_has(size_t sz, size_t offset, size_t size)
+{
+	if (offset + size <= sz)
+		return 1;
+	return offset < sz ? -EINVAL : 0;
+}
 
 /* Feature and ioctl bit translation (src/uffd/bits.c). */
 uint64_t fl__feat_to_kernel(uint64_t fl_features);

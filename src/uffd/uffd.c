@@ -189,18 +189,8 @@ FL_API int fl_uffd_open(const struct fl_uffd_opts *opts, struct fl_uffd **ret)
 
 	if (!ret)
 		return -EINVAL;
-	if (opts) {
-		if (opts->sz < sizeof(size_t))
-			return -EINVAL;
-		if (opts->sz > sizeof(o)) {
-			/* A newer caller: accept only if the fields we do not know are zero. */
-			for (size_t i = sizeof(o); i < opts->sz; i++)
-				if (((const unsigned char *)opts)[i])
-					return -EINVAL;
-		}
-		memcpy(&o, opts, opts->sz < sizeof(o) ? opts->sz : sizeof(o));
-		o.sz = sizeof(o);
-	}
+	if (fl__opts_copy(&o, sizeof(o), opts, "fl_uffd_open") < 0)
+		return -EINVAL;
 	if ((o.features | o.optional) & ~FL_FEAT_ALL)
 		return -EINVAL;
 	if (o.flags & ~(uint32_t)FL_UFFD_NONBLOCK)
