@@ -12,6 +12,7 @@
 #include "tests.h"
 #include "monitor/monitor-int.h"
 #include "net/crc32c.h"
+#include "net/le.h"
 
 #define MB (1ull << 20)
 
@@ -35,34 +36,11 @@ static char err[512];
 #define R_PATH_OFF 40
 #define R_PATH_LEN 44
 
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	put32(p, (uint32_t)v);
-	put32(p + 4, (uint32_t)(v >> 32));
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 /* Recompute the checksum after a test changed a field on purpose. */
 static void reseal(uint8_t *b, size_t len)
 {
-	put32(b + O_CRC, 0);
-	put32(b + O_CRC, fl__crc32c(0, b, len));
+	fl__put_le32(b + O_CRC, 0);
+	fl__put_le32(b + O_CRC, fl__crc32c(0, b, len));
 }
 
 /* Expect @expr to fail with -@e and a message containing @needle. */
@@ -206,11 +184,11 @@ TEST(monitor_proto_hello_roundtrip)
 		for (size_t i = 0; i < n; i++)
 			memcpy(big + hl + fx + i * el, buf + 64 + i * 64, 64);
 		memcpy(big + tail, path_a, sizeof(path_a));
-		put32(big + hl + fx + R_PATH_OFF, (uint32_t)tail);
-		put16(big + O_HDR_LEN, (uint16_t)hl);
-		put16(big + O_FIXED_LEN, (uint16_t)fx);
-		put16(big + O_ENTRY_LEN, (uint16_t)el);
-		put32(big + O_TOTAL, (uint32_t)total);
+		fl__put_le32(big + hl + fx + R_PATH_OFF, (uint32_t)tail);
+		fl__put_le16(big + O_HDR_LEN, (uint16_t)hl);
+		fl__put_le16(big + O_FIXED_LEN, (uint16_t)fx);
+		fl__put_le16(big + O_ENTRY_LEN, (uint16_t)el);
+		fl__put_le32(big + O_TOTAL, (uint32_t)total);
 		memset(big + 32, 0xee, hl - 32);	/* unknown header extension */
 		reseal(big, total);
 		T_ASSERT_OK(fl__mon_decode_hello(big, total, &d, err, sizeof(err)));
@@ -256,11 +234,11 @@ TEST(monitor_proto_reply_event_roundtrip)
 
 	/* ERROR lies: errno 0, text length that does not match, NUL inside. */
 	len = fl__mon_encode_error(-EIO, "abc", buf, sizeof(buf));
-	put32(buf + 32, 0);
+	fl__put_le32(buf + 32, 0);
 	reseal(buf, len);
 	T_ASSERT_FAILS(fl__mon_decode_reply(buf, len, &rep, err, sizeof(err)), EPROTO, "errno");
 	len = fl__mon_encode_error(-EIO, "abc", buf, sizeof(buf));
-	put32(buf + 36, 2);
+	fl__put_le32(buf + 36, 2);
 	reseal(buf, len);
 	T_ASSERT_FAILS(fl__mon_decode_reply(buf, len, &rep, err, sizeof(err)), EPROTO, "follow");
 	len = fl__mon_encode_error(-EIO, "abc", buf, sizeof(buf));
@@ -268,7 +246,7 @@ TEST(monitor_proto_reply_event_roundtrip)
 	reseal(buf, len);
 	T_ASSERT_FAILS(fl__mon_decode_reply(buf, len, &rep, err, sizeof(err)), EPROTO, "NUL");
 	len = fl__mon_encode_error(-EIO, "abc", buf, sizeof(buf));
-	put32(buf + 36, FL_MONITOR_MAX_ERRMSG + 1);
+	fl__put_le32(buf + 36, FL_MONITOR_MAX_ERRMSG + 1);
 	reseal(buf, len);
 	T_ASSERT_FAILS(fl__mon_decode_reply(buf, len, &rep, err, sizeof(err)), E2BIG, "limit");
 	/* ACK with a reserved field set, or flags. */
@@ -277,7 +255,7 @@ TEST(monitor_proto_reply_event_roundtrip)
 	reseal(buf, len);
 	T_ASSERT_FAILS(fl__mon_decode_reply(buf, len, &rep, err, sizeof(err)), EPROTO, "reserved");
 	len = fl__mon_encode_ack(1, 2, buf, sizeof(buf));
-	put32(buf + O_FLAGS, 4);
+	fl__put_le32(buf + O_FLAGS, 4);
 	reseal(buf, len);
 	T_ASSERT_FAILS(fl__mon_decode_reply(buf, len, &rep, err, sizeof(err)), EPROTO, "flags");
 	/* A HELLO is no reply. */
@@ -294,7 +272,7 @@ TEST(monitor_proto_reply_event_roundtrip)
 	len = fl__mon_encode_bye(buf, sizeof(buf));
 	T_ASSERT_EQ(len, 32);
 	T_ASSERT_OK(fl__mon_decode_bye(buf, len, err, sizeof(err)));
-	put32(buf + O_FLAGS, 1);
+	fl__put_le32(buf + O_FLAGS, 1);
 	reseal(buf, len);
 	T_ASSERT_FAILS(fl__mon_decode_bye(buf, len, err, sizeof(err)), EPROTO, "flags");
 	len = fl__mon_encode_ack(1, 2, buf, sizeof(buf));
@@ -338,8 +316,8 @@ TEST(monitor_proto_reply_event_roundtrip)
 	T_ASSERT_FAILS(fl__mon_decode_events(buf, len, out, FL_MONITOR_MAX_EVENTS, &n, err,
 					     sizeof(err)), EPROTO, "reserved");
 	len = fl__mon_encode_events(ev, 1, buf, sizeof(buf));
-	put32(buf + O_COUNT, 0);
-	put32(buf + O_TOTAL, 32);
+	fl__put_le32(buf + O_COUNT, 0);
+	fl__put_le32(buf + O_TOTAL, 32);
 	reseal(buf, 32);
 	T_ASSERT_FAILS(fl__mon_decode_events(buf, 32, out, FL_MONITOR_MAX_EVENTS, &n, err,
 					     sizeof(err)), EPROTO, "without events");
@@ -365,7 +343,7 @@ TEST(monitor_proto_header_errors)
 	T_ASSERT_EQ(fl__mon_frame(b, 31, &total, err, sizeof(err)), -EAGAIN);
 	T_ASSERT_OK(fl__mon_frame(b, 32, &total, err, sizeof(err)));
 	T_ASSERT_EQ(total, len);
-	put16(b + O_VERSION, 2);
+	fl__put_le16(b + O_VERSION, 2);
 	reseal(b, len);
 	T_ASSERT_FAILS(DECODE(len), EPROTONOSUPPORT, "version 2");
 	FRESH();
@@ -375,74 +353,74 @@ TEST(monitor_proto_header_errors)
 	/* Lengths that lie. */
 	T_ASSERT_FAILS(DECODE(len - 1), EPROTO, "header says");
 	T_ASSERT_FAILS(DECODE(len + 1), EPROTO, "header says");
-	put32(b + O_TOTAL, FL_MONITOR_MAX_MSG + 1);
+	fl__put_le32(b + O_TOTAL, FL_MONITOR_MAX_MSG + 1);
 	T_ASSERT_FAILS(DECODE(len), E2BIG, "exceeds");
-	put32(b + O_TOTAL, 16);
+	fl__put_le32(b + O_TOTAL, 16);
 	T_ASSERT_FAILS(DECODE(len), EPROTO, "shorter than the header");
 	FRESH();
-	put16(b + O_HDR_LEN, 24);
+	fl__put_le16(b + O_HDR_LEN, 24);
 	T_ASSERT_FAILS(DECODE(len), EPROTO, "header length");
-	put16(b + O_HDR_LEN, 36);
+	fl__put_le16(b + O_HDR_LEN, 36);
 	T_ASSERT_FAILS(DECODE(len), EPROTO, "header length");
 	FRESH();
 	b[len - 1] ^= 1;	/* a byte of the path: only the checksum can tell */
 	T_ASSERT_FAILS(DECODE(len), EPROTO, "checksum");
 	FRESH();
-	put16(b + O_TYPE, FL_MONITOR_MSG_EVENT);
+	fl__put_le16(b + O_TYPE, FL_MONITOR_MSG_EVENT);
 	reseal(b, len);
 	T_ASSERT_FAILS(DECODE(len), EPROTO, "expected a HELLO");
 	FRESH();
-	put16(b + O_RESERVED, 1);
+	fl__put_le16(b + O_RESERVED, 1);
 	reseal(b, len);
 	T_ASSERT_FAILS(DECODE(len), EPROTO, "reserved");
 	FRESH();
-	put16(b + O_FIXED_LEN, 24);
+	fl__put_le16(b + O_FIXED_LEN, 24);
 	reseal(b, len);
 	T_ASSERT_FAILS(DECODE(len), EPROTO, "fixed part");
 	FRESH();
-	put16(b + O_ENTRY_LEN, 60);
+	fl__put_le16(b + O_ENTRY_LEN, 60);
 	reseal(b, len);
 	T_ASSERT_FAILS(DECODE(len), EPROTO, "entry length");
 	FRESH();
-	put16(b + O_ENTRY_LEN, 264);
+	fl__put_le16(b + O_ENTRY_LEN, 264);
 	reseal(b, len);
 	T_ASSERT_FAILS(DECODE(len), EPROTO, "entry length");
 	/* A count that lies: more entries than bytes. */
 	FRESH();
-	put32(b + O_COUNT, 5);
+	fl__put_le32(b + O_COUNT, 5);
 	reseal(b, len);
 	T_ASSERT_FAILS(DECODE(len), EPROTO, "need");
 	FRESH();
-	put32(b + O_COUNT, FL_MONITOR_MAX_REGIONS + 1);
+	fl__put_le32(b + O_COUNT, FL_MONITOR_MAX_REGIONS + 1);
 	reseal(b, len);
 	T_ASSERT_FAILS(DECODE(len), E2BIG, "limit");
 	FRESH();
-	put32(b + O_COUNT, 0xffffffffu);
+	fl__put_le32(b + O_COUNT, 0xffffffffu);
 	reseal(b, len);
 	T_ASSERT_FAILS(DECODE(len), E2BIG, "limit");
 	/* Fewer regions than sent: the rest is string area, and the path still checks. */
 	FRESH();
-	put32(b + O_COUNT, 0);
+	fl__put_le32(b + O_COUNT, 0);
 	reseal(b, len);
 	T_ASSERT_FAILS(DECODE(len), EINVAL, "no regions");
 	FRESH();
-	put32(b + O_FLAGS, 6);
+	fl__put_le32(b + O_FLAGS, 6);
 	reseal(b, len);
 	T_ASSERT_FAILS(DECODE(len), EPROTO, "flags");
 	FRESH();
-	put32(b + O_FLAGS, FL_MONITOR_HELLO_REATTACH);
+	fl__put_le32(b + O_FLAGS, FL_MONITOR_HELLO_REATTACH);
 	reseal(b, len);
 	T_ASSERT_FAILS(DECODE(len), EINVAL, "REATTACH");
 	FRESH();
-	put32(b + 32 + 20, 3);	/* attach_seq without the flag */
+	fl__put_le32(b + 32 + 20, 3);	/* attach_seq without the flag */
 	reseal(b, len);
 	T_ASSERT_FAILS(DECODE(len), EINVAL, "REATTACH");
 	FRESH();
-	put64(b + 32 + 24, 1);
+	fl__put_le64(b + 32 + 24, 1);
 	reseal(b, len);
 	T_ASSERT_FAILS(DECODE(len), EPROTO, "reserved HELLO");
 	FRESH();
-	put64(b + 32, 1ull << 40);
+	fl__put_le64(b + 32, 1ull << 40);
 	reseal(b, len);
 	T_ASSERT_FAILS(DECODE(len), EINVAL, "feature");
 	FRESH();
@@ -560,7 +538,7 @@ TEST(monitor_proto_region_errors)
 		uint32_t poff;
 
 		len = fl__mon_encode_hello(&h, buf, sizeof(buf));
-		poff = get32(e + R_PATH_OFF);
+		poff = fl__le32(e + R_PATH_OFF);
 		T_ASSERT_EQ(poff, O_R0 + 64);
 		/* NUL in the middle: the length says more than the string holds. */
 		buf[poff + 5] = '\0';
@@ -568,39 +546,39 @@ TEST(monitor_proto_region_errors)
 		T_ASSERT_FAILS(fl__mon_decode_hello(buf, len, &d, err, sizeof(err)), EINVAL,
 			       "NUL byte");
 		len = fl__mon_encode_hello(&h, buf, sizeof(buf));
-		put32(e + R_PATH_LEN, get32(e + R_PATH_LEN) - 1);	/* no NUL right after */
+		fl__put_le32(e + R_PATH_LEN, fl__le32(e + R_PATH_LEN) - 1);	/* no NUL right after */
 		reseal(buf, len);
 		T_ASSERT_FAILS(fl__mon_decode_hello(buf, len, &d, err, sizeof(err)), EPROTO,
 			       "NUL-terminated");
 		len = fl__mon_encode_hello(&h, buf, sizeof(buf));
-		put32(e + R_PATH_LEN, get32(e + R_PATH_LEN) + 1);	/* runs past the end */
+		fl__put_le32(e + R_PATH_LEN, fl__le32(e + R_PATH_LEN) + 1);	/* runs past the end */
 		reseal(buf, len);
 		T_ASSERT_FAILS(fl__mon_decode_hello(buf, len, &d, err, sizeof(err)), EPROTO,
 			       "outside");
 		len = fl__mon_encode_hello(&h, buf, sizeof(buf));
-		put32(e + R_PATH_OFF, 8);	/* points into the header */
+		fl__put_le32(e + R_PATH_OFF, 8);	/* points into the header */
 		reseal(buf, len);
 		T_ASSERT_FAILS(fl__mon_decode_hello(buf, len, &d, err, sizeof(err)), EPROTO,
 			       "outside");
 		len = fl__mon_encode_hello(&h, buf, sizeof(buf));
-		put32(e + R_PATH_OFF, 0xfffffff0u);	/* offset + length wraps a u32 */
-		put32(e + R_PATH_LEN, 0x20);
+		fl__put_le32(e + R_PATH_OFF, 0xfffffff0u);	/* offset + length wraps a u32 */
+		fl__put_le32(e + R_PATH_LEN, 0x20);
 		reseal(buf, len);
 		T_ASSERT_FAILS(fl__mon_decode_hello(buf, len, &d, err, sizeof(err)), EPROTO,
 			       "outside");
 		len = fl__mon_encode_hello(&h, buf, sizeof(buf));
-		put32(e + R_PATH_LEN, FL_MONITOR_MAX_PATH + 1);
+		fl__put_le32(e + R_PATH_LEN, FL_MONITOR_MAX_PATH + 1);
 		reseal(buf, len);
 		T_ASSERT_FAILS(fl__mon_decode_hello(buf, len, &d, err, sizeof(err)), E2BIG,
 			       "limit");
 		len = fl__mon_encode_hello(&h, buf, sizeof(buf));
-		put16(e + R_STORE, FL_MONITOR_STORE_ZERO);
+		fl__put_le16(e + R_STORE, FL_MONITOR_STORE_ZERO);
 		reseal(buf, len);
 		T_ASSERT_FAILS(fl__mon_decode_hello(buf, len, &d, err, sizeof(err)), EINVAL,
 			       "has no path");
 		len = fl__mon_encode_hello(&h, buf, sizeof(buf));
-		put32(e + R_PATH_LEN, 0);
-		put32(e + R_PATH_OFF, 0);
+		fl__put_le32(e + R_PATH_LEN, 0);
+		fl__put_le32(e + R_PATH_OFF, 0);
 		reseal(buf, len);
 		T_ASSERT_FAILS(fl__mon_decode_hello(buf, len, &d, err, sizeof(err)), EINVAL,
 			       "needs a path");
@@ -610,7 +588,7 @@ TEST(monitor_proto_region_errors)
 		T_ASSERT_FAILS(fl__mon_decode_hello(buf, len, &d, err, sizeof(err)), EPROTO,
 			       "reserved");
 		len = fl__mon_encode_hello(&h, buf, sizeof(buf));
-		put32(e + R_PS, 4096 * 3);
+		fl__put_le32(e + R_PS, 4096 * 3);
 		reseal(buf, len);
 		T_ASSERT_FAILS(fl__mon_decode_hello(buf, len, &d, err, sizeof(err)), EINVAL,
 			       "region 0: page size 12288");
@@ -1069,21 +1047,21 @@ TEST(monitor_proto_claim_grant)
 	fl__mon_hello_free(&d);
 	/* h keeps the first decode's regions (their paths point into msg) until the end. */
 	/* Without the flag the field is reserved; with it, the page must be one of its own. */
-	put32(buf + O_FLAGS, 0);
+	fl__put_le32(buf + O_FLAGS, 0);
 	reseal(buf, len);
 	T_ASSERT_FAILS(fl__mon_decode_hello(buf, len, &d, err, sizeof(err)), EPROTO, "reserved");
-	put32(buf + O_FLAGS, FL_MONITOR_HELLO_CHILDREN);
-	put64(buf + FL_MONITOR_HDR_LEN + 24, 0x7f0000101800ull);
+	fl__put_le32(buf + O_FLAGS, FL_MONITOR_HELLO_CHILDREN);
+	fl__put_le64(buf + FL_MONITOR_HDR_LEN + 24, 0x7f0000101800ull);
 	reseal(buf, len);
 	T_ASSERT_FAILS(fl__mon_decode_hello(buf, len, &d, err, sizeof(err)), EINVAL, "beacon");
-	put64(buf + FL_MONITOR_HDR_LEN + 24, 0);
+	fl__put_le64(buf + FL_MONITOR_HDR_LEN + 24, 0);
 	reseal(buf, len);
 	T_ASSERT_FAILS(fl__mon_decode_hello(buf, len, &d, err, sizeof(err)), EINVAL, "beacon");
-	put64(buf + FL_MONITOR_HDR_LEN + 24, 0x7f0000000000ull + 4 * 4096);
+	fl__put_le64(buf + FL_MONITOR_HDR_LEN + 24, 0x7f0000000000ull + 4 * 4096);
 	reseal(buf, len);
 	T_ASSERT_FAILS(fl__mon_decode_hello(buf, len, &d, err, sizeof(err)), EINVAL,
 		       "overlaps a region");
-	put32(buf + O_FLAGS, 1u << 2);
+	fl__put_le32(buf + O_FLAGS, 1u << 2);
 	reseal(buf, len);
 	T_ASSERT_FAILS(fl__mon_decode_hello(buf, len, &d, err, sizeof(err)), EPROTO,
 		       "unknown HELLO flags");
@@ -1099,12 +1077,12 @@ TEST(monitor_proto_claim_grant)
 	fl__mon_hello_free(&d);
 	T_ASSERT_FAILS(fl__mon_decode_hello(buf, len, &d, err, sizeof(err)), EPROTO,
 		       "expected a HELLO message, got type 7 (GRANT)");
-	put32(buf + O_FLAGS, FL_MONITOR_HELLO_CHILDREN | FL_MONITOR_HELLO_REATTACH);
+	fl__put_le32(buf + O_FLAGS, FL_MONITOR_HELLO_CHILDREN | FL_MONITOR_HELLO_REATTACH);
 	reseal(buf, len);
 	T_ASSERT_FAILS(fl__mon_decode_grant(buf, len, &d, err, sizeof(err)), EPROTO,
 		       "unknown GRANT flags");
-	put32(buf + O_FLAGS, 0);
-	put64(buf + FL_MONITOR_HDR_LEN + 24, 0);
+	fl__put_le32(buf + O_FLAGS, 0);
+	fl__put_le64(buf + FL_MONITOR_HDR_LEN + 24, 0);
 	reseal(buf, len);
 	T_ASSERT_FAILS(fl__mon_decode_grant(buf, len, &d, err, sizeof(err)), EPROTO,
 		       "without flag CHILDREN");
@@ -1125,28 +1103,28 @@ TEST(monitor_proto_claim_grant)
 	T_ASSERT(c2.session == c.session && c2.token == c.token && c2.pid == 7);
 	T_ASSERT_FAILS(fl__mon_decode_claim(buf, len - 8, &c2, err, sizeof(err)), EPROTO,
 		       "header says");
-	put64(buf + FL_MONITOR_HDR_LEN + 8, 0);
+	fl__put_le64(buf + FL_MONITOR_HDR_LEN + 8, 0);
 	reseal(buf, len);
 	T_ASSERT_FAILS(fl__mon_decode_claim(buf, len, &c2, err, sizeof(err)), EINVAL,
 		       "zero session or token");
 	len = fl__mon_encode_claim(&c, buf, sizeof(buf));
-	put32(buf + FL_MONITOR_HDR_LEN + 20, 1);
+	fl__put_le32(buf + FL_MONITOR_HDR_LEN + 20, 1);
 	reseal(buf, len);
 	T_ASSERT_FAILS(fl__mon_decode_claim(buf, len, &c2, err, sizeof(err)), EPROTO, "reserved");
 	len = fl__mon_encode_claim(&c, buf, sizeof(buf));
-	put32(buf + O_FLAGS, 1);
+	fl__put_le32(buf + O_FLAGS, 1);
 	reseal(buf, len);
 	T_ASSERT_FAILS(fl__mon_decode_claim(buf, len, &c2, err, sizeof(err)), EPROTO,
 		       "CLAIM flags");
 	/* A longer fixed part (a later minor version) is skipped; trailing bytes are not. */
 	memcpy(ext, buf, FL_MONITOR_HDR_LEN + FL_MONITOR_CLAIM_FIXED_LEN);
 	memset(ext + FL_MONITOR_HDR_LEN + FL_MONITOR_CLAIM_FIXED_LEN, 0, 8);
-	put32(ext + O_FLAGS, 0);
-	put16(ext + O_FIXED_LEN, FL_MONITOR_CLAIM_FIXED_LEN + 8);
-	put32(ext + O_TOTAL, (uint32_t)len + 8);
+	fl__put_le32(ext + O_FLAGS, 0);
+	fl__put_le16(ext + O_FIXED_LEN, FL_MONITOR_CLAIM_FIXED_LEN + 8);
+	fl__put_le32(ext + O_TOTAL, (uint32_t)len + 8);
 	reseal(ext, len + 8);
 	T_ASSERT_OK(fl__mon_decode_claim(ext, len + 8, &c2, err, sizeof(err)));
-	put16(ext + O_FIXED_LEN, FL_MONITOR_CLAIM_FIXED_LEN);
+	fl__put_le16(ext + O_FIXED_LEN, FL_MONITOR_CLAIM_FIXED_LEN);
 	reseal(ext, len + 8);
 	T_ASSERT_FAILS(fl__mon_decode_claim(ext, len + 8, &c2, err, sizeof(err)), EPROTO,
 		       "after the CLAIM");

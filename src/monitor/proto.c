@@ -9,6 +9,7 @@
 #include "faultline.h"
 #include "monitor-int.h"
 #include "net/crc32c.h"
+#include "net/le.h"
 
 /* Header field offsets (doc/monitor-protocol.md, "Header"). */
 #define H_MAGIC 0
@@ -36,41 +37,6 @@ void fl__mon_errf(char *err, size_t errlen, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(err, errlen, fmt, ap);
 	va_end(ap);
-}
-
-/* ------------------------------------------------------------ byte order */
-
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	put32(p, (uint32_t)v);
-	put32(p + 4, (uint32_t)(v >> 32));
 }
 
 /* --------------------------------------------------------------- CRC-32C */
@@ -144,7 +110,7 @@ int fl__mon_frame(const void *buf, size_t len, size_t *ret_total, char *err, siz
 	uint8_t magic[4];
 	uint32_t version, hdr_len, total;
 
-	put32(magic, FL_MONITOR_PROTO_MAGIC);
+	fl__put_le32(magic, FL_MONITOR_PROTO_MAGIC);
 	/* Refuse a wrong magic as early as its first byte: it may not be our protocol at all. */
 	if (memcmp(b, magic, len < 4 ? len : 4)) {
 		fl__mon_errf(err, errlen, "not a faultline monitor message (bad magic)");
@@ -152,19 +118,19 @@ int fl__mon_frame(const void *buf, size_t len, size_t *ret_total, char *err, siz
 	}
 	if (len < FL_MONITOR_HDR_LEN)
 		return -EAGAIN;
-	version = get16(b + H_VERSION);
+	version = fl__le16(b + H_VERSION);
 	if (version != FL_MONITOR_PROTO_VERSION) {
 		fl__mon_errf(err, errlen, "protocol version %u not supported (this side speaks %u)",
 			     version, FL_MONITOR_PROTO_VERSION);
 		return -EPROTONOSUPPORT;
 	}
-	hdr_len = get16(b + H_HDR_LEN);
+	hdr_len = fl__le16(b + H_HDR_LEN);
 	if (hdr_len < FL_MONITOR_HDR_LEN || hdr_len > MAX_PART_LEN || hdr_len % 8) {
 		fl__mon_errf(err, errlen, "header length %u invalid (%u to %u, a multiple of 8)",
 			     hdr_len, FL_MONITOR_HDR_LEN, MAX_PART_LEN);
 		return -EPROTO;
 	}
-	total = get32(b + H_TOTAL_LEN);
+	total = fl__le32(b + H_TOTAL_LEN);
 	if (total > FL_MONITOR_MAX_MSG) {
 		fl__mon_errf(err, errlen, "message of %u bytes exceeds the limit of %u", total,
 			     FL_MONITOR_MAX_MSG);
@@ -181,7 +147,7 @@ int fl__mon_frame(const void *buf, size_t len, size_t *ret_total, char *err, siz
 
 uint32_t fl__mon_msg_type(const void *buf)
 {
-	return get16((const uint8_t *)buf + H_TYPE);
+	return fl__le16((const uint8_t *)buf + H_TYPE);
 }
 
 /* The parts of a message after its header checks. */
@@ -229,32 +195,32 @@ static int open_msg(const void *buf, size_t len, uint32_t type, size_t min_fixed
 			     total);
 		return -EPROTO;
 	}
-	t = get16(b + H_TYPE);
+	t = fl__le16(b + H_TYPE);
 	if (t != type) {
 		fl__mon_errf(err, errlen, "expected a %s message, got type %u (%s)",
 			     type_name(type), t, type_name(t));
 		return -EPROTO;
 	}
-	if (get16(b + H_RESERVED)) {
+	if (fl__le16(b + H_RESERVED)) {
 		fl__mon_errf(err, errlen, "reserved header field is not zero");
 		return -EPROTO;
 	}
-	crc = get32(b + H_CRC);
+	crc = fl__le32(b + H_CRC);
 	if (crc != msg_crc(b, total)) {
 		fl__mon_errf(err, errlen,
 			     "checksum mismatch (message says %08x, content gives %08x)", crc,
 			     msg_crc(b, total));
 		return -EPROTO;
 	}
-	hdr_len = get16(b + H_HDR_LEN);
+	hdr_len = fl__le16(b + H_HDR_LEN);
 	*p = (struct parts){
 		.b = b,
 		.total = total,
-		.flags = get32(b + H_FLAGS),
-		.count = get32(b + H_COUNT),
+		.flags = fl__le32(b + H_FLAGS),
+		.count = fl__le32(b + H_COUNT),
 		.fixed = hdr_len,
-		.fixed_len = get16(b + H_FIXED_LEN),
-		.entry_len = get16(b + H_ENTRY_LEN),
+		.fixed_len = fl__le16(b + H_FIXED_LEN),
+		.entry_len = fl__le16(b + H_ENTRY_LEN),
 	};
 	if (p->fixed_len < min_fixed || p->fixed_len > MAX_PART_LEN || p->fixed_len % 8) {
 		fl__mon_errf(err, errlen,
@@ -297,22 +263,22 @@ static int open_msg(const void *buf, size_t len, uint32_t type, size_t min_fixed
 static void write_header(uint8_t *b, uint32_t type, size_t fixed_len, size_t entry_len,
 			 size_t total, uint32_t flags, uint32_t count)
 {
-	put32(b + H_MAGIC, FL_MONITOR_PROTO_MAGIC);
-	put16(b + H_VERSION, FL_MONITOR_PROTO_VERSION);
-	put16(b + H_TYPE, (uint16_t)type);
-	put16(b + H_HDR_LEN, FL_MONITOR_HDR_LEN);
-	put16(b + H_FIXED_LEN, (uint16_t)fixed_len);
-	put16(b + H_ENTRY_LEN, (uint16_t)entry_len);
-	put16(b + H_RESERVED, 0);
-	put32(b + H_TOTAL_LEN, (uint32_t)total);
-	put32(b + H_FLAGS, flags);
-	put32(b + H_COUNT, count);
-	put32(b + H_CRC, 0);
+	fl__put_le32(b + H_MAGIC, FL_MONITOR_PROTO_MAGIC);
+	fl__put_le16(b + H_VERSION, FL_MONITOR_PROTO_VERSION);
+	fl__put_le16(b + H_TYPE, (uint16_t)type);
+	fl__put_le16(b + H_HDR_LEN, FL_MONITOR_HDR_LEN);
+	fl__put_le16(b + H_FIXED_LEN, (uint16_t)fixed_len);
+	fl__put_le16(b + H_ENTRY_LEN, (uint16_t)entry_len);
+	fl__put_le16(b + H_RESERVED, 0);
+	fl__put_le32(b + H_TOTAL_LEN, (uint32_t)total);
+	fl__put_le32(b + H_FLAGS, flags);
+	fl__put_le32(b + H_COUNT, count);
+	fl__put_le32(b + H_CRC, 0);
 }
 
 static void seal(uint8_t *b, size_t total)
 {
-	put32(b + H_CRC, msg_crc(b, total));
+	fl__put_le32(b + H_CRC, msg_crc(b, total));
 }
 
 /* --------------------------------------------------------------- regions */
@@ -539,11 +505,11 @@ static size_t encode_layout(uint32_t type, const struct fl__mon_hello *h, void *
 	memset(b, 0, total);
 	write_header(b, type, FL_MONITOR_HELLO_FIXED_LEN, FL_MONITOR_REGION_LEN, total, h->flags,
 		     h->n);
-	put64(b + FL_MONITOR_HDR_LEN + F_FEATURES, h->features);
-	put64(b + FL_MONITOR_HDR_LEN + F_SESSION, h->session);
-	put32(b + FL_MONITOR_HDR_LEN + F_PID, h->pid);
-	put32(b + FL_MONITOR_HDR_LEN + F_SEQ, h->attach_seq);
-	put64(b + FL_MONITOR_HDR_LEN + F_BEACON, h->beacon);
+	fl__put_le64(b + FL_MONITOR_HDR_LEN + F_FEATURES, h->features);
+	fl__put_le64(b + FL_MONITOR_HDR_LEN + F_SESSION, h->session);
+	fl__put_le32(b + FL_MONITOR_HDR_LEN + F_PID, h->pid);
+	fl__put_le32(b + FL_MONITOR_HDR_LEN + F_SEQ, h->attach_seq);
+	fl__put_le64(b + FL_MONITOR_HDR_LEN + F_BEACON, h->beacon);
 	spos = entries + (size_t)h->n * FL_MONITOR_REGION_LEN;
 	prev = -1;
 	for (uint32_t i = 0; i < h->n; i++) {
@@ -552,18 +518,18 @@ static size_t encode_layout(uint32_t type, const struct fl__mon_hello *h, void *
 		uint32_t off;
 		long j;
 
-		put64(e + R_ADDR, r->addr);
-		put64(e + R_LEN, r->len);
-		put64(e + R_OFF, r->off);
-		put64(e + R_SEED, r->seed);
-		put32(e + R_PAGE_SIZE, r->page_size);
-		put16(e + R_STORE, (uint16_t)r->store);
-		put16(e + R_MEM, (uint16_t)r->mem);
+		fl__put_le64(e + R_ADDR, r->addr);
+		fl__put_le64(e + R_LEN, r->len);
+		fl__put_le64(e + R_OFF, r->off);
+		fl__put_le64(e + R_SEED, r->seed);
+		fl__put_le32(e + R_PAGE_SIZE, r->page_size);
+		fl__put_le16(e + R_STORE, (uint16_t)r->store);
+		fl__put_le16(e + R_MEM, (uint16_t)r->mem);
 		if (r->store != FL_MONITOR_STORE_FILE || !r->path)
 			continue;
 		j = shared_path(h, i, prev);
 		if (j >= 0) {
-			off = get32(b + entries + (size_t)j * FL_MONITOR_REGION_LEN + R_PATH_OFF);
+			off = fl__le32(b + entries + (size_t)j * FL_MONITOR_REGION_LEN + R_PATH_OFF);
 		} else {
 			memcpy(b + spos, r->path, r->path_len);
 			b[spos + r->path_len] = '\0';
@@ -571,8 +537,8 @@ static size_t encode_layout(uint32_t type, const struct fl__mon_hello *h, void *
 			spos += (size_t)r->path_len + 1;
 		}
 		prev = i;
-		put32(e + R_PATH_OFF, off);
-		put32(e + R_PATH_LEN, r->path_len);
+		fl__put_le32(e + R_PATH_OFF, off);
+		fl__put_le32(e + R_PATH_LEN, r->path_len);
 	}
 	seal(b, total);
 	return total;
@@ -625,11 +591,11 @@ static int decode_layout(uint32_t type, const void *buf, size_t len, struct fl__
 		return r;
 	f = p.b + p.fixed;
 	h.flags = p.flags;
-	h.features = get64(f + F_FEATURES);
-	h.session = get64(f + F_SESSION);
-	h.pid = get32(f + F_PID);
-	h.attach_seq = get32(f + F_SEQ);
-	h.beacon = get64(f + F_BEACON);
+	h.features = fl__le64(f + F_FEATURES);
+	h.session = fl__le64(f + F_SESSION);
+	h.pid = fl__le32(f + F_PID);
+	h.attach_seq = fl__le32(f + F_SEQ);
+	h.beacon = fl__le64(f + F_BEACON);
 	if (h.flags & ~known) {
 		fl__mon_errf(err, errlen, "unknown %s flags %#x", type_name(type), h.flags & ~known);
 		return -EPROTO;
@@ -679,15 +645,15 @@ static int decode_layout(uint32_t type, const void *buf, size_t len, struct fl__
 		uint64_t poff, plen;
 
 		*rg = (struct fl__mon_region){
-			.addr = get64(e + R_ADDR),
-			.len = get64(e + R_LEN),
-			.off = get64(e + R_OFF),
-			.seed = get64(e + R_SEED),
-			.page_size = get32(e + R_PAGE_SIZE),
-			.store = get16(e + R_STORE),
-			.mem = get16(e + R_MEM),
+			.addr = fl__le64(e + R_ADDR),
+			.len = fl__le64(e + R_LEN),
+			.off = fl__le64(e + R_OFF),
+			.seed = fl__le64(e + R_SEED),
+			.page_size = fl__le32(e + R_PAGE_SIZE),
+			.store = fl__le16(e + R_STORE),
+			.mem = fl__le16(e + R_MEM),
 		};
-		if (get64(e + R_RESERVED) || get64(e + R_RESERVED + 8)) {
+		if (fl__le64(e + R_RESERVED) || fl__le64(e + R_RESERVED + 8)) {
 			fl__mon_errf(err, errlen, "region %u: reserved field is not zero", i);
 			r = -EPROTO;
 			goto fail;
@@ -698,8 +664,8 @@ static int decode_layout(uint32_t type, const void *buf, size_t len, struct fl__
 			r = -EINVAL;
 			goto fail;
 		}
-		poff = get32(e + R_PATH_OFF);
-		plen = get32(e + R_PATH_LEN);
+		poff = fl__le32(e + R_PATH_OFF);
+		plen = fl__le32(e + R_PATH_LEN);
 		if (rg->store != FL_MONITOR_STORE_FILE) {
 			if (poff || plen) {
 				fl__mon_errf(err, errlen, "region %u: a %s region has no path", i,
@@ -778,9 +744,9 @@ size_t fl__mon_encode_claim(const struct fl__mon_claim *c, void *buf, size_t cap
 		return total;
 	memset(b, 0, total);
 	write_header(b, FL_MONITOR_MSG_CLAIM, FL_MONITOR_CLAIM_FIXED_LEN, 0, total, 0, 0);
-	put64(b + FL_MONITOR_HDR_LEN, c->session);
-	put64(b + FL_MONITOR_HDR_LEN + 8, c->token);
-	put32(b + FL_MONITOR_HDR_LEN + 16, c->pid);
+	fl__put_le64(b + FL_MONITOR_HDR_LEN, c->session);
+	fl__put_le64(b + FL_MONITOR_HDR_LEN + 8, c->token);
+	fl__put_le32(b + FL_MONITOR_HDR_LEN + 16, c->pid);
 	seal(b, total);
 	return total;
 }
@@ -807,14 +773,14 @@ int fl__mon_decode_claim(const void *buf, size_t len, struct fl__mon_claim *ret,
 		return -EPROTO;
 	}
 	f = p.b + p.fixed;
-	if (get32(f + 20)) {
+	if (fl__le32(f + 20)) {
 		fl__mon_errf(err, errlen, "reserved CLAIM field is not zero");
 		return -EPROTO;
 	}
 	*ret = (struct fl__mon_claim){
-		.session = get64(f),
-		.token = get64(f + 8),
-		.pid = get32(f + 16),
+		.session = fl__le64(f),
+		.token = fl__le64(f + 8),
+		.pid = fl__le32(f + 16),
 	};
 	if (!ret->session || !ret->token) {
 		fl__mon_errf(err, errlen, "a CLAIM with a zero session or token");
@@ -827,19 +793,19 @@ void fl__mon_beacon_write(void *page, uint64_t session, uint64_t token)
 {
 	uint8_t *b = page;
 
-	put64(b, FL_MONITOR_BEACON_MAGIC);
-	put64(b + 8, session);
-	put64(b + 16, token);
+	fl__put_le64(b, FL_MONITOR_BEACON_MAGIC);
+	fl__put_le64(b + 8, session);
+	fl__put_le64(b + 16, token);
 }
 
 bool fl__mon_beacon_read(const void *page, uint64_t *ret_session, uint64_t *ret_token)
 {
 	const uint8_t *b = page;
 
-	if (get64(b) != FL_MONITOR_BEACON_MAGIC || !get64(b + 8) || !get64(b + 16))
+	if (fl__le64(b) != FL_MONITOR_BEACON_MAGIC || !fl__le64(b + 8) || !fl__le64(b + 16))
 		return false;
-	*ret_session = get64(b + 8);
-	*ret_token = get64(b + 16);
+	*ret_session = fl__le64(b + 8);
+	*ret_token = fl__le64(b + 16);
 	return true;
 }
 
@@ -854,8 +820,8 @@ size_t fl__mon_encode_ack(uint64_t session, uint32_t pid, void *buf, size_t cap)
 		return total;
 	memset(b, 0, total);
 	write_header(b, FL_MONITOR_MSG_ACK, FL_MONITOR_ACK_FIXED_LEN, 0, total, 0, 0);
-	put64(b + FL_MONITOR_HDR_LEN, session);
-	put32(b + FL_MONITOR_HDR_LEN + 8, pid);
+	fl__put_le64(b + FL_MONITOR_HDR_LEN, session);
+	fl__put_le32(b + FL_MONITOR_HDR_LEN + 8, pid);
 	seal(b, total);
 	return total;
 }
@@ -872,8 +838,8 @@ size_t fl__mon_encode_error(int err, const char *msg, void *buf, size_t cap)
 		return total;
 	memset(b, 0, total);
 	write_header(b, FL_MONITOR_MSG_ERROR, FL_MONITOR_ERROR_FIXED_LEN, 0, total, 0, 0);
-	put32(b + FL_MONITOR_HDR_LEN, (uint32_t)-err);
-	put32(b + FL_MONITOR_HDR_LEN + 4, (uint32_t)mlen);
+	fl__put_le32(b + FL_MONITOR_HDR_LEN, (uint32_t)-err);
+	fl__put_le32(b + FL_MONITOR_HDR_LEN + 4, (uint32_t)mlen);
 	if (mlen)
 		memcpy(b + FL_MONITOR_HDR_LEN + FL_MONITOR_ERROR_FIXED_LEN, msg, mlen);
 	seal(b, total);
@@ -909,7 +875,7 @@ int fl__mon_decode_reply(const void *buf, size_t len, struct fl__mon_reply *ret,
 	}
 	f = p.b + p.fixed;
 	if (type == FL_MONITOR_MSG_ACK) {
-		if (get32(f + 12)) {
+		if (fl__le32(f + 12)) {
 			fl__mon_errf(err, errlen, "reserved ACK field is not zero");
 			return -EPROTO;
 		}
@@ -919,13 +885,13 @@ int fl__mon_decode_reply(const void *buf, size_t len, struct fl__mon_reply *ret,
 		}
 		*ret = (struct fl__mon_reply){
 			.type = type,
-			.session = get64(f),
-			.pid = get32(f + 8),
+			.session = fl__le64(f),
+			.pid = fl__le32(f + 8),
 		};
 		return 0;
 	}
-	e = get32(f);
-	mlen = get32(f + 4);
+	e = fl__le32(f);
+	mlen = fl__le32(f + 4);
 	if (!e || e > 4095) {
 		fl__mon_errf(err, errlen, "ERROR with errno %u out of range", e);
 		return -EPROTO;
@@ -1002,10 +968,10 @@ size_t fl__mon_encode_events(const struct fl__mon_event *ev, size_t n, void *buf
 	for (size_t i = 0; i < n; i++) {
 		uint8_t *e = b + FL_MONITOR_HDR_LEN + i * FL_MONITOR_EVENT_LEN;
 
-		put32(e + E_TYPE, ev[i].type);
-		put64(e + E_A, ev[i].a);
-		put64(e + E_B, ev[i].b);
-		put64(e + E_C, ev[i].c);
+		fl__put_le32(e + E_TYPE, ev[i].type);
+		fl__put_le64(e + E_A, ev[i].a);
+		fl__put_le64(e + E_B, ev[i].b);
+		fl__put_le64(e + E_C, ev[i].c);
 	}
 	seal(b, total);
 	return total;
@@ -1043,12 +1009,12 @@ int fl__mon_decode_events(const void *buf, size_t len, struct fl__mon_event *ev,
 		const uint8_t *e = p.b + p.entries + (size_t)i * p.entry_len;
 
 		ev[i] = (struct fl__mon_event){
-			.type = get32(e + E_TYPE),
-			.a = get64(e + E_A),
-			.b = get64(e + E_B),
-			.c = get64(e + E_C),
+			.type = fl__le32(e + E_TYPE),
+			.a = fl__le64(e + E_A),
+			.b = fl__le64(e + E_B),
+			.c = fl__le64(e + E_C),
 		};
-		if (get32(e + E_RESERVED)) {
+		if (fl__le32(e + E_RESERVED)) {
 			fl__mon_errf(err, errlen, "event %u: reserved field is not zero", i);
 			return -EPROTO;
 		}

@@ -417,14 +417,6 @@ static bool cpu_has_pclmul(void)
 	return __builtin_cpu_supports("sse4.2") && __builtin_cpu_supports("pclmul");
 }
 
-static inline uint64_t load64(const uint8_t *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return v;
-}
-
 /* One stream: the crc32 instruction's latency (3 cycles per 8 bytes) bounds it. */
 __attribute__((target("sse4.2")))
 static uint32_t crc_hw(uint32_t reg, const uint8_t *p, size_t n)
@@ -436,7 +428,7 @@ static uint32_t crc_hw(uint32_t reg, const uint8_t *p, size_t n)
 		n--;
 	}
 	while (n >= 8) {
-		r = _mm_crc32_u64(r, load64(p));
+		r = _mm_crc32_u64(r, fl__le64(p));
 		p += 8;
 		n -= 8;
 	}
@@ -481,9 +473,9 @@ static uint32_t crc_hw3(uint32_t reg, const uint8_t *p, size_t n)
 		uint64_t r0 = reg, r1 = 0, r2 = 0;
 
 		for (size_t i = 0; i < BLOCK; i += 8) {
-			r0 = _mm_crc32_u64(r0, load64(p + i));
-			r1 = _mm_crc32_u64(r1, load64(p + BLOCK + i));
-			r2 = _mm_crc32_u64(r2, load64(p + 2 * BLOCK + i));
+			r0 = _mm_crc32_u64(r0, fl__le64(p + i));
+			r1 = _mm_crc32_u64(r1, fl__le64(p + BLOCK + i));
+			r2 = _mm_crc32_u64(r2, fl__le64(p + 2 * BLOCK + i));
 		}
 		reg = shift_zeros((uint32_t)r0, K_2BLOCKS) ^ shift_zeros((uint32_t)r1, K_1BLOCK) ^
 		      (uint32_t)r2;
