@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -61,10 +62,42 @@ static int write_nr_hugepages(long v)
 	return fclose(f) == 0 && ok ? 0 : -1;
 }
 
+/*
+ * Runners may run side by side (two builds on one machine): each adds its
+ * own HUGE_PAGES_WANTED to the pool and takes exactly those away at exit,
+ * read-modify-write under one lock, so no runner releases another's pages.
+ */
+#define HUGE_LOCK "/tmp/faultline-test-hugepages.lock"
+
+static int adjust_hugepages(long delta)
+{
+	int lk = open(HUGE_LOCK, O_RDWR | O_CREAT | O_CLOEXEC, 0600), r = -1;
+	long v;
+
+	if (lk < 0 || flock(lk, LOCK_EX) < 0)
+		goto out;
+	v = read_nr_hugepages();
+	if (v < 0)
+		goto out;
+	if (v + delta < 0)
+		delta = -v;
+	if (write_nr_hugepages(v + delta) < 0)
+		goto out;
+	r = 0;
+	if (delta > 0 && read_nr_hugepages() < v + delta) {
+		write_nr_hugepages(v);	/* not all of them: give back what we got */
+		r = -1;
+	}
+out:
+	if (lk >= 0)
+		close(lk);
+	return r;
+}
+
 static void restore_hugepages(void)
 {
 	if (saved_hugepages >= 0) {
-		write_nr_hugepages(saved_hugepages);
+		adjust_hugepages(-HUGE_PAGES_WANTED);
 		saved_hugepages = -1;
 	}
 }
@@ -89,7 +122,8 @@ static bool ensure_hugepages(void)
 	for (uint32_t i = 0; i < f.n_huge_sizes; i++)
 		if (f.huge_sizes[i].size == 2u << 20)
 			free_pages = f.huge_sizes[i].free;
-	if (free_pages >= HUGE_PAGES_WANTED) {
+	/* Root reserves its own pages even if some are free: they may be another runner's. */
+	if (free_pages >= HUGE_PAGES_WANTED && geteuid() != 0) {
 		huge_state = 1;
 		return true;
 	}
@@ -107,12 +141,11 @@ static bool ensure_hugepages(void)
 	atexit(restore_hugepages);
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
-	if (write_nr_hugepages(saved_hugepages + HUGE_PAGES_WANTED) < 0 ||
-	    read_nr_hugepages() < saved_hugepages + HUGE_PAGES_WANTED) {
+	if (adjust_hugepages(HUGE_PAGES_WANTED) < 0) {
 		snprintf(huge_reason, sizeof(huge_reason),
 			 "could not reserve %d huge pages (memory too fragmented?)",
 			 HUGE_PAGES_WANTED);
-		restore_hugepages();
+		saved_hugepages = -1;	/* nothing of ours to give back */
 		return false;
 	}
 	huge_state = 1;
