@@ -843,3 +843,141 @@ TEST(pager_events_remove_remap_unmap)
 	fl_pager_destroy(p);
 	fs_free(f);
 }
+
+/*
+ * The program discards a page while its store read is in flight: one
+ * handler thread sits in the store, the other reads the REMOVE event, and
+ * madvise() returns. The late install must not bring the old data back:
+ * the faulting thread and every later read see zeros.
+ */
+TEST(pager_remove_races_store_read)
+{
+	size_t ps = t_page_size();
+	struct fs *f = fs_new(16);
+	struct fl_region_opts o = t_region_opts(f->s, 16 * ps);
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, FL_FEAT_EVENT_REMOVE);
+	struct fl_region_stats st;
+	struct fl_region *r;
+	struct t_access a;
+	uint64_t one = 1;
+
+	f->gate_page = 3;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	T_ASSERT_OK(fl_pager_start(p));
+	t_access_start(&a, page(r, 3) + 2, false, 0);
+	wait_entered(f);
+	/* Returns once the other handler thread read the event: the kernel's zap is done. */
+	T_ASSERT_SYS(madvise(page(r, 3), ps, MADV_DONTNEED));
+	T_ASSERT_SYS(write(f->gate, &one, sizeof(one)));
+	T_ASSERT_EQ(t_access_join(&a), 0);
+	T_ASSERT(t_all(page(r, 3), ps, 0));
+	T_ASSERT_EQ(page(r, 4)[5], pattern_byte(4 * ps + 5));
+	T_ASSERT_OK(fl_region_stats(r, &st));
+	T_ASSERT_EQ(st.errors, 0);
+	T_ASSERT_EQ(atomic_load(&f->gate_reads), 1);
+	fl_pager_destroy(p);
+	fs_free(f);
+}
+
+/*
+ * The same race in memory of another process (a pager serving a received
+ * userfaultfd): the guarantee is the same, zeros after madvise() returned.
+ */
+TEST(pager_remove_races_store_read_other_process)
+{
+	size_t ps = t_page_size(), npages = 16, len = npages * ps;
+	struct fs *f = fs_new(npages);
+	struct fl_pager_opts po = { .sz = sizeof(po), .mode = FL_PAGER_THREADS, .threads = 2 };
+	struct fl_region_opts o = t_region_opts(f->s, len);
+	struct fl_pager *p;
+	struct fl_region *r;
+	struct fl_uffd *u;
+	struct handoff h;
+	int sv[2], fd, status;
+	uint64_t one = 1;
+	pid_t pid;
+	char c;
+
+	T_ASSERT_SYS(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv));
+	pid = fork();
+	T_ASSERT_SYS(pid);
+	if (pid == 0) {
+		struct fl_uffd_opts uo = { .sz = sizeof(uo), .features = FL_FEAT_EVENT_REMOVE };
+		struct t_access a;
+		uint8_t *mem;
+
+		close(sv[0]);
+		if (fl_uffd_open(&uo, &u) < 0)
+			_exit(2);
+		mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (mem == MAP_FAILED ||
+		    fl_uffd_register(u, mem, len, FL_REGISTER_MISSING, NULL) < 0)
+			_exit(3);
+		h = (struct handoff){ (uintptr_t)mem, len, fl_uffd_features(u) };
+		send_fd(sv[1], fl_uffd_fd(u), &h);
+		if (read(sv[1], &c, 1) != 1)
+			_exit(4);
+		t_access_start(&a, mem + 3 * ps + 2, false, 0);
+		/* The parent's store read for page 3 is in flight: discard the page. */
+		if (read(sv[1], &c, 1) != 1 || madvise(mem + 3 * ps, ps, MADV_DONTNEED) < 0 ||
+		    write(sv[1], "m", 1) != 1)
+			_exit(5);
+		if (t_access_join(&a) != 0 || !t_all(mem + 3 * ps, ps, 0))
+			_exit(6);
+		_exit(fl_pattern_check(mem + 4 * ps, 4 * ps, ps, SEED) ? 7 : 0);
+	}
+	close(sv[1]);
+	fd = recv_fd(sv[0], &h);
+	T_ASSERT_OK(fl_uffd_adopt(fd, h.feats, 0, &u));
+	po.uffd = u;
+	T_ASSERT_OK(fl_pager_create(&po, &p));
+	f->gate_page = 3;
+	o.addr = (void *)(uintptr_t)h.addr;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	T_ASSERT_OK(fl_pager_start(p));
+	T_ASSERT_EQ(write(sv[0], "g", 1), 1);
+	wait_entered(f);
+	T_ASSERT_EQ(write(sv[0], "d", 1), 1);
+	T_ASSERT_EQ(read(sv[0], &c, 1), 1);
+	T_ASSERT_SYS(write(f->gate, &one, sizeof(one)));
+	T_ASSERT_SYS(waitpid(pid, &status, 0));
+	expect_clean_exit(status);
+	fl_pager_destroy(p);
+	fl_uffd_close(u);
+	close(fd);
+	close(sv[0]);
+	fs_free(f);
+}
+
+/*
+ * mremap() moves only the second half of a region: the half left behind
+ * is still served, the moved pages that were present keep their data, and
+ * an absent moved page fails loudly (SIGBUS) instead of blocking forever.
+ */
+TEST(pager_partial_mremap_fails_loudly)
+{
+	size_t ps = t_page_size(), npages = 16, len = npages * ps;
+	struct fs *f = fs_new(npages);
+	struct fl_region_opts o = t_region_opts(f->s, len);
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, FL_FEAT_EVENT_REMAP);
+	struct fl_region *r;
+	struct faulter a;
+	uint8_t *base, *to;
+
+	catch_sigbus();
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	T_ASSERT_OK(fl_pager_start(p));
+	base = fl_region_addr(r);
+	T_ASSERT_EQ(base[9 * ps + 3], pattern_byte(9 * ps + 3));
+	to = t_map_anon(8 * ps);
+	T_ASSERT(mremap(base + 8 * ps, 8 * ps, 8 * ps, MREMAP_MAYMOVE | MREMAP_FIXED, to) == to);
+	T_ASSERT_EQ(to[ps + 3], pattern_byte(9 * ps + 3));
+	a = (struct faulter){ .p = to + 2 * ps };
+	t_thread_join(t_thread_start(faulter_main, &a));
+	T_ASSERT(a.bus);
+	T_ASSERT(atomic_load(&bus_addr) == (void *)(to + 2 * ps));
+	T_ASSERT_EQ(base[2 * ps + 1], pattern_byte(2 * ps + 1));
+	fl_pager_destroy(p);
+	munmap(to, 8 * ps);
+	fs_free(f);
+}

@@ -144,6 +144,10 @@
 	X(pager_install_waits_for_events, FL_FEAT_EVENT_REMOVE, T_UFFD, 0)         \
 	X(pager_events_remove_remap_unmap, FL_FEAT_EVENT_REMOVE |                  \
 	  FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                    \
+	X(pager_remove_races_store_read, FL_FEAT_EVENT_REMOVE, T_UFFD, 0)          \
+	X(pager_remove_races_store_read_other_process, FL_FEAT_EVENT_REMOVE,       \
+	  T_UFFD, 0)                                                               \
+	X(pager_partial_mremap_fails_loudly, FL_FEAT_EVENT_REMAP, T_UFFD, 0)       \
 	/* test-monitor-proto.c: the monitor wire format, pure user-space */       \
 	X(monitor_proto_hello_roundtrip, 0, 0, 0)                                  \
 	X(monitor_proto_reply_event_roundtrip, 0, 0, 0)                            \

@@ -40,9 +40,14 @@ enum fl_pager_mode {
 /*
  * The program's own memory calls. THREADS mode asks for REMAP, REMOVE and
  * UNMAP events (they need no privilege) and follows them: a region moved
- * whole by mremap is served at its new address, pages discarded with
- * MADV_DONTNEED read zeros afterwards (as the program asked), munmap drops
- * the range. Events are applied before the faults read with them. LOOP and
+ * whole by mremap is served at its new address; a part moved away alone is
+ * no longer served (its pages absent at the move get SIGBUS when touched
+ * there, never a hang or zeros); pages discarded with MADV_DONTNEED read
+ * zeros afterwards (as the program asked), also when the discard raced a
+ * store read in flight for them: once madvise() returned, the store's data
+ * never appears there (in memory of another process too, with a borrowed
+ * userfaultfd that delivers REMOVE events); munmap drops the range. Events
+ * are applied before the faults read with them. LOOP and
  * SIGBUS modes do not ask for them (the loop thread, or a faulting thread,
  * would block in mremap until someone read the event): do not mremap their
  * regions, since the kernel then drops the registration of the moved range.

@@ -142,6 +142,16 @@ struct pg_table {
 	struct pg_entry e[];
 };
 
+/*
+ * A piece of a region that mremap() moved away alone: the pager does not
+ * serve it, and a fault on one of its absent pages is poisoned (SIGBUS)
+ * rather than left blocked.
+ */
+struct pg_orphan {
+	uintptr_t start, end;
+	size_t ps;
+};
+
 /* Data of a run read from the store whose install an event interrupted. */
 struct pg_kept {
 	uint64_t holes[PG_MAX_RUN / 64];
@@ -216,6 +226,15 @@ struct fl_pager {
 	uint64_t next_id;		/* region ids, under lock */
 	struct fl_region *regions;	/* every region not yet removed, under lock */
 	_Atomic bool reading;		/* the read token: one reader at a time (see read_apply) */
+	/*
+	 * The discard gate (REMOVE events only, see fl__install_enter): a read
+	 * takes events in only while no install is between its look at the
+	 * page states and the end of its ioctl, and installs wait while a
+	 * read's events are not yet applied.
+	 */
+	_Atomic bool applying;
+	_Atomic int installing;
+	bool gate;			/* the uffd delivers REMOVE events */
 	_Atomic bool running;
 	_Atomic bool dead;		/* the served process exited (ESRCH) */
 	_Atomic uint32_t run_seq;	/* futex word: bumped on start and removal (SIGBUS waits) */
@@ -238,6 +257,10 @@ struct fl_pager {
 	unsigned int sig_gen;		/* SIGBUS: fork generation it was attached in */
 	fl_pager_event_fn on_event;	/* may be NULL */
 	void *event_userdata;
+
+	pthread_mutex_t orphan_lock;	/* orphans: REMAP events write, faults outside regions read */
+	struct pg_orphan *orphans;
+	size_t norphans, cap_orphans;
 };
 
 /* region.c: grace periods (readers may be signal handlers), the region table, events */
@@ -254,6 +277,8 @@ int fl__table_publish(struct fl_pager *p, struct fl_region *add, struct fl_regio
 void fl__region_remap(struct fl_pager *p, uintptr_t from, uintptr_t to, uint64_t len);
 void fl__region_unmap(struct fl_pager *p, uintptr_t start, uintptr_t end);
 void fl__region_discard(struct fl_pager *p, uintptr_t start, uintptr_t end);
+/* A fault outside every region: poison it if it lies in a moved-away piece. true: handled. */
+bool fl__orphan_fault(struct fl_pager *p, uintptr_t addr);
 void fl__pager_mark_dead(struct fl_pager *p);
 
 /* resolve.c */
@@ -273,6 +298,12 @@ void fl__wait_seq(_Atomic uint32_t *seq, uint32_t seen, long ns);
 void fl__wait_seq_wake(_Atomic uint32_t *seq);
 /* SIGBUS mode: resolve the fault at @addr in the faulting thread. false: not ours, chain. */
 bool fl__resolve_sigbus(struct fl_region *r, uintptr_t start, uintptr_t addr);
+/*
+ * Around an install ioctl: after enter, the PG_ZERO bits of the pages are
+ * final until exit (no event can be read meanwhile). See pager.c.
+ */
+void fl__install_enter(struct fl_pager *p);
+void fl__install_exit(struct fl_pager *p);
 /* THREADS mode: before a store read, make sure some thread still reads the userfaultfd. */
 void fl__pager_keep_reading(struct fl_pager *p);
 /* Give back a staging buffer taken from the pool. */

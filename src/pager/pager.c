@@ -25,6 +25,18 @@
  *   its users, and removal waits for them after unpublishing it.
  * - In SIGBUS mode the faulting thread does all of the above itself, inside
  *   the signal handler, with a staging buffer from a preallocated pool.
+ * - A discard racing a store read (the discard gate): the kernel lets the
+ *   thread in madvise(MADV_DONTNEED) go on to zap as soon as its REMOVE
+ *   event is read, and refuses installs (EAGAIN) only while the event is
+ *   unread. An install that looked at the page before the event was
+ *   applied, and whose ioctl lands after the zap, would bring the store's
+ *   data back. So a read takes events in only when no install is between
+ *   its look at PG_ZERO and the end of its ioctl, and installs wait while a
+ *   read's events are being applied: an install then either sees the
+ *   discard (and installs zeros), or lands before the event is read (and
+ *   the zap, which comes after, removes it), or meets the unread event
+ *   (EAGAIN). It holds for memory of other processes too: no zap of ours
+ *   is needed.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -178,6 +190,8 @@ static void handle_fault(struct pg_ctx *c, const struct fl_event *ev, uint64_t t
 		return;	/* write-protect faults belong to whoever registered WP */
 	r = fl__region_get(p, addr, &start);
 	if (!r) {
+		if (fl__orphan_fault(p, addr))
+			return;
 		/* Not ours (yet): fl_region_add() wakes its range, so such a thread faults again. */
 		fl__debug("pager: fault at %#lx outside every region", (unsigned long)addr);
 		return;
@@ -202,6 +216,13 @@ static int read_apply(struct fl_pager *p, struct fl_event *ev, uint64_t *t0)
 
 	if (atomic_exchange_explicit(&p->reading, true, memory_order_acquire))
 		return -EAGAIN;
+	if (p->gate) {
+		/* The discard gate (see the top of this file): installs in progress end first. */
+		atomic_store(&p->applying, true);
+		for (unsigned int i = 0; atomic_load(&p->installing); i++)
+			if (i > 64)
+				sched_yield();
+	}
 	n = fl_uffd_read_events(p->uffd, ev, PG_READ_BATCH);
 	if (n > 0) {
 		*t0 = fl__now_ns();
@@ -211,11 +232,35 @@ static int read_apply(struct fl_pager *p, struct fl_event *ev, uint64_t *t0)
 				nev++;
 			}
 		}
-		if (nev && p->on_event)
-			tell_events(p, ev, n, nev);
 	}
+	if (p->gate)
+		atomic_store(&p->applying, false);
+	if (nev && p->on_event)
+		tell_events(p, ev, n, nev);
 	atomic_store_explicit(&p->reading, false, memory_order_release);
 	return n == -EINTR ? -EAGAIN : n;
+}
+
+void fl__install_enter(struct fl_pager *p)
+{
+	if (!p->gate)
+		return;
+	for (unsigned int i = 0;; i++) {
+		/* Pairs with read_apply(): it sees us counted, or we see it applying. */
+		atomic_fetch_add(&p->installing, 1);
+		if (!atomic_load(&p->applying))
+			return;
+		atomic_fetch_sub(&p->installing, 1);
+		while (atomic_load(&p->applying))
+			if (++i > 64)
+				sched_yield();
+	}
+}
+
+void fl__install_exit(struct fl_pager *p)
+{
+	if (p->gate)
+		atomic_fetch_sub_explicit(&p->installing, 1, memory_order_release);
 }
 
 /*
@@ -573,6 +618,7 @@ FL_API int fl_pager_create(const struct fl_pager_opts *opts, struct fl_pager **r
 	p->on_event = o.on_event;
 	p->event_userdata = o.userdata;
 	pthread_mutex_init(&p->lock, NULL);
+	pthread_mutex_init(&p->orphan_lock, NULL);
 	p->table = calloc(1, sizeof(struct pg_table));
 	if (!p->table) {
 		e = -ENOMEM;
@@ -625,6 +671,7 @@ FL_API int fl_pager_create(const struct fl_pager_opts *opts, struct fl_pager **r
 		p->feats = fl_uffd_features(p->uffd);
 	}
 
+	p->gate = p->feats & FL_FEAT_EVENT_REMOVE;
 	nbuf = PG_POOL + (o.mode == FL_PAGER_THREADS ? p->nthreads : o.mode == FL_PAGER_LOOP);
 	p->buffers_len = nbuf * PG_STAGING;
 	p->buffers = mmap(NULL, p->buffers_len, PROT_READ | PROT_WRITE,
@@ -797,6 +844,8 @@ FL_API void fl_pager_destroy(struct fl_pager *p)
 	if (p->own_uffd)
 		fl_uffd_close(p->uffd);
 	free(atomic_load(&p->table));
+	free(p->orphans);
+	pthread_mutex_destroy(&p->orphan_lock);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 }

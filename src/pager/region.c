@@ -211,12 +211,94 @@ void fl__region_discard(struct fl_pager *p, uintptr_t start, uintptr_t end)
 	pthread_mutex_unlock(&p->lock);
 }
 
+/* Remember [start, end) as a moved-away piece (the reader of events only). */
+static void orphan_add(struct fl_pager *p, uintptr_t start, uintptr_t end, size_t ps)
+{
+	pthread_mutex_lock(&p->orphan_lock);
+	if (p->norphans == p->cap_orphans) {
+		size_t cap = p->cap_orphans ? p->cap_orphans * 2 : 8;
+		struct pg_orphan *n = realloc(p->orphans, cap * sizeof(*n));
+
+		if (!n) {
+			pthread_mutex_unlock(&p->orphan_lock);
+			fl__err("pager: out of memory remembering the moved piece %#lx-%#lx; "
+				"faults there stay blocked", (unsigned long)start, (unsigned long)end);
+			return;
+		}
+		p->orphans = n;
+		p->cap_orphans = cap;
+	}
+	p->orphans[p->norphans++] = (struct pg_orphan){ start, end, ps };
+	pthread_mutex_unlock(&p->orphan_lock);
+}
+
+/* The pieces inside an unmapped range are gone; one moved again is followed. */
+static void orphans_event(struct fl_pager *p, uintptr_t from, uintptr_t end, uintptr_t to,
+			  bool moved)
+{
+	size_t k = 0, n;
+
+	pthread_mutex_lock(&p->orphan_lock);
+	n = p->norphans;
+	for (size_t i = 0; i < n; i++) {
+		struct pg_orphan o = p->orphans[i];
+		uintptr_t lo = o.start > from ? o.start : from, hi = o.end < end ? o.end : end;
+
+		if (lo < hi && moved) {
+			pthread_mutex_unlock(&p->orphan_lock);
+			orphan_add(p, to + (lo - from), to + (hi - from), o.ps);
+			pthread_mutex_lock(&p->orphan_lock);
+		}
+		if (!(o.start >= from && o.end <= end))
+			p->orphans[k++] = p->orphans[i];
+	}
+	/* Entries added above went after n: keep them. */
+	for (size_t i = n; i < p->norphans; i++)
+		p->orphans[k++] = p->orphans[i];
+	p->norphans = k;
+	pthread_mutex_unlock(&p->orphan_lock);
+}
+
+bool fl__orphan_fault(struct fl_pager *p, uintptr_t addr)
+{
+	size_t ps = 0;
+	uint8_t *a;
+	int e;
+
+	pthread_mutex_lock(&p->orphan_lock);
+	for (size_t i = 0; i < p->norphans && !ps; i++)
+		if (addr >= p->orphans[i].start && addr < p->orphans[i].end)
+			ps = p->orphans[i].ps;
+	pthread_mutex_unlock(&p->orphan_lock);
+	if (!ps)
+		return false;
+	a = (uint8_t *)(addr & ~(uintptr_t)(ps - 1));
+	e = p->feats & FL_FEAT_POISON ? fl_uffd_poison(p->uffd, a, ps, 0, NULL) : -EOPNOTSUPP;
+	if (!e || e == -ESRCH)
+		return true;
+	if (e != -EEXIST && e != -ENOENT && e != -EAGAIN) {
+		/* Our own memory: an inaccessible page still fails loudly (SIGSEGV). */
+		if (p->own_uffd && mprotect(a, ps, PROT_NONE) == 0)
+			fl__err("pager: cannot poison %#lx in a piece moved away by mremap (%s); "
+				"made it inaccessible", (unsigned long)a, strerror(-e));
+		else
+			fl__err("pager: cannot poison %#lx in a piece moved away by mremap (%s); "
+				"its fault stays blocked", (unsigned long)a, strerror(-e));
+		if (!p->own_uffd)
+			return true;
+	}
+	/* There after all, gone, or an event first: the thread faults again (or not). */
+	fl_uffd_wake(p->uffd, a, ps);
+	return true;
+}
+
 /* UNMAP: regions wholly inside are gone; pages of others inside the range too. */
 void fl__region_unmap(struct fl_pager *p, uintptr_t start, uintptr_t end)
 {
 	struct pg_table *t;
 	bool again = true;
 
+	orphans_event(p, start, end, 0, false);
 	pthread_mutex_lock(&p->lock);
 	while (again) {
 		again = false;
@@ -242,35 +324,48 @@ void fl__region_unmap(struct fl_pager *p, uintptr_t start, uintptr_t end)
 	pthread_mutex_unlock(&p->lock);
 }
 
-/* REMAP (mremap): a region that moved as a whole follows; a piece moved away is lost to it. */
+/*
+ * REMAP (mremap): a region that moved as a whole (alone, or inside a larger
+ * range) follows. A piece moved away alone is lost to its region: its
+ * pages there are gone, and at the new address its absent pages are
+ * poisoned when touched (an orphan), so nothing blocks there for good.
+ */
 void fl__region_remap(struct fl_pager *p, uintptr_t from, uintptr_t to, uint64_t len)
 {
+	uintptr_t end = from + len;
 	struct pg_table *t;
+	bool moved = false;
 
+	/* Moved-away pieces moved again follow (before the new ones are added below). */
+	orphans_event(p, from, end, to, true);
 	pthread_mutex_lock(&p->lock);
 	t = atomic_load(&p->table);
 	for (size_t i = 0; i < t->n; i++) {
 		struct fl_region *r = t->e[i].r;
+		uintptr_t start = t->e[i].start, lo, hi;
 		size_t first, last;
 
-		if (t->e[i].start == from && r->len == len) {
-			atomic_store(&r->base, to);
-			if (fl__table_publish(p, NULL, NULL) < 0)
-				fl__err("pager: out of memory following a region to %#lx",
-					(unsigned long)to);
-			break;
+		if (start >= from && t->e[i].end <= end) {
+			atomic_store(&r->base, to + (start - from));
+			moved = true;
+			continue;
 		}
-		if (pages_in(r, t->e[i].start, from, from + len, &first, &last)) {
-			/* An on_event callback may follow it (the monitor does); else say so. */
-			fl__log(p->on_event ? FL_LOG_DEBUG : FL_LOG_ERROR,
-				"pager: part of a region was moved by mremap (%#lx -> %#lx); the "
-				"pager follows whole regions only, those pages are not served",
-				(unsigned long)from, (unsigned long)to);
-			for (size_t pg = first; pg < last; pg++)
-				atomic_store(&r->state[pg], PG_GONE);
-			fl__wake_waiters(r);
-		}
+		if (!pages_in(r, start, from, end, &first, &last))
+			continue;
+		/* An on_event callback may follow it (the monitor does); else say so. */
+		fl__log(p->on_event ? FL_LOG_DEBUG : FL_LOG_ERROR,
+			"pager: part of a region was moved by mremap (%#lx -> %#lx); the pager "
+			"follows whole regions only: absent pages there get SIGBUS",
+			(unsigned long)from, (unsigned long)to);
+		for (size_t pg = first; pg < last; pg++)
+			atomic_store(&r->state[pg], PG_GONE);
+		fl__wake_waiters(r);
+		lo = start + (first << r->shift);
+		hi = start + (last << r->shift);
+		orphan_add(p, to + (lo - from), to + (hi - from), r->ps);
 	}
+	if (moved && fl__table_publish(p, NULL, NULL) < 0)
+		fl__err("pager: out of memory following a region to %#lx", (unsigned long)to);
 	pthread_mutex_unlock(&p->lock);
 }
 

@@ -246,8 +246,27 @@ static int seg(struct pg_ctx *c, struct fl_region *r, enum op op, size_t pg, siz
 		/* Zeros for hugetlbfs come from a buffer of PG_STAGING bytes. */
 		if (op == OP_ZERO && !r->has_zeropage && len << r->shift > PG_STAGING)
 			len = PG_STAGING >> r->shift;
+		if (op != OP_ZERO) {
+			size_t z = 0;
+
+			/*
+			 * Data for pages the program discarded while it was read must
+			 * not land (the discard gate, see pager.c): stop before them.
+			 */
+			fl__install_enter(c->p);
+			while (z < len && !(st_load(r, pg + done + z) & PG_ZERO))
+				z++;
+			if (!z) {
+				fl__install_exit(c->p);
+				e = -ESTALE;
+				break;
+			}
+			len = z;
+		}
 		e = do_op(c, r, op, pg + done, len, src ? src + (done << r->shift) : NULL, flags,
 			  &bytes);
+		if (op != OP_ZERO)
+			fl__install_exit(c->p);
 		k = bytes >> r->shift;
 		st_set(c, r, pg + done, k, PG_PRESENT);
 		installed += k;
@@ -358,7 +377,9 @@ static int run_failed(struct pg_ctx *c, struct run *x, int err, bool store)
 /*
  * After the installs of a run: wake who needs it and sort out an error.
  * @done pages from x->pg are settled. Returns 0, -EAGAIN (x now holds the
- * rest, still PG_BUSY: defer it), -ESRCH, or an error for populate.
+ * rest, still PG_BUSY: defer it), -ESTALE (x now starts at a page the
+ * program discarded meanwhile: run_do() it again), -ESRCH, or an error for
+ * populate.
  */
 static int finish(struct pg_ctx *c, struct run *x, int e, size_t done, bool need_wake)
 {
@@ -375,7 +396,7 @@ static int finish(struct pg_ctx *c, struct run *x, int e, size_t done, bool need
 		x->move_src += done << r->shift;
 	switch (e) {
 	case -EAGAIN:
-		return e;
+	case -ESTALE:
 	case -ESRCH:
 		return e;
 	case -ENOENT:
@@ -476,7 +497,7 @@ static int run_move(struct pg_ctx *c, struct run *x)
 	size_t done = 0, d2;
 	int e = seg(c, r, OP_MOVE, x->pg, x->n, x->move_src, 0, ST_MOVE, &done);
 
-	if (e && e != -EAGAIN && e != -ESRCH) {
+	if (e && e != -EAGAIN && e != -ESRCH && e != -ESTALE) {
 		/* Refused (protections, exclusivity...): the pages are ours, copy from them. */
 		if ((e == -EOPNOTSUPP || e == -EINVAL) &&
 		    atomic_exchange(&r->move_ok, false) && !c->in_signal)
@@ -595,6 +616,9 @@ out:
 	} else {
 		free(x->kept);
 		x->kept = NULL;
+		/* Discarded meanwhile: the page cache holds the rest, holes get punched. */
+		if (e == -ESTALE && cont)
+			x->filled = true;
 	}
 	return e;
 }
@@ -604,14 +628,18 @@ static void defer(struct pg_ctx *c, struct run *x);
 static int run_do(struct pg_ctx *c, struct run *x)
 {
 	struct fl_region *r = x->r;
+	int e;
 
 	for (size_t k = 0; k < x->n; k++) {
 		int first = 0;
 
 		if (!(st_load(r, x->pg + k) & PG_ZERO))
 			continue;
-		if (x->n == 1)
+		if (x->n == 1) {
+			free(x->kept);
+			x->kept = NULL;
 			return run_zero(c, x);
+		}
 		/*
 		 * A REMOVE event hit a deferred run: page by page, zeros where
 		 * discarded (what was kept is read again: rare enough).
@@ -624,7 +652,6 @@ static int run_do(struct pg_ctx *c, struct run *x)
 				.move_src = x->move_src ? x->move_src + (k << r->shift) : NULL,
 				.filled = x->filled,
 			};
-			int e;
 
 			if (x->filled && (st_load(r, one.pg) & PG_ZERO))
 				fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
@@ -646,9 +673,9 @@ static int run_do(struct pg_ctx *c, struct run *x)
 					&src) == 0)
 			x->move_src = src;
 	}
-	if (x->move_src)
-		return run_move(c, x);
-	return run_fill(c, x);
+	e = x->move_src ? run_move(c, x) : run_fill(c, x);
+	/* A page was discarded while it was read: from it on, again (zeros there). */
+	return e == -ESTALE ? run_do(c, x) : e;
 }
 
 /* --------------------------------------------------------- deferring */
