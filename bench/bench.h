@@ -69,8 +69,15 @@ enum bench_lat_mode {
 	BENCH_LAT_THREAD,	/* pager THREADS mode */
 	BENCH_LAT_SIGBUS,	/* pager SIGBUS mode */
 	BENCH_LAT_LOOP,		/* pager LOOP mode, an epoll loop calling fl_pager_dispatch */
+	/* The floors (floors.c): the raw interface, no faultline in them. */
+	BENCH_LAT_SYSCALL,	/* one getppid() system call (not a fault) */
+	BENCH_LAT_BARE_SIGBUS,	/* UFFD_FEATURE_SIGBUS, a handler doing one UFFDIO_COPY */
+	BENCH_LAT_BARE_THREAD_SAME,	/* a thread on the reader's CPU: read() + UFFDIO_COPY */
+	BENCH_LAT_BARE_THREAD_OTHER,	/* the same thread pinned to another CPU */
 	BENCH_LAT_NMODES,
 };
+
+#define BENCH_LAT_FIRST_FLOOR BENCH_LAT_SYSCALL
 
 const char *bench_lat_mode_name(enum bench_lat_mode m);
 
@@ -88,6 +95,8 @@ struct bench_lat_result {
 	double same_cpu;
 	bool have_stats;	/* pager modes: the region's counters below are valid */
 	struct fl_region_stats stats;
+	/* seed: how its userfaultfd was opened (see bench_raw_uffd_open) */
+	const char *uffd_how;
 };
 
 /* One run of one mode: map, fault every page once (timed), verify the contents, unmap. */
@@ -100,6 +109,19 @@ int bench_lat_run(enum bench_lat_mode m, const struct bench_lat_opts *o,
  */
 int bench_seed_run(size_t pages, size_t warmup, bool pin, struct bench_lat_result *res,
 		   struct bench_err *e);
+
+/*
+ * A userfaultfd of the raw interface with @flags: the system call, else
+ * /dev/userfaultfd, else the system call for user-mode faults only (what an
+ * unprivileged user gets by default). *@how names the way that worked.
+ */
+int bench_raw_uffd_open(int flags, const char **how);
+
+/* One run of a floor mode (BENCH_LAT_SYSCALL and after); floors.c. */
+int bench_floor_run(enum bench_lat_mode m, const struct bench_lat_opts *o,
+		    struct bench_lat_result *r, struct bench_err *e);
+/* Whether floor @m can be measured here; if not, *@why says what it lacks. */
+bool bench_floor_possible(enum bench_lat_mode m, const char **why);
 
 /* The timed reading loop: one load per 4 KiB page, each timed. Returns its wall time (ns). */
 uint64_t bench_walk_timed(const char *base, size_t pages, uint64_t *lat);

@@ -17,6 +17,10 @@ static const char *const mode_names[BENCH_LAT_NMODES] = {
 	[BENCH_LAT_THREAD] = "thread",
 	[BENCH_LAT_SIGBUS] = "sigbus",
 	[BENCH_LAT_LOOP] = "loop",
+	[BENCH_LAT_SYSCALL] = "syscall",
+	[BENCH_LAT_BARE_SIGBUS] = "bare-sigbus",
+	[BENCH_LAT_BARE_THREAD_SAME] = "bare-thread-same",
+	[BENCH_LAT_BARE_THREAD_OTHER] = "bare-thread-other",
 };
 
 const char *bench_lat_mode_name(enum bench_lat_mode m)
@@ -225,6 +229,7 @@ int bench_lat_run(enum bench_lat_mode m, const struct bench_lat_opts *o,
 {
 	res->have_stats = false;
 	res->same_cpu = -1;
+	res->uffd_how = NULL;
 	memset(&res->stats, 0, sizeof(res->stats));
 	/* Touch the latency array now, so that its faults stay out of the timed loop. */
 	memset(res->lat, 0, o->pages * sizeof(*res->lat));
@@ -237,6 +242,11 @@ int bench_lat_run(enum bench_lat_mode m, const struct bench_lat_opts *o,
 	case BENCH_LAT_SIGBUS:
 	case BENCH_LAT_LOOP:
 		return lat_pager(m, o, res, e);
+	case BENCH_LAT_SYSCALL:
+	case BENCH_LAT_BARE_SIGBUS:
+	case BENCH_LAT_BARE_THREAD_SAME:
+	case BENCH_LAT_BARE_THREAD_OTHER:
+		return bench_floor_run(m, o, res, e);
 	case BENCH_LAT_NMODES:
 		break;
 	}

@@ -10,7 +10,6 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "faultline.h"
@@ -27,7 +26,9 @@
  * What differs, and why:
  *   - the registration check accepts ioctl bits it does not know and only
  *     requires WAKE and COPY (the seed's check fails on 6.8+ kernels);
- *   - /dev/userfaultfd is tried when the syscall is not allowed;
+ *   - /dev/userfaultfd is tried when the syscall is not allowed, then the
+ *     syscall for user-mode faults only (the reader's loads are user-mode
+ *     faults), which is what an unprivileged user gets by default;
  *   - the page buffer holds known bytes (the seed's is uninitialised) so
  *     that every page can be verified afterwards;
  *   - errors end the handler and unregister the range (the reader then gets
@@ -143,24 +144,6 @@ static void seed_wake(int sig)
 	(void)sig;
 }
 
-static int seed_open(void)
-{
-	int fd, dev, err;
-
-	fd = (int)syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	if (fd >= 0)
-		return fd;
-	err = -errno;
-	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-	if (dev < 0)
-		return err;
-	fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0)
-		fd = -errno;
-	close(dev);
-	return fd < 0 ? err : fd;
-}
-
 /* Stop the handler: set `stop`, then interrupt its poll until it has returned. */
 static void seed_stop(struct seed *s, pthread_t t)
 {
@@ -208,7 +191,7 @@ int bench_seed_run(size_t pages, size_t warmup, bool pin, struct bench_lat_resul
 	if (sigaction(SIGUSR1, &sa, NULL) < 0)
 		return bench_fail(e, -errno, "seed: sigaction");
 
-	s.uffd = seed_open();
+	s.uffd = bench_raw_uffd_open(O_CLOEXEC | O_NONBLOCK, &res->uffd_how);
 	if (s.uffd < 0)
 		return bench_fail(e, s.uffd, "seed: userfaultfd");
 	if (ioctl(s.uffd, UFFDIO_API, &api) == -1) {

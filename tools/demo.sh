@@ -12,8 +12,8 @@ echo
 echo "== examples/filemap: a region backed by a file; its pages fault in, prefetched adaptively"
 "$O/examples/filemap" README.md
 echo
-echo "== faultline bench latency: 20,000 faults, one run (make bench runs the full benchmarks)"
-"$O/faultline" bench latency --pages 20000 --runs 1
+echo "== faultline bench latency: 5,000 faults per mode and floor, one run (make bench runs the full benchmarks)"
+"$O/faultline" bench latency --pages 5000 --runs 1
 echo
 echo "== faultline migrate --demo: a key-value store migrated post-copy while it serves"
 "$O/faultline" migrate --demo
