@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* Declarations shared by the benchmarks in bench/ and `faultline bench` (tools/bench.c). */
+/*
+ * The benchmarks of `faultline bench`: every file of bench/ includes this
+ * header alone (with the library's); tools/bench.c only dispatches to the
+ * entry points at the end.
+ */
 #ifndef FL_BENCH_H
 #define FL_BENCH_H
 
@@ -7,9 +11,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "faultline.h"
+#include "stats.h"
 #include "util.h"
 
 #define BENCH_PAGE 4096u
@@ -230,5 +236,70 @@ struct bench_micro_result {
 /* One run: -EOPNOTSUPP when this kernel lacks the feature. @mib: the range size. */
 int bench_micro_run(enum bench_micro_op op, size_t mib, struct bench_micro_result *r,
 		    struct bench_err *e);
+
+/* ---------------------------------------------------------------- the command line */
+
+/* The faultline command's own helpers (tools/faultline.c), which the benchmarks share. */
+/* "faultline: SUB: message", then where to find help; returns 2 (a usage error). */
+int usage_error(const char *sub, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* "faultline: SUB: what: strerror(-err)"; returns 1. */
+int fail(const char *sub, const char *what, int err);
+/* A byte count with an optional K, M or G suffix, at most @max; 0 or -EINVAL. */
+int tool_parse_size(const char *s, uint64_t max, uint64_t *ret);
+
+#define BENCH_MAX_RUNS 1000
+
+/* The benchmarks that share one set of options (cli.c). */
+enum bench_kind { BENCH_LATENCY, BENCH_FILL, BENCH_THREADS, BENCH_UFFD, BENCH_NKINDS };
+
+struct bench_opts {
+	enum bench_kind kind;
+	unsigned int runs;
+	size_t pages;
+	bool json;
+	bool pin;
+	size_t warmup;
+	unsigned int modes;		/* latency: 1 << enum bench_lat_mode */
+	const char *plot;
+	unsigned int pager_threads;
+	uint64_t size;
+	const char *dir;
+	enum fl_pager_mode mode;
+	unsigned int max_threads;
+};
+
+/* argv[0] is the benchmark's name. 0, or the exit code of a usage error (2). */
+int bench_parse_opts(enum bench_kind kind, int argc, char **argv, struct bench_opts *o);
+/* The help of one benchmark: its usage line, @what it measures, then the options it takes. */
+void bench_usage_opts(enum bench_kind kind, const char *what, FILE *out);
+
+/* "faultline: SUB: what failed"; returns 1. */
+int bench_report_error(const char *sub, const struct bench_err *e);
+/* Progress on stderr, when it is a terminal. */
+void bench_progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void bench_json_str(const char *s);
+void bench_json_spread(const char *key, struct stats_spread s);
+/* The first line(s) of every report: faultline's version and the machine. */
+void bench_print_header(const char *what, const struct bench_machine *m);
+void bench_json_header(const char *what, const struct bench_machine *m);
+/* The spread of column @col of a runs x cols matrix. */
+struct stats_spread bench_spread_col(const double *m, unsigned int runs, size_t cols, size_t col);
+
+/*
+ * The entry points `faultline bench NAME` dispatches to, argv[0] being NAME,
+ * and the help of each (`faultline bench NAME --help`).
+ */
+int bench_latency_main(int argc, char **argv);
+void bench_latency_usage(FILE *out);
+int bench_fill_main(int argc, char **argv);
+void bench_fill_usage(FILE *out);
+int bench_threads_main(int argc, char **argv);
+void bench_threads_usage(FILE *out);
+int bench_uffd_main(int argc, char **argv);
+void bench_uffd_usage(FILE *out);
+int bench_migrate_main(int argc, char **argv);
+void bench_migrate_usage(FILE *out);
+int bench_monitor_main(int argc, char **argv);
+void bench_monitor_usage(FILE *out);
 
 #endif /* FL_BENCH_H */

@@ -11,7 +11,6 @@
 
 #include "faultline.h"
 #include "bench.h"
-#include "stats.h"
 
 int bench_fail(struct bench_err *e, int err, const char *fmt, ...)
 {

@@ -17,8 +17,6 @@
 
 #include "faultline.h"
 #include "bench.h"
-#include "stats.h"
-#include "../tools/tool.h"
 #include "net/sock.h"
 
 #define SUB "bench migrate"
@@ -70,7 +68,7 @@ struct src_report {
 	struct fl_migrate_source_stats st;
 };
 
-static void usage(FILE *out)
+void bench_migrate_usage(FILE *out)
 {
 	fprintf(out,
 		"usage: faultline bench migrate [--size SIZE] [--runs N] [--scale N] [--faults N]\n"
@@ -187,7 +185,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			break;
 		}
 		case O_HELP:
-			usage(stdout);
+			bench_migrate_usage(stdout);
 			return -1;
 		default:
 			return usage_error(SUB, "unknown option, or one missing its value: '%s'",

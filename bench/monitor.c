@@ -14,8 +14,6 @@
 
 #include "faultline.h"
 #include "bench.h"
-#include "stats.h"
-#include "../tools/tool.h"
 
 #define SUB "bench monitor"
 #define REMAP_PAGES 16
@@ -62,7 +60,7 @@ struct bopts {
 	bool json;
 };
 
-static void usage(FILE *out)
+void bench_monitor_usage(FILE *out)
 {
 	fprintf(out,
 		"usage: faultline bench monitor [--runs N] [--pages N] [--events N]\n"
@@ -464,7 +462,7 @@ static int parse(int argc, char **argv, struct bopts *o)
 			o->json = true;
 			break;
 		case 'h':
-			usage(stdout);
+			bench_monitor_usage(stdout);
 			return -1;
 		default:
 			return usage_error(SUB, "unknown option, or one missing its value: '%s'",

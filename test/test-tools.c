@@ -226,6 +226,78 @@ TEST(tool_help_and_version)
 	T_ASSERT(strstr(r.out, "--json") != NULL);
 }
 
+/* Each benchmark has its own help, and its usage errors point to it. */
+TEST(tool_bench_help_each)
+{
+	static const char *const names[] = { "latency", "fill", "threads", "uffd", "migrate",
+					     "monitor" };
+	static struct run r;
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		char *help[] = { "faultline", "bench", (char *)names[i], "--help", NULL };
+		char *bad[] = { "faultline", "bench", (char *)names[i], "--no-such-option", NULL };
+		char want[96];
+
+		run_tool(&r, help);
+		T_ASSERT_EQ(r.status, 0);
+		snprintf(want, sizeof(want), "usage: faultline bench %s ", names[i]);
+		if (strncmp(r.out, want, strlen(want)))
+			t_fail(__FILE__, __LINE__, "bench %s --help printed: %.120s", names[i],
+			       r.out);
+		run_tool(&r, bad);
+		T_ASSERT_EQ(r.status, 2);
+		snprintf(want, sizeof(want), "Try 'faultline bench %s --help'.", names[i]);
+		if (!strstr(r.err, want))
+			t_fail(__FILE__, __LINE__, "bench %s --no-such-option said: %.200s",
+			       names[i], r.err);
+	}
+	{
+		char *help[] = { "faultline", "bench", "--help", NULL };
+
+		run_tool(&r, help);
+		T_ASSERT_EQ(r.status, 0);
+		for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+			T_ASSERT(strstr(r.out, names[i]) != NULL);
+	}
+}
+
+/* bench latency measures the floors in the same run and reads each mode against its own. */
+TEST(tool_bench_latency_floors)
+{
+	static const char *const floors[] = { "syscall", "bare-sigbus", "bare-thread-same" };
+	static struct run r;
+	char *json[] = { "faultline", "bench", "latency", "--pages", "300", "--runs", "1", "--json",
+			 NULL };
+	char *table[] = { "faultline", "bench", "latency", "--pages", "300", "--runs", "1",
+			  "--modes", "native,sigbus,bare-sigbus,thread,bare-thread-same,seed", NULL };
+	char key[96];
+
+	run_tool(&r, json);
+	T_ASSERT_EQ(r.status, 0);
+	T_ASSERT(json_valid(r.out));
+	for (size_t i = 0; i < sizeof(floors) / sizeof(floors[0]); i++) {
+		snprintf(key, sizeof(key), "{\"mode\":\"%s\",\"mean_ns\":", floors[i]);
+		T_ASSERT(strstr(r.out, key) != NULL);
+	}
+	/* A second CPU gives the other floor; one CPU leaves it out, saying why. */
+	if (sysconf(_SC_NPROCESSORS_ONLN) > 1)
+		T_ASSERT(strstr(r.out, "{\"mode\":\"bare-thread-other\",") != NULL);
+	else
+		T_ASSERT(strstr(r.err, "left out bare-thread-other") != NULL);
+	T_ASSERT(strstr(r.out, "\"machine_kind\":\"") != NULL);
+	T_ASSERT(strstr(r.out, "{\"name\":\"sigbus/bare-sigbus p50\",") != NULL);
+	T_ASSERT(strstr(r.out, "{\"name\":\"thread/bare-thread-same p50\",") != NULL);
+
+	run_tool(&r, table);
+	T_ASSERT_EQ(r.status, 0);
+	T_ASSERT(strstr(r.out, "p50/floor") != NULL);
+	T_ASSERT(strstr(r.out, "x bare-sigbus\n") != NULL);	/* sigbus's row */
+	T_ASSERT(strstr(r.out, "x bare-thread-same\n") != NULL);
+	T_ASSERT(strstr(r.out, "kind of machine, from the floors: ") != NULL);
+	T_ASSERT(strstr(r.out, "  sigbus/bare-sigbus ") != NULL);
+	T_ASSERT(strstr(r.out, "  thread/seed ") != NULL);
+}
+
 TEST(tool_probe_table_and_json)
 {
 	static struct run r;

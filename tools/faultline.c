@@ -93,7 +93,8 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < N_SUB; i++) {
 		if (strcmp(argv[1], subcommands[i].name))
 			continue;
-		for (int j = 2; j < argc; j++)
+		/* bench gives each benchmark its own help. */
+		for (int j = 2; j < argc && subcommands[i].run != cmd_bench; j++)
 			if (!strcmp(argv[j], "--help") || !strcmp(argv[j], "-h")) {
 				subcommands[i].usage(stdout);
 				return 0;

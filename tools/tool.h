@@ -37,11 +37,7 @@ int cmd_bench(int argc, char **argv);
 void usage_bench(FILE *out);
 int cmd_migrate(int argc, char **argv);
 void usage_migrate(FILE *out);
-/* bench/migrate.c: `faultline bench migrate` (argv[0] is "migrate"). */
-int bench_migrate_main(int argc, char **argv);
 int cmd_monitor(int argc, char **argv);
 void usage_monitor(FILE *out);
-/* bench/monitor.c: `faultline bench monitor` (argv[0] is "monitor"). */
-int bench_monitor_main(int argc, char **argv);
 
 #endif /* FL_TOOL_H */
