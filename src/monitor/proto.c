@@ -1125,6 +1125,112 @@ static void merge_zero(struct fl__mon_table *t)
 	t->n = w;
 }
 
+/* The first region of sorted @t that ends after @a. */
+static size_t first_ending_after(const struct fl__mon_table *t, uint64_t a)
+{
+	size_t lo = 0, hi = t->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (t->r[mid].addr + t->r[mid].len <= a)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Room for @n regions in @t. */
+static int table_reserve(struct fl__mon_table *t, size_t n, char *err, size_t errlen)
+{
+	struct fl__mon_region *nr;
+	size_t cap;
+
+	if (n <= t->cap)
+		return 0;
+	/* Doubling, up to the limit: growing by one each time would copy the table each time. */
+	cap = t->cap * 2 < FL_MONITOR_MAX_REGIONS ? t->cap * 2 : FL_MONITOR_MAX_REGIONS;
+	if (cap < n)
+		cap = n;
+	nr = realloc(t->r, cap * sizeof(*nr));
+	if (!nr) {
+		fl__mon_errf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	t->r = nr;
+	t->cap = cap;
+	return 0;
+}
+
+/*
+ * A REMOVE or an UNMAP of [s, e): only the regions it touches change, found
+ * by a binary search, and zero regions merge around them only. A balloon
+ * punching thousands of holes thus costs O(log n) per hole plus the move of
+ * the regions after it (none when it goes up in address order), never a
+ * pass over the whole table.
+ */
+static int table_cut(struct fl__mon_table *t, const struct fl__mon_event *ev, uint64_t s,
+		     uint64_t e, char *err, size_t errlen)
+{
+	size_t lo = first_ending_after(t, s), hi = lo, n = 0, from, to, newn;
+	struct fl__mon_region *pc;
+	int r;
+
+	while (hi < t->n && t->r[hi].addr < e)
+		hi++;
+	if (lo == hi)
+		return 0;	/* nothing of the layout there */
+	/* Each touched region leaves at most three pieces; one neighbour on each side may merge. */
+	pc = malloc((3 * (hi - lo) + 2) * sizeof(*pc));
+	if (!pc) {
+		fl__mon_errf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	from = lo && t->r[lo - 1].store == FL_MONITOR_STORE_ZERO ? lo - 1 : lo;
+	to = hi < t->n && t->r[hi].store == FL_MONITOR_STORE_ZERO ? hi + 1 : hi;
+	for (size_t i = from; i < to; i++) {
+		const struct fl__mon_region *rg = &t->r[i];
+		uint64_t ra = rg->addr, re = rg->addr + rg->len, ms, me;
+
+		if (i < lo || i >= hi) {
+			pc[n++] = *rg;
+			continue;
+		}
+		ms = ra > s ? ra : s;
+		me = re < e ? re : e;
+		if (ra < ms)
+			pc[n++] = piece(rg, ra, ms, false);
+		if (ev->type == FL_MONITOR_EV_REMOVE)
+			pc[n++] = piece(rg, ms, me, true);
+		if (me < re)
+			pc[n++] = piece(rg, me, re, false);
+	}
+	{
+		struct fl__mon_table nt = { .r = pc, .n = n, .cap = n };
+
+		merge_zero(&nt);
+		n = nt.n;
+	}
+	newn = t->n - (to - from) + n;
+	if (newn > FL_MONITOR_MAX_REGIONS) {
+		fl__mon_errf(err, errlen, "the layout would need %zu regions, more than %u", newn,
+			     FL_MONITOR_MAX_REGIONS);
+		free(pc);
+		return -E2BIG;
+	}
+	r = table_reserve(t, newn, err, errlen);
+	if (r < 0) {
+		free(pc);
+		return r;
+	}
+	memmove(t->r + from + n, t->r + to, (t->n - to) * sizeof(*t->r));
+	memcpy(t->r + from, pc, n * sizeof(*pc));
+	t->n = newn;
+	free(pc);
+	return 0;
+}
+
 int fl__mon_table_apply(struct fl__mon_table *t, const struct fl__mon_event *ev, char *err,
 			size_t errlen)
 {
@@ -1138,12 +1244,10 @@ int fl__mon_table_apply(struct fl__mon_table *t, const struct fl__mon_event *ev,
 	r = check_event(ev, 0, err, errlen);
 	if (r < 0)
 		return r;
-	if (ev->type == FL_MONITOR_EV_REMAP) {
-		e = ev->a + ev->c;
-		delta = ev->b - ev->a;	/* modulo 2^64: adding it moves an address */
-	} else {
-		e = ev->b;
-	}
+	if (ev->type != FL_MONITOR_EV_REMAP)
+		return table_cut(t, ev, s, ev->b, err, errlen);
+	e = ev->a + ev->c;
+	delta = ev->b - ev->a;	/* modulo 2^64: adding it moves an address */
 	/*
 	 * Regions do not overlap, so only the (at most two) regions holding s
 	 * or e split; a remap's destination cuts at most one more.
@@ -1169,19 +1273,15 @@ int fl__mon_table_apply(struct fl__mon_table *t, const struct fl__mon_event *ev,
 		me = re < e ? re : e;
 		if (ra < ms)
 			out[n++] = piece(rg, ra, ms, false);
-		if (ev->type == FL_MONITOR_EV_REMOVE) {
-			out[n++] = piece(rg, ms, me, true);
-		} else if (ev->type == FL_MONITOR_EV_REMAP) {
-			struct fl__mon_region m = piece(rg, ms, me, false);
-
-			m.addr += delta;
-			m.page_size = fit_ps(m.page_size, m.addr, m.len, m.off);
-			mv[nmv++] = m;
-		}	/* UNMAP: the middle is gone */
+		mv[nmv] = piece(rg, ms, me, false);
+		mv[nmv].addr += delta;
+		mv[nmv].page_size = fit_ps(mv[nmv].page_size, mv[nmv].addr, mv[nmv].len,
+					   mv[nmv].off);
+		nmv++;
 		if (me < re)
 			out[n++] = piece(rg, me, re, false);
 	}
-	if (ev->type == FL_MONITOR_EV_REMAP) {
+	{
 		/*
 		 * The kernel unmapped the destination first (and reported it, if
 		 * it was registered): drop whatever of the old layout still
@@ -1211,8 +1311,7 @@ int fl__mon_table_apply(struct fl__mon_table *t, const struct fl__mon_event *ev,
 		struct fl__mon_table nt = { .r = out, .n = n, .cap = cap };
 
 		/* Pieces come out in address order; only moved ones need sorting in. */
-		if (ev->type == FL_MONITOR_EV_REMAP)
-			fl__mon_table_sort(&nt);
+		fl__mon_table_sort(&nt);
 		merge_zero(&nt);
 		n = nt.n;
 	}
