@@ -15,6 +15,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -1902,6 +1903,279 @@ static int tool_run(char *const args[], char *err, size_t errlen)
 	T_ASSERT_SYS(waitpid(pid, &st, 0));
 	T_ASSERT(WIFEXITED(st));
 	return WEXITSTATUS(st);
+}
+
+/* ------------------------------------------------------------ under load */
+
+#define CROWD 500
+
+/* Room for @n more descriptors in this process and the ones it forks, or skip. */
+static void need_fds(rlim_t n)
+{
+	struct rlimit rl;
+
+	T_ASSERT_SYS(getrlimit(RLIMIT_NOFILE, &rl));
+	if (rl.rlim_cur >= n)
+		return;
+	if (rl.rlim_max < n)
+		T_SKIP("RLIMIT_NOFILE allows %lu descriptors, this test needs %lu",
+		       (unsigned long)rl.rlim_max, (unsigned long)n);
+	rl.rlim_cur = n;
+	T_ASSERT_SYS(setrlimit(RLIMIT_NOFILE, &rl));
+}
+
+struct crowd {
+	const char *name;
+	uid_t uid;		/* 0: the test's own */
+	int ready;		/* gets 'c' once all are connected */
+	int cmd;		/* 'g': check them and go */
+};
+
+/* CROWD connections that never say a word, held until told. */
+static void crowd_main(void *arg)
+{
+	struct crowd *cr = arg;
+	struct sockaddr_un sa;
+	int salen = fl__mon_sockaddr(cr->name, &sa), *fds = calloc(CROWD, sizeof(int));
+	/* A monitor that stopped accepting makes connect() wait: not forever. */
+	struct timeval tv = { .tv_sec = 30 };
+
+	T_ASSERT(salen > 0 && fds);
+	if (cr->uid) {
+		T_ASSERT_SYS(setgroups(0, NULL));
+		T_ASSERT_SYS(setgid(cr->uid));
+		T_ASSERT_SYS(setuid(cr->uid));
+	}
+	for (int i = 0; i < CROWD; i++) {
+		fds[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		T_ASSERT_SYS(fds[i]);
+		T_ASSERT_SYS(setsockopt(fds[i], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)));
+		if (connect(fds[i], (struct sockaddr *)&sa, (socklen_t)salen) < 0)
+			t_fail(__FILE__, __LINE__, "connection %d of %d: connect: %s", i + 1,
+			       CROWD, strerror(errno));
+	}
+	put_byte(cr->ready, 'c');
+	T_ASSERT_EQ(get_byte(cr->cmd), 'g');
+	for (int i = 0; i < CROWD; i++) {
+		if (cr->uid) {
+			/* Not served: told so (without having said anything), then closed. */
+			expect_refusal(fds[i], EPERM);
+		} else {
+			/* Still open and waiting: nothing came, not even a hang-up. */
+			struct pollfd pf = { .fd = fds[i], .events = POLLIN };
+
+			T_ASSERT_EQ(poll(&pf, 1, 0), 0);
+			close(fds[i]);
+		}
+	}
+	free(fds);
+}
+
+/* One real client among the crowd: served, every page right. */
+static void crowd_client(void *arg)
+{
+	const char *name = arg;
+	size_t ps = t_page_size(), np = 64;
+	uint8_t *mem = t_map_anon(np * ps);
+	struct fl_monitor_region r = pat_region(mem, np * ps, 0, SEED);
+	/* Generous for slow machines and sanitizers; the old monitor never answers at all. */
+	struct fl_monitor_opts o = { .sz = sizeof(o), .flags = FL_MONITOR_DONTFORK,
+				     .ack_timeout_ms = 20000 };
+	struct fl_monitor_client *c = NULL;
+
+	T_ASSERT_OK(fl_monitor_attach(name, &r, 1, &o, &c));
+	T_ASSERT_PATTERN(mem, 0, np * ps, SEED);
+	fl_monitor_detach(c, 0);
+}
+
+/*
+ * 500 connections of the monitor's own uid that never send their HELLO,
+ * and 500 of a uid it does not serve: a real client still attaches and is
+ * served while all of them are connected (the crowd checks, after the
+ * client is done, that its connections are still open). The old monitor
+ * gave each a handshake thread for the whole deadline: 64 of them filled
+ * every slot and the backlog, and nobody else got in.
+ */
+TEST(monitor_server_silent_crowd)
+{
+	struct fl_monitor_server_opts o = { .probe_ms = 50, .handshake_ms = 120000 };
+	struct srv v = { .pid = 0 };
+	struct crowd cr[2];
+	int ready[2][2], cmd[2][2];
+	pid_t pid[2];
+
+	need_fds(3 * CROWD + 256);
+	abstract_name(v.name, sizeof(v.name), "crowd");
+	srv_start(&v, &o);
+	for (int i = 0; i < 2; i++) {
+		int keep[2];
+
+		T_ASSERT_SYS(pipe2(ready[i], O_CLOEXEC));
+		T_ASSERT_SYS(pipe2(cmd[i], O_CLOEXEC));
+		cr[i] = (struct crowd){ .name = v.name, .uid = i ? 65533 : 0,
+					.ready = ready[i][1], .cmd = cmd[i][0] };
+		keep[0] = ready[i][1];
+		keep[1] = cmd[i][0];
+		pid[i] = spawn(crowd_main, &cr[i], keep, 2);
+		close(ready[i][1]);
+		close(cmd[i][0]);
+	}
+	for (int i = 0; i < 2; i++)
+		T_ASSERT_EQ(get_byte(ready[i][0]), 'c');
+	SRV_WAIT(&v, st.connections >= CROWD && st.refused >= CROWD);
+	reap_ok(spawn(crowd_client, v.name, NULL, 0), "the client among the crowd");
+	for (int i = 0; i < 2; i++) {
+		put_byte(cmd[i][1], 'g');
+		reap_ok(pid[i], i ? "the refused crowd" : "the silent crowd");
+		close(ready[i][0]);
+		close(cmd[i][1]);
+	}
+	SRV_WAIT(&v, st.connections == 0 && st.clients == 0);
+	{
+		struct fl_monitor_server_stats st = srv_stats(&v);
+
+		T_ASSERT_EQ(st.attached, 1);
+		/* The refused crowd, and the silent one when it hung up without a HELLO. */
+		T_ASSERT_EQ(st.refused, 2 * CROWD);
+	}
+	T_ASSERT_LOG("runs as uid 65533, which this monitor does not serve");
+	srv_stop(&v);
+}
+
+/* ---------------------------------------------------- descriptor ownership */
+
+#define REFUSED_CLIENTS 8
+#define REFUSED_TRIES 40
+
+struct churn {
+	int src;			/* what it duplicates */
+	_Atomic bool stop;
+	int held[64], nheld;
+	unsigned long dups, stolen;	/* stolen: a number it held came back from dup() */
+};
+
+/*
+ * Take descriptors as fast as possible (each the lowest number free) and
+ * hold each a while. A number it holds can come back from dup() only if
+ * someone else closed it: a double close elsewhere in the process.
+ */
+static void *churn_main(void *arg)
+{
+	struct churn *ch = arg;
+
+	while (!atomic_load(&ch->stop)) {
+		int fd = dup(ch->src);
+		bool mine = false;
+
+		T_ASSERT_SYS(fd);
+		ch->dups++;
+		for (int i = 0; i < ch->nheld; i++)
+			mine |= ch->held[i] == fd;
+		if (mine) {
+			ch->stolen++;
+			continue;	/* held already: the entry stands for it */
+		}
+		if (ch->nheld == (int)(sizeof(ch->held) / sizeof(ch->held[0]))) {
+			close(ch->held[0]);
+			memmove(ch->held, ch->held + 1, (size_t)(ch->nheld - 1) * sizeof(int));
+			ch->nheld--;
+		}
+		ch->held[ch->nheld++] = fd;
+	}
+	for (int i = 0; i < ch->nheld; i++)
+		close(ch->held[i]);
+	return NULL;
+}
+
+struct refused {
+	const char *name;
+	int go;
+};
+
+/* A client of a uid the monitor does not serve, sending a HELLO with a descriptor, again and again. */
+static void refused_main(void *arg)
+{
+	struct refused *rf = arg;
+	struct fl__mon_region r = { .addr = 0x10000000, .len = 4 * 4096, .page_size = 4096,
+				    .store = FL_MONITOR_STORE_PATTERN };
+	size_t len;
+	uint8_t *m = hello_msg(&r, 1, 0, 0, &len);
+	int p[2];
+
+	T_ASSERT_SYS(pipe2(p, O_CLOEXEC));
+	T_ASSERT_SYS(setgroups(0, NULL));
+	T_ASSERT_SYS(setgid(65533));
+	T_ASSERT_SYS(setuid(65533));
+	T_ASSERT_EQ(get_byte(rf->go), 'g');
+	for (int i = 0; i < REFUSED_TRIES; i++) {
+		int s = connect_to(rf->name);
+		int e = fl__mon_send(s, m, len, p[0], fl__now_ms() + 10000);
+
+		/* Refused at once, it may be closed before the HELLO is out: that is fine. */
+		T_ASSERT(e == 0 || e == -EPIPE);
+		expect_refusal(s, EPERM);
+	}
+	free(m);
+}
+
+static void *run_server(void *arg)
+{
+	T_ASSERT_OK(fl_monitor_server_run(arg));
+	return NULL;
+}
+
+/*
+ * A server in this process refuses clients of another uid that send a
+ * descriptor with their HELLO, while another thread takes descriptors
+ * all the time: the numbers the refused clients' descriptors had are
+ * taken by that thread at once, and the monitor must never close them
+ * (the old one closed a refused client's descriptor twice).
+ */
+TEST(monitor_server_refused_fd_reuse)
+{
+	struct fl_monitor_server_opts o = { .sz = sizeof(o), .probe_ms = 50 };
+	struct fl_monitor_server *srv = NULL;
+	struct churn ch = { .src = -1 };
+	struct refused rf;
+	pid_t pid[REFUSED_CLIENTS];
+	char name[108];
+	int go[2];
+	unsigned long th[2];
+
+	abstract_name(name, sizeof(name), "reuse");
+	o.socket_path = name;
+	T_ASSERT_SYS(pipe2(go, O_CLOEXEC));
+	T_ASSERT_OK(fl_monitor_server_create(&o, &srv));
+	/* The clients exist before this process has threads. */
+	rf = (struct refused){ .name = name, .go = go[0] };
+	for (int i = 0; i < REFUSED_CLIENTS; i++)
+		pid[i] = spawn(refused_main, &rf, &go[0], 1);
+	close(go[0]);
+	ch.src = eventfd(0, EFD_CLOEXEC);
+	T_ASSERT_SYS(ch.src);
+	th[0] = t_thread_start(run_server, srv);
+	th[1] = t_thread_start(churn_main, &ch);
+	for (int i = 0; i < REFUSED_CLIENTS; i++)
+		put_byte(go[1], 'g');
+	for (int i = 0; i < REFUSED_CLIENTS; i++)
+		reap_ok(pid[i], "refused client");
+	atomic_store(&ch.stop, true);
+	t_thread_join(th[1]);
+	T_ASSERT_OK(fl_monitor_server_stop(srv));
+	t_thread_join(th[0]);
+	{
+		struct fl_monitor_server_stats st;
+
+		T_ASSERT_OK(fl_monitor_server_stats(srv, &st));
+		T_ASSERT_EQ(st.refused, REFUSED_CLIENTS * REFUSED_TRIES);
+	}
+	fl_monitor_server_destroy(srv);
+	T_ASSERT(ch.dups > 0);
+	if (ch.stolen)
+		t_fail(__FILE__, __LINE__, "%lu of %lu descriptors the test held were closed by "
+		       "someone else", ch.stolen, ch.dups);
+	close(ch.src);
+	close(go[1]);
 }
 
 TEST(monitor_server_tool_usage)

@@ -232,6 +232,8 @@
 	  FL_FEAT_EVENT_UNMAP, T_UFFD, 60)                                         \
 	X(monitor_server_security, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |    \
 	  FL_FEAT_EVENT_UNMAP, T_UFFD | T_ROOT, 30)                                \
+	X(monitor_server_silent_crowd, 0, T_UFFD | T_ROOT, 120)                     \
+	X(monitor_server_refused_fd_reuse, 0, T_ROOT, 60)                          \
 	X(monitor_server_tool_usage, 0, 0, 0)                                      \
 	/* end of table */
 

@@ -220,7 +220,7 @@ static int handshake(struct fl_monitor_client *c, const char *path, uint32_t fla
 	void *rbuf = NULL;
 	uint8_t *msg;
 	size_t len, rlen;
-	int sock, r;
+	int sock, sent, r;
 
 	len = fl__mon_encode_hello(&h, NULL, 0);
 	if (!len) {
@@ -242,11 +242,21 @@ static int handshake(struct fl_monitor_client *c, const char *path, uint32_t fla
 	}
 	r = fl__mon_send(sock, msg, len, fl_uffd_fd(c->uffd), deadline);
 	free(msg);
-	if (r < 0) {
+	if (r < 0 && r != -EPIPE) {
 		fl__err("monitor %s: sending the HELLO: %s", path, strerror(-r));
 		goto fail;
 	}
+	/*
+	 * A monitor that refuses our uid answers at once and may be gone
+	 * before our HELLO: its ERROR is still there to read.
+	 */
+	sent = r;
 	r = fl__mon_recv_msg(sock, deadline, &rbuf, &rlen, NULL, err, sizeof(err));
+	if (sent < 0 && r < 0) {
+		fl__err("monitor %s: sending the HELLO: %s", path, strerror(-sent));
+		r = sent;
+		goto fail;
+	}
 	if (r == -ETIMEDOUT) {
 		fl__err("monitor %s: no answer within %u ms", path, c->o.ack_timeout_ms);
 		goto fail;

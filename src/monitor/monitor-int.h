@@ -237,6 +237,40 @@ int fl__mon_recv_first(int sock, uint64_t deadline, struct fl__mon_hello *ret, v
 		       size_t errlen);
 
 /*
+ * The first message of a connection, read as it comes, never blocking: the
+ * monitor's loop feeds it whenever the socket is readable, so that a peer
+ * that says nothing holds a descriptor and a few bytes, never a thread.
+ *
+ * fl__mon_first_init() (-ENOMEM) before anything else; fl__mon_first_free()
+ * always, after. fl__mon_first_feed() reads what is there: -EAGAIN (wait
+ * until readable, then feed again), 0 (ready: end it), or -errno with
+ * @err. When the deadline passes, fl__mon_first_expire() says 0 (a JSON
+ * text that may still be whole: end it) or -ETIMEDOUT. fl__mon_first_end()
+ * decodes what came, with the results of fl__mon_recv_first(); what it
+ * returns is the caller's, the rest is freed by fl__mon_first_free().
+ */
+struct fl__mon_json_end {
+	long depth;
+	bool in_str, esc, done;
+};
+struct fl__mon_first {
+	uint8_t *b;
+	size_t cap, have, total;	/* total: of a native message, once its header is in */
+	int fd;				/* the descriptor that came with it, or -1 */
+	int kind;			/* 0 until the first byte, then an enum fl__mon_sniff */
+	int cut;			/* JSON: why it cannot grow (-errno), or 0 */
+	const char *cut_what;
+	struct fl__mon_json_end json;
+};
+int fl__mon_first_init(struct fl__mon_first *st);
+int fl__mon_first_feed(struct fl__mon_first *st, int sock, char *err, size_t errlen);
+int fl__mon_first_expire(struct fl__mon_first *st, char *err, size_t errlen);
+int fl__mon_first_end(struct fl__mon_first *st, struct fl__mon_hello *ret, void **ret_buf,
+		      int *ret_fd, struct fl__mon_claim *ret_claim, bool *is_claim, char *err,
+		      size_t errlen);
+void fl__mon_first_free(struct fl__mon_first *st);
+
+/*
  * fl__mon_peer_check - SO_PEERCRED of a connected unix socket: accept a peer
  * whose uid is @uid, or any uid with @any_uid. *ret (may be NULL) gets the
  * credentials. Returns 0, -EPERM (another user: the message names both

@@ -17,10 +17,14 @@
  *
  * - The thread in fl_monitor_server_run() (the "loop") accepts, owns every
  *   connection and every served userfaultfd, and is the only one that
- *   creates, starts and destroys pagers.
- * - A handshake thread per new connection checks the peer, reads the
- *   HELLO (or Firecracker's JSON) by a deadline, checks the descriptor and
- *   opens the stores, then hands the result to the loop (a work item).
+ *   creates, starts and destroys pagers. It checks a new peer's uid at
+ *   once (a refused one gets its ERROR without a wait) and reads each
+ *   first message (HELLO, CLAIM or Firecracker's JSON) as its bytes come,
+ *   by a deadline: a silent peer holds a descriptor, never a thread.
+ * - A check thread per complete HELLO (at most MAX_CHECKS at once, the
+ *   others wait their turn) checks the descriptor and opens the stores,
+ *   which may block on a slow file system, then hands the result to the
+ *   loop (a work item).
  * - Each served userfaultfd has a pager whose handler threads resolve its
  *   faults and call srv_events() with the events they read: that keeps the
  *   layout, sends EVENT messages, follows moves the pager cannot, and hands
@@ -53,7 +57,25 @@ struct srv_session {
 	size_t nstores;
 };
 
+/* Who is at the other end of a connection. */
+struct srv_peer {
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+	gid_t *groups;			/* supplementary groups (SO_PEERGROUPS), malloc'ed */
+	int ngroups;
+};
+
 struct srv_uffd;
+
+/* Where a connection is. */
+enum srv_conn_state {
+	C_HANDSHAKE,			/* reading its first message, by a deadline */
+	C_REFUSING,			/* refused: its ERROR is out, reading what it still sends */
+	C_CHECKING,			/* a check thread has its HELLO */
+	C_SERVING,			/* its handshake was accepted */
+	C_CLOSED,			/* closed; freed after the events of this round */
+};
 
 /* One accepted connection. Owned by the loop. */
 struct srv_conn {
@@ -62,8 +84,14 @@ struct srv_conn {
 	pid_t pid;
 	uid_t uid;
 	gid_t gid;
-	bool serving;			/* its handshake was accepted: in the epoll set */
+	enum srv_conn_state state;
+	bool watched;			/* in the epoll set */
+	bool queued;			/* in the queue of its state */
 	bool firecracker;
+	uint64_t deadline;		/* C_HANDSHAKE, C_REFUSING */
+	struct fl__mon_first first;	/* C_HANDSHAKE */
+	struct srv_peer peer;		/* its groups owned, until a check takes them */
+	struct srv_conn *q_next, *q_prev;	/* in the queue of its state, by deadline */
 	struct srv_uffd *main;		/* the userfaultfd it attached, until that ends */
 	uint8_t in[FL_MONITOR_HDR_LEN];	/* a BYE, in pieces */
 	size_t in_len;
@@ -97,11 +125,10 @@ struct srv_uffd {
 	struct srv_uffd *next, *prev;
 };
 
-/* Work for the loop, from handshake threads and event callbacks. */
+/* Work for the loop, from check threads and event callbacks. */
 enum srv_work_type {
-	W_HELLO = 1,	/* a handshake ended */
+	W_HELLO = 1,	/* a HELLO was checked */
 	W_FORK = 2,	/* a served process forked */
-	W_CLAIM = 3,	/* a fork()ed child asks for its descriptor */
 };
 
 struct srv_work {
@@ -110,12 +137,14 @@ struct srv_work {
 	int fd;				/* the userfaultfd (owned), or -1 */
 	struct srv_session *sess;	/* counted reference, or NULL */
 	/* W_HELLO */
-	struct srv_conn *conn;
+	struct fl_monitor_server *srv;
+	struct srv_conn *conn;		/* the loop's: the check thread never touches it */
+	struct srv_peer peer;		/* its groups owned */
+	struct fl__mon_hello h;		/* until the session takes it, with buf */
+	void *buf;
 	int err;			/* 0, or why the handshake is refused */
 	bool json;			/* a Firecracker handshake: refusals get no answer */
 	char msg[SRV_ERRLEN];
-	/* W_CLAIM (and conn) */
-	struct fl__mon_claim claim;
 	/* W_FORK */
 	struct fl__mon_table t;		/* the parent's layout at the fork (owned) */
 	bool layout_lost;
@@ -155,12 +184,18 @@ struct fl_monitor_server {
 	bool accept_failed;		/* out of descriptors: accept again when one closes */
 	bool changed;			/* counters changed: call on_change */
 
-	pthread_mutex_t lock;		/* the work queue and the handshake count */
-	pthread_cond_t hs_done;
+	pthread_mutex_t lock;		/* the work queue and the check count */
+	pthread_cond_t checks_done;
 	struct srv_work *work, *work_tail;
-	unsigned int handshakes;	/* threads running */
+	unsigned int checks;		/* check threads running */
 
-	struct srv_conn *conns;		/* the loop's */
+	/* The loop's. */
+	struct srv_conn *conns;
+	struct srv_conn *closed;	/* freed after the events of this round */
+	struct srv_conn *hs_head, *hs_tail;	/* C_HANDSHAKE, oldest first */
+	struct srv_conn *rf_head, *rf_tail;	/* C_REFUSING, oldest first */
+	unsigned int pending;		/* in either queue */
+	struct srv_work *waiting, *waiting_tail;	/* HELLOs waiting for a check thread */
 	struct srv_uffd *served;	/* the loop's */
 	_Atomic uint64_t st[S_COUNT];
 };
@@ -172,13 +207,6 @@ void fl__srv_post(struct fl_monitor_server *s, struct srv_work *w);
 void fl__srv_stat(struct fl_monitor_server *s, enum srv_stat st, int64_t d);
 
 /* session.c: handshake checks, stores and the safe opening of files */
-struct srv_peer {
-	pid_t pid;
-	uid_t uid;
-	gid_t gid;
-	gid_t *groups;			/* supplementary groups (SO_PEERGROUPS), malloc'ed */
-	int ngroups;
-};
 int fl__srv_peer_get(struct fl_monitor_server *s, int sock, struct srv_peer *ret, char *err,
 		     size_t errlen);
 /* Build the session of a decoded handshake: check it against the server, open its stores. */

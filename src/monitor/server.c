@@ -26,9 +26,12 @@
 #define DEFAULT_MAX_CLIENTS 1024
 #define DEFAULT_HANDSHAKE_MS 5000
 #define DEFAULT_PROBE_MS 1000
-/* Handshakes at once; past that, connections wait in the listen backlog. */
-#define MAX_HANDSHAKES 64
+/* Check threads at once (opening stores); past that, complete HELLOs wait their turn. */
+#define MAX_CHECKS 64
+/* Connections before their first message is in; past that, the oldest gives way. */
+#define MAX_PENDING 1024
 #define BACKLOG 256
+/* How long a refused peer may still send (its HELLO, read and dropped) before the close. */
 #define REFUSE_MS 200
 
 /* epoll tags of the server's own descriptors; connections are tagged with themselves. */
@@ -94,6 +97,9 @@ static void work_free(struct srv_work *w)
 	if (w->fd >= 0)
 		close(w->fd);
 	fl__srv_session_put(w->sess);
+	fl__mon_hello_free(&w->h);
+	free(w->buf);
+	free(w->peer.groups);
 	free(w->t.r);
 	free(w);
 }
@@ -120,6 +126,62 @@ static void uffd_unlink(struct fl_monitor_server *s, struct srv_uffd *su)
 		su->next->prev = su->prev;
 }
 
+/* Queue @c (C_HANDSHAKE or C_REFUSING) by its deadline: each queue has one duration. */
+static void conn_enqueue(struct fl_monitor_server *s, struct srv_conn *c, uint64_t deadline)
+{
+	struct srv_conn **head = c->state == C_HANDSHAKE ? &s->hs_head : &s->rf_head;
+	struct srv_conn **tail = c->state == C_HANDSHAKE ? &s->hs_tail : &s->rf_tail;
+
+	c->deadline = deadline;
+	c->q_next = NULL;
+	c->q_prev = *tail;
+	if (*tail)
+		(*tail)->q_next = c;
+	else
+		*head = c;
+	*tail = c;
+	c->queued = true;
+	s->pending++;
+}
+
+static void conn_dequeue(struct fl_monitor_server *s, struct srv_conn *c)
+{
+	struct srv_conn **head = c->state == C_HANDSHAKE ? &s->hs_head : &s->rf_head;
+	struct srv_conn **tail = c->state == C_HANDSHAKE ? &s->hs_tail : &s->rf_tail;
+
+	if (!c->queued)
+		return;
+	if (c->q_prev)
+		c->q_prev->q_next = c->q_next;
+	else
+		*head = c->q_next;
+	if (c->q_next)
+		c->q_next->q_prev = c->q_prev;
+	else
+		*tail = c->q_prev;
+	c->q_next = c->q_prev = NULL;
+	c->queued = false;
+	s->pending--;
+}
+
+/* Watch @c for input (and its hang-up). Returns 0 or -errno. */
+static int conn_add(struct fl_monitor_server *s, struct srv_conn *c)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.ptr = c };
+
+	if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0)
+		return -errno;
+	c->watched = true;
+	return 0;
+}
+
+static void conn_unwatch(struct fl_monitor_server *s, struct srv_conn *c)
+{
+	if (c->watched)
+		epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	c->watched = false;
+}
+
 /* Stop serving @su and free it: @why goes to the log. */
 static void end_uffd(struct fl_monitor_server *s, struct srv_uffd *su, const char *why,
 		     bool poison)
@@ -135,18 +197,52 @@ static void end_uffd(struct fl_monitor_server *s, struct srv_uffd *su, const cha
 	fl__srv_uffd_free(su, poison);
 }
 
-/* Close a connection; the userfaultfd it attached is no longer served (protocol rule 5). */
+/*
+ * Close a connection; the userfaultfd it attached is no longer served
+ * (protocol rule 5). Its memory goes after the events of this round, which
+ * may still name it (then its state says it is closed).
+ */
 static void conn_close(struct fl_monitor_server *s, struct srv_conn *c, const char *why)
 {
 	if (c->main)
 		end_uffd(s, c->main, why, false);
-	if (c->serving)
-		epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	conn_dequeue(s, c);
+	conn_unwatch(s, c);
 	close(c->fd);
+	c->fd = -1;
+	fl__mon_first_free(&c->first);
+	free(c->peer.groups);
+	c->peer.groups = NULL;
 	conn_unlink(s, c);
+	c->state = C_CLOSED;
+	c->next = s->closed;
+	s->closed = c;
 	fl__srv_stat(s, S_CONNECTIONS, -1);
 	s->accept_failed = false;
-	free(c);
+}
+
+static void free_closed(struct fl_monitor_server *s)
+{
+	while (s->closed) {
+		struct srv_conn *c = s->closed;
+
+		s->closed = c->next;
+		free(c);
+	}
+}
+
+/* Drop what the peer sent so far (descriptors included: the kernel closes them unread). */
+static void drain(int fd)
+{
+	uint8_t buf[4096];
+
+	for (size_t drained = 0; drained < FL_MONITOR_MAX_MSG;) {
+		ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+		if (n <= 0)
+			break;
+		drained += (size_t)n;
+	}
 }
 
 static void refuse(struct fl_monitor_server *s, struct srv_conn *c, int err, const char *msg,
@@ -166,95 +262,227 @@ static void refuse(struct fl_monitor_server *s, struct srv_conn *c, int err, con
 	fl__mon_send(c->fd, buf, len, -1, fl__now_ms() + REFUSE_MS);
 	/*
 	 * Unread bytes at close make the peer's kernel report a reset, which
-	 * may hide the ERROR from it: drop what it sent already (descriptors
-	 * included, closed unread), then it reads the ERROR and a clean end.
+	 * may hide the ERROR from it: drop what it sent already, then it reads
+	 * the ERROR and a clean end.
 	 */
 	shutdown(c->fd, SHUT_WR);
-	for (size_t drained = 0; drained < FL_MONITOR_MAX_MSG;) {
+	drain(c->fd);
+}
+
+/*
+ * A peer whose uid is not served: its ERROR goes out at once, before it
+ * sent anything perhaps. Its HELLO usually comes after: the connection
+ * stays open for REFUSE_MS (or until the peer hangs up) to read and drop
+ * it, so that closing on unread bytes does not reset the connection
+ * before the peer read its answer. It holds no thread meanwhile.
+ */
+static void refuse_peer(struct fl_monitor_server *s, struct srv_conn *c, int err,
+			const char *msg)
+{
+	uint8_t first;
+	bool json = recv(c->fd, &first, 1, MSG_PEEK | MSG_DONTWAIT) == 1 &&
+		    fl__mon_sniff(&first, 1) == FL__MON_SNIFF_JSON;
+
+	refuse(s, c, err, msg, json);
+	if (json || conn_add(s, c) < 0) {
+		conn_close(s, c, "refused");
+		return;
+	}
+	c->state = C_REFUSING;
+	conn_enqueue(s, c, fl__now_ms() + REFUSE_MS);
+}
+
+static void refusing_input(struct fl_monitor_server *s, struct srv_conn *c)
+{
+	uint8_t buf[4096];
+
+	/* Bounded in one round: a peer that keeps sending waits for the next. */
+	for (int i = 0; i < 16; i++) {
 		ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
 
-		if (n <= 0)
-			break;
-		drained += (size_t)n;
+		if (n > 0)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+			return;
+		conn_close(s, c, "refused");
+		return;
 	}
+}
+
+/* Make room for a new connection: the oldest that has not finished its handshake goes. */
+static bool give_way(struct fl_monitor_server *s, const char *why)
+{
+	struct srv_conn *c = s->rf_head ? s->rf_head : s->hs_head;
+
+	if (!c)
+		return false;
+	if (c->state == C_HANDSHAKE)
+		refuse(s, c, -EBUSY, why, c->first.kind == FL__MON_SNIFF_JSON);
+	conn_close(s, c, "gave way to a newer connection");
+	return true;
 }
 
 /* ------------------------------------------------------------ handshake */
 
-static void *handshake_main(void *arg)
+static unsigned int checks(struct fl_monitor_server *s)
+{
+	unsigned int n;
+
+	pthread_mutex_lock(&s->lock);
+	n = s->checks;
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
+/* A check thread: what may block (opening the stores) happens here, not in the loop. */
+static void *check_main(void *arg)
 {
 	struct srv_work *w = arg;
-	struct srv_conn *c = w->conn;
-	struct fl_monitor_server *s = c->srv;
-	uint64_t deadline = fl__now_ms() + s->o.handshake_ms;
-	struct srv_peer peer = { .pid = 0 };
-	struct fl__mon_hello h = { .r = NULL };
-	struct pollfd pf = { .fd = c->fd, .events = POLLIN };
-	void *buf = NULL;
-	bool is_claim = false;
-	uint8_t first;
-	int fd = -1, r;
+	struct fl_monitor_server *s = w->srv;
+	int r = fl__mon_check_uffd(w->fd, w->msg, sizeof(w->msg));
 
-	r = fl__srv_peer_get(s, c->fd, &peer, w->msg, sizeof(w->msg));
-	c->pid = peer.pid;
-	c->uid = peer.uid;
-	c->gid = peer.gid;
-	/* What it speaks decides whether a refusal is answered: Firecracker reads nothing. */
-	if (poll(&pf, 1, fl__mon_left_ms(deadline)) > 0 &&
-	    recv(c->fd, &first, 1, MSG_PEEK | MSG_DONTWAIT) == 1)
-		w->json = fl__mon_sniff(&first, 1) == FL__MON_SNIFF_JSON;
 	if (r < 0) {
-		/* Read what it sent first: an answer to a peer still sending would be lost. */
-		char ignored[SRV_ERRLEN];
-		uint64_t soon = fl__now_ms() + REFUSE_MS;
-
-		if (fl__mon_recv_hello(c->fd, soon < deadline ? soon : deadline, &h, &buf, &fd,
-				       ignored, sizeof(ignored)) == 0) {
-			fl__mon_hello_free(&h);
-			free(buf);
-			close(fd);
-		}
-		w->err = r;
-		goto out;
+		w->err = r == -EBADF ? r : -EBADF;
+	} else {
+		/* The session takes the hello and its buffer, whatever happens. */
+		r = fl__srv_session_open(s, &w->peer, &w->h, w->buf, &w->sess, w->msg,
+					 sizeof(w->msg));
+		w->buf = NULL;
+		w->err = r < 0 ? r : 0;
 	}
-	r = fl__mon_recv_first(c->fd, deadline, &h, &buf, &fd, &w->claim, &is_claim, w->msg,
-			       sizeof(w->msg));
+	fl__srv_post(s, w);
+	pthread_mutex_lock(&s->lock);
+	s->checks--;
+	pthread_cond_broadcast(&s->checks_done);
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+static void hello_done(struct fl_monitor_server *s, struct srv_work *w);
+
+/* Start a check thread for each HELLO waiting, as far as MAX_CHECKS allows. */
+static void start_checks(struct fl_monitor_server *s)
+{
+	while (s->waiting && checks(s) < MAX_CHECKS) {
+		struct srv_work *w = s->waiting;
+		pthread_attr_t attr;
+		pthread_t t;
+		sigset_t all, old;
+		int e;
+
+		s->waiting = w->next;
+		if (!s->waiting)
+			s->waiting_tail = NULL;
+		w->next = NULL;
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		pthread_mutex_lock(&s->lock);
+		s->checks++;
+		pthread_mutex_unlock(&s->lock);
+		/* Check threads take no signals meant for the program's threads. */
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		e = pthread_create(&t, &attr, check_main, w);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		pthread_attr_destroy(&attr);
+		if (e) {
+			pthread_mutex_lock(&s->lock);
+			s->checks--;
+			pthread_mutex_unlock(&s->lock);
+			w->err = -e;
+			snprintf(w->msg, sizeof(w->msg), "no thread to check the handshake: %s",
+				 strerror(e));
+			hello_done(s, w);
+		}
+	}
+}
+
+static void claim_done(struct fl_monitor_server *s, struct srv_conn *c,
+		       const struct fl__mon_claim *claim);
+
+/* The first message of @c is in (@r 0), or cannot be (@r < 0, @err says why). */
+static void handshake_end(struct fl_monitor_server *s, struct srv_conn *c, int r, char *err)
+{
+	bool json = c->first.kind == FL__MON_SNIFF_JSON, is_claim = false;
+	struct fl__mon_hello h = { .r = NULL };
+	struct fl__mon_claim claim;
+	struct srv_work *w;
+	void *buf = NULL;
+	int fd = -1;
+
+	conn_dequeue(s, c);
+	conn_unwatch(s, c);
+	if (!r)
+		r = fl__mon_first_end(&c->first, &h, &buf, &fd, &claim, &is_claim, err,
+				      SRV_ERRLEN);
+	fl__mon_first_free(&c->first);
 	if (r < 0) {
-		w->err = r;
-		goto out;
+		refuse(s, c, r, err, json);
+		conn_close(s, c, "refused");
+		return;
 	}
 	if (is_claim) {
 		/* A fork()ed child: the loop knows its token. */
-		w->type = W_CLAIM;
-		goto out;
+		claim_done(s, c, &claim);
+		return;
 	}
-	w->json = h.firecracker;
 	c->firecracker = h.firecracker;
-	r = fl__mon_check_uffd(fd, w->msg, sizeof(w->msg));
-	if (r < 0) {
-		w->err = r == -EBADF ? r : -EBADF;
+	w = calloc(1, sizeof(*w));
+	if (!w) {
 		fl__mon_hello_free(&h);
 		free(buf);
-		goto out;
-	}
-	/* The session takes the hello and its buffer, whatever happens. */
-	r = fl__srv_session_open(s, &peer, &h, buf, &w->sess, w->msg, sizeof(w->msg));
-	if (r < 0) {
-		w->err = r;
-		goto out;
-	}
-	w->fd = fd;
-	fd = -1;
-out:
-	if (fd >= 0)
 		close(fd);
-	free(peer.groups);
-	fl__srv_post(s, w);
-	pthread_mutex_lock(&s->lock);
-	s->handshakes--;
-	pthread_cond_broadcast(&s->hs_done);
-	pthread_mutex_unlock(&s->lock);
-	return NULL;
+		refuse(s, c, -ENOMEM, "out of memory", c->firecracker);
+		conn_close(s, c, "refused");
+		return;
+	}
+	*w = (struct srv_work){ .type = W_HELLO, .srv = s, .conn = c, .fd = fd, .h = h,
+				.buf = buf, .peer = c->peer, .json = h.firecracker };
+	c->peer.groups = NULL;
+	c->state = C_CHECKING;
+	if (s->waiting_tail)
+		s->waiting_tail->next = w;
+	else
+		s->waiting = w;
+	s->waiting_tail = w;
+	start_checks(s);
+}
+
+static void handshake_input(struct fl_monitor_server *s, struct srv_conn *c)
+{
+	char err[SRV_ERRLEN];
+	int r = fl__mon_first_feed(&c->first, c->fd, err, sizeof(err));
+
+	if (r != -EAGAIN)
+		handshake_end(s, c, r, err);
+}
+
+/* Deadlines: handshakes that did not complete, refused peers that had their time. */
+static void expire(struct fl_monitor_server *s)
+{
+	uint64_t now = fl__now_ms();
+
+	while (s->rf_head && s->rf_head->deadline <= now)
+		conn_close(s, s->rf_head, "refused");
+	while (s->hs_head && s->hs_head->deadline <= now) {
+		struct srv_conn *c = s->hs_head;
+		char err[SRV_ERRLEN];
+		int r = fl__mon_first_expire(&c->first, err, sizeof(err));
+
+		handshake_end(s, c, r, err);
+	}
+}
+
+/* Milliseconds until the next deadline, or -1. */
+static int next_deadline_ms(struct fl_monitor_server *s)
+{
+	uint64_t d = UINT64_MAX;
+
+	if (s->hs_head)
+		d = s->hs_head->deadline;
+	if (s->rf_head && s->rf_head->deadline < d)
+		d = s->rf_head->deadline;
+	return d == UINT64_MAX ? -1 : fl__mon_left_ms(d);
 }
 
 static void set_listening(struct fl_monitor_server *s, bool on)
@@ -267,76 +495,72 @@ static void set_listening(struct fl_monitor_server *s, bool on)
 	s->listening = on;
 }
 
-static unsigned int handshakes(struct fl_monitor_server *s)
+/* A new connection: its peer is checked at once, its first message read as it comes. */
+static void conn_new(struct fl_monitor_server *s, int fd)
 {
-	unsigned int n;
+	struct srv_conn *c = calloc(1, sizeof(*c));
+	char err[SRV_ERRLEN];
+	int r;
 
-	pthread_mutex_lock(&s->lock);
-	n = s->handshakes;
-	pthread_mutex_unlock(&s->lock);
-	return n;
+	if (!c || fl__mon_first_init(&c->first) < 0) {
+		fl__srv_log(s, FL_LOG_ERROR, "monitor: out of memory for a connection");
+		free(c);
+		close(fd);
+		return;
+	}
+	c->srv = s;
+	c->fd = fd;
+	c->state = C_HANDSHAKE;
+	c->next = s->conns;
+	if (s->conns)
+		s->conns->prev = c;
+	s->conns = c;
+	fl__srv_stat(s, S_CONNECTIONS, 1);
+	r = fl__srv_peer_get(s, fd, &c->peer, err, sizeof(err));
+	c->pid = c->peer.pid;
+	c->uid = c->peer.uid;
+	c->gid = c->peer.gid;
+	if (r < 0) {
+		refuse_peer(s, c, r, err);
+		return;
+	}
+	r = conn_add(s, c);
+	if (r < 0) {
+		fl__srv_log(s, FL_LOG_ERROR, "monitor: pid %d: epoll: %s", (int)c->pid,
+			    strerror(-r));
+		conn_close(s, c, "cannot be watched");
+		return;
+	}
+	conn_enqueue(s, c, fl__now_ms() + s->o.handshake_ms);
 }
 
 static void accept_all(struct fl_monitor_server *s)
 {
-	while (handshakes(s) < MAX_HANDSHAKES) {
-		struct srv_conn *c;
-		struct srv_work *w;
-		pthread_attr_t attr;
-		pthread_t t;
-		sigset_t all, old;
-		int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK), e;
+	for (;;) {
+		int fd, e;
 
-		if (fd < 0) {
-			e = errno;
-			if (e == EINTR || e == ECONNABORTED)
-				continue;
-			if (e != EAGAIN && e != EWOULDBLOCK) {
-				/* Out of descriptors or memory: wait until something ends. */
-				fl__srv_log(s, FL_LOG_ERROR, "monitor: accept: %s; accepting again "
-					    "when a connection ends", strerror(e));
-				s->accept_failed = true;
-				set_listening(s, false);
-			}
-			return;
-		}
-		c = calloc(1, sizeof(*c));
-		w = calloc(1, sizeof(*w));
-		if (!c || !w) {
-			fl__srv_log(s, FL_LOG_ERROR, "monitor: out of memory for a connection");
-			free(c);
-			free(w);
-			close(fd);
+		if (s->pending >= MAX_PENDING)
+			give_way(s, "too many connections wait for their handshake");
+		fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd >= 0) {
+			conn_new(s, fd);
 			continue;
 		}
-		*c = (struct srv_conn){ .srv = s, .fd = fd, .next = s->conns };
-		if (s->conns)
-			s->conns->prev = c;
-		s->conns = c;
-		fl__srv_stat(s, S_CONNECTIONS, 1);
-		*w = (struct srv_work){ .type = W_HELLO, .conn = c, .fd = -1 };
-		pthread_attr_init(&attr);
-		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-		pthread_mutex_lock(&s->lock);
-		s->handshakes++;
-		pthread_mutex_unlock(&s->lock);
-		/* Handshake threads take no signals meant for the program's threads. */
-		sigfillset(&all);
-		pthread_sigmask(SIG_SETMASK, &all, &old);
-		e = pthread_create(&t, &attr, handshake_main, w);
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
-		pthread_attr_destroy(&attr);
-		if (e) {
-			pthread_mutex_lock(&s->lock);
-			s->handshakes--;
-			pthread_mutex_unlock(&s->lock);
-			fl__srv_log(s, FL_LOG_ERROR, "monitor: no thread for a handshake: %s",
-				    strerror(e));
-			free(w);
-			conn_close(s, c, "no thread");
-		}
+		e = errno;
+		if (e == EINTR || e == ECONNABORTED)
+			continue;
+		if (e == EAGAIN || e == EWOULDBLOCK)
+			return;
+		if ((e == EMFILE || e == ENFILE) &&
+		    give_way(s, "the monitor is out of descriptors"))
+			continue;
+		/* Out of descriptors or memory: wait until something ends. */
+		fl__srv_log(s, FL_LOG_ERROR, "monitor: accept: %s; accepting again when a "
+			    "connection ends", strerror(e));
+		s->accept_failed = true;
+		set_listening(s, false);
+		return;
 	}
-	set_listening(s, false);
 }
 
 /* --------------------------------------------------------------- work */
@@ -361,15 +585,13 @@ static void link_uffd(struct fl_monitor_server *s, struct srv_uffd *su)
 /* Watch a connection that now serves: after its answer only BYE or the hang-up may come. */
 static int conn_watch(struct fl_monitor_server *s, struct srv_conn *c, const char *name)
 {
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.ptr = c };
+	int r = conn_add(s, c);
 
-	if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
-		int e = errno;
-
-		fl__srv_log(s, FL_LOG_ERROR, "monitor: %s: epoll: %s", name, strerror(e));
-		return -e;
+	if (r < 0) {
+		fl__srv_log(s, FL_LOG_ERROR, "monitor: %s: epoll: %s", name, strerror(-r));
+		return r;
 	}
-	c->serving = true;
+	c->state = C_SERVING;
 	return 0;
 }
 
@@ -505,30 +727,23 @@ static void fork_done(struct fl_monitor_server *s, struct srv_work *w)
 }
 
 /* A fork()ed child claims its descriptor (protocol section 3.6). */
-static void claim_done(struct fl_monitor_server *s, struct srv_work *w)
+static void claim_done(struct fl_monitor_server *s, struct srv_conn *c,
+		       const struct fl__mon_claim *claim)
 {
-	struct srv_conn *c = w->conn;
 	struct srv_uffd *su;
 	char msg[SRV_ERRLEN];
 	int r;
 
-	if (w->err) {
-		refuse(s, c, w->err, w->msg, false);
-		conn_close(s, c, "refused");
-		work_free(w);
-		return;
-	}
 	for (su = s->served; su; su = su->next)
-		if (su->child && !su->claimed && su->token && su->token == w->claim.token &&
-		    su->child_session == w->claim.session)
+		if (su->child && !su->claimed && su->token && su->token == claim->token &&
+		    su->child_session == claim->session)
 			break;
 	if (!su || su->sess->uid != c->uid) {
 		/* The same answer either way: a wrong guess learns nothing. */
 		snprintf(msg, sizeof(msg), "no fork()ed child waits for session %016llx with "
-			 "this token", (unsigned long long)w->claim.session);
+			 "this token", (unsigned long long)claim->session);
 		refuse(s, c, -ENOENT, msg, false);
 		conn_close(s, c, "refused");
-		work_free(w);
 		return;
 	}
 	r = fl__srv_uffd_grant(su, c->fd);
@@ -536,20 +751,17 @@ static void claim_done(struct fl_monitor_server *s, struct srv_work *w)
 		fl__srv_log(s, FL_LOG_WARN, "monitor: %s: sending its GRANT: %s; served without "
 			    "a connection", su->name, strerror(-r));
 		conn_close(s, c, r == -EPIPE ? "gone before the GRANT" : "the GRANT failed");
-		work_free(w);
 		return;
 	}
 	if (conn_watch(s, c, su->name) < 0) {
 		fl__srv_uffd_unlink_conn(su);
 		conn_close(s, c, "cannot be watched");
-		work_free(w);
 		return;
 	}
 	su->conn = c;
 	c->main = su;
 	fl__srv_log(s, FL_LOG_INFO, "monitor: %s (pid %d) claimed its userfaultfd; it now has "
 		    "a connection of its own", su->name, (int)c->pid);
-	work_free(w);
 }
 
 static void do_work(struct fl_monitor_server *s)
@@ -563,11 +775,11 @@ static void do_work(struct fl_monitor_server *s)
 	while ((w = take_work(s))) {
 		if (w->type == W_HELLO)
 			hello_done(s, w);
-		else if (w->type == W_CLAIM)
-			claim_done(s, w);
 		else
 			fork_done(s, w);
 	}
+	/* Check threads ended: HELLOs waiting get theirs. */
+	start_checks(s);
 }
 
 /* ------------------------------------------------------------- watching */
@@ -680,7 +892,7 @@ FL_API int fl_monitor_server_run(struct fl_monitor_server *s)
 	for (;;) {
 		struct epoll_event ev[64];
 		bool stop = false;
-		int n = epoll_wait(s->epfd, ev, 64, -1);
+		int n = epoll_wait(s->epfd, ev, 64, next_deadline_ms(s));
 
 		if (n < 0) {
 			if (errno == EINTR)
@@ -704,16 +916,20 @@ FL_API int fl_monitor_server_run(struct fl_monitor_server *s)
 			} else if (tag == &tag_timer) {
 				probe_all(s);
 			} else {
-				struct srv_conn *c;
+				/* An earlier entry may have closed it: then it is C_CLOSED. */
+				struct srv_conn *c = tag;
 
-				/* The connection may have been closed by an earlier entry. */
-				for (c = s->conns; c && c != tag; c = c->next)
-					;
-				if (c && c->serving)
+				if (c->state == C_SERVING)
 					conn_input(s, c, ev[i].events);
+				else if (c->state == C_HANDSHAKE)
+					handshake_input(s, c);
+				else if (c->state == C_REFUSING)
+					refusing_input(s, c);
 			}
 		}
-		if (!s->listening && !s->accept_failed && handshakes(s) < MAX_HANDSHAKES)
+		expire(s);
+		free_closed(s);
+		if (!s->listening && !s->accept_failed)
 			set_listening(s, true);
 		if (s->changed) {
 			s->changed = false;
@@ -864,7 +1080,7 @@ FL_API int fl_monitor_server_create(const struct fl_monitor_server_opts *opts,
 		return -ENOMEM;
 	s->listen_fd = s->root_fd = s->epfd = s->stop_efd = s->work_efd = s->timer_fd = -1;
 	pthread_mutex_init(&s->lock, NULL);
-	pthread_cond_init(&s->hs_done, NULL);
+	pthread_cond_init(&s->checks_done, NULL);
 	e = check_opts(opts, &s->o);
 	if (e < 0)
 		goto fail;
@@ -971,17 +1187,14 @@ FL_API void fl_monitor_server_destroy(struct fl_monitor_server *s)
 
 	if (!s)
 		return;
-	/* No new clients; handshakes in progress end at once (they read a hang-up). */
+	/* No new clients; checks in progress read no socket: they end by themselves. */
 	if (s->own_listen && s->listen_fd >= 0)
 		close(s->listen_fd);
 	if (s->own_file)
 		unlink(s->socket_path);
-	for (struct srv_conn *c = s->conns; c; c = c->next)
-		if (!c->serving)
-			shutdown(c->fd, SHUT_RDWR);
 	pthread_mutex_lock(&s->lock);
-	while (s->handshakes)
-		pthread_cond_wait(&s->hs_done, &s->lock);
+	while (s->checks)
+		pthread_cond_wait(&s->checks_done, &s->lock);
 	pthread_mutex_unlock(&s->lock);
 	/* Clients keep their registration and see the hang-up; children cannot, and fail loudly. */
 	while (s->served) {
@@ -1001,8 +1214,14 @@ FL_API void fl_monitor_server_destroy(struct fl_monitor_server *s)
 		}
 		work_free(w);
 	}
+	while ((w = s->waiting)) {
+		s->waiting = w->next;
+		conn_close(s, w->conn, "the monitor stops");
+		work_free(w);
+	}
 	while (s->conns)
 		conn_close(s, s->conns, "the monitor stops");
+	free_closed(s);
 	if (s->epfd >= 0)
 		close(s->epfd);
 	if (s->stop_efd >= 0)
@@ -1017,7 +1236,7 @@ FL_API void fl_monitor_server_destroy(struct fl_monitor_server *s)
 	free(s->root);
 	free(s->socket_path);
 	free(s->uids);
-	pthread_cond_destroy(&s->hs_done);
+	pthread_cond_destroy(&s->checks_done);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }

@@ -132,12 +132,12 @@ static int take_fds(struct msghdr *m, int *ret_fd)
 }
 
 /*
- * Read up to @cap bytes (at least one) by @deadline, collecting descriptors
- * into *fd (at most one; more is -EPROTO). Returns bytes read, or 0 at
- * hang-up, or -errno.
+ * Read up to @cap bytes that are there now, collecting descriptors into
+ * *fd (at most one; more is -EPROTO). Returns bytes read, 0 at hang-up,
+ * -EAGAIN when nothing is there, or -errno.
  */
-static ssize_t recv_some(int sock, void *buf, size_t cap, int *fd, bool allow_fd,
-			 uint64_t deadline, char *err, size_t errlen)
+static ssize_t recv_avail(int sock, void *buf, size_t cap, int *fd, bool allow_fd, char *err,
+			  size_t errlen)
 {
 	for (;;) {
 		union {
@@ -160,15 +160,8 @@ static ssize_t recv_some(int sock, void *buf, size_t cap, int *fd, bool allow_fd
 
 			if (e == EINTR)
 				continue;
-			if (e == EAGAIN || e == EWOULDBLOCK) {
-				int r = wait_fd(sock, POLLIN, deadline);
-
-				if (r < 0) {
-					fl__mon_errf(err, errlen, "no complete message in time");
-					return r;
-				}
-				continue;
-			}
+			if (e == EAGAIN || e == EWOULDBLOCK)
+				return -EAGAIN;
 			fl__mon_errf(err, errlen, "recvmsg: %s", strerror(e));
 			return e == ECONNRESET ? -EPIPE : -e;
 		}
@@ -186,6 +179,24 @@ static ssize_t recv_some(int sock, void *buf, size_t cap, int *fd, bool allow_fd
 			return -EPROTO;
 		}
 		return n;
+	}
+}
+
+/* recv_avail(), waiting by @deadline for at least one byte. */
+static ssize_t recv_some(int sock, void *buf, size_t cap, int *fd, bool allow_fd,
+			 uint64_t deadline, char *err, size_t errlen)
+{
+	for (;;) {
+		ssize_t n = recv_avail(sock, buf, cap, fd, allow_fd, err, errlen);
+		int r;
+
+		if (n != -EAGAIN)
+			return n;
+		r = wait_fd(sock, POLLIN, deadline);
+		if (r < 0) {
+			fl__mon_errf(err, errlen, "no complete message in time");
+			return r;
+		}
 	}
 }
 
@@ -277,12 +288,7 @@ int fl__mon_recv_msg(int sock, uint64_t deadline, void **ret_buf, size_t *ret_le
  * parse its message again and again. It only finds the end; the parser
  * judges the rest.
  */
-struct json_end {
-	long depth;
-	bool in_str, esc, done;
-};
-
-static void json_scan(struct json_end *s, const uint8_t *p, size_t n)
+static void json_scan(struct fl__mon_json_end *s, const uint8_t *p, size_t n)
 {
 	for (size_t i = 0; i < n && !s->done; i++) {
 		uint8_t c = p[i];
@@ -321,50 +327,176 @@ static int json_cut_short(const uint8_t *b, size_t have, int why, const char *wh
 	return why;
 }
 
-/*
- * Firecracker sends its array once and then keeps the socket open in
- * silence: read until the outermost array closes, then parse once.
- */
-static int read_json(int sock, uint64_t deadline, uint8_t **buf, size_t *cap, size_t *have,
-		     int *fd, struct fl__mon_hello *ret, char *err, size_t errlen)
+int fl__mon_first_init(struct fl__mon_first *st)
 {
-	struct json_end end = { 0 };
+	*st = (struct fl__mon_first){ .fd = -1, .cap = FL_MONITOR_HDR_LEN };
+	st->b = malloc(st->cap);
+	return st->b ? 0 : -ENOMEM;
+}
 
-	json_scan(&end, *buf, *have);
+void fl__mon_first_free(struct fl__mon_first *st)
+{
+	free(st->b);
+	st->b = NULL;
+	if (st->fd >= 0)
+		close(st->fd);
+	st->fd = -1;
+}
+
+/* A JSON handshake that can grow no more: fl__mon_first_end() says why, unless it is whole. */
+static int json_stop(struct fl__mon_first *st, int why, const char *what)
+{
+	st->cut = why;
+	st->cut_what = what;
+	return 0;
+}
+
+int fl__mon_first_feed(struct fl__mon_first *st, int sock, char *err, size_t errlen)
+{
 	for (;;) {
+		size_t want;
 		ssize_t n;
 
-		if (end.done) {
-			int r = fl__fc_parse(*buf, *have, ret, err, errlen);
+		if (st->kind == FL__MON_SNIFF_NATIVE) {
+			if (!st->total) {
+				/* Checked from its first byte on: a wrong magic ends it at once. */
+				int r = fl__mon_frame(st->b, st->have, &st->total, err, errlen);
 
-			return r == -EAGAIN ? -EPROTO : r;
-		}
-		if (*have == FL_MONITOR_MAX_MSG)
-			return json_cut_short(*buf, *have, -E2BIG,
-					      "JSON handshake longer than 1 MiB", ret, err, errlen);
-		if (*have == *cap) {
-			size_t nc = *cap * 4 > FL_MONITOR_MAX_MSG ? FL_MONITOR_MAX_MSG : *cap * 4;
-			uint8_t *nb = realloc(*buf, nc);
+				if (r < 0 && r != -EAGAIN)
+					return r;
+				if (!r && st->total > st->cap) {
+					uint8_t *nb = realloc(st->b, st->total);
 
-			if (!nb) {
-				fl__mon_errf(err, errlen, "out of memory");
-				return -ENOMEM;
+					if (!nb) {
+						fl__mon_errf(err, errlen, "out of memory");
+						return -ENOMEM;
+					}
+					st->b = nb;
+					st->cap = st->total;
+				}
 			}
-			*buf = nb;
-			*cap = nc;
+			if (st->total && st->have == st->total)
+				return 0;
+			/*
+			 * The header alone first, then exactly the rest: nothing of
+			 * a following message (and its descriptor) is consumed.
+			 */
+			want = st->total ? st->total - st->have : FL_MONITOR_HDR_LEN - st->have;
+		} else if (st->kind == FL__MON_SNIFF_JSON) {
+			/* Firecracker sends its array once, then keeps the socket open in silence. */
+			if (st->json.done || st->cut)
+				return 0;
+			if (st->have == FL_MONITOR_MAX_MSG)
+				return json_stop(st, -E2BIG, "JSON handshake longer than 1 MiB");
+			if (st->have == st->cap) {
+				size_t nc = st->cap * 4 > FL_MONITOR_MAX_MSG ? FL_MONITOR_MAX_MSG
+									     : st->cap * 4;
+				uint8_t *nb = realloc(st->b, nc);
+
+				if (!nb) {
+					fl__mon_errf(err, errlen, "out of memory");
+					return -ENOMEM;
+				}
+				st->b = nb;
+				st->cap = nc;
+			}
+			want = st->cap - st->have;
+		} else {
+			want = 1;	/* what it speaks */
 		}
-		n = recv_some(sock, *buf + *have, *cap - *have, fd, true, deadline, err, errlen);
+		n = recv_avail(sock, st->b + st->have, want, &st->fd, true, err, errlen);
+		if (n == -EAGAIN)
+			return -EAGAIN;
+		if (st->kind == FL__MON_SNIFF_JSON && n <= 0)
+			return n ? json_stop(st, (int)n, "cannot read the JSON handshake")
+				 : json_stop(st, -EPROTO, "hang-up inside the JSON handshake");
 		if (n < 0)
-			return json_cut_short(*buf, *have, (int)n, n == -ETIMEDOUT ?
-					      "no complete JSON handshake in time" :
-					      "cannot read the JSON handshake", ret, err, errlen);
-		if (n == 0)
-			return json_cut_short(*buf, *have, -EPROTO,
-					      "hang-up inside the JSON handshake", ret, err,
-					      errlen);
-		json_scan(&end, *buf + *have, (size_t)n);
-		*have += (size_t)n;
+			return (int)n;
+		if (n == 0) {
+			if (!st->kind) {
+				fl__mon_errf(err, errlen, "hang-up before a handshake");
+				return -EPIPE;
+			}
+			if (!st->total) {
+				fl__mon_errf(err, errlen, "hang-up after %zu bytes of a header",
+					     st->have);
+				return -EPROTO;
+			}
+			fl__mon_errf(err, errlen, "hang-up after %zu of %zu bytes", st->have,
+				     st->total);
+			return -EPROTO;
+		}
+		if (!st->kind) {
+			int k = fl__mon_sniff(st->b, 1);
+
+			if (k != FL__MON_SNIFF_NATIVE && k != FL__MON_SNIFF_JSON) {
+				fl__mon_errf(err, errlen, "neither a faultline HELLO nor "
+					     "Firecracker's JSON (first byte 0x%02x)", st->b[0]);
+				return -EPROTO;
+			}
+			st->kind = k;
+		}
+		if (st->kind == FL__MON_SNIFF_JSON)
+			json_scan(&st->json, st->b + st->have, (size_t)n);
+		st->have += (size_t)n;
 	}
+}
+
+int fl__mon_first_expire(struct fl__mon_first *st, char *err, size_t errlen)
+{
+	if (st->kind == FL__MON_SNIFF_JSON) {
+		if (!st->json.done && !st->cut)
+			json_stop(st, -ETIMEDOUT, "no complete JSON handshake in time");
+		return 0;
+	}
+	if (st->kind == FL__MON_SNIFF_NATIVE && st->total && st->have == st->total)
+		return 0;
+	fl__mon_errf(err, errlen, "no complete message in time");
+	return -ETIMEDOUT;
+}
+
+int fl__mon_first_end(struct fl__mon_first *st, struct fl__mon_hello *ret, void **ret_buf,
+		      int *ret_fd, struct fl__mon_claim *ret_claim, bool *is_claim, char *err,
+		      size_t errlen)
+{
+	int r;
+
+	if (is_claim)
+		*is_claim = false;
+	if (st->kind == FL__MON_SNIFF_JSON) {
+		if (st->cut) {
+			r = json_cut_short(st->b, st->have, st->cut, st->cut_what, ret, err,
+					   errlen);
+		} else {
+			r = fl__fc_parse(st->b, st->have, ret, err, errlen);
+			if (r == -EAGAIN)
+				r = -EPROTO;
+		}
+	} else if (ret_claim && fl__mon_msg_type(st->b) == FL_MONITOR_MSG_CLAIM) {
+		r = fl__mon_decode_claim(st->b, st->total, ret_claim, err, errlen);
+		if (r < 0)
+			return r;
+		if (st->fd >= 0) {
+			fl__mon_errf(err, errlen, "a descriptor attached to a CLAIM");
+			return -EPROTO;
+		}
+		*is_claim = true;
+		return 0;
+	} else {
+		r = fl__mon_decode_hello(st->b, st->total, ret, err, errlen);
+	}
+	if (r < 0)
+		return r;
+	if (st->fd < 0) {
+		fl__mon_hello_free(ret);
+		fl__mon_errf(err, errlen, "no userfaultfd attached to the handshake");
+		return -EPROTO;
+	}
+	*ret_buf = st->b;
+	st->b = NULL;
+	*ret_fd = st->fd;
+	st->fd = -1;
+	return 0;
 }
 
 int fl__mon_recv_hello(int sock, uint64_t deadline, struct fl__mon_hello *ret, void **ret_buf,
@@ -377,68 +509,33 @@ int fl__mon_recv_first(int sock, uint64_t deadline, struct fl__mon_hello *ret, v
 		       int *ret_fd, struct fl__mon_claim *ret_claim, bool *is_claim, char *err,
 		       size_t errlen)
 {
-	size_t cap = FL_MONITOR_HDR_LEN, have = 0, len = 0;
-	uint8_t *b = malloc(cap);
-	int fd = -1, r;
-	ssize_t n;
+	struct fl__mon_first st;
+	int r;
 
 	if (is_claim)
 		*is_claim = false;
-	if (!b) {
+	if (fl__mon_first_init(&st) < 0) {
 		fl__mon_errf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	n = recv_some(sock, b, 1, &fd, true, deadline, err, errlen);
-	if (n <= 0) {
-		r = n ? (int)n : -EPIPE;
-		if (!n)
-			fl__mon_errf(err, errlen, "hang-up before a handshake");
-		goto fail;
-	}
-	have = 1;
-	switch (fl__mon_sniff(b, have)) {
-	case FL__MON_SNIFF_NATIVE:
-		r = read_native(sock, deadline, &b, have, &len, &fd, true, err, errlen);
-		if (!r && ret_claim && fl__mon_msg_type(b) == FL_MONITOR_MSG_CLAIM) {
-			r = fl__mon_decode_claim(b, len, ret_claim, err, errlen);
-			if (!r && fd >= 0) {
-				fl__mon_errf(err, errlen, "a descriptor attached to a CLAIM");
-				r = -EPROTO;
-			}
-			if (!r) {
-				free(b);
-				*is_claim = true;
-				return 0;
-			}
+	for (;;) {
+		r = fl__mon_first_feed(&st, sock, err, errlen);
+		if (r != -EAGAIN)
+			break;
+		r = wait_fd(sock, POLLIN, deadline);
+		if (r == -ETIMEDOUT) {
+			r = fl__mon_first_expire(&st, err, errlen);
 			break;
 		}
-		if (!r)
-			r = fl__mon_decode_hello(b, len, ret, err, errlen);
-		break;
-	case FL__MON_SNIFF_JSON:
-		r = read_json(sock, deadline, &b, &cap, &have, &fd, ret, err, errlen);
-		break;
-	default:
-		fl__mon_errf(err, errlen, "neither a faultline HELLO nor Firecracker's JSON "
-			     "(first byte 0x%02x)", b[0]);
-		r = -EPROTO;
-		break;
+		if (r < 0) {
+			fl__mon_errf(err, errlen, "poll: %s", strerror(-r));
+			break;
+		}
 	}
-	if (r < 0)
-		goto fail;
-	if (fd < 0) {
-		fl__mon_hello_free(ret);
-		fl__mon_errf(err, errlen, "no userfaultfd attached to the handshake");
-		r = -EPROTO;
-		goto fail;
-	}
-	*ret_buf = b;
-	*ret_fd = fd;
-	return 0;
-fail:
-	if (fd >= 0)
-		close(fd);
-	free(b);
+	if (!r)
+		r = fl__mon_first_end(&st, ret, ret_buf, ret_fd, ret_claim, is_claim, err,
+				      errlen);
+	fl__mon_first_free(&st);
 	return r;
 }
 
