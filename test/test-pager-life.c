@@ -950,6 +950,48 @@ TEST(pager_remove_races_store_read_other_process)
 }
 
 /*
+ * A pager without on_event cannot serve a fork()ed child; the child's
+ * pages that were absent at fork time must fail loudly there (SIGBUS),
+ * never read as zeros. What was present is the child's copy.
+ */
+TEST(pager_fork_child_never_reads_zeros)
+{
+	size_t ps = t_page_size(), npages = 8, len = npages * ps;
+	uint8_t *mem = t_map_anon(len);
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, FL_FEAT_EVENT_FORK);
+	struct fl_region_opts o;
+	struct fl_region *r;
+	struct fl_store *s;
+	int status;
+	pid_t pid;
+
+	T_ASSERT_OK(fl_store_pattern_create(len, SEED, &s));
+	o = t_region_opts(s, len);
+	o.addr = mem;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	T_ASSERT_OK(fl_pager_start(p));
+	T_ASSERT_EQ(mem[ps + 1], pattern_byte(ps + 1));
+	pid = fork();
+	T_ASSERT_SYS(pid);
+	if (pid == 0) {
+		struct faulter a = { .p = mem + 5 * ps + 7 };
+
+		catch_sigbus();
+		if (fl_pattern_check(mem + ps, ps, ps, SEED))
+			_exit(2);
+		faulter_main(&a);
+		_exit(a.bus ? 0 : a.v == 0 ? 3 : 4);
+	}
+	T_ASSERT_SYS(waitpid(pid, &status, 0));
+	expect_clean_exit(status);
+	/* The parent is still served. */
+	T_ASSERT_EQ(mem[5 * ps + 7], pattern_byte(5 * ps + 7));
+	fl_pager_destroy(p);
+	fl_store_destroy(s);
+	munmap(mem, len);
+}
+
+/*
  * mremap() moves only the second half of a region: the half left behind
  * is still served, the moved pages that were present keep their data, and
  * an absent moved page fails loudly (SIGBUS) instead of blocking forever.

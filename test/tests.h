@@ -149,6 +149,8 @@
 	X(pager_remove_races_store_read, FL_FEAT_EVENT_REMOVE, T_UFFD, 0)          \
 	X(pager_remove_races_store_read_other_process, FL_FEAT_EVENT_REMOVE,       \
 	  T_UFFD, 0)                                                               \
+	X(pager_fork_child_never_reads_zeros, FL_FEAT_EVENT_FORK | FL_FEAT_POISON, \
+	  T_UFFD | T_ROOT, 0)                                                      \
 	X(pager_partial_mremap_fails_loudly, FL_FEAT_EVENT_REMAP, T_UFFD, 0)       \
 	/* test-monitor-proto.c: the monitor wire format, pure user-space */       \
 	X(monitor_proto_hello_roundtrip, 0, 0, 0)                                  \

@@ -54,12 +54,17 @@ enum fl_pager_mode {
  *
  * fork(): children are not served. Memory the pager maps is MADV_DONTFORK
  * (a child touching it gets SIGSEGV, never wrong data). In a caller-provided
- * range a child sees what was present at fork time, and its absent pages
- * read as zeros: the kernel unregisters them in the child. Populate first,
- * or use MADV_DONTFORK. Every pager call in a child returns
- * -ECHILD. The out-of-process monitor (monitor.h) serves children: with
- * FL_FEAT_EVENT_FORK on the userfaultfd, a FORK event hands the child's
- * descriptor to fl_pager_opts.on_event.
+ * range a child sees what was present at fork time. Its absent pages: with
+ * FL_FEAT_EVENT_FORK on the userfaultfd and no on_event callback, the pager
+ * poisons them through the child's descriptor before closing it (the child
+ * gets SIGBUS there; pages the program had discarded read zeros; where the
+ * kernel cannot poison, the descriptor stays open and the child's faults
+ * there stay blocked until the pager is destroyed); without
+ * FL_FEAT_EVENT_FORK the kernel unregisters them in the child and they read
+ * as zeros: populate first, or use MADV_DONTFORK. Every pager call in a
+ * child returns -ECHILD. The out-of-process monitor (monitor.h) serves
+ * children: with FL_FEAT_EVENT_FORK on the userfaultfd, a FORK event hands
+ * the child's descriptor to fl_pager_opts.on_event.
  */
 
 #define FL_PAGER_DEFAULT_THREADS 2
@@ -100,8 +105,8 @@ struct fl_pager_opts {
 	/*
 	 * THREADS and LOOP modes (-EINVAL with SIGBUS): called with the events
 	 * of each read (see fl_pager_event_fn). NULL: the pager applies them
-	 * alone, and closes the descriptors of FORK events (children are not
-	 * served).
+	 * alone; the child of a FORK event is not served: its absent pages are
+	 * poisoned, then its descriptor closed (see fork() above).
 	 */
 	fl_pager_event_fn on_event;
 	void *userdata;			/* for on_event; never touched by the library */

@@ -258,6 +258,9 @@ struct fl_pager {
 	fl_pager_event_fn on_event;	/* may be NULL */
 	void *event_userdata;
 
+	int *held;			/* descriptors of unserved children kept open (no POISON) */
+	size_t nheld;
+
 	pthread_mutex_t orphan_lock;	/* orphans: REMAP events write, faults outside regions read */
 	struct pg_orphan *orphans;
 	size_t norphans, cap_orphans;

@@ -128,6 +128,109 @@ static bool bl_empty(struct pg_backlog *b)
 
 /* -------------------------------------------------------------- events */
 
+/* Append @fd to a growing array of descriptors. */
+static int fds_push(int **arr, size_t *n, int fd)
+{
+	int *a = realloc(*arr, (*n + 1) * sizeof(int));
+
+	if (!a)
+		return -ENOMEM;
+	a[(*n)++] = fd;
+	*arr = a;
+	return 0;
+}
+
+/* EAGAIN poisoning a child: read what the child's descriptor has queued (its own events). */
+static int drain_child(void *arg)
+{
+	struct fl_event ev[16];
+	int n = fl_uffd_read_events(arg, ev, 16);
+
+	for (int i = 0; i < n; i++)
+		if (ev[i].type == FL_EVENT_FORK)
+			close(ev[i].fork.fd);	/* a grandchild: unregistered, see pager.h */
+	return n > 0 ? n : 0;
+}
+
+/*
+ * A fork()ed child nobody serves (no on_event callback). Once its
+ * descriptor is closed, the kernel unregisters the child's ranges, and
+ * their absent pages would read as zeros where the store has data. So,
+ * first, through the child's descriptor: pages the program had discarded
+ * get zero pages (what they read here), and every other page the child
+ * lacks is poisoned (SIGBUS in the child). Present pages are the child's
+ * copies. Memory the pager mapped is MADV_DONTFORK: the child has none.
+ * Where the kernel cannot poison, the descriptor is kept open instead (the
+ * child's faults there stay blocked, never zeros) until the pager is
+ * destroyed. Called while applying events: the parent's installs wait.
+ */
+static void unserved_child(struct fl_pager *p, int fd)
+{
+	struct fl__poison_opts o = { .drain = drain_child };
+	struct fl_uffd *cu;
+	struct pg_table *t;
+	uint64_t poisoned = 0;
+	int err = 0;
+
+	if (fl_uffd_adopt(fd, p->feats, 0, &cu) < 0) {
+		fl__err("pager: cannot use the userfaultfd of a fork()ed child; closing it: the "
+			"child's absent pages read as zeros");
+		close(fd);
+		return;
+	}
+	o.arg = cu;
+	pthread_mutex_lock(&p->lock);
+	t = atomic_load(&p->table);
+	for (size_t i = 0; i < t->n && !err; i++) {
+		struct fl_region *r = t->e[i].r;
+		uintptr_t base = t->e[i].start;
+		size_t pg = 0;
+
+		if (r->ours)
+			continue;
+		o.step = r->ps;
+		while (pg < r->npages && !err) {
+			bool zero = (atomic_load(&r->state[pg]) & (PG_ZERO | PG_STATE)) == PG_ZERO;
+			size_t end = pg + 1;
+
+			while (end < r->npages &&
+			       ((atomic_load(&r->state[end]) & (PG_ZERO | PG_STATE)) == PG_ZERO) == zero)
+				end++;
+			if (zero) {
+				for (; pg < end; pg++) {
+					void *a = (void *)(base + (pg << r->shift));
+					int e = r->has_zeropage ? fl_uffd_zeropage(cu, a, r->ps, 0, NULL)
+								: fl_uffd_copy(cu, a, p->zeros, r->ps, 0,
+									       NULL);
+
+					if (e == -EAGAIN && drain_child(cu) >= 0)
+						e = fl__uffd_poison_absent(cu, (uintptr_t)a, r->ps, &o,
+									   &poisoned);
+					if (e && e != -EEXIST && e != -ENOENT && e != -ESRCH)
+						err = e;
+				}
+				continue;
+			}
+			err = fl__uffd_poison_absent(cu, base + (pg << r->shift),
+						     (end - pg) << r->shift, &o, &poisoned);
+			pg = end;
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+	fl_uffd_close(cu);
+	if (err) {
+		fl__err("pager: cannot poison the absent pages of a fork()ed child (%s); keeping its "
+			"userfaultfd open: the child's faults there stay blocked", strerror(-err));
+		if (fds_push(&p->held, &p->nheld, fd) == 0)
+			return;
+		fl__err("pager: out of memory keeping the descriptor; the child reads zeros");
+	} else {
+		fl__info("pager: a fork()ed child is not served: its %llu absent bytes of the "
+			 "regions are poisoned (SIGBUS there)", (unsigned long long)poisoned);
+	}
+	close(fd);
+}
+
 static void apply_event(struct fl_pager *p, const struct fl_event *ev)
 {
 	switch (ev->type) {
@@ -144,14 +247,7 @@ static void apply_event(struct fl_pager *p, const struct fl_event *ev)
 	case FL_EVENT_FORK:
 		if (p->on_event)
 			break;	/* the descriptor is the callback's */
-		/*
-		 * Serving a child needs a pager for it, which only an on_event
-		 * callback can make: close its descriptor so the child is not left
-		 * blocked (its registered ranges then behave as unregistered ones).
-		 */
-		fl__warn("pager: closing the userfaultfd of a fork()ed child (fd %d): children "
-			 "are not served", ev->fork.fd);
-		close(ev->fork.fd);
+		unserved_child(p, ev->fork.fd);
 		break;
 	default:
 		fl__debug("pager: ignoring a %s event", fl_event_type_name(ev->type));
@@ -845,6 +941,9 @@ FL_API void fl_pager_destroy(struct fl_pager *p)
 		fl_uffd_close(p->uffd);
 	free(atomic_load(&p->table));
 	free(p->orphans);
+	for (size_t i = 0; i < p->nheld; i++)
+		close(p->held[i]);
+	free(p->held);
 	pthread_mutex_destroy(&p->orphan_lock);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
