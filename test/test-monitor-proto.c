@@ -546,12 +546,14 @@ TEST(monitor_proto_region_errors)
 		T_ASSERT_FAILS(fl__mon_decode_hello(buf, len, &d, err, sizeof(err)), EINVAL,
 			       "NUL byte");
 		len = fl__mon_encode_hello(&h, buf, sizeof(buf));
-		fl__put_le32(e + R_PATH_LEN, fl__le32(e + R_PATH_LEN) - 1);	/* no NUL right after */
+		/* no NUL right after */
+		fl__put_le32(e + R_PATH_LEN, fl__le32(e + R_PATH_LEN) - 1);
 		reseal(buf, len);
 		T_ASSERT_FAILS(fl__mon_decode_hello(buf, len, &d, err, sizeof(err)), EPROTO,
 			       "NUL-terminated");
 		len = fl__mon_encode_hello(&h, buf, sizeof(buf));
-		fl__put_le32(e + R_PATH_LEN, fl__le32(e + R_PATH_LEN) + 1);	/* runs past the end */
+		/* runs past the end */
+		fl__put_le32(e + R_PATH_LEN, fl__le32(e + R_PATH_LEN) + 1);
 		reseal(buf, len);
 		T_ASSERT_FAILS(fl__mon_decode_hello(buf, len, &d, err, sizeof(err)), EPROTO,
 			       "outside");

@@ -529,7 +529,8 @@ static size_t encode_layout(uint32_t type, const struct fl__mon_hello *h, void *
 			continue;
 		j = shared_path(h, i, prev);
 		if (j >= 0) {
-			off = fl__le32(b + entries + (size_t)j * FL_MONITOR_REGION_LEN + R_PATH_OFF);
+			off = fl__le32(b + entries + (size_t)j * FL_MONITOR_REGION_LEN +
+				       R_PATH_OFF);
 		} else {
 			memcpy(b + spos, r->path, r->path_len);
 			b[spos + r->path_len] = '\0';
