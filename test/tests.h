@@ -20,6 +20,10 @@
 	X(open_fork_denied_is_eperm, 0, T_UFFD, 0)                                 \
 	X(adopt_and_take, 0, T_UFFD, 0)                                            \
 	X(register_modes_and_ioctls, 0, T_UFFD, 0)                                 \
+	/* test-log.c */                                                           \
+	X(log_einval_says_why, 0, 0, 0)                                            \
+	X(log_einval_region_add, 0, T_UFFD, 0)                                     \
+	X(log_env_prints_to_stderr, 0, 0, 0)                                       \
 	/* test-runner.c: the runner (the fixtures only run when named) */         \
 	X(runner_unmatched_pattern_fails, 0, 0, 0)                                 \
 	X(runner_fail_line_has_reason, 0, 0, 0)                                    \

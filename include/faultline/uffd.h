@@ -39,7 +39,11 @@ typedef void (*fl_log_fn)(enum fl_log_level level, const char *msg);
 
 /*
  * fl_set_log_fn - install (or, with NULL, remove) the library's log callback.
- * The library never prints; it reports here why a call failed and what to enable.
+ * The library reports here why a call failed and what to enable; every -EINVAL
+ * of a public function comes with an FL_LOG_ERROR line saying why. Without a
+ * callback it prints nothing, unless FL_LOG=error|warn|info|debug is set in the
+ * environment: then lines of that level and above go to stderr, until the
+ * first call of this function (even with NULL) turns that off.
  * The callback may be called from any thread that calls into the library,
  * including handler threads, and must be reentrant.
  * Thread safety: any thread (the pointer is stored atomically).

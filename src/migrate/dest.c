@@ -186,9 +186,13 @@ FL_API int fl_migrate_dest_create(const struct fl_migrate_dest_opts *opts,
 	char msg[256] = "";
 	int r;
 
-	if (!ret || fl__opts_copy(&o, sizeof(o), opts, "fl_migrate_dest_create") < 0 ||
-	    (o.flags & ~(uint32_t)(FL_MIGRATE_LISTEN | FL_MIGRATE_ANYWHERE)))
+	if (!ret)
+		return fl__einval(__func__, "ret is NULL");
+	if (fl__opts_copy(&o, sizeof(o), opts, "fl_migrate_dest_create") < 0)
 		return -EINVAL;
+	if (o.flags & ~(uint32_t)(FL_MIGRATE_LISTEN | FL_MIGRATE_ANYWHERE))
+		return fl__einval(__func__, "unknown flags %#x",
+				  o.flags & ~(uint32_t)(FL_MIGRATE_LISTEN | FL_MIGRATE_ANYWHERE));
 	d = calloc(1, sizeof(*d));
 	if (!d)
 		return -ENOMEM;
@@ -228,7 +232,8 @@ fail:
 FL_API int fl_migrate_dest_port(const struct fl_migrate_dest *d, uint16_t *ret_port)
 {
 	if (!d || !ret_port || !d->link.listen)
-		return -EINVAL;
+		return fl__einval(__func__, "%s", !d ? "d is NULL" : !ret_port ?
+				  "ret_port is NULL" : "the destination does not listen");
 	if (d->pid != getpid())
 		return -ECHILD;
 	*ret_port = d->link.port;
@@ -244,7 +249,8 @@ FL_API int fl_migrate_dest_region(const struct fl_migrate_dest *d, unsigned int 
 				  void **ret_addr, size_t *ret_len)
 {
 	if (!d || !ret_addr || !ret_len || !d->mapped)
-		return -EINVAL;
+		return fl__einval(__func__, "%s", !d ? "d is NULL" : !ret_addr || !ret_len ?
+				  "ret_addr or ret_len is NULL" : "no region is mapped yet");
 	if (d->pid != getpid())
 		return -ECHILD;
 	if (i >= d->nreg)
@@ -259,7 +265,7 @@ FL_API int fl_migrate_dest_stats(const struct fl_migrate_dest *d, struct fl_migr
 	struct fl_migrate_dest *m = (struct fl_migrate_dest *)d;
 
 	if (!d || !ret)
-		return -EINVAL;
+		return fl__einval(__func__, "%s is NULL", !d ? "d" : "ret");
 	if (d->pid != getpid())
 		return -ECHILD;
 	*ret = (struct fl_migrate_dest_stats){
@@ -1515,7 +1521,8 @@ FL_API int fl_migrate_dest_accept(struct fl_migrate_dest *d, int timeout_ms,
 	int delay = 10, r;
 
 	if (!d || !ret_blob || !ret_len || timeout_ms < -1)
-		return -EINVAL;
+		return fl__einval(__func__, "%s", !d ? "d is NULL" : !ret_blob || !ret_len ?
+				  "ret_blob or ret_len is NULL" : "timeout_ms below -1");
 	if (d->pid != getpid())
 		return -ECHILD;
 	deadline = timeout_ms < 0 ? UINT64_MAX :
@@ -1578,7 +1585,8 @@ FL_API int fl_migrate_dest_wait(struct fl_migrate_dest *d, int timeout_ms)
 	int r;
 
 	if (!d || timeout_ms < -1 || !d->started)
-		return -EINVAL;
+		return fl__einval(__func__, "%s", !d ? "d is NULL" : timeout_ms < -1 ?
+				  "timeout_ms below -1" : "fl_migrate_dest_accept() has not run");
 	if (d->pid != getpid())
 		return -ECHILD;
 	pthread_mutex_lock(&d->lock);

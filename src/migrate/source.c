@@ -173,7 +173,9 @@ FL_API int fl_migrate_source_create(const struct fl_migrate_source_opts *opts,
 	size_t ps = fl__page_size();
 	int r;
 
-	if (!ret || fl__opts_copy(&o, sizeof(o), opts, "fl_migrate_source_create") < 0)
+	if (!ret)
+		return fl__einval(__func__, "ret is NULL");
+	if (fl__opts_copy(&o, sizeof(o), opts, "fl_migrate_source_create") < 0)
 		return -EINVAL;
 	if (!o.regions || !o.n_regions || o.n_regions > FL__WIRE_MAX_REGIONS ||
 	    (o.flags & ~(uint32_t)(FL_MIGRATE_LISTEN | FL_MIGRATE_STOP_AND_COPY)) ||
@@ -286,7 +288,8 @@ fail:
 FL_API int fl_migrate_source_port(const struct fl_migrate_source *s, uint16_t *ret_port)
 {
 	if (!s || !ret_port || !s->link.listen)
-		return -EINVAL;
+		return fl__einval(__func__, "%s", !s ? "s is NULL" : !ret_port ?
+				  "ret_port is NULL" : "the source does not listen");
 	if (s->pid != getpid())
 		return -ECHILD;
 	*ret_port = s->link.port;
@@ -296,7 +299,7 @@ FL_API int fl_migrate_source_port(const struct fl_migrate_source *s, uint16_t *r
 FL_API int fl_migrate_source_set_bandwidth(struct fl_migrate_source *s, uint64_t bytes_per_s)
 {
 	if (!s)
-		return -EINVAL;
+		return fl__einval(__func__, "s is NULL");
 	if (s->pid != getpid())
 		return -ECHILD;
 	atomic_store(&s->limit, bytes_per_s);
@@ -314,7 +317,7 @@ FL_API int fl_migrate_source_stats(const struct fl_migrate_source *s,
 	struct fl_migrate_source *m = (struct fl_migrate_source *)s;
 
 	if (!s || !ret)
-		return -EINVAL;
+		return fl__einval(__func__, "%s is NULL", !s ? "s" : "ret");
 	if (s->pid != getpid())
 		return -ECHILD;
 	pthread_mutex_lock(&m->lock);
@@ -1330,7 +1333,7 @@ FL_API int fl_migrate_source_run(struct fl_migrate_source *s)
 	int r;
 
 	if (!s)
-		return -EINVAL;
+		return fl__einval(__func__, "s is NULL");
 	if (s->pid != getpid())
 		return -ECHILD;
 	if (s->ran)

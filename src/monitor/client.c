@@ -1192,10 +1192,10 @@ static int parse_opts(const struct fl_monitor_opts *opts, struct fl_monitor_opts
 	if (fl__opts_copy(o, sizeof(*o), opts, "fl_monitor_attach") < 0)
 		return -EINVAL;
 	if ((unsigned int)o->policy > FL_MONITOR_FAIL_LOUD)
-		return -EINVAL;
+		return fl__einval("fl_monitor_attach", "unknown policy %u", (unsigned int)o->policy);
 	if (o->flags & ~(uint32_t)(FL_MONITOR_NO_WATCHER | FL_MONITOR_NO_AUTO_REATTACH |
 				   FL_MONITOR_DONTFORK))
-		return -EINVAL;
+		return fl__einval("fl_monitor_attach", "unknown flags %#x", o->flags);
 	if (!o->ack_timeout_ms)
 		o->ack_timeout_ms = DEFAULT_ACK_MS;
 	if (!o->retry_ms)
@@ -1324,7 +1324,8 @@ FL_API int fl_monitor_attach(const char *socket_path, const struct fl_monitor_re
 	int r, sock;
 
 	if (!socket_path || !regions || !n || !ret)
-		return -EINVAL;
+		return fl__einval(__func__, "%s", !socket_path ? "socket_path is NULL" :
+				  !regions ? "regions is NULL" : !n ? "n is 0" : "ret is NULL");
 	if (n > FL_MONITOR_MAX_REGIONS) {
 		fl__err("monitor: %zu regions exceed the limit of %u", n, FL_MONITOR_MAX_REGIONS);
 		return -EINVAL;
@@ -1492,7 +1493,7 @@ FL_API struct fl_uffd *fl_monitor_client_uffd(struct fl_monitor_client *c)
 FL_API int fl_monitor_client_state(const struct fl_monitor_client *c)
 {
 	if (!c)
-		return -EINVAL;
+		return fl__einval(__func__, "c is NULL");
 	if (c->pid != getpid())
 		return -ECHILD;
 	return get_state(c);
@@ -1504,7 +1505,7 @@ FL_API int fl_monitor_client_fd(const struct fl_monitor_client *c)
 	int fd;
 
 	if (!c)
-		return -EINVAL;
+		return fl__einval(__func__, "c is NULL");
 	if (c->pid != getpid())
 		return -ECHILD;
 	/* No lock: a re-attach attempt may hold it for up to ack_timeout_ms. */
@@ -1518,7 +1519,7 @@ FL_API int fl_monitor_client_check(struct fl_monitor_client *c)
 	int st;
 
 	if (!c)
-		return -EINVAL;
+		return fl__einval(__func__, "c is NULL");
 	if (c->pid != getpid())
 		return -ECHILD;
 	if (c->has_watcher)
@@ -1545,7 +1546,7 @@ FL_API int fl_monitor_client_reattach(struct fl_monitor_client *c, const char *s
 	int r, st;
 
 	if (!c)
-		return -EINVAL;
+		return fl__einval(__func__, "c is NULL");
 	if (c->pid != getpid())
 		return -ECHILD;
 	if (socket_path) {

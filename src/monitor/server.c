@@ -888,7 +888,7 @@ static void probe_all(struct fl_monitor_server *s)
 FL_API int fl_monitor_server_run(struct fl_monitor_server *s)
 {
 	if (!s)
-		return -EINVAL;
+		return fl__einval(__func__, "s is NULL");
 	for (;;) {
 		struct epoll_event ev[64];
 		bool stop = false;
@@ -947,7 +947,7 @@ FL_API int fl_monitor_server_stop(struct fl_monitor_server *s)
 	int saved = errno;
 
 	if (!s)
-		return -EINVAL;
+		return fl__einval(__func__, "s is NULL");
 	if (write(s->stop_efd, &one, sizeof(one)) < 0) {
 		/* Only a full counter fails, and then a stop is pending anyway. */
 	}
@@ -961,7 +961,7 @@ FL_API int fl_monitor_server_stats(const struct fl_monitor_server *s,
 	struct fl_monitor_server *m = (struct fl_monitor_server *)s;
 
 	if (!s || !ret)
-		return -EINVAL;
+		return fl__einval(__func__, "%s is NULL", !s ? "s" : "ret");
 	*ret = (struct fl_monitor_server_stats){
 		.clients = atomic_load(&m->st[S_CLIENTS]),
 		.children = atomic_load(&m->st[S_CHILDREN]),
@@ -1047,7 +1047,14 @@ static int check_opts(const struct fl_monitor_server_opts *opts,
 	    (o->flags & ~(uint32_t)(FL_MONITOR_SERVER_ANY_UID | FL_MONITOR_SERVER_NO_FILES)) ||
 	    o->threads > FL_PAGER_MAX_THREADS || (unsigned int)o->prefetch > FL_PREFETCH_ADAPTIVE ||
 	    (o->store_root && o->store_root[0] != '/'))
-		return -EINVAL;
+		return fl__einval("fl_monitor_server_create", "%s",
+				  !o->socket_path && o->listen_fd < 0 ?
+				  "neither socket_path nor listen_fd" :
+				  o->n_allowed_uids && !o->allowed_uids ?
+				  "n_allowed_uids without allowed_uids" :
+				  o->store_root && o->store_root[0] != '/' ?
+				  "store_root is not an absolute path" :
+				  "unknown flags or prefetch policy, or too many threads");
 	if (!o->threads)
 		o->threads = DEFAULT_THREADS;
 	if (!o->max_clients)
@@ -1074,7 +1081,7 @@ FL_API int fl_monitor_server_create(const struct fl_monitor_server_opts *opts,
 	int e;
 
 	if (!ret)
-		return -EINVAL;
+		return fl__einval(__func__, "ret is NULL");
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
@@ -1143,7 +1150,8 @@ FL_API int fl_monitor_server_create(const struct fl_monitor_server_opts *opts,
 
 		if (fl < 0 ||
 		    getsockopt(s->o.listen_fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) < 0 || !acc) {
-			e = fl < 0 ? -EBADF : -EINVAL;
+			e = fl < 0 ? -EBADF : fl__einval(__func__, "listen_fd %d is not a "
+							       "listening socket", s->o.listen_fd);
 			goto fail;
 		}
 		s->listen_fd = s->o.listen_fd;

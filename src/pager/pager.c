@@ -687,7 +687,7 @@ FL_API int fl_pager_create(const struct fl_pager_opts *opts, struct fl_pager **r
 	int e;
 
 	if (!ret)
-		return -EINVAL;
+		return fl__einval(__func__, "ret is NULL");
 	if (opts) {
 		e = fl__opts_copy(&o, sizeof(o), opts, "fl_pager_create");
 		if (e < 0)
@@ -695,10 +695,12 @@ FL_API int fl_pager_create(const struct fl_pager_opts *opts, struct fl_pager **r
 	}
 	if ((unsigned int)o.mode > FL_PAGER_LOOP || o.threads > FL_PAGER_MAX_THREADS ||
 	    (o.features & ~FL_FEAT_ALL))
-		return -EINVAL;
+		return fl__einval(__func__, "unknown mode, more than %d threads, or unknown "
+				  "feature bits", FL_PAGER_MAX_THREADS);
 	/* SIGBUS mode serves only this process, and nobody would read events: the program would hang. */
 	if (o.mode == FL_PAGER_SIGBUS && (o.uffd || (o.features & EVENT_FEATS) || o.on_event))
-		return -EINVAL;
+		return fl__einval(__func__, "FL_PAGER_SIGBUS serves this process only and reads no "
+				  "events: no uffd, event features or on_event with it");
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
@@ -836,7 +838,7 @@ FL_API int fl_pager_start(struct fl_pager *p)
 	int e = 0;
 
 	if (!p)
-		return -EINVAL;
+		return fl__einval(__func__, "p is NULL");
 	if (getpid() != p->pid)
 		return -ECHILD;
 	if (atomic_load(&p->dead))
@@ -869,7 +871,7 @@ FL_API int fl_pager_start(struct fl_pager *p)
 FL_API int fl_pager_stop(struct fl_pager *p)
 {
 	if (!p)
-		return -EINVAL;
+		return fl__einval(__func__, "p is NULL");
 	if (getpid() != p->pid)
 		return -ECHILD;
 	if (p->mode == FL_PAGER_THREADS)
@@ -952,7 +954,7 @@ FL_API void fl_pager_destroy(struct fl_pager *p)
 FL_API int fl_pager_fd(const struct fl_pager *p)
 {
 	if (!p)
-		return -EINVAL;
+		return fl__einval(__func__, "p is NULL");
 	if (getpid() != p->pid)
 		return -ECHILD;
 	return p->fd;
@@ -972,11 +974,11 @@ FL_API int fl_pager_dispatch(struct fl_pager *p)
 	int total = 0, n;
 
 	if (!p)
-		return -EINVAL;
+		return fl__einval(__func__, "p is NULL");
 	if (getpid() != p->pid)
 		return -ECHILD;
 	if (p->mode != FL_PAGER_LOOP)
-		return -EINVAL;
+		return fl__einval(__func__, "the pager is not in FL_PAGER_LOOP mode");
 	if (atomic_load(&p->dead))
 		return -ESRCH;
 	c = p->loop_ctx;

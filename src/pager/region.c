@@ -407,35 +407,47 @@ static int settle_opts(struct fl_pager *p, struct fl_region_opts *o, struct fl_r
 	size_t sys = fl__page_size();
 
 	if ((unsigned int)o->mem >= FL_MEM_TYPE_COUNT || !o->store || !o->len)
-		return -EINVAL;
+		return fl__einval("fl_region_add", "%s", !o->store ? "no store" : !o->len ? "len is 0" :
+				  "unknown memory type");
 	if ((unsigned int)o->install > FL_INSTALL_CONTINUE ||
 	    (unsigned int)o->prefetch > FL_PREFETCH_ADAPTIVE ||
 	    (unsigned int)o->on_error > FL_ON_ERROR_BLOCK ||
 	    (o->flags & ~(uint32_t)(FL_REGION_KEEP_ON_REMOVE | FL_REGION_KEEP_REGISTERED)))
-		return -EINVAL;
+		return fl__einval("fl_region_add", "unknown install method, prefetch policy, on_error policy "
+				  "or flags");
 	if (!o->page_size)
 		o->page_size = o->mem == FL_MEM_HUGETLB ? HUGE_2M : PG_MIN_PAGE;
 	if (!pow2(o->page_size) || o->page_size < PG_MIN_PAGE || o->page_size < sys)
-		return -EINVAL;
+		return fl__einval("fl_region_add", "page_size %zu is not a power of two of at least %zu",
+				  o->page_size, sys > PG_MIN_PAGE ? sys : (size_t)PG_MIN_PAGE);
 	if (o->page_size > PG_STAGING)
 		return -EOPNOTSUPP;
 	/* The default huge page size of x86-64 and arm64; hugetlbfs refuses anything unaligned. */
 	if (o->mem == FL_MEM_HUGETLB && o->page_size % HUGE_2M)
-		return -EINVAL;
+		return fl__einval("fl_region_add", "hugetlb page_size %zu is not a multiple of 2 MiB",
+				  o->page_size);
 	if (o->len % o->page_size || (uintptr_t)o->addr % o->page_size)
-		return -EINVAL;
+		return fl__einval("fl_region_add", "addr %p or len %zu is not a multiple of the page size %zu",
+				  o->addr, o->len, o->page_size);
 	ssize = fl_store_size(o->store);
-	if (o->store_off % o->page_size || o->store_off > ssize || o->len > ssize - o->store_off)
-		return -EINVAL;
-	if (!o->addr && !p->own_uffd)
-		return -EINVAL;	/* we cannot map memory in another process */
+	if (o->store_off % o->page_size)
+		return fl__einval("fl_region_add", "store_off %llu is not a multiple of the page size %zu",
+				  (unsigned long long)o->store_off, o->page_size);
+	if (o->store_off > ssize || o->len > ssize - o->store_off)
+		return fl__einval("fl_region_add", "[store_off %llu, +len %zu) runs past the store's %llu bytes",
+				  (unsigned long long)o->store_off, o->len,
+				  (unsigned long long)ssize);
+	if (!o->addr && !p->own_uffd)	/* we cannot map memory in another process */
+		return fl__einval("fl_region_add", "no addr, and the pager serves another process's "
+				  "userfaultfd (it cannot map memory there)");
 	/* A default never contradicts the other bound the caller did set. */
 	if (!o->prefetch_max)
 		o->prefetch_max = o->prefetch_min > (4u << 20) ? o->prefetch_min : 4u << 20;
 	if (!o->prefetch_min)
 		o->prefetch_min = o->prefetch_max < (64u << 10) ? o->prefetch_max : 64u << 10;
 	if (o->prefetch_min > o->prefetch_max)
-		return -EINVAL;
+		return fl__einval("fl_region_add", "prefetch_min %zu is above prefetch_max %zu",
+				  (size_t)o->prefetch_min, (size_t)o->prefetch_max);
 	if (o->mem == FL_MEM_SHMEM) {
 		if (!(f & FL_FEAT_MISSING_SHMEM))
 			return -EOPNOTSUPP;
@@ -573,7 +585,7 @@ FL_API int fl_region_add(struct fl_pager *p, const struct fl_region_opts *opts,
 	int e;
 
 	if (!p || !opts || !ret)
-		return -EINVAL;
+		return fl__einval(__func__, "%s is NULL", !p ? "p" : !opts ? "opts" : "ret");
 	if (getpid() != p->pid)
 		return -ECHILD;
 	e = fl__opts_copy(&o, sizeof(o), opts, "fl_region_add");
@@ -646,7 +658,8 @@ FL_API int fl_region_add(struct fl_pager *p, const struct fl_region_opts *opts,
 	pthread_mutex_lock(&p->lock);
 	if (overlaps(p, base, r->len)) {
 		pthread_mutex_unlock(&p->lock);
-		e = -EINVAL;
+		e = fl__einval(__func__, "[%#lx, +%zu) overlaps a region of this pager",
+			       (unsigned long)base, r->len);
 		goto fail;
 	}
 	mode = FL_REGISTER_MISSING | (r->method == PG_CONTINUE ? FL_REGISTER_MINOR : 0);
@@ -766,7 +779,7 @@ int fl__region_remove(struct fl_region *r)
 FL_API int fl_region_remove(struct fl_region *r)
 {
 	if (!r)
-		return -EINVAL;
+		return fl__einval(__func__, "r is NULL");
 	if (getpid() != r->pager->pid)
 		return -ECHILD;
 	return fl__region_remove(r);
@@ -795,11 +808,12 @@ FL_API int fl_region_populate(struct fl_region *r, uint64_t off, size_t len)
 	int e;
 
 	if (!r)
-		return -EINVAL;
+		return fl__einval(__func__, "r is NULL");
 	if (getpid() != r->pager->pid)
 		return -ECHILD;
 	if (off > r->len || len > r->len - off)
-		return -EINVAL;
+		return fl__einval(__func__, "[%llu, +%zu) runs past the region's %zu bytes",
+				  (unsigned long long)off, len, r->len);
 	if (!len)
 		return 0;
 	if (atomic_load(&r->gone) || atomic_load(&r->pager->dead))
@@ -821,7 +835,7 @@ FL_API int fl_region_stats(const struct fl_region *r, struct fl_region_stats *re
 	uint64_t v[ST_COUNT] = { 0 };
 
 	if (!r || !ret)
-		return -EINVAL;
+		return fl__einval(__func__, "%s is NULL", !r ? "r" : "ret");
 	if (getpid() != r->pager->pid)
 		return -ECHILD;
 	for (int s = 0; s < PG_SHARDS; s++)

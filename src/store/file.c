@@ -282,17 +282,17 @@ static int load_opts(const struct fl_store_file_opts *src, struct fl_store_file_
 		return r;
 	r = fl__opt_has(sz, offsetof(struct fl_store_file_opts, offset), sizeof(o->offset));
 	if (r < 0)
-		return r;
+		return fl__einval("fl_store_file_open", "opts sz %zu ends inside a field", sz);
 	if (r)
 		o->offset = src->offset;
 	r = fl__opt_has(sz, offsetof(struct fl_store_file_opts, size), sizeof(o->size));
 	if (r < 0)
-		return r;
+		return fl__einval("fl_store_file_open", "opts sz %zu ends inside a field", sz);
 	if (r)
 		o->size = src->size;
 	r = fl__opt_has(sz, offsetof(struct fl_store_file_opts, flags), sizeof(o->flags));
 	if (r < 0)
-		return r;
+		return fl__einval("fl_store_file_open", "opts sz %zu ends inside a field", sz);
 	if (r)
 		o->flags = src->flags;
 	return 0;
@@ -346,18 +346,20 @@ FL_API int fl_store_file_open(const char *path, const struct fl_store_file_opts 
 	off_t end;
 
 	if (!path || !ret)
-		return -EINVAL;
+		return fl__einval(__func__, "%s is NULL", !path ? "path" : "ret");
 	if (opts) {
 		r = load_opts(opts, &o);
 		if (r < 0)
 			return r;
 	}
 	if (o.flags & ~(uint32_t)FILE_FLAGS_ALL)
-		return -EINVAL;
+		return fl__einval(__func__, "unknown flags %#x", o.flags & ~(uint32_t)FILE_FLAGS_ALL);
 	if ((o.flags & FL_STORE_FILE_CREATE) && (!(o.flags & FL_STORE_FILE_WRITABLE) || !o.size))
-		return -EINVAL;
+		return fl__einval(__func__, "FL_STORE_FILE_CREATE needs FL_STORE_FILE_WRITABLE and "
+				  "a size");
 	if (o.offset > INT64_MAX || o.size > INT64_MAX - o.offset)
-		return -EINVAL;
+		return fl__einval(__func__, "offset %llu + size %llu is past the largest file",
+				  (unsigned long long)o.offset, (unsigned long long)o.size);
 
 	f = calloc(1, sizeof(*f));
 	if (!f)

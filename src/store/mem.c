@@ -204,9 +204,10 @@ FL_API int fl_store_mem_create(void *buf, size_t len, uint32_t flags, struct fl_
 
 	if (!buf || !len || !ret || (flags & ~(uint32_t)(FL_STORE_MEM_READONLY |
 							  FL_STORE_MEM_NO_MOVE)))
-		return -EINVAL;
+		return fl__einval(__func__, "%s", !buf ? "buf is NULL" : !len ? "len is 0" :
+				  !ret ? "ret is NULL" : "unknown flags");
 	if (len > UINTPTR_MAX - start)
-		return -EINVAL;
+		return fl__einval(__func__, "buf + len wraps around");
 	m = calloc(1, sizeof(*m));
 	if (!m)
 		return -ENOMEM;

@@ -137,7 +137,7 @@ FL_API int fl_store_pattern_create(uint64_t size, uint64_t seed, struct fl_store
 	int r;
 
 	if (!ret)
-		return -EINVAL;
+		return fl__einval(__func__, "ret is NULL");
 	s = malloc(sizeof(*s));
 	if (!s)
 		return -ENOMEM;

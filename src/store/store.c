@@ -29,21 +29,21 @@ static int load_ops(const struct fl_store_ops *src, struct fl_store_ops *o)
 	*o = (struct fl_store_ops){ .sz = sizeof(*o) };
 	/* read is required, so it must lie inside sz. */
 	if (fl__opt_has(sz, offsetof(struct fl_store_ops, read), sizeof(o->read)) != 1)
-		return -EINVAL;
+		return fl__einval("fl_store_create", "ops sz %zu does not reach read", sz);
 	o->read = src->read;
 	r = fl__opt_has(sz, offsetof(struct fl_store_ops, write), sizeof(o->write));
 	if (r < 0)
-		return r;
+		return fl__einval("fl_store_create", "ops sz %zu ends inside a field", sz);
 	if (r)
 		o->write = src->write;
 	r = fl__opt_has(sz, offsetof(struct fl_store_ops, take_pages), sizeof(o->take_pages));
 	if (r < 0)
-		return r;
+		return fl__einval("fl_store_create", "ops sz %zu ends inside a field", sz);
 	if (r)
 		o->take_pages = src->take_pages;
 	r = fl__opt_has(sz, offsetof(struct fl_store_ops, close), sizeof(o->close));
 	if (r < 0)
-		return r;
+		return fl__einval("fl_store_create", "ops sz %zu ends inside a field", sz);
 	if (r)
 		o->close = src->close;
 	return 0;
@@ -57,14 +57,14 @@ FL_API int fl_store_create(const struct fl_store_ops *ops, void *userdata, uint3
 	int r;
 
 	if (!ops || !ret)
-		return -EINVAL;
+		return fl__einval(__func__, "%s is NULL", !ops ? "ops" : "ret");
 	r = load_ops(ops, &o);
 	if (r < 0)
 		return r;
 	if (!o.read || (caps & ~(uint32_t)CAPS_ALL))
-		return -EINVAL;
+		return fl__einval(__func__, "%s", !o.read ? "ops->read is NULL" : "unknown caps");
 	if ((caps & FL_STORE_MOVE) && !o.take_pages)
-		return -EINVAL;
+		return fl__einval(__func__, "FL_STORE_MOVE without ops->take_pages");
 	/* A store without write() is read-only whatever the caller said: keep caps truthful. */
 	if (!o.write)
 		caps |= FL_STORE_READONLY;
@@ -96,11 +96,17 @@ FL_API uint64_t fl_store_size(const struct fl_store *s)
 }
 
 /* [off, off+len) inside the store, both multiples of @align, without overflow. */
-static bool range_ok(const struct fl_store *s, uint64_t off, size_t len, size_t align)
+/* [off, off+len) is whole units of @align inside the store: 0, or log why and -EINVAL. */
+static int range_check(const char *fn, const struct fl_store *s, uint64_t off, size_t len,
+		       size_t align)
 {
 	if (off % align || len % align)
-		return false;
-	return off <= s->size && (uint64_t)len <= s->size - off;
+		return fl__einval(fn, "offset %llu or length %zu is not a multiple of %zu",
+				  (unsigned long long)off, len, align);
+	if (off > s->size || (uint64_t)len > s->size - off)
+		return fl__einval(fn, "[%llu, +%zu) runs past the store's %llu bytes",
+				  (unsigned long long)off, len, (unsigned long long)s->size);
+	return 0;
 }
 
 /*
@@ -125,14 +131,16 @@ FL_API int fl_store_read(struct fl_store *s, uint64_t off, void *buf, size_t len
 	int r;
 
 	if (!s || (!buf && len))
-		return -EINVAL;
+		return fl__einval(__func__, "%s is NULL", !s ? "s" : "buf");
 	if (page_size < FL__STORE_MIN_PAGE || (page_size & (page_size - 1)))
-		return -EINVAL;
-	if (!range_ok(s, off, len, page_size))
-		return -EINVAL;
+		return fl__einval(__func__, "page_size %zu is not a power of two >= %u", page_size,
+				  FL__STORE_MIN_PAGE);
+	r = range_check(__func__, s, off, len, page_size);
+	if (r < 0)
+		return r;
 	/* A store that reports holes needs somewhere to report them. */
 	if (!holes && (s->caps & FL_STORE_HOLES))
-		return -EINVAL;
+		return fl__einval(__func__, "holes is NULL but the store reports holes");
 	if (!len)
 		return 0;
 	/* The callback contract promises a zeroed bitmap; make it so whatever the caller did. */
@@ -149,11 +157,12 @@ FL_API int fl_store_write(struct fl_store *s, uint64_t off, const void *buf, siz
 	int r;
 
 	if (!s || (!buf && len))
-		return -EINVAL;
+		return fl__einval(__func__, "%s is NULL", !s ? "s" : "buf");
 	if ((s->caps & FL_STORE_READONLY) || !s->ops.write)
 		return -EROFS;
-	if (!range_ok(s, off, len, FL__STORE_MIN_PAGE))
-		return -EINVAL;
+	r = range_check(__func__, s, off, len, FL__STORE_MIN_PAGE);
+	if (r < 0)
+		return r;
 	if (!len)
 		return 0;
 	r = s->ops.write(s->userdata, off, buf, len);
@@ -166,11 +175,14 @@ FL_API int fl_store_take_pages(struct fl_store *s, uint64_t off, size_t len, voi
 	int r;
 
 	if (!s || !ret_addr)
-		return -EINVAL;
+		return fl__einval(__func__, "%s is NULL", !s ? "s" : "ret_addr");
 	if (!(s->caps & FL_STORE_MOVE) || !s->ops.take_pages)
 		return -EOPNOTSUPP;
-	if (!len || !range_ok(s, off, len, FL__STORE_MIN_PAGE))
-		return -EINVAL;
+	if (!len)
+		return fl__einval(__func__, "len is 0");
+	r = range_check(__func__, s, off, len, FL__STORE_MIN_PAGE);
+	if (r < 0)
+		return r;
 	r = callback_result("take_pages", s->ops.take_pages(s->userdata, off, len, &addr), off,
 			    len);
 	if (r < 0)

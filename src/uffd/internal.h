@@ -26,6 +26,12 @@ void fl__log(enum fl_log_level level, const char *fmt, ...) __attribute__((forma
 #define fl__warn(...) fl__log(FL_LOG_WARN, __VA_ARGS__)
 #define fl__info(...) fl__log(FL_LOG_INFO, __VA_ARGS__)
 #define fl__debug(...) fl__log(FL_LOG_DEBUG, __VA_ARGS__)
+/*
+ * An invalid argument: log why, as "@fn: ..." at error level, and return
+ * -EINVAL. Every -EINVAL a public function returns goes through here (or
+ * logs otherwise), so a caller never has to guess which argument it was.
+ */
+int fl__einval(const char *fn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /*
  * Options structs (CONTRIBUTING.md, "Options structs"): the caller sets the
@@ -63,6 +69,9 @@ uint64_t fl__register_mode_to_kernel(uint32_t mode);
 int fl__uffd_create(enum fl_uffd_path path, bool nonblock);
 /* UFFDIO_API on @fd asking for @kernel_features; fills what the kernel offers. */
 int fl__uffd_api(int fd, uint64_t kernel_features, uint64_t *ret_features, uint64_t *ret_ioctls);
+
+/* Tests only: forget the log callback and FL_LOG, as in a process that never logged. */
+void fl__log_reset_for_test(void);
 
 /* Tests only: replace the cached probe result (to simulate an older kernel). */
 void fl__probe_set_for_test(const struct fl_features *f);

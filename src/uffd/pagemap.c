@@ -18,7 +18,7 @@ FL_API int fl_pagemap_open(pid_t pid, int *ret_fd)
 	int fd;
 
 	if (!ret_fd || pid < 0)
-		return -EINVAL;
+		return fl__einval(__func__, "%s", !ret_fd ? "ret_fd is NULL" : "pid is negative");
 	if (pid == 0)
 		snprintf(path, sizeof(path), "/proc/self/pagemap");
 	else
@@ -41,7 +41,11 @@ FL_API int fl_pagemap_scan_written(int pagemap_fd, void *addr, size_t len, uint3
 		return -EBADF;
 	if (!len || (!ranges && n) || (flags & ~(uint32_t)FL_SCAN_REPROTECT) ||
 	    start % ps || len % ps || end < start)
-		return -EINVAL;
+		return fl__einval(__func__, "%s", !len ? "len is 0" :
+				  !ranges && n ? "ranges is NULL but n is not 0" :
+				  flags & ~(uint32_t)FL_SCAN_REPROTECT ? "unknown flags" :
+				  end < start ? "the range wraps around" :
+				  "addr or len is not a multiple of the page size");
 
 	while (cur < end && filled < n) {
 		size_t want = n - filled < CHUNK ? n - filled : CHUNK;

@@ -257,7 +257,7 @@ static void do_probe(void)
 FL_API int fl_probe(struct fl_features *ret)
 {
 	if (pthread_once(&probe_once, do_probe) != 0)
-		return -EINVAL;
+		return fl__einval(__func__, "pthread_once failed");
 	if (ret)
 		*ret = probe_cache;
 	return 0;

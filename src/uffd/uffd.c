@@ -188,15 +188,16 @@ FL_API int fl_uffd_open(const struct fl_uffd_opts *opts, struct fl_uffd **ret)
 	int fd, r;
 
 	if (!ret)
-		return -EINVAL;
+		return fl__einval(__func__, "ret is NULL");
 	if (fl__opts_copy(&o, sizeof(o), opts, "fl_uffd_open") < 0)
 		return -EINVAL;
 	if ((o.features | o.optional) & ~FL_FEAT_ALL)
-		return -EINVAL;
+		return fl__einval(__func__, "unknown feature bits %#llx",
+				  (unsigned long long)((o.features | o.optional) & ~FL_FEAT_ALL));
 	if (o.flags & ~(uint32_t)FL_UFFD_NONBLOCK)
-		return -EINVAL;
+		return fl__einval(__func__, "unknown flags %#x", o.flags);
 	if ((unsigned)o.path >= FL_UFFD_PATH_COUNT)
-		return -EINVAL;
+		return fl__einval(__func__, "unknown path %u", (unsigned)o.path);
 	path = o.path;
 	r = parse_path_env(&path);
 	if (r < 0)
@@ -283,9 +284,13 @@ static int adopt(int fd, uint64_t features, uint32_t flags, bool take, struct fl
 	int r;
 
 	if (fd < 0 || !ret)
-		return fd < 0 ? -EBADF : -EINVAL;
+		return fd < 0 ? -EBADF : fl__einval(take ? "fl_uffd_take" : "fl_uffd_adopt",
+						    "ret is NULL");
 	if (features & ~FL_FEAT_ALL || flags & ~(uint32_t)FL_UFFD_ADOPT_HANDSHAKE)
-		return -EINVAL;
+		return fl__einval(take ? "fl_uffd_take" : "fl_uffd_adopt",
+				  "unknown feature bits %#llx or flags %#x",
+				  (unsigned long long)(features & ~FL_FEAT_ALL),
+				  flags & ~(uint32_t)FL_UFFD_ADOPT_HANDSHAKE);
 	if (fcntl(fd, F_GETFD) < 0 || !is_userfaultfd(fd))
 		return -EBADF;
 	k = fl__feat_to_kernel(features);
@@ -345,7 +350,7 @@ FL_API void fl_uffd_close(struct fl_uffd *u)
 
 FL_API int fl_uffd_fd(const struct fl_uffd *u)
 {
-	return u ? u->fd : -EINVAL;
+	return u ? u->fd : fl__einval(__func__, "u is NULL");
 }
 
 FL_API uint64_t fl_uffd_features(const struct fl_uffd *u)
@@ -370,9 +375,15 @@ FL_API int fl_uffd_register(struct fl_uffd *u, void *addr, size_t len, uint32_t 
 
 	if (!u || !len || !mode || (mode & ~(uint32_t)(FL_REGISTER_MISSING | FL_REGISTER_WP |
 						       FL_REGISTER_MINOR)))
-		return -EINVAL;
-	if (ioctl(u->fd, UFFDIO_REGISTER, &reg) < 0)
+		return fl__einval(__func__, "%s", !u ? "u is NULL" : !len ? "len is 0" :
+				  !mode ? "mode is 0" : "unknown mode bits");
+	if (ioctl(u->fd, UFFDIO_REGISTER, &reg) < 0) {
+		if (errno == EINVAL)
+			return fl__einval(__func__, "the kernel refused [%p, +%zu): not aligned "
+					  "to the memory's page size, not mapped, or a mode this "
+					  "memory does not support", addr, len);
 		return -errno;
+	}
 	if (ret_ioctls)
 		*ret_ioctls = fl__ioctls_from_kernel(reg.ioctls);
 	return 0;
@@ -383,9 +394,13 @@ FL_API int fl_uffd_unregister(struct fl_uffd *u, void *addr, size_t len)
 	struct uffdio_range range = { .start = (uintptr_t)addr, .len = len };
 
 	if (!u || !len)
-		return -EINVAL;
-	if (ioctl(u->fd, UFFDIO_UNREGISTER, &range) < 0)
+		return fl__einval(__func__, "%s", !u ? "u is NULL" : "len is 0");
+	if (ioctl(u->fd, UFFDIO_UNREGISTER, &range) < 0) {
+		if (errno == EINVAL)
+			return fl__einval(__func__, "the kernel refused [%p, +%zu): not aligned "
+					  "to the memory's page size, or not mapped", addr, len);
 		return -errno;
+	}
 	return 0;
 }
 
@@ -458,9 +473,20 @@ static int normalize_err(int e)
 static int resolve(struct fl_uffd *u, enum op op, uint64_t dst, uint64_t src, uint64_t len,
 		   uint64_t mode, size_t *ret_done)
 {
-	uint64_t done = 0;
+	static const char *const fn[] = {
+		[OP_COPY] = "fl_uffd_copy", [OP_ZEROPAGE] = "fl_uffd_zeropage",
+		[OP_CONTINUE] = "fl_uffd_continue", [OP_MOVE] = "fl_uffd_move",
+		[OP_POISON] = "fl_uffd_poison",
+	};
+	uint64_t done = 0, ps = fl__page_size();
 	int ret = 0;
 
+	/* COPY reads its source with copy_from_user: any alignment will do there. */
+	if ((dst | len | (op == OP_MOVE ? src : 0)) % ps)
+		return fl__einval(fn[op], "dst %#llx%s or len %llu is not a multiple of the page "
+				  "size (%llu)", (unsigned long long)dst,
+				  op == OP_MOVE ? ", src" : "", (unsigned long long)len,
+				  (unsigned long long)ps);
 	while (done < len) {
 		int e;
 		int64_t res = resolve_once(u->fd, op, dst + done,
@@ -492,17 +518,24 @@ static int resolve(struct fl_uffd *u, enum op op, uint64_t dst, uint64_t src, ui
 		if (!(f.features & (op == OP_MOVE ? FL_FEAT_MOVE : FL_FEAT_POISON)))
 			ret = -EOPNOTSUPP;
 	}
+	if (ret == -EINVAL)
+		fl__debug("%s: the kernel refused [%#llx, +%llu) after %llu bytes with EINVAL "
+			  "(not registered for this, or a page size the memory does not have)",
+			  fn[op], (unsigned long long)dst, (unsigned long long)len,
+			  (unsigned long long)done);
 	if (ret_done)
 		*ret_done = (size_t)done;
 	return ret;
 }
 
-static int check(struct fl_uffd *u, size_t len, uint32_t flags, uint32_t allowed, size_t *ret_done)
+static int check(const char *fn, struct fl_uffd *u, size_t len, uint32_t flags, uint32_t allowed,
+		 size_t *ret_done)
 {
 	if (ret_done)
 		*ret_done = 0;
 	if (!u || !len || (flags & ~allowed))
-		return -EINVAL;
+		return fl__einval(fn, "%s", !u ? "u is NULL" : !len ? "len is 0" :
+				  "flags not allowed here");
 	return 0;
 }
 
@@ -510,7 +543,7 @@ FL_API int fl_uffd_copy(struct fl_uffd *u, void *dst, const void *src, size_t le
 			uint32_t flags, size_t *ret_done)
 {
 	uint64_t mode = 0;
-	int r = check(u, len, flags, FL_RESOLVE_DONTWAKE | FL_RESOLVE_WP, ret_done);
+	int r = check(__func__, u, len, flags, FL_RESOLVE_DONTWAKE | FL_RESOLVE_WP, ret_done);
 
 	if (r < 0)
 		return r;
@@ -524,7 +557,7 @@ FL_API int fl_uffd_copy(struct fl_uffd *u, void *dst, const void *src, size_t le
 FL_API int fl_uffd_zeropage(struct fl_uffd *u, void *dst, size_t len, uint32_t flags,
 			    size_t *ret_done)
 {
-	int r = check(u, len, flags, FL_RESOLVE_DONTWAKE, ret_done);
+	int r = check(__func__, u, len, flags, FL_RESOLVE_DONTWAKE, ret_done);
 
 	if (r < 0)
 		return r;
@@ -536,7 +569,7 @@ FL_API int fl_uffd_continue(struct fl_uffd *u, void *dst, size_t len, uint32_t f
 			    size_t *ret_done)
 {
 	uint64_t mode = 0;
-	int r = check(u, len, flags, FL_RESOLVE_DONTWAKE | FL_RESOLVE_WP, ret_done);
+	int r = check(__func__, u, len, flags, FL_RESOLVE_DONTWAKE | FL_RESOLVE_WP, ret_done);
 
 	if (r < 0)
 		return r;
@@ -551,7 +584,7 @@ FL_API int fl_uffd_move(struct fl_uffd *u, void *dst, void *src, size_t len, uin
 			size_t *ret_done)
 {
 	uint64_t mode = 0;
-	int r = check(u, len, flags, FL_RESOLVE_DONTWAKE | FL_RESOLVE_ALLOW_SRC_HOLES, ret_done);
+	int r = check(__func__, u, len, flags, FL_RESOLVE_DONTWAKE | FL_RESOLVE_ALLOW_SRC_HOLES, ret_done);
 
 	if (r < 0)
 		return r;
@@ -565,7 +598,7 @@ FL_API int fl_uffd_move(struct fl_uffd *u, void *dst, void *src, size_t len, uin
 FL_API int fl_uffd_poison(struct fl_uffd *u, void *dst, size_t len, uint32_t flags,
 			  size_t *ret_done)
 {
-	int r = check(u, len, flags, FL_RESOLVE_DONTWAKE, ret_done);
+	int r = check(__func__, u, len, flags, FL_RESOLVE_DONTWAKE, ret_done);
 
 	if (r < 0)
 		return r;
@@ -576,13 +609,14 @@ FL_API int fl_uffd_poison(struct fl_uffd *u, void *dst, size_t len, uint32_t fla
 FL_API int fl_uffd_writeprotect(struct fl_uffd *u, void *addr, size_t len, uint32_t flags)
 {
 	struct uffdio_writeprotect wp = { .range = { (uintptr_t)addr, len } };
-	int r = check(u, len, flags, FL_RESOLVE_DONTWAKE | FL_RESOLVE_WP, NULL);
+	int r = check(__func__, u, len, flags, FL_RESOLVE_DONTWAKE | FL_RESOLVE_WP, NULL);
 
 	if (r < 0)
 		return r;
 	/* The kernel refuses DONTWAKE with WP: protecting never wakes anyone. */
 	if ((flags & FL_RESOLVE_WP) && (flags & FL_RESOLVE_DONTWAKE))
-		return -EINVAL;
+		return fl__einval(__func__, "FL_RESOLVE_DONTWAKE with FL_RESOLVE_WP: protecting "
+				  "never wakes anyone");
 	if (flags & FL_RESOLVE_WP)
 		wp.mode |= UFFDIO_WRITEPROTECT_MODE_WP;
 	if (flags & FL_RESOLVE_DONTWAKE)
@@ -597,7 +631,7 @@ FL_API int fl_uffd_wake(struct fl_uffd *u, void *addr, size_t len)
 	struct uffdio_range range = { .start = (uintptr_t)addr, .len = len };
 
 	if (!u || !len)
-		return -EINVAL;
+		return fl__einval(__func__, "%s", !u ? "u is NULL" : "len is 0");
 	if (ioctl(u->fd, UFFDIO_WAKE, &range) < 0)
 		return normalize_err(errno);
 	return 0;
@@ -650,7 +684,7 @@ FL_API int fl_uffd_read_events(struct fl_uffd *u, struct fl_event *ev, size_t n)
 	size_t got;
 
 	if (!u || !ev || !n)
-		return -EINVAL;
+		return fl__einval(__func__, "%s", !u ? "u is NULL" : !ev ? "ev is NULL" : "n is 0");
 	if (n > MAX_MSGS)
 		n = MAX_MSGS;
 	r = read(u->fd, msgs, n * sizeof(msgs[0]));
