@@ -120,6 +120,19 @@ static void wait_fault_queued(struct fl_pager *p)
 	t_wait_readable(fl_pager_fd(p));
 }
 
+/* Until the pager has read @n faults of @r (the counter is raised as each is read). */
+static void wait_faults(struct fl_region *r, uint64_t n)
+{
+	struct fl_region_stats st;
+
+	for (;;) {
+		T_ASSERT_OK(fl_region_stats(r, &st));
+		if (st.faults >= n)
+			return;
+		sched_yield();
+	}
+}
+
 /* ---------------------------------------------------------- store errors */
 
 static __thread sigjmp_buf bus_jmp;
@@ -350,6 +363,7 @@ TEST(pager_slow_page_does_not_block_others)
 	wait_entered(f);	/* a handler thread sits in the store for page 7 */
 	/* A second thread on the gated page waits with the first, without a second read. */
 	t_access_start(&a2, page(r, 7) + 5, false, 0);
+	wait_faults(r, 2);	/* its fault was read: it waits with the first, not after it */
 	/* Faults on other pages are served meanwhile, one after another and at once. */
 	for (int i = 0; i < 4; i++)
 		t_access_start(&b[i], page(r, 9 + (size_t)i), false, 0);
