@@ -162,7 +162,8 @@ static int connect_to(const char *path, uint64_t deadline)
 {
 	struct sockaddr_un sa;
 	struct timeval tv;
-	int sock, r, left, salen = fl__mon_sockaddr(path, &sa);
+	_fl_cleanup_close_ int sock = -1;
+	int r, left, salen = fl__mon_sockaddr(path, &sa);
 
 	if (salen < 0)
 		return salen;
@@ -179,19 +180,13 @@ static int connect_to(const char *path, uint64_t deadline)
 		if (r < 0 && errno == EISCONN)
 			r = 0;
 	}
-	if (r < 0) {
-		r = errno == EAGAIN || errno == EINPROGRESS ? -ETIMEDOUT : -errno;
-		close(sock);
-		return r;
-	}
+	if (r < 0)
+		return errno == EAGAIN || errno == EINPROGRESS ? -ETIMEDOUT : -errno;
 	tv = (struct timeval){ 0 };
 	setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	if (fcntl(sock, F_SETFL, fcntl(sock, F_GETFL) | O_NONBLOCK) < 0) {
-		r = -errno;
-		close(sock);
-		return r;
-	}
-	return sock;
+	if (fcntl(sock, F_SETFL, fcntl(sock, F_GETFL) | O_NONBLOCK) < 0)
+		return -errno;
+	return FL__TAKE_FD(sock);
 }
 
 /*
@@ -589,9 +584,7 @@ static void monitor_gone(struct fl_monitor_client *c, int err, struct change *ch
 {
 	char why[160];
 
-	if (c->sock >= 0)
-		close(c->sock);
-	c->sock = -1;
+	c->sock = fl__safe_close(c->sock);
 	c->in_len = 0;
 	c->dead_since = fl__now_ms();
 	c->next_retry = c->dead_since;
@@ -1006,10 +999,8 @@ static int claim(struct fl_monitor_client *c, uint64_t session, uint64_t token)
 	c->layout_lost = false;
 	r = 0;
 out:
-	if (fd >= 0)
-		close(fd);
-	if (sock >= 0)
-		close(sock);
+	fl__safe_close(fd);
+	fl__safe_close(sock);
 	fl__mon_hello_free(&g);
 	free(t.r);
 	free(rbuf);
@@ -1067,16 +1058,12 @@ static void child_claim(struct fl_monitor_client *c)
 	c->pid = getpid();
 	pthread_mutex_init(&c->lock, NULL);
 	/* The parent's: our copies of its connection, its watcher's eventfd, its userfaultfd. */
-	if (c->sock >= 0)
-		close(c->sock);
-	c->sock = -1;
-	if (c->kick >= 0)
-		close(c->kick);
-	c->kick = -1;
+	c->sock = fl__safe_close(c->sock);
+	c->kick = fl__safe_close(c->kick);
 	c->has_watcher = false;
 	atomic_store(&c->stopping, false);
 	for (size_t i = 0; i < c->nchild; i++)
-		close(c->child_fds[i]);
+		c->child_fds[i] = fl__safe_close(c->child_fds[i]);
 	c->nchild = 0;
 	c->in_len = 0;
 	fl_uffd_close(c->uffd);
@@ -1295,12 +1282,10 @@ static void drop_beacon(struct fl_monitor_client *c)
 
 static void client_free(struct fl_monitor_client *c, bool lock_ok)
 {
-	if (c->sock >= 0)
-		close(c->sock);
-	if (c->kick >= 0)
-		close(c->kick);
+	c->sock = fl__safe_close(c->sock);
+	c->kick = fl__safe_close(c->kick);
 	for (size_t i = 0; i < c->nchild; i++)
-		close(c->child_fds[i]);
+		c->child_fds[i] = fl__safe_close(c->child_fds[i]);
 	fl_uffd_close(c->uffd);
 	for (size_t i = 0; i < c->npaths; i++)
 		free(c->paths[i]);
@@ -1464,9 +1449,8 @@ FL_API void fl_monitor_detach(struct fl_monitor_client *c, uint32_t flags)
 		size_t len = fl__mon_encode_bye(bye, sizeof(bye));
 
 		fl__mon_send(c->sock, bye, len, -1, fl__now_ms() + 100);
-		close(c->sock);
 	}
-	c->sock = -1;
+	c->sock = fl__safe_close(c->sock);
 	st = get_state(c);
 	if (st == FL_MONITOR_ATTACHED || st == FL_MONITOR_WAITING) {
 		if (flags & FL_MONITOR_DETACH_KEEP) {

@@ -94,8 +94,7 @@ static struct srv_work *take_work(struct fl_monitor_server *s)
 
 static void work_free(struct srv_work *w)
 {
-	if (w->fd >= 0)
-		close(w->fd);
+	w->fd = fl__safe_close(w->fd);
 	fl__srv_session_put(w->sess);
 	fl__mon_hello_free(&w->h);
 	free(w->buf);
@@ -208,8 +207,7 @@ static void conn_close(struct fl_monitor_server *s, struct srv_conn *c, const ch
 		end_uffd(s, c->main, why, false);
 	conn_dequeue(s, c);
 	conn_unwatch(s, c);
-	close(c->fd);
-	c->fd = -1;
+	c->fd = fl__safe_close(c->fd);
 	fl__mon_first_free(&c->first);
 	free(c->peer.groups);
 	c->peer.groups = NULL;
@@ -431,7 +429,7 @@ static void handshake_end(struct fl_monitor_server *s, struct srv_conn *c, int r
 	if (!w) {
 		fl__mon_hello_free(&h);
 		free(buf);
-		close(fd);
+		fl__safe_close(fd);
 		refuse(s, c, -ENOMEM, "out of memory", c->firecracker);
 		conn_close(s, c, "refused");
 		return;
@@ -1230,16 +1228,11 @@ FL_API void fl_monitor_server_destroy(struct fl_monitor_server *s)
 	while (s->conns)
 		conn_close(s, s->conns, "the monitor stops");
 	free_closed(s);
-	if (s->epfd >= 0)
-		close(s->epfd);
-	if (s->stop_efd >= 0)
-		close(s->stop_efd);
-	if (s->work_efd >= 0)
-		close(s->work_efd);
-	if (s->timer_fd >= 0)
-		close(s->timer_fd);
-	if (s->root_fd >= 0)
-		close(s->root_fd);
+	s->epfd = fl__safe_close(s->epfd);
+	s->stop_efd = fl__safe_close(s->stop_efd);
+	s->work_efd = fl__safe_close(s->work_efd);
+	s->timer_fd = fl__safe_close(s->timer_fd);
+	s->root_fd = fl__safe_close(s->root_fd);
 	fl_store_destroy(s->fc_store);
 	free(s->root);
 	free(s->socket_path);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "faultline.h"
+#include "internal.h"
 #include "monitor-int.h"
 
 int fl__mon_left_ms(uint64_t deadline)
@@ -167,10 +168,8 @@ static ssize_t recv_avail(int sock, void *buf, size_t cap, int *fd, bool allow_f
 		}
 		count = take_fds(&m, allow_fd ? fd : NULL);
 		if (count && (!allow_fd || had >= 0 || count > 1 || (m.msg_flags & MSG_CTRUNC))) {
-			if (allow_fd && *fd >= 0 && had < 0) {
-				close(*fd);
-				*fd = -1;
-			}
+			if (allow_fd && had < 0)
+				*fd = fl__safe_close(*fd);
 			fl__mon_errf(err, errlen, "unexpected descriptors attached (%d)", count);
 			return -EPROTO;
 		}
@@ -270,8 +269,7 @@ int fl__mon_recv_msg(int sock, uint64_t deadline, void **ret_buf, size_t *ret_le
 	 */
 	r = read_native(sock, deadline, &b, 0, &len, &fd, ret_fd != NULL, err, errlen);
 	if (r < 0) {
-		if (fd >= 0)
-			close(fd);
+		fl__safe_close(fd);
 		free(b);
 		return r;
 	}
@@ -338,9 +336,7 @@ void fl__mon_first_free(struct fl__mon_first *st)
 {
 	free(st->b);
 	st->b = NULL;
-	if (st->fd >= 0)
-		close(st->fd);
-	st->fd = -1;
+	st->fd = fl__safe_close(st->fd);
 }
 
 /* A JSON handshake that can grow no more: fl__mon_first_end() says why, unless it is whole. */

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "internal.h"
 #include "sock.h"
 
 #define RX_BUF (64u << 10)
@@ -99,7 +100,8 @@ static int resolve(const char *host, uint16_t port, bool passive, struct addrinf
 static int listen_on(const struct sockaddr *sa, socklen_t len, int family, int bufsize,
 		     int *ret_fd)
 {
-	int fd, one = 1, zero = 0, r;
+	_fl_cleanup_close_ int fd = -1;
+	int one = 1, zero = 0, r;
 
 	fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
@@ -115,12 +117,9 @@ static int listen_on(const struct sockaddr *sa, socklen_t len, int family, int b
 		r = bind(fd, sa, len);
 	if (!r)
 		r = listen(fd, SOMAXCONN);
-	if (r) {
-		r = -errno;
-		close(fd);
-		return r;
-	}
-	*ret_fd = fd;
+	if (r)
+		return -errno;
+	*ret_fd = FL__TAKE_FD(fd);
 	return 0;
 }
 
@@ -175,7 +174,8 @@ int fl__sock_local_port(int fd, uint16_t *ret_port)
 
 int fl__sock_accept(int lfd, const struct fl__sock_opts *o, int timeout_ms, int *ret_fd)
 {
-	int fd, r;
+	_fl_cleanup_close_ int fd = -1;
+	int r;
 
 	if (!ret_fd)
 		return -EINVAL;
@@ -193,18 +193,17 @@ int fl__sock_accept(int lfd, const struct fl__sock_opts *o, int timeout_ms, int 
 			return r;
 	}
 	r = fl__sock_apply(fd, o ? o : &(struct fl__sock_opts){ 0 });
-	if (r < 0) {
-		close(fd);
+	if (r < 0)
 		return r;
-	}
-	*ret_fd = fd;
+	*ret_fd = FL__TAKE_FD(fd);
 	return 0;
 }
 
 static int connect_one(const struct addrinfo *a, const struct fl__sock_opts *o, int timeout_ms,
 		       int *ret_fd)
 {
-	int fd, r = 0, err = 0;
+	_fl_cleanup_close_ int fd = -1;
+	int r = 0, err = 0;
 	socklen_t len = sizeof(err);
 
 	fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -228,11 +227,9 @@ static int connect_one(const struct addrinfo *a, const struct fl__sock_opts *o, 
 	}
 	if (!r)
 		r = fl__sock_apply(fd, o ? o : &(struct fl__sock_opts){ 0 });
-	if (r < 0) {
-		close(fd);
+	if (r < 0)
 		return r;
-	}
-	*ret_fd = fd;
+	*ret_fd = FL__TAKE_FD(fd);
 	return 0;
 }
 
