@@ -2203,7 +2203,186 @@ TEST(monitor_server_tool_usage)
 	T_ASSERT_EQ(tool_run(thr, out, sizeof(out)), 2);
 	T_ASSERT_EQ(tool_run(both, out, sizeof(out)), 2);
 	T_ASSERT_EQ(tool_run(stray, out, sizeof(out)), 2);
-	/* A failure to start (the memory file is missing) is a failure, not a usage error. */
-	T_ASSERT_EQ(tool_run(nofile, out, sizeof(out)), 1);
-	T_ASSERT(strstr(out, "/nonexistent/guest.mem"));
+	/* A memory file that is not there is a bad argument, named as such (not the socket). */
+	T_ASSERT_EQ(tool_run(nofile, out, sizeof(out)), 2);
+	T_ASSERT(strstr(out, "--mem-file /nonexistent/guest.mem: No such file or directory"));
+	T_ASSERT(!strstr(out, "@fl-test-tool-usage"));
 }
+
+/* Lines of @out that contain @needle. */
+static int count_lines(const char *out, const char *needle)
+{
+	int n = 0;
+
+	for (const char *p = out; (p = strstr(p, needle)); p += strlen(needle))
+		n++;
+	return n;
+}
+
+/* Every line of @out from the monitor's log starts with a local date and time. */
+static void assert_dated(const char *out)
+{
+	int lines = 0;
+
+	for (const char *p = out; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+		int y, mo, d, h, mi, sec, ms, n = 0;
+
+		if (sscanf(p, "faultline: %4d-%2d-%2d %2d:%2d:%2d.%3d %n", &y, &mo, &d, &h, &mi,
+			   &sec, &ms, &n) == 7 && n) {
+			T_ASSERT(y >= 2000 && mo >= 1 && mo <= 12 && d >= 1 && d <= 31);
+			lines++;
+		}
+	}
+	T_ASSERT(lines > 0);
+}
+
+/* What a newcomer gets wrong: each named, exit 2, and never blamed on the socket. */
+TEST(monitor_server_tool_errors)
+{
+	char dir[64], file[96], sock[96], out[8192], fdnum[16];
+	struct fl_monitor_server_opts o = { .probe_ms = 50 };
+	struct srv v = { .pid = 0 };
+	int p[2];
+
+	make_tmpdir(dir, sizeof(dir));
+	snprintf(file, sizeof(file), "%s/regular", dir);
+	snprintf(sock, sizeof(sock), "%s/sock", dir);
+	pattern_file(file, 4096, 1, 0644);
+	/* A regular file where the socket goes: left alone, and not "Address already in use". */
+	{
+		char *a[] = { "--socket", file, NULL };
+
+		T_ASSERT_EQ(tool_run(a, out, sizeof(out)), 2);
+		T_ASSERT(strstr(out, "exists and is not a socket"));
+		T_ASSERT(!strstr(out, "in use"));
+		T_ASSERT(access(file, F_OK) == 0);
+	}
+	/* A store root that is not there, or not a directory. */
+	{
+		char *a[] = { "--socket", sock, "--store-root", "/nonexistent/root", NULL };
+		char *b[] = { "--socket", sock, "--store-root", file, NULL };
+
+		T_ASSERT_EQ(tool_run(a, out, sizeof(out)), 2);
+		T_ASSERT(strstr(out, "--store-root /nonexistent/root: No such file or directory"));
+		T_ASSERT(!strstr(out, sock));
+		T_ASSERT_EQ(tool_run(b, out, sizeof(out)), 2);
+		T_ASSERT(strstr(out, "not a directory"));
+	}
+	/* Socket permissions: octal, a group that exists, a socket file. */
+	{
+		char *a[] = { "--socket", sock, "--socket-mode", "0999", NULL };
+		char *b[] = { "--socket", sock, "--socket-group", "no-such-group-here", NULL };
+		char *c[] = { "--socket", "@fl-test-tool-mode", "--socket-mode", "0660", NULL };
+
+		T_ASSERT_EQ(tool_run(a, out, sizeof(out)), 2);
+		T_ASSERT(strstr(out, "--socket-mode: '0999' is not an octal mode"));
+		T_ASSERT_EQ(tool_run(b, out, sizeof(out)), 2);
+		T_ASSERT(strstr(out, "--socket-group: no group 'no-such-group-here'"));
+		T_ASSERT_EQ(tool_run(c, out, sizeof(out)), 2);
+		T_ASSERT(strstr(out, "need a socket file"));
+	}
+	/* --ready-fd: closed, read-only, or its reader gone: exit 2, never serve on. */
+	{
+		char *a[] = { "--socket", sock, "--ready-fd", "77", NULL };
+		char *b[] = { "--socket", sock, "--ready-fd", fdnum, "-v", NULL };
+
+		T_ASSERT_EQ(tool_run(a, out, sizeof(out)), 2);
+		T_ASSERT(strstr(out, "--ready-fd 77: Bad file descriptor"));
+		T_ASSERT_SYS(pipe(p));
+		snprintf(fdnum, sizeof(fdnum), "%d", p[0]);
+		T_ASSERT_EQ(tool_run(b, out, sizeof(out)), 2);
+		T_ASSERT(strstr(out, "not open for writing"));
+		snprintf(fdnum, sizeof(fdnum), "%d", p[1]);
+		close(p[0]);	/* nobody will read the byte */
+		T_ASSERT_EQ(tool_run(b, out, sizeof(out)), 2);
+		T_ASSERT(strstr(out, "Broken pipe"));
+		close(p[1]);
+		/* It started, said so once, with the date, and removed its socket. */
+		T_ASSERT_EQ(count_lines(out, "listening on"), 1);
+		assert_dated(out);
+		T_ASSERT(access(sock, F_OK) < 0);
+	}
+	/* Another monitor on the socket: one line says so, nothing repeats it. */
+	snprintf(v.name, sizeof(v.name), "%s", sock);
+	srv_start(&v, &o);
+	{
+		char *a[] = { "--socket", sock, NULL };
+
+		T_ASSERT_EQ(tool_run(a, out, sizeof(out)), 1);
+		T_ASSERT_EQ(count_lines(out, "another monitor listens there"), 1);
+		T_ASSERT_EQ(count_lines(out, "\n"), 1);
+		assert_dated(out);
+	}
+	srv_stop(&v);
+	unlink(file);
+	rmdir(dir);
+}
+
+/* A client of another uid attaches only if the socket lets it connect: --socket-mode. */
+static void attach_as(void *arg)
+{
+	struct secc *s = arg;
+	size_t ps = t_page_size();
+	uint8_t *mem = t_map_anon(8 * ps);
+	struct fl_monitor_region r = pat_region(mem, 8 * ps, 0, SEED);
+	struct fl_monitor_opts o = { .sz = sizeof(o), .flags = FL_MONITOR_DONTFORK };
+	struct fl_monitor_client *c = NULL;
+
+	T_ASSERT_SYS(setgroups(0, NULL));
+	T_ASSERT_SYS(setgid(s->uid));
+	T_ASSERT_SYS(setuid(s->uid));
+	if (s->expect_refused) {
+		T_ASSERT_ERR(fl_monitor_attach(s->name, &r, 1, &o, &c), EACCES);
+		return;
+	}
+	T_ASSERT_OK(fl_monitor_attach(s->name, &r, 1, &o, &c));
+	T_ASSERT_PATTERN(mem, 0, 8 * ps, SEED);
+	fl_monitor_detach(c, 0);
+}
+
+TEST(monitor_server_socket_mode)
+{
+	uint32_t allowed[] = { 65534 };
+	struct fl_monitor_server_opts o = { .probe_ms = 50, .allowed_uids = allowed,
+					    .n_allowed_uids = 1 };
+	struct fl_monitor_server *bad = NULL;
+	struct srv v = { .pid = 0 };
+	struct secc sc;
+	struct stat st;
+	char dir[64];
+
+	make_tmpdir(dir, sizeof(dir));
+	umask(022);
+	/* The umask's mode: uid 65534 is allowed, but cannot even connect. */
+	snprintf(v.name, sizeof(v.name), "%s/plain", dir);
+	srv_start(&v, &o);
+	T_ASSERT_SYS(stat(v.name, &st));
+	T_ASSERT_EQ(st.st_mode & 07777, 0755);
+	sc = (struct secc){ .name = v.name, .uid = 65534, .expect_refused = true };
+	reap_ok(spawn(attach_as, &sc, NULL, 0), "uid 65534, socket 0755");
+	srv_stop(&v);
+	/* 0660 and its group: it connects, and is served. */
+	snprintf(v.name, sizeof(v.name), "%s/shared", dir);
+	o.socket_mode = 0660;
+	o.socket_gid = 65534;
+	o.flags = FL_MONITOR_SERVER_SOCKET_GROUP;
+	srv_start(&v, &o);
+	T_ASSERT_SYS(stat(v.name, &st));
+	T_ASSERT_EQ(st.st_mode & 07777, 0660);
+	T_ASSERT_EQ(st.st_gid, 65534);
+	sc = (struct secc){ .name = v.name, .uid = 65534 };
+	reap_ok(spawn(attach_as, &sc, NULL, 0), "uid 65534, socket 0660 of its group");
+	srv_stop(&v);
+	T_ASSERT(access(v.name, F_OK) < 0);
+	/* Bad values are refused, and say why. */
+	o = (struct fl_monitor_server_opts){ .sz = sizeof(o), .socket_path = "@fl-test-mode",
+					     .socket_mode = 0600 };
+	T_ASSERT_ERR(fl_monitor_server_create(&o, &bad), EINVAL);
+	o.socket_path = v.name;
+	o.socket_mode = 010000;
+	T_ASSERT_ERR(fl_monitor_server_create(&o, &bad), EINVAL);
+	T_ASSERT(bad == NULL);
+	rmdir(dir);
+}
+
+

@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* faultline monitor: serve other processes' memory (and Firecracker's) over a unix socket. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,20 +29,25 @@ void usage_monitor(FILE *out)
 		"Options:\n"
 		"  --socket PATH       listen on PATH (a file system path, or @NAME for the\n"
 		"                      abstract namespace)\n"
+		"  --socket-mode MODE  permissions of the socket file, in octal (default: what\n"
+		"                      the umask leaves); connecting needs write permission\n"
+		"  --socket-group GROUP  group of the socket file (a name or a gid)\n"
 		"  --firecracker       also take Firecracker's handshake (needs --mem-file)\n"
 		"  --mem-file FILE     Firecracker: the guest memory file; each region is served\n"
 		"                      from its offset in FILE\n"
 		"  --store-root DIR    clients' files must lie beneath DIR (opened with\n"
 		"                      RESOLVE_BENEATH); default: anywhere\n"
-		"  --allow-uid UID     serve UID too (repeatable; default: our own uid only)\n"
-		"  --any-uid           serve every uid\n"
+		"  --allow-uid UID     serve UID too (repeatable; default: our own uid only);\n"
+		"                      it must be able to connect: see --socket-mode\n"
+		"  --any-uid           serve every uid (same remark)\n"
 		"  --no-files          refuse file regions (patterns and zeros only)\n"
 		"  --threads N         handler threads per client (default 1)\n"
 		"  --max-clients N     userfaultfds served at once, children included\n"
 		"                      (default 1024)\n"
 		"  --handshake-ms N    time a client has to complete its handshake (default 5000)\n"
 		"  --prefetch POLICY   none, fixed or adaptive (default none)\n"
-		"  --ready-fd FD       write one byte to FD once listening, then close it\n"
+		"  --ready-fd FD       write one byte to FD (open for writing) once listening,\n"
+		"                      then close it\n"
 		"  -v, --verbose       log every client (twice: debug)\n\n"
 		"SIGINT or SIGTERM stops the monitor; its clients then wait for a new one\n"
 		"(or fail loudly, as their policy says).\n");
@@ -47,6 +55,7 @@ void usage_monitor(FILE *out)
 
 static struct fl_monitor_server *the_server;
 static int verbosity;
+static bool said_error;		/* an error line went out: the tool adds none of its own */
 
 static void on_signal(int sig)
 {
@@ -58,13 +67,20 @@ static void log_line(enum fl_log_level level, const char *msg, void *userdata)
 {
 	static const char *const names[] = { "error", "warning", "info", "debug" };
 	struct timespec ts;
+	struct tm tm;
+	char when[32];
 
 	(void)userdata;
+	if (level == FL_LOG_ERROR)
+		said_error = true;
 	if ((int)level > FL_LOG_WARN + verbosity)
 		return;
+	/* A monitor runs for days: its lines say when, in local time. */
 	clock_gettime(CLOCK_REALTIME, &ts);
-	fprintf(stderr, "faultline: %lld.%03ld %s: %s\n", (long long)ts.tv_sec,
-		ts.tv_nsec / 1000000, names[level <= FL_LOG_DEBUG ? level : FL_LOG_DEBUG], msg);
+	localtime_r(&ts.tv_sec, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+	fprintf(stderr, "faultline: %s.%03ld %s: %s\n", when, ts.tv_nsec / 1000000,
+		names[level <= FL_LOG_DEBUG ? level : FL_LOG_DEBUG], msg);
 }
 
 static void lib_log(enum fl_log_level level, const char *msg)
@@ -87,10 +103,86 @@ static int parse_num(const char *s, unsigned long max, unsigned long *ret)
 	return 0;
 }
 
+/* A group by name or number. */
+static int parse_group(const char *s, uint32_t *ret)
+{
+	struct group gr, *g = NULL;
+	char buf[4096];
+	unsigned long v;
+
+	if (!parse_num(s, UINT32_MAX - 1, &v)) {
+		*ret = (uint32_t)v;
+		return 0;
+	}
+	if (getgrnam_r(s, &gr, buf, sizeof(buf), &g) || !g)
+		return -ENOENT;
+	*ret = (uint32_t)g->gr_gid;
+	return 0;
+}
+
+/*
+ * What can be known about the arguments before the monitor starts is
+ * checked here, each named in its message (exit 2): the library could
+ * only say that the monitor did not start.
+ */
+static int check_args(const struct fl_monitor_server_opts *o, int ready)
+{
+	struct stat st;
+	int fd, fl;
+
+	if (o->socket_path[0] != '@' && !lstat(o->socket_path, &st) && !S_ISSOCK(st.st_mode))
+		return usage_error(SUB, "--socket %s: exists and is not a socket; not replacing "
+				   "it", o->socket_path);
+	if (o->store_root) {
+		if (stat(o->store_root, &st) < 0)
+			return usage_error(SUB, "--store-root %s: %s", o->store_root,
+					   strerror(errno));
+		if (!S_ISDIR(st.st_mode))
+			return usage_error(SUB, "--store-root %s: not a directory", o->store_root);
+	}
+	if (o->firecracker_mem_file) {
+		fd = open(o->firecracker_mem_file, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+		if (fd < 0)
+			return usage_error(SUB, "--mem-file %s: %s", o->firecracker_mem_file,
+					   strerror(errno));
+		if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+			close(fd);
+			return usage_error(SUB, "--mem-file %s: not a regular file",
+					   o->firecracker_mem_file);
+		}
+		close(fd);
+	}
+	if (ready >= 0) {
+		fl = fcntl(ready, F_GETFL);
+		if (fl < 0)
+			return usage_error(SUB, "--ready-fd %d: %s", ready, strerror(errno));
+		if ((fl & O_ACCMODE) == O_RDONLY)
+			return usage_error(SUB, "--ready-fd %d: not open for writing", ready);
+	}
+	return 0;
+}
+
+/* Other uids served but unable to connect: say so once, at the start. */
+static void check_reach(const struct fl_monitor_server_opts *o)
+{
+	struct stat st;
+	bool others = o->n_allowed_uids || (o->flags & FL_MONITOR_SERVER_ANY_UID);
+	char msg[512];
+
+	if (!others || o->socket_path[0] == '@' || stat(o->socket_path, &st) < 0)
+		return;
+	if ((st.st_mode & S_IWOTH) || (st.st_mode & S_IWGRP))
+		return;
+	snprintf(msg, sizeof(msg), "monitor: %s has mode %04o: other users cannot connect "
+		 "to it; give --socket-mode 0666, or 0660 with --socket-group", o->socket_path,
+		 (unsigned int)(st.st_mode & 07777));
+	log_line(FL_LOG_WARN, msg, NULL);
+}
+
 int cmd_monitor(int argc, char **argv)
 {
 	enum { O_SOCKET = 1, O_FC, O_MEM, O_ROOT, O_ALLOW, O_ANY, O_NOFILES, O_THREADS, O_MAX,
-	       O_HS, O_PREFETCH, O_READY };
+	       O_HS, O_PREFETCH, O_READY, O_MODE, O_GROUP };
 	static const struct option lo[] = {
 		{ "socket", required_argument, NULL, O_SOCKET },
 		{ "firecracker", no_argument, NULL, O_FC },
@@ -104,6 +196,8 @@ int cmd_monitor(int argc, char **argv)
 		{ "handshake-ms", required_argument, NULL, O_HS },
 		{ "prefetch", required_argument, NULL, O_PREFETCH },
 		{ "ready-fd", required_argument, NULL, O_READY },
+		{ "socket-mode", required_argument, NULL, O_MODE },
+		{ "socket-group", required_argument, NULL, O_GROUP },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -176,6 +270,22 @@ int cmd_monitor(int argc, char **argv)
 				return usage_error(SUB, "--ready-fd: a descriptor number");
 			ready = (int)v;
 			break;
+		case O_MODE: {
+			char *end;
+
+			errno = 0;
+			v = optarg[0] >= '0' && optarg[0] <= '7' ? strtoul(optarg, &end, 8) : 0;
+			if (optarg[0] < '0' || optarg[0] > '7' || errno || *end || !v || v > 07777)
+				return usage_error(SUB, "--socket-mode: '%s' is not an octal mode "
+						   "(1 to 7777, e.g. 0660)", optarg);
+			o.socket_mode = (uint32_t)v;
+			break;
+		}
+		case O_GROUP:
+			if (parse_group(optarg, &o.socket_gid))
+				return usage_error(SUB, "--socket-group: no group '%s'", optarg);
+			o.flags |= FL_MONITOR_SERVER_SOCKET_GROUP;
+			break;
 		case 'v':
 			verbosity++;
 			break;
@@ -192,22 +302,44 @@ int cmd_monitor(int argc, char **argv)
 		return usage_error(SUB, "--firecracker and --mem-file go together");
 	if ((o.flags & FL_MONITOR_SERVER_ANY_UID) && o.n_allowed_uids)
 		return usage_error(SUB, "--any-uid and --allow-uid exclude each other");
+	if ((o.socket_mode || (o.flags & FL_MONITOR_SERVER_SOCKET_GROUP)) &&
+	    o.socket_path[0] == '@')
+		return usage_error(SUB, "--socket-mode and --socket-group need a socket file, "
+				   "not an abstract name (@%s)", o.socket_path + 1);
+	r = check_args(&o, ready);
+	if (r)
+		return r;
 
 	fl_set_log_fn(lib_log);
 	r = fl_monitor_server_create(&o, &the_server);
-	if (r < 0)
-		return fail(SUB, o.socket_path, r);
+	if (r < 0) {
+		/* The library said what failed; a line of ours would only repeat it. */
+		if (!said_error)
+			fail(SUB, "cannot start", r);
+		return 1;
+	}
+	check_reach(&o);
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	log_line(FL_LOG_INFO, "monitor: listening", NULL);
+	{
+		char msg[160];
+
+		snprintf(msg, sizeof(msg), "monitor: listening on %s", o.socket_path);
+		log_line(FL_LOG_INFO, msg, NULL);
+	}
 	if (ready >= 0) {
 		char one = 1;
 
-		if (write(ready, &one, 1) != 1)
+		if (write(ready, &one, 1) != 1) {
+			/* Whoever waits for the byte would wait forever: stop rather than serve. */
 			fprintf(stderr, "faultline: monitor: --ready-fd %d: %s\n", ready,
 				strerror(errno));
+			close(ready);
+			fl_monitor_server_destroy(the_server);
+			return EXIT_USAGE;
+		}
 		close(ready);
 	}
 	r = fl_monitor_server_run(the_server);

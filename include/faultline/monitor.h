@@ -312,6 +312,7 @@ struct fl_monitor_server;
 enum fl_monitor_server_flags {
 	FL_MONITOR_SERVER_ANY_UID = 1u << 0,	/* serve every uid, not just ours and allowed */
 	FL_MONITOR_SERVER_NO_FILES = 1u << 1,	/* refuse FILE regions (EPERM) */
+	FL_MONITOR_SERVER_SOCKET_GROUP = 1u << 2,	/* socket_gid is set */
 };
 
 /* A log line of the server (no trailing newline). */
@@ -354,6 +355,15 @@ struct fl_monitor_server_opts {
 	fl_monitor_log_fn log_fn;	/* NULL: the library's log callback (fl_set_log_fn) */
 	fl_monitor_change_fn on_change;	/* may be NULL */
 	void *userdata;			/* for log_fn and on_change; never touched by the library */
+	/*
+	 * The socket file (socket_path, not "@name"): its permission bits
+	 * (07777 at most), and its group with FL_MONITOR_SERVER_SOCKET_GROUP,
+	 * both set before it listens. Connecting needs write permission on it:
+	 * other uids served need one of these (e.g. 0660 and their group).
+	 * 0: the mode bind() leaves (0777 less the umask), our group.
+	 */
+	uint32_t socket_mode;
+	uint32_t socket_gid;
 };
 
 struct fl_monitor_server_stats {

@@ -977,58 +977,95 @@ FL_API int fl_monitor_server_stats(const struct fl_monitor_server *s,
 
 /* ------------------------------------------------------------ creation */
 
-/* Bind @path; a socket file nobody listens on any more (a dead monitor's) is replaced. */
+/*
+ * Bind @path; a socket file nobody listens on any more (a dead monitor's)
+ * is replaced, anything else there is left alone. Every failure is logged
+ * here, once, saying what was wrong.
+ */
 static int listen_on(struct fl_monitor_server *s, const char *path)
 {
 	struct sockaddr_un sa;
-	int salen = fl__mon_sockaddr(path, &sa), fd, e;
+	_fl_cleanup_close_ int fd = -1;
+	int salen = fl__mon_sockaddr(path, &sa), e;
+	bool file = path[0] != '@';
 
-	if (salen < 0)
+	if (salen < 0) {
+		fl__srv_log(s, FL_LOG_ERROR, "monitor: %s: %s", path,
+			    salen == -ENAMETOOLONG ? "too long for a unix socket address"
+						   : "not a socket address");
 		return salen;
+	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return -errno;
+	if (fd < 0) {
+		e = errno;
+		fl__srv_log(s, FL_LOG_ERROR, "monitor: socket: %s", strerror(e));
+		return -e;
+	}
 	if (bind(fd, (struct sockaddr *)&sa, (socklen_t)salen) < 0) {
+		_fl_cleanup_close_ int probe = -1;
 		struct stat st;
-		int probe;
 
 		e = errno;
-		if (e != EADDRINUSE || path[0] == '@' || lstat(path, &st) < 0 ||
-		    !S_ISSOCK(st.st_mode))
-			goto fail;
+		if (e != EADDRINUSE || !file || lstat(path, &st) < 0) {
+			fl__srv_log(s, FL_LOG_ERROR, "monitor: %s: %s", path,
+				    e == EADDRINUSE ? "another monitor listens there" : strerror(e));
+			return -e;
+		}
+		if (!S_ISSOCK(st.st_mode)) {
+			/* Not a monitor's leftover: never replaced, and not "in use" either. */
+			fl__srv_log(s, FL_LOG_ERROR, "monitor: %s exists and is not a socket (%s): "
+				    "not replacing it", path, S_ISDIR(st.st_mode) ? "a directory" :
+				    S_ISREG(st.st_mode) ? "a regular file" : "another kind of file");
+			return -EEXIST;
+		}
 		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (probe < 0) {
 			e = errno;
-			goto fail;
+			fl__srv_log(s, FL_LOG_ERROR, "monitor: socket: %s", strerror(e));
+			return -e;
 		}
 		if (connect(probe, (struct sockaddr *)&sa, (socklen_t)salen) == 0 ||
 		    errno != ECONNREFUSED) {
-			close(probe);
 			fl__srv_log(s, FL_LOG_ERROR, "monitor: %s: another monitor listens there",
 				    path);
-			goto fail;
+			return -EADDRINUSE;
 		}
-		close(probe);
 		fl__srv_log(s, FL_LOG_INFO, "monitor: %s: replacing the socket of a monitor that "
 			    "is gone", path);
 		if (unlink(path) < 0 || bind(fd, (struct sockaddr *)&sa, (socklen_t)salen) < 0) {
 			e = errno;
-			goto fail;
+			fl__srv_log(s, FL_LOG_ERROR, "monitor: %s: replacing it: %s", path,
+				    strerror(e));
+			return -e;
 		}
+	}
+	/* Nobody can connect before listen(): the file has its final permissions by then. */
+	if (file && s->o.socket_mode && chmod(path, s->o.socket_mode) < 0) {
+		e = errno;
+		fl__srv_log(s, FL_LOG_ERROR, "monitor: %s: chmod %04o: %s", path,
+			    (unsigned int)s->o.socket_mode, strerror(e));
+		unlink(path);
+		return -e;
+	}
+	if (file && (s->o.flags & FL_MONITOR_SERVER_SOCKET_GROUP) &&
+	    lchown(path, (uid_t)-1, (gid_t)s->o.socket_gid) < 0) {
+		e = errno;
+		fl__srv_log(s, FL_LOG_ERROR, "monitor: %s: giving it to group %u: %s", path,
+			    (unsigned int)s->o.socket_gid, strerror(e));
+		unlink(path);
+		return -e;
 	}
 	if (listen(fd, BACKLOG) < 0) {
 		e = errno;
-		if (path[0] != '@')
+		fl__srv_log(s, FL_LOG_ERROR, "monitor: %s: listen: %s", path, strerror(e));
+		if (file)
 			unlink(path);
-		goto fail;
+		return -e;
 	}
-	s->listen_fd = fd;
+	s->listen_fd = FL__TAKE_FD(fd);
 	s->own_listen = true;
-	s->own_file = path[0] != '@';
+	s->own_file = file;
 	return 0;
-fail:
-	close(fd);
-	return -e;
 }
 
 static int check_opts(const struct fl_monitor_server_opts *opts,
@@ -1041,8 +1078,20 @@ static int check_opts(const struct fl_monitor_server_opts *opts,
 	}
 	if (fl__opts_copy(o, sizeof(*o), opts, "fl_monitor_server_create") < 0)
 		return -EINVAL;
+	if (o->socket_mode > 07777) {
+		fl__err("fl_monitor_server_create: socket_mode %#o is more than permission bits",
+			o->socket_mode);
+		return -EINVAL;
+	}
+	if ((o->socket_mode || (o->flags & FL_MONITOR_SERVER_SOCKET_GROUP)) &&
+	    (!o->socket_path || o->socket_path[0] == '@')) {
+		fl__err("fl_monitor_server_create: socket_mode and a socket group need a socket "
+			"file (a socket_path that is not @abstract)");
+		return -EINVAL;
+	}
 	if ((!o->socket_path && o->listen_fd < 0) || (o->n_allowed_uids && !o->allowed_uids) ||
-	    (o->flags & ~(uint32_t)(FL_MONITOR_SERVER_ANY_UID | FL_MONITOR_SERVER_NO_FILES)) ||
+	    (o->flags & ~(uint32_t)(FL_MONITOR_SERVER_ANY_UID | FL_MONITOR_SERVER_NO_FILES |
+				    FL_MONITOR_SERVER_SOCKET_GROUP)) ||
 	    o->threads > FL_PAGER_MAX_THREADS || (unsigned int)o->prefetch > FL_PREFETCH_ADAPTIVE ||
 	    (o->store_root && o->store_root[0] != '/'))
 		return fl__einval("fl_monitor_server_create", "%s",
@@ -1137,11 +1186,8 @@ FL_API int fl_monitor_server_create(const struct fl_monitor_server_opts *opts,
 		}
 		s->o.socket_path = s->socket_path;
 		e = listen_on(s, s->socket_path);
-		if (e < 0) {
-			fl__srv_log(s, FL_LOG_ERROR, "monitor: listening on %s: %s", s->socket_path,
-				    strerror(-e));
+		if (e < 0)
 			goto fail;
-		}
 	} else {
 		int fl = fcntl(s->o.listen_fd, F_GETFL), acc = 0;
 		socklen_t len = sizeof(acc);
