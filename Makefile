@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-# faultline: one non-recursive Makefile (see STYLE.md section 8).
+# faultline: one non-recursive Makefile (CONTRIBUTING.md, "Build").
 
 VERSION_MAJOR := 0
 VERSION_MINOR := 1
@@ -29,7 +29,7 @@ Q :=
 msg = @true
 else
 Q := @
-msg = @printf '  %-7s %s\n' $(1) $(2)
+msg = @printf '  %-7s %s\n' '$(1)' '$(2)'
 endif
 
 BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Wshadow -Wstrict-prototypes \
@@ -191,7 +191,15 @@ install: all
 	install -m 0644 include/faultline/*.h $(DESTDIR)$(INCLUDEDIR)/faultline/
 	$(PC_SED) > $(DESTDIR)$(PKGCONFIGDIR)/faultline.pc
 	install -m 0644 man/man1/*.1 $(DESTDIR)$(MANDIR)/man1/
-	install -m 0644 man/man3/*.3 $(DESTDIR)$(MANDIR)/man3/
+	# An alias page is a symbolic link to its group's page (so man -l works in the tree too);
+	# installed, it stays one.
+	$(Q)for f in man/man3/*.3; do \
+		if [ -L "$$f" ]; then \
+			ln -sf "$$(readlink "$$f")" "$(DESTDIR)$(MANDIR)/man3/$${f##*/}" || exit 1; \
+		else \
+			install -m 0644 "$$f" "$(DESTDIR)$(MANDIR)/man3/" || exit 1; \
+		fi; \
+	done
 	install -m 0644 man/man7/*.7 $(DESTDIR)$(MANDIR)/man7/
 
 uninstall:
