@@ -680,8 +680,8 @@ static void hello_done(struct fl_monitor_server *s, struct srv_work *w)
 		fl__srv_stat(s, S_REATTACHED, 1);
 	if (sess->firecracker)
 		fl__srv_stat(s, S_FIRECRACKER, 1);
-	fl__srv_log(s, FL_LOG_INFO, "monitor: %s (uid %u) attached %u regions%s%s", name,
-		    (unsigned int)sess->uid, sess->h.n,
+	fl__srv_log(s, FL_LOG_INFO, "monitor: %s (uid %u) attached %u region%s%s%s", name,
+		    (unsigned int)sess->uid, sess->h.n, sess->h.n == 1 ? "" : "s",
 		    sess->attach_seq ? ", re-attaching" : "",
 		    sess->firecracker ? " from Firecracker" : "");
 	work_free(w);
