@@ -297,6 +297,7 @@ static int run_pager(struct bench_fill_env *env, const struct bench_fill_cfg *c,
 	r = timed_touch(env, addr, c->random, false, &res->secs, e);
 	if (r < 0)
 		goto out;
+	res->stats.sz = sizeof(res->stats);
 	if (fl_region_stats(reg, &res->stats) == 0)
 		res->have_stats = true;
 	{

@@ -200,6 +200,7 @@ static int lat_pager(enum bench_lat_mode m, const struct bench_lat_opts *o,
 	r = walk(fl_region_addr(reg), o, res->lat, &res->secs, e);
 	if (r < 0)
 		goto out;
+	res->stats.sz = sizeof(res->stats);
 	if (fl_region_stats(reg, &res->stats) == 0)
 		res->have_stats = true;
 	if (looping) {

@@ -350,6 +350,7 @@ static void source_child(enum row r, const struct opts *o, size_t len, int in, i
 	rep.rc = fl_migrate_source_run(s);
 	if (rep.rc < 0)
 		snprintf(rep.err, sizeof(rep.err), "%s", fl_migrate_source_error(s));
+	rep.st.sz = sizeof(rep.st);
 	fl_migrate_source_stats(s, &rep.st);
 	rep.stop_ns = a.stop_ns;
 	if (lifting)
@@ -391,7 +392,7 @@ static size_t fault_pages(struct fl_migrate_dest *d, const uint8_t *p, size_t le
 		uint64_t t0, t1;
 
 		if (mincore((void *)(p + pg * BENCH_PAGE), BENCH_PAGE, &vec) == 0 && (vec & 1)) {
-			struct fl_migrate_dest_stats st;
+			struct fl_migrate_dest_stats st = { .sz = sizeof(st) };
 
 			if (tries % 64 == 0 && !fl_migrate_dest_stats(d, &st) &&
 			    st.pages_received == st.pages_total)
@@ -457,7 +458,7 @@ static int run_migration(enum row r, const struct opts *o, size_t len, int in, i
 		.flags = FL_MIGRATE_LISTEN,
 		.timeout_ms = 30000,
 	};
-	struct fl_migrate_dest_stats ds;
+	struct fl_migrate_dest_stats ds = { .sz = sizeof(ds) };
 	struct fl_migrate_dest *d;
 	struct src_report rep;
 	const void *blob;

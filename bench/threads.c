@@ -72,7 +72,7 @@ int bench_threads_run(enum fl_pager_mode mode, unsigned int nthreads, bool share
 		.threads = mode == FL_PAGER_THREADS ? pager_threads : 0,
 	};
 	struct worker w[256];
-	struct fl_region_stats st;
+	struct fl_region_stats st = { .sz = sizeof(st) };
 	struct fl_store *store = NULL;
 	struct fl_pager *p = NULL;
 	struct fl_region *reg = NULL;

@@ -8,7 +8,7 @@
 int main(int argc, char **argv)
 {
 	struct fl_region_opts ro = { .sz = sizeof(ro), .prefetch = FL_PREFETCH_ADAPTIVE };
-	struct fl_region_stats st;
+	struct fl_region_stats st = { .sz = sizeof(st) };
 	struct fl_pager *pager;
 	struct fl_region *region;
 	size_t lines = 0;

@@ -111,8 +111,8 @@ TEST(migrate_in_process)
 	size_t len0 = 8 * MIB, len1 = 3 * t_page_size();
 	struct fl_migrate_region regs[2];
 	struct fl_migrate_source_opts so;
-	struct fl_migrate_source_stats ss;
-	struct fl_migrate_dest_stats ds;
+	struct fl_migrate_source_stats ss = { .sz = sizeof(ss) };
+	struct fl_migrate_dest_stats ds = { .sz = sizeof(ds) };
 	struct fl_migrate_dest *d;
 	struct src_run sr = { 0 };
 	const void *blob;
@@ -252,8 +252,8 @@ TEST(migrate_urgent_while_rate_limited)
 {
 	size_t ps = t_page_size(), len = 32 * MIB, pages = len / ps;
 	struct toucher t[2];
-	struct fl_migrate_dest_stats ds;
-	struct fl_migrate_source_stats ss;
+	struct fl_migrate_dest_stats ds = { .sz = sizeof(ds) };
+	struct fl_migrate_source_stats ss = { .sz = sizeof(ss) };
 	unsigned long th[2];
 	struct pair p;
 
@@ -304,7 +304,7 @@ TEST(migrate_requests_deduplicated)
 	struct fl__mig_hooks sh = { .hold_urgent_efd = eventfd(0, EFD_CLOEXEC) };
 	struct fl__mig_hooks dh = { .fault_efd = eventfd(0, EFD_CLOEXEC) };
 	struct toucher t[2];
-	struct fl_migrate_dest_stats ds;
+	struct fl_migrate_dest_stats ds = { .sz = sizeof(ds) };
 	unsigned long th[2];
 	uint64_t got = 0, v;
 	struct pair p;
@@ -348,7 +348,7 @@ TEST(migrate_dest_writes_survive)
 {
 	size_t ps = t_page_size(), len = 16 * MIB, pages = len / ps;
 	struct fl__mig_hooks sh = { .push_all = true };
-	struct fl_migrate_dest_stats ds;
+	struct fl_migrate_dest_stats ds = { .sz = sizeof(ds) };
 	struct pair p;
 	size_t n = 0;
 
@@ -530,8 +530,8 @@ static void precopy_run(uint32_t flags)
 	struct fl_migrate_region regs[2] = { { base, small }, { base + small, len } };
 	struct writer w = { .p = base + small, .len = len, .ps = ps,
 			    .rng = 88172645463325252ull };
-	struct fl_migrate_source_stats ss;
-	struct fl_migrate_dest_stats ds;
+	struct fl_migrate_source_stats ss = { .sz = sizeof(ss) };
+	struct fl_migrate_dest_stats ds = { .sz = sizeof(ds) };
 	struct fl_migrate_source_opts so;
 	struct fl_migrate_dest *d;
 	struct src_run sr = { 0 };
@@ -866,8 +866,8 @@ static void breaks_run(uint64_t seed, unsigned int rounds)
 	size_t len = 16 * MIB, ps = t_page_size(), pages = len / ps;
 	struct fl_migrate_region reg = { t_map_anon(len), len };
 	struct writer w = { .p = reg.addr, .len = len, .ps = ps, .rng = seed * 2 + 1 };
-	struct fl_migrate_source_stats ss;
-	struct fl_migrate_dest_stats ds;
+	struct fl_migrate_source_stats ss = { .sz = sizeof(ss) };
+	struct fl_migrate_dest_stats ds = { .sz = sizeof(ds) };
 	struct fl_migrate_source_opts so;
 	struct fl_migrate_dest_opts dopt;
 	struct fl_migrate_dest *d;

@@ -160,7 +160,7 @@ static void *srv_ctl(void *arg)
 	char c;
 
 	while (read(sd->ctl, &c, 1) == 1) {
-		struct fl_monitor_server_stats st;
+		struct fl_monitor_server_stats st = { .sz = sizeof(st) };
 
 		if (c == 'q') {
 			fl_monitor_server_stop(sd->s);
@@ -238,7 +238,7 @@ static void srv_stop(struct srv *v)
 
 static struct fl_monitor_server_stats srv_stats(struct srv *v)
 {
-	struct fl_monitor_server_stats st;
+	struct fl_monitor_server_stats st = { .sz = sizeof(st) };
 
 	T_ASSERT_EQ(write(v->ctl, "s", 1), 1);
 	t_wait_readable(v->ctl);
@@ -2164,7 +2164,7 @@ TEST(monitor_server_refused_fd_reuse)
 	T_ASSERT_OK(fl_monitor_server_stop(srv));
 	t_thread_join(th[0]);
 	{
-		struct fl_monitor_server_stats st;
+		struct fl_monitor_server_stats st = { .sz = sizeof(st) };
 
 		T_ASSERT_OK(fl_monitor_server_stats(srv, &st));
 		T_ASSERT_EQ(st.refused, REFUSED_CLIENTS * REFUSED_TRIES);

@@ -123,7 +123,7 @@ static void wait_fault_queued(struct fl_pager *p)
 /* Until the pager has read @n faults of @r (the counter is raised as each is read). */
 static void wait_faults(struct fl_region *r, uint64_t n)
 {
-	struct fl_region_stats st;
+	struct fl_region_stats st = { .sz = sizeof(st) };
 
 	for (;;) {
 		T_ASSERT_OK(fl_region_stats(r, &st));
@@ -211,7 +211,7 @@ static void poison_child(void *arg)
 	struct fs *f = fs_new(16);
 	struct errlog log = { .efd = -1 };
 	struct fl_region_opts o = t_region_opts(f->s, 16 * ps);
-	struct fl_region_stats st;
+	struct fl_region_stats st = { .sz = sizeof(st) };
 	struct fl_pager *p;
 	struct fl_region *r;
 	struct faulter a;
@@ -306,7 +306,7 @@ static void block_case(enum fl_pager_mode mode)
 	struct fs *f = fs_new(8);
 	struct errlog log = { .efd = eventfd(0, EFD_CLOEXEC) };
 	struct fl_region_opts o = t_region_opts(f->s, 8 * ps);
-	struct fl_region_stats st;
+	struct fl_region_stats st = { .sz = sizeof(st) };
 	struct t_access a;
 	struct fl_pager *p;
 	struct fl_region *r;
@@ -510,7 +510,7 @@ TEST(pager_serves_other_process)
 {
 	size_t ps = t_page_size(), npages = 64, len = npages * ps;
 	struct fl_region_opts o;
-	struct fl_region_stats st;
+	struct fl_region_stats st = { .sz = sizeof(st) };
 	struct fl_store *s;
 	struct fl_pager_opts po = { .sz = sizeof(po), .mode = FL_PAGER_THREADS, .threads = 2 };
 	struct fl_pager *p;
@@ -715,7 +715,7 @@ TEST(pager_loop_mode_epoll)
 	struct fl_region_opts o = t_region_opts(f->s, npages * ps);
 	struct fl_pager *p = t_pager_new(FL_PAGER_LOOP, 0, 0);
 	struct epoll_event ev = { .events = EPOLLIN };
-	struct fl_region_stats st;
+	struct fl_region_stats st = { .sz = sizeof(st) };
 	struct fl_region *r;
 	struct reader x;
 	unsigned long th;
@@ -784,7 +784,7 @@ TEST(pager_install_waits_for_events)
 	struct fl_region_opts o = t_region_opts(f->s, 16 * ps);
 	/* One thread: while it sits in the store, nobody reads the event below. */
 	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 1, FL_FEAT_EVENT_REMOVE);
-	struct fl_region_stats st;
+	struct fl_region_stats st = { .sz = sizeof(st) };
 	struct fl_region *r;
 	struct discard d;
 	struct t_access a;
@@ -870,7 +870,7 @@ TEST(pager_remove_races_store_read)
 	struct fs *f = fs_new(16);
 	struct fl_region_opts o = t_region_opts(f->s, 16 * ps);
 	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, FL_FEAT_EVENT_REMOVE);
-	struct fl_region_stats st;
+	struct fl_region_stats st = { .sz = sizeof(st) };
 	struct fl_region *r;
 	struct t_access a;
 	uint64_t one = 1;

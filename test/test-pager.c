@@ -155,7 +155,7 @@ static void loop_stop(struct loopdrv *d)
 
 static struct fl_region_stats stats(struct fl_region *r)
 {
-	struct fl_region_stats st;
+	struct fl_region_stats st = { .sz = sizeof(st) };
 
 	T_ASSERT_OK(fl_region_stats(r, &st));
 	return st;
@@ -379,7 +379,7 @@ static void run_combo(enum fl_pager_mode mode, const struct combo *c, size_t npa
 	size_t ps = t_mem_page_size(c->mem), len = npages * ps;
 	struct fl_pager *p = t_pager_new(mode, 2, 0);
 	struct fl_region_opts o;
-	struct fl_region_stats st;
+	struct fl_region_stats st = { .sz = sizeof(st) };
 	struct fl_region *r;
 	struct loopdrv d;
 	struct ts *t = NULL;
@@ -553,7 +553,7 @@ TEST(pager_move_falls_back_to_copy)
 	size_t ps = t_page_size(), npages = 32;
 	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, 0);
 	struct fl_region_opts o;
-	struct fl_region_stats st;
+	struct fl_region_stats st = { .sz = sizeof(st) };
 	struct fl_region *r;
 	struct fl_store *s;
 
@@ -607,7 +607,7 @@ static void race(enum fl_pager_mode mode, bool same)
 	struct racer x[NTHR];
 	unsigned long th[NTHR];
 	pthread_barrier_t go;
-	struct fl_region_stats st;
+	struct fl_region_stats st = { .sz = sizeof(st) };
 	struct fl_region *r;
 	struct loopdrv d;
 
@@ -691,7 +691,7 @@ TEST(pager_prefetch_fixed_edges)
 	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 1, 0);
 	struct ts *t = ts_new(ps, npages, 0);
 	struct fl_region_opts o = t_region_opts(t->s, npages * ps);
-	struct fl_region_stats st;
+	struct fl_region_stats st = { .sz = sizeof(st) };
 	struct fl_region *r;
 
 	o.prefetch = FL_PREFETCH_FIXED;
@@ -730,7 +730,7 @@ TEST(pager_prefetch_adaptive)
 	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 1, 0);
 	struct ts *t = ts_new(ps, npages, 0);
 	struct fl_region_opts o = t_region_opts(t->s, npages * ps);
-	struct fl_region_stats st;
+	struct fl_region_stats st = { .sz = sizeof(st) };
 	struct fl_region *r;
 
 	o.prefetch = FL_PREFETCH_ADAPTIVE;
@@ -829,7 +829,7 @@ TEST(pager_populate_concurrent_with_faults)
 	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, 0);
 	struct ts *t = ts_new(ps, npages, 7);
 	struct fl_region_opts o = t_region_opts(t->s, npages * ps);
-	struct fl_region_stats st;
+	struct fl_region_stats st = { .sz = sizeof(st) };
 	struct fl_region *r;
 	struct popper x;
 	unsigned long th;
@@ -902,7 +902,7 @@ TEST(pager_stats_histogram)
 	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 1, 0);
 	struct ts *t = ts_new(ps, npages, 0);
 	struct fl_region_opts o = t_region_opts(t->s, npages * ps);
-	struct fl_region_stats st;
+	struct fl_region_stats st = { .sz = sizeof(st) };
 	struct fl_region *r;
 
 	T_ASSERT_OK(fl_region_add(p, &o, &r));
@@ -924,6 +924,52 @@ TEST(pager_stats_histogram)
 	ts_free(t);
 }
 
+/* The stats struct can grow: each side gets what both know, nothing is written past sz. */
+TEST(pager_stats_sized)
+{
+	size_t ps = t_page_size(), npages = 4, known = sizeof(struct fl_region_stats);
+	size_t old = offsetof(struct fl_region_stats, pages_copy);
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 1, 0);
+	struct ts *t = ts_new(ps, npages, 0);
+	struct fl_region_opts o = t_region_opts(t->s, npages * ps);
+	union {
+		struct fl_region_stats st;
+		unsigned char b[sizeof(struct fl_region_stats) + 64];
+	} u;
+	struct fl_region *r;
+
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	T_ASSERT_OK(fl_pager_start(p));
+	touch(r, 0);
+	touch(r, 1);
+	/* An older caller whose struct ends after faults: the rest is left alone. */
+	memset(&u, 0xa5, sizeof(u));
+	u.st.sz = old;
+	T_ASSERT_OK(fl_region_stats(r, &u.st));
+	T_ASSERT_EQ(u.st.sz, old);
+	T_ASSERT_EQ(u.st.faults, 2);
+	for (size_t i = old; i < sizeof(u); i++)
+		T_ASSERT_EQ(u.b[i], 0xa5);
+	/* A newer caller: sz says how much was filled, and nothing past it was written. */
+	memset(&u, 0xa5, sizeof(u));
+	u.st.sz = sizeof(u);
+	T_ASSERT_OK(fl_region_stats(r, &u.st));
+	T_ASSERT_EQ(u.st.sz, known);
+	T_ASSERT_EQ(u.st.faults, 2);
+	T_ASSERT_EQ(u.st.pages_copy, 2);
+	for (size_t i = known; i < sizeof(u); i++)
+		T_ASSERT_EQ(u.b[i], 0xa5);
+	/* sz not set: refused, nothing written. */
+	memset(&u, 0xa5, sizeof(u));
+	u.st.sz = 0;
+	T_ASSERT_ERR(fl_region_stats(r, &u.st), EINVAL);
+	for (size_t i = sizeof(size_t); i < sizeof(u); i++)
+		T_ASSERT_EQ(u.b[i], 0xa5);
+	T_ASSERT_OK(fl_pager_stop(p));
+	fl_pager_destroy(p);
+	ts_free(t);
+}
+
 /* ---------------------------------------------------------------- fork */
 
 struct echild {
@@ -936,7 +982,7 @@ static void echild_check(void *arg)
 {
 	struct echild *x = arg;
 	struct fl_region_opts o = t_region_opts(x->s, t_page_size());
-	struct fl_region_stats st;
+	struct fl_region_stats st = { .sz = sizeof(st) };
 	struct fl_region *r2 = NULL;
 
 	if (fl_pager_start(x->p) != -ECHILD || fl_pager_stop(x->p) != -ECHILD ||

@@ -136,6 +136,7 @@
 	X(pager_populate_concurrent_with_faults, 0, T_UFFD, 0)                     \
 	X(pager_file_store_offset, 0, T_UFFD, 0)                                   \
 	X(pager_stats_histogram, 0, T_UFFD, 0)                                     \
+	X(pager_stats_sized, 0, T_UFFD, 0)                                         \
 	X(pager_echild_after_fork, 0, T_UFFD, 0)                                   \
 	X(pager_store_error_poison, FL_FEAT_POISON, T_UFFD, 0)                     \
 	X(pager_store_bad_return_poison, FL_FEAT_POISON, T_UFFD, 0)                \

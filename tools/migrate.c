@@ -678,6 +678,7 @@ static int run_source(const struct opts *o, struct source_report *rep)
 	load_stop(&a.load);	/* if the stop never came */
 	if (r < 0)
 		snprintf(rep->err, sizeof(rep->err), "%s", fl_migrate_source_error(s));
+	rep->st.sz = sizeof(rep->st);
 	fl_migrate_source_stats(s, &rep->st);
 	rep->ops = load_ops(a.blob.t);
 	rep->load_ns = a.load.ns;
@@ -768,6 +769,7 @@ static int run_dest(const struct opts *o, struct fl_migrate_dest *d, struct dest
 	load_stop(&load);
 	for (int i = 0; i < LOADERS; i++)
 		state.t[i] = load.l[i].st;
+	res->st.sz = sizeof(res->st);
 	fl_migrate_dest_stats(d, &res->st);
 	res->ops = load_ops(state.t) - load_ops(b->t);
 	res->errors = load_errors(state.t);

@@ -202,7 +202,7 @@ int cmd_monitor(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct fl_monitor_server_opts o = { .sz = sizeof(o), .log_fn = log_line };
-	struct fl_monitor_server_stats st;
+	struct fl_monitor_server_stats st = { .sz = sizeof(st) };
 	uint32_t uids[MAX_UIDS];
 	struct sigaction sa = { .sa_handler = on_signal };
 	bool firecracker = false;

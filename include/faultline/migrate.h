@@ -253,6 +253,8 @@ FL_API void fl_migrate_dest_destroy(struct fl_migrate_dest *d);
 #define FL_MIGRATE_MAX_THREADS 64
 
 struct fl_migrate_source_stats {
+	size_t sz;			/* the caller sets sizeof(struct fl_migrate_source_stats); on return,
+					   the bytes the library filled (see fl_migrate_source_stats(3)) */
 	uint32_t phase;			/* enum fl_migrate_phase */
 	uint32_t resumes;		/* sessions resumed after a broken connection */
 	uint64_t pages_total;
@@ -285,6 +287,8 @@ struct fl_migrate_thread_stats {
 };
 
 struct fl_migrate_dest_stats {
+	size_t sz;			/* the caller sets sizeof(struct fl_migrate_dest_stats); on return,
+					   the bytes the library filled (see fl_migrate_source_stats(3)) */
 	uint32_t phase;			/* enum fl_migrate_phase */
 	uint32_t resumes;
 	uint32_t n_regions;

@@ -367,6 +367,8 @@ struct fl_monitor_server_opts {
 };
 
 struct fl_monitor_server_stats {
+	size_t sz;		/* the caller sets sizeof(struct fl_monitor_server_stats); on
+				   return, the bytes the library filled */
 	uint64_t clients;	/* userfaultfds served now: clients and their fork()ed children */
 	uint64_t children;	/* of those, fork()ed children */
 	uint64_t connections;	/* connections open now, handshakes in progress included */

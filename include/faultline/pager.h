@@ -248,6 +248,8 @@ FL_API int fl_region_populate(struct fl_region *r, uint64_t off, size_t len);
 #define FL_LAT_BUCKETS 32
 
 struct fl_region_stats {
+	size_t sz;			/* the caller sets sizeof(struct fl_region_stats); on return,
+					   the bytes the library filled (see fl_region_stats(3)) */
 	uint64_t faults;		/* faults seen on this region */
 	uint64_t pages_copy;		/* pages installed by each method */
 	uint64_t pages_zero;

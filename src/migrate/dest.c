@@ -260,11 +260,12 @@ FL_API int fl_migrate_dest_region(const struct fl_migrate_dest *d, unsigned int 
 	return 0;
 }
 
-FL_API int fl_migrate_dest_stats(const struct fl_migrate_dest *d, struct fl_migrate_dest_stats *ret)
+FL_API int fl_migrate_dest_stats(const struct fl_migrate_dest *d, struct fl_migrate_dest_stats *out)
 {
 	struct fl_migrate_dest *m = (struct fl_migrate_dest *)d;
+	struct fl_migrate_dest_stats st, *ret = &st;
 
-	if (!d || !ret)
+	if (!d || !out)
 		return fl__einval(__func__, "%s is NULL", !d ? "d" : "ret");
 	if (d->pid != getpid())
 		return -ECHILD;
@@ -296,7 +297,7 @@ FL_API int fl_migrate_dest_stats(const struct fl_migrate_dest *d, struct fl_migr
 	ret->n_threads = d->n_threads;
 	memcpy(ret->threads, d->threads, d->n_threads * sizeof(d->threads[0]));
 	pthread_mutex_unlock(&m->pend_lock);
-	return 0;
+	return fl__stats_out(out, ret, sizeof(*ret), __func__);
 }
 
 /* ---------------------------------------------------------------- regions */

@@ -312,11 +312,12 @@ FL_API const char *fl_migrate_source_error(const struct fl_migrate_source *s)
 }
 
 FL_API int fl_migrate_source_stats(const struct fl_migrate_source *s,
-				   struct fl_migrate_source_stats *ret)
+				   struct fl_migrate_source_stats *out)
 {
 	struct fl_migrate_source *m = (struct fl_migrate_source *)s;
+	struct fl_migrate_source_stats st, *ret = &st;
 
-	if (!s || !ret)
+	if (!s || !out)
 		return fl__einval(__func__, "%s is NULL", !s ? "s" : "ret");
 	if (s->pid != getpid())
 		return -ECHILD;
@@ -341,7 +342,7 @@ FL_API int fl_migrate_source_stats(const struct fl_migrate_source *s,
 		.bandwidth = atomic_load(&s->bandwidth),
 	};
 	pthread_mutex_unlock(&m->lock);
-	return 0;
+	return fl__stats_out(out, ret, sizeof(*ret), __func__);
 }
 
 /* ---------------------------------------------------------------- frames */

@@ -954,11 +954,12 @@ FL_API int fl_monitor_server_stop(struct fl_monitor_server *s)
 }
 
 FL_API int fl_monitor_server_stats(const struct fl_monitor_server *s,
-				   struct fl_monitor_server_stats *ret)
+				   struct fl_monitor_server_stats *out)
 {
 	struct fl_monitor_server *m = (struct fl_monitor_server *)s;
+	struct fl_monitor_server_stats st, *ret = &st;
 
-	if (!s || !ret)
+	if (!s || !out)
 		return fl__einval(__func__, "%s is NULL", !s ? "s" : "ret");
 	*ret = (struct fl_monitor_server_stats){
 		.clients = atomic_load(&m->st[S_CLIENTS]),
@@ -972,7 +973,7 @@ FL_API int fl_monitor_server_stats(const struct fl_monitor_server *s,
 		.events = atomic_load(&m->st[S_EVENTS]),
 		.ended = atomic_load(&m->st[S_ENDED]),
 	};
-	return 0;
+	return fl__stats_out(out, ret, sizeof(*ret), __func__);
 }
 
 /* ------------------------------------------------------------ creation */

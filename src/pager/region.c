@@ -830,11 +830,12 @@ FL_API int fl_region_populate(struct fl_region *r, uint64_t off, size_t len)
 
 /* ---------------------------------------------------------- statistics */
 
-FL_API int fl_region_stats(const struct fl_region *r, struct fl_region_stats *ret)
+FL_API int fl_region_stats(const struct fl_region *r, struct fl_region_stats *out)
 {
+	struct fl_region_stats st, *ret = &st;
 	uint64_t v[ST_COUNT] = { 0 };
 
-	if (!r || !ret)
+	if (!r || !out)
 		return fl__einval(__func__, "%s is NULL", !r ? "r" : "ret");
 	if (getpid() != r->pager->pid)
 		return -ECHILD;
@@ -857,5 +858,5 @@ FL_API int fl_region_stats(const struct fl_region *r, struct fl_region_stats *re
 	};
 	for (int i = 0; i < FL_LAT_BUCKETS; i++)
 		ret->lat_hist[i] = v[ST_LAT + i];
-	return 0;
+	return fl__stats_out(out, ret, sizeof(*ret), __func__);
 }

@@ -52,6 +52,15 @@ int fl__einval(const char *fn, const char *fmt, ...) __attribute__((format(print
  */
 int fl__opts_check(const void *src, size_t known, const char *who);
 int fl__opts_copy(void *dst, size_t known, const void *src, const char *who);
+/*
+ * fl__stats_out - hand @filled (@known bytes, this library's statistics
+ * struct) to a caller whose struct at @ret starts with the size_t sz it was
+ * compiled with: copy what both know, write nothing past it, and leave in
+ * ret's sz the bytes filled. So the struct can grow at its end.
+ * Returns 0, or -EINVAL (logged, naming @who) if sz cannot even hold itself.
+ */
+int fl__stats_out(void *ret, const void *filled, size_t known, const char *who);
+
 static inline int fl__opt_has(size_t sz, size_t offset, size_t size)
 {
 	if (offset + size <= sz)

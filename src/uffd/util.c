@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Options structs: the one check and copy every public function uses. */
+/* Options structs in, statistics structs out: the one check and copy every public function uses. */
 #include <stdint.h>
 #include <string.h>
 
@@ -40,5 +40,22 @@ int fl__opts_copy(void *dst, size_t known, const void *src, const char *who)
 	memcpy(&sz, src, sizeof(sz));
 	memcpy(dst, src, sz < known ? sz : known);
 	memcpy(dst, &known, sizeof(known));
+	return 0;
+}
+
+int fl__stats_out(void *ret, const void *filled, size_t known, const char *who)
+{
+	size_t sz, n;
+
+	memcpy(&sz, ret, sizeof(sz));
+	if (sz < sizeof(size_t)) {
+		fl__err("%s: the statistics struct's sz is %zu: set it to sizeof the struct", who,
+			sz);
+		return -EINVAL;
+	}
+	/* Never a byte past what both know: a caller that forgot sz may hold any value there. */
+	n = sz < known ? sz : known;
+	memcpy(ret, filled, n);
+	memcpy(ret, &n, sizeof(n));
 	return 0;
 }
