@@ -51,6 +51,8 @@ TEST(log_einval_says_why)
 	struct fl_store_file_opts fo[2] = { { .sz = sizeof(fo) } };
 	struct fl_uffd_opts uo = { .sz = sizeof(uo), .flags = 1u << 30 };
 	struct fl_store *s = NULL;
+	struct fl_monitor_region mr = { .len = 4096 };
+	struct fl_monitor_client *mc = NULL;
 	struct fl_uffd *u = NULL;
 	char buf[4096];
 	uint64_t holes[1];
@@ -76,6 +78,8 @@ TEST(log_einval_says_why)
 	T_ASSERT_EINVAL_LOGGED(fl_pagemap_scan_written(0, (void *)4096, 100, 0, NULL, 0, NULL),
 			       "fl_pagemap_scan_written", "multiple of the page size");
 	T_ASSERT_EINVAL_LOGGED(fl_monitor_server_create(NULL, NULL), "fl_monitor_server_create");
+	T_ASSERT_EINVAL_LOGGED(fl_monitor_attach("@", &mr, 1, NULL, &mc), "fl_monitor_attach",
+			       "socket_path \"@\"");
 	fl_store_destroy(s);
 	fl_set_log_fn(NULL);
 }

@@ -1316,6 +1316,9 @@ FL_API int fl_monitor_attach(const char *socket_path, const struct fl_monitor_re
 		return -EINVAL;
 	}
 	r = fl__mon_sockaddr(socket_path, &sa);
+	if (r == -EINVAL)
+		return fl__einval(__func__, "socket_path \"%s\" is empty or a bare '@'",
+				  socket_path);
 	if (r < 0)
 		return r;
 	c = calloc(1, sizeof(*c));
@@ -1535,6 +1538,9 @@ FL_API int fl_monitor_client_reattach(struct fl_monitor_client *c, const char *s
 		return -ECHILD;
 	if (socket_path) {
 		r = fl__mon_sockaddr(socket_path, &sa);
+		if (r == -EINVAL)
+			return fl__einval(__func__, "socket_path \"%s\" is empty or a bare '@'",
+					  socket_path);
 		if (r < 0)
 			return r;
 	}
