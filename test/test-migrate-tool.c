@@ -1,14 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /* faultline migrate: the demo, usage errors, and two hosts made of two network namespaces. */
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <libgen.h>
 #include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -376,4 +380,209 @@ TEST(migrate_two_namespaces)
 	/* Nothing of ours is left behind. */
 	T_ASSERT(sh("ip netns list | grep -q 'fl-mig-%d-'", (int)getpid()) != 0);
 	T_ASSERT_EQ(r, 0);
+}
+
+/* ------------------------------------------------------------ dead peers, first use */
+
+/* A TCP port nobody listens on just now (the kernel's pick, released). */
+static uint16_t free_port(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	T_ASSERT_SYS(fd);
+	T_ASSERT_SYS(bind(fd, (struct sockaddr *)&sa, sizeof(sa)));
+	T_ASSERT_SYS(getsockname(fd, (struct sockaddr *)&sa, &len));
+	close(fd);
+	return ntohs(sa.sin_port);
+}
+
+/* A key file of @n random bytes; @path receives its name (unlink it). */
+static void key_file(char *path, size_t cap, size_t n)
+{
+	uint8_t bytes[64];
+	int fd;
+
+	T_ASSERT(n <= sizeof(bytes));
+	snprintf(path, cap, "/tmp/fl-mig-key-XXXXXX");
+	fd = mkstemp(path);
+	T_ASSERT_SYS(fd);
+	T_ASSERT(getrandom(bytes, sizeof(bytes), 0) == sizeof(bytes));
+	T_ASSERT(write(fd, bytes, n) == (ssize_t)n);
+	close(fd);
+}
+
+/* Read @p's stdout until a line holds @text; false if it ended, or WAIT ms passed, first. */
+static bool wait_output(struct proc *p, const char *text, int ms)
+{
+	static char buf[OUT_MAX];
+	size_t got = 0;
+
+	buf[0] = 0;
+	while (!strstr(buf, text)) {
+		struct pollfd pf = { .fd = p->out, .events = POLLIN };
+		ssize_t n;
+
+		if (poll(&pf, 1, ms) <= 0)
+			return false;
+		n = read(p->out, buf + got, sizeof(buf) - 1 - got);
+		if (n <= 0)
+			return false;
+		got += (size_t)n;
+		buf[got] = 0;
+	}
+	return true;
+}
+
+/*
+ * A migration between two tools, one of which is then killed once the
+ * destination runs (@kill_dest: the destination, else the source): the
+ * survivor gives up after its --resume-timeout, exits 1, and says why.
+ */
+static void peer_dies(bool kill_dest)
+{
+	static char out[2][OUT_MAX], err[2][OUT_MAX];
+	char tool[PATH_MAX], key[64], port[8], to[32];
+	struct proc ps[2];
+	int st[2], victim = kill_dest ? 0 : 1, survivor = 1 - victim;
+
+	tool_path(tool, sizeof(tool));
+	key_file(key, sizeof(key), 32);
+	snprintf(port, sizeof(port), "%u", free_port());
+	snprintf(to, sizeof(to), "127.0.0.1:%s", port);
+	{
+		char *argv[] = { tool, "migrate", "--listen", port, "--bind", "127.0.0.1",
+				 "--key", key, "--resume-timeout", "1", "--seconds", "0", NULL };
+
+		start(&ps[0], argv);
+	}
+	{
+		/* 1 MiB/s for 64 MiB: still under way when one side dies. */
+		char *argv[] = { tool, "migrate", "--to", to, "--key", key, "--size", "64M",
+				 "--bandwidth", "1M", "--serve", "0", "--resume-timeout", "1",
+				 NULL };
+
+		start(&ps[1], argv);
+	}
+	if (!wait_output(&ps[0], "resumed", 60000)) {
+		kill(ps[0].pid, SIGKILL);
+		kill(ps[1].pid, SIGKILL);
+		finish_all(ps, 2, 10000, out, err, st);
+		unlink(key);
+		t_fail(__FILE__, __LINE__, "the destination never resumed:\n%s\n%s", err[0],
+		       err[1]);
+	}
+	T_ASSERT_SYS(kill(ps[victim].pid, SIGKILL));
+	/* Bounded: the resume timeout is 1 s; a tool that spins instead is killed at 60 s. */
+	finish_all(ps, 2, 60000, out, err, st);
+	unlink(key);
+	T_ASSERT_EQ(st[victim], 128 + SIGKILL);
+	if (st[survivor] != 1 || !strstr(err[survivor], "did not come back within 1000 ms"))
+		t_fail(__FILE__, __LINE__, "%s: status %d, stderr:\n%s",
+		       kill_dest ? "source" : "destination", st[survivor], err[survivor]);
+}
+
+TEST(migrate_tool_source_gone)
+{
+	peer_dies(false);
+}
+
+TEST(migrate_tool_dest_gone)
+{
+	peer_dies(true);
+}
+
+/* How many times @needle occurs in @hay. */
+static int occurrences(const char *hay, const char *needle)
+{
+	int n = 0;
+
+	for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle))
+		n++;
+	return n;
+}
+
+/* What a newcomer meets first: each mistake named once, with the right exit status. */
+TEST(migrate_tool_first_use)
+{
+	char tool[PATH_MAX], empty[64], shortk[64], port[8];
+	struct addrinfo *ai, hints = { .ai_socktype = SOCK_STREAM };
+	int st, g;
+
+	tool_path(tool, sizeof(tool));
+	snprintf(port, sizeof(port), "%u", free_port());
+	{
+		/* Nobody there: the reason once, not "Connection refused: Connection refused". */
+		char *argv[] = { tool, "migrate", "--to", "127.0.0.1:1", "--size", "2M", "--serve", "0", "--timeout", "0.5",
+				 NULL };
+
+		st = run_one(argv, 30000, out_buf, err_buf);
+		if (st != 1 || occurrences(err_buf, "Connection refused") != 1 ||
+		    !strstr(err_buf, "127.0.0.1 port 1"))
+			t_fail(__FILE__, __LINE__, "status %d, stderr '%s'", st, err_buf);
+	}
+	g = getaddrinfo("no-such-host.invalid", "7000", &hints, &ai);
+	if (!g)
+		freeaddrinfo(ai);
+	if (g == EAI_NONAME) {
+		/* A host that does not exist is named as such, at once (no retries). */
+		char *argv[] = { tool, "migrate", "--to", "no-such-host.invalid:7000", NULL };
+
+		st = run_one(argv, 30000, out_buf, err_buf);
+		if (st != 1 || !strstr(err_buf, "no host named 'no-such-host.invalid'") ||
+		    strstr(err_buf, "Cannot assign requested address"))
+			t_fail(__FILE__, __LINE__, "status %d, stderr '%s'", st, err_buf);
+	}
+	key_file(empty, sizeof(empty), 0);
+	key_file(shortk, sizeof(shortk), 6);
+	{
+		char *argv[] = { tool, "migrate", "--to", "127.0.0.1:1", "--size", "2M", "--serve", "0", "--timeout", "0.5",
+				 "--key", empty, NULL };
+
+		st = run_one(argv, 30000, out_buf, err_buf);
+		if (st != 2 || !strstr(err_buf, "is empty") || strstr(err_buf, "No data"))
+			t_fail(__FILE__, __LINE__, "status %d, stderr '%s'", st, err_buf);
+	}
+	{
+		char *argv[] = { tool, "migrate", "--to", "127.0.0.1:1", "--size", "2M", "--serve", "0", "--timeout", "0.5",
+				 "--key", shortk, NULL };
+
+		st = run_one(argv, 30000, out_buf, err_buf);
+		if (st != 2 || !strstr(err_buf, "holds only 6 bytes; a key needs at least 16"))
+			t_fail(__FILE__, __LINE__, "status %d, stderr '%s'", st, err_buf);
+	}
+	unlink(empty);
+	unlink(shortk);
+	{
+		/* No key on every address: refused unless --insecure. */
+		char *argv[] = { tool, "migrate", "--listen", port, "--bind", "0.0.0.0", NULL };
+
+		st = run_one(argv, 10000, out_buf, err_buf);
+		if (st != 2 || !strstr(err_buf, "--insecure"))
+			t_fail(__FILE__, __LINE__, "status %d, stderr '%s'", st, err_buf);
+	}
+	{
+		char *argv[] = { tool, "migrate", "--to", "127.0.0.1:1", "--insecure", NULL };
+
+		st = run_one(argv, 10000, out_buf, err_buf);
+		if (st != 2 || !strstr(err_buf, "--insecure goes with --listen"))
+			t_fail(__FILE__, __LINE__, "status %d, stderr '%s'", st, err_buf);
+	}
+	{
+		/* No key, no --bind: loopback only, and it says so. */
+		static char out[1][OUT_MAX], err[1][OUT_MAX];
+		char *argv[] = { tool, "migrate", "--listen", port, NULL }, want[64];
+		struct proc p;
+		bool seen;
+
+		snprintf(want, sizeof(want), "listening on 127.0.0.1 port %s", port);
+		start(&p, argv);
+		seen = wait_output(&p, want, 10000);
+		kill(p.pid, SIGKILL);
+		finish_all(&p, 1, 10000, out, err, &st);
+		if (!seen || !strstr(err[0], "no --key: listening on 127.0.0.1 only"))
+			t_fail(__FILE__, __LINE__, "stdout lacks '%s'; stderr '%s'", want, err[0]);
+	}
 }

@@ -3,10 +3,14 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -321,6 +325,17 @@ TEST(migrate_requests_deduplicated)
 		T_ASSERT_SYS(read(dh.fault_efd, &v, sizeof(v)));
 		got += v;
 	}
+	/*
+	 * The hook fires as a fault is read, before the fault thread has
+	 * counted it as shared: wait for what is asserted below, while the
+	 * source still holds its answer, so no install can come in between.
+	 */
+	for (uint64_t t0 = fl__now_ns();;) {
+		T_ASSERT_OK(fl_migrate_dest_stats(p.d, &ds));
+		if (ds.faults_shared + ds.requests >= 2 || fl__now_ns() - t0 > WAIT_MS * 1000000ull)
+			break;
+		sched_yield();
+	}
 	v = 1;
 	T_ASSERT_SYS(write(sh.hold_urgent_efd, &v, sizeof(v)));
 	for (int i = 0; i < 2; i++) {
@@ -404,71 +419,343 @@ TEST(migrate_range_taken)
 	munmap(reg.addr, len);
 }
 
-/* A handshake that must fail on both sides with @err, each naming the cause (@what). */
-static void refused(const char *src_key, const char *dst_key, uint8_t vmin, uint8_t vmax,
-		    int err, const char *what)
+/* ------------------------------------------------------------ hostile peers */
+
+/* What the library logged, for tests that check a refusal was logged (and why). */
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static char log_buf[16384];
+
+static void capture_log(enum fl_log_level level, const char *msg)
+{
+	pthread_mutex_lock(&log_lock);
+	if (strlen(log_buf) + strlen(msg) + 2 < sizeof(log_buf)) {
+		strcat(log_buf, msg);
+		strcat(log_buf, "\n");
+	}
+	pthread_mutex_unlock(&log_lock);
+	test_log(level, msg);
+}
+
+static void log_start(void)
+{
+	pthread_mutex_lock(&log_lock);
+	log_buf[0] = 0;
+	pthread_mutex_unlock(&log_lock);
+	fl_set_log_fn(capture_log);
+}
+
+/* How many logged lines contain @a and, if given, @b. */
+static int log_count(const char *a, const char *b)
+{
+	int n = 0;
+
+	pthread_mutex_lock(&log_lock);
+	for (const char *l = log_buf; *l;) {
+		const char *e = strchr(l, '\n');
+		char line[1024];
+		size_t k = (size_t)(e - l) < sizeof(line) - 1 ? (size_t)(e - l) : sizeof(line) - 1;
+
+		memcpy(line, l, k);
+		line[k] = 0;
+		if (strstr(line, a) && (!b || strstr(line, b)))
+			n++;
+		l = e + 1;
+	}
+	pthread_mutex_unlock(&log_lock);
+	return n;
+}
+
+#define KEY_A "the right key, 32 bytes of it.."
+#define KEY_B "the wrong key, 32 bytes of it.."
+
+/* Bad sources, one after the other, then the right one: run on a thread of their own. */
+struct suitors {
+	struct fl_migrate_region reg;
+	uint16_t port;
+	const char *bad_key;		/* the bad source's key, or NULL */
+	uint8_t vmin, vmax;		/* its wire versions, 0: ours */
+	int bad_r;			/* what its run returned */
+	char bad_err[MIG_ERR_LEN];
+	struct fl_migrate_source *good;
+	int good_r;
+};
+
+static void *suitors_thread(void *arg)
+{
+	struct suitors *su = arg;
+	struct fl__mig_hooks sh = { .version_min = su->vmin, .version_max = su->vmax };
+	struct fl_migrate_source_opts so;
+	struct fl_migrate_source *s;
+
+	src_opts(&so, &su->reg, 1, su->port, su->bad_key);
+	T_ASSERT_OK(fl_migrate_source_create(&so, &s));
+	fl__migrate_source_set_hooks(s, &sh);
+	su->bad_r = fl_migrate_source_run(s);
+	snprintf(su->bad_err, sizeof(su->bad_err), "%s", fl_migrate_source_error(s));
+	fl_migrate_source_destroy(s);
+
+	src_opts(&so, &su->reg, 1, su->port, KEY_A);
+	T_ASSERT_OK(fl_migrate_source_create(&so, &su->good));
+	su->good_r = fl_migrate_source_run(su->good);
+	return NULL;
+}
+
+/*
+ * A source the destination must refuse (@err on the source's side, each
+ * side naming the cause, @what): the destination closes that connection,
+ * logs why, keeps waiting, and the right source that comes next migrates.
+ */
+static void refused(const char *bad_key, uint8_t vmin, uint8_t vmax, int err, const char *what)
 {
 	size_t len = MIB;
-	struct fl_migrate_region reg = { t_map_anon(len), len };
-	struct fl__mig_hooks sh = { .version_min = vmin, .version_max = vmax };
-	struct fl_migrate_source_opts so;
+	struct suitors su = { .reg = { t_map_anon(len), len }, .bad_key = bad_key,
+			      .vmin = vmin, .vmax = vmax };
 	struct fl_migrate_dest *d;
-	struct src_run sr = { 0 };
 	const void *blob;
-	size_t blob_len;
+	size_t blob_len, dlen;
 	unsigned long th;
-	uint16_t port;
+	void *a;
 
-	fl_set_log_fn(test_log);
-	d = dest_listen(FL_MIGRATE_ANYWHERE, dst_key, &port);
-	src_opts(&so, &reg, 1, port, src_key);
-	T_ASSERT_OK(fl_migrate_source_create(&so, &sr.s));
-	fl__migrate_source_set_hooks(sr.s, &sh);
-	th = t_thread_start(src_thread, &sr);
-	T_ASSERT_ERR(fl_migrate_dest_accept(d, WAIT_MS, &blob, &blob_len), err);
-	if (!strstr(fl_migrate_dest_error(d), what))
-		t_fail(__FILE__, __LINE__, "destination: '%s' lacks '%s'",
-		       fl_migrate_dest_error(d), what);
+	log_start();
+	fill(su.reg.addr, len, 3);
+	d = dest_listen(FL_MIGRATE_ANYWHERE, KEY_A, &su.port);
+	th = t_thread_start(suitors_thread, &su);
+	T_ASSERT_OK(fl_migrate_dest_accept(d, WAIT_MS, &blob, &blob_len));
+	T_ASSERT_OK(fl_migrate_dest_wait(d, WAIT_MS));
 	t_thread_join(th);
-	T_ASSERT_ERR(sr.r, err);
-	if (!strstr(fl_migrate_source_error(sr.s), what))
-		t_fail(__FILE__, __LINE__, "source: '%s' lacks '%s'",
-		       fl_migrate_source_error(sr.s), what);
-	fl_migrate_source_destroy(sr.s);
+	T_ASSERT_ERR(su.bad_r, err);
+	if (!strstr(su.bad_err, what))
+		t_fail(__FILE__, __LINE__, "source: '%s' lacks '%s'", su.bad_err, what);
+	if (log_count("destination: refused the connection", what) != 1)
+		t_fail(__FILE__, __LINE__, "the destination's log lacks one refusal naming '%s':"
+		       "\n%s", what, log_buf);
+	T_ASSERT_OK(su.good_r);
+	T_ASSERT_OK(fl_migrate_dest_region(d, 0, &a, &dlen));
+	T_ASSERT(!memcmp(a, su.reg.addr, len));
+	fl_migrate_source_destroy(su.good);
 	fl_migrate_dest_destroy(d);
-	munmap(reg.addr, len);
+	munmap(su.reg.addr, len);
+	munmap(a, len);
+	fl_set_log_fn(test_log);
 }
 
 TEST(migrate_wrong_key)
 {
-	refused("the right key", "the wrong key", 0, 0, EACCES, "authentication failed");
-	refused("a key", NULL, 0, 0, EACCES, "shared key");
-	refused(NULL, "a key", 0, 0, EACCES, "shared key");
+	refused(KEY_B, 0, 0, EACCES, "authentication failed");
+	refused(NULL, 0, 0, EACCES, "requires a shared key");
 }
 
 TEST(migrate_version_mismatch)
 {
-	refused(NULL, NULL, 2, 3, EPROTONOSUPPORT, "no common wire version");
+	refused(KEY_A, 2, 3, EPROTONOSUPPORT, "no common wire version");
 }
 
-/* Something that is not faultline connects: refused at its fourth byte, with the bytes named. */
-TEST(migrate_stranger_refused)
+/* A key shorter than 16 bytes is refused on both sides, and named. */
+TEST(migrate_short_key)
 {
-	static const char http[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+	struct fl_migrate_region reg = { t_map_anon(MIB), MIB };
+	struct fl_migrate_dest_opts o = { .sz = sizeof(o), .host = "127.0.0.1",
+					  .flags = FL_MIGRATE_LISTEN, .key = "6bytes",
+					  .key_len = 6 };
+	struct fl_migrate_source_opts so;
+	struct fl_migrate_source *s;
 	struct fl_migrate_dest *d;
-	const void *blob;
-	size_t blob_len;
-	uint16_t port;
+
+	log_start();
+	T_ASSERT_ERR(fl_migrate_dest_create(&o, &d), EINVAL);
+	T_ASSERT_EQ(log_count("6 bytes; at least 16", NULL), 1);
+	src_opts(&so, &reg, 1, 7000, "6bytes");
+	T_ASSERT_ERR(fl_migrate_source_create(&so, &s), EINVAL);
+	T_ASSERT_EQ(log_count("6 bytes; at least 16", NULL), 2);
+	o.key = "sixteen bytes..!";
+	o.key_len = 16;
+	T_ASSERT_OK(fl_migrate_dest_create(&o, &d));
+	fl_migrate_dest_destroy(d);
+	munmap(reg.addr, MIB);
+	fl_set_log_fn(test_log);
+}
+
+/* Without a key, a listener takes loopback only, unless FL_MIGRATE_INSECURE says otherwise. */
+TEST(migrate_keyless_listener_loopback)
+{
+	struct fl_migrate_region reg = { t_map_anon(MIB), MIB };
+	struct fl_migrate_dest_opts o = { .sz = sizeof(o), .flags = FL_MIGRATE_LISTEN };
+	struct fl_migrate_source_opts so;
+	struct fl_migrate_source *s;
+	struct fl_migrate_dest *d;
+
+	log_start();
+	/* Every address, no key: refused, and the log says what to do. */
+	T_ASSERT_ERR(fl_migrate_dest_create(&o, &d), EINVAL);
+	T_ASSERT_EQ(log_count("without a shared key", "FL_MIGRATE_INSECURE"), 1);
+	src_opts(&so, &reg, 1, 0, NULL);
+	so.host = NULL;
+	so.flags = FL_MIGRATE_LISTEN;
+	T_ASSERT_ERR(fl_migrate_source_create(&so, &s), EINVAL);
+	/* Said so: allowed. */
+	o.flags |= FL_MIGRATE_INSECURE;
+	T_ASSERT_OK(fl_migrate_dest_create(&o, &d));
+	fl_migrate_dest_destroy(d);
+	so.flags |= FL_MIGRATE_INSECURE;
+	T_ASSERT_OK(fl_migrate_source_create(&so, &s));
+	fl_migrate_source_destroy(s);
+	/* With a key, or on loopback: allowed. */
+	o.flags = FL_MIGRATE_LISTEN;
+	o.key = KEY_A;
+	o.key_len = strlen(KEY_A);
+	T_ASSERT_OK(fl_migrate_dest_create(&o, &d));
+	fl_migrate_dest_destroy(d);
+	o.key = NULL;
+	o.key_len = 0;
+	o.host = "127.0.0.1";
+	T_ASSERT_OK(fl_migrate_dest_create(&o, &d));
+	fl_migrate_dest_destroy(d);
+	o.host = "::1";
+	if (fl_migrate_dest_create(&o, &d) == 0)	/* a host without IPv6 cannot bind it */
+		fl_migrate_dest_destroy(d);
+	munmap(reg.addr, MIB);
+	fl_set_log_fn(test_log);
+}
+
+/* A client of @port that sends @n bytes of @p (none: it stays silent). */
+static int stranger(uint16_t port, const void *p, size_t n)
+{
 	int fd;
 
-	fl_set_log_fn(test_log);
-	d = dest_listen(FL_MIGRATE_ANYWHERE, NULL, &port);
 	T_ASSERT_OK(fl__sock_connect("127.0.0.1", port, NULL, 5000, &fd));
-	T_ASSERT_OK(fl__sock_send_all(fd, http, sizeof(http) - 1, 5000));
-	T_ASSERT_ERR(fl_migrate_dest_accept(d, WAIT_MS, &blob, &blob_len), EPROTO);
-	T_ASSERT(strstr(fl_migrate_dest_error(d), "GET "));
-	close(fd);
+	if (n)
+		T_ASSERT_OK(fl__sock_send_all(fd, p, n, 5000));
+	return fd;
+}
+
+/* Whether the peer closed @fd within WAIT_MS (what it sent first is read and dropped). */
+static bool closed_by_peer(int fd)
+{
+	uint8_t buf[4096];
+
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+
+		if (poll(&p, 1, WAIT_MS) <= 0)
+			return false;
+		n = read(fd, buf, sizeof(buf));
+		if (n <= 0)
+			return true;
+	}
+}
+
+/*
+ * A replayed handshake: a source's HELLO and AUTH made with the right key,
+ * but for a transcript with another destination HELLO (an old session's, as
+ * a recording of the wire would hold), sent at once.
+ */
+static int replayer(uint16_t port, const struct fl_migrate_region *reg)
+{
+	struct fl__mig_link l = { .key = (uint8_t *)KEY_A, .key_len = strlen(KEY_A) };
+	struct fl__wire_region wr = { .id = 0, .page_shift = (uint8_t)fl__mig_page_shift(),
+				      .start = (uintptr_t)reg->addr, .length = reg->len };
+	uint8_t session[FL__WIRE_SESSION_LEN] = { 1, 2, 3 }, tr[FL__SHA256_LEN];
+	struct fl__wire_frame hello = { .type = FL__WIRE_HELLO, .version = 1 };
+	struct fl__wire_frame auth = { .type = FL__WIRE_AUTH, .version = FL__WIRE_VERSION_MAX,
+				       .seq = 1, .auth.role = FL__WIRE_ROLE_SOURCE };
+	struct fl__wire_hello old_dest;
+	int fd;
+
+	T_ASSERT_OK(fl__mig_hello_init(&hello.hello, FL__WIRE_ROLE_SOURCE, &l, 0, session, 0,
+				       0));
+	hello.hello.regions = &wr;
+	hello.hello.n_regions = 1;
+	T_ASSERT_OK(fl__mig_hello_init(&old_dest, FL__WIRE_ROLE_DESTINATION, &l, 0, session, 0,
+				       0));
+	fl__wire_transcript(&hello.hello, &old_dest, tr);
+	fl__wire_auth_mac(l.key, l.key_len, FL__WIRE_ROLE_SOURCE, tr, auth.auth.mac);
+	T_ASSERT_OK(fl__sock_connect("127.0.0.1", port, NULL, 5000, &fd));
+	T_ASSERT_OK(fl__sock_send_frame(fd, &hello, 5000));
+	T_ASSERT_OK(fl__sock_send_frame(fd, &auth, 5000));
+	return fd;
+}
+
+struct crowd {
+	struct fl_migrate_region reg;
+	uint16_t port;
+	int fds[3];			/* silent, garbage, replayed */
+	int wrong_r, keyless_r;
+	struct fl_migrate_source *good;
+	int good_r;
+};
+
+static void *crowd_thread(void *arg)
+{
+	static const char http[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+	struct crowd *c = arg;
+	struct fl_migrate_source_opts so;
+	struct fl_migrate_source *s;
+
+	c->fds[0] = stranger(c->port, NULL, 0);
+	c->fds[1] = stranger(c->port, http, sizeof(http) - 1);
+	c->fds[2] = replayer(c->port, &c->reg);
+	src_opts(&so, &c->reg, 1, c->port, KEY_B);
+	T_ASSERT_OK(fl_migrate_source_create(&so, &s));
+	c->wrong_r = fl_migrate_source_run(s);
+	fl_migrate_source_destroy(s);
+	src_opts(&so, &c->reg, 1, c->port, NULL);
+	T_ASSERT_OK(fl_migrate_source_create(&so, &s));
+	c->keyless_r = fl_migrate_source_run(s);
+	fl_migrate_source_destroy(s);
+
+	src_opts(&so, &c->reg, 1, c->port, KEY_A);
+	T_ASSERT_OK(fl_migrate_source_create(&so, &c->good));
+	c->good_r = fl_migrate_source_run(c->good);
+	return NULL;
+}
+
+/*
+ * Before the session: a silent client, garbage, a replayed handshake, a
+ * wrong key and no key reach the destination's port, then the real source.
+ * Each bad connection is closed and logged; the real source migrates.
+ */
+TEST(migrate_survives_strangers)
+{
+	size_t len = 4 * MIB;
+	struct crowd c = { .reg = { t_map_anon(len), len } };
+	struct fl_migrate_dest *d;
+	const void *blob;
+	size_t blob_len, dlen;
+	unsigned long th;
+	void *a;
+
+	log_start();
+	fill(c.reg.addr, len, 5);
+	d = dest_listen(FL_MIGRATE_ANYWHERE, KEY_A, &c.port);
+	th = t_thread_start(crowd_thread, &c);
+	T_ASSERT_OK(fl_migrate_dest_accept(d, WAIT_MS, &blob, &blob_len));
+	T_ASSERT_OK(fl_migrate_dest_wait(d, WAIT_MS));
+	t_thread_join(th);
+	T_ASSERT_OK(c.good_r);
+	T_ASSERT_ERR(c.wrong_r, EACCES);
+	T_ASSERT_ERR(c.keyless_r, EACCES);
+	T_ASSERT_OK(fl_migrate_dest_region(d, 0, &a, &dlen));
+	T_ASSERT(!memcmp(a, c.reg.addr, len));
+	/* Every stranger was shown the door. */
+	for (int i = 0; i < 3; i++) {
+		T_ASSERT(closed_by_peer(c.fds[i]));
+		close(c.fds[i]);
+	}
+	if (log_count("destination: refused the connection", "GET ") != 1 ||
+	    log_count("destination: refused the connection", "authentication failed") != 2 ||
+	    log_count("destination: refused the connection", "requires a shared key") != 1 ||
+	    log_count("destination: closed the connection", NULL) != 1)
+		t_fail(__FILE__, __LINE__, "the refusals are not all logged (%d %d %d %d):\n%s",
+		       log_count("destination: refused the connection", "GET "),
+		       log_count("destination: refused the connection", "authentication failed"),
+		       log_count("destination: refused the connection", "requires a shared key"),
+		       log_count("destination: closed the connection", NULL), log_buf);
+	fl_migrate_source_destroy(c.good);
 	fl_migrate_dest_destroy(d);
+	munmap(c.reg.addr, len);
+	munmap(a, len);
+	fl_set_log_fn(test_log);
 }
 
 /* ------------------------------------------------------------ pre-copy */
@@ -639,7 +926,7 @@ static void dest_child(int out)
 	uint16_t port;
 	void *a;
 
-	d = dest_listen(0, "two processes", &port);
+	d = dest_listen(0, "two processes, one key", &port);
 	if (write_all(out, &port, sizeof(port)) < 0)
 		_exit(3);
 	if (fl_migrate_dest_accept(d, WAIT_MS, &blob, &blob_len) < 0 || blob_len != 5 ||
@@ -683,7 +970,7 @@ TEST(migrate_two_processes)
 	T_ASSERT_EQ(read_all(pfd[0], &port, sizeof(port)), sizeof(port));
 	reg = (struct fl_migrate_region){ map_at(TWO_PROC_ADDR, len), len };
 	fill(reg.addr, len, 11);
-	src_opts(&so, &reg, 1, port, "two processes");
+	src_opts(&so, &reg, 1, port, "two processes, one key");
 	so.blob = "state";
 	so.blob_len = 5;
 	T_ASSERT_OK(fl_migrate_source_create(&so, &s));
@@ -811,7 +1098,9 @@ static void *proxy_accept_thread(void *arg)
 		rp = calloc(1, sizeof(*rp));
 		T_ASSERT(rp && px->npairs < 64 && px->nrelay + 2 <= 128);
 		*rp = (struct relay_pair){ .px = px, .fd = { a, b } };
+		pthread_mutex_lock(&px->lock);
 		px->pairs[px->npairs++] = rp;
+		pthread_mutex_unlock(&px->lock);
 		for (int i = 0; i < 2; i++) {
 			struct relay *r = malloc(sizeof(*r));
 
@@ -834,6 +1123,16 @@ static void proxy_start(struct proxy *px, uint16_t target, int cuts, uint64_t ma
 	T_ASSERT_OK(fl__sock_local_port(px->lfd, &px->port));
 	px->stop_efd = eventfd(0, EFD_CLOEXEC);
 	px->accept_th = t_thread_start(proxy_accept_thread, px);
+}
+
+/* Break every connection relayed so far, now. */
+static void proxy_cut_all(struct proxy *px)
+{
+	pthread_mutex_lock(&px->lock);
+	for (int i = 0; i < px->npairs; i++)
+		cut(px->pairs[i]);
+	px->cuts += px->npairs;
+	pthread_mutex_unlock(&px->lock);
 }
 
 static void proxy_stop(struct proxy *px)
@@ -861,6 +1160,8 @@ static void proxy_stop(struct proxy *px)
  * the destination connects through the proxy, so it is the destination that
  * reconnects with back-off; the final memory must be the source's, byte for byte.
  */
+#define BREAKS_KEY "breaks: a key of 32 bytes or so"
+
 static void breaks_run(uint64_t seed, unsigned int rounds)
 {
 	size_t len = 16 * MIB, ps = t_page_size(), pages = len / ps;
@@ -882,7 +1183,7 @@ static void breaks_run(uint64_t seed, unsigned int rounds)
 
 	fl_set_log_fn(test_log);
 	fill(reg.addr, len, seed);
-	src_opts(&so, &reg, 1, 0, "breaks");
+	src_opts(&so, &reg, 1, 0, BREAKS_KEY);
 	so.flags = FL_MIGRATE_LISTEN;
 	so.max_bandwidth = 32 * MIB;
 	if (rounds) {
@@ -903,8 +1204,8 @@ static void breaks_run(uint64_t seed, unsigned int rounds)
 		.host = "127.0.0.1",
 		.port = px.port,
 		.flags = FL_MIGRATE_ANYWHERE,
-		.key = "breaks",
-		.key_len = 6,
+		.key = BREAKS_KEY,
+		.key_len = sizeof(BREAKS_KEY) - 1,
 		.timeout_ms = 5000,
 		.resume_timeout_ms = 15000,
 	};
@@ -942,4 +1243,268 @@ TEST(migrate_five_breaks)
 	printf("    seed %llu\n", (unsigned long long)seed);
 	breaks_run(seed, 0);
 	breaks_run(seed + 1, 2);
+}
+
+/* ------------------------------------------------------------ hostile and dead peers */
+
+/*
+ * During the session: a stranger sending garbage and a silent one wait in
+ * the destination's backlog when the connection breaks. At the resume the
+ * destination meets them first: each is closed and logged, the source gets
+ * through, and the migration completes.
+ */
+TEST(migrate_stranger_at_resume)
+{
+	static const char junk[] = "\x16\x03\x01\x02\x00 a TLS hello, or so it says";
+	size_t len = 8 * MIB, ps = t_page_size();
+	struct fl_migrate_region reg = { t_map_anon(len), len };
+	struct fl_migrate_source_opts so;
+	struct fl_migrate_dest_stats ds = { .sz = sizeof(ds) };
+	struct fl_migrate_dest *d;
+	struct src_run sr = { 0 };
+	struct proxy px;
+	const void *blob;
+	size_t blob_len, dlen;
+	unsigned long th;
+	uint16_t port;
+	int fds[2];
+	uint8_t *a;
+
+	log_start();
+	fill(reg.addr, len, 9);
+	d = dest_listen(FL_MIGRATE_ANYWHERE, KEY_A, &port);
+	proxy_start(&px, port, 0, 1, 1);
+	src_opts(&so, &reg, 1, px.port, KEY_A);
+	so.max_bandwidth = 256 << 10;	/* still under way at the break */
+	T_ASSERT_OK(fl_migrate_source_create(&so, &sr.s));
+	th = t_thread_start(src_thread, &sr);
+	T_ASSERT_OK(fl_migrate_dest_accept(d, WAIT_MS, &blob, &blob_len));
+	T_ASSERT_OK(fl_migrate_dest_region(d, 0, (void **)&a, &dlen));
+	T_ASSERT(!memcmp(a + len / 2, (uint8_t *)reg.addr + len / 2, ps));
+	/* Nobody accepts on the port now: both wait in its backlog. */
+	fds[0] = stranger(port, junk, sizeof(junk) - 1);
+	fds[1] = stranger(port, NULL, 0);
+	proxy_cut_all(&px);
+	T_ASSERT(!memcmp(a + len / 4, (uint8_t *)reg.addr + len / 4, ps));
+	T_ASSERT_OK(fl_migrate_source_set_bandwidth(sr.s, 0));
+	T_ASSERT_OK(fl_migrate_dest_wait(d, WAIT_MS));
+	t_thread_join(th);
+	T_ASSERT_OK(sr.r);
+	T_ASSERT(!memcmp(a, reg.addr, len));
+	T_ASSERT_OK(fl_migrate_dest_stats(d, &ds));
+	T_ASSERT(ds.resumes >= 1);
+	for (int i = 0; i < 2; i++) {
+		T_ASSERT(closed_by_peer(fds[i]));
+		close(fds[i]);
+	}
+	if (log_count("destination: refused the connection", NULL) < 1 ||
+	    log_count("destination: closed the connection", NULL) < 1)
+		t_fail(__FILE__, __LINE__, "the strangers are not logged:\n%s", log_buf);
+	fl_migrate_source_destroy(sr.s);
+	fl_migrate_dest_destroy(d);
+	proxy_stop(&px);
+	munmap(reg.addr, len);
+	munmap(a, len);
+	fl_set_log_fn(test_log);
+}
+
+/* The destination process of migrate_source_gives_up: accept, say so, wait to be killed. */
+static void doomed_dest(int out)
+{
+	struct fl_migrate_dest *d;
+	const void *blob;
+	size_t blob_len;
+	uint16_t port;
+
+	d = dest_listen(FL_MIGRATE_ANYWHERE, KEY_A, &port);
+	if (write_all(out, &port, sizeof(port)) < 0)
+		_exit(3);
+	if (fl_migrate_dest_accept(d, WAIT_MS, &blob, &blob_len) < 0)
+		_exit(4);
+	if (write_all(out, "A", 1) < 0)
+		_exit(5);
+	for (;;)
+		pause();
+}
+
+/*
+ * The destination dies during post-copy: the source tries to resume for its
+ * resume_timeout_ms, then gives up with -ENOLINK and a sentence that says
+ * so, instead of reconnecting forever.
+ */
+TEST(migrate_source_gives_up)
+{
+	size_t len = 16 * MIB;
+	struct fl_migrate_source_opts so;
+	struct fl_migrate_source_stats ss = { .sz = sizeof(ss) };
+	struct fl_migrate_region reg;
+	struct src_run sr = { 0 };
+	unsigned long th;
+	uint16_t port;
+	int pfd[2];
+	pid_t pid;
+	char c;
+
+	fl_set_log_fn(test_log);
+	T_ASSERT_SYS(pipe2(pfd, O_CLOEXEC));
+	pid = fork();
+	T_ASSERT_SYS(pid);
+	if (!pid) {
+		close(pfd[0]);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		doomed_dest(pfd[1]);
+	}
+	close(pfd[1]);
+	T_ASSERT_EQ(read_all(pfd[0], &port, sizeof(port)), sizeof(port));
+	reg = (struct fl_migrate_region){ t_map_anon(len), len };
+	fill(reg.addr, len, 13);
+	src_opts(&so, &reg, 1, port, KEY_A);
+	so.max_bandwidth = 64 << 10;	/* minutes of work: the destination dies first */
+	so.resume_timeout_ms = 1000;
+	T_ASSERT_OK(fl_migrate_source_create(&so, &sr.s));
+	th = t_thread_start(src_thread, &sr);
+	T_ASSERT_EQ(read_all(pfd[0], &c, 1), 1);
+	T_ASSERT_SYS(kill(pid, SIGKILL));
+	T_ASSERT_SYS(waitpid(pid, NULL, 0));
+	t_thread_join(th);
+	T_ASSERT_ERR(sr.r, ENOLINK);
+	if (!strstr(fl_migrate_source_error(sr.s), "did not come back within 1000 ms"))
+		t_fail(__FILE__, __LINE__, "source: '%s'", fl_migrate_source_error(sr.s));
+	T_ASSERT_OK(fl_migrate_source_stats(sr.s, &ss));
+	T_ASSERT_EQ(ss.phase, FL_MIGRATE_FAILED);
+	fl_migrate_source_destroy(sr.s);
+	munmap(reg.addr, len);
+	close(pfd[0]);
+}
+
+static _Thread_local sigjmp_buf *bus_jmp;
+static _Thread_local void *bus_addr;
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	(void)uc;
+	if (!bus_jmp) {
+		signal(sig, SIG_DFL);
+		raise(sig);
+		return;
+	}
+	bus_addr = si->si_addr;
+	siglongjmp(*bus_jmp, 1);
+}
+
+/* Read one byte at @p: true if that raised SIGBUS at @p (a blocked read waits for it). */
+static bool read_sigbus(volatile uint8_t *p)
+{
+	sigjmp_buf jb;
+	bool hit;
+
+	bus_addr = NULL;
+	bus_jmp = &jb;
+	hit = sigsetjmp(jb, 1) != 0;
+	if (!hit)
+		(void)*p;
+	bus_jmp = NULL;
+	return hit && bus_addr == (void *)p;
+}
+
+static void *sigbus_reader(void *arg)
+{
+	return (void *)(uintptr_t)read_sigbus(arg);
+}
+
+/* The source process of migrate_dest_wait_failure: it answers no request, and is killed. */
+static void doomed_source(int in, int hold_efd)
+{
+	size_t len = 2 * MIB;
+	struct fl__mig_hooks sh = { .hold_urgent_efd = hold_efd };
+	struct fl_migrate_source_opts so;
+	struct fl_migrate_region reg;
+	struct fl_migrate_source *s;
+	uint16_t port;
+
+	if (read_all(in, &port, sizeof(port)) < 0)
+		_exit(3);
+	reg = (struct fl_migrate_region){ t_map_anon(len), len };
+	fill(reg.addr, len, 17);
+	src_opts(&so, &reg, 1, port, KEY_A);
+	so.max_bandwidth = 4096;
+	if (fl_migrate_source_create(&so, &s) < 0)
+		_exit(4);
+	fl__migrate_source_set_hooks(s, &sh);
+	fl_migrate_source_run(s);
+	_exit(5);
+}
+
+/*
+ * The source dies during post-copy. fl_migrate_dest_wait() tells its own
+ * expiry (-ETIMEDOUT, the migration goes on) from the migration's end
+ * (-ENOLINK once the source has not come back within resume_timeout_ms);
+ * by then every page that never came is poisoned: the thread blocked on
+ * one, and a later read, get SIGBUS.
+ */
+TEST(migrate_dest_wait_failure)
+{
+	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
+	struct fl__mig_hooks dh = { .fault_efd = eventfd(0, EFD_CLOEXEC) };
+	struct fl_migrate_dest_opts o = {
+		.sz = sizeof(o),
+		.host = "127.0.0.1",
+		.flags = FL_MIGRATE_LISTEN | FL_MIGRATE_ANYWHERE,
+		.key = KEY_A,
+		.key_len = strlen(KEY_A),
+		.timeout_ms = 5000,
+		.resume_timeout_ms = 1000,
+	};
+	struct fl_migrate_dest_stats ds = { .sz = sizeof(ds) };
+	struct fl_migrate_dest *d;
+	const void *blob;
+	size_t blob_len, len, ps = t_page_size();
+	unsigned long th;
+	uint64_t v;
+	uint16_t port;
+	uint8_t *a;
+	int pfd[2], hold;
+	pid_t pid;
+
+	fl_set_log_fn(test_log);
+	T_ASSERT(dh.fault_efd > 0);
+	hold = eventfd(0, EFD_CLOEXEC);
+	T_ASSERT_SYS(hold);
+	T_ASSERT_SYS(pipe2(pfd, O_CLOEXEC));
+	pid = fork();
+	T_ASSERT_SYS(pid);
+	if (!pid) {
+		close(pfd[1]);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		doomed_source(pfd[0], hold);
+	}
+	close(pfd[0]);
+	T_ASSERT_OK(fl_migrate_dest_create(&o, &d));
+	fl__migrate_dest_set_hooks(d, &dh);
+	T_ASSERT_OK(fl_migrate_dest_port(d, &port));
+	T_ASSERT_EQ(write_all(pfd[1], &port, sizeof(port)), sizeof(port));
+	T_ASSERT_OK(fl_migrate_dest_accept(d, WAIT_MS, &blob, &blob_len));
+	T_ASSERT_OK(fl_migrate_dest_region(d, 0, (void **)&a, &len));
+	/* The source lives, and answers nothing: the wait expires, the migration goes on. */
+	T_ASSERT_ERR(fl_migrate_dest_wait(d, 0), ETIMEDOUT);
+	T_ASSERT_SYS(sigaction(SIGBUS, &sa, NULL));
+	th = t_thread_start(sigbus_reader, a + len / 2);
+	T_ASSERT_SYS(read(dh.fault_efd, &v, sizeof(v)));	/* it is blocked on its page */
+	T_ASSERT_SYS(kill(pid, SIGKILL));
+	T_ASSERT_SYS(waitpid(pid, NULL, 0));
+	T_ASSERT_ERR(fl_migrate_dest_wait(d, WAIT_MS), ENOLINK);
+	if (!strstr(fl_migrate_dest_error(d), "did not come back within 1000 ms"))
+		t_fail(__FILE__, __LINE__, "destination: '%s'", fl_migrate_dest_error(d));
+	T_ASSERT_OK(fl_migrate_dest_stats(d, &ds));
+	T_ASSERT_EQ(ds.phase, FL_MIGRATE_FAILED);
+	T_ASSERT(ds.pages_received < ds.pages_total);
+	/* Loud, not blocked and not zeros: the waiting thread and a new read alike. */
+	T_ASSERT(t_thread_join(th) == (void *)1);
+	T_ASSERT(read_sigbus(a + len - ps));
+	fl_migrate_dest_destroy(d);
+	munmap(a, len);
+	close(pfd[1]);
+	close(hold);
+	close(dh.fault_efd);
+	signal(SIGBUS, SIG_DFL);
 }

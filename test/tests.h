@@ -191,9 +191,11 @@
 	X(migrate_requests_deduplicated, 0, T_UFFD, 30)                            \
 	X(migrate_dest_writes_survive, 0, T_UFFD, 30)                              \
 	X(migrate_range_taken, 0, T_UFFD, 0)                                       \
-	X(migrate_wrong_key, 0, T_UFFD, 0)                                         \
-	X(migrate_version_mismatch, 0, T_UFFD, 0)                                  \
-	X(migrate_stranger_refused, 0, T_UFFD, 0)                                  \
+	X(migrate_wrong_key, 0, T_UFFD, 30)                                        \
+	X(migrate_version_mismatch, 0, T_UFFD, 30)                                 \
+	X(migrate_short_key, 0, T_UFFD, 0)                                         \
+	X(migrate_keyless_listener_loopback, 0, T_UFFD, 0)                         \
+	X(migrate_survives_strangers, 0, T_UFFD, 30)                               \
 	X(migrate_precopy_hybrid, FL_FEAT_WP_ASYNC | FL_FEAT_PAGEMAP_SCAN,         \
 	  T_UFFD, 60)                                                              \
 	X(migrate_precopy_stop_and_copy, FL_FEAT_WP_ASYNC | FL_FEAT_PAGEMAP_SCAN,  \
@@ -201,10 +203,16 @@
 	X(migrate_two_processes, 0, T_UFFD, 60)                                    \
 	X(migrate_five_breaks, FL_FEAT_WP_ASYNC | FL_FEAT_PAGEMAP_SCAN,            \
 	  T_UFFD, 120)                                                             \
+	X(migrate_stranger_at_resume, 0, T_UFFD, 30)                               \
+	X(migrate_source_gives_up, 0, T_UFFD, 30)                                  \
+	X(migrate_dest_wait_failure, FL_FEAT_POISON, T_UFFD, 30)                   \
 	/* test-migrate-tool.c: faultline migrate */                               \
 	X(migrate_tool_usage_errors, 0, 0, 0)                                      \
 	X(migrate_tool_demo, 0, T_UFFD, 120)                                       \
 	X(migrate_two_namespaces, 0, T_UFFD | T_ROOT, 120)                         \
+	X(migrate_tool_source_gone, FL_FEAT_POISON, T_UFFD, 120)                   \
+	X(migrate_tool_dest_gone, 0, T_UFFD, 120)                                  \
+	X(migrate_tool_first_use, 0, 0, 60)                                        \
 	/* test-monitor-server-pager.c: what the monitor server needs of the pager */ \
 	X(pager_event_hook_order, FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_REMAP |     \
 	  FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                                          \

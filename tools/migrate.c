@@ -1,14 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /* faultline migrate: live-migrate a key-value store that keeps serving; prove nothing was lost. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,6 +31,8 @@
 #define VALUE_MAX (SLOT - 24u)
 #define LOADERS 2
 #define BLOB_MAGIC 0x42434c454d4f4446ull
+/* The library's shortest key (fl_migrate_source_create(3)). */
+#define KEY_MIN 16
 
 /* --------------------------------------------------------------- the store */
 
@@ -248,7 +254,9 @@ struct opts {
 	double seconds;			/* seconds the destination serves after resuming */
 	bool json;
 	bool progress;
+	bool insecure;			/* --insecure: listen without a key beyond loopback */
 	int timeout_ms;
+	int resume_timeout_ms;
 };
 
 void usage_migrate(FILE *out)
@@ -266,9 +274,14 @@ void usage_migrate(FILE *out)
 		"destination checks every key and value and both checksums.\n\n"
 		"  --demo             both sides on this host, in two processes, over TCP\n"
 		"  --listen PORT      be the destination: wait for a source on PORT\n"
-		"  --bind ADDR        with --listen, the address to listen on (default all)\n"
+		"  --bind ADDR        with --listen, the address to listen on (default: every\n"
+		"                     address with --key, else 127.0.0.1 only)\n"
+		"  --insecure         with --listen and no --key, listen beyond loopback all\n"
+		"                     the same (anyone who reaches the port can pose as the\n"
+		"                     source)\n"
 		"  --to HOST:PORT     be the source: migrate to the destination there\n"
-		"  --key FILE         shared key (both sides): the connections authenticate\n"
+		"  --key FILE         shared key (both sides): the connections authenticate;\n"
+		"                     16 to 4096 bytes, e.g. head -c 32 /dev/urandom > FILE\n"
 		"  --size SIZE        store size (source; default 256M; K, M, G suffixes)\n"
 		"  --precopy N        pre-copy rounds while the source serves, before the stop\n"
 		"                     (source; default 0: pure post-copy)\n"
@@ -276,8 +289,12 @@ void usage_migrate(FILE *out)
 		"  --serve SECONDS    the source serves this long before migrating (default 0.3)\n"
 		"  --seconds SECONDS  the destination serves this long after resuming (default 1)\n"
 		"  --timeout SECONDS  connection and stall timeout (default 10)\n"
+		"  --resume-timeout SECONDS\n"
+		"                     how long a broken connection may take to resume before\n"
+		"                     the migration fails (default 60)\n"
 		"  --json             print one JSON object instead of the report\n\n"
-		"Exit status: 0 migrated and verified, 1 failed, 2 usage.\n");
+		"Exit status: 0 migrated and verified, 1 failed (also when the peer is gone\n"
+		"for longer than --resume-timeout), 2 usage.\n");
 }
 
 static int parse_seconds(const char *s, double *ret)
@@ -332,20 +349,44 @@ static int parse_hostport(const char *s, char *buf, size_t cap, uint16_t *port)
 	return parse_port(colon + 1, port);
 }
 
+/* The key file's bytes, all of them, as they are (a trailing newline is part of the key). */
 static int read_key(struct opts *o)
 {
 	int fd = open(o->key_file, O_RDONLY | O_CLOEXEC);
-	ssize_t n;
+	uint8_t more;
+	size_t n = 0;
 
 	if (fd < 0)
-		return -errno;
-	n = read(fd, o->key, sizeof(o->key));
+		return usage_error(SUB, "--key: cannot open '%s': %s", o->key_file,
+				   strerror(errno));
+	while (n < sizeof(o->key)) {
+		ssize_t k = read(fd, o->key + n, sizeof(o->key) - n);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0) {
+			int e = errno;
+
+			close(fd);
+			return usage_error(SUB, "--key: cannot read '%s': %s", o->key_file,
+					   strerror(e));
+		}
+		if (!k)
+			break;
+		n += (size_t)k;
+	}
+	if (n == sizeof(o->key) && read(fd, &more, 1) == 1) {
+		close(fd);
+		return usage_error(SUB, "--key: '%s' is longer than %zu bytes", o->key_file,
+				   sizeof(o->key));
+	}
 	close(fd);
-	if (n < 0)
-		return -errno;
-	if (!n)
-		return -ENODATA;
-	o->key_len = (size_t)n;
+	if (n < KEY_MIN)
+		return usage_error(SUB, "--key: '%s' %s%zu byte%s; a key needs at least %d (make "
+				   "one with: head -c 32 /dev/urandom > %s)", o->key_file,
+				   n ? "holds only " : "is empty: ", n, n == 1 ? "" : "s",
+				   KEY_MIN, o->key_file);
+	o->key_len = n;
 	return 0;
 }
 
@@ -354,7 +395,7 @@ static char host_buf[256];
 static int parse_args(int argc, char **argv, struct opts *o)
 {
 	enum { O_DEMO = 1, O_LISTEN, O_BIND, O_TO, O_KEY, O_SIZE, O_PRECOPY, O_BW, O_SERVE,
-	       O_SECONDS, O_TIMEOUT, O_JSON };
+	       O_SECONDS, O_TIMEOUT, O_JSON, O_INSECURE, O_RESUME };
 	static const struct option lo[] = {
 		{ "demo", no_argument, NULL, O_DEMO },
 		{ "listen", required_argument, NULL, O_LISTEN },
@@ -368,9 +409,11 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "seconds", required_argument, NULL, O_SECONDS },
 		{ "timeout", required_argument, NULL, O_TIMEOUT },
 		{ "json", no_argument, NULL, O_JSON },
+		{ "insecure", no_argument, NULL, O_INSECURE },
+		{ "resume-timeout", required_argument, NULL, O_RESUME },
 		{ NULL, 0, NULL, 0 },
 	};
-	double timeout = 10;
+	double timeout = 10, resume = 60;
 	const char *bind = NULL;
 	int c, modes = 0;
 
@@ -441,6 +484,14 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case O_JSON:
 			o->json = true;
 			break;
+		case O_INSECURE:
+			o->insecure = true;
+			break;
+		case O_RESUME:
+			if (parse_seconds(arg, &resume) < 0 || resume < 0.1 || resume > 86400)
+				return usage_error(SUB, "--resume-timeout: expected 0.1 to 86400 "
+						   "seconds, got '%s'", arg);
+			break;
 		default:
 			return usage_error(SUB, "unknown option, or one missing its value: '%s'",
 					   argv[optind - 1]);
@@ -453,9 +504,12 @@ static int parse_args(int argc, char **argv, struct opts *o)
 					      "say --demo, --listen PORT or --to HOST:PORT");
 	if (bind && o->mode != M_LISTEN)
 		return usage_error(SUB, "--bind goes with --listen");
+	if (o->insecure && o->mode != M_LISTEN)
+		return usage_error(SUB, "--insecure goes with --listen");
 	if (bind)
 		o->host = bind;
 	o->timeout_ms = (int)(timeout * 1000);
+	o->resume_timeout_ms = (int)(resume * 1000);
 	o->progress = isatty(STDERR_FILENO) && !o->json;
 	return 0;
 }
@@ -658,6 +712,7 @@ static int run_source(const struct opts *o, struct source_report *rep)
 		.precopy_rounds = o->precopy,
 		.max_bandwidth = o->bandwidth,
 		.timeout_ms = o->timeout_ms,
+		.resume_timeout_ms = o->resume_timeout_ms,
 	};
 	if (o->precopy) {
 		struct fl_features f;
@@ -687,6 +742,54 @@ static int run_source(const struct opts *o, struct source_report *rep)
 }
 
 /* ----------------------------------------------------------- destination */
+
+/*
+ * A page of the store that will never arrive (the migration failed) is
+ * poisoned by the library: the load thread touching it gets SIGBUS. The
+ * library has logged why by then; say what happened and stop.
+ */
+static void on_sigbus(int sig)
+{
+	static const char msg[] = "faultline: migrate: a load thread touched a page of the "
+				  "store that will never arrive (SIGBUS): the migration failed\n";
+
+	(void)sig;
+	if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0)
+		(void)0;
+	_exit(1);
+}
+
+/* The library's log, as tool_log prints it; the last line is kept to say nothing twice. */
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static char last_logged[1024];
+
+static void migrate_log(enum fl_log_level level, const char *msg)
+{
+	tool_log(level, msg);
+	if (level > FL_LOG_WARN)
+		return;
+	pthread_mutex_lock(&log_lock);
+	snprintf(last_logged, sizeof(last_logged), "%s", msg);
+	pthread_mutex_unlock(&log_lock);
+}
+
+/*
+ * "faultline: migrate: SENTENCE" from the library (unless its log just said
+ * it), or "what: strerror" without one; returns 1.
+ */
+static int fail_why(const char *sentence, const char *what, int err)
+{
+	bool said;
+
+	if (!sentence || !*sentence)
+		return fail(SUB, what, err);
+	pthread_mutex_lock(&log_lock);
+	said = strstr(last_logged, sentence) != NULL;
+	pthread_mutex_unlock(&log_lock);
+	if (!said)
+		fprintf(stderr, "faultline: %s: %s\n", SUB, sentence);
+	return 1;
+}
 
 struct dest_result {
 	struct fl_migrate_dest_stats st;
@@ -750,11 +853,16 @@ static int run_dest(const struct opts *o, struct fl_migrate_dest *d, struct dest
 		return -EPROTO;
 	}
 	state = *b;
+	signal(SIGBUS, on_sigbus);
 	/* The program resumes now, on memory that is still arriving. */
 	r = load_start(&load, addr, state.t);
 	if (r < 0) {
 		snprintf(res->err, sizeof(res->err), "cannot start the load threads");
 		return r;
+	}
+	if (!o->json) {
+		printf("resumed   the store serves here while its pages arrive\n");
+		fflush(stdout);
 	}
 	if (o->seconds > 0) {
 		struct timespec ts = { .tv_sec = (time_t)o->seconds,
@@ -817,8 +925,11 @@ static int dest_create(const struct opts *o, const char *host, uint16_t port,
 		.progress = progress_bar,
 		.userdata = (void *)o,
 		.timeout_ms = o->timeout_ms,
+		.resume_timeout_ms = o->resume_timeout_ms,
 	};
 
+	if (o->insecure)
+		dop.flags |= FL_MIGRATE_INSECURE;
 	return fl_migrate_dest_create(&dop, d);
 }
 
@@ -906,14 +1017,36 @@ static int demo(struct opts *o)
 	close(up[0]);
 	close(down[1]);
 	if (r < 0)
-		return fail(SUB, res.err[0] ? res.err : "the destination failed", r);
+		return fail_why(res.err, "the destination failed", r);
 	if (rep.rc < 0)
-		return fail(SUB, rep.err[0] ? rep.err : "the source failed", rep.rc);
+		return fail_why(rep.err, "the source failed", rep.rc);
 	if (!verified(&res)) {
 		fprintf(stderr, "faultline: %s: the migrated store does not verify\n", SUB);
 		return 1;
 	}
 	return 0;
+}
+
+/* Whether every address @host names is a loopback one (as the library wants without a key). */
+static bool loopback_only(const char *host)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE };
+	struct addrinfo *ai, *a;
+	bool lo = true;
+
+	if (getaddrinfo(host, NULL, &hints, &ai))
+		return true;	/* the library names the problem */
+	for (a = ai; a; a = a->ai_next) {
+		if (a->ai_family == AF_INET)
+			lo &= ntohl(((struct sockaddr_in *)a->ai_addr)->sin_addr.s_addr) >> 24 ==
+			      127;
+		else if (a->ai_family == AF_INET6)
+			lo &= IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)a->ai_addr)->sin6_addr);
+		else
+			lo = false;
+	}
+	freeaddrinfo(ai);
+	return lo;
 }
 
 static int listen_mode(struct opts *o)
@@ -923,6 +1056,16 @@ static int listen_mode(struct opts *o)
 	uint16_t port;
 	int r;
 
+	if (!o->host && !o->key_len && !o->insecure) {
+		/* Without a key anyone who reaches the port could pose as the source. */
+		o->host = "127.0.0.1";
+		fprintf(stderr, "faultline: %s: no --key: listening on 127.0.0.1 only (give "
+			"--key FILE to take a source from another host)\n", SUB);
+	}
+	if (!o->key_len && !o->insecure && !loopback_only(o->host))
+		return usage_error(SUB, "--bind %s without --key: anyone who reaches it could "
+				   "pose as the source; give --key FILE, or --insecure to listen "
+				   "there all the same", o->host);
 	r = dest_create(o, o->host, o->port, &d);
 	if (r < 0)
 		return fail(SUB, "cannot listen", r);
@@ -948,7 +1091,7 @@ static int listen_mode(struct opts *o)
 	}
 	fl_migrate_dest_destroy(d);
 	if (r < 0)
-		return fail(SUB, res.err[0] ? res.err : "migration failed", r);
+		return fail_why(res.err, "migration failed", r);
 	if (!verified(&res)) {
 		fprintf(stderr, "faultline: %s: the migrated store does not verify\n", SUB);
 		return 1;
@@ -975,7 +1118,7 @@ static int to_mode(struct opts *o)
 		report_source(&rep.st, rep.ops, (double)rep.load_ns / 1e9);
 	}
 	if (r < 0)
-		return fail(SUB, rep.err[0] ? rep.err : "migration failed", r);
+		return fail_why(rep.err, "migration failed", r);
 	return 0;
 }
 
@@ -986,10 +1129,11 @@ int cmd_migrate(int argc, char **argv)
 
 	if (r)
 		return r;
+	fl_set_log_fn(migrate_log);
 	if (o.key_file) {
 		r = read_key(&o);
-		if (r < 0)
-			return fail(SUB, o.key_file, r);
+		if (r)
+			return r;
 	}
 	switch (o.mode) {
 	case M_DEMO:

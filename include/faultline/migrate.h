@@ -58,6 +58,13 @@ enum fl_migrate_flags {
 	 * (classic stop-and-copy, after the pre-copy rounds if any).
 	 */
 	FL_MIGRATE_STOP_AND_COPY = 1u << 2,
+	/*
+	 * With LISTEN and no key: listen on an address other than loopback all
+	 * the same. Without a key anyone who reaches the port can pose as the
+	 * peer, so create refuses that (-EINVAL) unless this flag says it is
+	 * meant (a private network, a test).
+	 */
+	FL_MIGRATE_INSECURE = 1u << 3,
 };
 
 enum fl_migrate_phase {
@@ -98,11 +105,12 @@ struct fl_migrate_source_opts {
 	const struct fl_migrate_region *regions;	/* copied; at most 1024, no overlaps */
 	unsigned int n_regions;
 	const char *host;		/* where to connect; with LISTEN, where to listen
-					   (NULL: every address) */
+					   (NULL: every address; without a key only
+					   loopback, unless FL_MIGRATE_INSECURE) */
 	uint16_t port;			/* with LISTEN, 0 picks one (fl_migrate_source_port) */
-	uint32_t flags;			/* FL_MIGRATE_LISTEN, FL_MIGRATE_STOP_AND_COPY */
+	uint32_t flags;			/* FL_MIGRATE_LISTEN, _STOP_AND_COPY, _INSECURE */
 	const void *key;		/* shared key (copied), or NULL: no authentication */
-	size_t key_len;			/* bytes of key; at most 4096 */
+	size_t key_len;			/* bytes of key: 16 to 4096 */
 	/* The state blob when there is no stop callback (the application already stopped). */
 	const void *blob;
 	size_t blob_len;
@@ -129,7 +137,9 @@ struct fl_migrate_source_opts {
  * fl_migrate_source_create - a source for @opts->regions, not yet connected.
  * With FL_MIGRATE_LISTEN the socket is bound and listening on return.
  * Returns 0, -EINVAL (bad options, overlapping or unaligned regions,
- * pre-copy without a stop callback, a blob over 16 MiB), -EOPNOTSUPP
+ * pre-copy without a stop callback, a blob over 16 MiB, a key under 16
+ * bytes, LISTEN without a key beyond loopback and without
+ * FL_MIGRATE_INSECURE), -EOPNOTSUPP
  * (pre-copy on a kernel without WP_ASYNC or PAGEMAP_SCAN), -EADDRINUSE and
  * other socket errors, -ENOMEM.
  * Thread safety: any thread.
@@ -144,13 +154,17 @@ FL_API int fl_migrate_source_port(const struct fl_migrate_source *s, uint16_t *r
  * fl_migrate_source_run - migrate: connect (or accept), handshake, pre-copy,
  * stop, send the state, push every page while answering the destination's
  * requests first, resume after broken connections, until the destination
- * confirms it holds every page. Blocks until then.
+ * confirms it holds every page. Blocks until then, and no longer than the
+ * timeouts allow. With LISTEN, a connection that fails its handshake is
+ * closed and logged, and the wait for the destination goes on.
  * Returns 0, or: -EACCES (wrong or missing key), -EPROTONOSUPPORT (no
  * common wire version), -EPROTO (a malformed frame), -EINVAL (the
  * destination refused the regions), -ECANCELED (the stop callback
- * refused), -ETIMEDOUT (no peer, or no resume within resume_timeout_ms),
- * -EALREADY (run twice), another -errno. fl_migrate_source_error() says why
- * in a sentence. The source's memory is never changed.
+ * refused), -ETIMEDOUT (no destination within timeout_ms, or it never
+ * confirmed), -ENOLINK (a connection broke and the destination did not
+ * come back within resume_timeout_ms), -ENXIO (no such host), -EALREADY
+ * (run twice), another -errno. fl_migrate_source_error() says why in a
+ * sentence. The source's memory is never changed.
  * Thread safety: one thread; the other calls may run meanwhile.
  */
 FL_API int fl_migrate_source_run(struct fl_migrate_source *s);
@@ -172,11 +186,12 @@ FL_API void fl_migrate_source_destroy(struct fl_migrate_source *s);
 
 struct fl_migrate_dest_opts {
 	size_t sz;			/* sizeof(struct fl_migrate_dest_opts) */
-	const char *host;		/* with LISTEN, where to listen (NULL: every address);
-					   else the source to connect to */
+	const char *host;		/* with LISTEN, where to listen (NULL: every address;
+					   without a key only loopback, unless
+					   FL_MIGRATE_INSECURE); else the source to connect to */
 	uint16_t port;			/* with LISTEN, 0 picks one (fl_migrate_dest_port) */
-	uint32_t flags;			/* FL_MIGRATE_LISTEN, FL_MIGRATE_ANYWHERE */
-	const void *key;		/* shared key (copied), or NULL */
+	uint32_t flags;			/* FL_MIGRATE_LISTEN, _ANYWHERE, _INSECURE */
+	const void *key;		/* shared key (copied, 16 to 4096 bytes), or NULL */
 	size_t key_len;
 	fl_migrate_progress_fn progress;	/* may be NULL */
 	void *userdata;
@@ -187,8 +202,9 @@ struct fl_migrate_dest_opts {
 /*
  * fl_migrate_dest_create - a destination, not yet connected. With
  * FL_MIGRATE_LISTEN the socket is bound and listening on return.
- * Returns 0, -EINVAL, socket errors, -ENOSYS/-EPERM (no usable
- * userfaultfd, as fl_uffd_open), -ENOMEM.
+ * Returns 0, -EINVAL (bad options, a key under 16 bytes, LISTEN without a
+ * key beyond loopback and without FL_MIGRATE_INSECURE), socket errors,
+ * -ENOSYS/-EPERM (no usable userfaultfd, as fl_uffd_open), -ENOMEM.
  * Thread safety: any thread.
  */
 FL_API int fl_migrate_dest_create(const struct fl_migrate_dest_opts *opts,
@@ -205,11 +221,18 @@ FL_API int fl_migrate_dest_port(const struct fl_migrate_dest *d, uint16_t *ret_p
  * *@ret_blob (the library's memory, valid until destroy) and its length in
  * *@ret_len. The application resumes now: its threads may touch the regions
  * at once (a missing page is fetched urgently; the touching thread waits).
- * @timeout_ms bounds the wait (-1: none); after -ETIMEDOUT the migration
- * goes on, and accept may be called again.
+ * @timeout_ms bounds the wait (-1: none; a handshake under way may add
+ * opts->timeout_ms); after -ETIMEDOUT the migration goes on, and accept
+ * may be called again. Listening, every connection that fails its
+ * handshake (not faultline, a wrong key or none, a replayed handshake,
+ * another session) or stays silent for opts->timeout_ms is closed and
+ * logged (a warning), and the wait for the real source goes on; so at
+ * every resume.
  * Returns 0, or -EEXIST (a region's range is already mapped here; the
- * error names it), -EACCES, -EPROTONOSUPPORT, -EPROTO, -ECANCELED,
- * -ETIMEDOUT, another -errno; fl_migrate_dest_error() says why.
+ * error names it), -ETIMEDOUT (the error names the last refused
+ * connection, if any), -ECANCELED, -ENOLINK; connecting to the source
+ * also -EACCES, -EPROTONOSUPPORT, -EPROTO, -ENXIO; another -errno;
+ * fl_migrate_dest_error() says why.
  * Thread safety: one thread at a time.
  */
 FL_API int fl_migrate_dest_accept(struct fl_migrate_dest *d, int timeout_ms,
@@ -217,10 +240,13 @@ FL_API int fl_migrate_dest_accept(struct fl_migrate_dest *d, int timeout_ms,
 
 /*
  * fl_migrate_dest_wait - wait until every page is here (0), the migration
- * failed (its -errno), or @timeout_ms passed (-ETIMEDOUT; -1: no limit).
+ * failed (its -errno, never -ETIMEDOUT: for example -ENOLINK when the
+ * source did not come back within resume_timeout_ms), or @timeout_ms
+ * passed (-ETIMEDOUT: still going; -1: no limit).
  * Once it returned 0 the regions are ordinary memory: unregistered, every
- * page present. After a failure, threads blocked on missing pages stay
- * blocked; fl_migrate_dest_destroy() poisons those pages (they get SIGBUS).
+ * page present. A failed migration poisons the pages still missing before
+ * it is reported: the threads blocked on them, and every later access, get
+ * SIGBUS (SIGSEGV on kernels without UFFDIO_POISON), never zeros.
  * Thread safety: any thread, after accept returned 0.
  */
 FL_API int fl_migrate_dest_wait(struct fl_migrate_dest *d, int timeout_ms);
@@ -239,7 +265,7 @@ FL_API const char *fl_migrate_dest_error(const struct fl_migrate_dest *d);
 
 /*
  * Stop and free; accepts NULL. If the migration did not complete, the pages
- * still missing are poisoned first (a later access, and a thread blocked on
+ * still missing are poisoned first (if the failure did not already) (a later access, and a thread blocked on
  * one, gets SIGBUS; never zeros), then the regions are unregistered. The
  * regions stay mapped. Thread safety: no other call on @d may run.
  */

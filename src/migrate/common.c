@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* What both sides of a migration share: meeting the peer, the handshake, bitmaps, names. */
 #include <errno.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -98,6 +99,26 @@ unsigned int fl__mig_region_of(const struct fl__mig_region *r, unsigned int n, u
 
 /* ---------------------------------------------------------------- link */
 
+/* Whether the listening socket @fd is bound to a loopback address (127/8, ::1, ::ffff:127/104). */
+static bool bound_to_loopback(int fd)
+{
+	static const uint8_t v4mapped[12] = { [10] = 0xff, [11] = 0xff };
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+		return false;
+	if (ss.ss_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+	if (ss.ss_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)&ss)->sin6_addr;
+
+		return IN6_IS_ADDR_LOOPBACK(a) ||
+		       (!memcmp(a->s6_addr, v4mapped, sizeof(v4mapped)) && a->s6_addr[12] == 127);
+	}
+	return false;
+}
+
 int fl__mig_link_init(struct fl__mig_link *l, uint32_t flags, const char *host, uint16_t port,
 		      const void *key, size_t key_len, int timeout_ms, int resume_timeout_ms,
 		      char *msg, size_t cap)
@@ -115,7 +136,13 @@ int fl__mig_link_init(struct fl__mig_link *l, uint32_t flags, const char *host, 
 	if (timeout_ms < 0 || resume_timeout_ms < -1 || key_len > MIG_MAX_KEY ||
 	    (key_len && !key) || (!l->listen && (!host || !port))) {
 		snprintf(msg, cap, "bad connection options (a host and a port are needed to "
-			 "connect; timeouts are >= 0; a key is 1 to %d bytes)", MIG_MAX_KEY);
+			 "connect; timeouts are >= 0; a key is %d to %d bytes)", MIG_MIN_KEY,
+			 MIG_MAX_KEY);
+		return -EINVAL;
+	}
+	if (key_len && key_len < MIG_MIN_KEY) {
+		snprintf(msg, cap, "the shared key has %zu bytes; at least %d are needed (128 "
+			 "random bits)", key_len, MIG_MIN_KEY);
 		return -EINVAL;
 	}
 	l->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -138,6 +165,13 @@ int fl__mig_link_init(struct fl__mig_link *l, uint32_t flags, const char *host, 
 			return r;
 		}
 		fl__sock_local_port(l->lfd, &l->port);
+		if (!key_len && !(flags & FL_MIGRATE_INSECURE) && !bound_to_loopback(l->lfd)) {
+			snprintf(msg, cap, "refusing to listen on %s without a shared key: anyone "
+				 "who can reach it could take the migration (give a key, listen "
+				 "on a loopback address, or set FL_MIGRATE_INSECURE)",
+				 host ? host : "every address");
+			return -EINVAL;
+		}
 	}
 	return 0;
 }
@@ -187,8 +221,181 @@ static void set_liveness(int fd, int timeout_ms)
 	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof(ut));
 }
 
-int fl__mig_link_open(struct fl__mig_link *l, bool urgent, int timeout_ms, int *ret_fd,
-		      char *msg, size_t cap)
+/* "address port" of @fd's peer, for the log. */
+static void peer_name(int fd, char *buf, size_t cap)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char a[INET6_ADDRSTRLEN] = "?";
+	unsigned int port = 0;
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0) {
+		if (ss.ss_family == AF_INET) {
+			const struct sockaddr_in *s4 = (const struct sockaddr_in *)&ss;
+
+			inet_ntop(AF_INET, &s4->sin_addr, a, sizeof(a));
+			port = ntohs(s4->sin_port);
+		} else if (ss.ss_family == AF_INET6) {
+			const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&ss;
+
+			inet_ntop(AF_INET6, &s6->sin6_addr, a, sizeof(a));
+			port = ntohs(s6->sin6_port);
+		}
+	}
+	snprintf(buf, cap, "%s port %u", a, port);
+}
+
+/* The handshake on a new connection @fd (taken, closed on failure), with a fresh nonce. */
+static int handshake_on(struct fl__mig_link *l, int fd, struct fl__wire_hello *mine,
+			struct fl__mig_conn *c, struct fl__mig_peer *peer, uint64_t *ret_features,
+			char *msg, size_t cap)
+{
+	int r;
+
+	set_liveness(fd, l->timeout_ms);
+	r = fl__mig_conn_open(c, fd);
+	if (r < 0)
+		return r;
+	if (getrandom(mine->nonce, sizeof(mine->nonce), 0) != (ssize_t)sizeof(mine->nonce))
+		r = -EIO;
+	if (!r)
+		r = fl__mig_handshake(c, mine, l, peer, ret_features, msg, cap);
+	if (r < 0)
+		fl__mig_conn_close(c);
+	return r;
+}
+
+/* A connection that waits for its peer's first bytes. */
+struct mig_pending {
+	int fd;
+	uint64_t since;
+	char name[INET6_ADDRSTRLEN + 16];
+};
+
+static void drop_pending(struct mig_pending *p, unsigned int *n, unsigned int i,
+			 const char *side, const char *why)
+{
+	if (why)
+		fl__warn("migrate: %s: closed the connection from %s: %s", side, p[i].name, why);
+	close(p[i].fd);
+	p[i] = p[--*n];
+}
+
+/*
+ * The listening side. Every connection that comes is accepted at once and
+ * waits in a small set until it sends something; only then does its
+ * handshake run. A connection that fails its handshake (garbage, a wrong
+ * key, no key, a replayed HELLO, another session) or stays silent for
+ * timeout_ms is closed and logged, and the wait goes on: a stranger can
+ * neither end the migration nor hold the port.
+ */
+static int listen_handshake(struct fl__mig_link *l, const char *side, const char *peer_role,
+			    bool urgent, int timeout_ms, struct fl__wire_hello *mine,
+			    struct fl__mig_conn *c, struct fl__mig_peer *peer,
+			    uint64_t *ret_features, char *msg, size_t cap)
+{
+	struct fl__sock_opts o = { .flags = FL__SOCK_NODELAY };
+	uint64_t start = fl__now_ns(), deadline = start + (uint64_t)timeout_ms * 1000000ull;
+	uint64_t silent = (uint64_t)l->timeout_ms * 1000000ull;
+	struct mig_pending p[MIG_PENDING];
+	char last[MIG_ERR_LEN] = "";
+	unsigned int np = 0, refused = 0;
+	int r;
+
+	for (;;) {
+		struct pollfd pf[2 + MIG_PENDING];
+		uint64_t now = fl__now_ns(), until = deadline;
+		int n;
+
+		for (unsigned int i = np; i-- > 0;)
+			if (now - p[i].since >= silent) {
+				refused++;
+				snprintf(last, sizeof(last), "%s sent nothing for %d ms", p[i].name,
+					 l->timeout_ms);
+				drop_pending(p, &np, i, side, "it sent nothing");
+			}
+		if (now >= deadline) {
+			snprintf(msg, cap, "no %s connection from the %s came to port %u within %d "
+				 "ms%s%s", urgent ? "urgent" : "main", peer_role, l->port,
+				 timeout_ms, refused ? "; refused connections, the last: " : "",
+				 refused ? last : "");
+			r = -ETIMEDOUT;
+			break;
+		}
+		for (unsigned int i = 0; i < np; i++)
+			if (p[i].since + silent < until)
+				until = p[i].since + silent;
+		pf[0] = (struct pollfd){ .fd = l->lfd, .events = POLLIN };
+		pf[1] = (struct pollfd){ .fd = l->stop_efd, .events = POLLIN };
+		for (unsigned int i = 0; i < np; i++)
+			pf[2 + i] = (struct pollfd){ .fd = p[i].fd, .events = POLLIN };
+		n = poll(pf, 2 + np, (int)((until - now) / 1000000 + 1));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = -errno;
+			snprintf(msg, cap, "poll: %s", strerror(-r));
+			break;
+		}
+		if (pf[1].revents) {
+			r = -ECANCELED;
+			break;
+		}
+		/* The connections that spoke, newest first: indices stay valid as they go. */
+		for (unsigned int i = np; i-- > 0;) {
+			int fd;
+
+			if (!pf[2 + i].revents)
+				continue;
+			fd = p[i].fd;
+			snprintf(last, sizeof(last), "%s", p[i].name);
+			p[i] = p[--np];
+			r = handshake_on(l, fd, mine, c, peer, ret_features, msg, cap);
+			if (!r || r == -EAGAIN || r == -ENOMEM || r == -EIO)
+				goto out;
+			refused++;
+			fl__warn("migrate: %s: refused the connection from %s: %s", side, last,
+				 msg);
+			snprintf(last + strlen(last), sizeof(last) - strlen(last), ": %s", msg);
+		}
+		if (!pf[0].revents)
+			continue;
+		for (;;) {
+			int fd;
+
+			r = fl__sock_accept(l->lfd, &o, 0, &fd);
+			if (r == -EAGAIN)
+				break;
+			if (r < 0) {
+				/* Out of descriptors or memory: the next round may do better. */
+				fl__warn("migrate: %s: accept: %s", side, strerror(-r));
+				if (fl__mig_link_pause(l, 10) < 0) {
+					r = -ECANCELED;
+					goto out;
+				}
+				break;
+			}
+			if (np == MIG_PENDING) {
+				refused++;
+				snprintf(last, sizeof(last), "%s was the oldest of %d silent "
+					 "connections", p[0].name, MIG_PENDING);
+				drop_pending(p, &np, 0, side, "too many connections that sent "
+					     "nothing yet; this was the oldest");
+			}
+			p[np] = (struct mig_pending){ .fd = fd, .since = fl__now_ns() };
+			peer_name(fd, p[np].name, sizeof(p[np].name));
+			np++;
+		}
+	}
+out:
+	while (np)
+		drop_pending(p, &np, np - 1, side, r ? NULL : "the session is established");
+	return r;
+}
+
+int fl__mig_link_handshake(struct fl__mig_link *l, const char *side, bool urgent,
+			   int timeout_ms, struct fl__wire_hello *mine, struct fl__mig_conn *c,
+			   struct fl__mig_peer *peer, uint64_t *ret_features, char *msg, size_t cap)
 {
 	/*
 	 * TCP_NODELAY on both: the handshakes and the control frames on the main
@@ -196,48 +403,25 @@ int fl__mig_link_open(struct fl__mig_link *l, bool urgent, int timeout_ms, int *
 	 * (40 ms); the page frames are large and unaffected.
 	 */
 	struct fl__sock_opts o = { .flags = FL__SOCK_NODELAY };
+	const char *peer_role = mine->role == FL__WIRE_ROLE_SOURCE ? "destination" : "source";
 	int fd = -1, r;
 
-	if (l->listen) {
-		struct pollfd p[2] = {
-			{ .fd = l->lfd, .events = POLLIN },
-			{ .fd = l->stop_efd, .events = POLLIN },
-		};
-
-		for (;;) {
-			int n = poll(p, 2, timeout_ms);
-
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0)
-				return -errno;
-			if (!n) {
-				snprintf(msg, cap, "no %s connection came to port %u within %d ms",
-					 urgent ? "urgent" : "main", l->port, timeout_ms);
-				return -ETIMEDOUT;
-			}
-			if (p[1].revents)
-				return -ECANCELED;
-			r = fl__sock_accept(l->lfd, &o, 0, &fd);
-			if (r == -EAGAIN)
-				continue;	/* someone gave up on the way */
-			if (r < 0) {
-				snprintf(msg, cap, "accept: %s", strerror(-r));
-				return r;
-			}
-			break;
-		}
-	} else {
-		r = fl__sock_connect(l->host, l->port, &o, timeout_ms, &fd);
-		if (r < 0) {
-			snprintf(msg, cap, "cannot connect to %s port %u: %s", l->host, l->port,
-				 strerror(-r));
-			return r;
-		}
+	fl__mig_conn_reset(c);
+	if (l->listen)
+		return listen_handshake(l, side, peer_role, urgent, timeout_ms, mine, c, peer,
+					ret_features, msg, cap);
+	r = fl__sock_connect(l->host, l->port, &o, timeout_ms, &fd);
+	if (r == -ENXIO) {
+		snprintf(msg, cap, "cannot connect to the %s: no host named '%s' is known",
+			 peer_role, l->host);
+		return r;
 	}
-	set_liveness(fd, l->timeout_ms);
-	*ret_fd = fd;
-	return 0;
+	if (r < 0) {
+		snprintf(msg, cap, "cannot connect to the %s at %s port %u: %s", peer_role,
+			 l->host, l->port, strerror(-r));
+		return r;
+	}
+	return handshake_on(l, fd, mine, c, peer, ret_features, msg, cap);
 }
 
 /* ---------------------------------------------------------------- connections */
@@ -404,6 +588,7 @@ int fl__mig_handshake(struct fl__mig_conn *c, const struct fl__wire_hello *mine,
 	struct fl__wire_hello view;
 	uint8_t tr[FL__SHA256_LEN];
 	char why[256];
+	bool disagree;
 	int r;
 
 	c->seq = 0;
@@ -433,17 +618,13 @@ int fl__mig_handshake(struct fl__mig_conn *c, const struct fl__wire_hello *mine,
 		fl__mig_send_error(c, fl__wire_error_code_from_errno(r), msg);
 		return r;
 	}
-	if ((mine->flags ^ peer->hello.flags) & same) {
-		snprintf(msg, cap, "handshake: the peer %s resume the session and %s the urgent "
-			 "channel; this side %s and %s", (peer->hello.flags &
-			 FL__WIRE_HELLO_RESUME) ? "wants to" : "does not",
-			 (peer->hello.flags & FL__WIRE_HELLO_URGENT) ? "expects" :
-								     "does not expect",
-			 (mine->flags & FL__WIRE_HELLO_RESUME) ? "does" : "does not",
-			 (mine->flags & FL__WIRE_HELLO_URGENT) ? "does" : "does not");
-		return -EAGAIN;
-	}
-	if ((mine->flags & same) &&
+	/*
+	 * A disagreement is reported only once AUTH has proved who the peer
+	 * is: the caller learns the session to resume from it, and a stranger
+	 * must not be able to plant one.
+	 */
+	disagree = (mine->flags ^ peer->hello.flags) & same;
+	if (!disagree && (mine->flags & same) &&
 	    memcmp(mine->session_id, peer->hello.session_id, FL__WIRE_SESSION_LEN)) {
 		snprintf(msg, cap, "handshake: the peer names another migration session");
 		fl__mig_send_error(c, FL__WIRE_ERR_SESSION, msg);
@@ -472,6 +653,16 @@ int fl__mig_handshake(struct fl__mig_conn *c, const struct fl__wire_hello *mine,
 		snprintf(msg, cap, "handshake: %s", why);
 		fl__mig_send_error(c, fl__wire_error_code_from_errno(r), msg);
 		return r;
+	}
+	if (disagree) {
+		snprintf(msg, cap, "handshake: the peer %s resume the session and %s the urgent "
+			 "channel; this side %s and %s", (peer->hello.flags &
+			 FL__WIRE_HELLO_RESUME) ? "wants to" : "does not",
+			 (peer->hello.flags & FL__WIRE_HELLO_URGENT) ? "expects" :
+								     "does not expect",
+			 (mine->flags & FL__WIRE_HELLO_RESUME) ? "does" : "does not",
+			 (mine->flags & FL__WIRE_HELLO_URGENT) ? "does" : "does not");
+		return -EAGAIN;
 	}
 	*ret_features = ag.features;
 	return 0;

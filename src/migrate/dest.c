@@ -87,6 +87,7 @@ struct fl_migrate_dest {
 	bool urg_parked;
 	int epoch;
 	int fatal;
+	bool failing;			/* set_fatal() under way: poisoning, then fatal */
 	bool started;
 	pthread_t rx_thread, urg_thread, fault_thread;
 	bool rx_started, urg_started, fault_started;
@@ -129,16 +130,35 @@ static int fail(struct fl_migrate_dest *d, int err, const char *fmt, ...)
 	return err;
 }
 
-/* The migration is over for good: record why, wake everyone. */
+static void poison_missing(struct fl_migrate_dest *d);
+
+/*
+ * The migration is over for good: record why, make the pages that will
+ * never come fail loudly, then wake everyone. Whoever sees the failure
+ * (fl_migrate_dest_wait() returning it) sees those pages poisoned already:
+ * a thread blocked on one, and every later access, gets SIGBUS.
+ */
 static void set_fatal(struct fl_migrate_dest *d, int err, const char *msg)
 {
+	bool first;
+
 	pthread_mutex_lock(&d->lock);
-	if (!d->fatal) {
-		d->fatal = err;
-		if (!d->err[0])
-			snprintf(d->err, sizeof(d->err), "%s", msg && *msg ? msg : strerror(-err));
+	first = !d->fatal && !d->failing;
+	if (first) {
+		d->failing = true;
+		if (msg && *msg)
+			snprintf(d->err, sizeof(d->err), "%s", msg);
+		else if (!d->err[0])
+			snprintf(d->err, sizeof(d->err), "%s", strerror(-err));
 		fl__err("migrate: destination: %s", d->err);
 	}
+	pthread_mutex_unlock(&d->lock);
+	if (!first)
+		return;
+	if (d->mapped && !atomic_load(&d->done))
+		poison_missing(d);
+	pthread_mutex_lock(&d->lock);
+	d->fatal = err;
 	atomic_store(&d->phase, FL_MIGRATE_FAILED);
 	pthread_cond_broadcast(&d->cond);
 	pthread_mutex_unlock(&d->lock);
@@ -190,9 +210,10 @@ FL_API int fl_migrate_dest_create(const struct fl_migrate_dest_opts *opts,
 		return fl__einval(__func__, "ret is NULL");
 	if (fl__opts_copy(&o, sizeof(o), opts, "fl_migrate_dest_create") < 0)
 		return -EINVAL;
-	if (o.flags & ~(uint32_t)(FL_MIGRATE_LISTEN | FL_MIGRATE_ANYWHERE))
+	if (o.flags & ~(uint32_t)(FL_MIGRATE_LISTEN | FL_MIGRATE_ANYWHERE | FL_MIGRATE_INSECURE))
 		return fl__einval(__func__, "unknown flags %#x",
-				  o.flags & ~(uint32_t)(FL_MIGRATE_LISTEN | FL_MIGRATE_ANYWHERE));
+				  o.flags & ~(uint32_t)(FL_MIGRATE_LISTEN | FL_MIGRATE_ANYWHERE |
+							FL_MIGRATE_INSECURE));
 	d = calloc(1, sizeof(*d));
 	if (!d)
 		return -ENOMEM;
@@ -1070,17 +1091,11 @@ static int establish(struct fl_migrate_dest *d, int timeout_ms, char *msg, size_
 	struct fl__mig_peer peer = { 0 };
 	struct fl__wire_hello h;
 	uint64_t feat = 0;
-	int fd, r = 0;
+	int r = 0;
 
 	fl__mig_conn_reset(&c[0]);
 	fl__mig_conn_reset(&c[1]);
 	for (int i = 0; i < 2 && !r; i++) {
-		r = fl__mig_link_open(&d->link, i == 1, timeout_ms, &fd, msg, cap);
-		if (r < 0)
-			break;
-		r = fl__mig_conn_open(&c[i], fd);
-		if (r < 0)
-			break;
 		r = fl__mig_hello_init(&h, FL__WIRE_ROLE_DESTINATION, &d->link,
 				       flags | (i ? FL__WIRE_HELLO_URGENT : 0),
 				       d->have_session ? d->session : NULL,
@@ -1088,7 +1103,8 @@ static int establish(struct fl_migrate_dest *d, int timeout_ms, char *msg, size_
 				       d->hooks ? d->hooks->version_max : 0);
 		if (r < 0)
 			break;
-		r = fl__mig_handshake(&c[i], &h, &d->link, &peer, &feat, msg, cap);
+		r = fl__mig_link_handshake(&d->link, "destination", i == 1, timeout_ms, &h, &c[i],
+					   &peer, &feat, msg, cap);
 		if (r == -EAGAIN && !i) {
 			bool ours = d->have_session && !memcmp(peer.hello.session_id, d->session,
 							       sizeof(d->session));
@@ -1180,16 +1196,38 @@ static int recover(struct fl_migrate_dest *d)
 	pthread_mutex_unlock(&d->pend_lock);
 
 	for (;;) {
+		uint64_t now = fl__now_ns();
+		int left = d->link.timeout_ms;
+
 		if (fl__mig_link_stopping(&d->link))
 			return -ECANCELED;
-		r = establish(d, d->link.timeout_ms, msg, sizeof(msg));
+		if (deadline != UINT64_MAX && (deadline - now) / 1000000 < (uint64_t)left)
+			left = now < deadline ? (int)((deadline - now) / 1000000) + 1 : 1;
+		r = establish(d, left, msg, sizeof(msg));
 		if (!r)
 			break;
-		if (r != -EAGAIN && !fl__mig_err_transient(r))
-			return done ? r : fail(d, r, "resuming: %s", msg);
-		if (fl__now_ns() > deadline)
-			return done ? -ETIMEDOUT : fail(d, -ETIMEDOUT, "no resume within %d ms: "
-							"%s", d->link.resume_timeout_ms, msg);
+		if (r != -EAGAIN && !fl__mig_err_transient(r)) {
+			if (!done) {
+				pthread_mutex_lock(&d->lock);
+				snprintf(d->err, sizeof(d->err), "resuming: %s", msg);
+				pthread_mutex_unlock(&d->lock);
+			}
+			return r;
+		}
+		if (fl__now_ns() >= deadline) {
+			/*
+			 * Not -ETIMEDOUT: that is what a wait of the caller's that
+			 * merely expired returns; this ends the migration.
+			 */
+			if (done)
+				return -ENOLINK;
+			pthread_mutex_lock(&d->lock);
+			snprintf(d->err, sizeof(d->err), "the source did not come back within "
+				 "%d ms of the connection's loss (the last attempt: %s)",
+				 d->link.resume_timeout_ms, msg);
+			pthread_mutex_unlock(&d->lock);
+			return -ENOLINK;
+		}
 		if (r != -EAGAIN && fl__mig_link_pause(&d->link, delay) < 0)
 			return -ECANCELED;
 		delay = delay * 2 > 1000 ? 1000 : delay * 2;
@@ -1460,9 +1498,9 @@ static void *urgent_main(void *arg)
 		if (epoch != d->epoch || atomic_load(&d->broken))
 			continue;
 		if (!fl__mig_err_transient(r) && !d->fatal) {
-			d->fatal = r;
-			snprintf(d->err, sizeof(d->err), "%s", msg);
-			fl__err("migrate: destination: %s", msg);
+			pthread_mutex_unlock(&d->lock);
+			set_fatal(d, r, msg);
+			pthread_mutex_lock(&d->lock);
 		}
 		atomic_store(&d->broken, true);
 		if (d->main.fd >= 0)
@@ -1544,8 +1582,13 @@ FL_API int fl_migrate_dest_accept(struct fl_migrate_dest *d, int timeout_ms,
 			if (left > d->link.timeout_ms)
 				left = d->link.timeout_ms;
 			r = establish(d, left > 0 ? left : 1, msg, sizeof(msg));
-			if (!r)
+			if (!r) {
+				/* An earlier call's "no source within" is history now. */
+				pthread_mutex_lock(&d->lock);
+				d->err[0] = 0;
+				pthread_mutex_unlock(&d->lock);
 				break;
+			}
 			if (r != -EAGAIN && !fl__mig_err_transient(r)) {
 				fail(d, r, "%s", msg);
 				fl__err("migrate: destination: %s", d->err);

@@ -27,6 +27,10 @@
 #define MIG_BITMAP_CHUNK FL__WIRE_MAX_BITMAP_BITS
 /* An ERROR frame on the way out gets this long before the connection is closed anyway. */
 #define MIG_ERROR_SEND_MS 1000
+/* Connections a listener holds while they have not said anything yet. */
+#define MIG_PENDING 16
+/* The shortest shared key: 128 bits. */
+#define MIG_MIN_KEY 16
 
 /* What both sides offer: the urgent channel, resume, and the pre-copy switch-over bitmap. */
 #define MIG_FEATURES \
@@ -70,14 +74,6 @@ bool fl__mig_link_stopping(const struct fl__mig_link *l);
 /* Wait @ms, or less if destroy asks us to stop: -ECANCELED then. */
 int fl__mig_link_pause(const struct fl__mig_link *l, int ms);
 
-/*
- * One new TCP connection: accept one (listening side) or connect
- * (connecting side), within @timeout_ms, with TCP_NODELAY. Keepalive
- * and TCP_USER_TIMEOUT make a dead peer an error within about timeout_ms.
- */
-int fl__mig_link_open(struct fl__mig_link *l, bool urgent, int timeout_ms, int *ret_fd,
-		      char *msg, size_t cap);
-
 /* One connection of a session, after its handshake. */
 struct fl__mig_conn {
 	int fd;				/* -1: closed */
@@ -112,7 +108,8 @@ void fl__mig_peer_fini(struct fl__mig_peer *p);
  * Handshake on @c: send @mine, read and check the peer's HELLO, exchange and
  * verify AUTH. Fills *@peer (also when the flags disagree), sets c->version.
  * Returns 0; -EAGAIN when the peer disagrees on RESUME or URGENT (nothing is
- * wrong: the caller learns from *@peer and tries again); -EACCES,
+ * wrong: the caller learns from *@peer, which AUTH has verified, and tries
+ * again); -EACCES,
  * -EPROTONOSUPPORT, -EPROTO, -ESTALE (another session) after sending ERROR;
  * a connection error; or the errno of an ERROR the peer sent. @msg gets a
  * sentence.
@@ -120,6 +117,22 @@ void fl__mig_peer_fini(struct fl__mig_peer *p);
 int fl__mig_handshake(struct fl__mig_conn *c, const struct fl__wire_hello *mine,
 		      const struct fl__mig_link *l, struct fl__mig_peer *peer,
 		      uint64_t *ret_features, char *msg, size_t cap);
+
+/*
+ * One connection of a session, handshaken: connect to the peer (connecting
+ * side) or take the first connection that passes the handshake (listening
+ * side; every other one is closed and logged: see listen_handshake), within
+ * @timeout_ms (a handshake under way may add the link's timeout_ms). @mine
+ * gets a fresh nonce. @side ("source", "destination") names this side in
+ * the log. Returns 0 with *@c open and *@peer filled; -ETIMEDOUT (no peer
+ * in time; @msg names the last refused connection, if any); -EAGAIN (an
+ * authenticated peer disagrees on RESUME or URGENT: *@peer says how);
+ * -ECANCELED (destroy); -ENXIO (no such host); the handshake's errors on
+ * the connecting side.
+ */
+int fl__mig_link_handshake(struct fl__mig_link *l, const char *side, bool urgent,
+			   int timeout_ms, struct fl__wire_hello *mine, struct fl__mig_conn *c,
+			   struct fl__mig_peer *peer, uint64_t *ret_features, char *msg, size_t cap);
 
 /* A HELLO of this side: role, flags, session, a fresh nonce; regions are the caller's. */
 int fl__mig_hello_init(struct fl__wire_hello *h, uint8_t role, const struct fl__mig_link *l,

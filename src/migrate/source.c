@@ -117,6 +117,28 @@ static int fail(struct fl_migrate_source *s, int err, const char *fmt, ...)
 	return err;
 }
 
+/*
+ * The migration ends here, whatever an earlier transient error said: this
+ * sentence replaces it, and the error becomes fatal (no more resumes).
+ */
+static int give_up(struct fl_migrate_source *s, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int give_up(struct fl_migrate_source *s, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&s->lock);
+	if (!s->fatal) {
+		s->fatal = err;
+		va_start(ap, fmt);
+		vsnprintf(s->err, sizeof(s->err), fmt, ap);
+		va_end(ap);
+	}
+	err = s->fatal;
+	pthread_mutex_unlock(&s->lock);
+	return err;
+}
+
 static void set_phase(struct fl_migrate_source *s, enum fl_migrate_phase p)
 {
 	atomic_store(&s->phase, p);
@@ -178,7 +200,8 @@ FL_API int fl_migrate_source_create(const struct fl_migrate_source_opts *opts,
 	if (fl__opts_copy(&o, sizeof(o), opts, "fl_migrate_source_create") < 0)
 		return -EINVAL;
 	if (!o.regions || !o.n_regions || o.n_regions > FL__WIRE_MAX_REGIONS ||
-	    (o.flags & ~(uint32_t)(FL_MIGRATE_LISTEN | FL_MIGRATE_STOP_AND_COPY)) ||
+	    (o.flags & ~(uint32_t)(FL_MIGRATE_LISTEN | FL_MIGRATE_STOP_AND_COPY |
+				   FL_MIGRATE_INSECURE)) ||
 	    (o.precopy_rounds && !o.stop) || o.blob_len > FL__WIRE_MAX_BLOB ||
 	    (o.blob_len && !o.blob)) {
 		fl__err("migrate: source options: regions (1 to %u), flags, a stop callback for "
@@ -672,17 +695,11 @@ static int establish(struct fl_migrate_source *s, int timeout_ms, char *msg, siz
 	struct fl__mig_peer peer = { 0 };
 	struct fl__wire_hello h;
 	uint64_t feat = 0;
-	int fd, r = 0;
+	int r = 0;
 
 	fl__mig_conn_reset(&c[0]);
 	fl__mig_conn_reset(&c[1]);
 	for (int i = 0; i < 2 && !r; i++) {
-		r = fl__mig_link_open(&s->link, i == 1, timeout_ms, &fd, msg, cap);
-		if (r < 0)
-			break;
-		r = fl__mig_conn_open(&c[i], fd);
-		if (r < 0)
-			break;
 		r = fl__mig_hello_init(&h, FL__WIRE_ROLE_SOURCE, &s->link,
 				       flags | (i ? FL__WIRE_HELLO_URGENT : 0), s->session, vmin,
 				       vmax);
@@ -690,7 +707,8 @@ static int establish(struct fl_migrate_source *s, int timeout_ms, char *msg, siz
 			break;
 		h.regions = s->wreg;
 		h.n_regions = s->nreg;
-		r = fl__mig_handshake(&c[i], &h, &s->link, &peer, &feat, msg, cap);
+		r = fl__mig_link_handshake(&s->link, "source", i == 1, timeout_ms, &h, &c[i], &peer,
+					   &feat, msg, cap);
 		if (r == -EAGAIN && !i && (peer.hello.flags & FL__WIRE_HELLO_RESUME) &&
 		    !memcmp(peer.hello.session_id, s->session, sizeof(s->session)))
 			s->peer_resumes = true;	/* it holds pages of ours: resume next time */
@@ -805,16 +823,26 @@ static int recover(struct fl_migrate_source *s, int why)
 	fl__mig_conn_close(&s->urg);
 
 	for (;;) {
+		uint64_t now = fl__now_ns();
+		int left = s->link.timeout_ms;
+
 		if (fl__mig_link_stopping(&s->link))
 			return -ECANCELED;
-		r = establish(s, s->link.timeout_ms, msg, sizeof(msg));
+		if (deadline != UINT64_MAX && (deadline - now) / 1000000 < (uint64_t)left)
+			left = now < deadline ? (int)((deadline - now) / 1000000) + 1 : 1;
+		r = establish(s, left, msg, sizeof(msg));
 		if (!r)
 			break;
 		if (r != -EAGAIN && !fl__mig_err_transient(r))
-			return fail(s, r, "resuming: %s", msg);
-		if (fl__now_ns() > deadline)
-			return fail(s, -ETIMEDOUT, "no resume within %d ms: %s",
-				    s->link.resume_timeout_ms, msg);
+			return give_up(s, r, "resuming: %s", msg);
+		/*
+		 * The end: not -ETIMEDOUT, which would be taken for one more
+		 * broken connection and resumed again, forever.
+		 */
+		if (fl__now_ns() >= deadline)
+			return give_up(s, -ENOLINK, "the destination did not come back within %d "
+				       "ms of the connection's loss (the last attempt: %s)",
+				       s->link.resume_timeout_ms, msg);
 		if (r != -EAGAIN && fl__mig_link_pause(&s->link, delay) < 0)
 			return -ECANCELED;
 		delay = delay * 2 > 1000 ? 1000 : delay * 2;
@@ -860,8 +888,8 @@ static int with_recovery(struct fl_migrate_source *s, step_fn fn)
 		if (!fl__mig_err_transient(r))
 			return r;
 		r = recover(s, r);
-		if (r < 0 && !fl__mig_err_transient(r))
-			return r;
+		if (r < 0 && (!fl__mig_err_transient(r) || step_error(s, 0)))
+			return step_error(s, r);
 	}
 }
 
@@ -1260,8 +1288,10 @@ static int run(struct fl_migrate_source *s)
 		r = establish(s, left > 0 ? left : 1, msg, sizeof(msg));
 		if (!r)
 			break;
-		if ((r != -EAGAIN && !fl__mig_err_transient(r)) || fl__now_ns() >= deadline)
+		if (r != -EAGAIN && !fl__mig_err_transient(r))
 			return fail(s, r, "%s", msg);
+		if (fl__now_ns() >= deadline)
+			return fail(s, r, "no destination within %d ms: %s", s->link.timeout_ms, msg);
 		if (r != -EAGAIN && fl__mig_link_pause(&s->link, delay) < 0)
 			return -ECANCELED;
 		delay = delay * 2 > 500 ? 500 : delay * 2;

@@ -91,6 +91,12 @@ static int resolve(const char *host, uint16_t port, bool passive, struct addrinf
 		return -ENOMEM;
 	case EAI_AGAIN:
 		return -EAGAIN;
+	case EAI_NONAME:
+	case EAI_FAIL:
+#ifdef EAI_NODATA
+	case EAI_NODATA:
+#endif
+		return -ENXIO;	/* no such host: not an address this host lacks */
 	default:
 		return -EADDRNOTAVAIL;
 	}

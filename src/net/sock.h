@@ -31,8 +31,8 @@ struct fl__sock_opts {
  * A listening TCP socket on @host (NULL: every address, IPv6 and IPv4 when
  * the host has IPv6) and @port (0: any, see fl__sock_local_port). It is
  * non-blocking (poll it, or use fl__sock_accept); accepted sockets get @o's
- * options. Errors: -errno of socket/bind/listen, -EADDRNOTAVAIL if @host
- * does not resolve.
+ * options. Errors: -errno of socket/bind/listen, -ENXIO if @host
+ * names no host (-EAGAIN if the resolver failed for now).
  */
 int fl__sock_listen(const char *host, uint16_t port, const struct fl__sock_opts *o,
 		    int *ret_fd);
@@ -43,7 +43,7 @@ int fl__sock_accept(int lfd, const struct fl__sock_opts *o, int timeout_ms, int 
 /*
  * Connect to @host:@port, trying each address it resolves to, each within
  * @timeout_ms. Errors: the last address's -errno (-ECONNREFUSED,
- * -ETIMEDOUT...), -EADDRNOTAVAIL if @host does not resolve.
+ * -ETIMEDOUT...), -ENXIO if @host names no host.
  */
 int fl__sock_connect(const char *host, uint16_t port, const struct fl__sock_opts *o,
 		     int timeout_ms, int *ret_fd);
