@@ -413,6 +413,13 @@ static void handshake_end(struct fl_monitor_server *s, struct srv_conn *c, int r
 	if (!r)
 		r = fl__mon_first_end(&c->first, &h, &buf, &fd, &claim, &is_claim, err,
 				      SRV_ERRLEN);
+	if (r == -EPIPE && !c->first.have) {
+		/* Gone without a word (a probe, a client that gave up): nothing to refuse. */
+		fl__srv_log(s, FL_LOG_DEBUG, "monitor: pid %d (uid %u) hung up before a handshake",
+			    (int)c->pid, (unsigned int)c->uid);
+		conn_close(s, c, "it hung up");
+		return;
+	}
 	fl__mon_first_free(&c->first);
 	if (r < 0) {
 		refuse(s, c, r, err, json);
