@@ -43,6 +43,16 @@ if command -v man >/dev/null 2>&1; then
 		fi
 	fi
 fi
+# Nothing in the tree cites a document that is not in it (the conventions are CONTRIBUTING.md).
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+	out=$(git grep -n -I -E 'STYLE[.]md|FIELD[-_]NOTES|ARCHITECTURE[.]md|(^|[^a-z_])seeds/' \
+		-- . ':!test/check-docs.sh' 2>/dev/null)
+	if [ -n "$out" ]; then
+		echo "doc-check: these lines cite documents that are not in the repository:" >&2
+		echo "$out" >&2
+		fail=1
+	fi
+fi
 if command -v groff >/dev/null 2>&1; then
 	for page in man/man1/*.1 man/man3/*.3 man/man7/*.7; do
 		[ -f "$page" ] || continue
