@@ -85,12 +85,10 @@ static int mem_write(void *userdata, uint64_t off, const void *buf, size_t len)
 /* Clear bits [start, end) again (undo a partial claim). */
 static void unclaim(struct mem_store *m, size_t start, size_t end)
 {
-	while (start < end) {
-		size_t bit = start % 64, k = 64 - bit < end - start ? 64 - bit : end - start;
-		uint64_t mask = k == 64 ? ~0ull : ((1ull << k) - 1) << bit;
+	for (uint64_t i = start, k; i < end; i += k) {
+		uint64_t mask = fl__bits_word_mask(i, end, &k);
 
-		atomic_fetch_and_explicit(&m->taken[start / 64], ~mask, memory_order_relaxed);
-		start += k;
+		atomic_fetch_and_explicit(&m->taken[i / 64], ~mask, memory_order_relaxed);
 	}
 }
 
@@ -101,15 +99,15 @@ static void unclaim(struct mem_store *m, size_t start, size_t end)
 static int mem_take_pages(void *userdata, uint64_t off, size_t len, void **ret_addr)
 {
 	struct mem_store *m = userdata;
-	size_t start, end, pos;
+	size_t start, end;
+	uint64_t pos, k;
 
 	if (!m->move || !len || off % m->pgsz || len % m->pgsz)
 		return -EOPNOTSUPP;
 	start = off / m->pgsz;
 	end = start + len / m->pgsz;
-	for (pos = start; pos < end;) {
-		size_t bit = pos % 64, k = 64 - bit < end - pos ? 64 - bit : end - pos;
-		uint64_t mask = k == 64 ? ~0ull : ((1ull << k) - 1) << bit;
+	for (pos = start; pos < end; pos += k) {
+		uint64_t mask = fl__bits_word_mask(pos, end, &k);
 		_Atomic uint64_t *w = &m->taken[pos / 64];
 		uint64_t old = atomic_load_explicit(w, memory_order_relaxed);
 
@@ -121,7 +119,6 @@ static int mem_take_pages(void *userdata, uint64_t off, size_t len, void **ret_a
 		} while (!atomic_compare_exchange_weak_explicit(w, &old, old | mask,
 								memory_order_acq_rel,
 								memory_order_relaxed));
-		pos += k;
 	}
 	*ret_addr = m->buf + off;
 	return 0;

@@ -91,17 +91,24 @@ static inline void fl__bit_set(uint64_t *map, size_t i)
 	map[i / 64] |= 1ull << (i % 64);
 }
 
+/*
+ * Walking a range of bits a word at a time: the bits of [@start, @end) that
+ * lie in the word of @start, as a mask of that word, and in *@ret_n how many
+ * they are (step @start by it).
+ */
+static inline uint64_t fl__bits_word_mask(uint64_t start, uint64_t end, uint64_t *ret_n)
+{
+	uint64_t bit = start % 64, k = 64 - bit < end - start ? 64 - bit : end - start;
+
+	*ret_n = k;
+	return (k == 64 ? ~0ull : ((1ull << k) - 1)) << bit;
+}
+
 /* Set bits [@start, @start+@n) of @map. */
 static inline void fl__bitmap_set_range(uint64_t *map, size_t start, size_t n)
 {
-	while (n) {
-		size_t bit = start % 64, k = 64 - bit < n ? 64 - bit : n;
-		uint64_t mask = k == 64 ? ~0ull : ((1ull << k) - 1) << bit;
-
-		map[start / 64] |= mask;
-		start += k;
-		n -= k;
-	}
+	for (uint64_t i = start, k; i < start + n; i += k)
+		map[i / 64] |= fl__bits_word_mask(i, start + n, &k);
 }
 
 /*
