@@ -82,7 +82,7 @@ ifneq ($(MAP_NODE),FL_$(VERSION_MAJOR).$(VERSION_MINOR))
 $(error $(MAP): newest node is $(MAP_NODE), but the version is $(VERSION); add FL_$(VERSION_MAJOR).$(VERSION_MINOR))
 endif
 
-.PHONY: all check demo bench install uninstall clean doc-check fuzz fuzz-check deps
+.PHONY: all check check-vm demo bench install uninstall clean doc-check fuzz fuzz-check deps
 .DEFAULT_GOAL := all
 
 all: $(STATIC_LIB) $(O)/libfaultline.so $(TOOL) $(EXAMPLES) $(RUNNER) $(PCFILE) $(FUZZERS)
@@ -151,6 +151,14 @@ $(PCFILE): faultline.pc.in Makefile
 check: deps all doc-check fuzz-check
 	$(Q)$(RUNNER) $(T)
 
+# The suite on another kernel in a virtual machine (tools/check-vm.sh; KERNEL=, VM_TESTS=):
+# a statically linked runner and tool in their own build directory, since the guest has no
+# C library.
+VM_O ?= build-static
+check-vm:
+	$(Q)$(MAKE) --no-print-directory O=$(VM_O) LDFLAGS=-static $(VM_O)/test/runner $(VM_O)/faultline
+	$(Q)bash tools/check-vm.sh $(VM_O)
+
 # What check, demo and bench need beyond a compiler: installed with apt-get as root, else named.
 deps:
 	$(Q)sh tools/deps.sh
@@ -212,6 +220,6 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man7/,$(notdir $(wildcard man/man7/*.7)))
 
 clean:
-	rm -rf build build-asan build-tsan $(if $(filter-out build build-asan build-tsan,$(O)),$(O))
+	rm -rf build build-asan build-tsan build-static build-vm $(if $(filter-out build build-asan build-tsan,$(O)),$(O))
 
 -include $(LIB_OBJS:.o=.d) $(LIB_PIC_OBJS:.o=.d) $(TOOL_OBJS:.o=.d) $(TEST_OBJS:.o=.d)
