@@ -369,6 +369,8 @@ static struct fl_monitor_client *attach(const char *name, struct fl_monitor_regi
 		.policy = policy,
 		.flags = flags,
 		.retry_ms = 10,
+		/* A bound on a wait that must succeed: scaled (a loaded or emulated machine). */
+		.ack_timeout_ms = (unsigned int)t_ms(5000),
 	};
 	struct fl_monitor_client *c = NULL;
 

@@ -137,12 +137,12 @@ static void wait_faults(struct fl_region *r, uint64_t n)
 
 static __thread sigjmp_buf bus_jmp;
 static _Atomic(void *) bus_addr;
-static _Atomic int bus_code, bus_tid, bus_count;
+static _Atomic int bus_code, bus_tid, bus_count, bus_sig;
 
 static void on_bus(int sig, siginfo_t *si, void *uc)
 {
-	(void)sig;
 	(void)uc;
+	atomic_store(&bus_sig, sig);
 	atomic_store(&bus_addr, si->si_addr);
 	atomic_store(&bus_code, si->si_code);
 	atomic_store(&bus_tid, (int)gettid());
@@ -156,6 +156,15 @@ static void catch_sigbus(void)
 
 	sigemptyset(&sa.sa_mask);
 	T_ASSERT_SYS(sigaction(SIGBUS, &sa, NULL));
+}
+
+/* For a test where the documented loud failure without FL_FEAT_POISON is SIGSEGV. */
+static void catch_sigsegv(void)
+{
+	struct sigaction sa = { .sa_sigaction = on_bus, .sa_flags = SA_SIGINFO | SA_NODEFER };
+
+	sigemptyset(&sa.sa_mask);
+	T_ASSERT_SYS(sigaction(SIGSEGV, &sa, NULL));
 }
 
 struct faulter {
@@ -267,6 +276,8 @@ static void poison_child(void *arg)
 	fs_free(f);
 }
 
+static void block_case(enum fl_pager_mode mode, enum fl_on_error policy, int fail_ret);
+
 static void expect_clean_exit(int status)
 {
 	if (WIFSIGNALED(status))
@@ -279,6 +290,13 @@ TEST(pager_store_error_poison)
 {
 	struct poison_case pc = { FL_PAGER_THREADS, -EIO };
 
+	if (!t_have(FL_FEAT_POISON)) {
+		/* The documented fallback: the fault stays blocked, as with BLOCK. */
+		block_case(FL_PAGER_THREADS, FL_ON_ERROR_POISON, -EIO);
+		if (t_have(FL_FEAT_SIGBUS))
+			block_case(FL_PAGER_SIGBUS, FL_ON_ERROR_POISON, -EIO);
+		return;
+	}
 	expect_clean_exit(t_run_child(poison_child, &pc));
 	pc.mode = FL_PAGER_SIGBUS;
 	if (t_have(FL_FEAT_SIGBUS))
@@ -293,6 +311,12 @@ TEST(pager_store_bad_return_poison)
 {
 	struct poison_case pc = { FL_PAGER_THREADS, 1 };
 
+	if (!t_have(FL_FEAT_POISON)) {
+		block_case(FL_PAGER_THREADS, FL_ON_ERROR_POISON, 1);
+		if (t_have(FL_FEAT_SIGBUS))
+			block_case(FL_PAGER_SIGBUS, FL_ON_ERROR_POISON, 4096);
+		return;
+	}
 	expect_clean_exit(t_run_child(poison_child, &pc));
 	pc.fail_ret = 4096;
 	pc.mode = FL_PAGER_SIGBUS;
@@ -300,7 +324,22 @@ TEST(pager_store_bad_return_poison)
 		expect_clean_exit(t_run_child(poison_child, &pc));
 }
 
-static void block_case(enum fl_pager_mode mode)
+static _Atomic int cannot_poison_logged;
+
+static void poison_log(enum fl_log_level level, const char *msg)
+{
+	if (level == FL_LOG_ERROR && strstr(msg, "cannot poison (UFFDIO_POISON, 6.6)"))
+		atomic_store(&cannot_poison_logged, 1);
+}
+
+/*
+ * A store error leaves the faulting thread blocked and reported, and a
+ * populate once the store recovers releases it: FL_ON_ERROR_BLOCK, and
+ * FL_ON_ERROR_POISON on a kernel that cannot poison (before 6.6), which also
+ * logs why the thread stays blocked (from a handler thread; a signal handler
+ * cannot log).
+ */
+static void block_case(enum fl_pager_mode mode, enum fl_on_error policy, int fail_ret)
 {
 	size_t ps = t_page_size();
 	struct fs *f = fs_new(8);
@@ -312,8 +351,11 @@ static void block_case(enum fl_pager_mode mode)
 	struct fl_region *r;
 
 	atomic_store(&f->fail_page, 2);
+	f->fail_ret = fail_ret;
+	atomic_store(&cannot_poison_logged, 0);
+	fl_set_log_fn(poison_log);
 	p = t_pager_new(mode, 2, 0);
-	o.on_error = FL_ON_ERROR_BLOCK;
+	o.on_error = policy;
 	o.on_error_fn = on_error;
 	o.userdata = &log;
 	T_ASSERT_OK(fl_region_add(p, &o, &r));
@@ -332,16 +374,20 @@ static void block_case(enum fl_pager_mode mode)
 	T_ASSERT(st.errors >= 1);
 	T_ASSERT(atomic_load(&log.calls) >= 1);
 	T_ASSERT_EQ(log.off, 2 * ps);
+	T_ASSERT_EQ(log.err, fail_ret < 0 ? fail_ret : -EIO);
+	if (policy == FL_ON_ERROR_POISON && mode == FL_PAGER_THREADS)
+		T_ASSERT(atomic_load(&cannot_poison_logged));
 	fl_pager_destroy(p);
+	fl_set_log_fn(NULL);
 	close(log.efd);
 	fs_free(f);
 }
 
 TEST(pager_store_error_block)
 {
-	block_case(FL_PAGER_THREADS);
+	block_case(FL_PAGER_THREADS, FL_ON_ERROR_BLOCK, -EIO);
 	if (t_have(FL_FEAT_SIGBUS))
-		block_case(FL_PAGER_SIGBUS);
+		block_case(FL_PAGER_SIGBUS, FL_ON_ERROR_BLOCK, -EIO);
 }
 
 /* ------------------------------------------------------------ slow pages */
@@ -1009,6 +1055,8 @@ TEST(pager_fork_child_never_reads_zeros)
  * mremap() moves only the second half of a region: the half left behind
  * is still served, the moved pages that were present keep their data, and
  * an absent moved page fails loudly (SIGBUS) instead of blocking forever.
+ * Without FL_FEAT_POISON (before 6.6) the pager makes the page inaccessible
+ * instead: the access fails with SIGSEGV.
  */
 TEST(pager_partial_mremap_fails_loudly)
 {
@@ -1021,6 +1069,8 @@ TEST(pager_partial_mremap_fails_loudly)
 	uint8_t *base, *to;
 
 	catch_sigbus();
+	if (!t_have(FL_FEAT_POISON))
+		catch_sigsegv();
 	T_ASSERT_OK(fl_region_add(p, &o, &r));
 	T_ASSERT_OK(fl_pager_start(p));
 	base = fl_region_addr(r);
@@ -1031,7 +1081,10 @@ TEST(pager_partial_mremap_fails_loudly)
 	a = (struct faulter){ .p = to + 2 * ps };
 	t_thread_join(t_thread_start(faulter_main, &a));
 	T_ASSERT(a.bus);
+	T_ASSERT_EQ(atomic_load(&bus_sig), t_have(FL_FEAT_POISON) ? SIGBUS : SIGSEGV);
 	T_ASSERT(atomic_load(&bus_addr) == (void *)(to + 2 * ps));
+	if (!t_have(FL_FEAT_POISON))
+		T_ASSERT_EQ(atomic_load(&bus_code), SEGV_ACCERR);
 	T_ASSERT_EQ(base[2 * ps + 1], pattern_byte(2 * ps + 1));
 	fl_pager_destroy(p);
 	munmap(to, 8 * ps);

@@ -138,8 +138,8 @@
 	X(pager_stats_histogram, 0, T_UFFD, 0)                                     \
 	X(pager_stats_sized, 0, T_UFFD, 0)                                         \
 	X(pager_echild_after_fork, 0, T_UFFD, 0)                                   \
-	X(pager_store_error_poison, FL_FEAT_POISON, T_UFFD, 0)                     \
-	X(pager_store_bad_return_poison, FL_FEAT_POISON, T_UFFD, 0)                \
+	X(pager_store_error_poison, 0, T_UFFD, 0)                                  \
+	X(pager_store_bad_return_poison, 0, T_UFFD, 0)                             \
 	X(pager_store_error_block, 0, T_UFFD, 0)                                   \
 	X(pager_slow_page_does_not_block_others, 0, T_UFFD, 0)                     \
 	X(pager_batch_handoff, 0, T_UFFD, 0)                                       \
