@@ -1194,6 +1194,37 @@ static int precopy(struct fl_migrate_source *s)
 
 /* ---------------------------------------------------------------- run */
 
+/*
+ * Just before the stop: one PING on the main connection, and its PONG from
+ * the destination's receiver. Whatever the destination still had to do
+ * (start its threads, work through pre-copy frames still in flight) is then
+ * done, and the downtime holds only the stop, the state and one trip,
+ * whatever the size of the regions.
+ */
+static int await_ready(struct fl_migrate_source *s)
+{
+	struct fl__wire_frame ping = { .type = FL__WIRE_PING };
+	const struct fl__wire_frame *f;
+	int r = fl__mig_send(&s->main, &ping, s->link.timeout_ms);
+
+	if (r < 0)
+		return r;
+	r = fl__wire_reader_next(&s->main.rd, s->link.timeout_ms, &f);
+	if (r == 0)
+		return -ECONNRESET;
+	if (r < 0)
+		return r;
+	if (f->type == FL__WIRE_PONG)
+		return 0;
+	if (f->type == FL__WIRE_ERROR) {
+		r = -fl__wire_error_code_to_errno(f->error.code);
+		return fl__mig_err_transient(r) ? r : fail(s, r, "the destination reported: %s",
+							    f->error.msg);
+	}
+	return fail(s, -EPROTO, "unexpected frame type %u from the destination instead of PONG",
+		    f->type);
+}
+
 static int stop_app(struct fl_migrate_source *s)
 {
 	uint64_t dirty;
@@ -1305,6 +1336,9 @@ static int run(struct fl_migrate_source *s)
 		if (r < 0)
 			return r;
 	}
+	r = with_recovery(s, await_ready);
+	if (r < 0)
+		return r;
 	r = stop_app(s);
 	if (r < 0)
 		return r;
