@@ -300,6 +300,10 @@ static void lat_json(struct lat_state *s, const struct bench_machine *m)
 	}
 	printf("],\"machine_kind\":");
 	bench_json_str(lat_kind(s));
+	if (s->seed_how) {
+		printf(",\"seed_uffd\":");
+		bench_json_str(s->seed_how);
+	}
 	printf(",\"ratios\":[");
 	first = true;
 	for (size_t i = 0; i < N_RATIOS; i++) {

@@ -285,6 +285,8 @@ TEST(tool_bench_latency_floors)
 	else
 		T_ASSERT(strstr(r.err, "left out bare-thread-other") != NULL);
 	T_ASSERT(strstr(r.out, "\"machine_kind\":\"") != NULL);
+	T_ASSERT(strstr(r.out, "\"seed_uffd\":\"the userfaultfd syscall") != NULL ||
+		 strstr(r.out, "\"seed_uffd\":\"/dev/userfaultfd\"") != NULL);
 	T_ASSERT(strstr(r.out, "{\"name\":\"sigbus/bare-sigbus p50\",") != NULL);
 	T_ASSERT(strstr(r.out, "{\"name\":\"thread/bare-thread-same p50\",") != NULL);
 
