@@ -539,7 +539,7 @@ void bench_latency_usage(FILE *out)
 			 "three modes), and this machine's floors in the same run: syscall (one\n"
 			 "getppid()), bare-sigbus (a SIGBUS handler doing one UFFDIO_COPY),\n"
 			 "bare-thread-same and bare-thread-other (a thread doing read + UFFDIO_COPY,\n"
-			 "pinned to the reader's CPU, or to another one; the reader is on CPU 0).\n"
+			 "pinned to the reader's CPU, or to another one; the reader is pinned).\n"
 			 "Each mode is given as a ratio to its floor (sigbus to bare-sigbus, thread,\n"
 			 "seed and loop to bare-thread-same), with the targets: sigbus <= 1.1x its\n"
 			 "floor, thread <= 1.25x its floor and below the seed. The floors also tell\n"

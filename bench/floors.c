@@ -27,7 +27,8 @@
  *   - bare-thread-same / bare-thread-other: one thread blocked in read()
  *     on the userfaultfd, doing one UFFDIO_COPY per message, pinned to the
  *     reader's CPU or to another one (the floors of thread mode: waking a
- *     thread on the faulting CPU, and waking another CPU).
+ *     thread on the faulting CPU, and waking another CPU); the reader is
+ *     pinned to the first CPU this process may use.
  * The raw interface, no library: nothing of faultline is in a floor.
  */
 
@@ -295,15 +296,15 @@ static void *bare_thread_main(void *arg)
 	}
 }
 
-/* Another CPU the reader (pinned to CPU 0) may use, or -1. */
-static int other_cpu(void)
+/* The @n-th CPU this process may run on (0: the first), or -1. */
+static int allowed_cpu(int n)
 {
 	cpu_set_t allowed;
 
 	if (sched_getaffinity(0, sizeof(allowed), &allowed) < 0)
-		return -1;
-	for (int cpu = 1; cpu < CPU_SETSIZE; cpu++)
-		if (CPU_ISSET(cpu, &allowed))
+		return n ? -1 : 0;
+	for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+		if (CPU_ISSET(cpu, &allowed) && n-- == 0)
 			return cpu;
 	return -1;
 }
@@ -315,11 +316,13 @@ static int floor_thread(bool same, const struct bench_lat_opts *o, struct bench_
 	struct sigaction sa = { .sa_handler = bare_wake }, old;	/* no SA_RESTART */
 	size_t len = (o->warmup + o->pages) * BENCH_PAGE;
 	struct bare_thread t = { .fd = -1 };
+	int reader;
 	pthread_t tid;
 	char *m;
 	int r;
 
-	t.cpu = same ? 0 : other_cpu();
+	reader = allowed_cpu(0);
+	t.cpu = same ? reader : allowed_cpu(1);
 	if (t.cpu < 0)
 		return bench_fail(e, -EOPNOTSUPP, "%s: needs a second CPU", name);
 	r = floor_setup(name, 0, O_CLOEXEC, len, &t.fd, &m, e);
@@ -339,8 +342,8 @@ static int floor_thread(bool same, const struct bench_lat_opts *o, struct bench_
 	}
 	while (!atomic_load(&t.started))
 		sched_yield();
-	/* The reader is always on CPU 0 here: the floor is defined by where the handler runs. */
-	r = floor_walk(name, m, o->warmup, o->pages, 0, res, e);
+	/* The reader is always pinned here: the floor is defined by where the handler runs. */
+	r = floor_walk(name, m, o->warmup, o->pages, reader, res, e);
 	atomic_store(&t.stop, 1);
 	for (;;) {
 		struct timespec ts;
@@ -382,7 +385,7 @@ int bench_floor_run(enum bench_lat_mode m, const struct bench_lat_opts *o,
 
 bool bench_floor_possible(enum bench_lat_mode m, const char **why)
 {
-	if (m == BENCH_LAT_BARE_THREAD_OTHER && other_cpu() < 0) {
+	if (m == BENCH_LAT_BARE_THREAD_OTHER && allowed_cpu(1) < 0) {
 		*why = "needs a second CPU";
 		return false;
 	}
