@@ -687,10 +687,13 @@ static int replayer(uint16_t port, const struct fl_migrate_region *reg)
 	return fd;
 }
 
+#define FLOOD 40
+
 struct crowd {
 	struct fl_migrate_region reg;
 	uint16_t port;
 	int fds[3];			/* silent, garbage, replayed */
+	int flood[FLOOD];		/* more silent ones than the listener keeps */
 	int wrong_r, keyless_r;
 	struct fl_migrate_source *good;
 	int good_r;
@@ -703,6 +706,8 @@ static void *crowd_thread(void *arg)
 	struct fl_migrate_source_opts so;
 	struct fl_migrate_source *s;
 
+	for (int i = 0; i < FLOOD; i++)
+		c->flood[i] = stranger(c->port, NULL, 0);
 	c->fds[0] = stranger(c->port, NULL, 0);
 	c->fds[1] = stranger(c->port, http, sizeof(http) - 1);
 	c->fds[2] = replayer(c->port, &c->reg);
@@ -722,9 +727,10 @@ static void *crowd_thread(void *arg)
 }
 
 /*
- * Before the session: a silent client, garbage, a replayed handshake, a
- * wrong key and no key reach the destination's port, then the real source.
- * Each bad connection is closed and logged; the real source migrates.
+ * Before the session: a flood of silent clients, garbage, a replayed
+ * handshake, a wrong key and no key reach the destination's port, then the
+ * real source. Each bad connection is closed and logged; the real source
+ * migrates.
  */
 TEST(migrate_survives_strangers)
 {
@@ -753,10 +759,14 @@ TEST(migrate_survives_strangers)
 		T_ASSERT(closed_by_peer(c.fds[i]));
 		close(c.fds[i]);
 	}
+	for (int i = 0; i < FLOOD; i++) {
+		T_ASSERT(closed_by_peer(c.flood[i]));
+		close(c.flood[i]);
+	}
 	if (log_count("destination: refused the connection", "GET ") != 1 ||
 	    log_count("destination: refused the connection", "authentication failed") != 2 ||
 	    log_count("destination: refused the connection", "requires a shared key") != 1 ||
-	    log_count("destination: closed the connection", NULL) != 1)
+	    log_count("destination: closed the connection", NULL) != FLOOD + 1)
 		t_fail(__FILE__, __LINE__, "the refusals are not all logged (%d %d %d %d):\n%s",
 		       log_count("destination: refused the connection", "GET "),
 		       log_count("destination: refused the connection", "authentication failed"),

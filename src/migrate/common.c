@@ -300,6 +300,7 @@ static int listen_handshake(struct fl__mig_link *l, const char *side, const char
 	struct mig_pending p[MIG_PENDING];
 	char last[MIG_ERR_LEN] = "";
 	unsigned int np = 0, refused = 0;
+	bool spoke;
 	int r;
 
 	for (;;) {
@@ -342,11 +343,13 @@ static int listen_handshake(struct fl__mig_link *l, const char *side, const char
 			break;
 		}
 		/* The connections that spoke, newest first: indices stay valid as they go. */
+		spoke = false;
 		for (unsigned int i = np; i-- > 0;) {
 			int fd;
 
 			if (!pf[2 + i].revents)
 				continue;
+			spoke = true;
 			fd = p[i].fd;
 			snprintf(last, sizeof(last), "%s", p[i].name);
 			p[i] = p[--np];
@@ -361,8 +364,16 @@ static int listen_handshake(struct fl__mig_link *l, const char *side, const char
 		if (!pf[0].revents)
 			continue;
 		for (;;) {
+			unsigned int old = 0;
 			int fd;
 
+			/*
+			 * Full: one silent connection makes room per round, and
+			 * only in a round where none spoke, so that a flood of
+			 * silent ones cannot push out the peer before it is read.
+			 */
+			if (np == MIG_PENDING && spoke)
+				break;
 			r = fl__sock_accept(l->lfd, &o, 0, &fd);
 			if (r == -EAGAIN)
 				break;
@@ -376,10 +387,14 @@ static int listen_handshake(struct fl__mig_link *l, const char *side, const char
 				break;
 			}
 			if (np == MIG_PENDING) {
+				for (unsigned int i = 1; i < np; i++)
+					if (p[i].since < p[old].since)
+						old = i;
+				spoke = true;
 				refused++;
 				snprintf(last, sizeof(last), "%s was the oldest of %d silent "
-					 "connections", p[0].name, MIG_PENDING);
-				drop_pending(p, &np, 0, side, "too many connections that sent "
+					 "connections", p[old].name, MIG_PENDING);
+				drop_pending(p, &np, old, side, "too many connections that sent "
 					     "nothing yet; this was the oldest");
 			}
 			p[np] = (struct mig_pending){ .fd = fd, .since = fl__now_ns() };
