@@ -616,10 +616,8 @@ static void complete(struct fl_migrate_dest *d, uint64_t page)
 /* Pages [page, page + n) are here: one atomic per bitmap word, not per page. */
 static void mark_present_run(struct fl_migrate_dest *d, uint64_t page, uint64_t n)
 {
-	while (n) {
-		unsigned int sh = page % 64;
-		uint64_t k = 64 - sh < n ? 64 - sh : n;
-		uint64_t mask = (k == 64 ? ~0ull : ((1ull << k) - 1)) << sh;
+	for (uint64_t end = page + n, k; page < end; page += k) {
+		uint64_t mask = fl__bits_word_mask(page, end, &k);
 		uint64_t was = atomic_fetch_or(&d->received[page / 64], mask), req;
 		uint64_t added = (uint64_t)__builtin_popcountll(mask & ~was);
 
@@ -634,8 +632,6 @@ static void mark_present_run(struct fl_migrate_dest *d, uint64_t page, uint64_t 
 			complete(d, page / 64 * 64 + (uint64_t)__builtin_ctzll(req));
 			req &= req - 1;
 		}
-		page += k;
-		n -= k;
 	}
 }
 
