@@ -13,6 +13,7 @@
 #include <sys/types.h>
 
 #include "faultline.h"
+#include "supply.h"
 #include "util.h"
 
 /*
@@ -142,6 +143,14 @@ struct pg_table {
 	struct pg_entry e[];
 };
 
+/* A fork()ed child served by a pager of its own (fl__pager_hooks.serve_children). */
+#define PG_MAX_CHILDREN 64
+struct pg_child {
+	struct fl_pager *p;
+	struct fl_uffd *u;		/* adopted from fd */
+	int fd;				/* the child's descriptor, owned */
+};
+
 /*
  * A piece of a region that mremap() moved away alone: the pager does not
  * serve it, and a fault on one of its absent pages is poisoned (SIGBUS)
@@ -178,6 +187,7 @@ struct pg_ctx {
 	int slot;			/* pool slot of staging, -1 if not from the pool, -2 mapped */
 	struct pg_deferred *def;	/* PG_DEFER entries; NULL: wait for events in place */
 	size_t ndef;
+	uint32_t tid;			/* the faulting thread of the fault being handled, or 0 */
 	bool in_signal;			/* inside a signal handler: no logging, no malloc */
 	bool populate;			/* failures are returned, the region's policy is not applied */
 };
@@ -258,6 +268,11 @@ struct fl_pager {
 	fl_pager_event_fn on_event;	/* may be NULL */
 	void *event_userdata;
 
+	struct fl__pager_hooks hooks;	/* for clients inside the library (supply.h) */
+	bool own_memory;		/* the memory is this process's (own_uffd, or said so) */
+	/* Children served (hooks.serve_children): published by count, freed at destroy only. */
+	struct pg_child *children;
+	_Atomic size_t nchildren;
 	int *held;			/* descriptors of unserved children kept open (no POISON) */
 	size_t nheld;
 

@@ -231,6 +231,143 @@ static void unserved_child(struct fl_pager *p, int fd)
 	close(fd);
 }
 
+/*
+ * A fork()ed child served like its parent (hooks.serve_children): a pager
+ * of its own over the child's descriptor, with the parent's regions at
+ * their addresses, stores and page states of this moment (the fork: the
+ * parent's installs wait while events are applied, and the kernel refused
+ * them from the fork until its event was read). Pages supplied to the
+ * parent later reach it too (fl__region_supply). Returns 0, or -errno with
+ * @fd untouched.
+ */
+static int serve_child(struct fl_pager *p, int fd)
+{
+	struct fl_pager_opts po = { .sz = sizeof(po), .mode = FL_PAGER_THREADS, .threads = 2 };
+	struct fl__pager_hooks h = { .serve_children = true };
+	size_t nc = atomic_load(&p->nchildren);
+	struct fl_uffd *cu = NULL;
+	struct fl_pager *cp = NULL;
+	struct pg_table *t;
+	int e;
+
+	if (nc >= PG_MAX_CHILDREN)
+		return -EMFILE;
+	if (!p->children) {
+		p->children = calloc(PG_MAX_CHILDREN, sizeof(*p->children));
+		if (!p->children)
+			return -ENOMEM;
+	}
+	e = fl_uffd_adopt(fd, p->feats, 0, &cu);
+	po.uffd = cu;
+	if (!e)
+		e = fl_pager_create(&po, &cp);
+	if (e < 0) {
+		fl_uffd_close(cu);
+		return e;
+	}
+	fl__pager_set_hooks(cp, &h);
+	pthread_mutex_lock(&p->lock);
+	t = atomic_load(&p->table);
+	for (size_t i = 0; i < t->n && !e; i++) {
+		struct fl_region *r = t->e[i].r, *cr;
+		struct fl_region_opts o = {
+			.sz = sizeof(o), .addr = (void *)t->e[i].start, .len = r->len,
+			.store = r->store, .store_off = r->store_off, .page_size = r->ps,
+			.mem = FL_MEM_ANON, .memfd = -1, .install = FL_INSTALL_COPY,
+			.prefetch = r->prefetch, .prefetch_min = r->pf_min << r->shift,
+			.prefetch_max = r->pf_max << r->shift, .on_error = r->on_error,
+		};
+
+		/* Children get private anonymous copies only; the pager's own memory not at all. */
+		if (r->ours)
+			continue;
+		if (r->mem != FL_MEM_ANON) {
+			e = -EOPNOTSUPP;
+			break;
+		}
+		e = fl_region_add(cp, &o, &cr);
+		for (size_t pg = 0; !e && pg < r->npages; pg++) {
+			uint8_t s = atomic_load(&r->state[pg]), to;
+
+			switch (s & PG_STATE) {
+			case PG_PRESENT:
+			case PG_POISONED:
+			case PG_GONE:
+				to = s & PG_STATE;
+				break;
+			default:
+				to = PG_ABSENT | (s & PG_ZERO);
+				break;
+			}
+			atomic_store(&cr->state[pg], to);
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (!e)
+		e = fl_pager_start(cp);
+	if (e < 0) {
+		fl__warn("pager: cannot serve a fork()ed child (%s): it is not served", strerror(-e));
+		fl_pager_destroy(cp);
+		fl_uffd_close(cu);
+		return e;
+	}
+	p->children[nc] = (struct pg_child){ .p = cp, .u = cu, .fd = fd };
+	atomic_store_explicit(&p->nchildren, nc + 1, memory_order_release);
+	fl__info("pager: serving a fork()ed child (fd %d)", fd);
+	return 0;
+}
+
+void fl__pager_set_hooks(struct fl_pager *p, const struct fl__pager_hooks *h)
+{
+	p->hooks = *h;
+	if (h->own_memory)
+		p->own_memory = true;
+}
+
+unsigned int fl__pager_children(struct fl_pager *p)
+{
+	size_t nc = atomic_load_explicit(&p->nchildren, memory_order_acquire);
+	unsigned int n = 0;
+
+	for (size_t i = 0; i < nc; i++)
+		if (!atomic_load(&p->children[i].p->dead))
+			n += 1 + fl__pager_children(p->children[i].p);
+	return n;
+}
+
+int fl__pager_children_populate(struct fl_pager *p)
+{
+	size_t nc = atomic_load_explicit(&p->nchildren, memory_order_acquire);
+	int first = 0;
+
+	for (size_t i = 0; i < nc; i++) {
+		struct fl_pager *cp = p->children[i].p;
+		struct fl_region *list[64];
+		size_t n = 0;
+		int e;
+
+		if (atomic_load(&cp->dead))
+			continue;
+		pthread_mutex_lock(&cp->lock);
+		for (struct fl_region *r = cp->regions; r && n < 64; r = r->next) {
+			atomic_fetch_add(&r->users, 1);
+			list[n++] = r;
+		}
+		pthread_mutex_unlock(&cp->lock);
+		for (size_t k = 0; k < n; k++) {
+			e = atomic_load(&cp->dead) ? 0 : fl_region_populate(list[k], 0, list[k]->len);
+			fl__region_put(list[k]);
+			/* A child that exited, or unmapped the region, needs nothing. */
+			if (e < 0 && e != -ENOENT && e != -ESRCH && !first)
+				first = e;
+		}
+		e = fl__pager_children_populate(cp);
+		if (e < 0 && !first)
+			first = e;
+	}
+	return first;
+}
+
 static void apply_event(struct fl_pager *p, const struct fl_event *ev)
 {
 	switch (ev->type) {
@@ -247,6 +384,8 @@ static void apply_event(struct fl_pager *p, const struct fl_event *ev)
 	case FL_EVENT_FORK:
 		if (p->on_event)
 			break;	/* the descriptor is the callback's */
+		if (p->hooks.serve_children && serve_child(p, ev->fork.fd) == 0)
+			break;
 		unserved_child(p, ev->fork.fd);
 		break;
 	default:
@@ -292,6 +431,7 @@ static void handle_fault(struct pg_ctx *c, const struct fl_event *ev, uint64_t t
 		fl__debug("pager: fault at %#lx outside every region", (unsigned long)addr);
 		return;
 	}
+	c->tid = ev->fault.tid;
 	e = fl__resolve_fault(c, r, start, addr, ev->flags, t0);
 	fl__region_put(r);
 	if (e == -ESRCH)
@@ -765,6 +905,7 @@ FL_API int fl_pager_create(const struct fl_pager_opts *opts, struct fl_pager **r
 		if (e < 0)
 			goto fail;
 		p->own_uffd = true;
+		p->own_memory = true;
 		p->fd = fl_uffd_fd(p->uffd);
 		p->feats = fl_uffd_features(p->uffd);
 	}
@@ -888,6 +1029,14 @@ FL_API void fl_pager_destroy(struct fl_pager *p)
 	/* A forked child shares the parent's userfaultfd: touching it would hurt the parent. */
 	if (getpid() != p->pid)
 		return;
+	for (size_t i = 0; i < atomic_load(&p->nchildren); i++) {
+		fl_pager_destroy(p->children[i].p);
+		fl_uffd_close(p->children[i].u);
+		close(p->children[i].fd);
+	}
+	free(p->children);
+	p->children = NULL;
+	atomic_store(&p->nchildren, 0);
 	if (p->workers)
 		stop_threads(p);
 	atomic_store(&p->running, false);

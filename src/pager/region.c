@@ -278,13 +278,13 @@ bool fl__orphan_fault(struct fl_pager *p, uintptr_t addr)
 		return true;
 	if (e != -EEXIST && e != -ENOENT && e != -EAGAIN) {
 		/* Our own memory: an inaccessible page still fails loudly (SIGSEGV). */
-		if (p->own_uffd && mprotect(a, ps, PROT_NONE) == 0)
+		if (p->own_memory && mprotect(a, ps, PROT_NONE) == 0)
 			fl__err("pager: cannot poison %#lx in a piece moved away by mremap (%s); "
 				"made it inaccessible", (unsigned long)a, strerror(-e));
 		else
 			fl__err("pager: cannot poison %#lx in a piece moved away by mremap (%s); "
 				"its fault stays blocked", (unsigned long)a, strerror(-e));
-		if (!p->own_uffd)
+		if (!p->own_memory)
 			return true;
 	}
 	/* There after all, gone, or an event first: the thread faults again (or not). */
@@ -783,6 +783,11 @@ FL_API int fl_region_remove(struct fl_region *r)
 	if (getpid() != r->pager->pid)
 		return -ECHILD;
 	return fl__region_remove(r);
+}
+
+void *fl__region_userdata(const struct fl_region *r)
+{
+	return r->userdata;
 }
 
 FL_API void *fl_region_addr(const struct fl_region *r)

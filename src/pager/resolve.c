@@ -269,6 +269,8 @@ static int seg(struct pg_ctx *c, struct fl_region *r, enum op op, size_t pg, siz
 			fl__install_exit(c->p);
 		k = bytes >> r->shift;
 		st_set(c, r, pg + done, k, PG_PRESENT);
+		if (k && c->p->hooks.installed)
+			c->p->hooks.installed(c->p->hooks.arg, r, pg + done, k);
 		installed += k;
 		done += k;
 		if (!e)
@@ -277,6 +279,8 @@ static int seg(struct pg_ctx *c, struct fl_region *r, enum op op, size_t pg, siz
 			/* Someone else's page is there: present; its waiters still need waking. */
 			st_set(c, r, pg + done, 1, PG_PRESENT);
 			fl_uffd_wake(c->p->uffd, page_addr(r, pg + done), r->ps);
+			if (c->p->hooks.installed)
+				c->p->hooks.installed(c->p->hooks.arg, r, pg + done, 1);
 			done++;
 			e = 0;
 			continue;
@@ -820,6 +824,8 @@ int fl__resolve_fault(struct pg_ctx *c, struct fl_region *r, uintptr_t start, ui
 			if (!(s & PG_WAITED) && !atomic_compare_exchange_strong(&r->state[pg], &s,
 										  s | PG_WAITED))
 				continue;
+			if (c->p->hooks.fault && !c->populate)
+				c->p->hooks.fault(c->p->hooks.arg, r, pg, c->tid, true);
 			return 0;
 		case PG_GONE:
 			return 0;
@@ -840,6 +846,8 @@ int fl__resolve_fault(struct pg_ctx *c, struct fl_region *r, uintptr_t start, ui
 			}
 			if (!st_claim(r, pg, &s, (uint8_t)(PG_BUSY | (s & PG_ZERO))))
 				continue;
+			if (!(s & PG_ZERO) && c->p->hooks.fault && !c->populate)
+				c->p->hooks.fault(c->p->hooks.arg, r, pg, c->tid, false);
 			if (!(s & PG_ZERO)) {
 				x.n = claim_run(r, pg, window(r, pg));
 				if (r->prefetch != FL_PREFETCH_NONE) {
@@ -985,7 +993,7 @@ void fl__resolve_poison_absent(struct fl_region *r)
 	struct fl_pager *p = r->pager;
 	struct pg_ctx ctx = { .p = p, .slot = -1 }, *c = &ctx;
 	struct fl__poison_opts o = {
-		.step = r->ps, .drain = yield_to_readers, .own_memory = p->own_uffd,
+		.step = r->ps, .drain = yield_to_readers, .own_memory = p->own_memory,
 	};
 	size_t i = 0;
 	bool warned = false;
@@ -1004,7 +1012,7 @@ void fl__resolve_poison_absent(struct fl_region *r)
 			i++;
 			continue;
 		}
-		e = r->has_poison || p->own_uffd
+		e = r->has_poison || p->own_memory
 			    ? fl__uffd_poison_absent(p->uffd, (uintptr_t)page_addr(r, i),
 						     (j - i) << r->shift, &o, &poisoned)
 			    : -EOPNOTSUPP;
@@ -1013,10 +1021,165 @@ void fl__resolve_poison_absent(struct fl_region *r)
 		if (e < 0 && !warned) {
 			fl__err("pager: cannot poison the absent pages of a removed region (%s); "
 				"%s", strerror(-e),
-				p->own_uffd ? "they are made inaccessible instead"
+				p->own_memory ? "they are made inaccessible instead"
 					    : "they will read as zeros");
 			warned = true;
 		}
 		i = j;
+	}
+}
+
+/* --------------------------------------------------------------- supply */
+
+static uint8_t supply_outcome(struct fl_region *r, size_t pg)
+{
+	uint8_t s = st_load(r, pg);
+
+	switch (s & PG_STATE) {
+	case PG_PRESENT:
+		return FL__SUPPLY_PRESENT;
+	case PG_BUSY:
+		return FL__SUPPLY_BUSY;
+	case PG_ABSENT:
+		return s & PG_ZERO ? FL__SUPPLY_DISCARDED : FL__SUPPLY_FAILED;
+	default:
+		return FL__SUPPLY_GONE;
+	}
+}
+
+/* Install the claimed run @x from @src (NULL: zeros), waiting out pending events. */
+static void supply_run(struct pg_ctx *c, struct run *x, const uint8_t *src)
+{
+	struct fl_region *r = x->r;
+	size_t pg0 = x->pg;
+
+	for (unsigned int tries = 0; x->n;) {
+		size_t done = 0;
+		int e = seg(c, r, src ? OP_COPY : OP_ZERO, x->pg, x->n,
+			    src ? src + ((x->pg - pg0) << r->shift) : NULL, 0, src ? ST_COPY : ST_ZERO,
+			    &done);
+
+		if (e == -ENOENT) {
+			/* Unmapped under us: those pages will never be here. */
+			finish(c, x, 0, done, false);
+			st_set(c, r, x->pg + done, x->n - done, PG_GONE);
+			fl__wake_waiters(r);
+			return;
+		}
+		e = finish(c, x, e, done, false);
+		if (!e)
+			return;
+		if (e == -ESTALE) {
+			/* Discarded meanwhile: it stays so. */
+			release(c, r, x->pg, 1, true);
+			x->pg++;
+			x->n--;
+			continue;
+		}
+		if (e == -EAGAIN && tries < 2000 && !atomic_load(&r->removing) &&
+		    !atomic_load(&c->p->dead)) {
+			backoff(tries++);
+			continue;
+		}
+		if (e == -ESRCH)
+			fl__pager_mark_dead(c->p);
+		/* Given up (or failed, released by finish): a fault still brings it in. */
+		if (e == -EAGAIN || e == -ESRCH)
+			release(c, r, x->pg, x->n, true);
+		return;
+	}
+}
+
+/* The region of child pager @cp serving what @r serves, counted; or NULL. */
+static struct fl_region *child_region(struct fl_pager *cp, struct fl_region *r)
+{
+	unsigned int e = fl__grace_enter(&cp->grace);
+	struct pg_table *t = atomic_load(&cp->table);
+	struct fl_region *found = NULL;
+
+	for (size_t i = 0; i < t->n && !found; i++) {
+		struct fl_region *cr = t->e[i].r;
+
+		if (cr->store == r->store && cr->store_off == r->store_off && cr->len == r->len) {
+			found = cr;
+			atomic_fetch_add(&cr->users, 1);
+		}
+	}
+	fl__grace_exit(&cp->grace, e);
+	return found;
+}
+
+int fl__region_supply(struct fl_region *r, size_t pg, size_t n, const void *src, uint8_t *out)
+{
+	struct fl_pager *p = r->pager;
+	struct pg_ctx ctx = { .p = p, .slot = -1, .populate = true };
+	const uint8_t *data = src;
+	size_t i = 0, nc;
+	int ret = 0;
+
+	if (pg > r->npages || n > r->npages - pg)
+		return -EINVAL;
+	atomic_fetch_add(&r->users, 1);
+	while (i < n) {
+		struct run x = { .r = r, .pg = pg + i, .n = 0, .fpg = SIZE_MAX };
+		size_t claimed;
+
+		if (atomic_load(&r->removing) || atomic_load(&r->gone) || atomic_load(&p->dead)) {
+			for (; out && i < n; i++)
+				out[i] = FL__SUPPLY_GONE;
+			ret = -ENOENT;
+			break;
+		}
+		/* Claimed under the gate: a discard being applied right now is seen (pager.c). */
+		fl__install_enter(p);
+		while (i + x.n < n && x.n < (PG_STAGING >> r->shift)) {
+			uint8_t s = PG_ABSENT;
+
+			if (!st_claim(r, pg + i + x.n, &s, PG_BUSY))
+				break;
+			x.n++;
+		}
+		fl__install_exit(p);
+		if (!x.n) {
+			uint8_t o = supply_outcome(r, pg + i);
+
+			if (o == FL__SUPPLY_FAILED)
+				continue;	/* absent again already: claim it anew */
+			if (out)
+				out[i] = o;
+			i++;
+			continue;
+		}
+		claimed = x.n;
+		supply_run(&ctx, &x, data ? data + (i << r->shift) : NULL);
+		for (size_t k = 0; out && k < claimed; k++) {
+			uint8_t o = supply_outcome(r, pg + i + k);
+
+			out[i + k] = o == FL__SUPPLY_PRESENT ? FL__SUPPLY_INSTALLED : o;
+		}
+		i += claimed;
+	}
+	fl__region_put(r);
+	fl__ctx_release(&ctx);
+	/* Children served by this pager lack what this one lacked at their fork. */
+	nc = atomic_load_explicit(&p->nchildren, memory_order_acquire);
+	for (size_t k = 0; k < nc; k++) {
+		struct fl_pager *cp = p->children[k].p;
+		struct fl_region *cr;
+
+		if (atomic_load(&cp->dead) || !(cr = child_region(cp, r)))
+			continue;
+		fl__region_supply(cr, pg, n, src, NULL);
+		fl__region_put(cr);
+	}
+	return ret;
+}
+
+void fl__region_mark_present(struct fl_region *r, size_t pg, size_t n)
+{
+	for (size_t i = 0; i < n && pg + i < r->npages; i++) {
+		uint8_t s = PG_ABSENT;
+
+		st_claim(r, pg + i, &s, PG_PRESENT);
 	}
 }

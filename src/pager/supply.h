@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Pager internals for clients inside the library (the migration
+ * destination): watching faults and installs, supplying pages that arrive
+ * on their own, and serving fork()ed children. Never installed.
+ */
+#ifndef FL_PAGER_SUPPLY_H
+#define FL_PAGER_SUPPLY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "faultline.h"
+
+struct fl__pager_hooks {
+	/*
+	 * A fault on a page the store has to provide: @shared when it was in
+	 * flight already (no new store read). On a handler thread; short.
+	 */
+	void (*fault)(void *arg, struct fl_region *r, size_t pg, uint32_t tid, bool shared);
+	/* Pages [pg, pg+n) of @r are present now (installed, or found present). */
+	void (*installed)(void *arg, struct fl_region *r, size_t pg, size_t n);
+	void *arg;
+	/*
+	 * FORK: serve the child with a pager of its own over the same stores
+	 * (its pages start as the parent's were at the fork), instead of
+	 * poisoning what it lacks. fl__region_supply() reaches children too.
+	 */
+	bool serve_children;
+	bool own_memory;	/* a borrowed userfaultfd of this very process */
+};
+
+/* Set before the first region is added; @h is copied. */
+void fl__pager_set_hooks(struct fl_pager *p, const struct fl__pager_hooks *h);
+
+/* The opts.userdata of the region. */
+void *fl__region_userdata(const struct fl_region *r);
+
+enum fl__supply_outcome {
+	FL__SUPPLY_INSTALLED = 0,	/* put in now */
+	FL__SUPPLY_PRESENT = 1,		/* there already: never overwritten */
+	FL__SUPPLY_DISCARDED = 2,	/* the program discarded it: stays so (zeros) */
+	FL__SUPPLY_BUSY = 3,		/* a store read for it is in flight: it will install */
+	FL__SUPPLY_GONE = 4,		/* unmapped, moved away, poisoned, or the process exited */
+	FL__SUPPLY_FAILED = 5,		/* the install failed */
+};
+
+/*
+ * fl__region_supply - install pages [pg, pg+n) of @r from @src (n pages
+ * back to back; NULL: zero pages), into those that are still absent by
+ * the pager's per-page state only: never over a page the program wrote or
+ * discarded, or one a store read is bringing in. Waits for pending events
+ * like a fault's install does. @out (may be NULL) gets each page's
+ * outcome. Children served by this pager (serve_children) get the pages
+ * too. Returns 0, or -errno for a region being removed.
+ * Thread safety: any thread.
+ */
+int fl__region_supply(struct fl_region *r, size_t pg, size_t n, const void *src, uint8_t *out);
+
+/*
+ * Pages [pg, pg+n) of @r are present though the pager never installed
+ * them (written before the region was added): record it, where the state
+ * is still "absent". Thread safety: any thread.
+ */
+void fl__region_mark_present(struct fl_region *r, size_t pg, size_t n);
+
+/*
+ * Bring every page of every live served child (and theirs) in: before the
+ * stores go away. Returns 0 or the first error. Thread safety: any thread
+ * but a handler thread of @p.
+ */
+int fl__pager_children_populate(struct fl_pager *p);
+
+/* Live children served (and theirs). */
+unsigned int fl__pager_children(struct fl_pager *p);
+
+#endif /* FL_PAGER_SUPPLY_H */
