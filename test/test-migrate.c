@@ -400,6 +400,108 @@ TEST(migrate_dest_writes_survive)
 	pair_destroy(&p);
 }
 
+/* ------------------------------------------------------------ the program's memory calls */
+
+/*
+ * The program forks during post-copy (a background save, say): the child
+ * reads the source's bytes, also for pages that had not arrived at the
+ * fork, and the migration completes only once it holds every page: after
+ * that, with the source gone, it still reads all of it.
+ */
+TEST(migrate_postcopy_fork_child)
+{
+	size_t ps = t_page_size(), len = 8 * MIB, pages = len / ps;
+	struct fl_migrate_dest_stats ds = { .sz = sizeof(ds) };
+	int go[2], status;
+	struct pair p;
+	pid_t pid;
+
+	pair_start(&p, len, 64 << 10, NULL, NULL);
+	pair_accept(&p);
+	T_ASSERT(!memcmp(p.dst + 3 * ps, (uint8_t *)p.reg.addr + 3 * ps, ps));
+	T_ASSERT_SYS(pipe2(go, O_CLOEXEC));
+	pid = fork();
+	T_ASSERT_SYS(pid);
+	if (pid == 0) {
+		const uint8_t *src = p.reg.addr;
+		char c;
+
+		close(go[1]);
+		/* Pages absent at the fork, fetched for the child now. */
+		for (size_t pg = pages / 2; pg < pages; pg += 97)
+			if (memcmp(p.dst + pg * ps, src + pg * ps, ps))
+				_exit(3);
+		/* After the parent's migration completed: every page. */
+		if (read(go[0], &c, 1) != 1)
+			_exit(4);
+		_exit(memcmp(p.dst, src, len) ? 5 : 0);
+	}
+	close(go[0]);
+	T_ASSERT_OK(fl_migrate_source_set_bandwidth(p.sr.s, 0));
+	pair_finish(&p);
+	T_ASSERT_EQ(write(go[1], "c", 1), 1);
+	T_ASSERT_SYS(waitpid(pid, &status, 0));
+	T_ASSERT(WIFEXITED(status));
+	T_ASSERT_EQ(WEXITSTATUS(status), 0);
+	T_ASSERT(!memcmp(p.dst, p.reg.addr, len));
+	T_ASSERT_OK(fl_migrate_dest_stats(p.d, &ds));
+	T_ASSERT_EQ(ds.pages_received, ds.pages_total);
+	close(go[1]);
+	pair_destroy(&p);
+}
+
+/* The program moves a region with mremap during post-copy: it is served at its new address. */
+TEST(migrate_postcopy_mremap)
+{
+	size_t ps = t_page_size(), len = 8 * MIB, pages = len / ps;
+	const uint8_t *src;
+	struct pair p;
+	uint8_t *to;
+
+	pair_start(&p, len, 64 << 10, NULL, NULL);
+	pair_accept(&p);
+	src = p.reg.addr;
+	T_ASSERT(!memcmp(p.dst + 5 * ps, src + 5 * ps, ps));
+	to = t_map_anon(len);
+	T_ASSERT(mremap(p.dst, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, to) == to);
+	p.dst = to;
+	/* Moved while present, and fetched at the new address. */
+	T_ASSERT(!memcmp(to + 5 * ps, src + 5 * ps, ps));
+	for (size_t pg = pages / 2; pg < pages; pg += 61)
+		T_ASSERT(!memcmp(to + pg * ps, src + pg * ps, ps));
+	T_ASSERT_OK(fl_migrate_source_set_bandwidth(p.sr.s, 0));
+	pair_finish(&p);
+	T_ASSERT(!memcmp(to, src, len));
+	pair_destroy(&p);
+}
+
+/*
+ * The program discards a page before it arrived: it reads zeros, and the
+ * late background copy never brings the source's bytes back.
+ */
+TEST(migrate_postcopy_discard)
+{
+	size_t ps = t_page_size(), len = 8 * MIB, pages = len / ps, pg = pages - 5;
+	struct fl_migrate_dest_stats ds = { .sz = sizeof(ds) };
+	const uint8_t *src;
+	struct pair p;
+
+	pair_start(&p, len, 64 << 10, NULL, NULL);
+	pair_accept(&p);
+	src = p.reg.addr;
+	T_ASSERT(!t_all(src + pg * ps, ps, 0));
+	T_ASSERT_SYS(madvise(p.dst + pg * ps, ps, MADV_DONTNEED));
+	T_ASSERT(t_all(p.dst + pg * ps, ps, 0));
+	T_ASSERT_OK(fl_migrate_source_set_bandwidth(p.sr.s, 0));
+	pair_finish(&p);
+	T_ASSERT(t_all(p.dst + pg * ps, ps, 0));
+	T_ASSERT(!memcmp(p.dst, src, pg * ps));
+	T_ASSERT(!memcmp(p.dst + (pg + 1) * ps, src + (pg + 1) * ps, (pages - pg - 1) * ps));
+	T_ASSERT_OK(fl_migrate_dest_stats(p.d, &ds));
+	T_ASSERT_EQ(ds.pages_received, ds.pages_total);
+	pair_destroy(&p);
+}
+
 /* ------------------------------------------------------------ refusals */
 
 /* Both sides in one process at the same addresses: the range is taken, and both say so. */

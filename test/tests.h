@@ -190,6 +190,9 @@
 	X(migrate_urgent_while_rate_limited, 0, T_UFFD, 30)                        \
 	X(migrate_requests_deduplicated, 0, T_UFFD, 30)                            \
 	X(migrate_dest_writes_survive, 0, T_UFFD, 30)                              \
+	X(migrate_postcopy_fork_child, FL_FEAT_EVENT_FORK, T_UFFD | T_ROOT, 30)     \
+	X(migrate_postcopy_mremap, 0, T_UFFD, 30)                                  \
+	X(migrate_postcopy_discard, 0, T_UFFD, 30)                                 \
 	X(migrate_range_taken, 0, T_UFFD, 0)                                       \
 	X(migrate_wrong_key, 0, T_UFFD, 30)                                        \
 	X(migrate_version_mismatch, 0, T_UFFD, 30)                                 \

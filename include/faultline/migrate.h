@@ -20,14 +20,24 @@ extern "C" {
  *
  * The source application stops its own threads (or lets the library call its
  * stop callback at the switch-over) and runs fl_migrate_source_run(). The
- * destination maps the regions at the same virtual addresses, registers them
- * with a userfaultfd, and returns the state blob from
- * fl_migrate_dest_accept(): the application resumes at once, while pages
- * arrive by background push and, for the pages its threads touch, by urgent
- * request. Optional pre-copy rounds send memory while the source still runs.
- * A broken connection pauses both sides (faulting threads stay blocked, never
- * zero-filled) until the side that connected reconnects and the session
+ * destination maps the regions at the same virtual addresses, serves them
+ * with a pager (pager.h) whose store is the source, and returns the state
+ * blob from fl_migrate_dest_accept(): the application resumes at once, while
+ * pages arrive by background push and, for the pages its threads touch, by
+ * urgent request. Optional pre-copy rounds send memory while the source still
+ * runs. A broken connection pauses both sides (faulting threads stay blocked,
+ * never zero-filled) until the side that connected reconnects and the session
  * resumes where it stopped.
+ *
+ * The destination's application may use its memory as any: the pager follows
+ * mremap (a region moved whole is served at its new address), MADV_DONTNEED
+ * (the page reads zeros, and a late copy never brings the source's bytes
+ * back), munmap, and its writes are never overwritten by a late copy. A child
+ * it forks during post-copy is served by a pager of its own over the same
+ * source (with the fork event, which needs CAP_SYS_PTRACE; without it the
+ * kernel unregisters the child's copy and its missing pages read as zeros): it
+ * reads the source's bytes, pages that arrive later reach it too, and the
+ * migration completes only once every live child holds every page.
  *
  * Both objects record the pid that created them: every call in a forked child
  * returns -ECHILD.
@@ -216,8 +226,8 @@ FL_API int fl_migrate_dest_port(const struct fl_migrate_dest *d, uint16_t *ret_p
 /*
  * fl_migrate_dest_accept - take the incoming migration: accept the source's
  * connection (or connect to it), handshake, map the source's regions at
- * their addresses (MAP_FIXED_NOREPLACE) and register them, receive the
- * pre-copy rounds, and return at the switch-over with the state blob in
+ * their addresses (MAP_FIXED_NOREPLACE), receive the pre-copy rounds, hand
+ * the regions to the pager, and return at the switch-over with the state blob in
  * *@ret_blob (the library's memory, valid until destroy) and its length in
  * *@ret_len. The application resumes now: its threads may touch the regions
  * at once (a missing page is fetched urgently; the touching thread waits).
@@ -244,9 +254,10 @@ FL_API int fl_migrate_dest_accept(struct fl_migrate_dest *d, int timeout_ms,
  * source did not come back within resume_timeout_ms), or @timeout_ms
  * passed (-ETIMEDOUT: still going; -1: no limit).
  * Once it returned 0 the regions are ordinary memory: unregistered, every
- * page present. A failed migration poisons the pages still missing before
- * it is reported: the threads blocked on them, and every later access, get
- * SIGBUS (SIGSEGV on kernels without UFFDIO_POISON), never zeros.
+ * page present (a page the program discarded reads zeros). A failed
+ * migration poisons the pages still missing before it is reported: the
+ * threads blocked on them, and every later access, get SIGBUS (SIGSEGV on
+ * kernels without UFFDIO_POISON), never zeros.
  * Thread safety: any thread, after accept returned 0.
  */
 FL_API int fl_migrate_dest_wait(struct fl_migrate_dest *d, int timeout_ms);

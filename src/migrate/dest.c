@@ -1,25 +1,35 @@
 /* SPDX-License-Identifier: MIT */
-/* The destination side of a migration: map, register, install, fetch faulted pages first. */
+/*
+ * The destination side of a migration: map the regions, serve them with a
+ * pager whose store is the source (a fault's store read sends an urgent
+ * request and waits for the answer), and supply the background stream to
+ * the pager, which installs only into pages still absent. The pager handles
+ * the program's fork, mremap, madvise and munmap as for any region.
+ */
 #include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "faultline.h"
 #include "migrate-int.h"
+#include "pager/supply.h"
 
 #define PROGRESS_NS 100000000ull
-#define READ_BATCH 64
-/* An install that meets a pending event (EAGAIN) backs off this many times before giving up. */
-#define EAGAIN_TRIES 200
+/*
+ * Handler threads of the destination's pager: each fault on a page not yet
+ * here holds one for a round trip to the source, so several program
+ * threads can wait on different pages at once.
+ */
+#define DEST_THREADS 16
+/* A store read waiting for its pages looks at the migration's state this often. */
+#define READ_CHECK_NS 100000000
 
 enum dst_stat {
 	D_PUSHED,
@@ -35,11 +45,23 @@ enum dst_stat {
 	D_COUNT,
 };
 
-/* A page requested from the source and not yet installed (at most one per page). */
+/* A page requested from the source and not yet here (at most one per page). */
 struct pend {
 	uint64_t page;
 	uint64_t id;
 	uint64_t t_sent;		/* when the REQUEST went out; 0: still to send */
+};
+
+/* A store read (a pager's fault, or a child's populate) waiting for its pages. */
+struct reader {
+	size_t left;			/* pages still to come */
+};
+
+/* One page a reader waits for, and where its bytes go. */
+struct want {
+	uint64_t page;
+	uint8_t *dst;
+	struct reader *rd;
 };
 
 /* A thread blocked on a missing page. */
@@ -54,9 +76,11 @@ struct fl_migrate_dest {
 	struct fl_migrate_dest_opts o;
 	struct fl__mig_link link;
 	const struct fl__mig_hooks *hooks;
-	struct fl_uffd *uffd;
+	struct fl_uffd *uffd;		/* ours; the pager borrows it */
+	struct fl_pager *pager;
+	struct fl_store *store;		/* the source: flat page i at byte i * psize */
+	struct fl_region **regions;	/* in the pager from the switch-over on; NULL before */
 	size_t psize;
-	int ft_efd;			/* wakes the fault thread to exit */
 
 	/* The session, learned from the source's first HELLO. */
 	bool have_session;
@@ -69,14 +93,15 @@ struct fl_migrate_dest {
 	unsigned int *by_id;		/* region indices by id */
 	unsigned int nreg;
 	uint64_t total;
-	bool mapped, registered;
-	_Atomic uint64_t *received;	/* present here, current */
-	_Atomic uint64_t *requested;	/* a REQUEST went (or goes) out for it */
+	bool mapped, added;
+	_Atomic uint64_t *received;	/* here and current, or no longer wanted (discarded, gone) */
 	_Atomic uint64_t n_received;
+	pthread_rwlock_t regions_lock;	/* regions[] against their removal at the end */
+	_Atomic bool ended;		/* store reads wait no longer (see end_reads) */
 
 	struct fl__mig_conn main, urg;
-	pthread_mutex_t send_lock;	/* urg's sending side and urg.fd: the fault thread and
-					   the urgent receiver send on it */
+	pthread_mutex_t send_lock;	/* urg's sending side and urg.fd: store reads and the
+					   urgent receiver send on it */
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -89,17 +114,23 @@ struct fl_migrate_dest {
 	int fatal;
 	bool failing;			/* set_fatal() under way: poisoning, then fatal */
 	bool started;
-	pthread_t rx_thread, urg_thread, fault_thread;
-	bool rx_started, urg_started, fault_started;
+	pthread_t rx_thread, urg_thread, kids_thread;
+	bool rx_started, urg_started, kids_started;
+	_Atomic int kids_result;	/* 1 while the children's populate runs */
 
 	uint8_t *blob;
 	size_t blob_len, blob_have;
 
 	pthread_mutex_t pend_lock;
+	pthread_cond_t pend_cond;	/* a reader got pages, or the migration ended */
 	struct pend *pend;
 	size_t npend, cap_pend;
+	struct want *want;
+	size_t cap_want;
+	_Atomic size_t nwant;
 	struct waiter *wait;
-	size_t nwait, cap_wait;
+	size_t cap_wait;
+	_Atomic size_t nwait;
 	uint64_t next_id;
 	struct fl_migrate_thread_stats threads[FL_MIGRATE_MAX_THREADS];
 	uint32_t n_threads;
@@ -131,6 +162,7 @@ static int fail(struct fl_migrate_dest *d, int err, const char *fmt, ...)
 }
 
 static void poison_missing(struct fl_migrate_dest *d);
+static void end_reads(struct fl_migrate_dest *d);
 
 /*
  * The migration is over for good: record why, make the pages that will
@@ -162,6 +194,8 @@ static void set_fatal(struct fl_migrate_dest *d, int err, const char *msg)
 	atomic_store(&d->phase, FL_MIGRATE_FAILED);
 	pthread_cond_broadcast(&d->cond);
 	pthread_mutex_unlock(&d->lock);
+	/* Threads blocked on missing pages get SIGBUS now (the store read fails). */
+	end_reads(d);
 }
 
 static void set_phase(struct fl_migrate_dest *d, enum fl_migrate_phase p)
@@ -191,6 +225,12 @@ void fl__migrate_dest_set_hooks(struct fl_migrate_dest *d, const struct fl__mig_
 	d->hooks = h;
 }
 
+/* The pager's hooks and the source's store (see below). */
+static void on_fault(void *arg, struct fl_region *r, size_t pg, uint32_t tid, bool shared);
+static void on_installed(void *arg, struct fl_region *r, size_t pg, size_t n);
+static int store_read(void *ud, uint64_t off, void *buf, size_t len, size_t page_size,
+		      uint64_t *holes);
+
 /* ---------------------------------------------------------------- create */
 
 FL_API int fl_migrate_dest_create(const struct fl_migrate_dest_opts *opts,
@@ -198,9 +238,15 @@ FL_API int fl_migrate_dest_create(const struct fl_migrate_dest_opts *opts,
 {
 	struct fl_uffd_opts uo = {
 		.sz = sizeof(uo),
-		.optional = FL_FEAT_THREAD_ID | FL_FEAT_POISON,
+		/* The program's fork, mremap, madvise and munmap are followed (dest_hooks). */
+		.optional = FL_FEAT_THREAD_ID | FL_FEAT_POISON | FL_FEAT_EVENT_REMAP |
+			    FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP | FL_FEAT_EVENT_FORK,
 		.flags = FL_UFFD_NONBLOCK,
 	};
+	struct fl_pager_opts po = { .sz = sizeof(po), .mode = FL_PAGER_THREADS,
+				    .threads = DEST_THREADS };
+	struct fl__pager_hooks ph = { .fault = on_fault, .installed = on_installed,
+				      .serve_children = true, .own_memory = true };
 	struct fl_migrate_dest_opts o;
 	struct fl_migrate_dest *d;
 	char msg[256] = "";
@@ -220,23 +266,28 @@ FL_API int fl_migrate_dest_create(const struct fl_migrate_dest_opts *opts,
 	d->pid = getpid();
 	d->psize = fl__page_size();
 	d->main.fd = d->urg.fd = -1;
-	d->ft_efd = -1;
 	d->link.lfd = d->link.stop_efd = -1;
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_mutex_init(&d->send_lock, NULL);
 	pthread_mutex_init(&d->pend_lock, NULL);
 	pthread_cond_init(&d->cond, NULL);
+	pthread_cond_init(&d->pend_cond, NULL);
+	pthread_rwlock_init(&d->regions_lock, NULL);
 	d->o = o;
 	d->o.host = NULL;
 	d->o.key = NULL;
 	r = fl_uffd_open(&uo, &d->uffd);
 	if (r < 0)
 		goto fail;
-	d->ft_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (d->ft_efd < 0) {
-		r = -errno;
+	po.uffd = d->uffd;
+	r = fl_pager_create(&po, &d->pager);
+	if (r < 0)
 		goto fail;
-	}
+	ph.arg = d;
+	fl__pager_set_hooks(d->pager, &ph);
+	r = fl_pager_start(d->pager);
+	if (r < 0)
+		goto fail;
 	r = fl__mig_link_init(&d->link, o.flags, o.host, o.port, o.key, o.key_len, o.timeout_ms,
 			      o.resume_timeout_ms, msg, sizeof(msg));
 	if (r < 0) {
@@ -377,25 +428,6 @@ static const struct fl__mig_region *region_by_id(const struct fl_migrate_dest *d
 	return NULL;
 }
 
-/* The flat page holding local address @a, or UINT64_MAX. */
-static uint64_t page_of(const struct fl_migrate_dest *d, uintptr_t a)
-{
-	unsigned int lo = 0, hi = d->nreg;
-
-	while (lo < hi) {
-		unsigned int mid = lo + (hi - lo) / 2;
-		const struct fl__mig_region *r = &d->reg[d->by_addr[mid]];
-
-		if (a < (uintptr_t)r->addr)
-			hi = mid;
-		else if (a >= (uintptr_t)r->addr + r->len)
-			lo = mid + 1;
-		else
-			return r->first + (a - (uintptr_t)r->addr) / d->psize;
-	}
-	return UINT64_MAX;
-}
-
 static uint8_t *page_addr(const struct fl_migrate_dest *d, uint64_t pg)
 {
 	const struct fl__mig_region *r = &d->reg[fl__mig_region_of(d->reg, d->nreg, pg)];
@@ -448,8 +480,9 @@ static int take_regions(struct fl_migrate_dest *d, const struct fl__wire_hello *
 	free(d->by_addr);
 	free(d->by_id);
 	free(d->received);
-	free(d->requested);
-	d->received = d->requested = NULL;
+	free(d->regions);
+	d->received = NULL;
+	d->regions = NULL;
 	d->nreg = n;
 	d->wreg = calloc(n, sizeof(*d->wreg));
 	d->reg = calloc(n, sizeof(*d->reg));
@@ -507,8 +540,8 @@ static int take_regions(struct fl_migrate_dest *d, const struct fl__wire_hello *
 		return r;
 	d->total = total;
 	d->received = fl__bm_alloc(total);
-	d->requested = fl__bm_alloc(total);
-	if (!d->received || !d->requested)
+	d->regions = calloc(n, sizeof(*d->regions));
+	if (!d->received || !d->regions)
 		return -ENOMEM;
 
 	if (!(d->o.flags & FL_MIGRATE_ANYWHERE))
@@ -539,26 +572,39 @@ static int take_regions(struct fl_migrate_dest *d, const struct fl__wire_hello *
 		}
 		g->addr = p;
 	}
+	/*
+	 * The regions are plain memory until the switch-over (pre-copy writes
+	 * them directly), then the pager serves them: check now that it can.
+	 */
 	for (unsigned int i = 0; i < n; i++) {
 		uint32_t ioctls = 0;
 
 		r = fl_uffd_register(d->uffd, d->reg[i].addr, d->reg[i].len, FL_REGISTER_MISSING,
 				     &ioctls);
+		if (!r)
+			fl_uffd_unregister(d->uffd, d->reg[i].addr, d->reg[i].len);
 		if (!r && (ioctls & (FL_IOCTL_COPY | FL_IOCTL_ZEROPAGE)) !=
 			  (FL_IOCTL_COPY | FL_IOCTL_ZEROPAGE))
 			r = -EOPNOTSUPP;
-
 		if (r < 0) {
-			for (unsigned int k = 0; k < i; k++)
-				fl_uffd_unregister(d->uffd, d->reg[k].addr, d->reg[k].len);
 			unmap_regions(d, n);
 			snprintf(msg, cap, "cannot register region %u with userfaultfd: %s",
 				 d->wreg[i].id, strerror(-r));
 			return r;
 		}
 	}
+	{
+		struct fl_store_ops ops = { .sz = sizeof(ops), .read = store_read };
+
+		r = fl_store_create(&ops, d, FL_STORE_READONLY, total * d->psize, &d->store);
+		if (r < 0) {
+			unmap_regions(d, n);
+			snprintf(msg, cap, "cannot create the store of the source: %s", strerror(-r));
+			return r;
+		}
+	}
 	sort_indices(d, d->by_addr, cmp_by_addr);
-	d->mapped = d->registered = true;
+	d->mapped = true;
 	return 0;
 }
 
@@ -589,55 +635,52 @@ static void thread_blocked(struct fl_migrate_dest *d, uint32_t tid, uint64_t ns)
 	d->threads[i].blocked_ns += ns;
 }
 
-/* @page is here: the request for it is answered, its waiters run again. */
-static void complete(struct fl_migrate_dest *d, uint64_t page)
+/* @page is here: the threads blocked on it run again, their time counts. Under pend_lock. */
+static void complete(struct fl_migrate_dest *d, uint64_t page, uint64_t now)
 {
-	uint64_t now = fl__now_ns();
-	struct pend *p;
+	size_t n = atomic_load(&d->nwait);
 
-	pthread_mutex_lock(&d->pend_lock);
-	p = find_pend(d, page);
-	if (p) {
-		if (p->t_sent)
-			d->lat_hist[fl__log2_bucket(now - p->t_sent, FL_MIGRATE_LAT_BUCKETS)]++;
-		*p = d->pend[--d->npend];
-	}
-	for (size_t i = 0; i < d->nwait;) {
+	for (size_t i = 0; i < n;) {
 		if (d->wait[i].page == page) {
 			thread_blocked(d, d->wait[i].tid, now - d->wait[i].t0);
-			d->wait[i] = d->wait[--d->nwait];
+			d->wait[i] = d->wait[--n];
 		} else {
 			i++;
 		}
 	}
-	pthread_mutex_unlock(&d->pend_lock);
+	atomic_store(&d->nwait, n);
 }
 
-/* Pages [page, page + n) are here: one atomic per bitmap word, not per page. */
+/*
+ * Pages [page, page + n) are here for good (or no longer wanted: discarded,
+ * unmapped): one atomic per bitmap word, not per page.
+ */
 static void mark_present_run(struct fl_migrate_dest *d, uint64_t page, uint64_t n)
 {
 	for (uint64_t end = page + n, k; page < end; page += k) {
 		uint64_t mask = fl__bits_word_mask(page, end, &k);
-		uint64_t was = atomic_fetch_or(&d->received[page / 64], mask), req;
-		uint64_t added = (uint64_t)__builtin_popcountll(mask & ~was);
+		uint64_t was = atomic_fetch_or(&d->received[page / 64], mask);
+		uint64_t added = mask & ~was;
 
-		if (added && atomic_fetch_add(&d->n_received, added) + added == d->total) {
+		if (added &&
+		    atomic_fetch_add(&d->n_received, (uint64_t)__builtin_popcountll(added)) +
+				    (uint64_t)__builtin_popcountll(added) == d->total) {
 			pthread_mutex_lock(&d->lock);
 			pthread_cond_broadcast(&d->cond);
 			pthread_mutex_unlock(&d->lock);
 		}
-		/* Ordered after the set above: see handle_fault(). */
-		req = atomic_load(&d->requested[page / 64]) & mask;
-		while (req) {
-			complete(d, page / 64 * 64 + (uint64_t)__builtin_ctzll(req));
-			req &= req - 1;
+		/* Ordered after the set above: see on_fault(). */
+		if (added && atomic_load(&d->nwait)) {
+			uint64_t now = fl__now_ns();
+
+			pthread_mutex_lock(&d->pend_lock);
+			while (added) {
+				complete(d, page / 64 * 64 + (uint64_t)__builtin_ctzll(added), now);
+				added &= added - 1;
+			}
+			pthread_mutex_unlock(&d->pend_lock);
 		}
 	}
-}
-
-static void mark_present(struct fl_migrate_dest *d, uint64_t page)
-{
-	mark_present_run(d, page, 1);
 }
 
 /* A connection failed: whoever sees it first shuts both down, so the receiver thread resumes. */
@@ -732,163 +775,233 @@ static int grow(void **arr, size_t *cap, size_t n, size_t elem)
 	return 0;
 }
 
-/*
- * A thread faulted on a missing page. The requested bit is set before the
- * received bit is read, and an install sets the received bit before it
- * reads the requested bit: so either we see the page present, or the
- * installer sees our request and finds the waiter we add under pend_lock.
- */
-static void handle_fault(struct fl_migrate_dest *d, void *addr, uint32_t tid)
+/* No store read may wait any longer: the migration failed, ended, or is being destroyed. */
+static void end_reads(struct fl_migrate_dest *d)
 {
-	uint64_t page = page_of(d, (uintptr_t)addr), one = 1;
-	uint8_t *pa;
-	bool was;
-	int r;
-
-	if (page == UINT64_MAX)
-		return;
-	pa = page_addr(d, page);
 	pthread_mutex_lock(&d->pend_lock);
-	was = fl__bm_set(d->requested, page);
-	if (fl__bm_test(d->received, page)) {
-		pthread_mutex_unlock(&d->pend_lock);
-		/*
-		 * Installed already (the install woke the thread, or will), or
-		 * installed and then discarded by the program (MADV_DONTNEED):
-		 * private anonymous memory then reads as zeros.
-		 */
-		r = fl_uffd_zeropage(d->uffd, pa, d->psize, 0, NULL);
-		if (r == -EEXIST)
-			fl_uffd_wake(d->uffd, pa, d->psize);
-		return;
-	}
-	atomic_fetch_add(&d->st[D_FAULTS], 1);
-	if (d->hooks && d->hooks->fault_efd > 0 && write(d->hooks->fault_efd, &one, 8) < 0)
-		(void)0;
-	if (!grow((void **)&d->wait, &d->cap_wait, d->nwait, sizeof(*d->wait)))
-		d->wait[d->nwait++] = (struct waiter){ .page = page, .tid = tid,
-						       .t0 = fl__now_ns() };
-	if (was && find_pend(d, page)) {
-		atomic_fetch_add(&d->st[D_SHARED], 1);
-		pthread_mutex_unlock(&d->pend_lock);
-		return;
-	}
-	if (grow((void **)&d->pend, &d->cap_pend, d->npend, sizeof(*d->pend)) < 0) {
-		pthread_mutex_unlock(&d->pend_lock);
-		set_fatal(d, -ENOMEM, "out of memory for page requests");
-		return;
-	}
-	d->pend[d->npend++] = (struct pend){ .page = page };
+	atomic_store(&d->ended, true);
+	pthread_cond_broadcast(&d->pend_cond);
 	pthread_mutex_unlock(&d->pend_lock);
-	request_pending(d);
 }
 
-static void *fault_main(void *arg)
+/*
+ * The store's read: the pages a fault (or a served child's populate) needs
+ * are not here yet. Ask the source for each, on the urgent channel (one
+ * request per page, whoever else waits for it), and wait until they came
+ * (by the answer, or in the background stream). While the connections are
+ * down the wait goes on, up to the resume timeout; a migration that failed
+ * or ended fails the read: the region's policy then poisons the page
+ * (SIGBUS), never zeros.
+ */
+static int store_read(void *ud, uint64_t off, void *buf, size_t len, size_t page_size,
+		      uint64_t *holes)
+{
+	struct fl_migrate_dest *d = ud;
+	uint64_t first = off / d->psize, n = len / d->psize;
+	struct reader rd = { .left = n };
+	int r = 0;
+
+	(void)page_size;
+	(void)holes;
+	pthread_mutex_lock(&d->pend_lock);
+	for (uint64_t i = 0; i < n && !r; i++) {
+		size_t nw = atomic_load(&d->nwant);
+
+		r = grow((void **)&d->want, &d->cap_want, nw, sizeof(*d->want));
+		if (!r && !find_pend(d, first + i))
+			r = grow((void **)&d->pend, &d->cap_pend, d->npend, sizeof(*d->pend));
+		if (r)
+			break;
+		d->want[nw] = (struct want){ .page = first + i,
+					     .dst = (uint8_t *)buf + i * d->psize, .rd = &rd };
+		atomic_store(&d->nwant, nw + 1);
+		if (!find_pend(d, first + i))
+			d->pend[d->npend++] = (struct pend){ .page = first + i };
+	}
+	pthread_mutex_unlock(&d->pend_lock);
+	if (!r)
+		request_pending(d);
+	pthread_mutex_lock(&d->pend_lock);
+	while (!r && rd.left && !atomic_load(&d->ended)) {
+		struct timespec ts = fl__abstime_in(CLOCK_REALTIME, READ_CHECK_NS);
+
+		pthread_cond_timedwait(&d->pend_cond, &d->pend_lock, &ts);
+	}
+	if (rd.left) {
+		size_t nw = atomic_load(&d->nwant);
+
+		/* Given up: forget what we waited for (and requests nobody else waits on). */
+		for (size_t i = 0; i < nw;) {
+			if (d->want[i].rd != &rd) {
+				i++;
+				continue;
+			}
+			d->want[i] = d->want[--nw];
+		}
+		atomic_store(&d->nwant, nw);
+		for (size_t i = 0; i < d->npend;) {
+			bool wanted = false;
+
+			for (size_t k = 0; k < nw && !wanted; k++)
+				wanted = d->want[k].page == d->pend[i].page;
+			if (wanted)
+				i++;
+			else
+				d->pend[i] = d->pend[--d->npend];
+		}
+		if (!r)
+			r = -EIO;
+	}
+	pthread_mutex_unlock(&d->pend_lock);
+	return r;
+}
+
+/*
+ * The bytes of @page arrived (@data, or NULL: a zero page): hand them to
+ * every store read waiting for it, and close its request. Returns whether
+ * a read was waiting.
+ */
+static bool deliver(struct fl_migrate_dest *d, uint64_t page, const uint8_t *data)
+{
+	struct pend *p;
+	bool any = false;
+	size_t n;
+
+	if (!atomic_load(&d->nwant))
+		return false;
+	pthread_mutex_lock(&d->pend_lock);
+	n = atomic_load(&d->nwant);
+	for (size_t i = 0; i < n;) {
+		struct want *w = &d->want[i];
+
+		if (w->page != page) {
+			i++;
+			continue;
+		}
+		if (data)
+			memcpy(w->dst, data, d->psize);
+		else
+			memset(w->dst, 0, d->psize);
+		w->rd->left--;
+		d->want[i] = d->want[--n];
+		any = true;
+	}
+	atomic_store(&d->nwant, n);
+	p = find_pend(d, page);
+	if (p) {
+		if (p->t_sent)
+			d->lat_hist[fl__log2_bucket(fl__now_ns() - p->t_sent,
+						    FL_MIGRATE_LAT_BUCKETS)]++;
+		*p = d->pend[--d->npend];
+	}
+	if (any)
+		pthread_cond_broadcast(&d->pend_cond);
+	pthread_mutex_unlock(&d->pend_lock);
+	return any;
+}
+
+/* The pager's hooks: a fault on a page not here yet (a thread blocks), and installs. */
+static void on_fault(void *arg, struct fl_region *r, size_t pg, uint32_t tid, bool shared)
 {
 	struct fl_migrate_dest *d = arg;
-	struct pollfd p[2] = {
-		{ .fd = fl_uffd_fd(d->uffd), .events = POLLIN },
-		{ .fd = d->ft_efd, .events = POLLIN },
-	};
-	struct fl_event ev[READ_BATCH];
+	const struct fl__mig_region *g = fl__region_userdata(r);
+	uint64_t page = g->first + pg, one = 1;
+	size_t n;
 
-	fl__mig_name_thread("fl-mig-dst/flt");
-	fl__mig_urgent_thread();
-	for (;;) {
-		int n = poll(p, 2, -1);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (p[1].revents)
-			break;
-		n = fl_uffd_read_events(d->uffd, ev, READ_BATCH);
-		if (n == -EAGAIN || n == -EINTR)
-			continue;
-		if (n < 0) {
-			set_fatal(d, n, "reading faults from the userfaultfd failed");
-			break;
-		}
-		for (int i = 0; i < n; i++)
-			if (ev[i].type == FL_EVENT_PAGEFAULT)
-				handle_fault(d, ev[i].fault.addr, ev[i].fault.tid);
+	atomic_fetch_add(&d->st[D_FAULTS], 1);
+	if (shared)
+		atomic_fetch_add(&d->st[D_SHARED], 1);
+	if (d->hooks && d->hooks->fault_efd > 0 && write(d->hooks->fault_efd, &one, 8) < 0)
+		(void)0;
+	pthread_mutex_lock(&d->pend_lock);
+	n = atomic_load(&d->nwait);
+	if (!grow((void **)&d->wait, &d->cap_wait, n, sizeof(*d->wait))) {
+		d->wait[n] = (struct waiter){ .page = page, .tid = tid, .t0 = fl__now_ns() };
+		atomic_store(&d->nwait, n + 1);
+		/*
+		 * Counted before looking at the page: an install either sees us
+		 * counted (mark_present_run), or we see the page here already.
+		 */
+		if (fl__bm_test(d->received, page))
+			atomic_store(&d->nwait, n);
 	}
-	return NULL;
+	pthread_mutex_unlock(&d->pend_lock);
+}
+
+static void on_installed(void *arg, struct fl_region *r, size_t pg, size_t n)
+{
+	const struct fl__mig_region *g = fl__region_userdata(r);
+
+	mark_present_run(arg, g->first + pg, n);
 }
 
 /* ---------------------------------------------------------------- installing */
 
-/* Pages that will never be installed (the program unmapped them) still count as settled. */
-static void mark_gone(struct fl_migrate_dest *d, uint64_t page, uint64_t n)
+/*
+ * Pre-copy (the program has not resumed): the regions are plain memory,
+ * written directly; a newer copy of a page replaces the older one. A zero
+ * page maps the kernel's zero page (no memory), so that no page the source
+ * sent is absent once the pager serves the region.
+ */
+static void precopy_put(struct fl_migrate_dest *d, uint64_t page, const struct fl__wire_page *p)
 {
-	mark_present_run(d, page, n);
+	bool had = fl__bm_test(d->received, page);
+
+	if (p->flags == FL__WIRE_PAGE_DATA)
+		memcpy(page_addr(d, page), p->data, d->psize);
+	else if (had || madvise(page_addr(d, page), d->psize, MADV_POPULATE_READ) < 0)
+		memset(page_addr(d, page), 0, d->psize);
+	atomic_fetch_add(&d->st[D_PUSHED], 1);
+	if (!had && p->flags != FL__WIRE_PAGE_DATA)
+		atomic_fetch_add(&d->st[D_ZERO], 1);
+	mark_present_run(d, page, 1);
 }
 
 /*
- * Install @n pages from @src (NULL: zero pages) at flat page @page. A page
- * that is already present is never written: UFFDIO_COPY and ZEROPAGE fail
- * on it with EEXIST, and we step over it. That is what keeps a page the
- * program wrote from being overwritten by a late copy.
+ * Post-copy: pages [idx, idx+n) of region @ri (flat @page on) arrived, from
+ * @src back to back (NULL: zero pages). Store reads waiting for them get
+ * them; then the pager installs them where they are still absent, never
+ * over a page the program wrote or discarded.
  */
-static int install_run(struct fl_migrate_dest *d, uint64_t page, const uint8_t *src, uint64_t n,
-		       bool urgent)
+static void install_run(struct fl_migrate_dest *d, unsigned int ri, uint64_t page, uint64_t idx,
+			const uint8_t *src, uint32_t n, bool urgent)
 {
-	uint8_t *dst = page_addr(d, page);
-	int tries = 0;
+	uint8_t out[FL__WIRE_MAX_PAGES];
+	bool got[FL__WIRE_MAX_PAGES];
+	uint32_t todo = 0;
 
-	while (n) {
-		size_t done = 0, k, len = n * d->psize;
-		int r = src ? fl_uffd_copy(d->uffd, dst, src, len, 0, &done) :
-			      fl_uffd_zeropage(d->uffd, dst, len, 0, &done);
+	for (uint32_t k = 0; k < n; k++) {
+		got[k] = deliver(d, page + k, src ? src + (size_t)k * d->psize : NULL);
+		out[k] = FL__SUPPLY_PRESENT;
+		if (!fl__bm_test(d->received, page + k))
+			todo++;
+	}
+	pthread_rwlock_rdlock(&d->regions_lock);
+	if (todo && d->regions && d->regions[ri])
+		fl__region_supply(d->regions[ri], idx, n, src, out);
+	pthread_rwlock_unlock(&d->regions_lock);
+	for (uint32_t k = 0; k < n; k++) {
+		bool counted = got[k] || out[k] == FL__SUPPLY_INSTALLED;
 
-		k = done / d->psize;
-		atomic_fetch_add(&d->st[urgent ? D_URGENT : D_PUSHED], k);
-		if (!src)
-			atomic_fetch_add(&d->st[D_ZERO], k);
-		mark_present_run(d, page, k);
-		if (!r)
-			return 0;
-		page += k;
-		dst += k * d->psize;
-		if (src)
-			src += k * d->psize;
-		n -= k;
-		switch (r) {
-		case -EEXIST:
-			/* Installed by the other channel: it woke the waiters, and counts it. */
-			atomic_fetch_add(&d->st[D_DUPLICATE], 1);
-			mark_present(d, page);
-			page++;
-			dst += d->psize;
-			if (src)
-				src += d->psize;
-			n--;
+		if (counted) {
+			atomic_fetch_add(&d->st[urgent ? D_URGENT : D_PUSHED], 1);
+			if (!src)
+				atomic_fetch_add(&d->st[D_ZERO], 1);
+		}
+		switch (out[k]) {
+		case FL__SUPPLY_PRESENT:
+			if (!got[k])
+				atomic_fetch_add(&d->st[D_DUPLICATE], 1);
+			/* fall through */
+		case FL__SUPPLY_DISCARDED:
+		case FL__SUPPLY_GONE:
+			mark_present_run(d, page + k, 1);
 			break;
-		case -EAGAIN:
-			/* An address-space change is under way in the program: back off. */
-			if (++tries > EAGAIN_TRIES)
-				return -EAGAIN;
-			if (fl__mig_link_pause(&d->link, tries < 10 ? 1 : 10) < 0)
-				return -ECANCELED;
-			break;
-		case -ENOENT:
-		case -ESRCH:
-			mark_gone(d, page, n);
-			return 0;
 		default:
-			return r;
+			/* Installed (the hook counted it), or its store read will install it. */
+			break;
 		}
 	}
-	return 0;
-}
-
-/* Pre-copy only: a newer copy of a page already here replaces it (the program has not resumed). */
-static void overwrite(struct fl_migrate_dest *d, uint64_t page, const struct fl__wire_page *p)
-{
-	if (p->flags == FL__WIRE_PAGE_DATA)
-		memcpy(page_addr(d, page), p->data, d->psize);
-	else
-		memset(page_addr(d, page), 0, d->psize);
-	atomic_fetch_add(&d->st[D_PUSHED], 1);
 }
 
 static int install(struct fl_migrate_dest *d, const struct fl__wire_frame *f, bool urgent,
@@ -898,7 +1011,6 @@ static int install(struct fl_migrate_dest *d, const struct fl__wire_frame *f, bo
 	const struct fl__mig_region *r = region_by_id(d, p->region_id);
 	bool precopy = !urgent && !atomic_load(&d->switched);
 	uint64_t base, len;
-	int e;
 
 	if (!r || p->page_shift != fl__mig_page_shift() || p->first >= r->pages ||
 	    p->count > r->pages - p->first) {
@@ -917,31 +1029,44 @@ static int install(struct fl_migrate_dest *d, const struct fl__wire_frame *f, bo
 			len += d->psize;
 	atomic_fetch_add(&d->st[urgent ? D_BYTES_URGENT : D_BYTES_PUSHED], len);
 	base = r->first + p->first;
+	if (precopy) {
+		for (uint32_t i = 0; i < p->count;) {
+			bool zero = p->pages[i].flags == FL__WIRE_PAGE_ZERO;
+			uint32_t j = i;
+
+			/*
+			 * Pages not here yet, a run of one kind at a time: one call
+			 * maps them all (the kernel's zero page for zeros; for data, a
+			 * page fault per page costs far more on virtual machines).
+			 */
+			while (j < p->count && (p->pages[j].flags == FL__WIRE_PAGE_ZERO) == zero &&
+			       !fl__bm_test(d->received, base + j))
+				j++;
+			if (j - i > 1 &&
+			    !madvise(page_addr(d, base + i), (j - i) * d->psize,
+				     zero ? MADV_POPULATE_READ : MADV_POPULATE_WRITE) && zero) {
+				atomic_fetch_add(&d->st[D_PUSHED], j - i);
+				atomic_fetch_add(&d->st[D_ZERO], j - i);
+				mark_present_run(d, base + i, j - i);
+				i = j;
+				continue;
+			}
+			for (j = j > i ? j : i + 1; i < j; i++)
+				precopy_put(d, base + i, &p->pages[i]);
+		}
+		return 0;
+	}
 	for (uint32_t i = 0; i < p->count;) {
 		uint32_t j = i + 1;
 		bool zero = p->pages[i].flags == FL__WIRE_PAGE_ZERO;
 
-		if (fl__bm_test(d->received, base + i)) {
-			if (precopy)
-				overwrite(d, base + i, &p->pages[i]);
-			else
-				atomic_fetch_add(&d->st[D_DUPLICATE], 1);
-			i++;
-			continue;
-		}
-		/* A run of missing pages of one kind; data pages lie back to back in the frame. */
+		/* A run of one kind; data pages lie back to back in the frame. */
 		while (j < p->count && (p->pages[j].flags == FL__WIRE_PAGE_ZERO) == zero &&
-		       !fl__bm_test(d->received, base + j) &&
 		       (zero || (const uint8_t *)p->pages[j].data ==
 				(const uint8_t *)p->pages[i].data + (j - i) * d->psize))
 			j++;
-		e = install_run(d, base + i, zero ? NULL : p->pages[i].data, j - i, urgent);
-		if (e < 0) {
-			snprintf(msg, cap, "installing pages %llu..+%u of region %u: %s",
-				 (unsigned long long)(p->first + i), j - i, p->region_id,
-				 strerror(-e));
-			return e == -ECANCELED ? e : -EIO;
-		}
+		install_run(d, (unsigned int)(r - d->reg), base + i, p->first + i,
+			    zero ? NULL : p->pages[i].data, j - i, urgent);
 		i = j;
 	}
 	return 0;
@@ -989,8 +1114,73 @@ static int apply_valid(struct fl_migrate_dest *d, const struct fl__wire_frame *f
 	return 0;
 }
 
+/*
+ * The pager serves the regions from now on: each a region of it whose
+ * store is the source (flat page i of the migration at byte i * psize).
+ * Faults on pages not here block in the store's read; a failed migration
+ * poisons them (FL_ON_ERROR_POISON): SIGBUS, never zeros.
+ */
+static int add_regions(struct fl_migrate_dest *d)
+{
+	int r = 0;
+
+	pthread_rwlock_wrlock(&d->regions_lock);
+	for (unsigned int i = 0; i < d->nreg && !r; i++) {
+		struct fl_region_opts o = {
+			.sz = sizeof(o), .addr = d->reg[i].addr, .len = d->reg[i].len,
+			.store = d->store, .store_off = d->reg[i].first * d->psize,
+			.page_size = d->psize, .mem = FL_MEM_ANON, .memfd = -1,
+			.install = FL_INSTALL_COPY, .prefetch = FL_PREFETCH_NONE,
+			.on_error = FL_ON_ERROR_POISON, .userdata = &d->reg[i],
+		};
+
+		r = fl_region_add(d->pager, &o, &d->regions[i]);
+	}
+	if (r < 0) {
+		for (unsigned int i = 0; i < d->nreg; i++)
+			if (d->regions[i]) {
+				fl_region_remove(d->regions[i]);
+				d->regions[i] = NULL;
+			}
+	} else {
+		d->added = true;
+	}
+	pthread_rwlock_unlock(&d->regions_lock);
+	return r;
+}
+
+/*
+ * Pages written before the pager served the regions (pre-copy) are
+ * present, which the pager's page states do not know: tell them, so that
+ * the background stream and served children take them as present.
+ */
+static void mark_received(struct fl_migrate_dest *d)
+{
+	pthread_rwlock_rdlock(&d->regions_lock);
+	for (unsigned int i = 0; d->added && i < d->nreg; i++) {
+		const struct fl__mig_region *g = &d->reg[i];
+
+		for (uint64_t pg = 0; pg < g->pages;) {
+			uint64_t end = pg;
+
+			while (end < g->pages && fl__bm_test(d->received, g->first + end))
+				end++;
+			if (end > pg)
+				fl__region_mark_present(d->regions[i], pg, end - pg);
+			pg = end + 1;
+		}
+	}
+	pthread_rwlock_unlock(&d->regions_lock);
+}
+
 static void switch_over(struct fl_migrate_dest *d)
 {
+	int r = add_regions(d);
+
+	if (r < 0) {
+		set_fatal(d, r, "cannot serve the regions with the pager");
+		return;
+	}
 	pthread_mutex_lock(&d->lock);
 	d->resume_ns = fl__now_ns();
 	d->switch_ns = d->resume_ns - d->t_switch_first;
@@ -1004,6 +1194,7 @@ static void switch_over(struct fl_migrate_dest *d)
 	 * downtime ends when it runs, not when it is woken).
 	 */
 	sched_yield();
+	mark_received(d);
 	set_phase(d, FL_MIGRATE_POSTCOPY);
 	/* Faults that came before the switch wait for this (none, normally). */
 	request_pending(d);
@@ -1240,23 +1431,43 @@ static int recover(struct fl_migrate_dest *d)
 	return 0;
 }
 
-/* Everything is here: the regions become ordinary memory. */
+/*
+ * Everything is here: the regions leave the pager and become ordinary
+ * memory. Served children keep their pagers until destroy (their discarded
+ * pages still read zeros), with nothing left to fetch.
+ */
 static void finish(struct fl_migrate_dest *d)
 {
-	uint64_t one = 1;
-
-	for (unsigned int i = 0; i < d->nreg; i++)
-		fl_uffd_unregister(d->uffd, d->reg[i].addr, d->reg[i].len);
-	d->registered = false;
+	pthread_rwlock_wrlock(&d->regions_lock);
+	for (unsigned int i = 0; d->added && i < d->nreg; i++) {
+		if (d->regions[i])
+			fl_region_remove(d->regions[i]);
+		d->regions[i] = NULL;
+	}
+	d->added = false;
+	pthread_rwlock_unlock(&d->regions_lock);
 	pthread_mutex_lock(&d->lock);
 	d->total_ns = fl__now_ns() - d->t_start;
 	atomic_store(&d->phase, FL_MIGRATE_DONE);	/* before anyone sees done */
 	atomic_store(&d->done, true);
 	pthread_cond_broadcast(&d->cond);
 	pthread_mutex_unlock(&d->lock);
-	if (write(d->ft_efd, &one, sizeof(one)) < 0)
-		(void)0;
 	set_phase(d, FL_MIGRATE_DONE);
+}
+
+/* Fetch every page the served children still lack (they were forked during post-copy). */
+static void *kids_main(void *arg)
+{
+	struct fl_migrate_dest *d = arg;
+	int r;
+
+	fl__mig_name_thread("fl-mig-dst/kid");
+	r = fl__pager_children_populate(d->pager);
+	pthread_mutex_lock(&d->lock);
+	atomic_store(&d->kids_result, r < 0 ? r : 0);
+	pthread_cond_broadcast(&d->cond);
+	pthread_mutex_unlock(&d->lock);
+	return NULL;
 }
 
 /* The source sent everything: wait for the pages still on their way, then confirm. */
@@ -1289,6 +1500,37 @@ static int complete_session(struct fl_migrate_dest *d)
 	pthread_mutex_unlock(&d->lock);
 	if (r < 0)
 		return r;
+	/*
+	 * The session ends only once live children forked during post-copy
+	 * have every page too: their missing ones come on the urgent channel
+	 * (a thread of its own, so a broken connection still resumes here).
+	 */
+	if (!atomic_load(&d->done) && fl__pager_children(d->pager)) {
+		if (!d->kids_started) {
+			atomic_store(&d->kids_result, 1);
+			r = pthread_create(&d->kids_thread, NULL, kids_main, d);
+			if (r)
+				return -r;
+			d->kids_started = true;
+		}
+		pthread_mutex_lock(&d->lock);
+		while (atomic_load(&d->kids_result) == 1 && !d->quit && !atomic_load(&d->broken) &&
+		       !d->fatal) {
+			struct timespec ts = fl__abstime_in(CLOCK_REALTIME, 50000000);
+
+			pthread_cond_timedwait(&d->cond, &d->lock, &ts);
+		}
+		r = d->quit ? -ECANCELED : d->fatal ? d->fatal : atomic_load(&d->broken) ?
+		    -ECONNRESET : 0;
+		pthread_mutex_unlock(&d->lock);
+		if (r < 0)
+			return r;
+		pthread_join(d->kids_thread, NULL);
+		d->kids_started = false;
+		if (atomic_load(&d->kids_result) < 0)
+			fl__warn("migrate: destination: a forked child could not get every page: %s",
+				 strerror(-atomic_load(&d->kids_result)));
+	}
 	c.complete.pages = atomic_load(&d->n_received);
 	r = fl__mig_send(&d->main, &c, d->link.timeout_ms);
 	if (r < 0)
@@ -1406,6 +1648,8 @@ static void *rx_main(void *arg)
 			break;
 		}
 	}
+	/* No answer can come any more: a page still wanted (a child's) fails loudly. */
+	end_reads(d);
 	return NULL;
 }
 
@@ -1597,9 +1841,7 @@ FL_API int fl_migrate_dest_accept(struct fl_migrate_dest *d, int timeout_ms,
 			delay = delay * 2 > 500 ? 500 : delay * 2;
 		}
 		set_phase(d, FL_MIGRATE_PRECOPY);
-		r = start_thread(&d->fault_thread, &d->fault_started, fault_main, d);
-		if (!r)
-			r = start_thread(&d->urg_thread, &d->urg_started, urgent_main, d);
+		r = start_thread(&d->urg_thread, &d->urg_started, urgent_main, d);
 		if (!r)
 			r = start_thread(&d->rx_thread, &d->rx_started, rx_main, d);
 		if (r < 0) {
@@ -1637,29 +1879,40 @@ FL_API int fl_migrate_dest_wait(struct fl_migrate_dest *d, int timeout_ms)
 	return r;
 }
 
-/* The pages that never came: poisoned (SIGBUS on access), or made inaccessible without POISON. */
+/* EAGAIN while poisoning: an event is pending, which the pager's handler threads read. */
+static int let_pager_read(void *arg)
+{
+	(void)arg;
+	sched_yield();
+	return 0;
+}
+
+/*
+ * The pages that never came, poisoned now (SIGBUS on access, never zeros)
+ * through the pager's userfaultfd; present pages are stepped over. Regions
+ * the pager does not serve yet (a failure before the switch-over) join it
+ * first: only a registered range can be poisoned.
+ */
 static void poison_missing(struct fl_migrate_dest *d)
 {
-	bool poison = fl_uffd_features(d->uffd) & FL_FEAT_POISON;
+	struct fl__poison_opts o = { .step = d->psize, .drain = let_pager_read,
+				     .own_memory = true };
+	int e;
 
-	for (uint64_t pg = 0; pg < d->total;) {
-		const struct fl__mig_region *r = &d->reg[fl__mig_region_of(d->reg, d->nreg, pg)];
-		uint64_t end = pg, lim = r->first + r->pages;
-		int e = -EOPNOTSUPP;
-
-		if (fl__bm_test(d->received, pg)) {
-			pg++;
+	if (!d->added && d->regions && (e = add_regions(d)) < 0)
+		fl__err("migrate: destination: cannot register the regions to poison their "
+			"missing pages (%s)", strerror(-e));
+	pthread_rwlock_rdlock(&d->regions_lock);
+	for (unsigned int i = 0; d->added && i < d->nreg; i++) {
+		if (!d->regions[i])
 			continue;
-		}
-		while (end < lim && !fl__bm_test(d->received, end))
-			end++;
-		if (poison)
-			e = fl_uffd_poison(d->uffd, page_addr(d, pg), (end - pg) * d->psize, 0,
-					   NULL);
-		if (e < 0 && e != -EEXIST)
-			mprotect(page_addr(d, pg), (end - pg) * d->psize, PROT_NONE);
-		pg = end;
+		e = fl__uffd_poison_absent(d->uffd, (uintptr_t)fl_region_addr(d->regions[i]),
+					   d->reg[i].len, &o, NULL);
+		if (e < 0)
+			fl__err("migrate: destination: poisoning the missing pages of region %u: %s",
+				d->wreg[i].id, strerror(-e));
 	}
+	pthread_rwlock_unlock(&d->regions_lock);
 }
 
 FL_API void fl_migrate_dest_destroy(struct fl_migrate_dest *d)
@@ -1670,8 +1923,6 @@ FL_API void fl_migrate_dest_destroy(struct fl_migrate_dest *d)
 		return;
 	if (d->link.stop_efd >= 0 && write(d->link.stop_efd, &one, sizeof(one)) < 0)
 		(void)0;
-	if (d->ft_efd >= 0 && write(d->ft_efd, &one, sizeof(one)) < 0)
-		(void)0;
 	pthread_mutex_lock(&d->lock);
 	d->quit = true;
 	if (d->main.fd >= 0)
@@ -1680,25 +1931,30 @@ FL_API void fl_migrate_dest_destroy(struct fl_migrate_dest *d)
 		shutdown(d->urg.fd, SHUT_RDWR);
 	pthread_cond_broadcast(&d->cond);
 	pthread_mutex_unlock(&d->lock);
+	/* Store reads give up: their pages are poisoned (SIGBUS), never zeros. */
+	end_reads(d);
 	if (d->rx_started)
 		pthread_join(d->rx_thread, NULL);
 	if (d->urg_started)
 		pthread_join(d->urg_thread, NULL);
-	if (d->fault_started)
-		pthread_join(d->fault_thread, NULL);
-	if (d->registered) {
-		poison_missing(d);
-		for (unsigned int i = 0; i < d->nreg; i++)
-			fl_uffd_unregister(d->uffd, d->reg[i].addr, d->reg[i].len);
-	}
+	if (d->kids_started)
+		pthread_join(d->kids_thread, NULL);
+	/*
+	 * Not complete: the pages that never came are poisoned (SIGBUS on
+	 * access), by the pager's removal of its regions. Regions mapped
+	 * before the switch-over join it for that.
+	 */
+	if (d->mapped && !d->added && !atomic_load(&d->done) && d->regions)
+		add_regions(d);
+	fl_pager_destroy(d->pager);
+	fl_store_destroy(d->store);
 	fl__mig_conn_close(&d->main);
 	fl__mig_conn_close(&d->urg);
 	fl__mig_link_fini(&d->link);
 	fl_uffd_close(d->uffd);
-	if (d->ft_efd >= 0)
-		close(d->ft_efd);
 	free(d->received);
-	free(d->requested);
+	free(d->regions);
+	free(d->want);
 	free(d->wreg);
 	free(d->reg);
 	free(d->by_addr);
@@ -1710,5 +1966,7 @@ FL_API void fl_migrate_dest_destroy(struct fl_migrate_dest *d)
 	pthread_mutex_destroy(&d->send_lock);
 	pthread_mutex_destroy(&d->pend_lock);
 	pthread_cond_destroy(&d->cond);
+	pthread_cond_destroy(&d->pend_cond);
+	pthread_rwlock_destroy(&d->regions_lock);
 	free(d);
 }

@@ -431,6 +431,8 @@ static int run_zero(struct pg_ctx *c, struct run *x)
 		fl_uffd_wake(c->p->uffd, page_addr(x->r, x->pg), x->r->ps);
 		e = 0;
 	}
+	if (!e && c->p->hooks.installed)
+		c->p->hooks.installed(c->p->hooks.arg, x->r, x->pg, 1);
 	return finish(c, x, e, e ? 0 : 1, false);
 }
 
