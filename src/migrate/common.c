@@ -265,20 +265,32 @@ static int handshake_on(struct fl__mig_link *l, int fd, struct fl__wire_hello *m
 	return r;
 }
 
-/* A connection that waits for its peer's first bytes. */
+/* A connection that waits for its peer's first bytes; kept in the order they came. */
 struct mig_pending {
 	int fd;
+	bool ready;			/* it has sent something */
 	uint64_t since;
 	char name[INET6_ADDRSTRLEN + 16];
 };
 
+/* Take connection @i out of the set (the others keep their order). */
+static struct mig_pending take_pending(struct mig_pending *p, unsigned int *n, unsigned int i)
+{
+	struct mig_pending t = p[i];
+
+	memmove(&p[i], &p[i + 1], (*n - i - 1) * sizeof(*p));
+	--*n;
+	return t;
+}
+
 static void drop_pending(struct mig_pending *p, unsigned int *n, unsigned int i,
 			 const char *side, const char *why)
 {
+	struct mig_pending t = take_pending(p, n, i);
+
 	if (why)
-		fl__warn("migrate: %s: closed the connection from %s: %s", side, p[i].name, why);
-	close(p[i].fd);
-	p[i] = p[--*n];
+		fl__warn("migrate: %s: closed the connection from %s: %s", side, t.name, why);
+	close(t.fd);
 }
 
 /*
@@ -308,13 +320,13 @@ static int listen_handshake(struct fl__mig_link *l, const char *side, const char
 		uint64_t now = fl__now_ns(), until = deadline;
 		int n;
 
-		for (unsigned int i = np; i-- > 0;)
-			if (now - p[i].since >= silent) {
-				refused++;
-				snprintf(last, sizeof(last), "%s sent nothing for %d ms", p[i].name,
-					 l->timeout_ms);
-				drop_pending(p, &np, i, side, "it sent nothing");
-			}
+		/* The oldest first: they came in order. */
+		while (np && now - p[0].since >= silent) {
+			refused++;
+			snprintf(last, sizeof(last), "%s sent nothing for %d ms", p[0].name,
+				 l->timeout_ms);
+			drop_pending(p, &np, 0, side, "it sent nothing");
+		}
 		if (now >= deadline) {
 			snprintf(msg, cap, "no %s connection from the %s came to port %u within %d "
 				 "ms%s%s", urgent ? "urgent" : "main", peer_role, l->port,
@@ -342,18 +354,21 @@ static int listen_handshake(struct fl__mig_link *l, const char *side, const char
 			r = -ECANCELED;
 			break;
 		}
-		/* The connections that spoke, newest first: indices stay valid as they go. */
+		/* The connections that spoke, in the order they came. */
 		spoke = false;
-		for (unsigned int i = np; i-- > 0;) {
-			int fd;
+		for (unsigned int i = 0; i < np; i++)
+			p[i].ready = pf[2 + i].revents != 0;
+		for (unsigned int i = 0; i < np;) {
+			struct mig_pending t;
 
-			if (!pf[2 + i].revents)
+			if (!p[i].ready) {
+				i++;
 				continue;
+			}
 			spoke = true;
-			fd = p[i].fd;
-			snprintf(last, sizeof(last), "%s", p[i].name);
-			p[i] = p[--np];
-			r = handshake_on(l, fd, mine, c, peer, ret_features, msg, cap);
+			t = take_pending(p, &np, i);
+			snprintf(last, sizeof(last), "%s", t.name);
+			r = handshake_on(l, t.fd, mine, c, peer, ret_features, msg, cap);
 			if (!r || r == -EAGAIN || r == -ENOMEM || r == -EIO)
 				goto out;
 			refused++;
@@ -364,7 +379,6 @@ static int listen_handshake(struct fl__mig_link *l, const char *side, const char
 		if (!pf[0].revents)
 			continue;
 		for (;;) {
-			unsigned int old = 0;
 			int fd;
 
 			/*
@@ -387,14 +401,11 @@ static int listen_handshake(struct fl__mig_link *l, const char *side, const char
 				break;
 			}
 			if (np == MIG_PENDING) {
-				for (unsigned int i = 1; i < np; i++)
-					if (p[i].since < p[old].since)
-						old = i;
 				spoke = true;
 				refused++;
 				snprintf(last, sizeof(last), "%s was the oldest of %d silent "
-					 "connections", p[old].name, MIG_PENDING);
-				drop_pending(p, &np, old, side, "too many connections that sent "
+					 "connections", p[0].name, MIG_PENDING);
+				drop_pending(p, &np, 0, side, "too many connections that sent "
 					     "nothing yet; this was the oldest");
 			}
 			p[np] = (struct mig_pending){ .fd = fd, .since = fl__now_ns() };
@@ -404,7 +415,7 @@ static int listen_handshake(struct fl__mig_link *l, const char *side, const char
 	}
 out:
 	while (np)
-		drop_pending(p, &np, np - 1, side, r ? NULL : "the session is established");
+		drop_pending(p, &np, 0, side, r ? NULL : "the session is established");
 	return r;
 }
 
