@@ -793,6 +793,8 @@ static void end_reads(struct fl_migrate_dest *d)
  * or ended fails the read: the region's policy then poisons the page
  * (SIGBUS), never zeros.
  */
+static __thread bool urgent_thread;
+
 static int store_read(void *ud, uint64_t off, void *buf, size_t len, size_t page_size,
 		      uint64_t *holes)
 {
@@ -803,6 +805,11 @@ static int store_read(void *ud, uint64_t off, void *buf, size_t len, size_t page
 
 	(void)page_size;
 	(void)holes;
+	if (!urgent_thread) {
+		/* A pager's handler thread, on the urgent path from now on (as the answers are). */
+		fl__mig_urgent_thread();
+		urgent_thread = true;
+	}
 	pthread_mutex_lock(&d->pend_lock);
 	for (uint64_t i = 0; i < n && !r; i++) {
 		size_t nw = atomic_load(&d->nwant);
