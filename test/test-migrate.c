@@ -1563,7 +1563,8 @@ static void doomed_source(int in, int hold_efd)
  * expiry (-ETIMEDOUT, the migration goes on) from the migration's end
  * (-ENOLINK once the source has not come back within resume_timeout_ms);
  * by then every page that never came is poisoned: the thread blocked on
- * one, and a later read, get SIGBUS.
+ * one, and a later read, get SIGBUS. Without FL_FEAT_POISON (before 6.6)
+ * such pages are made inaccessible instead: SIGSEGV, for both alike.
  */
 TEST(migrate_dest_wait_failure)
 {
@@ -1611,6 +1612,8 @@ TEST(migrate_dest_wait_failure)
 	/* The source lives, and answers nothing: the wait expires, the migration goes on. */
 	T_ASSERT_ERR(fl_migrate_dest_wait(d, 0), ETIMEDOUT);
 	T_ASSERT_SYS(sigaction(SIGBUS, &sa, NULL));
+	if (!t_have(FL_FEAT_POISON))
+		T_ASSERT_SYS(sigaction(SIGSEGV, &sa, NULL));
 	th = t_thread_start(sigbus_reader, a + len / 2);
 	T_ASSERT_SYS(read(dh.fault_efd, &v, sizeof(v)));	/* it is blocked on its page */
 	T_ASSERT_SYS(kill(pid, SIGKILL));
@@ -1630,4 +1633,5 @@ TEST(migrate_dest_wait_failure)
 	close(hold);
 	close(dh.fault_efd);
 	signal(SIGBUS, SIG_DFL);
+	signal(SIGSEGV, SIG_DFL);
 }

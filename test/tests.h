@@ -208,12 +208,12 @@
 	  T_UFFD, 120)                                                             \
 	X(migrate_stranger_at_resume, 0, T_UFFD, 30)                               \
 	X(migrate_source_gives_up, 0, T_UFFD, 30)                                  \
-	X(migrate_dest_wait_failure, FL_FEAT_POISON, T_UFFD, 30)                   \
+	X(migrate_dest_wait_failure, 0, T_UFFD, 30)                                 \
 	/* test-migrate-tool.c: faultline migrate */                               \
 	X(migrate_tool_usage_errors, 0, 0, 0)                                      \
 	X(migrate_tool_demo, 0, T_UFFD, 120)                                       \
 	X(migrate_two_namespaces, 0, T_UFFD | T_ROOT, 120)                         \
-	X(migrate_tool_source_gone, FL_FEAT_POISON, T_UFFD, 120)                   \
+	X(migrate_tool_source_gone, 0, T_UFFD, 120)                                \
 	X(migrate_tool_dest_gone, 0, T_UFFD, 120)                                  \
 	X(migrate_tool_first_use, 0, 0, 60)                                        \
 	/* test-monitor-server-pager.c: what the monitor server needs of the pager */ \

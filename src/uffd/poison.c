@@ -124,8 +124,11 @@ int fl__uffd_poison_absent(struct fl_uffd *u, uint64_t addr, uint64_t len,
 			break;
 		}
 	}
-	if (ret && ret != -EAGAIN && o && o->own_memory && cur < end)
+	if (ret && ret != -EAGAIN && o && o->own_memory && cur < end) {
 		protect_absent(cur, end);
+		/* Threads blocked there fault again, now on an inaccessible page. */
+		fl_uffd_wake(u, (void *)(uintptr_t)cur, (size_t)(end - cur));
+	}
 	if (ret_poisoned)
 		*ret_poisoned += poisoned;
 	return ret;
