@@ -759,6 +759,30 @@ static void on_sigbus(int sig)
 	_exit(1);
 }
 
+/*
+ * Without UFFDIO_POISON (before 6.6) the library makes such pages
+ * inaccessible instead: SIGSEGV there means the same. Any other SIGSEGV is
+ * a crash, and stays one.
+ */
+static uintptr_t store_lo, store_hi;
+
+static void on_sigsegv(int sig, siginfo_t *si, void *uc)
+{
+	static const char msg[] = "faultline: migrate: a load thread touched a page of the "
+				  "store that will never arrive (made inaccessible: this kernel "
+				  "cannot poison): the migration failed\n";
+	uintptr_t a = (uintptr_t)si->si_addr;
+
+	(void)uc;
+	if (si->si_code != SEGV_ACCERR || a < store_lo || a >= store_hi) {
+		signal(sig, SIG_DFL);
+		return;		/* the access faults again, and kills */
+	}
+	if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0)
+		(void)0;
+	_exit(1);
+}
+
 /* The library's log, as tool_log prints it; the last line is kept to say nothing twice. */
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static char last_logged[1024];
@@ -854,6 +878,14 @@ static int run_dest(const struct opts *o, struct fl_migrate_dest *d, struct dest
 	}
 	state = *b;
 	signal(SIGBUS, on_sigbus);
+	{
+		struct sigaction sa = { .sa_sigaction = on_sigsegv, .sa_flags = SA_SIGINFO };
+
+		store_lo = (uintptr_t)addr;
+		store_hi = store_lo + len;
+		sigemptyset(&sa.sa_mask);
+		sigaction(SIGSEGV, &sa, NULL);
+	}
 	/* The program resumes now, on memory that is still arriving. */
 	r = load_start(&load, addr, state.t);
 	if (r < 0) {
