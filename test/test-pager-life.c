@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "tests.h"
+#include "pager/supply.h"
 
 #define SEED 0xfa11u
 
@@ -1088,5 +1089,51 @@ TEST(pager_partial_mremap_fails_loudly)
 	T_ASSERT_EQ(base[2 * ps + 1], pattern_byte(2 * ps + 1));
 	fl_pager_destroy(p);
 	munmap(to, 8 * ps);
+	fs_free(f);
+}
+
+/*
+ * Pages that arrive on their own (a migration's background stream) are
+ * installed only where the page is still absent: never over a page the
+ * program wrote or discarded, and a page whose store read is in flight is
+ * left to that read.
+ */
+TEST(pager_supply_only_absent)
+{
+	size_t ps = t_page_size();
+	struct fs *f = fs_new(16);
+	struct fl_region_opts o = t_region_opts(f->s, 16 * ps);
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, FL_FEAT_EVENT_REMOVE);
+	uint8_t *src = t_map_anon(8 * ps), out[8];
+	struct fl_region *r;
+	struct t_access a;
+	unsigned int reads;
+	uint64_t one = 1;
+
+	t_fill(src, 8 * ps, 0xEE);
+	f->gate_page = 6;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	T_ASSERT_OK(fl_pager_start(p));
+	page(r, 2)[0] = 0x11;
+	T_ASSERT_SYS(madvise(page(r, 4), ps, MADV_DONTNEED));
+	t_access_start(&a, page(r, 6) + 1, false, 0);
+	wait_entered(f);
+	T_ASSERT_OK(fl__region_supply(r, 0, 8, src, out));
+	T_ASSERT_EQ(out[0], FL__SUPPLY_INSTALLED);
+	T_ASSERT_EQ(out[2], FL__SUPPLY_PRESENT);
+	T_ASSERT_EQ(out[4], FL__SUPPLY_DISCARDED);
+	T_ASSERT_EQ(out[6], FL__SUPPLY_BUSY);
+	T_ASSERT_EQ(out[7], FL__SUPPLY_INSTALLED);
+	reads = atomic_load(&f->reads);
+	T_ASSERT(t_all(page(r, 0), ps, 0xEE));
+	T_ASSERT(t_all(page(r, 7), ps, 0xEE));
+	T_ASSERT_EQ(page(r, 2)[0], 0x11);
+	T_ASSERT_EQ(page(r, 2)[1], pattern_byte(2 * ps + 1));
+	T_ASSERT(t_all(page(r, 4), ps, 0));
+	T_ASSERT_EQ(atomic_load(&f->reads), reads);
+	T_ASSERT_SYS(write(f->gate, &one, sizeof(one)));
+	T_ASSERT_EQ(t_access_join(&a), pattern_byte(6 * ps + 1));
+	fl_pager_destroy(p);
+	munmap(src, 8 * ps);
 	fs_free(f);
 }
