@@ -16,6 +16,7 @@
 #   VM_SCALE=F        FL_TEST_TIMEOUT_SCALE in the guest (default 10 under TCG, 2 with KVM)
 #   VM_MEM=MiB, VM_CPUS=N  (default 2048, 2)
 #   VM_DIR=DIR        work directory: kernel cache, initramfs, console.log (default build-vm)
+#   VM_ENV="A=1 B=2"  more environment for the runner in the guest (e.g. FL_TEST_LOG=3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -115,6 +116,7 @@ for a in $("$busybox" --list); do
 done
 cp "$o/test/runner" "$init/fl/test/runner"
 cp "$o/faultline" "$init/fl/faultline"
+printf '%s\n' "${VM_ENV:-}" > "$init/fl/env"
 printf 'root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/tmp:/bin/sh\n' > "$init/etc/passwd"
 printf '127.0.0.1 localhost\n::1 localhost\n' > "$init/etc/hosts"
 printf 'root:x:0:\nuser:x:1000:\n' > "$init/etc/group"
@@ -149,7 +151,7 @@ echo "@@fl-vm probe (root):"
 pass() {	# pass NAME [USER]
 	rm -rf /tmp/* /var/tmp/*
 	echo "@@fl-vm begin $1"
-	cmd="cd /tmp && FL_REQUIRE_UFFD=1 FL_TEST_TIMEOUT_SCALE=$scale /fl/test/runner $tests"
+	cmd="cd /tmp && FL_REQUIRE_UFFD=1 FL_TEST_TIMEOUT_SCALE=$scale $(cat /fl/env) /fl/test/runner $tests"
 	if [ -n "${2:-}" ]; then
 		( su -s /bin/sh -c "$cmd" "$2" 2>&1; echo $? > /rc ) | tee /out
 	else
