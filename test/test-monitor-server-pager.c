@@ -337,7 +337,9 @@ static void fork_case(bool with_callback)
 TEST(pager_event_hook_fork)
 {
 	fork_case(true);
-	fork_case(false);
+	/* Without POISON (before 6.6) an unserved child's faults stay blocked instead. */
+	if (t_have(FL_FEAT_POISON))
+		fork_case(false);
 }
 
 /* ------------------------------------------------------- kept registration */
