@@ -120,6 +120,7 @@ struct srv_uffd {
 	/* A fork()ed child's claim (its beacon): 0 when it cannot claim. */
 	uint64_t child_session, token;
 	bool claimed;			/* it holds a copy of its descriptor: conn is its own */
+	uint64_t exited_ms;		/* when a probe first found its process gone; 0: not */
 	struct fl_uffd *u;
 	struct fl_pager *p;
 	struct srv_uffd *next, *prev;

@@ -33,6 +33,8 @@
 #define BACKLOG 256
 /* How long a refused peer may still send (its HELLO, read and dropped) before the close. */
 #define REFUSE_MS 200
+/* How long a connection may outlive the process it serves before the probe ends its userfaultfd. */
+#define SRV_EXIT_GRACE_MS 1000
 
 /* epoll tags of the server's own descriptors; connections are tagged with themselves. */
 static char tag_stop, tag_listen, tag_work, tag_timer;
@@ -873,11 +875,28 @@ static void conn_input(struct fl_monitor_server *s, struct srv_conn *c, uint32_t
 	}
 }
 
-/* Processes that exited leave their userfaultfd behind in silence: look. */
+/* The peer of @c closed its end (what conn_input will read as the end). */
+static bool conn_hung_up(const struct srv_conn *c)
+{
+	struct pollfd pf = { .fd = c->fd, .events = POLLRDHUP };
+
+	return poll(&pf, 1, 0) > 0 && (pf.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+/*
+ * Processes that exited leave their userfaultfd behind in silence: look.
+ *
+ * A process that exits drops its memory before its descriptors, so a probe
+ * can find it gone while its connection is still open, an instant before
+ * the hang-up. One process's end has one reason in the log: while it has a
+ * connection, the connection's end is it. The probe ends such a userfaultfd
+ * itself only when the connection outlives the process by
+ * SRV_EXIT_GRACE_MS (another process holds the socket).
+ */
 static void probe_all(struct fl_monitor_server *s)
 {
 	struct srv_uffd *su = s->served, *next;
-	uint64_t v;
+	uint64_t v, now = fl__now_ms();
 
 	if (read(s->timer_fd, &v, sizeof(v)) < 0) {
 		/* Not expired yet: a spurious wake-up. */
@@ -885,8 +904,19 @@ static void probe_all(struct fl_monitor_server *s)
 	s->accept_failed = false;	/* out of descriptors a while ago: try again */
 	for (; su; su = next) {
 		next = su->next;
-		if (fl__srv_uffd_alive(su) == -ESRCH)
-			end_uffd(s, su, "its process exited", false);
+		if (fl__srv_uffd_alive(su) != -ESRCH)
+			continue;
+		if (su->conn && su->conn->state == C_SERVING) {
+			if (conn_hung_up(su->conn)) {
+				conn_input(s, su->conn, EPOLLHUP);
+				continue;
+			}
+			if (!su->exited_ms)
+				su->exited_ms = now;
+			if (now - su->exited_ms < SRV_EXIT_GRACE_MS)
+				continue;
+		}
+		end_uffd(s, su, "its process exited", false);
 	}
 }
 
