@@ -10,6 +10,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -170,7 +171,15 @@ static uint64_t hist_sum(const struct fl_region_stats *st)
 	return n;
 }
 
-static int count_handler_threads(void)
+#ifndef PIDFD_THREAD
+#define PIDFD_THREAD O_EXCL	/* Linux 6.9 */
+#endif
+
+/*
+ * The handler threads listed in /proc/self/task; with @pidfds, a pidfd of
+ * each (up to @max) in it, or -1 where the kernel has no thread pidfds.
+ */
+static int handler_threads(int *pidfds, int max)
 {
 	DIR *d = opendir("/proc/self/task");
 	struct dirent *de;
@@ -187,15 +196,54 @@ static int count_handler_threads(void)
 		f = fopen(path, "re");
 		if (!f)
 			continue;
-		if (fgets(comm, sizeof(comm), f) && !strncmp(comm, "fl-handler/", 11))
+		if (fgets(comm, sizeof(comm), f) && !strncmp(comm, "fl-handler/", 11)) {
+			if (pidfds && n < max)
+				pidfds[n] = (int)syscall(SYS_pidfd_open, atoi(de->d_name),
+							 PIDFD_THREAD);
 			n++;
+		}
 		fclose(f);
 	}
 	closedir(d);
 	return n;
 }
 
-/* ------------------------------------------------------------------ tests */
+static int count_handler_threads(void)
+{
+	return handler_threads(NULL, 0);
+}
+
+/*
+ * A joined thread is still listed in /proc/self/task until the kernel
+ * reaps it, an instant later: pthread_join() returns when the thread's
+ * tid is cleared, early in its exit. A thread's pidfd hangs up once it is
+ * reaped (gone from the listing). Wait for that on each pidfd of @fds
+ * (each poll re-checks, whether or not the reaping wakes it) and close
+ * them; a thread still there after 10 s was not stopped. Without thread
+ * pidfds (before 6.9) the count is re-checked the same way.
+ */
+static void wait_reaped(int *fds, int n)
+{
+	uint64_t deadline = fl__now_ms() + 10000;
+
+	for (int i = 0; i < n; i++) {
+		struct pollfd pf = { .fd = fds[i], .events = 0 };
+
+		while (fds[i] >= 0 && !(pf.revents & POLLHUP)) {
+			if (fl__now_ms() > deadline)
+				t_fail(__FILE__, __LINE__, "a handler thread still runs after the stop");
+			if (poll(&pf, 1, 10) < 0 && errno != EINTR)
+				t_fail(__FILE__, __LINE__, "poll: %s", strerror(errno));
+		}
+		if (fds[i] >= 0)
+			close(fds[i]);
+		while (fds[i] < 0 && count_handler_threads() > 0) {
+			if (fl__now_ms() > deadline)
+				t_fail(__FILE__, __LINE__, "a handler thread still runs after the stop");
+			poll(NULL, 0, 10);
+		}
+	}
+}
 
 TEST(pager_create_options)
 {
@@ -240,25 +288,30 @@ TEST(pager_threads_named_and_counted)
 {
 	struct fl_pager *p;
 
+	int fds[8];
+
 	unsetenv("FL_THREADS");
 	p = t_pager_new(FL_PAGER_THREADS, 0, 0);
 	T_ASSERT_OK(fl_pager_start(p));
-	T_ASSERT_EQ(count_handler_threads(), FL_PAGER_DEFAULT_THREADS);
+	T_ASSERT_EQ(handler_threads(fds, 8), FL_PAGER_DEFAULT_THREADS);
 	T_ASSERT_OK(fl_pager_stop(p));
+	wait_reaped(fds, FL_PAGER_DEFAULT_THREADS);
 	T_ASSERT_EQ(count_handler_threads(), 0);
 	fl_pager_destroy(p);
 
 	setenv("FL_THREADS", "3", 1);
 	p = t_pager_new(FL_PAGER_THREADS, 0, 0);
 	T_ASSERT_OK(fl_pager_start(p));
-	T_ASSERT_EQ(count_handler_threads(), 3);
+	T_ASSERT_EQ(handler_threads(fds, 8), 3);
 	fl_pager_destroy(p);
+	wait_reaped(fds, 3);
 	T_ASSERT_EQ(count_handler_threads(), 0);
 	/* The option wins over the environment. */
 	p = t_pager_new(FL_PAGER_THREADS, 1, 0);
 	T_ASSERT_OK(fl_pager_start(p));
-	T_ASSERT_EQ(count_handler_threads(), 1);
+	T_ASSERT_EQ(handler_threads(fds, 8), 1);
 	fl_pager_destroy(p);
+	wait_reaped(fds, 1);
 	unsetenv("FL_THREADS");
 }
 
