@@ -168,7 +168,7 @@ void fl__mig_urgent_thread(void);
 struct fl__mig_hooks {
 	uint8_t version_min, version_max;	/* advertised instead of ours (0: ours) */
 	int hold_urgent_efd;		/* source: answer no request until this fd is readable */
-	int fault_efd;			/* destination: add 1 for each fault read */
+	int fault_efd;			/* destination: add 1 for each fault read, once counted */
 	bool push_all;			/* source: push every page in the background, even
 					   those already sent urgently */
 };
