@@ -39,8 +39,12 @@ static void protect_absent(uint64_t lo, uint64_t hi)
 		if (n > 64)
 			n = 64;
 		got = pread(fd, ents, n * sizeof(ents[0]), (off_t)(a / ps * sizeof(ents[0])));
-		if (got <= 0)
+		if (got < (ssize_t)sizeof(ents[0])) {
+			fl__err("poison: /proc/self/pagemap at %#llx: %s; absent pages from there on "
+				"stay unprotected", (unsigned long long)a,
+				got < 0 ? strerror(errno) : "short read");
 			break;
+		}
 		n = (size_t)got / sizeof(ents[0]);
 		for (size_t i = 0; i < n; i++, a += ps) {
 			bool absent = !(ents[i] & (PM_PRESENT | PM_SWAP));
