@@ -2,7 +2,7 @@
 # faultline: one non-recursive Makefile (CONTRIBUTING.md, "Build").
 
 VERSION_MAJOR := 0
-VERSION_MINOR := 1
+VERSION_MINOR := 2
 VERSION_PATCH := 0
 VERSION := $(VERSION_MAJOR).$(VERSION_MINOR).$(VERSION_PATCH)
 

@@ -148,7 +148,7 @@ struct fl__wire_hello {
 	uint8_t nonce[FL__WIRE_NONCE_LEN];	/* fresh random bytes for each connection */
 	uint32_t n_regions;
 	const struct fl__wire_region *regions;
-	uint32_t agent_len;		/* printable ASCII, e.g. "faultline 0.1.0" */
+	uint32_t agent_len;		/* printable ASCII, e.g. "faultline 0.2.0" */
 	const char *agent;		/* decoded: NUL-terminated too */
 };
 
