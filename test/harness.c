@@ -362,8 +362,13 @@ static void *access_thread(void *arg)
 	uint64_t one = 1;
 
 	__atomic_store_n(&a->kernel_tid, (int)gettid(), __ATOMIC_SEQ_CST);
+	/*
+	 * Atomic: the test may read the byte while this write is blocked in
+	 * the kernel, which ThreadSanitizer, recording the write as it is
+	 * issued, would otherwise report as a race.
+	 */
 	if (a->write)
-		*a->p = a->byte;
+		__atomic_store_n(a->p, a->byte, __ATOMIC_RELAXED);
 	a->seen = *a->p;
 	if (write(a->efd, &one, sizeof(one)) != (ssize_t)sizeof(one))
 		t_fail(__FILE__, __LINE__, "eventfd write: %s", strerror(errno));
