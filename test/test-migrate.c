@@ -1527,6 +1527,14 @@ static bool read_sigbus(volatile uint8_t *p)
 	return hit && bus_addr == (void *)p;
 }
 
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
 static void *sigbus_reader(void *arg)
 {
 	return (void *)(uintptr_t)read_sigbus(arg);
@@ -1613,6 +1621,8 @@ TEST(migrate_dest_wait_failure)
 		T_ASSERT_SYS(sigaction(SIGSEGV, &sa, NULL));
 	th = t_thread_start(sigbus_reader, a + len / 2);
 	T_ASSERT_SYS(read(dh.fault_efd, &v, sizeof(v)));	/* it is blocked on its page */
+	/* The program discards a page that has not come: it reads zeros from now on. */
+	T_ASSERT_SYS(madvise(a + len - 2 * ps, ps, MADV_DONTNEED));
 	T_ASSERT_SYS(kill(pid, SIGKILL));
 	T_ASSERT_SYS(waitpid(pid, NULL, 0));
 	T_ASSERT_ERR(fl_migrate_dest_wait(d, WAIT_MS), ENOLINK);
@@ -1624,7 +1634,15 @@ TEST(migrate_dest_wait_failure)
 	/* Loud, not blocked and not zeros: the waiting thread and a new read alike. */
 	T_ASSERT(t_thread_join(th) == (void *)1);
 	T_ASSERT(read_sigbus(a + len - ps));
+	/* The discarded page is not poisoned: zeros, as the program asked. */
+	T_ASSERT(!read_sigbus(a + len - 2 * ps));
+	T_ASSERT(all_zero(a + len - 2 * ps, ps));
+	T_ASSERT(read_sigbus(a + len - 3 * ps));
 	fl_migrate_dest_destroy(d);
+	/* Still so once the destination is gone. */
+	T_ASSERT(!read_sigbus(a + len - 2 * ps));
+	T_ASSERT(all_zero(a + len - 2 * ps, ps));
+	T_ASSERT(read_sigbus(a + len - ps));
 	munmap(a, len);
 	close(pfd[1]);
 	close(hold);

@@ -187,6 +187,11 @@ static void set_fatal(struct fl_migrate_dest *d, int err, const char *msg)
 	pthread_mutex_unlock(&d->lock);
 	if (!first)
 		return;
+	/*
+	 * Store reads fail from now on (their faults get SIGBUS): the handler
+	 * threads are free to read the events that poisoning may wait for.
+	 */
+	end_reads(d);
 	if (d->mapped && !atomic_load(&d->done))
 		poison_missing(d);
 	pthread_mutex_lock(&d->lock);
@@ -194,8 +199,6 @@ static void set_fatal(struct fl_migrate_dest *d, int err, const char *msg)
 	atomic_store(&d->phase, FL_MIGRATE_FAILED);
 	pthread_cond_broadcast(&d->cond);
 	pthread_mutex_unlock(&d->lock);
-	/* Threads blocked on missing pages get SIGBUS now (the store read fails). */
-	end_reads(d);
 }
 
 static void set_phase(struct fl_migrate_dest *d, enum fl_migrate_phase p)
@@ -1887,23 +1890,15 @@ FL_API int fl_migrate_dest_wait(struct fl_migrate_dest *d, int timeout_ms)
 }
 
 /* EAGAIN while poisoning: an event is pending, which the pager's handler threads read. */
-static int let_pager_read(void *arg)
-{
-	(void)arg;
-	sched_yield();
-	return 0;
-}
-
 /*
  * The pages that never came, poisoned now (SIGBUS on access, never zeros)
- * through the pager's userfaultfd; present pages are stepped over. Regions
- * the pager does not serve yet (a failure before the switch-over) join it
- * first: only a registered range can be poisoned.
+ * by the pager's own page states: a page the program discarded stays
+ * zeros, a present one is left alone. Regions the pager does not serve yet
+ * (a failure before the switch-over) join it first: only a registered
+ * range can be poisoned.
  */
 static void poison_missing(struct fl_migrate_dest *d)
 {
-	struct fl__poison_opts o = { .step = d->psize, .drain = let_pager_read,
-				     .own_memory = true };
 	int e;
 
 	if (!d->added && d->regions && (e = add_regions(d)) < 0)
@@ -1913,8 +1908,7 @@ static void poison_missing(struct fl_migrate_dest *d)
 	for (unsigned int i = 0; d->added && i < d->nreg; i++) {
 		if (!d->regions[i])
 			continue;
-		e = fl__uffd_poison_absent(d->uffd, (uintptr_t)fl_region_addr(d->regions[i]),
-					   d->reg[i].len, &o, NULL);
+		e = fl__region_poison_absent(d->regions[i], NULL);
 		if (e < 0)
 			fl__err("migrate: destination: poisoning the missing pages of region %u: %s",
 				d->wreg[i].id, strerror(-e));

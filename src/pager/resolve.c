@@ -1185,3 +1185,73 @@ void fl__region_mark_present(struct fl_region *r, size_t pg, size_t n)
 		st_claim(r, pg + i, &s, PG_PRESENT);
 	}
 }
+
+/*
+ * Poison pages [pg, pg+n) of @r, claimed (PG_BUSY) by us. A page found
+ * present (written before the region joined the pager) becomes PG_PRESENT;
+ * one poisoned PG_POISONED. Returns the first error of the kernel.
+ */
+static int poison_claimed(struct pg_ctx *c, struct fl_region *r, size_t pg, size_t n,
+			  const struct fl__poison_opts *o, uint64_t *ret_poisoned)
+{
+	uint64_t poisoned = 0;
+	int e, first = 0;
+
+	e = fl__uffd_poison_absent(c->p->uffd, (uintptr_t)page_addr(r, pg), n << r->shift, o,
+				   &poisoned);
+	if (poisoned == (uint64_t)n << r->shift || n == 1) {
+		st_set(c, r, pg, n, poisoned || e < 0 ? PG_POISONED : PG_PRESENT);
+		*ret_poisoned += poisoned;
+		return e;
+	}
+	/* Some were present: page by page, to record which (rare: a failure path). */
+	*ret_poisoned += poisoned;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t one = 0;
+
+		e = fl__uffd_poison_absent(c->p->uffd, (uintptr_t)page_addr(r, pg + i),
+					   (uint64_t)1 << r->shift, o, &one);
+		st_set(c, r, pg + i, 1, one || e < 0 ? PG_POISONED : PG_PRESENT);
+		if (e < 0 && !first)
+			first = e;
+	}
+	return first;
+}
+
+int fl__region_poison_absent(struct fl_region *r, uint64_t *ret_poisoned)
+{
+	struct pg_ctx ctx = { .p = r->pager, .slot = -1 };
+	struct fl__poison_opts o = {
+		.step = r->ps, .drain = yield_to_readers, .own_memory = r->pager->own_memory,
+	};
+	uint64_t poisoned = 0;
+	size_t i = 0;
+	int first = 0;
+
+	while (i < r->npages) {
+		size_t n = 0;
+		int e;
+
+		/* Claim a run of pages only the store has (absent, never discarded). */
+		while (i + n < r->npages) {
+			uint8_t s = PG_ABSENT;
+
+			if (!st_claim(r, i + n, &s, PG_BUSY))
+				break;
+			n++;
+		}
+		if (!n) {
+			i++;
+			continue;
+		}
+		e = poison_claimed(&ctx, r, i, n, &o, &poisoned);
+		if (e < 0 && !first)
+			first = e;
+		i += n;
+	}
+	fl__stat_add(r, ST_POISON, poisoned >> r->shift);
+	fl__wake_waiters(r);
+	if (ret_poisoned)
+		*ret_poisoned += poisoned;
+	return first;
+}

@@ -66,6 +66,17 @@ int fl__region_supply(struct fl_region *r, size_t pg, size_t n, const void *src,
 void fl__region_mark_present(struct fl_region *r, size_t pg, size_t n);
 
 /*
+ * Poison (SIGBUS on access, never zeros) the pages of @r that only its
+ * store has: absent by the pager's state and never discarded by the
+ * program (those stay zeros), nor present, nor in flight (a store read
+ * under way settles its own pages). Each run is claimed first, so no
+ * install races the poisoning. @ret_poisoned (may be NULL) += bytes
+ * poisoned. Returns 0 or the first error of the kernel. Thread safety:
+ * any thread; handler threads must be able to read events meanwhile.
+ */
+int fl__region_poison_absent(struct fl_region *r, uint64_t *ret_poisoned);
+
+/*
  * Bring every page of every live served child (and theirs) in: before the
  * stores go away. Returns 0 or the first error. Thread safety: any thread
  * but a handler thread of @p.
