@@ -552,7 +552,8 @@ static int take_regions(struct fl_migrate_dest *d, const struct fl__wire_hello *
 	for (unsigned int i = 0; i < n; i++) {
 		struct fl__mig_region *g = &d->reg[i];
 		void *want = d->o.flags & FL_MIGRATE_ANYWHERE ? NULL : (void *)(uintptr_t)g->start;
-		void *p = mmap(want, g->len, PROT_READ | PROT_WRITE, flags, -1, 0);
+		/* Inaccessible until it cannot get huge pages (see below): no fault in between. */
+		void *p = mmap(want, g->len, PROT_NONE, flags, -1, 0);
 
 		if (p == MAP_FAILED || (want && p != want)) {
 			int e = p == MAP_FAILED ? errno : EEXIST;
@@ -574,6 +575,28 @@ static int take_regions(struct fl_migrate_dest *d, const struct fl__wire_hello *
 			return -e;
 		}
 		g->addr = p;
+		/*
+		 * No transparent huge pages until the pager serves the region:
+		 * where the kernel gives them by default (THP "always", Debian's
+		 * 6.1), one fault fills 2 MiB with zeros, and those pages are
+		 * then present to the pager, which never overwrites a present
+		 * page. The fault is a pre-copy write or zero-page populate here,
+		 * or the program's own, next door: an unregistered mapping merges
+		 * with a neighbour of the same flags, and a neighbour's huge page
+		 * can cover our first pages. The flag also keeps the mapping
+		 * apart from its neighbours (PROT_NONE until then keeps their
+		 * faults out of it). Without THP in the kernel the call
+		 * fails (EINVAL), and there is nothing to keep away.
+		 */
+		(void)madvise(p, g->len, MADV_NOHUGEPAGE);
+		if (mprotect(p, g->len, PROT_READ | PROT_WRITE) < 0) {
+			int e = errno;
+
+			snprintf(msg, cap, "cannot map the source's region %u (%llu bytes): %s",
+				 d->wreg[i].id, (unsigned long long)g->len, strerror(e));
+			unmap_regions(d, i + 1);
+			return -e;
+		}
 	}
 	/*
 	 * The regions are plain memory until the switch-over (pre-copy writes
