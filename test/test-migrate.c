@@ -447,6 +447,47 @@ TEST(migrate_postcopy_fork_child)
 	pair_destroy(&p);
 }
 
+/*
+ * The program forks again and again during post-copy, each child reading
+ * pages not yet arrived and exiting. glibc's fork() holds the malloc locks
+ * until its FORK event is read: a handler that built the previous child's
+ * pager while holding the read token blocked in malloc, nobody read the
+ * next fork's event, and fork() hung for good (the runner's timeout turns
+ * that into a FAIL).
+ */
+TEST(migrate_postcopy_fork_repeated)
+{
+	size_t ps = t_page_size(), len = 8 * MIB, pages = len / ps;
+	const uint8_t *src;
+	struct pair p;
+
+	pair_start(&p, len, 64 << 10, NULL, NULL);
+	pair_accept(&p);
+	src = p.reg.addr;
+	for (int i = 0; i < 40; i++) {
+		int status;
+		pid_t pid = fork();
+
+		T_ASSERT_SYS(pid);
+		if (pid == 0) {
+			/* Most exit at once: the next fork() comes while this child is set up. */
+			if (i % 8)
+				_exit(0);
+			for (size_t pg = pages / 2 + (size_t)i; pg < pages; pg += 331)
+				if (memcmp(p.dst + pg * ps, src + pg * ps, ps))
+					_exit(3);
+			_exit(0);
+		}
+		T_ASSERT_SYS(waitpid(pid, &status, 0));
+		T_ASSERT(WIFEXITED(status));
+		T_ASSERT_EQ(WEXITSTATUS(status), 0);
+	}
+	T_ASSERT_OK(fl_migrate_source_set_bandwidth(p.sr.s, 0));
+	pair_finish(&p);
+	T_ASSERT(!memcmp(p.dst, p.reg.addr, len));
+	pair_destroy(&p);
+}
+
 /* The program moves a region with mremap during post-copy: it is served at its new address. */
 TEST(migrate_postcopy_mremap)
 {

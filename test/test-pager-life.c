@@ -1052,6 +1052,83 @@ TEST(pager_fork_child_never_reads_zeros)
 	munmap(mem, len);
 }
 
+/* Forks 40 children that exit at once; the number of those that did not exit cleanly. */
+static void *fork_exit_main(void *arg)
+{
+	_Atomic int *bad = arg;
+
+	for (int i = 0; i < 40; i++) {
+		int status;
+		pid_t pid = fork();
+
+		if (pid == 0)
+			_exit(0);
+		if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+		    WEXITSTATUS(status))
+			atomic_fetch_add(bad, 1);
+	}
+	return NULL;
+}
+
+/*
+ * Repeated fork() with a pager that has FORK events and no on_event: each
+ * child's absent pages are poisoned. The reader used to do that (calloc
+ * included) holding the read token while the next fork() held the malloc
+ * locks waiting for its own event to be read: fork() hung.
+ */
+TEST(pager_fork_repeated_no_on_event)
+{
+	size_t ps = t_page_size(), npages = 128, len = npages * ps;
+	uint8_t *mem = t_map_anon(len);
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, FL_FEAT_EVENT_FORK);
+	struct fl_region_opts o;
+	struct fl_region *r;
+	struct fl_store *s;
+
+	T_ASSERT_OK(fl_store_pattern_create(len, SEED, &s));
+	o = t_region_opts(s, len);
+	o.addr = mem;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	T_ASSERT_OK(fl_pager_start(p));
+	for (int i = 0; i < 40; i++) {
+		size_t pg = (size_t)i;	/* present in the parent from now on */
+		int status;
+		pid_t pid;
+
+		T_ASSERT_EQ(mem[pg * ps + 1], pattern_byte(pg * ps + 1));
+		pid = fork();
+		T_ASSERT_SYS(pid);
+		if (pid == 0) {
+			/* Never touched by the parent (it reads the first 40 pages). */
+			struct faulter a = { .p = mem + (npages - 1 - (size_t)i) * ps + 7 };
+
+			/* Most exit at once: the next fork() comes while this child is looked after. */
+			if (i % 4)
+				_exit(0);
+			catch_sigbus();
+			if (fl_pattern_check(mem + pg * ps, pg * ps, ps, SEED))
+				_exit(2);
+			faulter_main(&a);
+			_exit(a.bus ? 0 : a.v == 0 ? 3 : 4);
+		}
+		T_ASSERT_SYS(waitpid(pid, &status, 0));
+		expect_clean_exit(status);
+	}
+	/* Two threads forking at once: one fork() is pending while another child is looked after. */
+	{
+		_Atomic int bad = 0;
+		unsigned long a = t_thread_start(fork_exit_main, &bad);
+
+		fork_exit_main(&bad);
+		t_thread_join(a);
+		T_ASSERT_EQ(atomic_load(&bad), 0);
+	}
+	T_ASSERT_EQ(mem[(npages - 1) * ps + 7], pattern_byte((npages - 1) * ps + 7));
+	fl_pager_destroy(p);
+	fl_store_destroy(s);
+	munmap(mem, len);
+}
+
 /*
  * mremap() moves only the second half of a region: the half left behind
  * is still served, the moved pages that were present keep their data, and

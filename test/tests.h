@@ -156,6 +156,8 @@
 	  T_UFFD, 0)                                                               \
 	X(pager_fork_child_never_reads_zeros, FL_FEAT_EVENT_FORK | FL_FEAT_POISON, \
 	  T_UFFD | T_ROOT, 0)                                                      \
+	X(pager_fork_repeated_no_on_event, FL_FEAT_EVENT_FORK | FL_FEAT_POISON,  \
+	  T_UFFD | T_ROOT, 0)                                                      \
 	X(pager_partial_mremap_fails_loudly, FL_FEAT_EVENT_REMAP | FL_FEAT_POISON, \
 	  T_UFFD, 0)                                                               \
 	X(pager_supply_only_absent, FL_FEAT_EVENT_REMOVE, T_UFFD, 0)               \
@@ -193,6 +195,7 @@
 	X(migrate_requests_deduplicated, 0, T_UFFD, 30)                            \
 	X(migrate_dest_writes_survive, 0, T_UFFD, 30)                              \
 	X(migrate_postcopy_fork_child, FL_FEAT_EVENT_FORK, T_UFFD | T_ROOT, 30)     \
+	X(migrate_postcopy_fork_repeated, FL_FEAT_EVENT_FORK, T_UFFD | T_ROOT, 30) \
 	X(migrate_postcopy_mremap, 0, T_UFFD, 30)                                  \
 	X(migrate_postcopy_discard, 0, T_UFFD, 30)                                 \
 	X(migrate_range_taken, 0, T_UFFD, 0)                                       \

@@ -59,7 +59,13 @@ enum fl_pager_mode {
  * poisons them through the child's descriptor before closing it (the child
  * gets SIGBUS there; pages the program had discarded read zeros; where the
  * kernel cannot poison, the descriptor stays open and the child's faults
- * there stay blocked until the pager is destroyed); without
+ * there stay blocked until the pager is destroyed). The handler thread
+ * that reads a FORK event only notes the child's page states (the forking
+ * thread holds the C library's malloc locks until its event is read);
+ * in THREADS mode a thread of its own, "fl-fork", then looks after the
+ * child, whose faults stay blocked meanwhile; in LOOP mode
+ * fl_pager_dispatch() does, after reading (it may then wait for a fork()
+ * in progress in another thread to return); without
  * FL_FEAT_EVENT_FORK the kernel unregisters them in the child and they read
  * as zeros: populate first, or use MADV_DONTFORK. Every pager call in a
  * child returns -ECHILD. The out-of-process monitor (monitor.h) serves

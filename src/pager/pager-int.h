@@ -152,6 +152,30 @@ struct pg_child {
 };
 
 /*
+ * The page states of the regions at the moment a FORK event was read,
+ * taken by the reader without malloc or locks (one mmap), with a use of
+ * each region counted. The child's pages are what the parent's were then.
+ */
+struct pg_snap_ent {
+	uintptr_t start;
+	struct fl_region *r;
+	size_t off;			/* index of its first state byte */
+};
+
+struct pg_fork_snap {
+	size_t len;			/* bytes mapped */
+	size_t n;
+	struct pg_snap_ent e[];		/* then the state bytes */
+};
+
+/* A FORK event read, its child not yet looked after (see fork_record in pager.c). */
+#define PG_FORK_RING 64
+struct pg_fork {
+	int fd;
+	struct pg_fork_snap *snap;	/* NULL: could not be taken */
+};
+
+/*
  * A piece of a region that mremap() moved away alone: the pager does not
  * serve it, and a fault on one of its absent pages is poisoned (SIGBUS)
  * rather than left blocked.
@@ -270,6 +294,17 @@ struct fl_pager {
 
 	struct fl__pager_hooks hooks;	/* for clients inside the library (supply.h) */
 	bool own_memory;		/* the memory is this process's (own_uffd, or said so) */
+	/*
+	 * FORK events: the reader only records them here (fork() holds the
+	 * malloc locks until its event is read); the fork thread (THREADS
+	 * mode) or the dispatcher (LOOP) looks after the children afterwards.
+	 */
+	struct pg_fork forks[PG_FORK_RING];
+	_Atomic size_t fork_head, fork_tail;
+	pthread_mutex_t fork_lock;	/* one consumer of forks at a time */
+	int fork_efd;			/* THREADS: readable when forks has entries */
+	pthread_t fork_thread;
+	bool fork_started;
 	/* Children served (hooks.serve_children): published by count, freed at destroy only. */
 	struct pg_child *children;
 	_Atomic size_t nchildren;

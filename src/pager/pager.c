@@ -152,6 +152,60 @@ static int drain_child(void *arg)
 	return n > 0 ? n : 0;
 }
 
+static const uint8_t *snap_states(const struct pg_fork_snap *t)
+{
+	return (const uint8_t *)&t->e[t->n];
+}
+
+/*
+ * The page states of every region as the FORK event is read, with a use
+ * of each region counted (removal waits for it). Called by the reader
+ * while the forking thread may still hold the malloc and stdio locks: one
+ * mmap, no malloc, no lock, no logging. NULL if the mapping failed.
+ */
+static struct pg_fork_snap *snap_take(struct fl_pager *p)
+{
+	unsigned int g = fl__grace_enter(&p->grace);
+	struct pg_table *t = atomic_load(&p->table);
+	size_t pages = 0, len;
+	struct pg_fork_snap *sn;
+	uint8_t *st;
+
+	for (size_t i = 0; i < t->n; i++)
+		pages += t->e[i].r->npages;
+	len = sizeof(*sn) + t->n * sizeof(sn->e[0]) + pages;
+	sn = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (sn == MAP_FAILED) {
+		fl__grace_exit(&p->grace, g);
+		return NULL;
+	}
+	madvise(sn, len, MADV_DONTFORK);
+	sn->len = len;
+	sn->n = t->n;
+	st = (uint8_t *)&sn->e[t->n];
+	pages = 0;
+	for (size_t i = 0; i < t->n; i++) {
+		struct fl_region *r = t->e[i].r;
+
+		atomic_fetch_add(&r->users, 1);
+		sn->e[i] = (struct pg_snap_ent){ .start = t->e[i].start, .r = r, .off = pages };
+		for (size_t pg = 0; pg < r->npages; pg++)
+			st[pages + pg] = atomic_load(&r->state[pg]);
+		pages += r->npages;
+	}
+	fl__grace_exit(&p->grace, g);
+	return sn;
+}
+
+static void snap_free(struct pg_fork_snap *sn)
+{
+	if (!sn)
+		return;
+	for (size_t i = 0; i < sn->n; i++)
+		fl__region_put(sn->e[i].r);
+	munmap(sn, sn->len);
+}
+
 /*
  * A fork()ed child nobody serves (no on_event callback). Once its
  * descriptor is closed, the kernel unregisters the child's ranges, and
@@ -162,13 +216,13 @@ static int drain_child(void *arg)
  * copies. Memory the pager mapped is MADV_DONTFORK: the child has none.
  * Where the kernel cannot poison, the descriptor is kept open instead (the
  * child's faults there stay blocked, never zeros) until the pager is
- * destroyed. Called while applying events: the parent's installs wait.
+ * destroyed. @t: the page states when its FORK event was read. Called by
+ * fork_take(), never by the reader.
  */
-static void unserved_child(struct fl_pager *p, int fd)
+static void unserved_child(struct fl_pager *p, int fd, const struct pg_fork_snap *t)
 {
 	struct fl__poison_opts o = { .drain = drain_child };
 	struct fl_uffd *cu;
-	struct pg_table *t;
 	uint64_t poisoned = 0;
 	int err = 0;
 
@@ -179,10 +233,9 @@ static void unserved_child(struct fl_pager *p, int fd)
 		return;
 	}
 	o.arg = cu;
-	pthread_mutex_lock(&p->lock);
-	t = atomic_load(&p->table);
 	for (size_t i = 0; i < t->n && !err; i++) {
 		struct fl_region *r = t->e[i].r;
+		const uint8_t *st = snap_states(t) + t->e[i].off;
 		uintptr_t base = t->e[i].start;
 		size_t pg = 0;
 
@@ -190,11 +243,10 @@ static void unserved_child(struct fl_pager *p, int fd)
 			continue;
 		o.step = r->ps;
 		while (pg < r->npages && !err) {
-			bool zero = (atomic_load(&r->state[pg]) & (PG_ZERO | PG_STATE)) == PG_ZERO;
+			bool zero = (st[pg] & (PG_ZERO | PG_STATE)) == PG_ZERO;
 			size_t end = pg + 1;
 
-			while (end < r->npages &&
-			       ((atomic_load(&r->state[end]) & (PG_ZERO | PG_STATE)) == PG_ZERO) == zero)
+			while (end < r->npages && ((st[end] & (PG_ZERO | PG_STATE)) == PG_ZERO) == zero)
 				end++;
 			if (zero) {
 				for (; pg < end; pg++) {
@@ -216,7 +268,6 @@ static void unserved_child(struct fl_pager *p, int fd)
 			pg = end;
 		}
 	}
-	pthread_mutex_unlock(&p->lock);
 	fl_uffd_close(cu);
 	if (err) {
 		fl__err("pager: cannot poison the absent pages of a fork()ed child (%s); keeping its "
@@ -234,20 +285,19 @@ static void unserved_child(struct fl_pager *p, int fd)
 /*
  * A fork()ed child served like its parent (hooks.serve_children): a pager
  * of its own over the child's descriptor, with the parent's regions at
- * their addresses, stores and page states of this moment (the fork: the
- * parent's installs wait while events are applied, and the kernel refused
- * them from the fork until its event was read). Pages supplied to the
+ * their addresses, stores and the page states @t noted when its FORK event
+ * was read (the kernel refused the parent's installs from the fork until
+ * then, and that reader applied the events before it). Pages supplied to the
  * parent later reach it too (fl__region_supply). Returns 0, or -errno with
  * @fd untouched.
  */
-static int serve_child(struct fl_pager *p, int fd)
+static int serve_child(struct fl_pager *p, int fd, const struct pg_fork_snap *t)
 {
 	struct fl_pager_opts po = { .sz = sizeof(po), .mode = FL_PAGER_THREADS, .threads = 2 };
 	struct fl__pager_hooks h = { .serve_children = true };
 	size_t nc = atomic_load(&p->nchildren);
 	struct fl_uffd *cu = NULL;
 	struct fl_pager *cp = NULL;
-	struct pg_table *t;
 	int e;
 
 	if (nc >= PG_MAX_CHILDREN)
@@ -266,10 +316,9 @@ static int serve_child(struct fl_pager *p, int fd)
 		return e;
 	}
 	fl__pager_set_hooks(cp, &h);
-	pthread_mutex_lock(&p->lock);
-	t = atomic_load(&p->table);
 	for (size_t i = 0; i < t->n && !e; i++) {
 		struct fl_region *r = t->e[i].r, *cr;
+		const uint8_t *st = snap_states(t) + t->e[i].off;
 		struct fl_region_opts o = {
 			.sz = sizeof(o), .addr = (void *)t->e[i].start, .len = r->len,
 			.store = r->store, .store_off = r->store_off, .page_size = r->ps,
@@ -287,7 +336,7 @@ static int serve_child(struct fl_pager *p, int fd)
 		}
 		e = fl_region_add(cp, &o, &cr);
 		for (size_t pg = 0; !e && pg < r->npages; pg++) {
-			uint8_t s = atomic_load(&r->state[pg]), to;
+			uint8_t s = st[pg], to;
 
 			switch (s & PG_STATE) {
 			case PG_PRESENT:
@@ -302,7 +351,6 @@ static int serve_child(struct fl_pager *p, int fd)
 			atomic_store(&cr->state[pg], to);
 		}
 	}
-	pthread_mutex_unlock(&p->lock);
 	if (!e)
 		e = fl_pager_start(cp);
 	if (e < 0) {
@@ -368,6 +416,90 @@ int fl__pager_children_populate(struct fl_pager *p)
 	return first;
 }
 
+/*
+ * A FORK event read (reader role held): only note the child's descriptor
+ * and its page states. The forking thread is released by this read, but
+ * glibc's fork() holds the malloc arenas' and stdio's locks until it
+ * returns in the parent; a reader blocked on them (in calloc, thread
+ * creation, logging) would keep the read token, nobody would read the
+ * next fork()'s event, and that fork() would never return. The child's
+ * faults stay blocked on its descriptor until fork_take() serves it.
+ * Single producer: the read token is held.
+ */
+static void fork_record(struct fl_pager *p, int fd)
+{
+	size_t t = atomic_load_explicit(&p->fork_tail, memory_order_relaxed);
+
+	/* Full (PG_FORK_RING children not yet looked after): wait for the consumer. */
+	while (t - atomic_load_explicit(&p->fork_head, memory_order_acquire) >= PG_FORK_RING)
+		sched_yield();
+	p->forks[t % PG_FORK_RING] = (struct pg_fork){ .fd = fd, .snap = snap_take(p) };
+	atomic_store_explicit(&p->fork_tail, t + 1, memory_order_release);
+}
+
+static bool forks_pending(struct fl_pager *p)
+{
+	return atomic_load_explicit(&p->fork_head, memory_order_relaxed) !=
+	       atomic_load_explicit(&p->fork_tail, memory_order_acquire);
+}
+
+/*
+ * Look after the children recorded by fork_record(), never as the reader:
+ * serve each (hooks.serve_children) or poison its absent pages. With
+ * @serve false (destroy), only the latter. Returns the number taken.
+ */
+static unsigned int fork_take(struct fl_pager *p, bool serve)
+{
+	unsigned int n = 0;
+
+	pthread_mutex_lock(&p->fork_lock);
+	while (forks_pending(p)) {
+		size_t h = atomic_load_explicit(&p->fork_head, memory_order_relaxed);
+		struct pg_fork f = p->forks[h % PG_FORK_RING];
+
+		atomic_store_explicit(&p->fork_head, h + 1, memory_order_release);
+		n++;
+		if (!f.snap) {
+			fl__err("pager: out of memory noting the pages of a fork()ed child; keeping "
+				"its userfaultfd open: the child's faults stay blocked");
+			if (fds_push(&p->held, &p->nheld, f.fd) < 0) {
+				fl__err("pager: out of memory keeping the descriptor; the child "
+					"reads zeros");
+				close(f.fd);
+			}
+			continue;
+		}
+		if (!(serve && p->hooks.serve_children && serve_child(p, f.fd, f.snap) == 0))
+			unserved_child(p, f.fd, f.snap);
+		snap_free(f.snap);
+	}
+	pthread_mutex_unlock(&p->fork_lock);
+	return n;
+}
+
+/* THREADS mode with FORK events: the thread that looks after fork()ed children. */
+static void *fork_main(void *arg)
+{
+	struct fl_pager *p = arg;
+	struct pollfd pf[2] = {
+		{ .fd = p->stop_efd, .events = POLLIN },
+		{ .fd = p->fork_efd, .events = POLLIN },
+	};
+
+	for (;;) {
+		uint64_t v;
+
+		fork_take(p, true);
+		/* Stopping, or the served process exited (its FORK events are all read). */
+		if (!atomic_load(&p->running) || atomic_load(&p->dead))
+			break;
+		if (poll(pf, 2, -1) > 0 && (pf[1].revents & POLLIN) &&
+		    read(p->fork_efd, &v, sizeof(v)) < 0)
+			(void)0;	/* nothing to reset */
+	}
+	return NULL;
+}
+
 static void apply_event(struct fl_pager *p, const struct fl_event *ev)
 {
 	switch (ev->type) {
@@ -384,9 +516,7 @@ static void apply_event(struct fl_pager *p, const struct fl_event *ev)
 	case FL_EVENT_FORK:
 		if (p->on_event)
 			break;	/* the descriptor is the callback's */
-		if (p->hooks.serve_children && serve_child(p, ev->fork.fd) == 0)
-			break;
-		unserved_child(p, ev->fork.fd);
+		fork_record(p, ev->fork.fd);
 		break;
 	default:
 		fl__debug("pager: ignoring a %s event", fl_event_type_name(ev->type));
@@ -474,6 +604,16 @@ static int read_apply(struct fl_pager *p, struct fl_event *ev, uint64_t *t0)
 	if (nev && p->on_event)
 		tell_events(p, ev, n, nev);
 	atomic_store_explicit(&p->reading, false, memory_order_release);
+	if (nev && forks_pending(p)) {
+		uint64_t one = 1;
+
+		if (p->fork_started) {
+			if (write(p->fork_efd, &one, sizeof(one)) < 0)
+				(void)0;	/* the counter is full: the thread is woken anyway */
+		} else {
+			fork_take(p, true);	/* LOOP mode: no thread of ours for it */
+		}
+	}
 	return n == -EINTR ? -EAGAIN : n;
 }
 
@@ -798,6 +938,13 @@ static int start_threads(struct fl_pager *p)
 		snprintf(name, sizeof(name), "fl-handler/%u", i);
 		pthread_setname_np(w->thread, name);
 	}
+	if (!e && (p->feats & FL_FEAT_EVENT_FORK) && !p->on_event) {
+		e = -pthread_create(&p->fork_thread, NULL, fork_main, p);
+		if (!e) {
+			p->fork_started = true;
+			pthread_setname_np(p->fork_thread, "fl-fork");
+		}
+	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return e;
 }
@@ -814,6 +961,10 @@ static void stop_threads(struct fl_pager *p)
 			continue;
 		pthread_join(p->workers[i].thread, NULL);
 		p->workers[i].started = false;
+	}
+	if (p->fork_started) {
+		pthread_join(p->fork_thread, NULL);
+		p->fork_started = false;
 	}
 }
 
@@ -851,6 +1002,8 @@ FL_API int fl_pager_create(const struct fl_pager_opts *opts, struct fl_pager **r
 	p->stop_efd = -1;
 	p->kick_efd = -1;
 	p->sig_slot = -1;
+	p->fork_efd = -1;
+	pthread_mutex_init(&p->fork_lock, NULL);
 	p->nthreads = o.mode == FL_PAGER_THREADS ? (o.threads ? o.threads : threads_from_env()) : 0;
 	p->spin_us = o.spin_us ? o.spin_us : DEFAULT_SPIN_US;
 	p->on_event = o.on_event;
@@ -927,9 +1080,11 @@ FL_API int fl_pager_create(const struct fl_pager_opts *opts, struct fl_pager **r
 	if (o.mode == FL_PAGER_THREADS) {
 		p->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		p->kick_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		p->fork_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		p->backlog = aligned_alloc(64, sizeof(*p->backlog));
 		p->workers = calloc(p->nthreads, sizeof(*p->workers));
-		if (p->stop_efd < 0 || p->kick_efd < 0 || !p->backlog || !p->workers) {
+		if (p->stop_efd < 0 || p->kick_efd < 0 || p->fork_efd < 0 || !p->backlog ||
+		    !p->workers) {
 			e = -ENOMEM;
 			goto fail;
 		}
@@ -1029,6 +1184,10 @@ FL_API void fl_pager_destroy(struct fl_pager *p)
 	/* A forked child shares the parent's userfaultfd: touching it would hurt the parent. */
 	if (getpid() != p->pid)
 		return;
+	if (p->workers)
+		stop_threads(p);
+	/* Children whose FORK event was read but who were not looked after yet. */
+	fork_take(p, false);
 	for (size_t i = 0; i < atomic_load(&p->nchildren); i++) {
 		fl_pager_destroy(p->children[i].p);
 		fl_uffd_close(p->children[i].u);
@@ -1082,6 +1241,8 @@ FL_API void fl_pager_destroy(struct fl_pager *p)
 		close(p->stop_efd);
 	if (p->kick_efd >= 0)
 		close(p->kick_efd);
+	if (p->fork_efd >= 0)
+		close(p->fork_efd);
 	if (p->buffers && p->buffers != MAP_FAILED)
 		munmap(p->buffers, p->buffers_len);
 	if (p->zeros && p->zeros != MAP_FAILED)
@@ -1096,6 +1257,7 @@ FL_API void fl_pager_destroy(struct fl_pager *p)
 		close(p->held[i]);
 	free(p->held);
 	pthread_mutex_destroy(&p->orphan_lock);
+	pthread_mutex_destroy(&p->fork_lock);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 }
