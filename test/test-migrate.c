@@ -488,6 +488,44 @@ TEST(migrate_postcopy_fork_repeated)
 	pair_destroy(&p);
 }
 
+/*
+ * Without the fork event (a process lacking CAP_SYS_PTRACE) a child cannot
+ * be served: the regions are not inherited, so a child touching one dies
+ * by SIGSEGV instead of reading zeros where the source has data.
+ */
+TEST(migrate_postcopy_fork_without_event)
+{
+	size_t ps = t_page_size(), len = 2 * MIB;
+	struct fl_features f, old;
+	int status;
+	struct pair p;
+	pid_t pid;
+
+	fl_probe(&old);
+	f = old;
+	f.features &= ~(uint64_t)FL_FEAT_EVENT_FORK;
+	f.denied = FL_FEAT_EVENT_FORK;
+	fl__probe_set_for_test(&f);
+	pair_start(&p, len, 64 << 10, NULL, NULL);
+	pair_accept(&p);
+	fl__probe_set_for_test(&old);
+	T_ASSERT(!memcmp(p.dst + 3 * ps, (uint8_t *)p.reg.addr + 3 * ps, ps));
+	pid = fork();
+	T_ASSERT_SYS(pid);
+	if (pid == 0) {
+		signal(SIGSEGV, SIG_DFL);
+		/* A page present at the fork, and one that had not come. */
+		_exit(p.dst[3 * ps] + p.dst[len - ps] == 0 ? 3 : 4);
+	}
+	T_ASSERT_SYS(waitpid(pid, &status, 0));
+	T_ASSERT(WIFSIGNALED(status));
+	T_ASSERT_EQ(WTERMSIG(status), SIGSEGV);
+	T_ASSERT_OK(fl_migrate_source_set_bandwidth(p.sr.s, 0));
+	pair_finish(&p);
+	T_ASSERT(!memcmp(p.dst, p.reg.addr, len));
+	pair_destroy(&p);
+}
+
 /* The program moves a region with mremap during post-copy: it is served at its new address. */
 TEST(migrate_postcopy_mremap)
 {
@@ -503,6 +541,15 @@ TEST(migrate_postcopy_mremap)
 	to = t_map_anon(len);
 	T_ASSERT(mremap(p.dst, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, to) == to);
 	p.dst = to;
+	/* The destination tells where the region is now. */
+	{
+		void *at;
+		size_t l;
+
+		T_ASSERT_OK(fl_migrate_dest_region(p.d, 0, &at, &l));
+		T_ASSERT(at == to);
+		T_ASSERT_EQ(l, len);
+	}
 	/* Moved while present, and fetched at the new address. */
 	T_ASSERT(!memcmp(to + 5 * ps, src + 5 * ps, ps));
 	for (size_t pg = pages / 2; pg < pages; pg += 61)

@@ -196,6 +196,7 @@
 	X(migrate_dest_writes_survive, 0, T_UFFD, 30)                              \
 	X(migrate_postcopy_fork_child, FL_FEAT_EVENT_FORK, T_UFFD | T_ROOT, 30)     \
 	X(migrate_postcopy_fork_repeated, FL_FEAT_EVENT_FORK, T_UFFD | T_ROOT, 30) \
+	X(migrate_postcopy_fork_without_event, 0, T_UFFD, 30)                      \
 	X(migrate_postcopy_mremap, 0, T_UFFD, 30)                                  \
 	X(migrate_postcopy_discard, 0, T_UFFD, 30)                                 \
 	X(migrate_range_taken, 0, T_UFFD, 0)                                       \

@@ -257,8 +257,9 @@ FL_API int fl_migrate_dest_create(const struct fl_migrate_dest_opts *opts,
 
 	if (!ret)
 		return fl__einval(__func__, "ret is NULL");
-	if (fl__opts_copy(&o, sizeof(o), opts, "fl_migrate_dest_create") < 0)
-		return -EINVAL;
+	r = fl__opts_copy(&o, sizeof(o), opts, "fl_migrate_dest_create");
+	if (r < 0)
+		return r;
 	if (o.flags & ~(uint32_t)(FL_MIGRATE_LISTEN | FL_MIGRATE_ANYWHERE | FL_MIGRATE_INSECURE))
 		return fl__einval(__func__, "unknown flags %#x",
 				  o.flags & ~(uint32_t)(FL_MIGRATE_LISTEN | FL_MIGRATE_ANYWHERE |
@@ -330,7 +331,10 @@ FL_API int fl_migrate_dest_region(const struct fl_migrate_dest *d, unsigned int 
 		return -ECHILD;
 	if (i >= d->nreg)
 		return -ENOENT;
-	*ret_addr = d->reg[i].addr;
+	/* Where it is now: the program may have moved it (mremap) since it was mapped. */
+	pthread_rwlock_rdlock((pthread_rwlock_t *)&d->regions_lock);
+	*ret_addr = d->regions && d->regions[i] ? fl_region_addr(d->regions[i]) : d->reg[i].addr;
+	pthread_rwlock_unlock((pthread_rwlock_t *)&d->regions_lock);
 	*ret_len = d->reg[i].len;
 	return 0;
 }
@@ -594,6 +598,20 @@ static int take_regions(struct fl_migrate_dest *d, const struct fl__wire_hello *
 
 			snprintf(msg, cap, "cannot map the source's region %u (%llu bytes): %s",
 				 d->wreg[i].id, (unsigned long long)g->len, strerror(e));
+			unmap_regions(d, i + 1);
+			return -e;
+		}
+		/*
+		 * Without the fork event a fork()ed child could not be served: it
+		 * would read zeros where the source has data. It gets no copy of
+		 * the regions instead (SIGSEGV if it touches them).
+		 */
+		if (!(fl_uffd_features(d->uffd) & FL_FEAT_EVENT_FORK) &&
+		    madvise(p, g->len, MADV_DONTFORK) < 0) {
+			int e = errno;
+
+			snprintf(msg, cap, "cannot keep the source's region %u from fork()ed "
+				 "children: %s", d->wreg[i].id, strerror(e));
 			unmap_regions(d, i + 1);
 			return -e;
 		}
