@@ -59,7 +59,9 @@ enum fl_pager_mode {
  * poisons them through the child's descriptor before closing it (the child
  * gets SIGBUS there; pages the program had discarded read zeros; where the
  * kernel cannot poison, the descriptor stays open and the child's faults
- * there stay blocked until the pager is destroyed). The handler thread
+ * there stay blocked until the pager is destroyed). A grandchild (the
+ * child forks while the pager poisons it) is not looked after: its pages
+ * not yet poisoned at that fork read zeros. The handler thread
  * that reads a FORK event only notes the child's page states (the forking
  * thread holds the C library's malloc locks until its event is read);
  * in THREADS mode a thread of its own, "fl-fork", then looks after the

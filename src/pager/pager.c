@@ -390,14 +390,25 @@ int fl__pager_children_populate(struct fl_pager *p)
 
 	for (size_t i = 0; i < nc; i++) {
 		struct fl_pager *cp = p->children[i].p;
-		struct fl_region *list[64];
+		struct fl_region **list;
 		size_t n = 0;
 		int e;
 
 		if (atomic_load(&cp->dead))
 			continue;
+		/* Every region of the child, not a fixed number (a migration may have 1024). */
 		pthread_mutex_lock(&cp->lock);
-		for (struct fl_region *r = cp->regions; r && n < 64; r = r->next) {
+		for (struct fl_region *r = cp->regions; r; r = r->next)
+			n++;
+		list = calloc(n ? n : 1, sizeof(*list));
+		if (!list) {
+			pthread_mutex_unlock(&cp->lock);
+			if (!first)
+				first = -ENOMEM;
+			continue;
+		}
+		n = 0;
+		for (struct fl_region *r = cp->regions; r; r = r->next) {
 			atomic_fetch_add(&r->users, 1);
 			list[n++] = r;
 		}
@@ -409,6 +420,7 @@ int fl__pager_children_populate(struct fl_pager *p)
 			if (e < 0 && e != -ENOENT && e != -ESRCH && !first)
 				first = e;
 		}
+		free(list);
 		e = fl__pager_children_populate(cp);
 		if (e < 0 && !first)
 			first = e;
