@@ -42,7 +42,10 @@ enum fl_pager_mode {
  * UNMAP events (they need no privilege) and follows them: a region moved
  * whole by mremap is served at its new address; a part moved away alone is
  * no longer served (its pages absent at the move get SIGBUS when touched
- * there, never a hang or zeros); pages discarded with MADV_DONTNEED read
+ * there, never zeros; without UFFDIO_POISON, before Linux 6.6, they are
+ * made PROT_NONE in the pager's own process (SIGSEGV), but in another
+ * process's memory (a borrowed userfaultfd) a fault there stays blocked,
+ * logged, until the pager goes); pages discarded with MADV_DONTNEED read
  * zeros afterwards (as the program asked), also when the discard raced a
  * store read in flight for them: once madvise() returned, the store's data
  * never appears there (in memory of another process too, with a borrowed

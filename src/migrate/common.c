@@ -178,10 +178,8 @@ int fl__mig_link_init(struct fl__mig_link *l, uint32_t flags, const char *host, 
 
 void fl__mig_link_fini(struct fl__mig_link *l)
 {
-	if (l->lfd >= 0)
-		close(l->lfd);
-	if (l->stop_efd >= 0)
-		close(l->stop_efd);
+	l->lfd = fl__safe_close(l->lfd);
+	l->stop_efd = fl__safe_close(l->stop_efd);
 	free(l->host);
 	if (l->key) {
 		memset(l->key, 0, l->key_len);
@@ -290,7 +288,7 @@ static void drop_pending(struct mig_pending *p, unsigned int *n, unsigned int i,
 
 	if (why)
 		fl__warn("migrate: %s: closed the connection from %s: %s", side, t.name, why);
-	close(t.fd);
+	fl__safe_close(t.fd);
 }
 
 /*
@@ -464,7 +462,7 @@ int fl__mig_conn_open(struct fl__mig_conn *c, int fd)
 	fl__mig_conn_reset(c);
 	r = fl__wire_reader_init(&c->rd, fd, 0);
 	if (r < 0) {
-		close(fd);
+		fl__safe_close(fd);	/* ours from the call on, also on failure */
 		return r;
 	}
 	c->have_rd = true;
@@ -476,8 +474,7 @@ void fl__mig_conn_close(struct fl__mig_conn *c)
 {
 	if (c->have_rd)
 		fl__wire_reader_fini(&c->rd);
-	if (c->fd >= 0)
-		close(c->fd);
+	c->fd = fl__safe_close(c->fd);
 	fl__mig_conn_reset(c);
 }
 

@@ -1445,8 +1445,7 @@ FL_API void fl_migrate_source_destroy(struct fl_migrate_source *s)
 	fl__mig_conn_close(&s->main);
 	fl__mig_conn_close(&s->urg);
 	fl__mig_link_fini(&s->link);
-	if (s->pagemap_fd >= 0)
-		close(s->pagemap_fd);
+	s->pagemap_fd = fl__safe_close(s->pagemap_fd);
 	if (s->bg.staging)
 		munmap(s->bg.staging, FL__WIRE_MAX_DATA);
 	free(s->sent);
