@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <setjmp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -428,4 +429,36 @@ struct fl_region_opts t_region_opts(struct fl_store *s, size_t len)
 {
 	return (struct fl_region_opts){ .sz = sizeof(struct fl_region_opts), .len = len, .store = s,
 					.memfd = -1 };
+}
+
+/* volatile: the stores around the access must not be merged away. */
+static _Thread_local sigjmp_buf *volatile bus_jmp;
+static _Thread_local void *volatile bus_addr;
+
+void t_on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	(void)uc;
+	if (!bus_jmp) {
+		signal(sig, SIG_DFL);
+		raise(sig);
+		return;
+	}
+	bus_addr = si->si_addr;
+	siglongjmp(*bus_jmp, 1);
+}
+
+bool t_read_sigbus(volatile uint8_t *p)
+{
+	sigjmp_buf jb;
+	bool hit;
+
+	bus_addr = NULL;
+	bus_jmp = &jb;
+	hit = sigsetjmp(jb, 1) != 0;
+	if (!hit)
+		(void)*p;
+	bus_jmp = NULL;
+	if (hit && bus_addr != (void *)p)
+		t_fail(__FILE__, __LINE__, "SIGBUS at %p, expected %p", bus_addr, (void *)p);
+	return hit;
 }

@@ -4,6 +4,7 @@
 #define FL_TEST_HARNESS_H
 
 #include <errno.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -176,5 +177,16 @@ struct t_access {
 void t_access_start(struct t_access *a, void *p, bool write, uint8_t byte);
 bool t_access_finished(const struct t_access *a);
 uint8_t t_access_join(struct t_access *a);
+
+/*
+ * Catching SIGBUS on one read: install t_on_sigbus as the SA_SIGINFO
+ * handler of SIGBUS (and of SIGSEGV where pages are made inaccessible
+ * instead of poisoned); t_read_sigbus() reads one byte at @p and returns
+ * true if that raised the signal, failing the test if it was raised at
+ * another address. A signal outside t_read_sigbus() kills the process as
+ * by default. Per thread: a blocked read in another thread works too.
+ */
+void t_on_sigbus(int sig, siginfo_t *si, void *uc);
+bool t_read_sigbus(volatile uint8_t *p);
 
 #endif /* FL_TEST_HARNESS_H */

@@ -1585,36 +1585,6 @@ TEST(migrate_source_gives_up)
 	close(pfd[0]);
 }
 
-static _Thread_local sigjmp_buf *bus_jmp;
-static _Thread_local void *bus_addr;
-
-static void on_sigbus(int sig, siginfo_t *si, void *uc)
-{
-	(void)uc;
-	if (!bus_jmp) {
-		signal(sig, SIG_DFL);
-		raise(sig);
-		return;
-	}
-	bus_addr = si->si_addr;
-	siglongjmp(*bus_jmp, 1);
-}
-
-/* Read one byte at @p: true if that raised SIGBUS at @p (a blocked read waits for it). */
-static bool read_sigbus(volatile uint8_t *p)
-{
-	sigjmp_buf jb;
-	bool hit;
-
-	bus_addr = NULL;
-	bus_jmp = &jb;
-	hit = sigsetjmp(jb, 1) != 0;
-	if (!hit)
-		(void)*p;
-	bus_jmp = NULL;
-	return hit && bus_addr == (void *)p;
-}
-
 static bool all_zero(const uint8_t *p, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -1625,7 +1595,7 @@ static bool all_zero(const uint8_t *p, size_t n)
 
 static void *sigbus_reader(void *arg)
 {
-	return (void *)(uintptr_t)read_sigbus(arg);
+	return (void *)(uintptr_t)t_read_sigbus(arg);
 }
 
 /* The source process of migrate_dest_wait_failure: it answers no request, and is killed. */
@@ -1661,7 +1631,7 @@ static void doomed_source(int in, int hold_efd)
  */
 TEST(migrate_dest_wait_failure)
 {
-	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
+	struct sigaction sa = { .sa_sigaction = t_on_sigbus, .sa_flags = SA_SIGINFO };
 	struct fl__mig_hooks dh = { .fault_efd = eventfd(0, EFD_CLOEXEC) };
 	struct fl_migrate_dest_opts o = {
 		.sz = sizeof(o),
@@ -1721,16 +1691,16 @@ TEST(migrate_dest_wait_failure)
 	T_ASSERT(ds.pages_received < ds.pages_total);
 	/* Loud, not blocked and not zeros: the waiting thread and a new read alike. */
 	T_ASSERT(t_thread_join(th) == (void *)1);
-	T_ASSERT(read_sigbus(a + len - ps));
+	T_ASSERT(t_read_sigbus(a + len - ps));
 	/* The discarded page is not poisoned: zeros, as the program asked. */
-	T_ASSERT(!read_sigbus(a + len - 2 * ps));
+	T_ASSERT(!t_read_sigbus(a + len - 2 * ps));
 	T_ASSERT(all_zero(a + len - 2 * ps, ps));
-	T_ASSERT(read_sigbus(a + len - 3 * ps));
+	T_ASSERT(t_read_sigbus(a + len - 3 * ps));
 	fl_migrate_dest_destroy(d);
 	/* Still so once the destination is gone. */
-	T_ASSERT(!read_sigbus(a + len - 2 * ps));
+	T_ASSERT(!t_read_sigbus(a + len - 2 * ps));
 	T_ASSERT(all_zero(a + len - 2 * ps, ps));
-	T_ASSERT(read_sigbus(a + len - ps));
+	T_ASSERT(t_read_sigbus(a + len - ps));
 	munmap(a, len);
 	close(pfd[1]);
 	close(hold);

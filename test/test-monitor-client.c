@@ -555,41 +555,9 @@ TEST(monitor_attach_errors)
 
 /* ---------------------------------------------------------------- FAIL_LOUD */
 
-static _Thread_local sigjmp_buf *volatile bus_jmp;
-static _Thread_local void *volatile bus_addr;
-
-static void on_sigbus(int sig, siginfo_t *si, void *uc)
-{
-	(void)uc;
-	if (!bus_jmp) {
-		signal(sig, SIG_DFL);
-		raise(sig);
-		return;
-	}
-	bus_addr = si->si_addr;
-	siglongjmp(*bus_jmp, 1);
-}
-
-/* Read one byte at @p; true if that raised SIGBUS (at @p). */
-static bool read_sigbus(volatile uint8_t *p)
-{
-	sigjmp_buf jb;
-	bool hit;
-
-	bus_addr = NULL;
-	bus_jmp = &jb;
-	hit = sigsetjmp(jb, 1) != 0;
-	if (!hit)
-		(void)*p;
-	bus_jmp = NULL;
-	if (hit && bus_addr != (void *)p)
-		t_fail(__FILE__, __LINE__, "SIGBUS at %p, expected %p", bus_addr, (void *)p);
-	return hit;
-}
-
 static void *sigbus_reader(void *arg)
 {
-	return (void *)(uintptr_t)read_sigbus(arg);
+	return (void *)(uintptr_t)t_read_sigbus(arg);
 }
 
 struct loud_args {
@@ -602,7 +570,7 @@ static void loud_client(void *arg)
 {
 	struct loud_args *a = arg;
 	size_t ps = t_page_size();
-	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
+	struct sigaction sa = { .sa_sigaction = t_on_sigbus, .sa_flags = SA_SIGINFO };
 	struct fl_monitor_opts o = {
 		.sz = sizeof(o),
 		.policy = FL_MONITOR_FAIL_LOUD,
@@ -628,17 +596,17 @@ static void loud_client(void *arg)
 	wait_state(c, FL_MONITOR_FAILED);
 	T_ASSERT_LOG("failing loudly");
 	/* Pages never fetched: SIGBUS. Present: intact. Discarded: zeros. */
-	T_ASSERT(read_sigbus(a->mem + 3 * ps));
-	T_ASSERT(read_sigbus(a->mem + 7 * ps));
-	T_ASSERT(!read_sigbus(a->mem + 2 * ps));
+	T_ASSERT(t_read_sigbus(a->mem + 3 * ps));
+	T_ASSERT(t_read_sigbus(a->mem + 7 * ps));
+	T_ASSERT(!t_read_sigbus(a->mem + 2 * ps));
 	T_ASSERT(t_all(a->mem + 2 * ps, ps, 0));
 	T_ASSERT(page_is_pattern(a->mem, 0));
 	/* The regions are unregistered; the poison stays. */
-	T_ASSERT(read_sigbus(a->mem + 5 * ps));
+	T_ASSERT(t_read_sigbus(a->mem + 5 * ps));
 	T_ASSERT_EQ(fl_monitor_client_reattach(c, NULL), -ENOTRECOVERABLE);
 	fl_monitor_detach(c, 0);
 	T_ASSERT(page_is_pattern(a->mem, 0));
-	T_ASSERT(read_sigbus(a->mem + 4 * ps));
+	T_ASSERT(t_read_sigbus(a->mem + 4 * ps));
 }
 
 TEST(monitor_fail_loud_sigbus)
@@ -684,7 +652,7 @@ TEST(monitor_fork_orphan_fails_loud)
 	size_t ps = t_page_size();
 	char name[108];
 	struct fake f = { .drop_after = -1 };
-	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
+	struct sigaction sa = { .sa_sigaction = t_on_sigbus, .sa_flags = SA_SIGINFO };
 	uint8_t *mem = t_map_anon(8 * ps);
 	struct fl_monitor_region r = pattern_region(mem, 8 * ps);
 	struct fl_monitor_client *c;
@@ -714,7 +682,7 @@ TEST(monitor_fork_orphan_fails_loud)
 		/* Present at the fork: ours. Never fetched: SIGBUS, not zeros. */
 		if (!page_is_pattern(mem, 0))
 			bad |= 4;
-		if (!read_sigbus(mem + 3 * ps) || !read_sigbus(mem + 7 * ps))
+		if (!t_read_sigbus(mem + 3 * ps) || !t_read_sigbus(mem + 7 * ps))
 			bad |= 8;
 		fl_monitor_detach(c, 0);
 		_exit(bad);
@@ -916,7 +884,7 @@ TEST(monitor_wait_max_fails_loud)
 	size_t ps = t_page_size();
 	char name[108];
 	struct fake f = { .drop_after = 0, .report = -1 };
-	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
+	struct sigaction sa = { .sa_sigaction = t_on_sigbus, .sa_flags = SA_SIGINFO };
 	struct fl_monitor_opts o = {
 		.sz = sizeof(o),
 		.flags = FL_MONITOR_DONTFORK,
@@ -943,7 +911,7 @@ TEST(monitor_wait_max_fails_loud)
 	wait_state(c, FL_MONITOR_FAILED);
 	T_ASSERT_EQ(atomic_load(&state_err), -ETIMEDOUT);
 	T_ASSERT_LOG("no monitor took the userfaultfd within 50 ms");
-	T_ASSERT(read_sigbus(mem + 3 * ps));
+	T_ASSERT(t_read_sigbus(mem + 3 * ps));
 	fl_monitor_detach(c, 0);
 }
 
@@ -953,7 +921,7 @@ TEST(monitor_layout_lost_fails_loud)
 	size_t ps = t_page_size(), npages = 2 * FL_MONITOR_MAX_REGIONS + 64;
 	char name[108];
 	struct fake f = { .drop_after = -1, .report = -1, .flood = FL_MONITOR_MAX_REGIONS };
-	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
+	struct sigaction sa = { .sa_sigaction = t_on_sigbus, .sa_flags = SA_SIGINFO };
 	struct fl_monitor_opts o = {
 		.sz = sizeof(o),
 		.flags = FL_MONITOR_DONTFORK,
@@ -976,9 +944,9 @@ TEST(monitor_layout_lost_fails_loud)
 	T_ASSERT_LOG("cannot track the layout any more");
 	T_ASSERT_LOG("failing loudly");
 	/* Page 1 was reported discarded before the layout overflowed: zeros. Page 0: SIGBUS. */
-	T_ASSERT(!read_sigbus(mem + ps));
+	T_ASSERT(!t_read_sigbus(mem + ps));
 	T_ASSERT(t_all(mem + ps, ps, 0));
-	T_ASSERT(read_sigbus(mem));
+	T_ASSERT(t_read_sigbus(mem));
 	T_ASSERT_EQ(fl_monitor_client_reattach(c, NULL), -ENOTRECOVERABLE);
 	fl_monitor_detach(c, 0);
 	close(f.listen_fd);

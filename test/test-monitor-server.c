@@ -1104,39 +1104,6 @@ TEST(monitor_server_fork_kill_restart)
 
 /* --------------------------------------------------------------- FAIL_LOUD */
 
-/* volatile: the stores around the access must not be merged away. */
-static sigjmp_buf *volatile bus_jmp;
-static void *volatile bus_addr;
-
-static void on_sigbus(int sig, siginfo_t *si, void *uc)
-{
-	(void)uc;
-	if (!bus_jmp) {
-		signal(sig, SIG_DFL);
-		raise(sig);
-		return;
-	}
-	bus_addr = si->si_addr;
-	siglongjmp(*bus_jmp, 1);
-}
-
-/* Read a byte at @p: true if that raised SIGBUS there. */
-static bool read_sigbus(volatile uint8_t *p)
-{
-	sigjmp_buf jb;
-	bool hit;
-
-	bus_addr = NULL;
-	bus_jmp = &jb;
-	hit = sigsetjmp(jb, 1) != 0;
-	if (!hit)
-		(void)*p;
-	bus_jmp = NULL;
-	if (hit && bus_addr != (void *)p)
-		t_fail(__FILE__, __LINE__, "SIGBUS at %p, expected %p", bus_addr, (void *)p);
-	return hit;
-}
-
 static int state_efd = -1;
 
 static void on_state(struct fl_monitor_client *c, enum fl_monitor_state st, int err, void *ud)
@@ -1162,7 +1129,7 @@ static void loud_client(void *arg)
 	size_t ps = t_page_size();
 	uint8_t *mem = t_map_anon(16 * ps);
 	struct fl_monitor_region r = pat_region(mem, 16 * ps, PAT_OFF, SEED);
-	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
+	struct sigaction sa = { .sa_sigaction = t_on_sigbus, .sa_flags = SA_SIGINFO };
 	struct fl_monitor_opts o = {
 		.sz = sizeof(o),
 		.policy = FL_MONITOR_FAIL_LOUD,
@@ -1184,8 +1151,8 @@ static void loud_client(void *arg)
 		T_ASSERT_EQ(read(state_efd, &v, sizeof(v)), (ssize_t)sizeof(v));
 	}
 	/* Never zeros: pages not fetched raise SIGBUS; those fetched keep their data. */
-	T_ASSERT(read_sigbus(mem + 10 * ps));
-	T_ASSERT(read_sigbus(mem + 4 * ps + 100));
+	T_ASSERT(t_read_sigbus(mem + 10 * ps));
+	T_ASSERT(t_read_sigbus(mem + 4 * ps + 100));
 	T_ASSERT_PATTERN(mem, PAT_OFF, 4 * ps, SEED);
 	fl_monitor_detach(c, 0);
 }
