@@ -937,7 +937,15 @@ static int start_threads(struct fl_pager *p)
 	sigdelset(&all, SIGILL);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	atomic_store(&p->running, true);
-	for (unsigned int i = 0; i < p->nthreads; i++) {
+	/* Before the handler threads: they read fork_started. */
+	if ((p->feats & FL_FEAT_EVENT_FORK) && !p->on_event) {
+		e = -pthread_create(&p->fork_thread, NULL, fork_main, p);
+		if (!e) {
+			p->fork_started = true;
+			pthread_setname_np(p->fork_thread, "fl-fork");
+		}
+	}
+	for (unsigned int i = 0; !e && i < p->nthreads; i++) {
 		struct pg_worker *w = &p->workers[i];
 
 		char name[24];
@@ -949,13 +957,6 @@ static int start_threads(struct fl_pager *p)
 		/* Named here rather than by the thread: visible as soon as start returns. */
 		snprintf(name, sizeof(name), "fl-handler/%u", i);
 		pthread_setname_np(w->thread, name);
-	}
-	if (!e && (p->feats & FL_FEAT_EVENT_FORK) && !p->on_event) {
-		e = -pthread_create(&p->fork_thread, NULL, fork_main, p);
-		if (!e) {
-			p->fork_started = true;
-			pthread_setname_np(p->fork_thread, "fl-fork");
-		}
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return e;
