@@ -888,7 +888,7 @@ static void *side_reader(void *arg)
 /* The client's state reaches ATTACHED within 10 s. */
 static bool wait_attached(struct fl_monitor_client *c)
 {
-	uint64_t end = fl__now_ms() + 10000;
+	uint64_t end = fl__now_ms() + (uint64_t)t_ms(10000);
 
 	while (fl_monitor_client_state(c) != FL_MONITOR_ATTACHED) {
 		if (fl__now_ms() > end)
@@ -1317,7 +1317,8 @@ static void firecracker_client(void *arg)
 	sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	T_ASSERT_SYS(sock);
 	T_ASSERT_SYS(connect(sock, (struct sockaddr *)&sa, (socklen_t)salen));
-	T_ASSERT_OK(fl__mon_send(sock, json, (size_t)n, fl_uffd_fd(u), fl__now_ms() + 5000));
+	T_ASSERT_OK(fl__mon_send(sock, json, (size_t)n, fl_uffd_fd(u),
+				 fl__now_ms() + (uint64_t)t_ms(5000)));
 	/* Guest memory, from the file at each region's offset. */
 	check_file(f->file, o1, g1, l1);
 	check_file(f->file, o2, g2, l2);
@@ -1453,7 +1454,7 @@ static int send_raw(const char *name, const void *msg, size_t len, int fd, bool 
 {
 	int s = connect_to(name);
 
-	T_ASSERT_OK(fl__mon_send(s, msg, len, fd, fl__now_ms() + 5000));
+	T_ASSERT_OK(fl__mon_send(s, msg, len, fd, fl__now_ms() + (uint64_t)t_ms(5000)));
 	if (shut)
 		T_ASSERT_SYS(shutdown(s, SHUT_WR));
 	return s;
@@ -1481,7 +1482,7 @@ static void expect_refusal(int s, int err)
 	void *buf = NULL;
 	size_t len;
 
-	T_ASSERT_OK(fl__mon_recv_msg(s, fl__now_ms() + 10000, &buf, &len, NULL, msg,
+	T_ASSERT_OK(fl__mon_recv_msg(s, fl__now_ms() + (uint64_t)t_ms(10000), &buf, &len, NULL, msg,
 				     sizeof(msg)));
 	T_ASSERT_OK(fl__mon_decode_reply(buf, len, &rep, msg, sizeof(msg)));
 	T_ASSERT_EQ(rep.type, FL_MONITOR_MSG_ERROR);
@@ -1651,7 +1652,7 @@ static void bad_clients(struct srv *v, uint8_t *mem, struct fl_uffd *u, struct g
 		void *buf;
 		size_t blen;
 
-		T_ASSERT_OK(fl__mon_recv_msg(s, fl__now_ms() + 5000, &buf, &blen, NULL, msg,
+		T_ASSERT_OK(fl__mon_recv_msg(s, fl__now_ms() + (uint64_t)t_ms(5000), &buf, &blen, NULL, msg,
 					     sizeof(msg)));
 		T_ASSERT_OK(fl__mon_decode_reply(buf, blen, &rep, msg, sizeof(msg)));
 		T_ASSERT_EQ(rep.type, FL_MONITOR_MSG_ACK);
@@ -1659,7 +1660,7 @@ static void bad_clients(struct srv *v, uint8_t *mem, struct fl_uffd *u, struct g
 		free(buf);
 		/* Served: our own page comes from the monitor. */
 		T_ASSERT_PATTERN(mem + ps, ps, ps, 0);
-		T_ASSERT_OK(fl__mon_send(s, m, len, -1, fl__now_ms() + 5000));
+		T_ASSERT_OK(fl__mon_send(s, m, len, -1, fl__now_ms() + (uint64_t)t_ms(5000)));
 		expect_refusal(s, EPROTO);
 		T_ASSERT_LOG("only BYE is expected");
 	}
@@ -2078,7 +2079,7 @@ static void refused_main(void *arg)
 	T_ASSERT_EQ(get_byte(rf->go), 'g');
 	for (int i = 0; i < REFUSED_TRIES; i++) {
 		int s = connect_to(rf->name);
-		int e = fl__mon_send(s, m, len, p[0], fl__now_ms() + 10000);
+		int e = fl__mon_send(s, m, len, p[0], fl__now_ms() + (uint64_t)t_ms(10000));
 
 		/* Refused at once, it may be closed before the HELLO is out: that is fine. */
 		T_ASSERT(e == 0 || e == -EPIPE);
