@@ -18,6 +18,8 @@ enum t_flags {
 	T_HUGETLB = 1u << 1,	/* needs free 2 MiB huge pages (the runner reserves them as root) */
 	T_ROOT = 1u << 2,	/* needs to be root */
 	T_FIXTURE = 1u << 3,	/* run only when named exactly: a test runs the runner on it */
+	T_STRESS = 1u << 4,	/* many threads racing: --pure (valgrind, which runs one thread
+				   at a time) leaves it out like the kernel tests */
 };
 
 #define TEST(name) void test_##name(void)

@@ -292,7 +292,7 @@ int main(int argc, char **argv)
 		} else if (!strcmp(argv[first], "-h") || !strcmp(argv[first], "--help")) {
 			printf("usage: %s [-l] [--pure] [PATTERN...]\n"
 			       "Runs every test (or those whose name matches a PATTERN) in its own\n"
-			       "process. -l lists them; --pure leaves out the kernel tests (T_UFFD),\n"
+			       "process. -l lists them; --pure leaves out the kernel and stress tests,\n"
 			       "e.g. for valgrind, which cannot run a thread that resolves another\n"
 			       "thread's userfault. A PATTERN that matches no test is an error.\n"
 			       "FL_REQUIRE_UFFD=1 turns 'needs userfaultfd' skips into failures.\n"
@@ -317,7 +317,7 @@ int main(int argc, char **argv)
 	if (list) {
 		for (size_t i = 0; i < n; i++)
 			if (selected(&tests[i], argc, argv, first) &&
-			    !(pure && (tests[i].flags & T_UFFD)))
+			    !(pure && (tests[i].flags & (T_UFFD | T_STRESS))))
 				printf("%s\n", tests[i].name);
 		return 0;
 	}
@@ -349,7 +349,7 @@ int main(int argc, char **argv)
 		int status;
 		pid_t pid;
 
-		if (!selected(t, argc, argv, first) || (pure && (t->flags & T_UFFD)))
+		if (!selected(t, argc, argv, first) || (pure && (t->flags & (T_UFFD | T_STRESS))))
 			continue;
 		skip = missing(t, &f, why, sizeof(why));
 		if (skip) {

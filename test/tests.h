@@ -257,7 +257,7 @@
 	X(monitor_server_security, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |    \
 	  FL_FEAT_EVENT_UNMAP, T_UFFD | T_ROOT, 30)                                \
 	X(monitor_server_silent_crowd, 0, T_UFFD | T_ROOT, 120)                     \
-	X(monitor_server_refused_fd_reuse, 0, T_ROOT, 60)                          \
+	X(monitor_server_refused_fd_reuse, 0, T_ROOT | T_STRESS, 60)               \
 	X(monitor_server_tool_usage, 0, 0, 0)                                      \
 	X(monitor_server_tool_errors, 0, 0, 30)                                    \
 	X(monitor_server_socket_mode, 0, T_UFFD | T_ROOT, 30)                      \
