@@ -2,7 +2,7 @@
 # faultline: one non-recursive Makefile (CONTRIBUTING.md, "Build").
 
 VERSION_MAJOR := 0
-VERSION_MINOR := 2
+VERSION_MINOR := 3
 VERSION_PATCH := 0
 VERSION := $(VERSION_MAJOR).$(VERSION_MINOR).$(VERSION_PATCH)
 
@@ -46,9 +46,20 @@ ifeq ($(TSAN),1)
 BASE_CFLAGS += -fsanitize=thread -fno-omit-frame-pointer
 BASE_LDFLAGS += -fsanitize=thread
 endif
-ALL_CFLAGS := $(BASE_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS := $(BASE_LDFLAGS) $(LDFLAGS)
 LIBS := -lm
+
+# zstd for compressed snapshots (libzstd-dev): ZSTD=auto (default) uses it when its header is
+# found, ZSTD=1 requires it, ZSTD=0 builds without it (FL_SNAPSHOT_ZSTD is then -EOPNOTSUPP).
+ZSTD ?= auto
+ifeq ($(ZSTD),auto)
+ZSTD := $(shell printf '\043include <zstd.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 && echo 1 || echo 0)
+endif
+ifeq ($(ZSTD),1)
+BASE_CFLAGS += -DFL_HAVE_ZSTD
+LIBS += -lzstd
+endif
+ALL_CFLAGS := $(BASE_CFLAGS) $(CFLAGS)
 
 # ------------------------------------------------------------------ sources
 LIB_SRCS := $(sort $(wildcard src/*/*.c))
@@ -136,12 +147,14 @@ $(O)/libfuzzer/%: test/fuzz/%.c $(LIB_SRCS)
 	$(call msg,FUZZ,$<)
 	@mkdir -p $(@D)
 	$(Q)$(FUZZ_CC) -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -Isrc -Isrc/uffd -pthread \
-		-fsanitize=fuzzer,address,undefined -o $@ $< $(LIB_SRCS) -lm
+		-fsanitize=fuzzer,address,undefined $(if $(filter 1,$(ZSTD)),-DFL_HAVE_ZSTD) \
+		-o $@ $< $(LIB_SRCS) $(LIBS)
 
 # The paths are the ones given now: make install regenerates it, so a PREFIX given only to
 # make install is honoured.
 PC_SED = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
-	-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' faultline.pc.in
+	-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+	-e 's|@LIBS@|$(LIBS)|' faultline.pc.in
 $(PCFILE): faultline.pc.in Makefile
 	@mkdir -p $(@D)
 	$(Q)$(PC_SED) > $@

@@ -8,5 +8,6 @@
 #include <faultline/pager.h>
 #include <faultline/monitor.h>
 #include <faultline/migrate.h>
+#include <faultline/snapshot.h>
 
 #endif /* FAULTLINE_H */

@@ -118,6 +118,10 @@
 	X(wire_tcp_loopback, 0, 0, 0)                                              \
 	X(wire_tcp_stream, 0, 0, 60)                                               \
 	X(wire_fuzz_seeds, 0, 0, 0)                                                \
+	/* test-snapshot.c: snapshot files, the snapshot store */                  \
+	X(snapshot_writer_concurrent_puts, 0, 0, 30)                               \
+	X(snapshot_writer_zstd, 0, 0, 30)                                          \
+	X(snapshot_writer_errors, 0, 0, 0)                                         \
 	/* test-pager.c, test-pager-life.c: the pager engine */                    \
 	X(pager_create_options, 0, T_UFFD, 0)                                      \
 	X(pager_threads_named_and_counted, 0, T_UFFD, 0)                           \

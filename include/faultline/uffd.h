@@ -16,7 +16,7 @@ extern "C" {
 #endif
 
 #define FL_VERSION_MAJOR 0
-#define FL_VERSION_MINOR 2
+#define FL_VERSION_MINOR 3
 #define FL_VERSION_PATCH 0
 
 /*
