@@ -142,6 +142,8 @@ enum bench_fill_kind {
 	BENCH_FILL_MEMCPY,	/* memcpy of the source bytes into a fresh anonymous mapping */
 	BENCH_FILL_MMAP,	/* MAP_PRIVATE mapping of the file, one load per page */
 	BENCH_FILL_PAGER,	/* a pager region, one load per page */
+	BENCH_FILL_EAGER,	/* a pager region populated whole (eager restore), then one load
+				   per page; timed from the populate on */
 };
 
 enum bench_store_kind {
@@ -186,6 +188,7 @@ struct bench_fill_result {
 	double secs;
 	double src_thp;		/* MOVE: share of the source buffer that was THP-backed */
 	double dst_thp;		/* pager rows: share of the region mapped with THPs after the run */
+	double populate_secs;	/* EAGER: of secs, the populate call */
 	bool have_stats;
 	struct fl_region_stats stats;
 };

@@ -38,6 +38,11 @@ static const struct bench_fill_cfg cfgs[] = {
 	CFG("file-copy", PAGER, FILE, COPY, BENCH_PAGE, NONE, 0, 0),
 	CFG("file-copy-fixed1M", PAGER, FILE, COPY, BENCH_PAGE, FIXED, MIB, MIB),
 	CFG("file-copy-adaptive", PAGER, FILE, COPY, BENCH_PAGE, ADAPTIVE, 64 * KIB, 4 * MIB),
+	/* AUTO: read into staging, whole 2 MiB chunks moved in (staged MOVE). */
+	CFG("file-auto-adaptive", PAGER, FILE, AUTO, BENCH_PAGE, ADAPTIVE, 64 * KIB, 4 * MIB),
+	CFG("file-auto-2M", PAGER, FILE, AUTO, THP_SIZE, NONE, 0, 0),
+	{ "file-eager", BENCH_FILL_EAGER, BENCH_STORE_FILE, FL_INSTALL_AUTO, BENCH_PAGE,
+	  FL_PREFETCH_NONE, 0, 0, false },
 };
 
 const struct bench_fill_cfg *bench_fill_configs(size_t *ret_n)
@@ -258,7 +263,8 @@ static int run_pager(struct bench_fill_env *env, const struct bench_fill_cfg *c,
 	 * table is allocated; elsewhere the kernel allocates a PTE table first,
 	 * and a MOVE of a whole THP into it must then split the THP.
 	 */
-	if (c->page_size >= THP_SIZE || c->install == FL_INSTALL_MOVE)
+	if (c->page_size >= THP_SIZE || c->install == FL_INSTALL_MOVE ||
+	    c->install == FL_INSTALL_AUTO)
 		madvise(addr, size, MADV_HUGEPAGE);
 	r = fl_pager_create(&po, &p);
 	if (r < 0) {
@@ -294,9 +300,21 @@ static int run_pager(struct bench_fill_env *env, const struct bench_fill_cfg *c,
 		bench_fail(e, r, "fill: %s: fl_pager_start", c->name);
 		goto out;
 	}
+	if (c->kind == BENCH_FILL_EAGER) {
+		/* The eager restore: everything read and installed before the program runs. */
+		uint64_t t0 = fl__now_ns();
+
+		r = fl_region_populate(reg, 0, size);
+		res->populate_secs = (double)(fl__now_ns() - t0) / 1e9;
+		if (r < 0) {
+			bench_fail(e, r, "fill: %s: fl_region_populate", c->name);
+			goto out;
+		}
+	}
 	r = timed_touch(env, addr, c->random, false, &res->secs, e);
 	if (r < 0)
 		goto out;
+	res->secs += res->populate_secs;
 	res->stats.sz = sizeof(res->stats);
 	if (fl_region_stats(reg, &res->stats) == 0)
 		res->have_stats = true;
@@ -356,6 +374,7 @@ int bench_fill_run(struct bench_fill_env *env, const struct bench_fill_cfg *c,
 		munmap(m, size);
 		return r;
 	case BENCH_FILL_PAGER:
+	case BENCH_FILL_EAGER:
 		return run_pager(env, c, res, e);
 	}
 	return bench_fail(e, -EINVAL, "fill: unknown configuration kind %d", (int)c->kind);

@@ -265,6 +265,12 @@
 	X(monitor_server_tool_usage, 0, 0, 0)                                      \
 	X(monitor_server_tool_errors, 0, 0, 30)                                    \
 	X(monitor_server_socket_mode, 0, T_UFFD | T_ROOT, 30)                      \
+	/* test-restore.c: staged MOVE from file stores, eager restore */         \
+	X(restore_staged_move_threads, 0, T_UFFD, 30)                              \
+	X(restore_staged_move_sigbus, FL_FEAT_SIGBUS, T_UFFD, 30)                  \
+	X(restore_staged_move_discarded_stays_zero, FL_FEAT_EVENT_REMOVE, T_UFFD,  \
+	  30)                                                                      \
+	X(restore_eager_populate, 0, T_UFFD, 30)                                   \
 	/* end of table */
 
 #define T_DECLARE(name, feats, flags, timeout) void test_##name(void);

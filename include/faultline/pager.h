@@ -164,7 +164,9 @@ FL_API int fl_pager_dispatch(struct fl_pager *p);
 /* How pages are put into the region. */
 enum fl_install {
 	FL_INSTALL_AUTO = 0,	/* MOVE when the store can hand pages over, CONTINUE for
-				   memfd regions with minor faults, else COPY */
+				   memfd regions with minor faults, else COPY; anonymous
+				   regions move whole 2 MiB chunks out of staging the
+				   store's read() filled (fl_region_add(3)) */
 	FL_INSTALL_COPY = 1,
 	FL_INSTALL_MOVE = 2,	/* private anonymous regions and FL_STORE_MOVE stores only */
 	FL_INSTALL_CONTINUE = 3,	/* SHMEM/HUGETLB regions: fill the page cache, then map */
@@ -250,7 +252,9 @@ FL_API size_t fl_region_len(const struct fl_region *r);
  * fl_region_populate - bring [off, off+len) of the region in now, as a
  * fault would (pages already present are skipped). Needed before passing
  * SIGBUS-mode memory to system calls (which fail with EFAULT on missing
- * pages), and useful as background prefetch. Returns 0, or the first
+ * pages), and useful as background prefetch. Over the whole region it is
+ * the eager restore (everything installed before the program runs, whole
+ * 2 MiB chunks moved in where AUTO allows it). Returns 0, or the first
  * error (-EIO from the store, -EINVAL for a range outside the region).
  * Thread safety: any thread.
  */

@@ -43,6 +43,13 @@ struct fl_store_ops {
 	 * logged, never installed. The same holds for write and take_pages.
 	 * Required.
 	 */
+	/*
+	 * For anonymous regions with FL_INSTALL_AUTO, @buf is the pager's
+	 * staging, aligned to 2 MiB: whole 2 MiB chunks the read fills are
+	 * then moved into the region (UFFDIO_MOVE) rather than copied. A
+	 * store gets that by reading into @buf (e.g. with pread); report
+	 * all-zero pages as holes so they are installed as zero pages.
+	 */
 	int (*read)(void *userdata, uint64_t off, void *buf, size_t len, size_t page_size,
 		    uint64_t *holes);
 	/* write - store [off, off+len) from @buf (the caller's). NULL for read-only stores. */

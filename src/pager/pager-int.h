@@ -23,6 +23,12 @@
 #define PG_STAGING (4u << 20)
 #define PG_MIN_PAGE 4096u
 #define PG_MAX_RUN (PG_STAGING / PG_MIN_PAGE)
+/*
+ * Staged MOVE (resolve.c): runs of anonymous regions are read into staging
+ * and moved in; whole chunks of this size, aligned alike in staging and
+ * region, move as one transparent huge page (a PMD).
+ */
+#define PG_MOVE_CHUNK (2u << 20)
 /* Staging buffers shared by SIGBUS handlers, populate and LOOP dispatch. */
 #define PG_POOL 16
 /* Faults read by one handler thread that it hands to the others (see process_batch). */
@@ -106,6 +112,7 @@ struct fl_region {
 	enum fl_mem_type mem;
 	enum pg_method method;
 	_Atomic bool move_ok;		/* cleared once the kernel refused a MOVE */
+	bool stage_move;		/* AUTO, anonymous: move whole chunks out of staging */
 	bool has_zeropage;		/* UFFDIO_ZEROPAGE allowed (not hugetlb) */
 	bool has_poison;
 	bool ours;			/* the pager mapped it */

@@ -983,6 +983,23 @@ static void stop_threads(struct fl_pager *p)
 
 /* ------------------------------------------------------------- the API */
 
+/* The staging buffers: one mapping aligned to PG_MOVE_CHUNK, so each buffer starts on a chunk. */
+static uint8_t *map_buffers(size_t len)
+{
+	uint8_t *m = mmap(NULL, len + PG_MOVE_CHUNK, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	uint8_t *a;
+
+	if (m == MAP_FAILED)
+		return MAP_FAILED;
+	a = (uint8_t *)(((uintptr_t)m + PG_MOVE_CHUNK - 1) & ~(uintptr_t)(PG_MOVE_CHUNK - 1));
+	if (a > m)
+		munmap(m, (size_t)(a - m));
+	if (a + len < m + len + PG_MOVE_CHUNK)
+		munmap(a + len, (size_t)(m + len + PG_MOVE_CHUNK - (a + len)));
+	return a;
+}
+
 FL_API int fl_pager_create(const struct fl_pager_opts *opts, struct fl_pager **ret)
 {
 	struct fl_pager_opts o = { .sz = sizeof(o) };
@@ -1079,8 +1096,7 @@ FL_API int fl_pager_create(const struct fl_pager_opts *opts, struct fl_pager **r
 	p->gate = p->feats & FL_FEAT_EVENT_REMOVE;
 	nbuf = PG_POOL + (o.mode == FL_PAGER_THREADS ? p->nthreads : o.mode == FL_PAGER_LOOP);
 	p->buffers_len = nbuf * PG_STAGING;
-	p->buffers = mmap(NULL, p->buffers_len, PROT_READ | PROT_WRITE,
-			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	p->buffers = map_buffers(p->buffers_len);
 	p->zeros = mmap(NULL, PG_STAGING, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
 			-1, 0);
 	if (p->buffers == MAP_FAILED || p->zeros == MAP_FAILED) {
@@ -1089,6 +1105,12 @@ FL_API int fl_pager_create(const struct fl_pager_opts *opts, struct fl_pager **r
 	}
 	/* Staging is ours alone; a child after fork() has no use for it. */
 	madvise(p->buffers, p->buffers_len, MADV_DONTFORK);
+	/*
+	 * Where runs can be moved out of staging (resolve.c, staged MOVE), a
+	 * read fills whole transparent huge pages, which then move as one PMD.
+	 */
+	if ((p->feats & FL_FEAT_MOVE) && p->own_memory)
+		madvise(p->buffers, p->buffers_len, MADV_HUGEPAGE);
 
 	if (o.mode == FL_PAGER_THREADS) {
 		p->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

@@ -468,6 +468,8 @@ static int settle_opts(struct fl_pager *p, struct fl_region_opts *o, struct fl_r
 			r->method = PG_CONTINUE;
 		else
 			r->method = PG_COPY;
+		/* Read into staging, then move whole chunks in (resolve.c). */
+		r->stage_move = o->mem == FL_MEM_ANON && (f & FL_FEAT_MOVE) && p->own_uffd;
 		break;
 	case FL_INSTALL_COPY:
 		r->method = PG_COPY;
@@ -514,7 +516,7 @@ static int map_region(struct fl_region *r)
 		 * kernel then installs (or moves in) whole huge pages instead of
 		 * splitting them into a page table allocated by the fault.
 		 */
-		if (r->ps >= HUGE_2M || r->method == PG_MOVE)
+		if (r->ps >= HUGE_2M || r->method == PG_MOVE || r->stage_move)
 			madvise(a, len, MADV_HUGEPAGE);
 	} else {
 		fd = memfd_create("faultline", MFD_CLOEXEC |
@@ -619,7 +621,7 @@ FL_API int fl_region_add(struct fl_pager *p, const struct fl_region_opts *opts,
 	r->on_error_fn = o.on_error_fn;
 	r->userdata = o.userdata;
 	r->flags = o.flags;
-	atomic_init(&r->move_ok, r->method == PG_MOVE);
+	atomic_init(&r->move_ok, r->method == PG_MOVE || r->stage_move);
 	r->shards = aligned_alloc(64, PG_SHARDS * sizeof(struct pg_shard));
 	r->state = mmap(NULL, r->npages, PROT_READ | PROT_WRITE,
 			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -668,6 +670,10 @@ FL_API int fl_region_add(struct fl_pager *p, const struct fl_region_opts *opts,
 		if (o.install == FL_INSTALL_MOVE)
 			e = -EOPNOTSUPP;
 		r->method = PG_COPY;
+		atomic_store(&r->move_ok, false);
+	}
+	if (e == 0 && !(ioctls & FL_IOCTL_MOVE)) {
+		r->stage_move = false;
 		atomic_store(&r->move_ok, false);
 	}
 	if (e == 0 && r->method != PG_CONTINUE && !(ioctls & FL_IOCTL_COPY))

@@ -22,7 +22,8 @@
  * store's callbacks (async-signal-safe by contract) and futex waits.
  */
 
-enum op { OP_COPY, OP_ZERO, OP_CONTINUE, OP_MOVE };
+/* OP_SMOVE: UFFDIO_MOVE out of our own staging (see seg_data), OP_MOVE out of the store's memory. */
+enum op { OP_COPY, OP_ZERO, OP_CONTINUE, OP_MOVE, OP_SMOVE };
 
 /* A run of pages [pg, pg+n) of one region, all PG_BUSY and owned by the resolver. */
 struct run {
@@ -221,6 +222,7 @@ static int do_op(struct pg_ctx *c, struct fl_region *r, enum op op, size_t pg, s
 	case OP_CONTINUE:
 		return fl_uffd_continue(u, dst, len, flags, ret_bytes);
 	case OP_MOVE:
+	case OP_SMOVE:
 		return fl_uffd_move(u, dst, (void *)src, len, flags, ret_bytes);
 	}
 	return -EINVAL;
@@ -516,6 +518,78 @@ static int run_move(struct pg_ctx *c, struct run *x)
 }
 
 /*
+ * Staged MOVE: whether @buf (the run's data, read for page @pg on) can be
+ * moved in rather than copied: an anonymous region of our own process,
+ * MOVE not refused so far, and staging that lies at the same offset
+ * within a chunk as the region's page (so whole chunks move as one PMD).
+ */
+static bool stage_ok(struct fl_region *r, size_t pg, const uint8_t *buf)
+{
+	return r->stage_move &&
+	       atomic_load_explicit(&r->move_ok, memory_order_relaxed) &&
+	       ((uintptr_t)page_addr(r, pg) - (uintptr_t)buf) % PG_MOVE_CHUNK == 0;
+}
+
+/*
+ * Install the data pages [pg, pg+n) from @src: whole chunks are moved out
+ * of staging when @move (the pages leave staging: the next read faults in
+ * fresh ones), the rest, and everything after a refused move, copied.
+ * Same contract as seg().
+ */
+static int seg_data(struct pg_ctx *c, struct fl_region *r, size_t pg, size_t n,
+		    const uint8_t *src, uint32_t flags, bool move, size_t *ret_done)
+{
+	size_t done = 0, d, head, body, cpp;
+	uintptr_t a;
+	int e;
+
+	if (!move)
+		return seg(c, r, OP_COPY, pg, n, src, flags, ST_COPY, ret_done);
+	cpp = r->ps >= PG_MOVE_CHUNK ? 1 : PG_MOVE_CHUNK >> r->shift;
+	a = (uintptr_t)page_addr(r, pg);
+	head = a % PG_MOVE_CHUNK ? (PG_MOVE_CHUNK - a % PG_MOVE_CHUNK) >> r->shift : 0;
+	if (head > n)
+		head = n;
+	body = (n - head) / cpp * cpp;
+	*ret_done = 0;
+	if (head) {
+		e = seg(c, r, OP_COPY, pg, head, src, flags, ST_COPY, &d);
+		done += d;
+		if (e || d < head)
+			goto out;
+	}
+	if (body) {
+		e = seg(c, r, OP_SMOVE, pg + done, body, src + (done << r->shift), flags, ST_MOVE,
+			&d);
+		done += d;
+		body -= d;
+		if (e == -EAGAIN || e == -ESRCH || e == -ESTALE || e == -ENOENT)
+			goto out;
+		if (e) {
+			/* Refused: these pages are still in staging; copy them, and copy from now on. */
+			if ((e == -EOPNOTSUPP || e == -EINVAL) &&
+			    atomic_exchange(&r->move_ok, false) && !c->in_signal)
+				fl__warn("pager: UFFDIO_MOVE out of staging refused (%s): copying "
+					 "from now on", strerror(-e));
+			e = seg(c, r, OP_COPY, pg + done, body, src + (done << r->shift), flags,
+				ST_COPY, &d);
+			done += d;
+			if (e || d < body)
+				goto out;
+		}
+	}
+	e = 0;
+	if (done < n) {
+		e = seg(c, r, OP_COPY, pg + done, n - done, src + (done << r->shift), flags,
+			ST_COPY, &d);
+		done += d;
+	}
+out:
+	*ret_done = done;
+	return e;
+}
+
+/*
  * An event stopped the install of a run whose data was read (x now holds
  * the rest): keep the data, so the retry installs it without reading the
  * store again. CONTINUE runs are in the page cache already.
@@ -549,7 +623,7 @@ static int run_fill(struct pg_ctx *c, struct run *x)
 {
 	struct fl_region *r = x->r;
 	uint64_t holes[PG_MAX_RUN / 64];
-	bool cont = r->method == PG_CONTINUE, any_hole = false;
+	bool cont = r->method == PG_CONTINUE, any_hole = false, move;
 	size_t len = x->n << r->shift, done = 0, pg0 = x->pg;
 	uint8_t *buf;
 	int e = 0;
@@ -585,9 +659,12 @@ static int run_fill(struct pg_ctx *c, struct run *x)
 			holes[w] &= (1ull << (x->n - w * 64)) - 1;
 		any_hole |= holes[w] != 0;
 	}
+	move = !cont && !x->kept && stage_ok(r, x->pg, buf);
 	if (!any_hole) {
-		e = seg(c, r, cont ? OP_CONTINUE : OP_COPY, x->pg, x->n, cont ? NULL : buf, 0,
-			cont ? ST_CONTINUE : ST_COPY, &done);
+		if (cont)
+			e = seg(c, r, OP_CONTINUE, x->pg, x->n, NULL, 0, ST_CONTINUE, &done);
+		else
+			e = seg_data(c, r, x->pg, x->n, buf, 0, move, &done);
 		e = finish(c, x, e, done, false);
 		goto out;
 	}
@@ -609,8 +686,8 @@ static int run_fill(struct pg_ctx *c, struct run *x)
 			e = seg(c, r, OP_ZERO, x->pg + done, end - done, NULL, FL_RESOLVE_DONTWAKE,
 				ST_ZERO, &d);
 		else
-			e = seg(c, r, OP_COPY, x->pg + done, end - done, buf + (done << r->shift),
-				FL_RESOLVE_DONTWAKE, ST_COPY, &d);
+			e = seg_data(c, r, x->pg + done, end - done, buf + (done << r->shift),
+				     FL_RESOLVE_DONTWAKE, move, &d);
 		done += d;
 		if (e)
 			break;
@@ -773,6 +850,24 @@ static size_t window(struct fl_region *r, size_t pg)
 	return w;
 }
 
+/*
+ * Staged MOVE moves whole chunks only: a run of at least a chunk is cut
+ * to end on a chunk boundary, so that the next one starts on one.
+ */
+static size_t chunk_window(struct fl_region *r, size_t pg, size_t w)
+{
+	size_t cpp, q, end;
+
+	if (!r->stage_move || r->ps >= PG_MOVE_CHUNK)
+		return w;
+	cpp = PG_MOVE_CHUNK >> r->shift;
+	if (w < cpp)
+		return w;
+	q = (size_t)(atomic_load_explicit(&r->base, memory_order_relaxed) >> r->shift);
+	end = (q + pg + w) / cpp * cpp - q;
+	return end > pg ? end - pg : w;
+}
+
 /* Claim up to @w pages from @pg (already ours) on: stop at the edge and at any page not absent. */
 static size_t claim_run(struct fl_region *r, size_t pg, size_t w)
 {
@@ -780,6 +875,7 @@ static size_t claim_run(struct fl_region *r, size_t pg, size_t w)
 
 	if (w > cap)
 		w = cap;
+	w = chunk_window(r, pg, w);
 	while (n < w && pg + n < r->npages) {
 		uint8_t s = PG_ABSENT;
 
@@ -956,7 +1052,11 @@ int fl__resolve_populate(struct pg_ctx *c, struct fl_region *r, size_t pg, size_
 		if (!st_claim(r, i, &s, (uint8_t)(PG_BUSY | (s & PG_ZERO))))
 			continue;
 		if (!(s & PG_ZERO)) {
-			while (x.n < end - i && x.n < (PG_STAGING >> r->shift)) {
+			size_t w = end - i < (PG_STAGING >> r->shift) ? end - i
+								      : PG_STAGING >> r->shift;
+
+			w = chunk_window(r, i, w);
+			while (x.n < w) {
 				uint8_t a = PG_ABSENT;
 
 				if (!st_claim(r, i + x.n, &a, PG_BUSY))
