@@ -59,6 +59,8 @@ ifeq ($(ZSTD),1)
 BASE_CFLAGS += -DFL_HAVE_ZSTD
 LIBS += -lzstd
 endif
+# zstd.c is built again when the choice changes (libzstd-dev installed by make deps, or ZSTD=0).
+ZSTD_STAMP := $(O)/zstd-$(ZSTD).stamp
 ALL_CFLAGS := $(BASE_CFLAGS) $(CFLAGS)
 
 # ------------------------------------------------------------------ sources
@@ -159,6 +161,11 @@ $(PCFILE): faultline.pc.in Makefile
 	@mkdir -p $(@D)
 	$(Q)$(PC_SED) > $@
 
+$(ZSTD_STAMP):
+	@mkdir -p $(@D)
+	$(Q)rm -f $(O)/zstd-*.stamp && touch $@
+$(O)/src/snapshot/zstd.o $(O)/pic/src/snapshot/zstd.o: $(ZSTD_STAMP)
+
 # ------------------------------------------------------------------ targets
 # check: the one test command (README). Docs first: cheap, and every exported symbol needs a page.
 check: deps all doc-check fuzz-check
@@ -233,6 +240,6 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man7/,$(notdir $(wildcard man/man7/*.7)))
 
 clean:
-	rm -rf build build-asan build-tsan build-static build-vm $(if $(filter-out build build-asan build-tsan,$(O)),$(O))
+	rm -rf build build-asan build-tsan build-static build-vm build-nozstd $(if $(filter-out build build-asan build-tsan,$(O)),$(O))
 
 -include $(LIB_OBJS:.o=.d) $(LIB_PIC_OBJS:.o=.d) $(TOOL_OBJS:.o=.d) $(TEST_OBJS:.o=.d)

@@ -9,6 +9,14 @@ command -v groff >/dev/null 2>&1 || missing="$missing groff-base"
 [ -n "${FL_DEPS_EXTRA:-}" ] && for p in $FL_DEPS_EXTRA; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
 done
+# libzstd-dev: compressed snapshots (optional: the build goes without it, and says so).
+optional=""
+[ -f /usr/include/zstd.h ] || optional="libzstd-dev"
+if [ -n "$optional" ] && [ "$(id -u)" -ne 0 ]; then
+	echo "deps: $optional is missing: built without compressed snapshots (apt-get install $optional)" >&2
+	optional=""
+fi
+missing="$missing${optional:+ $optional}"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
 	echo "deps: installing$missing"
