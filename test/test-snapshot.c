@@ -420,3 +420,558 @@ TEST(snapshot_writer_errors)
 	raw_close(&s);
 	unlink(path);
 }
+
+/* ------------------------------------------------------------ the reader */
+
+static char last_log[512];
+
+static void log_keep(enum fl_log_level level, const char *msg)
+{
+	if (level == FL_LOG_ERROR)
+		snprintf(last_log, sizeof(last_log), "%s", msg);
+}
+
+/* Open @path as a snapshot: must be refused (-@err) with a message containing @why. */
+static void expect_refused(const char *path, int err, const char *why)
+{
+	struct fl_snapshot *s = NULL;
+	struct fl_store *st = NULL;
+
+	last_log[0] = '\0';
+	fl_set_log_fn(log_keep);
+	T_ASSERT_ERR(fl_snapshot_open(path, NULL, &s), err);
+	T_ASSERT(!s);
+	if (!strstr(last_log, why))
+		t_fail(__FILE__, __LINE__, "refused with \"%s\", not \"%s\"", last_log, why);
+	T_ASSERT_ERR(fl_store_snapshot_open(path, NULL, &st), err);
+	fl_set_log_fn(NULL);
+}
+
+static struct fl_snapshot *snap_open_ok(const char *path, const char *const *parents)
+{
+	struct fl_snapshot_open_opts o = { .sz = sizeof(o), .parents = parents };
+	struct fl_snapshot *s = NULL;
+
+	T_ASSERT_OK(fl_snapshot_open(path, &o, &s));
+	T_ASSERT(s);
+	return s;
+}
+
+static void check_test_snapshot_read(const char *path, bool zstd)
+{
+	struct fl_snapshot *s = snap_open_ok(path, NULL);
+	struct fl_snapshot_info info = { .sz = sizeof(info) };
+	struct fl_snapshot_region_info ri = { .sz = sizeof(ri) };
+	uint8_t *buf = malloc(4 * MiB), *want = malloc(2 * MiB);
+	uint64_t holes[1024 / 64], bad = 99, zeros = 0;
+
+	T_ASSERT(buf && want);
+	T_ASSERT_OK(fl_snapshot_info(s, &info));
+	T_ASSERT_EQ(info.regions, 2);
+	T_ASSERT_EQ(info.chain, 1);
+	T_ASSERT_EQ(info.flags, zstd ? FL_SNAPSHOT_INFO_ZSTD : 0);
+	T_ASSERT_OK(fl_snapshot_region_info(s, 0, &ri));
+	T_ASSERT_EQ(ri.len, 3 * MiB + 5 * PG);
+	T_ASSERT_EQ(ri.page_size, PG);
+	for (uint64_t i = 0; i < ri.len / PG; i++)
+		zeros += test_page_zero(i);
+	T_ASSERT_EQ(ri.pages_zero, zeros);
+	T_ASSERT_EQ(ri.pages_data, ri.len / PG - zeros);
+	T_ASSERT_EQ(ri.pages_parent, 0);
+	T_ASSERT_EQ(ri.chain_zero, zeros);
+	T_ASSERT_ERR(fl_snapshot_region_info(s, 2, &ri), EINVAL);
+
+	/* Region 0 in one read of 3 MiB + 5 pages: zero pages are holes, the rest as written. */
+	memset(holes, 0, sizeof(holes));
+	memset(buf, 0xcc, 4 * MiB);
+	T_ASSERT_OK(fl_snapshot_read(s, 0, 0, buf, 3 * MiB + 5 * PG, PG, holes));
+	for (uint64_t i = 0; i < (3 * MiB + 5 * PG) / PG; i++) {
+		T_ASSERT_EQ(fl__bit_test(holes, i), test_page_zero(i));
+		if (test_page_zero(i))
+			continue;
+		test_page_fill(want, 0, i * PG, PG, 0);
+		if (memcmp(buf + i * PG, want, PG))
+			t_fail(__FILE__, __LINE__, "page %llu differs", (unsigned long long)i);
+	}
+	/* In pages of 2 MiB: no page is all zeros, so the zero pages are written as zeros. */
+	memset(holes, 0, sizeof(holes));
+	memset(buf, 0xcc, 2 * MiB);
+	T_ASSERT_OK(fl_snapshot_read(s, 0, 0, buf, 2 * MiB, 2 * MiB, holes));
+	T_ASSERT_EQ(holes[0], 0);
+	for (uint64_t i = 0; i < 2 * MiB / PG; i++) {
+		test_page_fill(want, 0, i * PG, PG, 0);
+		T_ASSERT(!memcmp(buf + i * PG, want, PG));
+	}
+	/* Region 1's 2 MiB pages, in one read; smaller pages cannot be served. */
+	memset(holes, 0, sizeof(holes));
+	T_ASSERT_OK(fl_snapshot_read(s, 1, 0, buf, 4 * MiB, 2 * MiB, holes));
+	for (uint64_t i = 0; i < 2; i++) {
+		T_ASSERT_EQ(fl__bit_test(holes, i), test_page_zero(i));
+		test_page_fill(want, 1, i * 2 * MiB, 2 * MiB, 0);
+		if (!test_page_zero(i))
+			T_ASSERT(!memcmp(buf + i * 2 * MiB, want, 2 * MiB));
+	}
+	T_ASSERT_ERR(fl_snapshot_read(s, 1, 0, buf, PG, PG, holes), EINVAL);
+	T_ASSERT_ERR(fl_snapshot_read(s, 0, 3 * MiB, buf, 8 * PG, PG, holes), EINVAL);
+	T_ASSERT_OK(fl_snapshot_verify(s, &bad));
+	T_ASSERT_EQ(bad, 0);
+	fl_snapshot_close(s);
+	free(buf);
+	free(want);
+}
+
+TEST(snapshot_read_back)
+{
+	char path[64];
+	uint8_t id[16];
+	struct fl_snapshot_info info = { .sz = sizeof(info) };
+	struct fl_snapshot *s;
+
+	snap_path(path, "r");
+	write_test_snapshot(path, 0, 3, id);
+	check_test_snapshot_read(path, false);
+	s = snap_open_ok(path, NULL);
+	T_ASSERT_OK(fl_snapshot_info(s, &info));
+	T_ASSERT(!memcmp(info.id, id, 16));
+	fl_snapshot_close(s);
+	unlink(path);
+	if (fl__snap_zstd_available()) {
+		write_test_snapshot(path, FL_SNAPSHOT_ZSTD, 3, id);
+		check_test_snapshot_read(path, true);
+		unlink(path);
+	}
+}
+
+/* Flip one byte of the file at @pos. */
+static void flip_byte(const char *path, uint64_t pos)
+{
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	uint8_t b;
+
+	T_ASSERT_SYS(fd);
+	pread_all(fd, &b, 1, pos);
+	b ^= 0x40;
+	T_ASSERT_EQ(pwrite(fd, &b, 1, (off_t)pos), 1);
+	close(fd);
+}
+
+TEST(snapshot_refuses_bad_files)
+{
+	struct fl_snapshot_writer *w;
+	struct raw_snap rs;
+	char path[64];
+	uint8_t id[16];
+	int fd;
+
+	snap_path(path, "b");
+	T_ASSERT_ERR(fl_snapshot_open(NULL, NULL, NULL), EINVAL);
+	expect_refused(path, ENOENT, "No such file");
+	/* Unfinished: no header yet. */
+	w = writer_new(path, 0, NULL);
+	T_ASSERT_OK(fl_snapshot_writer_add_region(w, 0, 16 * PG, PG, 0, NULL));
+	T_ASSERT_OK(fl_snapshot_writer_put(w, 0, 0, NULL, 16 * PG));
+	expect_refused(path, EINVAL, "shorter than a header");
+	T_ASSERT_OK(fl_snapshot_writer_finish(w, id));
+	raw_open(&rs, path);
+	raw_close(&rs);
+	/* Truncated by a page, and extended by one. */
+	T_ASSERT_SYS(truncate(path, (off_t)(rs.h.file_size - PG)));
+	expect_refused(path, EINVAL, "truncated");
+	T_ASSERT_SYS(truncate(path, (off_t)(rs.h.file_size + PG)));
+	expect_refused(path, EINVAL, "extended");
+	T_ASSERT_SYS(truncate(path, (off_t)rs.h.file_size));
+	/* Back to its size, the tables read zeros where it was cut: their CRCs say so. */
+	expect_refused(path, EINVAL, "CRC does not match (corrupted)");
+	unlink(path);
+
+	write_test_snapshot(path, 0, 2, id);
+	raw_open(&rs, path);
+	raw_close(&rs);
+	flip_byte(path, 20);	/* region count */
+	expect_refused(path, EINVAL, "header CRC");
+	flip_byte(path, 20);
+	flip_byte(path, 0);
+	expect_refused(path, EINVAL, "bad magic");
+	flip_byte(path, 0);
+	flip_byte(path, rs.h.region_table_off + 9);
+	expect_refused(path, EINVAL, "region table's CRC");
+	flip_byte(path, rs.h.region_table_off + 9);
+	/* Not a snapshot at all. */
+	unlink(path);
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	T_ASSERT_SYS(fd);
+	T_ASSERT_SYS(ftruncate(fd, 3 * PG));
+	close(fd);
+	expect_refused(path, EINVAL, "bad magic");
+	unlink(path);
+}
+
+/* ------------------------------------------------------- the snapshot store */
+
+#define RS_PAGES 512u	/* 2 MiB of 4 KiB pages */
+
+/* Generation @gen of page @pg: the pattern with a seed per generation; every 7th page zero. */
+static void gen_page(uint8_t *buf, uint64_t pg, uint64_t gen)
+{
+	test_page_fill(buf, 0, pg * PG, PG, gen);
+}
+
+/* A full snapshot of RS_PAGES pages of generation 0. */
+static void write_rs(const char *path, uint32_t flags, uint8_t id[16])
+{
+	struct fl_snapshot_writer *w = writer_new(path, flags, NULL);
+	uint8_t *buf = malloc(RS_PAGES * PG);
+
+	T_ASSERT(buf);
+	for (uint64_t i = 0; i < RS_PAGES; i++)
+		gen_page(buf + i * PG, i, 0);
+	T_ASSERT_OK(fl_snapshot_writer_add_region(w, 0x10000000, RS_PAGES * PG, PG, 0, NULL));
+	T_ASSERT_OK(fl_snapshot_writer_put(w, 0, 0, buf, RS_PAGES * PG));
+	T_ASSERT_OK(fl_snapshot_writer_finish(w, id));
+	free(buf);
+}
+
+/* The bytes restored in @mem are generation @gen_of(pg) of each page (0 for none = zeros). */
+static void check_mem(const uint8_t *mem, uint64_t npages, const uint8_t *gens)
+{
+	uint8_t want[PG];
+
+	for (uint64_t i = 0; i < npages; i++) {
+		if (gens[i] == 0xff)
+			memset(want, 0, PG);
+		else
+			gen_page(want, i, gens[i]);
+		if (memcmp(mem + i * PG, want, PG))
+			t_fail(__FILE__, __LINE__, "page %llu is not generation %u",
+			       (unsigned long long)i, gens[i]);
+	}
+}
+
+struct restore_case {
+	const char *path;
+	const char *const *parents;
+	const uint8_t *gens;	/* expected generation per page, 0xff: zeros */
+	enum fl_pager_mode mode;
+	enum fl_prefetch prefetch;
+};
+
+/* Restore through a pager in this process and check every page (run in a child). */
+static void restore_and_check(void *arg)
+{
+	const struct restore_case *rc = arg;
+	struct fl_store_snapshot_opts so = { .sz = sizeof(so), .parents = rc->parents };
+	struct fl_region_stats st = { .sz = sizeof(st) };
+	struct fl_store *s = NULL;
+	struct fl_pager *p;
+	struct fl_region *r;
+	struct fl_region_opts o;
+	uint64_t zeros = 0;
+
+	T_ASSERT_OK(fl_store_snapshot_open(rc->path, &so, &s));
+	T_ASSERT_EQ(fl_store_size(s), RS_PAGES * PG);
+	T_ASSERT_EQ(fl_store_caps(s), FL_STORE_READONLY | FL_STORE_HOLES);
+	p = t_pager_new(rc->mode, 2, 0);
+	o = t_region_opts(s, RS_PAGES * PG);
+	o.prefetch = rc->prefetch;
+	o.prefetch_max = 64 * PG;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	T_ASSERT_OK(fl_pager_start(p));
+	check_mem(fl_region_addr(r), RS_PAGES, rc->gens);
+	T_ASSERT_OK(fl_region_stats(r, &st));
+	for (uint64_t i = 0; i < RS_PAGES; i++)
+		zeros += rc->gens[i] == 0xff || test_page_zero(i);
+	/* Zero pages are installed as zero pages, the others copied. */
+	T_ASSERT_EQ(st.pages_zero, zeros);
+	T_ASSERT_EQ(st.pages_copy, RS_PAGES - zeros);
+	T_ASSERT_EQ(st.pages_poison, 0);
+	fl_pager_destroy(p);
+	fl_store_destroy(s);
+}
+
+static void expect_child_ok(int status)
+{
+	if (WIFSIGNALED(status))
+		t_fail(__FILE__, __LINE__, "child killed by signal %d", WTERMSIG(status));
+	T_ASSERT(WIFEXITED(status));
+	T_ASSERT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST(snapshot_restore_pager)
+{
+	uint8_t gens[RS_PAGES], id[16];
+	struct restore_case rc = { .gens = gens, .mode = FL_PAGER_THREADS };
+	char path[64];
+
+	memset(gens, 0, sizeof(gens));
+	snap_path(path, "p");
+	rc.path = path;
+	write_rs(path, 0, id);
+	/* In other processes than the writer: demand faults one by one, then prefetch. */
+	expect_child_ok(t_run_child(restore_and_check, &rc));
+	rc.prefetch = FL_PREFETCH_FIXED;
+	expect_child_ok(t_run_child(restore_and_check, &rc));
+	if (t_have(FL_FEAT_SIGBUS)) {
+		rc.mode = FL_PAGER_SIGBUS;
+		expect_child_ok(t_run_child(restore_and_check, &rc));
+	}
+	unlink(path);
+	if (fl__snap_zstd_available()) {
+		write_rs(path, FL_SNAPSHOT_ZSTD, id);
+		rc.mode = FL_PAGER_THREADS;
+		expect_child_ok(t_run_child(restore_and_check, &rc));
+		if (t_have(FL_FEAT_SIGBUS)) {
+			rc.mode = FL_PAGER_SIGBUS;
+			expect_child_ok(t_run_child(restore_and_check, &rc));
+		}
+		unlink(path);
+	}
+}
+
+struct corrupt_case {
+	const char *path;
+	const uint8_t *bad;	/* per page: 1 if its bytes were corrupted in the file */
+	enum fl_pager_mode mode;
+};
+
+/*
+ * Every good page restores exactly, including those that share a prefetch
+ * window (or a run) with a bad one; each bad page is poisoned: SIGBUS.
+ */
+static void restore_corrupt(void *arg)
+{
+	const struct corrupt_case *cc = arg;
+	struct fl_region_stats st = { .sz = sizeof(st) };
+	struct sigaction sa = { .sa_sigaction = t_on_sigbus, .sa_flags = SA_SIGINFO | SA_NODEFER };
+	struct fl_store *s = NULL;
+	struct fl_pager *p;
+	struct fl_region *r;
+	struct fl_region_opts o;
+	uint64_t nbad = 0, first_bad = RS_PAGES;
+	uint8_t want[PG], *mem;
+
+	sigemptyset(&sa.sa_mask);
+	T_ASSERT_SYS(sigaction(SIGBUS, &sa, NULL));
+	T_ASSERT_OK(fl_store_snapshot_open(cc->path, NULL, &s));
+	p = t_pager_new(cc->mode, 2, 0);
+	o = t_region_opts(s, RS_PAGES * PG);
+	o.prefetch = FL_PREFETCH_FIXED;
+	o.prefetch_max = 64 * PG;
+	o.on_error = FL_ON_ERROR_POISON;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	T_ASSERT_OK(fl_pager_start(p));
+	mem = fl_region_addr(r);
+	for (uint64_t i = 0; i < RS_PAGES; i++)
+		if (cc->bad[i] && first_bad == RS_PAGES)
+			first_bad = i;
+	T_ASSERT(first_bad > 0 && first_bad < RS_PAGES);
+	/* The page just before the first bad one first: its prefetch window covers the bad one. */
+	for (uint64_t k = 0; k < RS_PAGES; k++) {
+		uint64_t i = (k + first_bad - 1) % RS_PAGES;
+
+		if (cc->bad[i]) {
+			if (!t_read_sigbus(mem + i * PG + 5))
+				t_fail(__FILE__, __LINE__, "corrupted page %llu read without SIGBUS",
+				       (unsigned long long)i);
+			nbad++;
+			continue;
+		}
+		gen_page(want, i, 0);
+		if (memcmp(mem + i * PG, want, PG))
+			t_fail(__FILE__, __LINE__, "good page %llu is not as written",
+			       (unsigned long long)i);
+	}
+	T_ASSERT_OK(fl_region_stats(r, &st));
+	T_ASSERT_EQ(st.pages_poison, nbad);
+	fl_pager_destroy(p);
+	fl_store_destroy(s);
+}
+
+TEST(snapshot_corrupt_page_sigbus)
+{
+	uint8_t bad[RS_PAGES], id[16];
+	struct corrupt_case cc = { .bad = bad, .mode = FL_PAGER_THREADS };
+	struct fl_snapshot *s;
+	struct raw_snap rs;
+	uint64_t nbad = 0;
+	char path[64];
+
+	snap_path(path, "c");
+	cc.path = path;
+	write_rs(path, 0, id);
+	raw_open(&rs, path);
+	raw_close(&rs);
+	/* Page 100 (not a zero page) gets one byte wrong. */
+	memset(bad, 0, sizeof(bad));
+	bad[100] = 1;
+	T_ASSERT(!test_page_zero(100));
+	flip_byte(path, rs.r[0].data_off + 100 * PG + 1234);
+	s = snap_open_ok(path, NULL);
+	T_ASSERT_ERR(fl_snapshot_verify(s, &nbad), EIO);
+	T_ASSERT_EQ(nbad, 1);
+	fl_snapshot_close(s);
+	expect_child_ok(t_run_child(restore_corrupt, &cc));
+	if (t_have(FL_FEAT_SIGBUS)) {
+		cc.mode = FL_PAGER_SIGBUS;
+		expect_child_ok(t_run_child(restore_corrupt, &cc));
+	}
+	unlink(path);
+
+	if (!fl__snap_zstd_available())
+		return;
+	/* Compressed: a corrupted chunk fails every page it holds, and only those. */
+	write_rs(path, FL_SNAPSHOT_ZSTD, id);
+	raw_open(&rs, path);
+	{
+		const struct fl__snap_entry *e = &rs.e[rs.r[0].first_entry + 100];
+		const struct fl__snap_chunk *c = &rs.c[e->chunk];
+
+		T_ASSERT_EQ(e->kind, FL__SNAP_ZSTD);
+		for (uint64_t i = 0; i < RS_PAGES; i++)
+			bad[i] = rs.e[i].kind == FL__SNAP_ZSTD && rs.e[i].chunk == e->chunk;
+		T_ASSERT(!bad[0]);
+		flip_byte(path, c->off + c->clen / 2);
+	}
+	raw_close(&rs);
+	nbad = 0;
+	for (uint64_t i = 0; i < RS_PAGES; i++)
+		nbad += bad[i];
+	T_ASSERT(nbad > 1);
+	{
+		uint64_t got = 0;
+
+		s = snap_open_ok(path, NULL);
+		T_ASSERT_ERR(fl_snapshot_verify(s, &got), EIO);
+		T_ASSERT_EQ(got, nbad);
+		fl_snapshot_close(s);
+	}
+	cc.mode = FL_PAGER_THREADS;
+	expect_child_ok(t_run_child(restore_corrupt, &cc));
+	unlink(path);
+}
+
+/* ------------------------------------------------------------------ chains */
+
+/*
+ * A full snapshot, then two incremental ones: the first changes 5% of the
+ * pages (generation 1) and discards a few (zero), the second changes some of
+ * those again and others (generation 2). Restoring the chain gives the newest.
+ */
+TEST(snapshot_chain_restore)
+{
+	char p0[64], p1[64], p2[64], other[64];
+	uint8_t id0[16], id1[16], id2[16], idx[16], gens[RS_PAGES], page[PG];
+	struct fl_snapshot_region_info ri = { .sz = sizeof(ri) };
+	struct fl_snapshot_info info = { .sz = sizeof(info) };
+	struct fl_snapshot_open_opts oo = { .sz = sizeof(oo), .flags = FL_SNAPSHOT_OPEN_ALONE };
+	struct restore_case rc = { .gens = gens, .mode = FL_PAGER_THREADS,
+				   .prefetch = FL_PREFETCH_FIXED };
+	struct fl_snapshot_writer *w;
+	struct fl_snapshot *s;
+	uint64_t changed1 = 0, bad = 1;
+
+	snap_path(p0, "c0");
+	snap_path(p1, "c1");
+	snap_path(p2, "c2");
+	snap_path(other, "cx");
+	memset(gens, 0, sizeof(gens));
+	write_rs(p0, 0, id0);
+
+	w = writer_new(p1, 0, id0);
+	T_ASSERT_OK(fl_snapshot_writer_add_region(w, 0x10000000, RS_PAGES * PG, PG, 0, NULL));
+	for (uint64_t i = 5; i < RS_PAGES; i += 20) {	/* 5% */
+		gen_page(page, i, 1);
+		T_ASSERT_OK(fl_snapshot_writer_put(w, 0, i * PG, page, PG));
+		gens[i] = 1;
+		changed1 += !test_page_zero(i);	/* a zero page stays one */
+	}
+	T_ASSERT_OK(fl_snapshot_writer_mark(w, 0, 7 * PG, 2 * PG, FL_SNAPSHOT_MARK_ZERO));
+	gens[7] = gens[8] = 0xff;
+	T_ASSERT_OK(fl_snapshot_writer_finish(w, id1));
+
+	w = writer_new(p2, fl__snap_zstd_available() ? FL_SNAPSHOT_ZSTD : 0, id1);
+	T_ASSERT_OK(fl_snapshot_writer_add_region(w, 0x10000000, RS_PAGES * PG, PG, 0, NULL));
+	for (uint64_t i = 5; i < RS_PAGES; i += 40) {
+		gen_page(page, i, 2);
+		T_ASSERT_OK(fl_snapshot_writer_put(w, 0, i * PG, page, PG));
+		gens[i] = 2;
+	}
+	gen_page(page, 8, 2);	/* discarded in 1, written again in 2 */
+	T_ASSERT_OK(fl_snapshot_writer_put(w, 0, 8 * PG, page, PG));
+	gens[8] = 2;
+	T_ASSERT_OK(fl_snapshot_writer_mark(w, 0, 300 * PG, PG, FL_SNAPSHOT_MARK_ABSENT));
+	gens[300] = 0xff;
+	T_ASSERT_OK(fl_snapshot_writer_finish(w, id2));
+
+	/* Parents found by id in the same directory. */
+	s = snap_open_ok(p2, NULL);
+	T_ASSERT_OK(fl_snapshot_info(s, &info));
+	T_ASSERT_EQ(info.chain, 3);
+	T_ASSERT(info.flags & FL_SNAPSHOT_INFO_INCREMENTAL);
+	T_ASSERT(!memcmp(info.id, id2, 16));
+	T_ASSERT(!memcmp(info.parent_id, id1, 16));
+	T_ASSERT_OK(fl_snapshot_verify(s, &bad));
+	T_ASSERT_EQ(bad, 0);
+	fl_snapshot_close(s);
+	/* The first incremental alone: what it holds. */
+	T_ASSERT_OK(fl_snapshot_open(p1, &oo, &s));
+	T_ASSERT_OK(fl_snapshot_region_info(s, 0, &ri));
+	T_ASSERT_EQ(ri.pages_data, changed1);
+	T_ASSERT_EQ(ri.pages_zero, 2 + (RS_PAGES / 20 + 1 - changed1));
+	T_ASSERT_EQ(ri.pages_parent, RS_PAGES - (RS_PAGES / 20 + 1) - 2);
+	{
+		struct fl_store *st = NULL;
+
+		/* Alone, it cannot be restored: the rest is its parent's. */
+		T_ASSERT_ERR(fl_snapshot_store(s, 0, &st), EINVAL);
+	}
+	fl_snapshot_close(s);
+
+	rc.path = p2;
+	expect_child_ok(t_run_child(restore_and_check, &rc));
+	/* Parents named, in any order. */
+	{
+		const char *parents[] = { p0, p1, NULL };
+
+		rc.parents = parents;
+		expect_child_ok(t_run_child(restore_and_check, &rc));
+		rc.parents = NULL;
+	}
+
+	/* A parent missing: refused at open, saying which. */
+	T_ASSERT_SYS(rename(p0, other));
+	{
+		const char *parents[] = { p1, NULL };
+
+		last_log[0] = '\0';
+		fl_set_log_fn(log_keep);
+		oo.flags = 0;
+		oo.parents = parents;
+		T_ASSERT_ERR(fl_snapshot_open(p2, &oo, &s), ENOENT);
+		T_ASSERT(strstr(last_log, "is none of the files given"));
+		fl_set_log_fn(NULL);
+	}
+	/* Found again by id under another name. */
+	s = snap_open_ok(p2, NULL);
+	fl_snapshot_close(s);
+	/* A full snapshot with the same regions but another id in its place: not the parent. */
+	T_ASSERT_SYS(unlink(other));
+	write_rs(p0, 0, idx);
+	expect_refused(p2, ENOENT, "is not in");
+	{
+		const char *parents[] = { p0, p1, NULL };
+		struct fl_snapshot_open_opts po = { .sz = sizeof(po), .parents = parents };
+
+		T_ASSERT_ERR(fl_snapshot_open(p2, &po, &s), ENOENT);
+	}
+	unlink(p0);
+	/* Mismatched regions: an incremental over id0's file with another length. */
+	write_rs(p0, 0, id0);
+	unlink(p1);
+	w = writer_new(p1, 0, id0);
+	T_ASSERT_OK(fl_snapshot_writer_add_region(w, 0x10000000, 2 * RS_PAGES * PG, PG, 0, NULL));
+	T_ASSERT_OK(fl_snapshot_writer_finish(w, idx));
+	expect_refused(p1, EINVAL, "region 0 is");
+	unlink(p0);
+	unlink(p1);
+	unlink(p2);
+}

@@ -122,6 +122,11 @@
 	X(snapshot_writer_concurrent_puts, 0, 0, 30)                               \
 	X(snapshot_writer_zstd, 0, 0, 30)                                          \
 	X(snapshot_writer_errors, 0, 0, 0)                                         \
+	X(snapshot_read_back, 0, 0, 30)                                            \
+	X(snapshot_refuses_bad_files, 0, 0, 0)                                     \
+	X(snapshot_restore_pager, 0, T_UFFD, 60)                                   \
+	X(snapshot_corrupt_page_sigbus, FL_FEAT_POISON, T_UFFD, 60)                \
+	X(snapshot_chain_restore, 0, T_UFFD, 60)                                   \
 	/* test-pager.c, test-pager-life.c: the pager engine */                    \
 	X(pager_create_options, 0, T_UFFD, 0)                                      \
 	X(pager_threads_named_and_counted, 0, T_UFFD, 0)                           \

@@ -98,6 +98,125 @@ FL_API int fl_snapshot_writer_finish(struct fl_snapshot_writer *w, uint8_t ret_i
 /* Abandon the snapshot: the partial file is removed. Accepts NULL. */
 FL_API void fl_snapshot_writer_destroy(struct fl_snapshot_writer *w);
 
+/* ------------------------------------------------------------------ reader */
+
+/* An open snapshot: one file, or a chain of incremental files over a full one. Opaque. */
+struct fl_snapshot;
+
+enum fl_snapshot_open_flags {
+	FL_SNAPSHOT_OPEN_ALONE = 1u << 0,	/* an incremental file alone, without looking for
+						   its parents: info and verify work, reads of
+						   pages it does not hold are -ENODATA */
+};
+
+struct fl_snapshot_open_opts {
+	size_t sz;			/* sizeof(struct fl_snapshot_open_opts) */
+	uint32_t flags;			/* FL_SNAPSHOT_OPEN_* */
+	/*
+	 * The older files of the chain, NULL-terminated, in any order. NULL:
+	 * each parent is looked for by its id among the files in the directory
+	 * of @path.
+	 */
+	const char *const *parents;
+};
+
+/*
+ * fl_snapshot_open - open the snapshot @path, and, if it is incremental, its
+ * parents down to a full snapshot. Everything but the pages is checked (the
+ * header, tables and index of every file, that each parent is the one named
+ * and has the same regions); a file or chain that fails is refused with a
+ * logged reason (-EINVAL; -ENOENT for a parent not found). @o may be NULL.
+ * Returns 0, -EINVAL, -ENOENT, -ENOMEM, -EOPNOTSUPP (zstd in a library
+ * without it), or open(2)'s -errno. Thread safety: any thread.
+ */
+FL_API int fl_snapshot_open(const char *path, const struct fl_snapshot_open_opts *o,
+			    struct fl_snapshot **ret);
+
+/* Close. Stores made from it keep what they need. Accepts NULL. */
+FL_API void fl_snapshot_close(struct fl_snapshot *s);
+
+enum fl_snapshot_info_flags {
+	FL_SNAPSHOT_INFO_INCREMENTAL = 1u << 0,	/* the newest file is incremental */
+	FL_SNAPSHOT_INFO_ZSTD = 1u << 1,	/* some file of the chain is compressed */
+};
+
+struct fl_snapshot_info {
+	size_t sz;			/* sizeof(struct fl_snapshot_info), set by the caller */
+	uint8_t id[16];			/* the newest file's */
+	uint8_t parent_id[16];		/* its parent's (zeros for a full snapshot) */
+	uint32_t flags;			/* FL_SNAPSHOT_INFO_* */
+	uint32_t regions;
+	uint32_t chain;			/* files opened: 1 + parents */
+	uint64_t file_size;		/* the newest file's */
+	uint64_t created_ns;		/* when it was finished, CLOCK_REALTIME */
+};
+
+/* The snapshot's header facts. Returns 0 or -EINVAL. Thread safety: any thread. */
+FL_API int fl_snapshot_info(const struct fl_snapshot *s, struct fl_snapshot_info *ret);
+
+struct fl_snapshot_region_info {
+	size_t sz;			/* sizeof(struct fl_snapshot_region_info), set by the caller */
+	uint64_t addr, len, page_size;
+	uint32_t flags;
+	/* Pages of the newest file by kind (they add up to len / page_size). */
+	uint64_t pages_data;		/* stored (compressed or not) */
+	uint64_t pages_zero;
+	uint64_t pages_absent;
+	uint64_t pages_parent;		/* not in the newest file: its parents' */
+	/* The same over the whole chain (what a restore gives). */
+	uint64_t chain_data, chain_zero, chain_absent;
+};
+
+/* Region @region's facts. Returns 0 or -EINVAL. Thread safety: any thread. */
+FL_API int fl_snapshot_region_info(const struct fl_snapshot *s, uint32_t region,
+				   struct fl_snapshot_region_info *ret);
+
+/*
+ * fl_snapshot_read - the pages [off, off+len) of region @region as the
+ * chain holds them, read like a store (fl_store_read(3)): @page_size a
+ * power of two, at least the region's page size; off and len multiples of
+ * it; bit i of @holes (zeroed by the caller, len/page_size bits) set for a
+ * page that is all zero or absent pages, whose bytes are then not written.
+ * A page whose CRC fails, or that cannot be read or decompressed, is -EIO
+ * (the whole call fails). Async-signal-safe. Thread safety: any thread.
+ */
+FL_API int fl_snapshot_read(struct fl_snapshot *s, uint32_t region, uint64_t off, void *buf,
+			    size_t len, size_t page_size, uint64_t *holes);
+
+/*
+ * fl_snapshot_verify - read every stored page of every file of the chain
+ * and check its CRC (and each zstd chunk). Each bad page is logged (up to
+ * 20 lines); their number goes to *@ret_bad (may be NULL). Returns 0 if
+ * all are good, -EIO if any is bad, -ENOMEM. Thread safety: any thread.
+ */
+FL_API int fl_snapshot_verify(struct fl_snapshot *s, uint64_t *ret_bad);
+
+/*
+ * fl_snapshot_store - a read-only store over region @region of @s: its size
+ * is the region's length, zero and absent pages are holes (installed with
+ * ZEROPAGE), a page that fails (CRC, read error, corrupt chunk) is -EIO for
+ * the read that covers it, so the pager poisons it, never installs it.
+ * Serves regions whose page size is at least the snapshot region's. The
+ * store holds a reference: @s may be closed first. Its read is reentrant
+ * and async-signal-safe (SIGBUS mode works). Returns 0, -EINVAL, -ENOMEM.
+ */
+FL_API int fl_snapshot_store(struct fl_snapshot *s, uint32_t region, struct fl_store **ret);
+
+struct fl_store_snapshot_opts {
+	size_t sz;			/* sizeof(struct fl_store_snapshot_opts) */
+	uint32_t region;		/* which region the store serves (0: the first) */
+	uint32_t flags;			/* FL_SNAPSHOT_OPEN_* (not ALONE) */
+	const char *const *parents;	/* as in fl_snapshot_open_opts */
+};
+
+/*
+ * fl_store_snapshot_open - fl_snapshot_open() then fl_snapshot_store() for
+ * one region: a store that restores it lazily. @o may be NULL (region 0,
+ * parents found by id). Returns as those two.
+ */
+FL_API int fl_store_snapshot_open(const char *path, const struct fl_store_snapshot_opts *o,
+				  struct fl_store **ret);
+
 #ifdef __cplusplus
 }
 #endif

@@ -306,62 +306,97 @@ static int put_raw(struct fl_snapshot_writer *w, struct wregion *wr, uint64_t pg
 	return fl__snap_pwrite_full(w->fd, data, n * ps, wr->r.data_off + (pg << wr->shift));
 }
 
-/* Compress the non-zero run [pg, pg+n) into chunks and append them. */
+/* Compress @k pages gathered in @stage (page numbers in @pgs) as one chunk and append it. */
+static int flush_chunk(struct fl_snapshot_writer *w, struct wregion *wr, const uint8_t *stage,
+		       const uint64_t *pgs, uint64_t k, uint8_t *cbuf, size_t cap)
+{
+	const size_t ps = wr->r.page_size, rlen = k * ps;
+	struct fl__snap_chunk c;
+	uint64_t pos;
+	size_t clen;
+	uint32_t idx;
+	int e;
+
+	e = fl__snap_zstd_compress(cbuf, cap, stage, rlen, w->zstd_level, &clen);
+	if (e < 0)
+		return e;
+	pos = atomic_fetch_add(&w->append, clen);
+	e = fl__snap_pwrite_full(w->fd, cbuf, clen, pos);
+	if (e < 0)
+		return e;
+	c = (struct fl__snap_chunk){ .off = pos, .clen = (uint32_t)clen, .rlen = (uint32_t)rlen,
+				     .crc = fl__crc32c(0, cbuf, clen) };
+	pthread_mutex_lock(&w->lock);
+	if (w->nchunks == w->cap) {
+		size_t ncap = w->cap ? w->cap * 2 : 256;
+		struct fl__snap_chunk *nc = realloc(w->chunks, ncap * sizeof(*nc));
+
+		if (!nc) {
+			pthread_mutex_unlock(&w->lock);
+			return -ENOMEM;
+		}
+		w->chunks = nc;
+		w->cap = ncap;
+	}
+	idx = (uint32_t)w->nchunks;
+	w->chunks[w->nchunks++] = c;
+	pthread_mutex_unlock(&w->lock);
+	for (uint64_t j = 0; j < k; j++) {
+		wr->crc[pgs[j]] = fl__crc32c(0, stage + j * ps, ps);
+		wr->chunk[pgs[j]] = idx;
+		wr->slot[pgs[j]] = (uint32_t)j;
+		atomic_store_explicit(&wr->state[pgs[j]], FL__SNAP_ZSTD, memory_order_release);
+	}
+	return 0;
+}
+
+/*
+ * The pages [pg, pg+n) of @data into zstd chunks of up to FL__SNAP_CHUNK_RAW
+ * (or one page): the non-zero pages gathered, zero pages recorded as such.
+ * *ret_done: pages settled from pg on.
+ */
 static int put_zstd(struct fl_snapshot_writer *w, struct wregion *wr, uint64_t pg, uint64_t n,
-		    const uint8_t *data)
+		    const uint8_t *data, uint64_t *ret_done)
 {
 	const size_t ps = wr->r.page_size;
 	const uint64_t per = ps >= FL__SNAP_CHUNK_RAW ? 1 : FL__SNAP_CHUNK_RAW / ps;
-	size_t cap = 0;
-	uint8_t *buf = NULL;
+	const size_t cap = fl__snap_zstd_bound(per * ps);
+	uint8_t *stage = NULL, *cbuf = malloc(cap);
+	uint64_t *pgs = malloc(per * sizeof(*pgs)), k = 0, done = 0;
 	int e = 0;
 
-	for (uint64_t i = 0; i < n; i += per) {
-		uint64_t k = n - i < per ? n - i : per;
-		size_t rlen = k * ps, clen, need = fl__snap_zstd_bound(rlen);
-		struct fl__snap_chunk c;
-		uint64_t pos;
-		uint32_t idx;
+	/* One page per chunk needs no gathering: compress it where it is. */
+	if (per > 1)
+		stage = malloc(per * ps);
+	if (!cbuf || !pgs || (per > 1 && !stage)) {
+		e = -ENOMEM;
+		goto out;
+	}
+	for (uint64_t i = 0; i < n; i++) {
+		const uint8_t *page = data + i * ps;
 
-		if (need > cap) {
-			free(buf);
-			buf = malloc(need);
-			cap = buf ? need : 0;
-			if (!buf)
-				return -ENOMEM;
+		if (fl__snap_is_zero(page, ps)) {
+			atomic_store_explicit(&wr->state[pg + i], FL__SNAP_ZERO, memory_order_release);
+		} else {
+			if (stage)
+				memcpy(stage + k * ps, page, ps);
+			pgs[k++] = pg + i;
 		}
-		e = fl__snap_zstd_compress(buf, need, data + i * ps, rlen, w->zstd_level, &clen);
-		if (e < 0)
-			break;
-		pos = atomic_fetch_add(&w->append, clen);
-		e = fl__snap_pwrite_full(w->fd, buf, clen, pos);
-		if (e < 0)
-			break;
-		c = (struct fl__snap_chunk){ .off = pos, .clen = (uint32_t)clen,
-					     .rlen = (uint32_t)rlen, .crc = fl__crc32c(0, buf, clen) };
-		pthread_mutex_lock(&w->lock);
-		if (w->nchunks == w->cap) {
-			size_t ncap = w->cap ? w->cap * 2 : 256;
-			struct fl__snap_chunk *nc = realloc(w->chunks, ncap * sizeof(*nc));
-
-			if (!nc) {
-				pthread_mutex_unlock(&w->lock);
-				e = -ENOMEM;
-				break;
-			}
-			w->chunks = nc;
-			w->cap = ncap;
-		}
-		idx = (uint32_t)w->nchunks;
-		w->chunks[w->nchunks++] = c;
-		pthread_mutex_unlock(&w->lock);
-		for (uint64_t j = 0; j < k; j++) {
-			wr->crc[pg + i + j] = fl__crc32c(0, data + (i + j) * ps, ps);
-			wr->chunk[pg + i + j] = idx;
-			wr->slot[pg + i + j] = (uint32_t)j;
+		if (k == per || (i + 1 == n && k)) {
+			e = flush_chunk(w, wr, stage ? stage : page, pgs, k, cbuf, cap);
+			if (e < 0)
+				goto out;
+			k = 0;
+			done = i + 1;
+		} else if (!k) {
+			done = i + 1;
 		}
 	}
-	free(buf);
+out:
+	*ret_done = done;
+	free(stage);
+	free(cbuf);
+	free(pgs);
 	return e;
 }
 
@@ -371,7 +406,6 @@ FL_API int fl_snapshot_writer_put(struct fl_snapshot_writer *w, uint32_t region,
 	const uint8_t *p = data;
 	struct wregion *wr;
 	uint64_t pg, n, i = 0;
-	uint32_t kind;
 	int e = 0;
 
 	wr = claim(w, __func__, region, off, len, &e);
@@ -379,12 +413,20 @@ FL_API int fl_snapshot_writer_put(struct fl_snapshot_writer *w, uint32_t region,
 		return e;
 	pg = off >> wr->shift;
 	n = len >> wr->shift;
-	kind = w->flags & FL_SNAPSHOT_ZSTD ? FL__SNAP_ZSTD : FL__SNAP_DATA;
-	while (i < n && !e) {
+	if (!p) {
+		for (; i < n; i++)
+			atomic_store_explicit(&wr->state[pg + i], FL__SNAP_ZERO, memory_order_release);
+		return 0;
+	}
+	if (w->flags & FL_SNAPSHOT_ZSTD) {
+		e = put_zstd(w, wr, pg, n, p, &i);
+		goto out;
+	}
+	while (i < n) {
 		uint64_t j = i;
 
-		/* Zero pages take no space: they stay holes (or have no chunk). */
-		while (j < n && (!p || fl__snap_is_zero(p + (j << wr->shift), wr->r.page_size))) {
+		/* Zero pages take no space: they stay holes. */
+		while (j < n && fl__snap_is_zero(p + (j << wr->shift), wr->r.page_size)) {
 			atomic_store_explicit(&wr->state[pg + j], FL__SNAP_ZERO,
 					      memory_order_release);
 			j++;
@@ -394,16 +436,14 @@ FL_API int fl_snapshot_writer_put(struct fl_snapshot_writer *w, uint32_t region,
 			j++;
 		if (j == i)
 			continue;
-		if (kind == FL__SNAP_ZSTD)
-			e = put_zstd(w, wr, pg + i, j - i, p + (i << wr->shift));
-		else
-			e = put_raw(w, wr, pg + i, j - i, p + (i << wr->shift));
+		e = put_raw(w, wr, pg + i, j - i, p + (i << wr->shift));
 		if (e < 0)
 			break;
 		for (uint64_t k = i; k < j; k++)
-			atomic_store_explicit(&wr->state[pg + k], kind, memory_order_release);
+			atomic_store_explicit(&wr->state[pg + k], FL__SNAP_DATA, memory_order_release);
 		i = j;
 	}
+out:
 	if (e < 0) {
 		set_error(w, e, "writing pages");
 		/* Nothing of a failed call counts: pages not settled yet are free again. */
