@@ -19,7 +19,6 @@
 #define FL__SNAP_ENTRY_SIZE 16u		/* bytes of a page index entry */
 #define FL__SNAP_CHUNK_SIZE 24u		/* bytes of a chunk table entry */
 #define FL__SNAP_CHUNK_RAW (256u << 10)	/* a zstd chunk holds up to this many bytes of pages */
-#define FL__SNAP_MAX_CHUNK_RAW (1ull << 30)	/* or one page, whatever its size */
 
 /* Header flags. */
 #define FL__SNAP_F_INCREMENTAL 1u

@@ -156,11 +156,17 @@ static int check_regions(struct fl__snap_file *f, const struct fl__snap_header *
 
 static int check_chunks(struct fl__snap_file *f, const struct fl__snap_header *h)
 {
+	uint64_t max_rlen = FL__SNAP_CHUNK_RAW;
+
+	/* A chunk holds up to 256 KiB of pages, or one page: never more than the largest page. */
+	for (uint32_t r = 0; r < h->region_count; r++)
+		if (f->regions[r].page_size > max_rlen)
+			max_rlen = f->regions[r].page_size;
 	for (uint64_t i = 0; i < h->chunk_count; i++) {
 		const struct fl__snap_chunk *c = &f->chunks[i];
 
-		if (!c->clen || !c->rlen || c->rlen % FL__SNAP_MIN_PAGE ||
-		    c->rlen > FL__SNAP_MAX_CHUNK_RAW || c->off < FL__SNAP_HEADER_SIZE ||
+		if (!c->clen || !c->rlen || c->rlen % FL__SNAP_MIN_PAGE || c->rlen > max_rlen ||
+		    c->off < FL__SNAP_HEADER_SIZE ||
 		    c->off > h->region_table_off || c->clen > h->region_table_off - c->off)
 			return refuse(f->name, "a chunk lies outside the data area or has bad sizes");
 		if (c->clen > f->max_clen)
