@@ -127,6 +127,10 @@
 	X(snapshot_restore_pager, 0, T_UFFD, 60)                                   \
 	X(snapshot_corrupt_page_sigbus, FL_FEAT_POISON, T_UFFD, 60)                \
 	X(snapshot_chain_restore, 0, T_UFFD, 60)                                   \
+	/* test-snapshot-tool.c: faultline snapshot */                             \
+	X(snapshot_tool_usage, 0, 0, 0)                                            \
+	X(snapshot_tool_convert_verify, 0, 0, 30)                                  \
+	X(snapshot_tool_merge, 0, 0, 30)                                           \
 	/* test-pager.c, test-pager-life.c: the pager engine */                    \
 	X(pager_create_options, 0, T_UFFD, 0)                                      \
 	X(pager_threads_named_and_counted, 0, T_UFFD, 0)                           \

@@ -15,6 +15,8 @@ static const struct fl_subcommand subcommands[] = {
 	  usage_migrate },
 	{ "monitor", "serve other processes' memory (and Firecracker's) over a socket",
 	  cmd_monitor, usage_monitor },
+	{ "snapshot", "look into, verify, convert and merge snapshot files", cmd_snapshot,
+	  usage_snapshot },
 };
 
 #define N_SUB (sizeof(subcommands) / sizeof(subcommands[0]))

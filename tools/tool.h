@@ -39,5 +39,7 @@ int cmd_migrate(int argc, char **argv);
 void usage_migrate(FILE *out);
 int cmd_monitor(int argc, char **argv);
 void usage_monitor(FILE *out);
+int cmd_snapshot(int argc, char **argv);
+void usage_snapshot(FILE *out);
 
 #endif /* FL_TOOL_H */
