@@ -1,10 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /* Restoring from file-like stores: staged MOVE of whole chunks, eager restore. */
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "faultline.h"
@@ -155,4 +161,368 @@ TEST(restore_eager_populate)
 	T_ASSERT_EQ(rstats(r).faults, 0);
 	fl_pager_destroy(p);
 	fl_store_destroy(s);
+}
+
+/* ------------------------------------------------- working-set record and replay */
+
+#define WS_PAGES 2048u		/* 8 MiB of 4 KiB pages */
+#define WS_STRIDE 7919u		/* prime: i * WS_STRIDE % WS_PAGES visits pages in a scatter */
+
+/* The i-th page the workload touches: a scattered 10% of the region, no page twice. */
+static size_t ws_page(size_t i)
+{
+	return i * WS_STRIDE % WS_PAGES;
+}
+
+#define WS_TOUCHED (WS_PAGES / 10)
+
+struct loop {
+	struct fl_pager *p;
+	int stop;
+	unsigned long th;
+};
+
+static void *loop_main(void *arg)
+{
+	struct loop *l = arg;
+	struct pollfd fds[2] = {
+		{ .fd = fl_pager_fd(l->p), .events = POLLIN },
+		{ .fd = l->stop, .events = POLLIN },
+	};
+
+	for (;;) {
+		/* Unbounded: the runner's alarm bounds the test. */
+		if (poll(fds, 2, -1) < 0) {
+			T_ASSERT_EQ(errno, EINTR);
+			continue;
+		}
+		if (fds[1].revents)
+			return NULL;
+		T_ASSERT(fl_pager_dispatch(l->p) >= 0);
+	}
+}
+
+/* A pager in @mode, with a dispatch thread for LOOP mode. */
+static struct fl_pager *ws_pager(enum fl_pager_mode mode, struct loop *l)
+{
+	struct fl_pager *p = t_pager_new(mode, 2, 0);
+
+	*l = (struct loop){ .p = p, .stop = -1 };
+	if (mode == FL_PAGER_LOOP) {
+		l->stop = eventfd(0, EFD_CLOEXEC);
+		T_ASSERT_SYS(l->stop);
+		l->th = t_thread_start(loop_main, l);
+	}
+	T_ASSERT_OK(fl_pager_start(p));
+	return p;
+}
+
+static void ws_pager_destroy(struct loop *l)
+{
+	uint64_t one = 1;
+
+	if (l->stop >= 0) {
+		T_ASSERT_SYS(write(l->stop, &one, sizeof(one)));
+		t_thread_join(l->th);
+		close(l->stop);
+	}
+	fl_pager_destroy(l->p);
+}
+
+static void touch_ws(volatile const uint8_t *a, size_t ps)
+{
+	for (size_t i = 0; i < WS_TOUCHED; i++)
+		(void)a[ws_page(i) * ps + 8];
+}
+
+/* Every touched page (and then every page) of @a holds the store's pattern. */
+static void check_all(const uint8_t *a, size_t ps)
+{
+	for (size_t i = 0; i < WS_TOUCHED; i++)
+		T_ASSERT_EQ(fl_pattern_check(a + ws_page(i) * ps, ws_page(i) * ps, ps, SEED), 0);
+	T_ASSERT_EQ(fl_pattern_check(a, 0, (size_t)WS_PAGES * ps, SEED), 0);
+}
+
+/* Record the workload in a fresh region of a @mode pager; save to @ws (and @ls). */
+static void ws_record(enum fl_pager_mode mode, const char *ws, const char *ls)
+{
+	size_t ps = t_page_size(), len = (size_t)WS_PAGES * ps;
+	struct fl_store *s;
+	struct fl_region_opts o;
+	struct fl_region_stats st;
+	struct fl_region *r;
+	struct loop l;
+	uint8_t *f;
+	size_t flen;
+	int fd;
+
+	T_ASSERT_OK(fl_store_pattern_create(len, SEED, &s));
+	ws_pager(mode, &l);
+	o = t_region_opts(s, len);
+	o.flags = FL_REGION_WS_RECORD;
+	T_ASSERT_OK(fl_region_add(l.p, &o, &r));
+	touch_ws(fl_region_addr(r), ps);
+	st = rstats(r);
+	T_ASSERT_EQ(st.faults, WS_TOUCHED);
+	T_ASSERT_EQ(st.ws_recorded, WS_TOUCHED);
+	T_ASSERT_OK(fl_region_ws_save(r, ws, ls));
+	/* The file lists the pages in the order they were first touched. */
+	fd = open(ws, O_RDONLY | O_CLOEXEC);
+	T_ASSERT_SYS(fd);
+	flen = 64 + (size_t)WS_TOUCHED * 8;
+	f = malloc(flen + 1);
+	T_ASSERT(f);
+	T_ASSERT_EQ(read(fd, f, flen + 1), (ssize_t)flen);
+	close(fd);
+	T_ASSERT(!memcmp(f, "FLWORKST", 8));
+	for (size_t i = 0; i < WS_TOUCHED; i++) {
+		uint64_t v;
+
+		memcpy(&v, f + 64 + i * 8, 8);
+		T_ASSERT_EQ(le64toh(v), ws_page(i));
+	}
+	free(f);
+	ws_pager_destroy(&l);
+	fl_store_destroy(s);
+}
+
+/* Wait (bounded) until the replay of @r finished. */
+static struct fl_region_stats ws_wait_done(struct fl_region *r)
+{
+	struct fl_region_stats st;
+
+	for (int i = 0; i < t_ms(10000); i++) {
+		st = rstats(r);
+		if (st.ws_done_ns)
+			return st;
+		usleep(1000);
+	}
+	t_fail(__FILE__, __LINE__, "the working-set replay did not finish");
+}
+
+/* Replay @ws (and @ls) into a fresh region, then run the workload: it takes no fault. */
+static void ws_replay(enum fl_pager_mode mode, const char *ws, const char *ls)
+{
+	size_t ps = t_page_size(), len = (size_t)WS_PAGES * ps;
+	struct fl_store *s;
+	struct fl_region_opts o;
+	struct fl_region_stats st;
+	struct fl_region *r;
+	struct loop l;
+
+	T_ASSERT_OK(fl_store_pattern_create(len, SEED, &s));
+	ws_pager(mode, &l);
+	o = t_region_opts(s, len);
+	o.ws_replay = ws;
+	o.ws_loading_set = ls;
+	o.ws_batch = 64 * ps;	/* several batches */
+	T_ASSERT_OK(fl_region_add(l.p, &o, &r));
+	st = ws_wait_done(r);
+	T_ASSERT_EQ(st.ws_prefetched, WS_TOUCHED);
+	T_ASSERT_EQ(st.ws_skipped + st.ws_errors, 0);
+	T_ASSERT_EQ(st.faults, 0);
+	/* A loading set is one read per batch, never the store. */
+	if (ls)
+		T_ASSERT_EQ(st.store_reads, 0);
+	touch_ws(fl_region_addr(r), ps);
+	/* At least 90% fewer faults than recording took (here: none). */
+	T_ASSERT(rstats(r).faults * 10 <= WS_TOUCHED / 10);
+	T_ASSERT_EQ(rstats(r).faults, 0);
+	check_all(fl_region_addr(r), ps);
+	T_ASSERT_EQ(rstats(r).faults, WS_PAGES - WS_TOUCHED);
+	ws_pager_destroy(&l);
+	fl_store_destroy(s);
+}
+
+static void ws_paths(char *ws, char *ls, size_t n)
+{
+	snprintf(ws, n, "/tmp/fl-ws-%d.ws", (int)getpid());
+	snprintf(ls, n, "/tmp/fl-ws-%d.ls", (int)getpid());
+}
+
+static void ws_modes(enum fl_pager_mode mode)
+{
+	char ws[64], ls[64];
+
+	ws_paths(ws, ls, sizeof(ws));
+	ws_record(mode, ws, ls);
+	ws_replay(mode, ws, NULL);
+	ws_replay(mode, ws, ls);
+	unlink(ws);
+	unlink(ls);
+}
+
+TEST(ws_record_replay_threads)
+{
+	ws_modes(FL_PAGER_THREADS);
+}
+
+TEST(ws_record_replay_sigbus)
+{
+	ws_modes(FL_PAGER_SIGBUS);
+}
+
+TEST(ws_record_replay_loop)
+{
+	ws_modes(FL_PAGER_LOOP);
+}
+
+static void replay_child(void *arg)
+{
+	char **paths = arg;
+
+	ws_replay(FL_PAGER_THREADS, paths[0], paths[1]);
+}
+
+/* Recorded in this process, replayed in another one (from the loading set and from the store). */
+TEST(ws_replay_second_process)
+{
+	char ws[64], ls[64];
+	char *paths[2] = { ws, ls }, *store_only[2] = { ws, NULL };
+	int status;
+
+	ws_paths(ws, ls, sizeof(ws));
+	ws_record(FL_PAGER_THREADS, ws, ls);
+	status = t_run_child(replay_child, paths);
+	T_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	status = t_run_child(replay_child, store_only);
+	T_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	unlink(ws);
+	unlink(ls);
+}
+
+/* A store whose read of one page blocks until released: the replay is stuck in it. */
+struct gate_store {
+	uint64_t block_off;
+	int entered, release;	/* eventfds */
+};
+
+static int gate_read(void *ud, uint64_t off, void *buf, size_t len, size_t ps, uint64_t *holes)
+{
+	struct gate_store *g = ud;
+	uint64_t one = 1, v;
+
+	(void)ps;
+	(void)holes;
+	if (off <= g->block_off && g->block_off < off + len) {
+		if (write(g->entered, &one, sizeof(one)) < 0)
+			return -EIO;
+		/* Bounded by the test's alarm; the test releases it. */
+		if (read(g->release, &v, sizeof(v)) < 0)
+			return -EIO;
+	}
+	fl_pattern_fill(buf, off, len, SEED);
+	return 0;
+}
+
+/* Demand faults are served while the replay waits for its batch: they never queue behind it. */
+TEST(ws_replay_faults_go_first)
+{
+	size_t ps = t_page_size(), len = (size_t)WS_PAGES * ps;
+	struct gate_store g = { .block_off = ws_page(0) * ps };
+	struct fl_store_ops ops = { .sz = sizeof(ops), .read = gate_read };
+	struct fl_store *s;
+	struct fl_region_opts o;
+	struct fl_region_stats st;
+	struct fl_region *r;
+	struct loop l;
+	char ws[64], ls[64];
+	uint64_t one = 1, v;
+	volatile uint8_t *a;
+
+	ws_paths(ws, ls, sizeof(ws));
+	ws_record(FL_PAGER_THREADS, ws, NULL);
+	g.entered = eventfd(0, EFD_CLOEXEC);
+	g.release = eventfd(0, EFD_CLOEXEC);
+	T_ASSERT_SYS(g.entered);
+	T_ASSERT_SYS(g.release);
+	T_ASSERT_OK(fl_store_create(&ops, &g, FL_STORE_READONLY, len, &s));
+	ws_pager(FL_PAGER_THREADS, &l);
+	o = t_region_opts(s, len);
+	o.ws_replay = ws;
+	T_ASSERT_OK(fl_region_add(l.p, &o, &r));
+	/* The replay's first read (page ws_page(0)) is blocked now. */
+	T_ASSERT_EQ(read(g.entered, &v, sizeof(v)), (ssize_t)sizeof(v));
+	a = fl_region_addr(r);
+	/* Pages of the same batch and of later ones: each fault is served meanwhile. */
+	for (size_t i = 1; i < 40; i += 3)
+		T_ASSERT_EQ(fl_pattern_check((const uint8_t *)a + ws_page(i) * ps,
+					     ws_page(i) * ps, ps, SEED), 0);
+	st = rstats(r);
+	T_ASSERT_EQ(st.faults, 13);
+	T_ASSERT_EQ(st.ws_done_ns, 0);
+	T_ASSERT_SYS(write(g.release, &one, sizeof(one)));
+	st = ws_wait_done(r);
+	/* The pages the faults brought in were skipped; the rest prefetched. */
+	T_ASSERT_EQ(st.ws_skipped, 13);
+	T_ASSERT_EQ(st.ws_prefetched, WS_TOUCHED - 13);
+	T_ASSERT_EQ(st.faults, 13);
+	touch_ws(a, ps);
+	T_ASSERT_EQ(rstats(r).faults, 13);
+	check_all((const uint8_t *)a, ps);
+	ws_pager_destroy(&l);
+	fl_store_destroy(s);
+	close(g.entered);
+	close(g.release);
+	unlink(ws);
+}
+
+/* Files that are truncated, corrupted or recorded for another region are refused. */
+TEST(ws_replay_refuses_bad_files)
+{
+	size_t ps = t_page_size(), len = (size_t)WS_PAGES * ps;
+	char ws[64], ls[64], other[80];
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 1, 0);
+	struct fl_region_opts o;
+	struct fl_region *r;
+	struct fl_store *s;
+	struct stat st;
+	uint8_t b;
+	int fd;
+
+	ws_paths(ws, ls, sizeof(ws));
+	snprintf(other, sizeof(other), "%s.other", ws);
+	ws_record(FL_PAGER_THREADS, other, ls);	/* ls belongs to "other" */
+	ws_record(FL_PAGER_THREADS, ws, NULL);
+	T_ASSERT_OK(fl_store_pattern_create(2 * len, SEED, &s));
+	o = t_region_opts(s, len);
+	o.ws_replay = ws;
+	/* A loading set of another working set. */
+	o.ws_loading_set = ls;
+	T_ASSERT_ERR(fl_region_add(p, &o, &r), EINVAL);
+	o.ws_loading_set = NULL;
+	/* Another region length. */
+	o.len = 2 * len;
+	T_ASSERT_ERR(fl_region_add(p, &o, &r), EINVAL);
+	o.len = len;
+	/* Corrupted: one byte of an entry flipped. */
+	fd = open(ws, O_RDWR | O_CLOEXEC);
+	T_ASSERT_SYS(fd);
+	T_ASSERT_EQ(pread(fd, &b, 1, 64 + 8), 1);
+	b ^= 0x40;
+	T_ASSERT_EQ(pwrite(fd, &b, 1, 64 + 8), 1);
+	T_ASSERT_ERR(fl_region_add(p, &o, &r), EINVAL);
+	b ^= 0x40;
+	T_ASSERT_EQ(pwrite(fd, &b, 1, 64 + 8), 1);
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	T_ASSERT_OK(fl_region_remove(r));
+	/* Truncated. */
+	T_ASSERT_SYS(fstat(fd, &st));
+	T_ASSERT_SYS(ftruncate(fd, st.st_size - 8));
+	T_ASSERT_ERR(fl_region_add(p, &o, &r), EINVAL);
+	close(fd);
+	/* Missing, and a loading set without a working set. */
+	unlink(ws);
+	T_ASSERT_ERR(fl_region_add(p, &o, &r), ENOENT);
+	o.ws_replay = NULL;
+	o.ws_loading_set = ls;
+	T_ASSERT_ERR(fl_region_add(p, &o, &r), EINVAL);
+	/* Saving needs recording. */
+	o.ws_loading_set = NULL;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	T_ASSERT_ERR(fl_region_ws_save(r, ws, NULL), EINVAL);
+	fl_pager_destroy(p);
+	fl_store_destroy(s);
+	unlink(other);
+	unlink(ls);
 }

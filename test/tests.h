@@ -280,6 +280,12 @@
 	X(restore_staged_move_discarded_stays_zero, FL_FEAT_EVENT_REMOVE, T_UFFD,  \
 	  30)                                                                      \
 	X(restore_eager_populate, 0, T_UFFD, 30)                                   \
+	X(ws_record_replay_threads, 0, T_UFFD, 30)                                 \
+	X(ws_record_replay_sigbus, FL_FEAT_SIGBUS, T_UFFD, 30)                     \
+	X(ws_record_replay_loop, 0, T_UFFD, 30)                                    \
+	X(ws_replay_second_process, 0, T_UFFD, 30)                                 \
+	X(ws_replay_faults_go_first, 0, T_UFFD, 30)                                \
+	X(ws_replay_refuses_bad_files, 0, T_UFFD, 30)                              \
 	/* end of table */
 
 #define T_DECLARE(name, feats, flags, timeout) void test_##name(void);

@@ -192,6 +192,8 @@ enum fl_region_flags {
 	FL_REGION_KEEP_REGISTERED = 1u << 1,	/* remove: leave the range registered; for a
 						   borrowed userfaultfd whose owner keeps the
 						   registration (a monitor's client) */
+	FL_REGION_WS_RECORD = 1u << 2,		/* record the order of first touches (faults)
+						   for fl_region_ws_save() */
 };
 
 /*
@@ -220,6 +222,18 @@ struct fl_region_opts {
 	fl_region_error_fn on_error_fn;	/* may be NULL */
 	void *userdata;			/* for on_error_fn; never touched by the library */
 	uint32_t flags;			/* FL_REGION_* */
+	/*
+	 * Working-set replay (fl_region_ws_save(3)): a working-set file that
+	 * fl_region_ws_save() wrote for a region of the same length and page
+	 * size. From fl_region_add() on, a thread of the region ("fl-ws")
+	 * installs its pages in the recorded order, ws_batch bytes at a time,
+	 * into pages still absent only; faults never wait for a batch. NULL:
+	 * no replay.
+	 */
+	const char *ws_replay;
+	const char *ws_loading_set;	/* that working set's loading set, or NULL: read the
+					   pages from the store */
+	size_t ws_batch;		/* bytes per batch; 0: 2 MiB */
 };
 
 /*
@@ -281,10 +295,30 @@ struct fl_region_stats {
 	/* Fault handling time, from reading the fault to its page installed:
 	   bucket i counts faults of [2^i, 2^(i+1)) ns. */
 	uint64_t lat_hist[FL_LAT_BUCKETS];
+	/* Working sets (0.3; see fl_region_ws_save(3)). */
+	uint64_t ws_recorded;		/* FL_REGION_WS_RECORD: pages recorded so far */
+	uint64_t ws_prefetched;		/* replay: pages installed ahead of any fault */
+	uint64_t ws_skipped;		/* replay: pages a fault (or a discard) reached first */
+	uint64_t ws_errors;		/* replay: pages not installed (read or CRC failed);
+					   their faults read the store */
+	uint64_t ws_done_ns;		/* replay: from fl_region_add() to the last batch
+					   installed; 0 while it runs */
 };
 
 /* A snapshot of the region's counters. Thread safety: any thread. */
 FL_API int fl_region_stats(const struct fl_region *r, struct fl_region_stats *ret);
+
+/*
+ * fl_region_ws_save - write the working set FL_REGION_WS_RECORD recorded
+ * so far (the pages in the order of their first fault) to @path, and, if
+ * @loading_set is not NULL, their data from the region's store, in that
+ * order, to @loading_set, so that a replay reads it in one sequential pass.
+ * Both files are written whole under a temporary name, then renamed.
+ * Format: doc/working-set-format.md. Returns 0, -EINVAL (no recording on
+ * this region, NULL path), the store's error, or the file system's -errno.
+ * Thread safety: any thread, while faults go on.
+ */
+FL_API int fl_region_ws_save(struct fl_region *r, const char *path, const char *loading_set);
 
 #ifdef __cplusplus
 }

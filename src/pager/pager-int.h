@@ -72,6 +72,9 @@ enum pg_stat {
 	ST_READS,
 	ST_BYTES,
 	ST_ERRORS,
+	ST_WS_PREFETCHED,
+	ST_WS_SKIPPED,
+	ST_WS_ERRORS,
 	ST_LAT,
 	ST_COUNT = ST_LAT + FL_LAT_BUCKETS,
 };
@@ -137,6 +140,7 @@ struct fl_region {
 	_Atomic uint32_t wait_seq;	/* futex word: bumped when a waited-on page settles */
 	_Atomic int waiters;
 	struct pg_shard *shards;
+	struct pg_ws *ws;		/* working-set record and replay (ws.c), or NULL */
 };
 
 /* A snapshot of the regions, sorted by start address. Immutable once published. */
@@ -377,5 +381,23 @@ void fl__sigbus_sync(void);
 
 /* pager.c */
 void fl__pager_save_pending(struct fl_pager *p, struct pg_ctx *c);
+
+/* ws.c: working sets */
+struct pg_ws_opts {
+	bool record;
+	const char *replay, *loading_set;
+	size_t batch;
+};
+/* Set up recording and/or load the replay's files (before the region is published). */
+int fl__ws_setup(struct fl_region *r, const struct pg_ws_opts *o);
+/* Start the replay thread (once the region is published). */
+int fl__ws_start(struct fl_region *r);
+/* Stop the replay thread; r->removing is set already. */
+void fl__ws_stop(struct fl_region *r);
+void fl__ws_free(struct fl_region *r);
+/* A fault at page @pg: note its first touch. Async-signal-safe. */
+void fl__ws_note(struct fl_region *r, size_t pg);
+/* ws_recorded and ws_done_ns for fl_region_stats. */
+void fl__ws_stats(const struct fl_region *r, uint64_t *recorded, uint64_t *done_ns);
 
 #endif /* FL_PAGER_INT_H */

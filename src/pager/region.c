@@ -412,7 +412,8 @@ static int settle_opts(struct fl_pager *p, struct fl_region_opts *o, struct fl_r
 	if ((unsigned int)o->install > FL_INSTALL_CONTINUE ||
 	    (unsigned int)o->prefetch > FL_PREFETCH_ADAPTIVE ||
 	    (unsigned int)o->on_error > FL_ON_ERROR_BLOCK ||
-	    (o->flags & ~(uint32_t)(FL_REGION_KEEP_ON_REMOVE | FL_REGION_KEEP_REGISTERED)))
+	    (o->flags & ~(uint32_t)(FL_REGION_KEEP_ON_REMOVE | FL_REGION_KEEP_REGISTERED |
+				    FL_REGION_WS_RECORD)))
 		return fl__einval("fl_region_add", "unknown install method, prefetch policy, on_error policy "
 				  "or flags");
 	if (!o->page_size)
@@ -563,6 +564,7 @@ static void free_region(struct fl_region *r)
 		close(r->memfd);
 	if (r->state)
 		munmap((void *)r->state, r->npages);
+	fl__ws_free(r);
 	free(r->shards);
 	free(r);
 }
@@ -631,6 +633,18 @@ FL_API int fl_region_add(struct fl_pager *p, const struct fl_region_opts *opts,
 		goto fail;
 	}
 	memset(r->shards, 0, PG_SHARDS * sizeof(struct pg_shard));
+	{
+		struct pg_ws_opts wo = {
+			.record = o.flags & FL_REGION_WS_RECORD,
+			.replay = o.ws_replay,
+			.loading_set = o.ws_loading_set,
+			.batch = o.ws_batch,
+		};
+
+		e = fl__ws_setup(r, &wo);
+		if (e < 0)
+			goto fail;
+	}
 	if (o.addr) {
 		atomic_store(&r->base, (uintptr_t)o.addr);
 		if (o.memfd > 0) {
@@ -704,6 +718,10 @@ FL_API int fl_region_add(struct fl_pager *p, const struct fl_region_opts *opts,
 	}
 	/* A thread that faulted here before the region existed was not served: let it fault again. */
 	fl_uffd_wake(p->uffd, (void *)base, r->len);
+	e = fl__ws_start(r);
+	if (e < 0)
+		fl__warn("pager: cannot start the working-set replay (%s); faults bring the pages in",
+			 strerror(-e));
 	*ret = r;
 	return 0;
 fail:
@@ -753,6 +771,8 @@ int fl__region_remove(struct fl_region *r)
 	fl__wait_seq_wake(&r->wait_seq);
 	atomic_fetch_add(&p->run_seq, 1);
 	fl__wait_seq_wake(&p->run_seq);
+	/* The replay sees removing between installs. */
+	fl__ws_stop(r);
 	for (unsigned int i = 0; atomic_load(&r->users); i++) {
 		struct timespec ts = { .tv_nsec = 100000 };
 
@@ -869,5 +889,9 @@ FL_API int fl_region_stats(const struct fl_region *r, struct fl_region_stats *ou
 	};
 	for (int i = 0; i < FL_LAT_BUCKETS; i++)
 		ret->lat_hist[i] = v[ST_LAT + i];
+	ret->ws_prefetched = v[ST_WS_PREFETCHED];
+	ret->ws_skipped = v[ST_WS_SKIPPED];
+	ret->ws_errors = v[ST_WS_ERRORS];
+	fl__ws_stats(r, &ret->ws_recorded, &ret->ws_done_ns);
 	return fl__stats_out(out, ret, sizeof(*ret), __func__);
 }

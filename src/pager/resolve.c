@@ -909,6 +909,8 @@ int fl__resolve_fault(struct pg_ctx *c, struct fl_region *r, uintptr_t start, ui
 	if (pg >= r->npages)
 		return 0;
 	fl__stat_add(r, ST_FAULTS, 1);
+	if (r->ws && !c->populate)
+		fl__ws_note(r, pg);
 	for (;;) {
 		uint8_t s = st_load(r, pg);
 

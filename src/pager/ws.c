@@ -1,0 +1,594 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Working sets: record the order in which a region's pages are first
+ * touched, save it (and the pages' data, as a loading set), and replay it
+ * into a later region from a thread of its own, in bounded batches,
+ * through fl__region_supply(): only pages still absent, never over a page
+ * a fault, the program or a discard got to first.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "faultline.h"
+#include "internal.h"
+#include "pager-int.h"
+#include "wsfile.h"
+#include "net/crc32c.h"
+#include "net/le.h"
+
+#define WS_DEFAULT_BATCH (2u << 20)
+
+struct pg_ws {
+	/* Recording: one byte per page (touched yet?) and the order, page + 1 (0: being written). */
+	_Atomic uint8_t *seen;
+	_Atomic uint64_t *rec;
+	_Atomic size_t nrec;
+	/* Replay. */
+	uint64_t *order;
+	size_t count;
+	size_t batch;			/* pages */
+	int ls_fd;			/* loading set, or -1 */
+	uint64_t ls_data_off;
+	uint32_t *ls_crc;
+	pthread_t thread;
+	bool started;
+	uint64_t t0;
+	_Atomic uint64_t done_ns;
+};
+
+void fl__ws_note(struct fl_region *r, size_t pg)
+{
+	struct pg_ws *w = r->ws;
+	size_t i;
+
+	if (!w || !w->rec || pg >= r->npages)
+		return;
+	if (atomic_exchange_explicit(&w->seen[pg], 1, memory_order_relaxed))
+		return;
+	i = atomic_fetch_add_explicit(&w->nrec, 1, memory_order_relaxed);
+	atomic_store_explicit(&w->rec[i], (uint64_t)pg + 1, memory_order_release);
+}
+
+void fl__ws_stats(const struct fl_region *r, uint64_t *recorded, uint64_t *done_ns)
+{
+	struct pg_ws *w = r->ws;
+
+	*recorded = w && w->rec ? atomic_load(&w->nrec) : 0;
+	*done_ns = w ? atomic_load(&w->done_ns) : 0;
+}
+
+/* ----------------------------------------------------------------- files */
+
+/* The whole of @path, at most @max bytes (more is -EFBIG). */
+static int slurp(const char *path, size_t max, uint8_t **ret, size_t *ret_len)
+{
+	struct stat st;
+	uint8_t *b;
+	size_t got = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC), e = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		e = -errno;
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > max) {
+		e = S_ISREG(st.st_mode) ? -EFBIG : -EINVAL;
+		goto out;
+	}
+	b = malloc((size_t)st.st_size ? (size_t)st.st_size : 1);
+	if (!b) {
+		e = -ENOMEM;
+		goto out;
+	}
+	while (got < (size_t)st.st_size) {
+		ssize_t n = pread(fd, b + got, (size_t)st.st_size - got, (off_t)got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			e = n < 0 ? -errno : -EIO;
+			free(b);
+			goto out;
+		}
+		got += (size_t)n;
+	}
+	*ret = b;
+	*ret_len = got;
+out:
+	close(fd);
+	return e;
+}
+
+static int pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = pread(fd, (uint8_t *)buf + got, len - got, (off_t)(off + got));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		got += (size_t)n;
+	}
+	return 0;
+}
+
+static int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pwrite(fd, (const uint8_t *)buf + done, len - done, (off_t)(off + done));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/* A temporary file next to @path: *@tmp gets its name (PATH_MAX bytes). */
+static int open_tmp(const char *path, char *tmp)
+{
+	int fd;
+
+	if (snprintf(tmp, PATH_MAX, "%s.XXXXXX", path) >= PATH_MAX)
+		return -ENAMETOOLONG;
+	fd = mkostemp(tmp, O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+static int commit_tmp(int fd, const char *tmp, const char *path, int e)
+{
+	if (!e && fsync(fd) < 0)
+		e = -errno;
+	if (close(fd) < 0 && !e)
+		e = -errno;
+	if (!e && rename(tmp, path) < 0)
+		e = -errno;
+	if (e)
+		unlink(tmp);
+	return e;
+}
+
+/* The loading set: the data of @order's pages, from the store, in that order. */
+static int save_loading_set(struct fl_region *r, const uint8_t *entries, size_t n,
+			    const uint8_t id[16], const char *path)
+{
+	uint64_t data_off = fl__ls_data_off(n), holes[1];
+	char tmp[PATH_MAX];
+	uint8_t *head = calloc(1, data_off), *page = malloc(r->ps);
+	int fd = -1, e = 0;
+
+	if (!head || !page) {
+		e = -ENOMEM;
+		goto out;
+	}
+	fd = open_tmp(path, tmp);
+	if (fd < 0) {
+		e = fd;
+		goto out;
+	}
+	for (size_t i = 0; i < n && !e; i++) {
+		uint64_t pg = fl__le64(entries + i * 8);
+
+		e = fl_store_read(r->store, r->store_off + (pg << r->shift), page, r->ps, r->ps,
+				  holes);
+		if (e < 0)
+			break;
+		if (holes[0] & 1)
+			memset(page, 0, r->ps);
+		fl__put_le32(head + FL__WS_HEADER + i * 4, fl__crc32c(0, page, r->ps));
+		e = pwrite_full(fd, page, r->ps, data_off + i * r->ps);
+	}
+	if (!e) {
+		fl__ls_encode(head, r->ps, n, id, data_off);
+		e = pwrite_full(fd, head, data_off, 0);
+	}
+	e = commit_tmp(fd, tmp, path, e);
+out:
+	free(head);
+	free(page);
+	return e;
+}
+
+FL_API int fl_region_ws_save(struct fl_region *r, const char *path, const char *loading_set)
+{
+	struct pg_ws *w;
+	uint8_t *buf, id[16];
+	size_t n, k = 0;
+	char tmp[PATH_MAX];
+	int fd, e;
+
+	if (!r || !path)
+		return fl__einval(__func__, "%s is NULL", !r ? "r" : "path");
+	if (getpid() != r->pager->pid)
+		return -ECHILD;
+	w = r->ws;
+	if (!w || !w->rec)
+		return fl__einval(__func__, "the region does not record (FL_REGION_WS_RECORD)");
+	n = atomic_load_explicit(&w->nrec, memory_order_acquire);
+	if (n > r->npages)
+		n = r->npages;
+	buf = malloc(FL__WS_HEADER + n * 8);
+	if (!buf)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t v = atomic_load_explicit(&w->rec[i], memory_order_acquire);
+
+		if (v)	/* 0: a fault noting it right now; it is in the next save */
+			fl__put_le64(buf + FL__WS_HEADER + 8 * k++, v - 1);
+	}
+	if (getrandom(id, sizeof(id), 0) != (ssize_t)sizeof(id)) {
+		uint64_t t = fl__now_ns();
+
+		memcpy(id, &t, 8);
+		memcpy(id + 8, &r, sizeof(r) < 8 ? sizeof(r) : 8);
+	}
+	fl__ws_encode(buf, r->ps, r->len, k, id);
+	e = loading_set ? save_loading_set(r, buf + FL__WS_HEADER, k, id, loading_set) : 0;
+	if (!e) {
+		fd = open_tmp(path, tmp);
+		e = fd < 0 ? fd : commit_tmp(fd, tmp, path,
+					     pwrite_full(fd, buf, FL__WS_HEADER + k * 8, 0));
+	}
+	free(buf);
+	if (e < 0)
+		fl__err("fl_region_ws_save: writing %s%s%s: %s", path, loading_set ? " or " : "",
+			loading_set ? loading_set : "", strerror(-e));
+	return e;
+}
+
+/* ----------------------------------------------------------------- setup */
+
+static int load_loading_set(struct fl_region *r, struct pg_ws *w, const char *path,
+			    const uint8_t id[16])
+{
+	struct fl__ls_info ls;
+	struct stat st;
+	const char *why = "";
+	size_t have = 0, need = FL__WS_HEADER;
+	uint8_t *head = NULL;
+	int e;
+
+	w->ls_fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (w->ls_fd < 0)
+		return -errno;
+	if (fstat(w->ls_fd, &st) < 0)
+		return -errno;
+	for (;;) {
+		uint8_t *h = realloc(head, need);
+
+		if (!h) {
+			free(head);
+			return -ENOMEM;
+		}
+		head = h;
+		if (need > (uint64_t)st.st_size) {
+			why = "file too short for its header";
+			e = -EINVAL;
+			break;
+		}
+		e = pread_full(w->ls_fd, head + have, need - have, have);
+		if (e < 0)
+			break;
+		have = need;
+		e = fl__ls_parse(head, have, (uint64_t)st.st_size, &ls, &need, &why);
+		if (e != -EAGAIN)
+			break;
+	}
+	if (!e && (ls.page_size != r->ps || ls.count != w->count || memcmp(ls.id, id, 16))) {
+		why = "it belongs to another working set (id, page size or count differ)";
+		e = -EINVAL;
+	}
+	if (!e) {
+		w->ls_crc = malloc(w->count * sizeof(uint32_t) + 1);
+		if (!w->ls_crc) {
+			e = -ENOMEM;
+		} else {
+			for (size_t i = 0; i < w->count; i++)
+				w->ls_crc[i] = fl__le32(ls.crcs + i * 4);
+			w->ls_data_off = ls.data_off;
+		}
+	}
+	free(head);
+	if (e == -EINVAL)
+		fl__err("fl_region_add: loading set %s refused: %s", path, why);
+	return e;
+}
+
+static int load_replay(struct fl_region *r, struct pg_ws *w, const struct pg_ws_opts *o)
+{
+	struct fl__ws_info ws;
+	const char *why = "";
+	uint64_t *seen;
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	int e;
+
+	e = slurp(o->replay, FL__WS_HEADER + r->npages * 8, &buf, &len);
+	if (e < 0) {
+		if (e == -EFBIG)
+			e = fl__einval("fl_region_add", "working set %s has more entries than the "
+				       "region has pages", o->replay);
+		else
+			fl__err("fl_region_add: reading working set %s: %s", o->replay, strerror(-e));
+		return e;
+	}
+	seen = calloc(r->npages / 64 + 1, sizeof(uint64_t));
+	if (!seen) {
+		free(buf);
+		return -ENOMEM;
+	}
+	e = fl__ws_parse(buf, len, &ws, seen, &why);
+	free(seen);
+	if (!e && (ws.page_size != r->ps || ws.region_len != r->len)) {
+		why = "recorded for a region of another length or page size";
+		e = -EINVAL;
+	}
+	if (!e) {
+		w->count = ws.count;
+		w->order = malloc(ws.count * sizeof(uint64_t) + 1);
+		if (!w->order)
+			e = -ENOMEM;
+		for (size_t i = 0; !e && i < ws.count; i++)
+			w->order[i] = fl__ws_entry(&ws, i);
+	} else {
+		fl__err("fl_region_add: working set %s refused: %s", o->replay, why);
+	}
+	if (!e && o->loading_set)
+		e = load_loading_set(r, w, o->loading_set, ws.id);
+	free(buf);
+	return e;
+}
+
+int fl__ws_setup(struct fl_region *r, const struct pg_ws_opts *o)
+{
+	struct pg_ws *w;
+	int e = 0;
+
+	if (!o->record && !o->replay) {
+		if (o->loading_set)
+			return fl__einval("fl_region_add", "ws_loading_set without ws_replay");
+		return 0;
+	}
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->ls_fd = -1;
+	r->ws = w;
+	w->t0 = fl__now_ns();
+	if (o->record) {
+		w->seen = mmap(NULL, r->npages, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		w->rec = mmap(NULL, r->npages * sizeof(uint64_t), PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (w->seen == MAP_FAILED || w->rec == MAP_FAILED) {
+			if (w->seen == MAP_FAILED)
+				w->seen = NULL;
+			if (w->rec == MAP_FAILED)
+				w->rec = NULL;
+			return -ENOMEM;
+		}
+	}
+	if (o->replay) {
+		size_t batch = o->batch ? o->batch : WS_DEFAULT_BATCH;
+
+		if (batch % r->ps || batch > PG_STAGING * 64)
+			return fl__einval("fl_region_add", "ws_batch %zu is not a multiple of the page "
+					  "size %zu up to 256 MiB", batch, r->ps);
+		w->batch = batch >> r->shift;
+		e = load_replay(r, w, o);
+	}
+	return e;
+}
+
+void fl__ws_free(struct fl_region *r)
+{
+	struct pg_ws *w = r->ws;
+
+	if (!w)
+		return;
+	if (w->seen)
+		munmap((void *)w->seen, r->npages);
+	if (w->rec)
+		munmap((void *)w->rec, r->npages * sizeof(uint64_t));
+	if (w->ls_fd >= 0)
+		close(w->ls_fd);
+	free(w->ls_crc);
+	free(w->order);
+	free(w);
+	r->ws = NULL;
+}
+
+/* ---------------------------------------------------------------- replay */
+
+static void count_out(struct fl_region *r, const uint8_t *out, size_t n)
+{
+	uint64_t done = 0, skipped = 0, failed = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		switch (out[i]) {
+		case FL__SUPPLY_INSTALLED:
+			done++;
+			break;
+		case FL__SUPPLY_FAILED:
+			failed++;
+			break;
+		default:
+			skipped++;
+			break;
+		}
+	}
+	fl__stat_add(r, ST_WS_PREFETCHED, done);
+	fl__stat_add(r, ST_WS_SKIPPED, skipped);
+	fl__stat_add(r, ST_WS_ERRORS, failed);
+}
+
+/* The length of the run of consecutive pages of the order from @i on, at most @max. */
+static size_t run_len(const uint64_t *order, size_t i, size_t max)
+{
+	size_t n = 1;
+
+	while (n < max && order[i + n] == order[i] + n)
+		n++;
+	return n;
+}
+
+/* Pages [i, i+k) of the order from the loading set: one read, then each run installed. */
+static void batch_ls(struct fl_region *r, struct pg_ws *w, size_t i, size_t k, uint8_t *buf,
+		     uint8_t *out)
+{
+	size_t j = 0;
+
+	if (pread_full(w->ls_fd, buf, k << r->shift, w->ls_data_off + ((uint64_t)i << r->shift))) {
+		/* Left to the faults, which read the store. */
+		fl__stat_add(r, ST_WS_ERRORS, k);
+		return;
+	}
+	while (j < k) {
+		size_t n = run_len(w->order, i + j, k - j), good = 0;
+
+		/* Only pages whose data is what was saved; a bad one is left to its fault. */
+		while (good < n && fl__crc32c(0, buf + ((j + good) << r->shift), r->ps) ==
+					   w->ls_crc[i + j + good])
+			good++;
+		if (good) {
+			fl__region_supply(r, w->order[i + j], good, buf + (j << r->shift), out);
+			count_out(r, out, good);
+		}
+		if (good < n) {
+			fl__stat_add(r, ST_WS_ERRORS, 1);
+			good++;
+		}
+		j += good;
+		if (atomic_load(&r->removing))
+			return;
+	}
+}
+
+/* Pages [i, i+k) of the order from the store, a run of consecutive pages per read. */
+static void batch_store(struct fl_region *r, struct pg_ws *w, size_t i, size_t k,
+			uint8_t *buf, uint8_t *out, uint64_t *holes)
+{
+	size_t j = 0;
+
+	while (j < k && !atomic_load(&r->removing)) {
+		size_t n = run_len(w->order, i + j, k - j), d = 0;
+		uint64_t pg = w->order[i + j];
+		bool any = false;
+
+		for (size_t m = 0; m < n && !any; m++)
+			any = (atomic_load(&r->state[pg + m]) & (PG_STATE | PG_ZERO)) == PG_ABSENT;
+		if (!any) {
+			/* A fault (or the program) got to all of them first: no read. */
+			fl__stat_add(r, ST_WS_SKIPPED, n);
+			j += n;
+			continue;
+		}
+		fl__stat_add(r, ST_READS, 1);
+		if (fl_store_read(r->store, r->store_off + (pg << r->shift), buf, n << r->shift,
+				  r->ps, holes) < 0) {
+			fl__stat_add(r, ST_WS_ERRORS, n);
+			j += n;
+			continue;
+		}
+		fl__stat_add(r, ST_BYTES, n << r->shift);
+		while (d < n) {
+			bool hole = fl__bit_test(holes, d);
+			size_t e = d + 1;
+
+			while (e < n && fl__bit_test(holes, e) == hole)
+				e++;
+			fl__region_supply(r, pg + d, e - d, hole ? NULL : buf + (d << r->shift), out);
+			count_out(r, out, e - d);
+			d = e;
+		}
+		j += n;
+	}
+}
+
+static void *replay_main(void *arg)
+{
+	struct fl_region *r = arg;
+	struct pg_ws *w = r->ws;
+	size_t bytes = w->batch << r->shift;
+	uint8_t *buf = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	uint8_t *out = malloc(w->batch);
+	uint64_t *holes = calloc(w->batch / 64 + 1, sizeof(uint64_t));
+
+	/* Faults go first: the handlers (and the program) get the CPU before this thread. */
+	setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
+	if (buf == MAP_FAILED || !out || !holes) {
+		fl__err("pager: no memory for the working-set replay; faults bring the pages in");
+		goto out;
+	}
+	for (size_t i = 0; i < w->count && !atomic_load(&r->removing); i += w->batch) {
+		size_t k = w->count - i < w->batch ? w->count - i : w->batch;
+
+		if (w->ls_fd >= 0)
+			batch_ls(r, w, i, k, buf, out);
+		else
+			batch_store(r, w, i, k, buf, out, holes);
+	}
+out:
+	atomic_store(&w->done_ns, fl__now_ns() - w->t0 ? fl__now_ns() - w->t0 : 1);
+	if (buf != MAP_FAILED)
+		munmap(buf, bytes);
+	free(out);
+	free(holes);
+	return NULL;
+}
+
+int fl__ws_start(struct fl_region *r)
+{
+	struct pg_ws *w = r->ws;
+	sigset_t all, old;
+	int e;
+
+	if (!w || !w->order)
+		return 0;
+	/* No signal of the program's lands on this thread. */
+	sigfillset(&all);
+	sigdelset(&all, SIGBUS);
+	sigdelset(&all, SIGSEGV);
+	sigdelset(&all, SIGFPE);
+	sigdelset(&all, SIGILL);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	e = -pthread_create(&w->thread, NULL, replay_main, r);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (e)
+		return e;
+	w->started = true;
+	pthread_setname_np(w->thread, "fl-ws");
+	return 0;
+}
+
+void fl__ws_stop(struct fl_region *r)
+{
+	struct pg_ws *w = r->ws;
+
+	if (w && w->started) {
+		pthread_join(w->thread, NULL);
+		w->started = false;
+	}
+}
