@@ -472,7 +472,9 @@ static void batch_ls(struct fl_region *r, struct pg_ws *w, size_t i, size_t k, u
 					   w->ls_crc[i + j + good])
 			good++;
 		if (good) {
-			fl__region_supply(r, w->order[i + j], good, buf + (j << r->shift), out);
+			if (fl__region_supply(r, w->order[i + j], good, buf + (j << r->shift),
+					      out) == -ENOENT)
+				return;	/* removed, unmapped, or its process exited */
 			count_out(r, out, good);
 		}
 		if (good < n) {
@@ -518,7 +520,9 @@ static void batch_store(struct fl_region *r, struct pg_ws *w, size_t i, size_t k
 
 			while (e < n && fl__bit_test(holes, e) == hole)
 				e++;
-			fl__region_supply(r, pg + d, e - d, hole ? NULL : buf + (d << r->shift), out);
+			if (fl__region_supply(r, pg + d, e - d, hole ? NULL : buf + (d << r->shift),
+					      out) == -ENOENT)
+				return;	/* removed, unmapped, or its process exited */
 			count_out(r, out, e - d);
 			d = e;
 		}
@@ -542,7 +546,9 @@ static void *replay_main(void *arg)
 		fl__err("pager: no memory for the working-set replay; faults bring the pages in");
 		goto out;
 	}
-	for (size_t i = 0; i < w->count && !atomic_load(&r->removing); i += w->batch) {
+	for (size_t i = 0; i < w->count && !atomic_load(&r->removing) && !atomic_load(&r->gone) &&
+			   !atomic_load(&r->pager->dead);
+	     i += w->batch) {
 		size_t k = w->count - i < w->batch ? w->count - i : w->batch;
 
 		if (w->ls_fd >= 0)
