@@ -653,6 +653,8 @@ struct restore_case {
 	const uint8_t *gens;	/* expected generation per page, 0xff: zeros */
 	enum fl_pager_mode mode;
 	enum fl_prefetch prefetch;
+	enum fl_mem_type mem;
+	enum fl_install install;
 };
 
 /* Restore through a pager in this process and check every page (run in a child). */
@@ -674,15 +676,17 @@ static void restore_and_check(void *arg)
 	o = t_region_opts(s, RS_PAGES * PG);
 	o.prefetch = rc->prefetch;
 	o.prefetch_max = 64 * PG;
+	o.mem = rc->mem;
+	o.install = rc->install;
 	T_ASSERT_OK(fl_region_add(p, &o, &r));
 	T_ASSERT_OK(fl_pager_start(p));
 	check_mem(fl_region_addr(r), RS_PAGES, rc->gens);
 	T_ASSERT_OK(fl_region_stats(r, &st));
 	for (uint64_t i = 0; i < RS_PAGES; i++)
 		zeros += rc->gens[i] == 0xff || test_page_zero(i);
-	/* Zero pages are installed as zero pages, the others copied. */
+	/* Zero pages are installed as zero pages, the others with data (copied, moved, mapped). */
 	T_ASSERT_EQ(st.pages_zero, zeros);
-	T_ASSERT_EQ(st.pages_copy, RS_PAGES - zeros);
+	T_ASSERT_EQ(st.pages_copy + st.pages_move + st.pages_continue, RS_PAGES - zeros);
 	T_ASSERT_EQ(st.pages_poison, 0);
 	fl_pager_destroy(p);
 	fl_store_destroy(s);
@@ -714,6 +718,16 @@ TEST(snapshot_restore_pager)
 		rc.mode = FL_PAGER_SIGBUS;
 		expect_child_ok(t_run_child(restore_and_check, &rc));
 	}
+	/* memfd memory, filled by copying and through its page cache (CONTINUE). */
+	rc.mode = FL_PAGER_THREADS;
+	rc.mem = FL_MEM_SHMEM;
+	if (t_have(FL_FEAT_MISSING_SHMEM))
+		expect_child_ok(t_run_child(restore_and_check, &rc));
+	rc.install = FL_INSTALL_CONTINUE;
+	if (t_have(FL_FEAT_MINOR_SHMEM))
+		expect_child_ok(t_run_child(restore_and_check, &rc));
+	rc.mem = FL_MEM_ANON;
+	rc.install = FL_INSTALL_AUTO;
 	unlink(path);
 	if (fl__snap_zstd_available()) {
 		write_rs(path, FL_SNAPSHOT_ZSTD, id);
@@ -974,4 +988,76 @@ TEST(snapshot_chain_restore)
 	unlink(p0);
 	unlink(p1);
 	unlink(p2);
+}
+
+/* ------------------------------------------------------------- other memory */
+
+struct mem_case {
+	const char *path;
+	enum fl_mem_type mem;
+	enum fl_install install;
+};
+
+/*
+ * Region 1 of the test snapshot (2 MiB pages) restored into hugetlbfs
+ * memory, and the first 2 MiB of region 0 (4 KiB pages, some zero) into
+ * 2 MiB pages too: the zero pages inside come back as zeros.
+ */
+static void restore_huge(void *arg)
+{
+	const struct mem_case *mc = arg;
+	struct fl_store_snapshot_opts so = { .sz = sizeof(so), .region = 1 };
+	struct fl_store *s1 = NULL, *s0 = NULL;
+	struct fl_pager *p;
+	struct fl_region *r1, *r0;
+	struct fl_region_opts o;
+	uint8_t *want = malloc(2 * MiB), *mem;
+
+	T_ASSERT(want);
+	T_ASSERT_OK(fl_store_snapshot_open(mc->path, &so, &s1));
+	T_ASSERT_EQ(fl_store_size(s1), 4 * MiB);
+	so.region = 0;
+	T_ASSERT_OK(fl_store_snapshot_open(mc->path, &so, &s0));
+	p = t_pager_new(FL_PAGER_THREADS, 2, 0);
+	o = t_region_opts(s1, 4 * MiB);
+	o.mem = mc->mem;
+	o.install = mc->install;
+	T_ASSERT_OK(fl_region_add(p, &o, &r1));
+	o = t_region_opts(s0, 2 * MiB);
+	o.mem = mc->mem;
+	o.install = mc->install;
+	T_ASSERT_OK(fl_region_add(p, &o, &r0));
+	T_ASSERT_OK(fl_pager_start(p));
+	mem = fl_region_addr(r1);
+	for (uint64_t i = 0; i < 2; i++) {
+		test_page_fill(want, 1, i * 2 * MiB, 2 * MiB, 0);
+		T_ASSERT(!memcmp(mem + i * 2 * MiB, want, 2 * MiB));
+	}
+	mem = fl_region_addr(r0);
+	for (uint64_t i = 0; i < 2 * MiB / PG; i++) {
+		test_page_fill(want, 0, i * PG, PG, 0);
+		if (memcmp(mem + i * PG, want, PG))
+			t_fail(__FILE__, __LINE__, "4 KiB page %llu differs", (unsigned long long)i);
+	}
+	fl_pager_destroy(p);
+	fl_store_destroy(s0);
+	fl_store_destroy(s1);
+	free(want);
+}
+
+TEST(snapshot_restore_hugetlb)
+{
+	struct mem_case mc = { .mem = FL_MEM_HUGETLB, .install = FL_INSTALL_COPY };
+	char path[64];
+	uint8_t id[16];
+
+	snap_path(path, "h");
+	mc.path = path;
+	write_test_snapshot(path, 0, 2, id);
+	expect_child_ok(t_run_child(restore_huge, &mc));
+	if (t_have(FL_FEAT_MINOR_HUGETLBFS)) {
+		mc.install = FL_INSTALL_CONTINUE;
+		expect_child_ok(t_run_child(restore_huge, &mc));
+	}
+	unlink(path);
 }

@@ -127,6 +127,8 @@
 	X(snapshot_restore_pager, 0, T_UFFD, 60)                                   \
 	X(snapshot_corrupt_page_sigbus, FL_FEAT_POISON, T_UFFD, 60)                \
 	X(snapshot_chain_restore, 0, T_UFFD, 60)                                   \
+	X(snapshot_restore_hugetlb, FL_FEAT_MISSING_HUGETLBFS,                     \
+	  T_UFFD | T_HUGETLB, 60)                                                  \
 	/* test-snapshot-tool.c: faultline snapshot */                             \
 	X(snapshot_tool_usage, 0, 0, 0)                                            \
 	X(snapshot_tool_convert_verify, 0, 0, 30)                                  \
