@@ -192,7 +192,7 @@ TEST(migrate_tool_usage_errors)
 
 		for (int k = 0; cases[i][k]; k++)
 			argv[k + 1] = (char *)cases[i][k];
-		st = run_one(argv, 10000, out_buf, err_buf);
+		st = run_one(argv, t_ms(10000), out_buf, err_buf);
 		if (st != 2 || !strstr(err_buf, "faultline: migrate: "))
 			t_fail(__FILE__, __LINE__, "case %zu: status %d, stderr '%s'", i, st,
 			       err_buf);
@@ -200,7 +200,7 @@ TEST(migrate_tool_usage_errors)
 	{
 		char *argv[] = { tool, "migrate", "--help", NULL };
 
-		T_ASSERT_EQ(run_one(argv, 10000, out_buf, err_buf), 0);
+		T_ASSERT_EQ(run_one(argv, t_ms(10000), out_buf, err_buf), 0);
 		T_ASSERT(strstr(out_buf, "--listen PORT"));
 	}
 }
@@ -216,13 +216,13 @@ TEST(migrate_tool_demo)
 	int st;
 
 	tool_path(tool, sizeof(tool));
-	st = run_one(argv, 60000, out_buf, err_buf);
+	st = run_one(argv, t_ms(60000), out_buf, err_buf);
 	if (st != 0)
 		t_fail(__FILE__, __LINE__, "status %d, stderr: %s", st, err_buf);
 	T_ASSERT(strstr(out_buf, "\"mode\":\"demo\""));
 	T_ASSERT(strstr(out_buf, "\"ok\":true"));
 	T_ASSERT(strstr(out_buf, "\"downtime_ns\":"));
-	st = run_one(text, 60000, out_buf, err_buf);
+	st = run_one(text, t_ms(60000), out_buf, err_buf);
 	if (st != 0)
 		t_fail(__FILE__, __LINE__, "status %d, stderr: %s", st, err_buf);
 	T_ASSERT(strstr(out_buf, "downtime"));
@@ -317,7 +317,7 @@ static int netns_migrate(const struct netns *n, const char *tool, char (*out)[OU
 
 		start(&ps[1], argv);
 	}
-	finish_all(ps, 2, 60000, out, err, st);
+	finish_all(ps, 2, t_ms(60000), out, err, st);
 	unlink(key);
 	if (st[0] || st[1]) {
 		fprintf(stderr, "    destination: status %d\n%s\n    source: status %d\n%s\n",
@@ -466,17 +466,17 @@ static void peer_dies(bool kill_dest)
 
 		start(&ps[1], argv);
 	}
-	if (!wait_output(&ps[0], "resumed", 60000)) {
+	if (!wait_output(&ps[0], "resumed", t_ms(60000))) {
 		kill(ps[0].pid, SIGKILL);
 		kill(ps[1].pid, SIGKILL);
-		finish_all(ps, 2, 10000, out, err, st);
+		finish_all(ps, 2, t_ms(10000), out, err, st);
 		unlink(key);
 		t_fail(__FILE__, __LINE__, "the destination never resumed:\n%s\n%s", err[0],
 		       err[1]);
 	}
 	T_ASSERT_SYS(kill(ps[victim].pid, SIGKILL));
 	/* Bounded: the resume timeout is 1 s; a tool that spins instead is killed at 60 s. */
-	finish_all(ps, 2, 60000, out, err, st);
+	finish_all(ps, 2, t_ms(60000), out, err, st);
 	unlink(key);
 	T_ASSERT_EQ(st[victim], 128 + SIGKILL);
 	if (st[survivor] != 1 || !strstr(err[survivor], "did not come back within 1000 ms"))
@@ -518,7 +518,7 @@ TEST(migrate_tool_first_use)
 		char *argv[] = { tool, "migrate", "--to", "127.0.0.1:1", "--size", "2M", "--serve", "0", "--timeout", "0.5",
 				 NULL };
 
-		st = run_one(argv, 30000, out_buf, err_buf);
+		st = run_one(argv, t_ms(30000), out_buf, err_buf);
 		if (st != 1 || occurrences(err_buf, "Connection refused") != 1 ||
 		    !strstr(err_buf, "127.0.0.1 port 1"))
 			t_fail(__FILE__, __LINE__, "status %d, stderr '%s'", st, err_buf);
@@ -530,7 +530,7 @@ TEST(migrate_tool_first_use)
 		/* A host that does not exist is named as such, at once (no retries). */
 		char *argv[] = { tool, "migrate", "--to", "no-such-host.invalid:7000", NULL };
 
-		st = run_one(argv, 30000, out_buf, err_buf);
+		st = run_one(argv, t_ms(30000), out_buf, err_buf);
 		if (st != 1 || !strstr(err_buf, "no host named 'no-such-host.invalid'") ||
 		    strstr(err_buf, "Cannot assign requested address"))
 			t_fail(__FILE__, __LINE__, "status %d, stderr '%s'", st, err_buf);
@@ -541,7 +541,7 @@ TEST(migrate_tool_first_use)
 		char *argv[] = { tool, "migrate", "--to", "127.0.0.1:1", "--size", "2M", "--serve", "0", "--timeout", "0.5",
 				 "--key", empty, NULL };
 
-		st = run_one(argv, 30000, out_buf, err_buf);
+		st = run_one(argv, t_ms(30000), out_buf, err_buf);
 		if (st != 2 || !strstr(err_buf, "is empty") || strstr(err_buf, "No data"))
 			t_fail(__FILE__, __LINE__, "status %d, stderr '%s'", st, err_buf);
 	}
@@ -549,7 +549,7 @@ TEST(migrate_tool_first_use)
 		char *argv[] = { tool, "migrate", "--to", "127.0.0.1:1", "--size", "2M", "--serve", "0", "--timeout", "0.5",
 				 "--key", shortk, NULL };
 
-		st = run_one(argv, 30000, out_buf, err_buf);
+		st = run_one(argv, t_ms(30000), out_buf, err_buf);
 		if (st != 2 || !strstr(err_buf, "holds only 6 bytes; a key needs at least 16"))
 			t_fail(__FILE__, __LINE__, "status %d, stderr '%s'", st, err_buf);
 	}
@@ -559,14 +559,14 @@ TEST(migrate_tool_first_use)
 		/* No key on every address: refused unless --insecure. */
 		char *argv[] = { tool, "migrate", "--listen", port, "--bind", "0.0.0.0", NULL };
 
-		st = run_one(argv, 10000, out_buf, err_buf);
+		st = run_one(argv, t_ms(10000), out_buf, err_buf);
 		if (st != 2 || !strstr(err_buf, "--insecure"))
 			t_fail(__FILE__, __LINE__, "status %d, stderr '%s'", st, err_buf);
 	}
 	{
 		char *argv[] = { tool, "migrate", "--to", "127.0.0.1:1", "--insecure", NULL };
 
-		st = run_one(argv, 10000, out_buf, err_buf);
+		st = run_one(argv, t_ms(10000), out_buf, err_buf);
 		if (st != 2 || !strstr(err_buf, "--insecure goes with --listen"))
 			t_fail(__FILE__, __LINE__, "status %d, stderr '%s'", st, err_buf);
 	}
@@ -579,9 +579,9 @@ TEST(migrate_tool_first_use)
 
 		snprintf(want, sizeof(want), "listening on 127.0.0.1 port %s", port);
 		start(&p, argv);
-		seen = wait_output(&p, want, 10000);
+		seen = wait_output(&p, want, t_ms(10000));
 		kill(p.pid, SIGKILL);
-		finish_all(&p, 1, 10000, out, err, &st);
+		finish_all(&p, 1, t_ms(10000), out, err, &st);
 		if (!seen || !strstr(err[0], "no --key: listening on 127.0.0.1 only"))
 			t_fail(__FILE__, __LINE__, "stdout lacks '%s'; stderr '%s'", want, err[0]);
 	}

@@ -83,8 +83,8 @@ static struct fl_migrate_dest *dest_listen(uint32_t flags, const char *key, uint
 		.flags = FL_MIGRATE_LISTEN | flags,
 		.key = key,
 		.key_len = key ? strlen(key) : 0,
-		.timeout_ms = 5000,
-		.resume_timeout_ms = 10000,
+		.timeout_ms = t_ms(5000),
+		.resume_timeout_ms = t_ms(10000),
 	};
 	struct fl_migrate_dest *d;
 
@@ -104,8 +104,8 @@ static void src_opts(struct fl_migrate_source_opts *o, const struct fl_migrate_r
 		.port = port,
 		.key = key,
 		.key_len = key ? strlen(key) : 0,
-		.timeout_ms = 5000,
-		.resume_timeout_ms = 10000,
+		.timeout_ms = t_ms(5000),
+		.resume_timeout_ms = t_ms(10000),
 	};
 }
 
@@ -824,9 +824,9 @@ static int stranger(uint16_t port, const void *p, size_t n)
 {
 	int fd;
 
-	T_ASSERT_OK(fl__sock_connect("127.0.0.1", port, NULL, 5000, &fd));
+	T_ASSERT_OK(fl__sock_connect("127.0.0.1", port, NULL, t_ms(5000), &fd));
 	if (n)
-		T_ASSERT_OK(fl__sock_send_all(fd, p, n, 5000));
+		T_ASSERT_OK(fl__sock_send_all(fd, p, n, t_ms(5000)));
 	return fd;
 }
 
@@ -872,9 +872,9 @@ static int replayer(uint16_t port, const struct fl_migrate_region *reg)
 				       0));
 	fl__wire_transcript(&hello.hello, &old_dest, tr);
 	fl__wire_auth_mac(l.key, l.key_len, FL__WIRE_ROLE_SOURCE, tr, auth.auth.mac);
-	T_ASSERT_OK(fl__sock_connect("127.0.0.1", port, NULL, 5000, &fd));
-	T_ASSERT_OK(fl__sock_send_frame(fd, &hello, 5000));
-	T_ASSERT_OK(fl__sock_send_frame(fd, &auth, 5000));
+	T_ASSERT_OK(fl__sock_connect("127.0.0.1", port, NULL, t_ms(5000), &fd));
+	T_ASSERT_OK(fl__sock_send_frame(fd, &hello, t_ms(5000)));
+	T_ASSERT_OK(fl__sock_send_frame(fd, &auth, t_ms(5000)));
 	return fd;
 }
 
@@ -1277,7 +1277,7 @@ static void *relay_thread(void *arg)
 			}
 		}
 		pthread_mutex_unlock(&px->lock);
-		if (n && fl__sock_send_all(to, buf, (size_t)n, 5000) < 0)
+		if (n && fl__sock_send_all(to, buf, (size_t)n, t_ms(5000)) < 0)
 			break;
 		if (now) {
 			cut(rp);
@@ -1418,8 +1418,8 @@ static void breaks_run(uint64_t seed, unsigned int rounds)
 		.flags = FL_MIGRATE_ANYWHERE,
 		.key = BREAKS_KEY,
 		.key_len = sizeof(BREAKS_KEY) - 1,
-		.timeout_ms = 5000,
-		.resume_timeout_ms = 15000,
+		.timeout_ms = t_ms(5000),
+		.resume_timeout_ms = t_ms(15000),
 	};
 	T_ASSERT_OK(fl_migrate_dest_create(&dopt, &d));
 	th = t_thread_start(src_thread, &sr);
@@ -1429,7 +1429,7 @@ static void breaks_run(uint64_t seed, unsigned int rounds)
 	tt = t_thread_start(touch_thread, &t);
 	t_thread_join(tt);
 	T_ASSERT(t.ok);
-	T_ASSERT_OK(fl_migrate_dest_wait(d, 30000));
+	T_ASSERT_OK(fl_migrate_dest_wait(d, t_ms(30000)));
 	t_thread_join(th);
 	if (sr.r < 0)
 		t_fail(__FILE__, __LINE__, "source: %s", fl_migrate_source_error(sr.s));
@@ -1643,7 +1643,7 @@ TEST(migrate_dest_wait_failure)
 		.flags = FL_MIGRATE_LISTEN | FL_MIGRATE_ANYWHERE,
 		.key = KEY_A,
 		.key_len = strlen(KEY_A),
-		.timeout_ms = 5000,
+		.timeout_ms = t_ms(5000),
 		.resume_timeout_ms = 1000,
 	};
 	struct fl_migrate_dest_stats ds = { .sz = sizeof(ds) };

@@ -901,7 +901,7 @@ TEST(monitor_proto_firecracker_invalid)
 
 static void send_bytes(int sock, const void *buf, size_t len, int fd)
 {
-	T_ASSERT_OK(fl__mon_send(sock, buf, len, fd, fl__now_ms() + 5000));
+	T_ASSERT_OK(fl__mon_send(sock, buf, len, fd, fl__now_ms() + (uint64_t)t_ms(5000)));
 }
 
 TEST(monitor_proto_recv_hello)
@@ -922,7 +922,7 @@ TEST(monitor_proto_recv_hello)
 	send_bytes(sv[0], msg, 5, pfd[0]);
 	send_bytes(sv[0], msg + 5, 40, -1);
 	send_bytes(sv[0], msg + 45, len - 45, -1);
-	T_ASSERT_OK(fl__mon_recv_hello(sv[1], fl__now_ms() + 5000, &h, &rbuf, &fd, err,
+	T_ASSERT_OK(fl__mon_recv_hello(sv[1], fl__now_ms() + (uint64_t)t_ms(5000), &h, &rbuf, &fd, err,
 				       sizeof(err)));
 	T_ASSERT_EQ(h.n, 3);
 	T_ASSERT(!strcmp(h.r[0].path, path_a));
@@ -938,7 +938,7 @@ TEST(monitor_proto_recv_hello)
 	/* Firecracker: JSON in pieces, then silence (the socket stays open). */
 	send_bytes(sv[0], json, 10, pfd[0]);
 	send_bytes(sv[0], json + 10, strlen(json) - 10, -1);
-	T_ASSERT_OK(fl__mon_recv_hello(sv[1], fl__now_ms() + 5000, &h, &rbuf, &fd, err,
+	T_ASSERT_OK(fl__mon_recv_hello(sv[1], fl__now_ms() + (uint64_t)t_ms(5000), &h, &rbuf, &fd, err,
 				       sizeof(err)));
 	T_ASSERT(h.firecracker);
 	T_ASSERT_EQ(h.n, 1);
@@ -949,7 +949,7 @@ TEST(monitor_proto_recv_hello)
 
 	/* No descriptor: refused. Two descriptors: refused, and both closed. */
 	send_bytes(sv[0], msg, len, -1);
-	T_ASSERT_FAILS(fl__mon_recv_hello(sv[1], fl__now_ms() + 5000, &h, &rbuf, &fd, err,
+	T_ASSERT_FAILS(fl__mon_recv_hello(sv[1], fl__now_ms() + (uint64_t)t_ms(5000), &h, &rbuf, &fd, err,
 					  sizeof(err)), EPROTO, "no userfaultfd");
 	{
 		union {
@@ -966,7 +966,7 @@ TEST(monitor_proto_recv_hello)
 		ctl.h.cmsg_len = CMSG_LEN(sizeof(two));
 		memcpy(CMSG_DATA(&ctl.h), two, sizeof(two));
 		T_ASSERT_EQ(sendmsg(sv[0], &m, 0), (ssize_t)len);
-		T_ASSERT_FAILS(fl__mon_recv_hello(sv[1], fl__now_ms() + 5000, &h, &rbuf, &fd,
+		T_ASSERT_FAILS(fl__mon_recv_hello(sv[1], fl__now_ms() + (uint64_t)t_ms(5000), &h, &rbuf, &fd,
 						  err, sizeof(err)), EPROTO, "descriptors");
 	}
 	close(sv[0]);
@@ -975,20 +975,20 @@ TEST(monitor_proto_recv_hello)
 	/* Garbage first byte; a hang-up halfway; silence past the deadline. */
 	T_ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
 	send_bytes(sv[0], "GET / HTTP/1.1\r\n", 16, pfd[0]);
-	T_ASSERT_FAILS(fl__mon_recv_hello(sv[1], fl__now_ms() + 5000, &h, &rbuf, &fd, err,
+	T_ASSERT_FAILS(fl__mon_recv_hello(sv[1], fl__now_ms() + (uint64_t)t_ms(5000), &h, &rbuf, &fd, err,
 					  sizeof(err)), EPROTO, "neither");
 	close(sv[0]);
 	close(sv[1]);
 	T_ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
 	send_bytes(sv[0], msg, 40, pfd[0]);
 	close(sv[0]);
-	T_ASSERT_FAILS(fl__mon_recv_hello(sv[1], fl__now_ms() + 5000, &h, &rbuf, &fd, err,
+	T_ASSERT_FAILS(fl__mon_recv_hello(sv[1], fl__now_ms() + (uint64_t)t_ms(5000), &h, &rbuf, &fd, err,
 					  sizeof(err)), EPROTO, "hang-up");
 	close(sv[1]);
 	T_ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
 	send_bytes(sv[0], "[{\"size\":", 9, pfd[0]);
 	close(sv[0]);
-	T_ASSERT_FAILS(fl__mon_recv_hello(sv[1], fl__now_ms() + 5000, &h, &rbuf, &fd, err,
+	T_ASSERT_FAILS(fl__mon_recv_hello(sv[1], fl__now_ms() + (uint64_t)t_ms(5000), &h, &rbuf, &fd, err,
 					  sizeof(err)), EPROTO, "hang-up inside the JSON");
 	close(sv[1]);
 	T_ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
@@ -1145,17 +1145,17 @@ TEST(monitor_proto_claim_grant)
 	T_ASSERT_SYS(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
 	len = fl__mon_encode_claim(&c, buf, sizeof(buf));
 	send_bytes(sv[0], buf, len, -1);
-	T_ASSERT_OK(fl__mon_recv_first(sv[1], fl__now_ms() + 5000, &h, &rbuf, &fd, &c2,
+	T_ASSERT_OK(fl__mon_recv_first(sv[1], fl__now_ms() + (uint64_t)t_ms(5000), &h, &rbuf, &fd, &c2,
 				       &is_claim, err, sizeof(err)));
 	T_ASSERT(is_claim);
 	T_ASSERT_EQ(c2.token, c.token);
 	send_bytes(sv[0], buf, len, pfd[0]);
-	T_ASSERT_FAILS(fl__mon_recv_first(sv[1], fl__now_ms() + 5000, &h, &rbuf, &fd, &c2,
+	T_ASSERT_FAILS(fl__mon_recv_first(sv[1], fl__now_ms() + (uint64_t)t_ms(5000), &h, &rbuf, &fd, &c2,
 					  &is_claim, err, sizeof(err)), EPROTO,
 		       "descriptor attached to a CLAIM");
 	/* Where no CLAIM is expected, it is not a HELLO. */
 	send_bytes(sv[0], buf, len, -1);
-	T_ASSERT_FAILS(fl__mon_recv_hello(sv[1], fl__now_ms() + 5000, &h, &rbuf, &fd, err,
+	T_ASSERT_FAILS(fl__mon_recv_hello(sv[1], fl__now_ms() + (uint64_t)t_ms(5000), &h, &rbuf, &fd, err,
 					  sizeof(err)), EPROTO, "expected a HELLO");
 	close(sv[0]);
 	close(sv[1]);
