@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Test helpers: assertions that exit the forked test child, mappings, threads. */
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -8,9 +9,11 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -461,4 +464,54 @@ bool t_read_sigbus(volatile uint8_t *p)
 	if (hit && bus_addr != (void *)p)
 		t_fail(__FILE__, __LINE__, "SIGBUS at %p, expected %p", bus_addr, (void *)p);
 	return hit;
+}
+
+/* Whether a thread of @pid sleeps in handle_userfault (its wchan) right now. */
+static bool fault_blocked_now(pid_t pid)
+{
+	char path[64];
+	struct dirent *de;
+	bool found = false;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	d = opendir(path);
+	if (!d)
+		return false;
+	while (!found && (de = readdir(d))) {
+		char buf[64] = "";
+		ssize_t n;
+		int fd;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%.16s/wchan", (int)pid, de->d_name);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		found = n > 0 && strncmp(buf, "handle_userfault", 16) == 0;
+	}
+	closedir(d);
+	return found;
+}
+
+bool t_wait_fault_blocked(pid_t pid, int ms)
+{
+	struct timespec now, end;
+	int64_t left = t_ms(ms);
+
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	end.tv_sec += left / 1000;
+	end.tv_nsec += (left % 1000) * 1000000;
+	for (;;) {
+		if (fault_blocked_now(pid))
+			return true;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (now.tv_sec * 1000000000ll + now.tv_nsec >=
+		    end.tv_sec * 1000000000ll + end.tv_nsec)
+			return false;
+		usleep(1000);	/* polling /proc: nothing to wait on */
+	}
 }

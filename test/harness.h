@@ -191,4 +191,12 @@ uint8_t t_access_join(struct t_access *a);
 void t_on_sigbus(int sig, siginfo_t *si, void *uc);
 bool t_read_sigbus(volatile uint8_t *p);
 
+/*
+ * Where the kernel cannot poison (before 6.6) a page that cannot be had
+ * keeps its fault blocked. t_wait_fault_blocked() waits (t_ms(@ms) at
+ * most) until some thread of process @pid sleeps in a userfaultfd fault,
+ * as /proc/PID/task/TID/wchan shows, and returns whether one did.
+ */
+bool t_wait_fault_blocked(pid_t pid, int ms);
+
 #endif /* FL_TEST_HARNESS_H */

@@ -214,7 +214,7 @@ static void fake_session(struct fake *f, struct session *s)
 {
 	static uint8_t *buf;
 	char err[256];
-	uint64_t deadline = fl__now_ms() + 10000;
+	uint64_t deadline = fl__now_ms() + (uint64_t)t_ms(10000);
 	int fd, served = 0;
 
 	if (!buf) {
@@ -346,7 +346,7 @@ static pid_t fake_start(struct fake *f)
 		struct session s;
 
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		alarm(30);
+		alarm((unsigned)t_ms(30000) / 1000);
 		fl_set_log_fn(NULL);
 		/* Nothing of the client's: no copy of its connection or userfaultfd. */
 		for (int fd = 3; fd < 1024; fd++)
@@ -582,7 +582,7 @@ static void loud_client(void *arg)
 	unsigned long tid;
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	alarm(30);
+	alarm((unsigned)t_ms(30000) / 1000);
 	log_reset();
 	T_ASSERT_SYS(sigaction(SIGBUS, &sa, NULL));
 	T_ASSERT_OK(fl_monitor_attach(a->name, &r, 1, &o, &c));
@@ -592,6 +592,17 @@ static void loud_client(void *arg)
 	T_ASSERT_SYS(madvise(a->mem + 2 * ps, ps, MADV_DONTNEED));
 	/* This fault is read by the monitor, which then dies without resolving it. */
 	tid = t_thread_start(sigbus_reader, a->mem + ps);
+	if (!t_have(FL_FEAT_POISON)) {
+		/*
+		 * Before 6.6: nothing can be poisoned, so the fault stays blocked and the
+		 * client says so; the reader thread ends with the process.
+		 */
+		wait_state(c, FL_MONITOR_BLOCKED);
+		T_ASSERT_LOG("will block forever instead of reading zeros");
+		T_ASSERT(t_wait_fault_blocked(getpid(), 10000));
+		T_ASSERT(page_is_pattern(a->mem, 0));
+		_exit(0);
+	}
 	T_ASSERT((uintptr_t)t_thread_join(tid) == 1);
 	wait_state(c, FL_MONITOR_FAILED);
 	T_ASSERT_LOG("failing loudly");
@@ -675,6 +686,20 @@ TEST(monitor_fork_orphan_fails_loud)
 
 		if (sigaction(SIGBUS, &sa, NULL) < 0)
 			_exit(100);
+		if (!t_have(FL_FEAT_POISON)) {
+			/* Before 6.6: the regions stay registered and their faults block. */
+			if (fl_monitor_client_state(c) != FL_MONITOR_BLOCKED)
+				bad |= 1;
+			if (!log_has("no claim came from the monitor") ||
+			    !log_has("will block forever instead of reading zeros"))
+				bad |= 2;
+			if (!page_is_pattern(mem, 0))
+				bad |= 4;
+			t_thread_start(sigbus_reader, mem + 3 * ps);
+			if (!t_wait_fault_blocked(getpid(), 10000))
+				bad |= 8;
+			_exit(bad);
+		}
 		if (fl_monitor_client_state(c) != FL_MONITOR_FAILED)
 			bad |= 1;
 		if (!log_has("no claim came from the monitor"))
@@ -905,6 +930,20 @@ TEST(monitor_wait_max_fails_loud)
 	pid = fake_start(&f);
 	close(f.listen_fd);	/* retries find nobody */
 	T_ASSERT_OK(fl_monitor_attach(name, &r, 1, &o, &c));
+	if (!t_have(FL_FEAT_POISON)) {
+		/*
+		 * Before 6.6 the wait ends in BLOCKED: the fault stays blocked (the
+		 * thread ends with this test's process; detaching would unregister).
+		 */
+		t_thread_start(sigbus_reader, mem + ps);
+		reap(pid);
+		wait_state(c, FL_MONITOR_BLOCKED);
+		T_ASSERT_EQ(atomic_load(&state_err), -ETIMEDOUT);
+		T_ASSERT_LOG("no monitor took the userfaultfd within 50 ms");
+		T_ASSERT_LOG("will block forever instead of reading zeros");
+		T_ASSERT(t_wait_fault_blocked(getpid(), 10000));
+		return;
+	}
 	/* The fault the dying monitor read: blocked, then SIGBUS once the wait is over. */
 	T_ASSERT((uintptr_t)t_thread_join(t_thread_start(sigbus_reader, mem + ps)) == 1);
 	reap(pid);
@@ -940,6 +979,16 @@ TEST(monitor_layout_lost_fails_loud)
 	pid = fake_start(&f);
 	T_ASSERT_OK(fl_monitor_attach(name, &r, 1, &o, &c));
 	reap(pid);
+	if (!t_have(FL_FEAT_POISON)) {
+		/* Before 6.6: BLOCKED, and a page never fetched keeps its fault blocked. */
+		wait_state(c, FL_MONITOR_BLOCKED);
+		T_ASSERT_LOG("cannot track the layout any more");
+		T_ASSERT_LOG("will block forever instead of reading zeros");
+		t_thread_start(sigbus_reader, mem);
+		T_ASSERT(t_wait_fault_blocked(getpid(), 10000));
+		close(f.listen_fd);
+		return;
+	}
 	wait_state(c, FL_MONITOR_FAILED);
 	T_ASSERT_LOG("cannot track the layout any more");
 	T_ASSERT_LOG("failing loudly");

@@ -1123,6 +1123,11 @@ struct loudc {
 	int to_parent;
 };
 
+static void *sigbus_reader(void *arg)
+{
+	return (void *)(uintptr_t)t_read_sigbus(arg);
+}
+
 static void loud_client(void *arg)
 {
 	struct loudc *l = arg;
@@ -1137,6 +1142,7 @@ static void loud_client(void *arg)
 		.on_state = on_state,
 	};
 	struct fl_monitor_client *c;
+	int want;
 
 	state_efd = eventfd(0, EFD_CLOEXEC);
 	T_ASSERT_SYS(state_efd);
@@ -1144,11 +1150,19 @@ static void loud_client(void *arg)
 	T_ASSERT_OK(fl_monitor_attach(l->name, &r, 1, &o, &c));
 	T_ASSERT_PATTERN(mem, PAT_OFF, 4 * ps, SEED);
 	put_byte(l->to_parent, 'k');
-	while (fl_monitor_client_state(c) != FL_MONITOR_FAILED) {
+	/* Before 6.6 nothing can be poisoned: BLOCKED, and faults stay blocked (never zeros). */
+	want = t_have(FL_FEAT_POISON) ? FL_MONITOR_FAILED : FL_MONITOR_BLOCKED;
+	while (fl_monitor_client_state(c) != want) {
 		uint64_t v;
 
 		T_ASSERT_EQ(fl_monitor_client_state(c), FL_MONITOR_ATTACHED);
 		T_ASSERT_EQ(read(state_efd, &v, sizeof(v)), (ssize_t)sizeof(v));
+	}
+	if (want == FL_MONITOR_BLOCKED) {
+		T_ASSERT_PATTERN(mem, PAT_OFF, 4 * ps, SEED);
+		t_thread_start(sigbus_reader, mem + 10 * ps);
+		T_ASSERT(t_wait_fault_blocked(getpid(), 10000));
+		_exit(0);	/* ends the blocked thread; detaching would unregister */
 	}
 	/* Never zeros: pages not fetched raise SIGBUS; those fetched keep their data. */
 	T_ASSERT(t_read_sigbus(mem + 10 * ps));

@@ -169,11 +169,11 @@
 	X(pager_remove_races_store_read, FL_FEAT_EVENT_REMOVE, T_UFFD, 0)          \
 	X(pager_remove_races_store_read_other_process, FL_FEAT_EVENT_REMOVE,       \
 	  T_UFFD, 0)                                                               \
-	X(pager_fork_child_never_reads_zeros, FL_FEAT_EVENT_FORK | FL_FEAT_POISON, \
+	X(pager_fork_child_never_reads_zeros, FL_FEAT_EVENT_FORK,           \
 	  T_UFFD | T_ROOT, 0)                                                      \
-	X(pager_fork_repeated_no_on_event, FL_FEAT_EVENT_FORK | FL_FEAT_POISON,  \
+	X(pager_fork_repeated_no_on_event, FL_FEAT_EVENT_FORK,              \
 	  T_UFFD | T_ROOT, 0)                                                      \
-	X(pager_partial_mremap_fails_loudly, FL_FEAT_EVENT_REMAP | FL_FEAT_POISON, \
+	X(pager_partial_mremap_fails_loudly, FL_FEAT_EVENT_REMAP,           \
 	  T_UFFD, 0)                                                               \
 	X(pager_supply_only_absent, FL_FEAT_EVENT_REMOVE, T_UFFD, 0)               \
 	/* test-monitor-proto.c: the monitor wire format, pure user-space */       \
@@ -192,18 +192,18 @@
 	X(monitor_attach_errors, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |      \
 	  FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                                          \
 	X(monitor_fail_loud_sigbus, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |   \
-	  FL_FEAT_EVENT_UNMAP | FL_FEAT_POISON, T_UFFD, 0)                         \
+	  FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                                          \
 	X(monitor_fork_orphan_fails_loud, FL_FEAT_EVENT_FORK | FL_FEAT_EVENT_REMAP | \
-	  FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP | FL_FEAT_POISON, T_UFFD, 30)  \
+	  FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP, T_UFFD, 30)                  \
 	X(monitor_reattach_auto, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |      \
 	  FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                                          \
 	X(monitor_reattach_explicit, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |  \
 	  FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                                          \
 	X(monitor_peer_and_fd_checks, 0, T_UFFD | T_ROOT, 0)                       \
 	X(monitor_wait_max_fails_loud, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |\
-	  FL_FEAT_EVENT_UNMAP | FL_FEAT_POISON, T_UFFD, 0)                         \
+	  FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                                          \
 	X(monitor_layout_lost_fails_loud, FL_FEAT_EVENT_REMAP |                    \
-	  FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP | FL_FEAT_POISON, T_UFFD, 0)  \
+	  FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                   \
 	/* test-migrate.c: post-copy migration */                                  \
 	X(migrate_in_process, 0, T_UFFD, 30)                                       \
 	X(migrate_urgent_while_rate_limited, 0, T_UFFD, 30)                        \
@@ -261,7 +261,7 @@
 	  FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP, T_UFFD, \
 	  60)                                                                      \
 	X(monitor_server_fail_loud, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |   \
-	  FL_FEAT_EVENT_UNMAP | FL_FEAT_POISON, T_UFFD, 30)                        \
+	  FL_FEAT_EVENT_UNMAP, T_UFFD, 30)                                         \
 	X(monitor_server_exit_with_faults_pending, FL_FEAT_EVENT_REMAP |           \
 	  FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP, T_UFFD, 30)                  \
 	X(monitor_server_firecracker, FL_FEAT_EVENT_REMOVE, T_UFFD, 30)            \
