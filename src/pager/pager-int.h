@@ -118,6 +118,7 @@ struct fl_region {
 	bool stage_move;		/* AUTO, anonymous: move whole chunks out of staging */
 	bool has_zeropage;		/* UFFDIO_ZEROPAGE allowed (not hugetlb) */
 	bool has_poison;
+	_Atomic bool given_up;		/* fl__region_poison_absent ran: no page will come any more */
 	bool ours;			/* the pager mapped it */
 	bool own_memfd;
 	int memfd;			/* -1 if none */

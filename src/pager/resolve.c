@@ -341,6 +341,19 @@ static int page_failed(struct pg_ctx *c, struct run *x, size_t pg, int err)
 		if (!c->in_signal)
 			fl__err("pager: cannot poison page at offset %#llx: %s; its fault stays blocked",
 				(unsigned long long)((uint64_t)pg << r->shift), strerror(-e));
+	} else if (r->on_error == FL_ON_ERROR_POISON && c->p->own_memory &&
+		   atomic_load(&r->given_up)) {
+		/*
+		 * The rest of the region was made inaccessible when its pages were
+		 * given up (fl__region_poison_absent), while this one was in flight:
+		 * the same for it (SIGSEGV), rather than a fault blocked for good.
+		 */
+		struct fl__poison_opts o = { .step = r->ps, .own_memory = true };
+
+		fl__uffd_poison_absent(c->p->uffd, (uintptr_t)page_addr(r, pg), r->ps, &o, NULL);
+		st_set(c, r, pg, 1, PG_POISONED);
+		fl__wake_waiters(r);
+		return err;
 	} else if (r->on_error == FL_ON_ERROR_POISON && !c->in_signal) {
 		fl__err("pager: this kernel cannot poison (UFFDIO_POISON, 6.6): the fault at "
 			"offset %#llx stays blocked", (unsigned long long)((uint64_t)pg << r->shift));
@@ -1330,6 +1343,8 @@ int fl__region_poison_absent(struct fl_region *r, uint64_t *ret_poisoned)
 	size_t i = 0;
 	int first = 0;
 
+	/* Before the claims: a page in flight now that fails later is given up too. */
+	atomic_store(&r->given_up, true);
 	while (i < r->npages) {
 		size_t n = 0;
 		int e;

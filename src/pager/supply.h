@@ -69,8 +69,11 @@ void fl__region_mark_present(struct fl_region *r, size_t pg, size_t n);
  * Poison (SIGBUS on access, never zeros) the pages of @r that only its
  * store has: absent by the pager's state and never discarded by the
  * program (those stay zeros), nor present, nor in flight (a store read
- * under way settles its own pages). Each run is claimed first, so no
- * install races the poisoning. @ret_poisoned (may be NULL) += bytes
+ * under way settles its own pages; if it fails, that page is poisoned
+ * too, or made inaccessible like the rest where the kernel cannot poison).
+ * Each run is claimed first, so no install races the poisoning. Without
+ * UFFDIO_POISON, pages of this process are made PROT_NONE (SIGSEGV) and
+ * -EOPNOTSUPP is returned. @ret_poisoned (may be NULL) += bytes
  * poisoned. Returns 0 or the first error of the kernel. Thread safety:
  * any thread; handler threads must be able to read events meanwhile.
  */
