@@ -1086,6 +1086,47 @@ static void precopy_run(uint32_t flags)
 	munmap(a0, small);
 }
 
+/*
+ * Pre-copy needs dirty tracking (WP_ASYNC and PAGEMAP_SCAN, 6.7): without
+ * them the source refuses at creation with -EOPNOTSUPP and says why, before
+ * anything is sent; with them it is created.
+ */
+static _Atomic int precopy_refusal_logged;
+
+static void precopy_log(enum fl_log_level level, const char *msg)
+{
+	if (level == FL_LOG_ERROR && strstr(msg, "pre-copy needs userfaultfd WP_ASYNC and "
+						"PAGEMAP_SCAN (Linux 6.7)"))
+		atomic_store(&precopy_refusal_logged, 1);
+	test_log(level, msg);
+}
+
+TEST(migrate_precopy_needs_dirty_tracking)
+{
+	uint8_t *mem = t_map_anon(16 * t_page_size());
+	struct fl_migrate_region reg = { mem, 16 * t_page_size() };
+	struct fl_migrate_source_opts so;
+	struct fl_migrate_source *s = NULL;
+	struct writer w = { .p = mem };
+	int e;
+
+	fl_set_log_fn(precopy_log);
+	src_opts(&so, &reg, 1, 1, NULL);
+	so.precopy_rounds = 2;
+	so.stop = writer_stop;
+	so.userdata = &w;
+	e = fl_migrate_source_create(&so, &s);
+	if (t_have(FL_FEAT_WP_ASYNC | FL_FEAT_PAGEMAP_SCAN)) {
+		T_ASSERT_OK(e);
+		fl_migrate_source_destroy(s);
+	} else {
+		T_ASSERT_EQ(e, -EOPNOTSUPP);
+		T_ASSERT(s == NULL);
+		T_ASSERT(atomic_load(&precopy_refusal_logged));
+	}
+	fl_set_log_fn(NULL);
+}
+
 TEST(migrate_precopy_hybrid)
 {
 	precopy_run(0);
