@@ -133,6 +133,14 @@
 	X(snapshot_tool_usage, 0, 0, 0)                                            \
 	X(snapshot_tool_convert_verify, 0, 0, 30)                                  \
 	X(snapshot_tool_merge, 0, 0, 30)                                           \
+	/* test-snapshot-live.c: live and incremental snapshots */                \
+	X(snapshot_live_anon_instant, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)       \
+	X(snapshot_live_anon_unpopulated_fallback, FL_FEAT_PAGEFAULT_FLAG_WP,      \
+	  T_UFFD, 60)                                                              \
+	X(snapshot_live_memfd_instant, FL_FEAT_WP_HUGETLBFS_SHMEM, T_UFFD, 60)     \
+	X(snapshot_live_hugetlb_instant, FL_FEAT_WP_HUGETLBFS_SHMEM,               \
+	  T_UFFD | T_HUGETLB, 60)                                                  \
+	X(snapshot_live_untouched_pages_zero, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 30) \
 	/* test-pager.c, test-pager-life.c: the pager engine */                    \
 	X(pager_create_options, 0, T_UFFD, 0)                                      \
 	X(pager_threads_named_and_counted, 0, T_UFFD, 0)                           \

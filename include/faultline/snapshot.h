@@ -217,6 +217,136 @@ struct fl_store_snapshot_opts {
 FL_API int fl_store_snapshot_open(const char *path, const struct fl_store_snapshot_opts *o,
 				  struct fl_store **ret);
 
+/* --------------------------------------------------------- live snapshots */
+
+struct fl_region;
+
+/*
+ * A live snapshot (src/snapshot/live.c): a point-in-time image of a set of
+ * memory ranges, taken while the program's threads keep running. At the
+ * instant every range is write-protected; a writer thread then saves the
+ * pages; a thread that writes a page not yet saved waits until that page
+ * is saved (copy before write). With FL_SNAPSHOT_LIVE_TRACK the pages
+ * written after a snapshot are tracked, and the next one can be
+ * incremental: only those pages. See faultline(7), "Snapshot consistency".
+ */
+struct fl_snapshot_live;
+
+/* One range to snapshot: plain memory of this process, or a pager region. */
+struct fl_snapshot_range {
+	void *addr;			/* page-aligned start (NULL with @region) */
+	size_t len;			/* bytes, a multiple of the page size */
+	enum fl_mem_type mem;		/* ANON (private), SHMEM (memfd/shmem, shared) or
+					   HUGETLB (hugetlbfs memfd, shared) */
+	size_t page_size;		/* 0: the base page size (2 MiB for HUGETLB) */
+	/*
+	 * A pager region instead of addr/len/mem/page_size (THREADS or LOOP
+	 * pager; not an FL_INSTALL_MOVE region). Its pages not present at the
+	 * instant are saved from its store: the snapshot holds the store's
+	 * data there, never zeros; pages the program discarded are zeros.
+	 */
+	struct fl_region *region;
+	uint32_t flags;			/* recorded as the snapshot region's flags */
+};
+
+enum fl_snapshot_live_flags {
+	/* Track the pages written after each snapshot, for incremental ones. */
+	FL_SNAPSHOT_LIVE_TRACK = 1u << 0,
+	/*
+	 * Do without UFFD_FEATURE_WP_UNPOPULATED (6.4) even where the kernel
+	 * has it: private anonymous pages never touched are mapped (to the
+	 * shared zero page) before each instant instead. For tests; it is
+	 * what kernels before 6.4 get.
+	 */
+	FL_SNAPSHOT_LIVE_NO_UNPOPULATED = 1u << 1,
+};
+
+struct fl_snapshot_live_opts {
+	size_t sz;			/* sizeof(struct fl_snapshot_live_opts) */
+	uint32_t flags;			/* FL_SNAPSHOT_LIVE_* */
+};
+
+/*
+ * fl_snapshot_live_create - get @n ranges ready for live snapshots:
+ * register them for write-protect faults (plain memory on a userfaultfd of
+ * its own, pager regions on their pager's) and start the thread that
+ * handles those faults ("fl-snap"). Nothing is protected until the first
+ * fl_snapshot_live_take(). The ranges must not overlap, and must stay
+ * registered with nothing else (-EBUSY). Pager regions must outlive the
+ * object.
+ * Returns 0, -EINVAL (logged), -EBUSY, -EOPNOTSUPP (no write-protect
+ * support for that memory here, or a pager region that cannot be
+ * watched), -ENOSYS/-EPERM (as fl_uffd_open), -ENOMEM.
+ * Thread safety: any thread.
+ */
+FL_API int fl_snapshot_live_create(const struct fl_snapshot_range *ranges, size_t n,
+				   const struct fl_snapshot_live_opts *opts,
+				   struct fl_snapshot_live **ret);
+
+enum fl_snapshot_take_flags {
+	/*
+	 * Save only the pages written (or discarded) since the last snapshot
+	 * instant: needs FL_SNAPSHOT_LIVE_TRACK and a previous snapshot that
+	 * completed; @w must have been created with that snapshot's id as
+	 * parent_id.
+	 */
+	FL_SNAPSHOT_TAKE_INCREMENTAL = 1u << 0,
+};
+
+/*
+ * fl_snapshot_live_take - take a snapshot into @w, which must be fresh
+ * (no region added yet): the ranges are added to it in order (region i is
+ * range i). The instant is when every range is write-protected: threads
+ * that write during it wait until it ends (the pause); the call returns
+ * once it has passed, and a writer thread ("fl-snap-writer") saves the
+ * pages. @w is borrowed until fl_snapshot_live_wait() returns 0 or an
+ * error; then the caller finishes (or destroys) it.
+ * Returns 0, -EBUSY (a snapshot is in progress), -EINVAL (logged), or the
+ * error of the writer or the kernel (nothing was protected then).
+ * Thread safety: any thread, one call at a time.
+ */
+FL_API int fl_snapshot_live_take(struct fl_snapshot_live *s, struct fl_snapshot_writer *w,
+				 uint32_t flags);
+
+/*
+ * fl_snapshot_live_wait - wait until every page of the snapshot in progress
+ * is saved, at most @timeout_ms milliseconds (-1: unbounded).
+ * Returns 0 (saved; also with no snapshot in progress), -ETIMEDOUT, or the
+ * first error that made the snapshot incomplete (the writer's put, or
+ * reading the memory); the program's threads were released either way.
+ * Thread safety: any thread.
+ */
+FL_API int fl_snapshot_live_wait(struct fl_snapshot_live *s, int timeout_ms);
+
+struct fl_snapshot_live_stats {
+	size_t sz;			/* the caller sets sizeof; on return, the bytes filled */
+	uint64_t snapshots;		/* takes that completed */
+	uint64_t pause_ns;		/* the last instant: write-protecting every range */
+	uint64_t duration_ns;		/* the last snapshot, take to its last page saved */
+	uint64_t pages;			/* pages the last snapshot saved (put) */
+	uint64_t pages_written;		/* of which saved first because a thread wrote them */
+	uint64_t pages_store;		/* of which read from a pager region's store */
+	uint64_t pages_zero;		/* of which zero pages (discarded before the instant) */
+	uint64_t pages_discarded;	/* discarded by the program after the instant, before
+					   they were saved: recorded as zero pages */
+	uint64_t pages_unmapped;	/* unmapped (or moved away) before they were saved:
+					   recorded absent */
+	uint64_t wp_faults;		/* write-protect faults handled, since create */
+	uint64_t write_wait_max_ns;	/* the longest a write waited for its page to be saved */
+};
+
+/* The counters. Returns 0 or -EINVAL. Thread safety: any thread. */
+FL_API int fl_snapshot_live_stats(const struct fl_snapshot_live *s,
+				  struct fl_snapshot_live_stats *ret);
+
+/*
+ * fl_snapshot_live_destroy - wait for a snapshot in progress to end (it
+ * still completes), unprotect and unregister the ranges, restore the pager
+ * regions as they were, and free. Accepts NULL.
+ * Thread safety: no other call on @s may run.
+ */
+FL_API void fl_snapshot_live_destroy(struct fl_snapshot_live *s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -142,6 +142,16 @@ struct fl_region {
 	_Atomic int waiters;
 	struct pg_shard *shards;
 	struct pg_ws *ws;		/* working-set record and replay (ws.c), or NULL */
+	/*
+	 * A live snapshot watches the region (fl__region_wp_attach): installs
+	 * map pages write-protected, and write-protect faults go to wp_fn.
+	 * wp_grace: installs read wp inside it, so attaching can wait for
+	 * those that read it before.
+	 */
+	_Atomic bool wp;
+	struct pg_grace wp_grace;
+	_Atomic(fl__wp_fn) wp_fn;
+	void *wp_arg;
 };
 
 /* A snapshot of the regions, sorted by start address. Immutable once published. */
@@ -327,6 +337,9 @@ struct fl_pager {
 	struct pg_orphan *orphans;
 	size_t norphans, cap_orphans;
 };
+
+/* Tell an attached live snapshot (fl__region_wp_attach) about pages of @r. */
+void fl__region_wp_tell(struct fl_region *r, size_t pg, size_t n, int why);
 
 /* region.c: grace periods (readers may be signal handlers), the region table, events */
 unsigned int fl__grace_enter(struct pg_grace *g);

@@ -563,9 +563,15 @@ static void handle_fault(struct pg_ctx *c, const struct fl_event *ev, uint64_t t
 	struct fl_region *r;
 	int e;
 
-	if (ev->flags & FL_FAULT_WP)
-		return;	/* write-protect faults belong to whoever registered WP */
 	r = fl__region_get(p, addr, &start);
+	if (ev->flags & FL_FAULT_WP) {
+		/* Write-protect faults belong to whoever registered WP: a live snapshot. */
+		if (r) {
+			fl__region_wp_tell(r, (addr - start) >> r->shift, 1, FL__WP_FAULT);
+			fl__region_put(r);
+		}
+		return;
+	}
 	if (!r) {
 		if (fl__orphan_fault(p, addr))
 			return;

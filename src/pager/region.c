@@ -190,6 +190,7 @@ void fl__region_discard(struct fl_pager *p, uintptr_t start, uintptr_t end)
 
 		if (!pages_in(r, t->e[i].start, start, end, &first, &last))
 			continue;
+		fl__region_wp_tell(r, first, last - first, FL__WP_DISCARD);
 		for (size_t pg = first; pg < last; pg++) {
 			uint8_t s = atomic_load(&r->state[pg]), to;
 
@@ -308,6 +309,7 @@ void fl__region_unmap(struct fl_pager *p, uintptr_t start, uintptr_t end)
 			size_t first, last;
 
 			if (t->e[i].start >= start && t->e[i].end <= end) {
+				fl__region_wp_tell(r, 0, r->npages, FL__WP_GONE);
 				atomic_store(&r->gone, true);
 				if (fl__table_publish(p, NULL, r) == 0) {
 					again = true;
@@ -316,6 +318,7 @@ void fl__region_unmap(struct fl_pager *p, uintptr_t start, uintptr_t end)
 			}
 			if (!pages_in(r, t->e[i].start, start, end, &first, &last))
 				continue;
+			fl__region_wp_tell(r, first, last - first, FL__WP_GONE);
 			for (size_t pg = first; pg < last; pg++)
 				atomic_store(&r->state[pg], PG_GONE);
 			fl__wake_waiters(r);
@@ -357,6 +360,7 @@ void fl__region_remap(struct fl_pager *p, uintptr_t from, uintptr_t to, uint64_t
 			"pager: part of a region was moved by mremap (%#lx -> %#lx); the pager "
 			"follows whole regions only: absent pages there get SIGBUS",
 			(unsigned long)from, (unsigned long)to);
+		fl__region_wp_tell(r, first, last - first, FL__WP_GONE);
 		for (size_t pg = first; pg < last; pg++)
 			atomic_store(&r->state[pg], PG_GONE);
 		fl__wake_waiters(r);
@@ -828,6 +832,78 @@ FL_API size_t fl_region_len(const struct fl_region *r)
 	if (!r || getpid() != r->pager->pid)
 		return 0;
 	return r->len;
+}
+
+/* ----------------------------------------------------- live snapshots */
+
+int fl__region_wp_attach(struct fl_region *r, fl__wp_fn fn, void *arg)
+{
+	struct fl_pager *p = r->pager;
+	fl__wp_fn none = NULL;
+
+	if (p->mode == FL_PAGER_SIGBUS || r->method == PG_MOVE)
+		return -EOPNOTSUPP;
+	pthread_mutex_lock(&p->lock);
+	if (atomic_load(&r->wp_fn)) {
+		pthread_mutex_unlock(&p->lock);
+		return -EBUSY;
+	}
+	r->wp_arg = arg;
+	atomic_compare_exchange_strong(&r->wp_fn, &none, fn);
+	pthread_mutex_unlock(&p->lock);
+	return 0;
+}
+
+void fl__region_wp_installs(struct fl_region *r, bool on)
+{
+	atomic_store(&r->wp, on);
+	/* Installs that read the old value have landed once this returns. */
+	fl__grace_wait(&r->wp_grace);
+}
+
+void fl__region_wp_detach(struct fl_region *r)
+{
+	atomic_store(&r->wp_fn, NULL);
+	fl__grace_wait(&r->wp_grace);
+}
+
+void fl__region_wp_tell(struct fl_region *r, size_t pg, size_t n, int why)
+{
+	unsigned int g = fl__grace_enter(&r->wp_grace);
+	fl__wp_fn fn = atomic_load(&r->wp_fn);
+
+	if (fn)
+		fn(r->wp_arg, r, pg, n, why);
+	fl__grace_exit(&r->wp_grace, g);
+}
+
+void fl__region_info(struct fl_region *r, struct fl__region_info *ret)
+{
+	*ret = (struct fl__region_info){
+		.uffd = r->pager->uffd,
+		.base = atomic_load(&r->base),
+		.len = r->len,
+		.ps = r->ps,
+		.store = r->store,
+		.store_off = r->store_off,
+		.mem = r->mem,
+		.modes = FL_REGISTER_MISSING | (r->method == PG_CONTINUE ? FL_REGISTER_MINOR : 0),
+	};
+}
+
+int fl__region_page(struct fl_region *r, size_t pg)
+{
+	uint8_t s = atomic_load(&r->state[pg]);
+
+	switch (s & PG_STATE) {
+	case PG_PRESENT:
+		return FL__PAGE_PRESENT;
+	case PG_POISONED:
+	case PG_GONE:
+		return FL__PAGE_GONE;
+	default:
+		return s & PG_ZERO ? FL__PAGE_ZERO : FL__PAGE_STORE;
+	}
 }
 
 /* ------------------------------------------------------------ populate */

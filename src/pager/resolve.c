@@ -204,8 +204,48 @@ static void release(struct pg_ctx *c, struct fl_region *r, size_t pg, size_t n, 
 	fl__wake_waiters(r);
 }
 
+/*
+ * Zeros mapped write-protected (a live snapshot watches the region): the
+ * shared zero page cannot be, so copy zeros, PG_STAGING bytes at a time.
+ */
+static int zero_wp(struct pg_ctx *c, uint8_t *dst, size_t len, uint32_t flags,
+		   size_t *ret_bytes)
+{
+	size_t done = 0;
+	int e = 0;
+
+	while (done < len && !e) {
+		size_t k = len - done < PG_STAGING ? len - done : PG_STAGING, d = 0;
+
+		e = fl_uffd_copy(c->p->uffd, dst + done, c->p->zeros, k, flags | FL_RESOLVE_WP, &d);
+		done += d;
+	}
+	*ret_bytes = done;
+	return e;
+}
+
+static int do_op_wp(struct pg_ctx *c, struct fl_region *r, enum op op, size_t pg, size_t n,
+		    const uint8_t *src, uint32_t flags, size_t *ret_bytes);
+
+/* One install ioctl; write-protected while a live snapshot watches the region. */
 static int do_op(struct pg_ctx *c, struct fl_region *r, enum op op, size_t pg, size_t n,
 		 const uint8_t *src, uint32_t flags, size_t *ret_bytes)
+{
+	unsigned int g = fl__grace_enter(&r->wp_grace);
+	int e;
+
+	if (atomic_load(&r->wp) && op == OP_ZERO)
+		e = zero_wp(c, page_addr(r, pg), n << r->shift, flags, ret_bytes);
+	else
+		e = do_op_wp(c, r, op, pg, n, src,
+			     flags | (atomic_load(&r->wp) && op != OP_MOVE ? FL_RESOLVE_WP : 0),
+			     ret_bytes);
+	fl__grace_exit(&r->wp_grace, g);
+	return e;
+}
+
+static int do_op_wp(struct pg_ctx *c, struct fl_region *r, enum op op, size_t pg, size_t n,
+		    const uint8_t *src, uint32_t flags, size_t *ret_bytes)
 {
 	struct fl_uffd *u = c->p->uffd;
 	uint8_t *dst = page_addr(r, pg);
@@ -466,18 +506,23 @@ static int run_refresh(struct pg_ctx *c, struct run *x, uintptr_t addr, bool min
 	uint8_t next = prev;
 	int e = -EFAULT;
 
+	unsigned int wg = fl__grace_enter(&r->wp_grace);
+	bool wp = atomic_load(&r->wp);
+
 	/* Shared memory the program dropped with MADV_DONTNEED is still in the page cache. */
 	if (minor || r->method == PG_CONTINUE) {
-		e = fl_uffd_continue(u, a, g, 0, &d);
+		e = fl_uffd_continue(u, a, g, wp ? FL_RESOLVE_WP : 0, &d);
 		if (!e)
 			fl__stat_add(r, ST_CONTINUE, 1);
 	}
 	if (e == -EFAULT && !minor) {
-		e = r->has_zeropage ? fl_uffd_zeropage(u, a, g, 0, &d)
-				    : fl_uffd_copy(u, a, c->p->zeros, g, 0, &d);
+		e = r->has_zeropage && !wp ? fl_uffd_zeropage(u, a, g, 0, &d)
+					   : fl_uffd_copy(u, a, c->p->zeros, g,
+							  wp ? FL_RESOLVE_WP : 0, &d);
 		if (!e)
 			fl__stat_add(r, ST_ZERO, 1);
 	}
+	fl__grace_exit(&r->wp_grace, wg);
 	if (!e && g == r->ps)
 		next = PG_PRESENT;
 	switch (e) {

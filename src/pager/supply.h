@@ -13,6 +13,15 @@
 
 #include "faultline.h"
 
+/*
+ * What a live snapshot hears of a region (see fl__region_wp_attach):
+ * FL__WP_FAULT, a write-protect fault on page @pg (@n is 1); FL__WP_DISCARD,
+ * pages [pg, pg+n) were discarded (MADV_DONTNEED: they read zeros from now
+ * on); FL__WP_GONE, they were unmapped or moved away.
+ */
+enum { FL__WP_FAULT, FL__WP_DISCARD, FL__WP_GONE };
+typedef void (*fl__wp_fn)(void *arg, struct fl_region *r, size_t pg, size_t n, int why);
+
 struct fl__pager_hooks {
 	/*
 	 * A fault on a page the store has to provide: @shared when it was in
@@ -88,5 +97,48 @@ int fl__pager_children_populate(struct fl_pager *p);
 
 /* Live children served (and theirs). */
 unsigned int fl__pager_children(struct fl_pager *p);
+
+/*
+ * Write-protect faults of a region, for the live snapshot (src/snapshot).
+ * fl__region_wp_attach: each write-protect fault on @r, and each discard
+ * or unmap of its pages, calls @fn (on a handler thread, or in
+ * fl_pager_dispatch(); discards and unmaps with the pager's lock held, as
+ * the events are applied, before any fault read after them). @fn must not
+ * block nor call the pager: it resolves a fault itself, later, by
+ * unprotecting the page. The caller registers the range for write-protect
+ * faults on the pager's userfaultfd (fl__region_info says how). Only for
+ * THREADS and LOOP pagers and regions that do not install by MOVE:
+ * -EOPNOTSUPP otherwise; -EBUSY if one is attached already.
+ * fl__region_wp_installs: from its return on, every page the pager
+ * installs in @r is mapped write-protected (@on), zeros too (copied: the
+ * shared zero page cannot be), or no longer (!@on).
+ * fl__region_wp_detach: @fn is not called any more once it returns (write-
+ * protect faults read later are dropped: unprotect the range after).
+ * Thread safety: any thread.
+ */
+int fl__region_wp_attach(struct fl_region *r, fl__wp_fn fn, void *arg);
+void fl__region_wp_installs(struct fl_region *r, bool on);
+void fl__region_wp_detach(struct fl_region *r);
+
+/* What a live snapshot needs to know of a region. */
+struct fl__region_info {
+	struct fl_uffd *uffd;		/* the pager's */
+	uintptr_t base;			/* now (it moves with mremap) */
+	size_t len, ps;
+	struct fl_store *store;
+	uint64_t store_off;
+	enum fl_mem_type mem;
+	uint32_t modes;			/* FL_REGISTER_* the region registered */
+};
+void fl__region_info(struct fl_region *r, struct fl__region_info *ret);
+
+/*
+ * The pager's state of page @pg: FL__PAGE_PRESENT (mapped, by the pager or
+ * the program), FL__PAGE_STORE (only the store has it: absent or being
+ * brought in), FL__PAGE_ZERO (the program discarded it: it reads zeros),
+ * FL__PAGE_GONE (unmapped or poisoned). Thread safety: any thread.
+ */
+enum { FL__PAGE_PRESENT, FL__PAGE_STORE, FL__PAGE_ZERO, FL__PAGE_GONE };
+int fl__region_page(struct fl_region *r, size_t pg);
 
 #endif /* FL_PAGER_SUPPLY_H */

@@ -1,0 +1,1171 @@
+/* SPDX-License-Identifier: MIT */
+/* Live snapshots: write-protect at one instant, save pages in the background, copy before write. */
+
+/*
+ * How it fits together:
+ *
+ * - Every page of a range has a state byte: IDLE (not part of the snapshot
+ *   in progress), pending with its source (MEM: the memory; STORE: a pager
+ *   region's store; ZERO; ABSENT: unmapped), SAVING (one thread is saving
+ *   it) and DONE (put or marked). Whoever moves a page from pending to
+ *   SAVING saves it; the others wait for DONE. So each page is put once.
+ * - The instant: the ranges are write-protected under the write side of
+ *   `instant`; write-protect faults are handled under its read side. A
+ *   thread that writes a page during the instant therefore stays blocked
+ *   until every range is protected, and no write that completed before the
+ *   end of the instant can depend on one that waited: the saved image is
+ *   the memory as it was when the last range was protected. The page states
+ *   are set in the same critical section.
+ * - The writer thread (fl-snap-writer) saves pending pages in runs. A write
+ *   to a page still pending faults; the fault thread (fl-snap) saves that
+ *   page first, then unprotects it, which lets the write go on.
+ * - Memory is read with process_vm_readv(), never dereferenced: a range the
+ *   program unmaps meanwhile gives EFAULT instead of killing the process.
+ *   After each copy the page must still be write-protected (its
+ *   /proc/self/pagemap entry) and not discarded meanwhile: a private
+ *   anonymous page the program zapped with MADV_DONTNEED loses its
+ *   protection, and its copy may be torn, so it is recorded as discarded.
+ * - Pager regions: the pager keeps the region registered for missing pages;
+ *   write-protect mode is added on the same userfaultfd, and the pager hands
+ *   the faults (and its discard and unmap events) to us through a hook
+ *   (fl__region_wp_attach), never blocking its handler threads: faults are
+ *   queued to the fl-snap thread. While a snapshot runs (or tracking is on)
+ *   the pager installs pages write-protected. Pages the pager has not
+ *   brought in at the instant are read from its store.
+ * - Tracking (FL_SNAPSHOT_LIVE_TRACK): pages stay protected after they are
+ *   saved; the first write after the instant faults and marks the page
+ *   dirty; discards and unmaps mark pages dirty too. An incremental
+ *   snapshot saves the dirty pages only. It uses synchronous write-protect
+ *   faults: see the note at fl_snapshot_live_take() in snapshot.h on why
+ *   UFFD_FEATURE_WP_ASYNC cannot serve a live (copy-before-write) snapshot.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "faultline.h"
+#include "internal.h"
+#include "pager/supply.h"
+#include "util.h"
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22	/* 5.14 */
+#endif
+
+#define LV_RUN (1u << 20)		/* the writer thread saves up to this much at once */
+#define LV_EVENTS 64
+#define PM_PRESENT (1ull << 63)
+#define PM_SWAPPED (1ull << 62)
+#define PM_UFFD_WP (1ull << 57)
+
+/* Page states. */
+enum {
+	LV_IDLE = 0,
+	LV_MEM = 1,
+	LV_STORE = 2,
+	LV_ZERO = 3,
+	LV_ABSENT = 4,
+	LV_SAVING = 5,
+	LV_DONE = 6,
+};
+
+/* Page flags. */
+enum {
+	LF_DIRTY = 1u << 0,	/* written, discarded or unmapped since the last instant */
+	LF_DISCARDED = 1u << 1,	/* discarded since the last instant */
+	LF_GONE = 1u << 2,	/* unmapped (or moved away): never read again */
+};
+
+enum lv_stat {
+	SS_PAGES,
+	SS_WRITTEN,
+	SS_STORE,
+	SS_ZERO,
+	SS_DISCARDED,
+	SS_UNMAPPED,
+	SS_COUNT,
+};
+
+struct fl_snapshot_live;
+
+struct lv_range {
+	struct fl_snapshot_live *s;
+	uint32_t index;
+	_Atomic uintptr_t base;		/* plain memory: follows mremap of the whole range */
+	size_t len, ps, npages;
+	unsigned int shift;
+	enum fl_mem_type mem;
+	uint32_t flags;
+	struct fl_region *region;	/* or NULL: plain memory */
+	struct fl_uffd *u;		/* where it is registered for write-protect faults */
+	uint32_t modes;			/* pager region: its own registration modes */
+	_Atomic uint8_t *st;
+	_Atomic uint8_t *pf;
+	bool registered, attached;
+};
+
+struct lv_item {
+	struct lv_range *r;
+	size_t pg;
+};
+
+struct fl_snapshot_live {
+	pid_t pid;
+	uint32_t flags;
+	struct fl_uffd *u;		/* ours, for plain memory (NULL if there is none) */
+	int pm_fd;			/* /proc/self/pagemap */
+	size_t n;
+	struct lv_range *r;
+	size_t max_ps;
+
+	pthread_rwlock_t instant;	/* faults: read side; the instant: write side */
+	_Atomic uint32_t ev_seq;	/* odd while the fault thread reads and applies events */
+
+	pthread_mutex_t lock;		/* what follows, up to the queue */
+	pthread_cond_t cv;
+	bool running;			/* a snapshot in progress */
+	bool have_base;			/* a snapshot completed: an incremental can follow */
+	bool writer_started;
+	pthread_t writer;
+	struct fl_snapshot_writer *w;
+	int error;
+	uint64_t t_take;
+
+	pthread_mutex_t qlock;		/* write-protect faults of pager regions */
+	struct lv_item *q;
+	size_t qn, qcap;
+	int q_efd;
+	int stop_efd;
+	pthread_t thread;
+	bool thread_started;
+	uint8_t *fbuf;			/* the fault thread's buffer: one page of max_ps */
+	uint8_t *wbuf;			/* the writer thread's: LV_RUN (or max_ps) */
+	size_t wbuf_len;
+
+	_Atomic uint64_t st[SS_COUNT];
+	_Atomic uint64_t wp_faults, wait_max, snapshots, pause_ns, duration_ns;
+};
+
+static void stat_add(struct fl_snapshot_live *s, enum lv_stat k, uint64_t v)
+{
+	atomic_fetch_add_explicit(&s->st[k], v, memory_order_relaxed);
+}
+
+static uintptr_t range_base(struct lv_range *r)
+{
+	if (r->region) {
+		struct fl__region_info ri;
+
+		fl__region_info(r->region, &ri);
+		return ri.base;
+	}
+	return atomic_load(&r->base);
+}
+
+static void set_error(struct fl_snapshot_live *s, int e)
+{
+	pthread_mutex_lock(&s->lock);
+	if (!s->error)
+		s->error = e;
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* ------------------------------------------------------------- saving */
+
+/* Wait until page @pg leaves SAVING (another thread is putting it: short). */
+static void wait_saved(struct lv_range *r, size_t pg)
+{
+	for (unsigned int i = 0; atomic_load(&r->st[pg]) == LV_SAVING; i++)
+		if (i > 64)
+			sched_yield();
+}
+
+/*
+ * Whether pages [pg, pg+n), just copied, were still write-protected and
+ * not discarded when the copy ended: @ok[i] for each. The pagemap entries
+ * say whether the protection survived (a private anonymous page that was
+ * zapped lost it); the flags, whether an event said it was discarded.
+ */
+static int verify(struct lv_range *r, uintptr_t addr, size_t pg, size_t n, bool *ok)
+{
+	size_t sub = r->ps / fl__page_size(), total = n * sub, done = 0;
+	uint64_t ent[512];
+
+	for (size_t i = 0; i < n; i++)
+		ok[i] = !(atomic_load(&r->pf[pg + i]) & LF_DISCARDED);
+	while (done < total) {
+		size_t k = total - done < 512 ? total - done : 512;
+		off_t at = (off_t)((addr / fl__page_size() + done) * sizeof(uint64_t));
+		ssize_t got = pread(r->s->pm_fd, ent, k * sizeof(uint64_t), at);
+
+		if (got != (ssize_t)(k * sizeof(uint64_t)))
+			return got < 0 ? -errno : -EIO;
+		for (size_t j = 0; j < k; j++) {
+			uint64_t v = ent[j];
+
+			if (!(v & (PM_PRESENT | PM_SWAPPED)) || !(v & PM_UFFD_WP))
+				ok[(done + j) / sub] = false;
+		}
+		done += k;
+	}
+	if (r->region)
+		for (size_t i = 0; i < n; i++)
+			if (fl__region_page(r->region, pg + i) != FL__PAGE_PRESENT)
+				ok[i] = false;
+	return 0;
+}
+
+static void settle(struct lv_range *r, size_t pg, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		atomic_store(&r->st[pg + i], LV_DONE);
+}
+
+static int mark(struct lv_range *r, size_t pg, size_t n, uint32_t kind)
+{
+	struct fl_snapshot_live *s = r->s;
+	int e = fl_snapshot_writer_mark(s->w, r->index, (uint64_t)pg << r->shift, n << r->shift,
+					kind);
+
+	stat_add(s, kind == FL_SNAPSHOT_MARK_ZERO ? SS_DISCARDED : SS_UNMAPPED, n);
+	return e;
+}
+
+/*
+ * Save pages [pg, pg+n) of @r, which this thread has claimed (SAVING), from
+ * @kind's source, through @buf (at least n pages). Settles them (DONE)
+ * whatever happens, so no writing thread waits for good. Returns 0 or the
+ * error that made the snapshot incomplete.
+ */
+static int save_claimed(struct lv_range *r, size_t pg, size_t n, int kind, uint8_t *buf)
+{
+	struct fl_snapshot_live *s = r->s;
+	uint64_t off = (uint64_t)pg << r->shift;
+	size_t len = n << r->shift;
+	int e = 0;
+
+	switch (kind) {
+	case LV_ZERO:
+		e = fl_snapshot_writer_put(s->w, r->index, off, NULL, len);
+		stat_add(s, SS_ZERO, n);
+		stat_add(s, SS_PAGES, n);
+		break;
+	case LV_ABSENT:
+		e = mark(r, pg, n, FL_SNAPSHOT_MARK_ABSENT);
+		break;
+	case LV_STORE: {
+		struct fl__region_info ri;
+
+		fl__region_info(r->region, &ri);
+		e = fl_store_read(ri.store, ri.store_off + off, buf, len, r->ps, NULL);
+		if (!e)
+			e = fl_snapshot_writer_put(s->w, r->index, off, buf, len);
+		else
+			fl__err("snapshot: reading the store of a pager region at %llu: %s",
+				(unsigned long long)(ri.store_off + off), strerror(-e));
+		stat_add(s, SS_STORE, n);
+		stat_add(s, SS_PAGES, n);
+		break;
+	}
+	case LV_MEM: {
+		uintptr_t addr;
+		uint32_t seq;
+		bool ok[LV_RUN / 4096 + 1];
+		struct iovec local, remote;
+		ssize_t got;
+
+		/* An event being applied may be about these pages: let it finish first. */
+		for (unsigned int i = 0; (seq = atomic_load(&s->ev_seq)) & 1; i++)
+			if (i > 64)
+				sched_yield();
+		addr = range_base(r) + off;
+		local = (struct iovec){ .iov_base = buf, .iov_len = len };
+		remote = (struct iovec){ .iov_base = (void *)addr, .iov_len = len };
+		got = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+		if (got != (ssize_t)len) {
+			if (got < 0 && errno != EFAULT) {
+				e = -errno;
+				fl__err("snapshot: reading memory at %#lx: %s", (unsigned long)addr,
+					strerror(-e));
+				break;
+			}
+			/* Unmapped under us (the UNMAP event comes after the fact). */
+			e = mark(r, pg, n, FL_SNAPSHOT_MARK_ABSENT);
+			break;
+		}
+		/* Events read during the copy are applied when ev_seq is even again. */
+		while (atomic_load(&s->ev_seq) != seq && (atomic_load(&s->ev_seq) & 1))
+			sched_yield();
+		e = verify(r, addr, pg, n, ok);
+		if (e) {
+			fl__err("snapshot: reading /proc/self/pagemap: %s", strerror(-e));
+			break;
+		}
+		for (size_t i = 0; i < n && !e;) {
+			size_t j = i;
+
+			while (j < n && ok[j] == ok[i])
+				j++;
+			if (ok[i]) {
+				e = fl_snapshot_writer_put(s->w, r->index, off + (i << r->shift),
+							   buf + (i << r->shift),
+							   (j - i) << r->shift);
+				stat_add(s, SS_PAGES, j - i);
+			} else {
+				e = mark(r, pg + i, j - i, FL_SNAPSHOT_MARK_ZERO);
+			}
+			i = j;
+		}
+		break;
+	}
+	default:
+		e = -EINVAL;
+		break;
+	}
+	settle(r, pg, n);
+	if (e)
+		set_error(s, e);
+	return e;
+}
+
+static bool is_pending(int v)
+{
+	return v >= LV_MEM && v <= LV_ABSENT;
+}
+
+/* Save page @pg now if the snapshot still needs it (a write waits for it). */
+static void save_page(struct lv_range *r, size_t pg, uint8_t *buf, bool *ret_saved)
+{
+	uint8_t v = atomic_load(&r->st[pg]);
+
+	*ret_saved = false;
+	while (is_pending(v)) {
+		if (atomic_compare_exchange_weak(&r->st[pg], &v, LV_SAVING)) {
+			save_claimed(r, pg, 1, v, buf);
+			*ret_saved = true;
+			return;
+		}
+	}
+	if (v == LV_SAVING)
+		wait_saved(r, pg);
+}
+
+/*
+ * A write-protect fault on page @pg of @r (under the read side of the
+ * instant): save the page if the snapshot needs it, note it written, and
+ * let the write go on.
+ */
+static void handle_wp(struct lv_range *r, size_t pg)
+{
+	struct fl_snapshot_live *s = r->s;
+	uint64_t t0 = fl__now_ns(), dt, m;
+	bool saved;
+	int e;
+
+	atomic_fetch_add_explicit(&s->wp_faults, 1, memory_order_relaxed);
+	save_page(r, pg, s->fbuf, &saved);
+	if (saved)
+		stat_add(s, SS_WRITTEN, 1);
+	if (s->flags & FL_SNAPSHOT_LIVE_TRACK)
+		atomic_fetch_or(&r->pf[pg], LF_DIRTY);
+	e = fl_uffd_writeprotect(r->u, (void *)(range_base(r) + (pg << r->shift)), r->ps, 0);
+	if (e && e != -ENOENT)
+		fl__warn("snapshot: unprotecting a written page: %s", strerror(-e));
+	dt = fl__now_ns() - t0;
+	m = atomic_load_explicit(&s->wait_max, memory_order_relaxed);
+	while (dt > m && !atomic_compare_exchange_weak(&s->wait_max, &m, dt))
+		;
+}
+
+/*
+ * The program discarded (@gone: unmapped) pages [pg, pg+n) of @r. Pages
+ * the snapshot in progress still has to read from memory are lost: they are
+ * recorded as zero pages (what the program reads there now) or absent.
+ * Store and zero pages keep their source. Never blocks.
+ */
+static void lose(struct lv_range *r, size_t pg, size_t n, bool gone)
+{
+	for (size_t i = pg; i < pg + n && i < r->npages; i++) {
+		uint8_t v = LV_MEM;
+
+		atomic_fetch_or(&r->pf[i], LF_DIRTY | (gone ? LF_GONE : LF_DISCARDED));
+		if (atomic_compare_exchange_strong(&r->st[i], &v, LV_SAVING)) {
+			int e = mark(r, i, 1, gone ? FL_SNAPSHOT_MARK_ABSENT : FL_SNAPSHOT_MARK_ZERO);
+
+			settle(r, i, 1);
+			if (e)
+				set_error(r->s, e);
+		}
+	}
+}
+
+/* ----------------------------------------------------- pager regions */
+
+static void q_push(struct fl_snapshot_live *s, struct lv_range *r, size_t pg)
+{
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&s->qlock);
+	if (s->qn == s->qcap) {
+		size_t cap = s->qcap ? s->qcap * 2 : 64;
+		struct lv_item *q = realloc(s->q, cap * sizeof(*q));
+
+		if (!q) {
+			pthread_mutex_unlock(&s->qlock);
+			/* The write stays blocked; it faults again when woken by someone. */
+			fl__err("snapshot: out of memory queueing a write-protect fault");
+			return;
+		}
+		s->q = q;
+		s->qcap = cap;
+	}
+	s->q[s->qn++] = (struct lv_item){ .r = r, .pg = pg };
+	pthread_mutex_unlock(&s->qlock);
+	if (write(s->q_efd, &one, sizeof(one)) < 0)
+		(void)0;	/* the counter is full: the thread is woken anyway */
+}
+
+/* The pager's hook: on its handler thread (or in dispatch); never blocks. */
+static void region_hook(void *arg, struct fl_region *reg, size_t pg, size_t n, int why)
+{
+	struct lv_range *r = arg;
+
+	(void)reg;
+	switch (why) {
+	case FL__WP_FAULT:
+		q_push(r->s, r, pg);
+		break;
+	case FL__WP_DISCARD:
+		lose(r, pg, n, false);
+		break;
+	case FL__WP_GONE:
+		lose(r, pg, n, true);
+		break;
+	}
+}
+
+/* ------------------------------------------------- the fault thread */
+
+static struct lv_range *find_plain(struct fl_snapshot_live *s, uintptr_t addr, size_t *ret_pg)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		struct lv_range *r = &s->r[i];
+		uintptr_t b = atomic_load(&r->base);
+
+		if (!r->region && addr >= b && addr < b + r->len) {
+			*ret_pg = (addr - b) >> r->shift;
+			return r;
+		}
+	}
+	return NULL;
+}
+
+/* An event on our own userfaultfd (plain memory). */
+static void apply_event(struct fl_snapshot_live *s, const struct fl_event *ev)
+{
+	uintptr_t a, b;
+
+	switch (ev->type) {
+	case FL_EVENT_REMOVE:
+	case FL_EVENT_UNMAP:
+		a = (uintptr_t)ev->range.start;
+		b = (uintptr_t)ev->range.end;
+		for (size_t i = 0; i < s->n; i++) {
+			struct lv_range *r = &s->r[i];
+			uintptr_t rb = atomic_load(&r->base), lo, hi;
+
+			if (r->region || b <= rb || a >= rb + r->len)
+				continue;
+			lo = a > rb ? a : rb;
+			hi = b < rb + r->len ? b : rb + r->len;
+			lose(r, (lo - rb) >> r->shift, (hi - lo + r->ps - 1) >> r->shift,
+			     ev->type == FL_EVENT_UNMAP);
+		}
+		break;
+	case FL_EVENT_REMAP:
+		a = (uintptr_t)ev->remap.from;
+		b = a + ev->remap.len;
+		for (size_t i = 0; i < s->n; i++) {
+			struct lv_range *r = &s->r[i];
+			uintptr_t rb = atomic_load(&r->base), lo, hi;
+
+			if (r->region || b <= rb || a >= rb + r->len)
+				continue;
+			if (a <= rb && b >= rb + r->len) {
+				/* The whole range moved: follow it. */
+				atomic_store(&r->base, (uintptr_t)ev->remap.to + (rb - a));
+				continue;
+			}
+			/* A piece moved away alone: it is not this range any more. */
+			lo = a > rb ? a : rb;
+			hi = b < rb + r->len ? b : rb + r->len;
+			fl__warn("snapshot: part of a range was moved by mremap; its pages not "
+				 "saved yet are recorded absent");
+			lose(r, (lo - rb) >> r->shift, (hi - lo) >> r->shift, true);
+		}
+		break;
+	default:
+		break;
+	}
+}
+
+static void handle_plain_fault(struct fl_snapshot_live *s, const struct fl_event *ev)
+{
+	uintptr_t addr = (uintptr_t)ev->fault.addr;
+	struct lv_range *r;
+	size_t pg;
+
+	if (!(ev->flags & FL_FAULT_WP))
+		return;
+	r = find_plain(s, addr, &pg);
+	if (r) {
+		handle_wp(r, pg);
+		return;
+	}
+	/* A piece moved away: no longer ours to save; let the write go on. */
+	if (fl_uffd_writeprotect(s->u, (void *)(addr & ~(uintptr_t)(fl__page_size() - 1)),
+				 fl__page_size(), 0) == -EINVAL)
+		fl_uffd_writeprotect(s->u, (void *)(addr & ~(uintptr_t)((2u << 20) - 1)), 2u << 20,
+				     0);
+}
+
+static void read_uffd(struct fl_snapshot_live *s)
+{
+	struct fl_event ev[LV_EVENTS];
+	int n;
+
+	do {
+		pthread_rwlock_rdlock(&s->instant);
+		atomic_fetch_add(&s->ev_seq, 1);
+		n = fl_uffd_read_events(s->u, ev, LV_EVENTS);
+		for (int i = 0; i < n; i++)
+			if (ev[i].type != FL_EVENT_PAGEFAULT)
+				apply_event(s, &ev[i]);
+		atomic_fetch_add(&s->ev_seq, 1);
+		/* Events first, then the faults read with them. */
+		for (int i = 0; i < n; i++)
+			if (ev[i].type == FL_EVENT_PAGEFAULT)
+				handle_plain_fault(s, &ev[i]);
+		pthread_rwlock_unlock(&s->instant);
+	} while (n == LV_EVENTS);
+	if (n < 0 && n != -EAGAIN && n != -EINTR)
+		fl__err("snapshot: reading the userfaultfd: %s", strerror(-n));
+}
+
+static void drain_queue(struct fl_snapshot_live *s)
+{
+	for (;;) {
+		struct lv_item it;
+
+		pthread_mutex_lock(&s->qlock);
+		if (!s->qn) {
+			pthread_mutex_unlock(&s->qlock);
+			return;
+		}
+		it = s->q[0];
+		memmove(s->q, s->q + 1, (s->qn - 1) * sizeof(*s->q));
+		s->qn--;
+		pthread_mutex_unlock(&s->qlock);
+		pthread_rwlock_rdlock(&s->instant);
+		handle_wp(it.r, it.pg);
+		pthread_rwlock_unlock(&s->instant);
+	}
+}
+
+static void *fault_main(void *arg)
+{
+	struct fl_snapshot_live *s = arg;
+	struct pollfd pf[3] = {
+		{ .fd = s->stop_efd, .events = POLLIN },
+		{ .fd = s->q_efd, .events = POLLIN },
+		{ .fd = s->u ? fl_uffd_fd(s->u) : -1, .events = POLLIN },
+	};
+
+	for (;;) {
+		uint64_t v;
+
+		if (poll(pf, s->u ? 3 : 2, -1) < 0 && errno != EINTR)
+			break;
+		if (pf[0].revents & POLLIN)
+			break;
+		if ((pf[1].revents & POLLIN) && read(s->q_efd, &v, sizeof(v)) < 0)
+			(void)0;	/* someone else reset it */
+		drain_queue(s);
+		if (s->u && (pf[2].revents & (POLLIN | POLLERR)))
+			read_uffd(s);
+	}
+	return NULL;
+}
+
+/* ------------------------------------------------- the writer thread */
+
+/* Claim a run of pages from @pg with the same pending state; returns how many (0: none at pg). */
+static size_t claim_run(struct lv_range *r, size_t pg, size_t max, int *ret_kind)
+{
+	uint8_t v = atomic_load(&r->st[pg]);
+	size_t n = 0;
+
+	if (!is_pending(v) || !atomic_compare_exchange_strong(&r->st[pg], &v, LV_SAVING))
+		return 0;
+	*ret_kind = v;
+	for (n = 1; n < max && pg + n < r->npages; n++) {
+		uint8_t w = (uint8_t)*ret_kind;
+
+		if (!atomic_compare_exchange_strong(&r->st[pg + n], &w, LV_SAVING))
+			break;
+	}
+	return n;
+}
+
+static void *writer_main(void *arg)
+{
+	struct fl_snapshot_live *s = arg;
+	bool track = s->flags & FL_SNAPSHOT_LIVE_TRACK;
+
+	for (size_t i = 0; i < s->n; i++) {
+		struct lv_range *r = &s->r[i];
+		size_t max = s->wbuf_len >> r->shift;
+
+		for (size_t pg = 0; pg < r->npages;) {
+			int kind = 0;
+			size_t n = claim_run(r, pg, max, &kind);
+
+			if (!n) {
+				pg++;
+				continue;
+			}
+			save_claimed(r, pg, n, kind, s->wbuf);
+			/* Not tracking: the saved pages need no protection any more. */
+			if (!track && kind == LV_MEM)
+				fl_uffd_writeprotect(r->u, (void *)(range_base(r) + (pg << r->shift)),
+						     n << r->shift, 0);
+			pg += n;
+		}
+	}
+	/* Pages other threads are saving (a write each). */
+	for (size_t i = 0; i < s->n; i++)
+		for (size_t pg = 0; pg < s->r[i].npages; pg++)
+			wait_saved(&s->r[i], pg);
+	for (size_t i = 0; i < s->n && !track; i++) {
+		struct lv_range *r = &s->r[i];
+
+		if (r->region)
+			fl__region_wp_installs(r->region, false);
+		/* Pages the pager installed protected meanwhile: writes need not fault. */
+		fl_uffd_writeprotect(r->u, (void *)range_base(r), r->len, 0);
+	}
+	pthread_mutex_lock(&s->lock);
+	atomic_store(&s->duration_ns, fl__now_ns() - s->t_take);
+	if (!s->error) {
+		s->have_base = true;
+		atomic_fetch_add(&s->snapshots, 1);
+	}
+	s->running = false;
+	s->w = NULL;
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+/* ------------------------------------------------------------- the API */
+
+static void join_writer(struct fl_snapshot_live *s)
+{
+	if (s->writer_started) {
+		pthread_join(s->writer, NULL);
+		s->writer_started = false;
+	}
+}
+
+static int start_thread(pthread_t *t, void *(*fn)(void *), void *arg, const char *name)
+{
+	sigset_t all, old;
+	int e;
+
+	/* Our threads take no process signals: those belong to the program's threads. */
+	sigfillset(&all);
+	sigdelset(&all, SIGBUS);
+	sigdelset(&all, SIGSEGV);
+	sigdelset(&all, SIGFPE);
+	sigdelset(&all, SIGILL);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	e = -pthread_create(t, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (!e)
+		pthread_setname_np(*t, name);
+	return e;
+}
+
+static bool pow2(size_t v)
+{
+	return v && !(v & (v - 1));
+}
+
+/* Check range @i and fill s->r[i] (not registered yet). */
+static int range_init(struct fl_snapshot_live *s, size_t i, const struct fl_snapshot_range *in)
+{
+	struct lv_range *r = &s->r[i];
+	size_t base_ps = fl__page_size();
+
+	r->s = s;
+	r->index = (uint32_t)i;
+	r->flags = in->flags;
+	if (in->region) {
+		struct fl__region_info ri;
+
+		if (in->addr || in->len)
+			return fl__einval("fl_snapshot_live_create", "range %zu: a region and an "
+					  "address/length at once", i);
+		fl__region_info(in->region, &ri);
+		r->region = in->region;
+		r->u = ri.uffd;
+		atomic_init(&r->base, ri.base);
+		r->len = ri.len;
+		r->ps = ri.ps;
+		r->mem = ri.mem;
+		r->modes = ri.modes;
+	} else {
+		r->ps = in->page_size ? in->page_size
+				      : in->mem == FL_MEM_HUGETLB ? (size_t)2 << 20 : base_ps;
+		if (!in->addr || !in->len || (unsigned int)in->mem >= FL_MEM_TYPE_COUNT ||
+		    !pow2(r->ps) || r->ps < base_ps || (uintptr_t)in->addr % r->ps ||
+		    in->len % r->ps)
+			return fl__einval("fl_snapshot_live_create", "range %zu: %s", i,
+					  !in->addr ? "addr is NULL" : !in->len ? "len is 0" :
+					  (unsigned int)in->mem >= FL_MEM_TYPE_COUNT ?
+					  "unknown memory type" :
+					  "page size not a power of two of at least the base page "
+					  "size, or addr/len not multiples of it");
+		atomic_init(&r->base, (uintptr_t)in->addr);
+		r->len = in->len;
+		r->mem = in->mem;
+	}
+	r->shift = (unsigned int)__builtin_ctzll(r->ps);
+	r->npages = r->len >> r->shift;
+	r->st = calloc(r->npages, 1);
+	r->pf = calloc(r->npages, 1);
+	if (!r->st || !r->pf)
+		return -ENOMEM;
+	if (r->ps > s->max_ps)
+		s->max_ps = r->ps;
+	for (size_t k = 0; k < i; k++) {
+		uintptr_t a = atomic_load(&r->base), b = atomic_load(&s->r[k].base);
+
+		if (a < b + s->r[k].len && b < a + r->len)
+			return fl__einval("fl_snapshot_live_create", "ranges %zu and %zu overlap", k,
+					  i);
+	}
+	return 0;
+}
+
+/* Register range @r for write-protect faults. */
+static int range_register(struct fl_snapshot_live *s, struct lv_range *r)
+{
+	uint32_t ioctls = 0;
+	uintptr_t base = range_base(r);
+	int e;
+
+	if (r->region) {
+		e = fl__region_wp_attach(r->region, region_hook, r);
+		if (e) {
+			if (e == -EOPNOTSUPP)
+				fl__err("snapshot: a pager region in SIGBUS mode, or one that installs "
+					"by MOVE, cannot be snapshotted live (use FL_INSTALL_COPY)");
+			return e;
+		}
+		r->attached = true;
+		e = fl_uffd_register(r->u, (void *)base, r->len, r->modes | FL_REGISTER_WP,
+				     &ioctls);
+	} else {
+		r->u = s->u;
+		e = fl_uffd_register(r->u, (void *)base, r->len, FL_REGISTER_WP, &ioctls);
+	}
+	if (!e && !(ioctls & FL_IOCTL_WRITEPROTECT))
+		e = -EOPNOTSUPP;
+	if (e) {
+		fl__err("snapshot: registering %#lx+%zu (%s) for write-protect faults: %s",
+			(unsigned long)base, r->len, fl_mem_type_name(r->mem), strerror(-e));
+		return e == -EINVAL ? -EOPNOTSUPP : e;
+	}
+	r->registered = true;
+	if (r->region && (s->flags & FL_SNAPSHOT_LIVE_TRACK))
+		fl__region_wp_installs(r->region, true);
+	return 0;
+}
+
+FL_API int fl_snapshot_live_create(const struct fl_snapshot_range *ranges, size_t n,
+				   const struct fl_snapshot_live_opts *opts,
+				   struct fl_snapshot_live **ret)
+{
+	struct fl_snapshot_live_opts o = { .sz = sizeof(o) };
+	pthread_rwlockattr_t ra;
+	struct fl_snapshot_live *s;
+	bool plain = false;
+	int e;
+
+	if (!ranges || !n || !ret || n > 4096)
+		return fl__einval(__func__, "%s", !ranges ? "ranges is NULL" : !n ? "n is 0" :
+				  !ret ? "ret is NULL" : "more than 4096 ranges");
+	if (opts) {
+		e = fl__opts_copy(&o, sizeof(o), opts, __func__);
+		if (e < 0)
+			return e;
+	}
+	if (o.flags & ~(uint32_t)(FL_SNAPSHOT_LIVE_TRACK | FL_SNAPSHOT_LIVE_NO_UNPOPULATED))
+		return fl__einval(__func__, "unknown flags %#x", o.flags);
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->pid = getpid();
+	s->flags = o.flags;
+	s->pm_fd = -1;
+	s->q_efd = -1;
+	s->stop_efd = -1;
+	pthread_rwlockattr_init(&ra);
+	/* The instant must not wait behind a stream of faults. */
+	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&s->instant, &ra);
+	pthread_rwlockattr_destroy(&ra);
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->qlock, NULL);
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&s->cv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+	s->n = n;
+	s->r = calloc(n, sizeof(*s->r));
+	if (!s->r) {
+		e = -ENOMEM;
+		goto fail;
+	}
+	for (size_t i = 0; i < n; i++) {
+		e = range_init(s, i, &ranges[i]);
+		if (e)
+			goto fail;
+		plain |= !ranges[i].region;
+	}
+	s->pm_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	s->q_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	s->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (s->pm_fd < 0 || s->q_efd < 0 || s->stop_efd < 0) {
+		e = -errno;
+		fl__err("snapshot: opening /proc/self/pagemap or an eventfd: %s", strerror(-e));
+		goto fail;
+	}
+	s->wbuf_len = LV_RUN > s->max_ps ? LV_RUN : s->max_ps;
+	s->wbuf = malloc(s->wbuf_len);
+	s->fbuf = malloc(s->max_ps);
+	if (!s->wbuf || !s->fbuf) {
+		e = -ENOMEM;
+		goto fail;
+	}
+	if (plain) {
+		struct fl_uffd_opts uo = {
+			.sz = sizeof(uo),
+			.features = FL_FEAT_PAGEFAULT_FLAG_WP,
+			.optional = FL_FEAT_WP_HUGETLBFS_SHMEM | FL_FEAT_EVENT_REMAP |
+				    FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP |
+				    (o.flags & FL_SNAPSHOT_LIVE_NO_UNPOPULATED ?
+					     0 : FL_FEAT_WP_UNPOPULATED),
+			.flags = FL_UFFD_NONBLOCK,
+		};
+
+		e = fl_uffd_open(&uo, &s->u);
+		if (e)
+			goto fail;
+	}
+	for (size_t i = 0; i < n; i++) {
+		e = range_register(s, &s->r[i]);
+		if (e)
+			goto fail;
+	}
+	e = start_thread(&s->thread, fault_main, s, "fl-snap");
+	if (e)
+		goto fail;
+	s->thread_started = true;
+	*ret = s;
+	return 0;
+fail:
+	fl_snapshot_live_destroy(s);
+	return e;
+}
+
+/* Private anonymous pages never touched cannot be protected without WP_UNPOPULATED: map them. */
+static void populate(struct fl_snapshot_live *s, struct lv_range *r)
+{
+	uintptr_t base = range_base(r);
+
+	if (r->region || r->mem != FL_MEM_ANON || (fl_uffd_features(s->u) & FL_FEAT_WP_UNPOPULATED))
+		return;
+	if (madvise((void *)base, r->len, MADV_POPULATE_READ) == 0)
+		return;
+	/* Before 5.14: read it all (faults map the zero page where nothing is). */
+	for (size_t off = 0; off < r->len; off += s->wbuf_len) {
+		size_t k = r->len - off < s->wbuf_len ? r->len - off : s->wbuf_len;
+		struct iovec l = { s->wbuf, k }, rm = { (void *)(base + off), k };
+
+		if (process_vm_readv(getpid(), &l, 1, &rm, 1, 0) < 0)
+			break;
+	}
+}
+
+/* Write-protect (or with !@on unprotect) range @r, leaving out pages unmapped. */
+static int protect(struct lv_range *r, bool on)
+{
+	uintptr_t base = range_base(r);
+	int e = fl_uffd_writeprotect(r->u, (void *)base, r->len, on ? FL_RESOLVE_WP : 0);
+
+	if (e != -ENOENT)
+		return e;
+	/* Part of it was unmapped: page runs that are still there. */
+	e = 0;
+	for (size_t pg = 0; pg < r->npages;) {
+		size_t end = pg;
+
+		while (end < r->npages && !(atomic_load(&r->pf[end]) & LF_GONE))
+			end++;
+		if (end > pg) {
+			int k = fl_uffd_writeprotect(r->u, (void *)(base + (pg << r->shift)),
+						     (end - pg) << r->shift, on ? FL_RESOLVE_WP : 0);
+
+			if (k && k != -ENOENT && !e)
+				e = k;
+		}
+		pg = end + 1;
+	}
+	return e;
+}
+
+/* The state of page @pg at the instant: what the snapshot must save, or IDLE. */
+static uint8_t instant_state(struct lv_range *r, size_t pg, bool incremental)
+{
+	uint8_t f = atomic_fetch_and(&r->pf[pg], (uint8_t)~(LF_DIRTY | LF_DISCARDED));
+
+	if (incremental && !(f & LF_DIRTY))
+		return LV_IDLE;
+	if (f & LF_GONE)
+		return LV_ABSENT;
+	if (!r->region)
+		return LV_MEM;
+	switch (fl__region_page(r->region, pg)) {
+	case FL__PAGE_PRESENT:
+		return LV_MEM;
+	case FL__PAGE_STORE:
+		return LV_STORE;
+	case FL__PAGE_ZERO:
+		return LV_ZERO;
+	default:
+		return LV_ABSENT;
+	}
+}
+
+FL_API int fl_snapshot_live_take(struct fl_snapshot_live *s, struct fl_snapshot_writer *w,
+				 uint32_t flags)
+{
+	bool incremental = flags & FL_SNAPSHOT_TAKE_INCREMENTAL, track;
+	uint64_t t0;
+	size_t i;
+	int e = 0;
+
+	if (!s || !w || (flags & ~(uint32_t)FL_SNAPSHOT_TAKE_INCREMENTAL))
+		return fl__einval(__func__, "%s", !s ? "s is NULL" : !w ? "w is NULL" :
+				  "unknown flags");
+	if (getpid() != s->pid)
+		return -ECHILD;
+	track = s->flags & FL_SNAPSHOT_LIVE_TRACK;
+	pthread_mutex_lock(&s->lock);
+	if (s->running) {
+		pthread_mutex_unlock(&s->lock);
+		return -EBUSY;
+	}
+	if (incremental && (!track || !s->have_base)) {
+		pthread_mutex_unlock(&s->lock);
+		return fl__einval(__func__, "an incremental snapshot needs FL_SNAPSHOT_LIVE_TRACK "
+				  "and a previous snapshot that completed");
+	}
+	s->running = true;
+	pthread_mutex_unlock(&s->lock);
+	join_writer(s);
+
+	for (i = 0; i < s->n && !e; i++) {
+		struct lv_range *r = &s->r[i];
+		uint32_t idx = 0;
+
+		e = fl_snapshot_writer_add_region(w, range_base(r), r->len, r->ps, r->flags, &idx);
+		if (!e && idx != i)
+			e = fl__einval(__func__, "the writer has regions already: give a fresh one");
+	}
+	for (i = 0; i < s->n && !e; i++) {
+		populate(s, &s->r[i]);
+		/* Pages the pager brings in from now on arrive protected. */
+		if (!track && s->r[i].region)
+			fl__region_wp_installs(s->r[i].region, true);
+	}
+	if (e)
+		goto fail;
+
+	/* The instant. */
+	pthread_rwlock_wrlock(&s->instant);
+	t0 = fl__now_ns();
+	for (i = 0; i < s->n && !e; i++)
+		e = protect(&s->r[i], true);
+	if (e) {
+		fl__err("snapshot: write-protecting range %zu: %s", i - 1, strerror(-e));
+		/* Tracking cannot trust what it knows now: the next incremental saves it all. */
+		for (size_t k = 0; k < s->n; k++) {
+			if (!track)
+				protect(&s->r[k], false);
+			for (size_t pg = 0; pg < s->r[k].npages; pg++)
+				atomic_fetch_or(&s->r[k].pf[pg], LF_DIRTY);
+		}
+		pthread_rwlock_unlock(&s->instant);
+		goto fail;
+	}
+	for (i = 0; i < s->n; i++)
+		for (size_t pg = 0; pg < s->r[i].npages; pg++)
+			atomic_store(&s->r[i].st[pg], instant_state(&s->r[i], pg, incremental));
+	for (int k = 0; k < SS_COUNT; k++)
+		atomic_store(&s->st[k], 0);
+	pthread_mutex_lock(&s->lock);
+	s->w = w;
+	s->error = 0;
+	s->t_take = t0;
+	pthread_mutex_unlock(&s->lock);
+	atomic_store(&s->pause_ns, fl__now_ns() - t0);
+	pthread_rwlock_unlock(&s->instant);
+
+	e = start_thread(&s->writer, writer_main, s, "fl-snap-writer");
+	if (!e) {
+		s->writer_started = true;
+		return 0;
+	}
+	/* No writer thread: save everything here, so no write stays blocked. */
+	fl__warn("snapshot: cannot start the writer thread (%s); saving in the caller",
+		 strerror(-e));
+	writer_main(s);
+	return 0;
+fail:
+	for (i = 0; i < s->n && !track; i++)
+		if (s->r[i].region)
+			fl__region_wp_installs(s->r[i].region, false);
+	pthread_mutex_lock(&s->lock);
+	s->running = false;
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->lock);
+	return e;
+}
+
+FL_API int fl_snapshot_live_wait(struct fl_snapshot_live *s, int timeout_ms)
+{
+	struct timespec until;
+	int e = 0;
+
+	if (!s)
+		return fl__einval(__func__, "s is NULL");
+	if (getpid() != s->pid)
+		return -ECHILD;
+	if (timeout_ms >= 0)
+		until = fl__abstime_in(CLOCK_MONOTONIC, (uint64_t)timeout_ms * 1000000u);
+	pthread_mutex_lock(&s->lock);
+	while (s->running && !e) {
+		if (timeout_ms < 0)
+			pthread_cond_wait(&s->cv, &s->lock);
+		else
+			e = -pthread_cond_timedwait(&s->cv, &s->lock, &until);
+	}
+	if (!s->running)
+		e = s->error;
+	pthread_mutex_unlock(&s->lock);
+	return e;
+}
+
+FL_API int fl_snapshot_live_stats(const struct fl_snapshot_live *cs,
+				  struct fl_snapshot_live_stats *out)
+{
+	struct fl_snapshot_live *s = (struct fl_snapshot_live *)cs;
+	struct fl_snapshot_live_stats st;
+
+	if (!s || !out)
+		return fl__einval(__func__, "%s is NULL", !s ? "s" : "ret");
+	st = (struct fl_snapshot_live_stats){
+		.snapshots = atomic_load(&s->snapshots),
+		.pause_ns = atomic_load(&s->pause_ns),
+		.duration_ns = atomic_load(&s->duration_ns),
+		.pages = atomic_load(&s->st[SS_PAGES]),
+		.pages_written = atomic_load(&s->st[SS_WRITTEN]),
+		.pages_store = atomic_load(&s->st[SS_STORE]),
+		.pages_zero = atomic_load(&s->st[SS_ZERO]),
+		.pages_discarded = atomic_load(&s->st[SS_DISCARDED]),
+		.pages_unmapped = atomic_load(&s->st[SS_UNMAPPED]),
+		.wp_faults = atomic_load(&s->wp_faults),
+		.write_wait_max_ns = atomic_load(&s->wait_max),
+	};
+	return fl__stats_out(out, &st, sizeof(st), __func__);
+}
+
+FL_API void fl_snapshot_live_destroy(struct fl_snapshot_live *s)
+{
+	uint64_t one = 1;
+
+	if (!s)
+		return;
+	/* A forked child shares the descriptors: touching them would hurt the parent. */
+	if (getpid() != s->pid)
+		return;
+	fl_snapshot_live_wait(s, -1);
+	join_writer(s);
+	for (size_t i = 0; s->r && i < s->n; i++) {
+		struct lv_range *r = &s->r[i];
+
+		if (r->attached) {
+			fl__region_wp_installs(r->region, false);
+			fl__region_wp_detach(r->region);
+		}
+	}
+	if (s->thread_started) {
+		if (write(s->stop_efd, &one, sizeof(one)) < 0)
+			(void)0;
+		pthread_join(s->thread, NULL);
+	}
+	for (size_t i = 0; s->r && i < s->n; i++) {
+		struct lv_range *r = &s->r[i];
+
+		/* Unprotecting wakes every write still waiting; then the pager's modes alone. */
+		if (r->registered) {
+			protect(r, false);
+			if (r->region)
+				fl_uffd_register(r->u, (void *)range_base(r), r->len, r->modes, NULL);
+			else
+				fl_uffd_unregister(r->u, (void *)range_base(r), r->len);
+		}
+		free(r->st);
+		free(r->pf);
+	}
+	fl_uffd_close(s->u);
+	free(s->r);
+	free(s->q);
+	free(s->wbuf);
+	free(s->fbuf);
+	fl__safe_close(s->pm_fd);
+	fl__safe_close(s->q_efd);
+	fl__safe_close(s->stop_efd);
+	pthread_rwlock_destroy(&s->instant);
+	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->qlock);
+	pthread_cond_destroy(&s->cv);
+	free(s);
+}
