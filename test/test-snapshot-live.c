@@ -361,3 +361,367 @@ TEST(snapshot_live_untouched_pages_zero)
 	free(buf);
 	munmap(base, len);
 }
+
+/* ------------------------------------------------------ pager regions */
+
+#define SEED 0x5eed
+
+static size_t rest_ps;
+
+static void rest_pattern(size_t pg, const uint8_t *buf, bool stamped)
+{
+	(void)stamped;
+	T_ASSERT_EQ(fl_pattern_check(buf + 8, pg * rest_ps + 8, rest_ps - 8, SEED), 0);
+}
+
+/*
+ * A pager region over a pattern store: the threads stamp its first half
+ * (faulting those pages in, write-protected while the snapshot runs); the
+ * second half is never touched before the instant, so the file must hold
+ * the store's data there, never zeros, also where the program reads and
+ * writes those pages while the snapshot runs.
+ */
+TEST(snapshot_live_pager_region)
+{
+	size_t ps = t_page_size(), npages = 1024, len = npages * ps;
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, 0);
+	struct fl_store *store = NULL;
+	struct fl_region *reg = NULL;
+	struct fl_region_opts ro;
+	struct fl_snapshot_live *s = NULL;
+	struct fl_snapshot_live_stats stats = { .sz = sizeof(stats) };
+	struct stamper st[NTHREADS];
+	uint64_t before[NTHREADS], after[NTHREADS];
+	char *path = tmp_path("pager");
+	struct fl_snapshot_writer *w;
+	struct rd_file f;
+	uint8_t *base, *buf = malloc(ps);
+	struct fl_snapshot_range r = { 0 };
+
+	T_ASSERT_OK(fl_store_pattern_create(len, SEED, &store));
+	ro = t_region_opts(store, len);
+	ro.install = FL_INSTALL_COPY;
+	T_ASSERT_OK(fl_region_add(p, &ro, &reg));
+	T_ASSERT_OK(fl_pager_start(p));
+	base = fl_region_addr(reg);
+	r.region = reg;
+	T_ASSERT_OK(fl_snapshot_live_create(&r, 1, NULL, &s));
+	stampers_start(st, base, ps, npages / 2);
+	w = new_writer(path, NULL);
+	for (unsigned int t = 0; t < NTHREADS; t++)
+		before[t] = progress_of(st, t);
+	T_ASSERT_OK(fl_snapshot_live_take(s, w, 0));
+	for (unsigned int t = 0; t < NTHREADS; t++)
+		after[t] = progress_of(st, t);
+	/* After the instant: read some absent pages, overwrite others. */
+	for (size_t pg = npages / 2; pg < npages; pg += 3) {
+		volatile uint8_t *q = base + pg * ps;
+
+		if (pg % 2)
+			q[100] = 0xab;
+		else
+			T_ASSERT_EQ(q[0], (uint8_t)fl_pattern_word(SEED, pg * ps));
+	}
+	T_ASSERT_OK(fl_snapshot_live_wait(s, t_ms(60000)));
+	stampers_stop(st);
+	T_ASSERT_OK(fl_snapshot_writer_finish(w, NULL));
+	rd_open(&f, path);
+	rest_ps = ps;
+	check_stamps(&f, 1, 0, st, before, after, rest_pattern);
+	for (size_t pg = npages / 2; pg < npages; pg++) {
+		rd_page(&f, 1, 0, pg, buf);
+		T_ASSERT_EQ(fl_pattern_check(buf, pg * ps, ps, SEED), 0);
+	}
+	rd_close(&f);
+	T_ASSERT_OK(fl_snapshot_live_stats(s, &stats));
+	T_ASSERT_EQ(stats.pages, npages);
+	T_ASSERT(stats.pages_store > 0);
+	fl_snapshot_live_destroy(s);
+	/* The pager serves on, without write-protect faults. */
+	base[ps * (npages - 1)] = 1;
+	T_ASSERT_EQ(base[ps * (npages - 1)], 1);
+	fl_pager_destroy(p);
+	fl_store_destroy(store);
+	unlink(path);
+	free(path);
+	free(buf);
+}
+
+/* ---------------------------------------------- unmap and discard */
+
+/*
+ * The program discards one quarter and unmaps another while the snapshot
+ * runs: each page there is either saved as it was at the instant, or
+ * recorded as discarded (a zero page) or unmapped (absent), as counted.
+ */
+TEST(snapshot_live_discard_unmap)
+{
+	size_t ps = t_page_size(), npages = 4096, len = npages * ps, q = npages / 4;
+	uint8_t *base = t_map_anon(len), *buf = malloc(ps);
+	struct fl_snapshot_range r = { .addr = base, .len = len, .mem = FL_MEM_ANON };
+	struct fl_snapshot_live_stats stats = { .sz = sizeof(stats) };
+	struct fl_snapshot_live *s = NULL;
+	char *path = tmp_path("discard");
+	struct fl_snapshot_writer *w = new_writer(path, NULL);
+	uint64_t zero = 0, absent = 0;
+	struct rd_file f;
+
+	for (size_t pg = 0; pg < npages; pg++)
+		memset(base + pg * ps, (int)(pg % 251) + 1, ps);
+	T_ASSERT_OK(fl_snapshot_live_create(&r, 1, NULL, &s));
+	T_ASSERT_OK(fl_snapshot_live_take(s, w, 0));
+	T_ASSERT_SYS(madvise(base + 2 * q * ps, q * ps, MADV_DONTNEED));
+	T_ASSERT_SYS(munmap(base + 3 * q * ps, q * ps));
+	/* The discarded pages read zeros, and take writes, while the snapshot runs. */
+	T_ASSERT(t_all(base + 2 * q * ps, ps, 0));
+	base[2 * q * ps + 1] = 9;
+	T_ASSERT_OK(fl_snapshot_live_wait(s, t_ms(60000)));
+	T_ASSERT_OK(fl_snapshot_writer_finish(w, NULL));
+	T_ASSERT_OK(fl_snapshot_live_stats(s, &stats));
+	rd_open(&f, path);
+	for (size_t pg = 0; pg < npages; pg++) {
+		uint32_t k = rd_page(&f, 1, 0, pg, buf);
+
+		if (k == FL__SNAP_DATA) {
+			T_ASSERT(t_all(buf, ps, (uint8_t)(pg % 251) + 1));
+			continue;
+		}
+		/* Only pages discarded or unmapped after the instant may lack their data. */
+		T_ASSERT(pg >= 2 * q);
+		T_ASSERT_EQ(k, pg < 3 * q ? FL__SNAP_ZERO : FL__SNAP_ABSENT);
+		T_ASSERT(t_all(buf, ps, 0));
+		zero += k == FL__SNAP_ZERO;
+		absent += k == FL__SNAP_ABSENT;
+	}
+	rd_close(&f);
+	T_ASSERT_EQ(stats.pages_discarded, zero);
+	T_ASSERT_EQ(stats.pages_unmapped, absent);
+	T_ASSERT_EQ(stats.pages + zero + absent, npages);
+	printf("# %llu pages discarded and %llu unmapped before they were saved\n",
+	       (unsigned long long)zero, (unsigned long long)absent);
+	fl_snapshot_live_destroy(s);
+	munmap(base, 3 * q * ps);
+	unlink(path);
+	free(path);
+	free(buf);
+}
+
+/* ------------------------------------------------------- incremental */
+
+static void fill_gen(uint8_t *base, size_t ps, size_t pg, uint8_t gen)
+{
+	memset(base + pg * ps, (int)((pg * 7 + gen) % 251) + 1, ps);
+}
+
+/* Take a snapshot into @path (incremental over @parent if not NULL); its id in @id. */
+static void take_into(struct fl_snapshot_live *s, const char *path, const uint8_t *parent,
+		      uint8_t id[16])
+{
+	struct fl_snapshot_writer *w = new_writer(path, parent);
+
+	T_ASSERT_OK(fl_snapshot_live_take(s, w, parent ? FL_SNAPSHOT_TAKE_INCREMENTAL : 0));
+	T_ASSERT_OK(fl_snapshot_live_wait(s, t_ms(60000)));
+	T_ASSERT_OK(fl_snapshot_writer_finish(w, id));
+}
+
+/*
+ * A full snapshot, then 5% of the pages written (and one discarded): the
+ * incremental holds exactly those pages, and the chain restores the
+ * memory as it is now; a second incremental on top of it too.
+ */
+static void incremental(uint32_t flags)
+{
+	size_t ps = t_page_size(), npages = 1024, len = npages * ps, nw = npages / 20;
+	uint8_t *base = t_map_anon(len), *buf = malloc(ps), *changed = calloc(npages, 1);
+	struct fl_snapshot_range r = { .addr = base, .len = len, .mem = FL_MEM_ANON };
+	struct fl_snapshot_live_opts o = { .sz = sizeof(o), .flags = FL_SNAPSHOT_LIVE_TRACK | flags };
+	struct fl_snapshot_live_stats stats = { .sz = sizeof(stats) };
+	struct fl_snapshot_live *s = NULL;
+	char *p0 = tmp_path("full"), *p1 = tmp_path("inc1"), *p2 = tmp_path("inc2");
+	uint8_t id0[16], id1[16], id2[16];
+	struct rd_file f[3];
+	size_t pg, n = 0;
+	uint64_t x = 12345;
+
+	for (pg = 0; pg < npages; pg++)
+		fill_gen(base, ps, pg, 0);
+	T_ASSERT_OK(fl_snapshot_live_create(&r, 1, &o, &s));
+	take_into(s, p0, NULL, id0);
+	/* 5% of the pages, scattered. */
+	while (n < nw) {
+		x = x * 6364136223846793005ull + 1442695040888963407ull;
+		pg = (size_t)(x >> 33) % npages;
+		if (changed[pg])
+			continue;
+		changed[pg] = 1;
+		fill_gen(base, ps, pg, 1);
+		n++;
+	}
+	for (pg = 0; changed[pg]; pg++)
+		;
+	T_ASSERT_SYS(madvise(base + pg * ps, ps, MADV_DONTNEED));
+	changed[pg] = 2;
+	take_into(s, p1, id0, id1);
+	T_ASSERT_OK(fl_snapshot_live_stats(s, &stats));
+	T_ASSERT_EQ(stats.pages, nw + 1);
+	rd_open(&f[0], p1);
+	rd_open(&f[1], p0);
+	T_ASSERT(f[0].h.flags & FL__SNAP_F_INCREMENTAL);
+	for (pg = 0; pg < npages; pg++) {
+		uint32_t k = rd_kind(&f[0], 0, pg);
+
+		if (changed[pg])
+			T_ASSERT(k == FL__SNAP_DATA || k == FL__SNAP_ZERO);
+		else
+			T_ASSERT_EQ(k, FL__SNAP_PARENT);
+		rd_page(f, 2, 0, pg, buf);
+		T_ASSERT(!memcmp(buf, base + pg * ps, ps));
+	}
+	/* A second round on top: three files restore the latest contents. */
+	for (pg = 0; pg < npages; pg += 97)
+		fill_gen(base, ps, pg, 2);
+	take_into(s, p2, id1, id2);
+	rd_open(&f[2], p0);
+	rd_close(&f[1]);
+	rd_open(&f[1], p1);
+	rd_close(&f[0]);
+	rd_open(&f[0], p2);
+	for (pg = 0; pg < npages; pg++) {
+		T_ASSERT_EQ(rd_kind(&f[0], 0, pg) != FL__SNAP_PARENT, pg % 97 == 0);
+		rd_page(f, 3, 0, pg, buf);
+		T_ASSERT(!memcmp(buf, base + pg * ps, ps));
+	}
+	for (int i = 0; i < 3; i++)
+		rd_close(&f[i]);
+	fl_snapshot_live_destroy(s);
+	unlink(p0);
+	unlink(p1);
+	unlink(p2);
+	free(p0);
+	free(p1);
+	free(p2);
+	free(buf);
+	free(changed);
+	munmap(base, len);
+}
+
+TEST(snapshot_live_incremental)
+{
+	incremental(0);
+}
+
+TEST(snapshot_live_incremental_unpopulated_fallback)
+{
+	incremental(FL_SNAPSHOT_LIVE_NO_UNPOPULATED);
+}
+
+/* ------------------------------------------------------------ errors */
+
+TEST(snapshot_live_errors)
+{
+	size_t ps = t_page_size(), len = 16 * ps;
+	uint8_t *base = t_map_anon(len);
+	struct fl_snapshot_range r = { .addr = base, .len = len, .mem = FL_MEM_ANON }, two[2];
+	struct fl_snapshot_live_opts o = { .sz = sizeof(o), .flags = 1u << 7 };
+	struct fl_snapshot_live *s = NULL;
+	char *path = tmp_path("errors");
+	struct fl_snapshot_writer *w;
+
+	T_ASSERT_ERR(fl_snapshot_live_create(NULL, 1, NULL, &s), EINVAL);
+	T_ASSERT_ERR(fl_snapshot_live_create(&r, 0, NULL, &s), EINVAL);
+	T_ASSERT_ERR(fl_snapshot_live_create(&r, 1, NULL, NULL), EINVAL);
+	T_ASSERT_ERR(fl_snapshot_live_create(&r, 1, &o, &s), EINVAL);
+	two[0] = r;
+	two[0].addr = base + 1;
+	T_ASSERT_ERR(fl_snapshot_live_create(two, 1, NULL, &s), EINVAL);
+	two[0] = r;
+	two[0].len = ps + 1;
+	T_ASSERT_ERR(fl_snapshot_live_create(two, 1, NULL, &s), EINVAL);
+	two[0] = r;
+	two[0].mem = (enum fl_mem_type)7;
+	T_ASSERT_ERR(fl_snapshot_live_create(two, 1, NULL, &s), EINVAL);
+	two[0] = r;
+	two[1] = r;
+	two[1].addr = base + ps;
+	two[1].len = ps;
+	T_ASSERT_ERR(fl_snapshot_live_create(two, 2, NULL, &s), EINVAL);
+	T_ASSERT(s == NULL);
+
+	T_ASSERT_OK(fl_snapshot_live_create(&r, 1, NULL, &s));
+	/* Two live snapshots of one range: the second cannot register it. */
+	{
+		struct fl_snapshot_live *s2 = NULL;
+
+		T_ASSERT_ERR(fl_snapshot_live_create(&r, 1, NULL, &s2), EBUSY);
+	}
+	w = new_writer(path, NULL);
+	T_ASSERT_ERR(fl_snapshot_live_take(NULL, w, 0), EINVAL);
+	T_ASSERT_ERR(fl_snapshot_live_take(s, NULL, 0), EINVAL);
+	T_ASSERT_ERR(fl_snapshot_live_take(s, w, 1u << 5), EINVAL);
+	/* Incremental without tracking. */
+	T_ASSERT_ERR(fl_snapshot_live_take(s, w, FL_SNAPSHOT_TAKE_INCREMENTAL), EINVAL);
+	/* A writer that has regions already. */
+	T_ASSERT_OK(fl_snapshot_writer_add_region(w, (uintptr_t)base, len, ps, 0, NULL));
+	T_ASSERT_ERR(fl_snapshot_live_take(s, w, 0), EINVAL);
+	fl_snapshot_writer_destroy(w);
+	T_ASSERT_ERR(fl_snapshot_live_wait(NULL, 0), EINVAL);
+	T_ASSERT_ERR(fl_snapshot_live_stats(s, NULL), EINVAL);
+	/* Nothing in progress: wait returns at once. */
+	T_ASSERT_OK(fl_snapshot_live_wait(s, 0));
+	fl_snapshot_live_destroy(s);
+	fl_snapshot_live_destroy(NULL);
+
+	o.flags = FL_SNAPSHOT_LIVE_TRACK;
+	T_ASSERT_OK(fl_snapshot_live_create(&r, 1, &o, &s));
+	w = new_writer(path, NULL);
+	/* Incremental before any snapshot completed. */
+	T_ASSERT_ERR(fl_snapshot_live_take(s, w, FL_SNAPSHOT_TAKE_INCREMENTAL), EINVAL);
+	fl_snapshot_writer_destroy(w);
+	fl_snapshot_live_destroy(s);
+	free(path);
+	munmap(base, len);
+}
+
+/*
+ * The writer fails (the file may not grow past 1 MiB): wait reports the
+ * error, and the program's writes are never left blocked.
+ */
+static void writer_fails(void *arg)
+{
+	size_t ps = t_page_size(), npages = 1024, len = npages * ps;
+	uint8_t *base = t_map_anon(len);
+	struct fl_snapshot_range r = { .addr = base, .len = len, .mem = FL_MEM_ANON };
+	struct rlimit rl = { .rlim_cur = 1u << 20, .rlim_max = 1u << 20 };
+	struct fl_snapshot_live *s = NULL;
+	struct fl_snapshot_writer *w;
+	const char *path = arg;
+	int e;
+
+	signal(SIGXFSZ, SIG_IGN);
+	for (size_t pg = 0; pg < npages; pg++)
+		memset(base + pg * ps, 0x5a, ps);
+	T_ASSERT_OK(fl_snapshot_live_create(&r, 1, NULL, &s));
+	w = new_writer(path, NULL);
+	T_ASSERT_SYS(setrlimit(RLIMIT_FSIZE, &rl));
+	T_ASSERT_OK(fl_snapshot_live_take(s, w, 0));
+	/* Every page written while it runs: none stays blocked. */
+	for (size_t pg = 0; pg < npages; pg++)
+		base[pg * ps] = 1;
+	e = fl_snapshot_live_wait(s, t_ms(60000));
+	T_ASSERT(e < 0 && e != -ETIMEDOUT);
+	T_ASSERT(fl_snapshot_writer_finish(w, NULL) < 0);
+	for (size_t pg = 0; pg < npages; pg++)
+		base[pg * ps + 1] = 2;
+	fl_snapshot_live_destroy(s);
+	exit(0);
+}
+
+TEST(snapshot_live_writer_fails)
+{
+	char *path = tmp_path("fails");
+	int st = t_run_child(writer_fails, path);
+
+	unlink(path);
+	free(path);
+	T_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}

@@ -141,6 +141,13 @@
 	X(snapshot_live_hugetlb_instant, FL_FEAT_WP_HUGETLBFS_SHMEM,               \
 	  T_UFFD | T_HUGETLB, 60)                                                  \
 	X(snapshot_live_untouched_pages_zero, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 30) \
+	X(snapshot_live_pager_region, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)       \
+	X(snapshot_live_discard_unmap, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)      \
+	X(snapshot_live_incremental, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)        \
+	X(snapshot_live_incremental_unpopulated_fallback,                          \
+	  FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)                                   \
+	X(snapshot_live_errors, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 0)              \
+	X(snapshot_live_writer_fails, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)       \
 	/* test-pager.c, test-pager-life.c: the pager engine */                    \
 	X(pager_create_options, 0, T_UFFD, 0)                                      \
 	X(pager_threads_named_and_counted, 0, T_UFFD, 0)                           \

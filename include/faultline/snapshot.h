@@ -250,7 +250,12 @@ struct fl_snapshot_range {
 };
 
 enum fl_snapshot_live_flags {
-	/* Track the pages written after each snapshot, for incremental ones. */
+	/*
+	 * Track the pages written after each snapshot, for incremental ones:
+	 * with synchronous write-protect faults (one per page written after an
+	 * instant). UFFD_FEATURE_WP_ASYNC cannot serve it: see
+	 * fl_snapshot_live_create(3), "Incremental snapshots and WP_ASYNC".
+	 */
 	FL_SNAPSHOT_LIVE_TRACK = 1u << 0,
 	/*
 	 * Do without UFFD_FEATURE_WP_UNPOPULATED (6.4) even where the kernel

@@ -36,8 +36,11 @@
  *   saved; the first write after the instant faults and marks the page
  *   dirty; discards and unmaps mark pages dirty too. An incremental
  *   snapshot saves the dirty pages only. It uses synchronous write-protect
- *   faults: see the note at fl_snapshot_live_take() in snapshot.h on why
- *   UFFD_FEATURE_WP_ASYNC cannot serve a live (copy-before-write) snapshot.
+ *   faults: UFFD_FEATURE_WP_ASYNC belongs to a whole userfaultfd, a range
+ *   has one userfaultfd, and unregistering drops the protection, so moving
+ *   a range between an asynchronous one (tracking) and a synchronous one
+ *   (copy before write) leaves a moment where writes are neither blocked
+ *   nor recorded (fl_snapshot_live_create(3), "Incremental snapshots").
  */
 #include <errno.h>
 #include <fcntl.h>
