@@ -142,6 +142,9 @@
 	  T_UFFD | T_HUGETLB, 60)                                                  \
 	X(snapshot_live_untouched_pages_zero, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 30) \
 	X(snapshot_live_pager_region, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)       \
+	X(snapshot_live_pager_region_auto, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)  \
+	X(snapshot_live_pager_incremental, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)  \
+	X(snapshot_live_pager_incremental_auto, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60) \
 	X(snapshot_live_discard_unmap, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)      \
 	X(snapshot_live_incremental, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)        \
 	X(snapshot_live_incremental_unpopulated_fallback,                          \

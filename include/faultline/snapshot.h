@@ -241,9 +241,11 @@ struct fl_snapshot_range {
 	size_t page_size;		/* 0: the base page size (2 MiB for HUGETLB) */
 	/*
 	 * A pager region instead of addr/len/mem/page_size (THREADS or LOOP
-	 * pager; not an FL_INSTALL_MOVE region). Its pages not present at the
-	 * instant are saved from its store: the snapshot holds the store's
-	 * data there, never zeros; pages the program discarded are zeros.
+	 * pager). Its pages not present at the instant are saved from its
+	 * store: the snapshot holds the store's data there, never zeros;
+	 * pages the program discarded are zeros. While a snapshot needs it,
+	 * the pager installs the region's pages write-protected (copying
+	 * where it would move them, and zeros instead of the zero page).
 	 */
 	struct fl_region *region;
 	uint32_t flags;			/* recorded as the snapshot region's flags */

@@ -635,6 +635,19 @@ static int read_apply(struct fl_pager *p, struct fl_event *ev, uint64_t *t0)
 	return n == -EINTR ? -EAGAIN : n;
 }
 
+void fl__pager_hold_reading(struct fl_pager *p)
+{
+	for (unsigned int i = 0; atomic_exchange_explicit(&p->reading, true, memory_order_acquire);
+	     i++)
+		if (i > 64)
+			sched_yield();
+}
+
+void fl__pager_release_reading(struct fl_pager *p)
+{
+	atomic_store_explicit(&p->reading, false, memory_order_release);
+}
+
 void fl__install_enter(struct fl_pager *p)
 {
 	if (!p->gate)

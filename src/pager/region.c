@@ -841,7 +841,7 @@ int fl__region_wp_attach(struct fl_region *r, fl__wp_fn fn, void *arg)
 	struct fl_pager *p = r->pager;
 	fl__wp_fn none = NULL;
 
-	if (p->mode == FL_PAGER_SIGBUS || r->method == PG_MOVE)
+	if (p->mode == FL_PAGER_SIGBUS)
 		return -EOPNOTSUPP;
 	pthread_mutex_lock(&p->lock);
 	if (atomic_load(&r->wp_fn)) {
@@ -880,6 +880,7 @@ void fl__region_wp_tell(struct fl_region *r, size_t pg, size_t n, int why)
 void fl__region_info(struct fl_region *r, struct fl__region_info *ret)
 {
 	*ret = (struct fl__region_info){
+		.pager = r->pager,
 		.uffd = r->pager->uffd,
 		.base = atomic_load(&r->base),
 		.len = r->len,

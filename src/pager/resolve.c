@@ -234,12 +234,16 @@ static int do_op(struct pg_ctx *c, struct fl_region *r, enum op op, size_t pg, s
 	unsigned int g = fl__grace_enter(&r->wp_grace);
 	int e;
 
-	if (atomic_load(&r->wp) && op == OP_ZERO)
+	if (!atomic_load(&r->wp))
+		e = do_op_wp(c, r, op, pg, n, src, flags, ret_bytes);
+	else if (op == OP_ZERO)
 		e = zero_wp(c, page_addr(r, pg), n << r->shift, flags, ret_bytes);
+	else if (op == OP_MOVE || op == OP_SMOVE)
+		/* MOVE cannot protect: copy from the pages instead (they stay where they are). */
+		e = do_op_wp(c, r, OP_COPY, pg, n, src,
+			     (flags & FL_RESOLVE_DONTWAKE) | FL_RESOLVE_WP, ret_bytes);
 	else
-		e = do_op_wp(c, r, op, pg, n, src,
-			     flags | (atomic_load(&r->wp) && op != OP_MOVE ? FL_RESOLVE_WP : 0),
-			     ret_bytes);
+		e = do_op_wp(c, r, op, pg, n, src, flags | FL_RESOLVE_WP, ret_bytes);
 	fl__grace_exit(&r->wp_grace, g);
 	return e;
 }

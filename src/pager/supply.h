@@ -107,11 +107,12 @@ unsigned int fl__pager_children(struct fl_pager *p);
  * block nor call the pager: it resolves a fault itself, later, by
  * unprotecting the page. The caller registers the range for write-protect
  * faults on the pager's userfaultfd (fl__region_info says how). Only for
- * THREADS and LOOP pagers and regions that do not install by MOVE:
- * -EOPNOTSUPP otherwise; -EBUSY if one is attached already.
+ * THREADS and LOOP pagers: -EOPNOTSUPP for SIGBUS; -EBUSY if one is
+ * attached already.
  * fl__region_wp_installs: from its return on, every page the pager
- * installs in @r is mapped write-protected (@on), zeros too (copied: the
- * shared zero page cannot be), or no longer (!@on).
+ * installs in @r is mapped write-protected (@on), or no longer (!@on).
+ * Zeros and moves cannot be: zeros are copied from a zero buffer, and
+ * pages that would have been moved (UFFDIO_MOVE) are copied instead.
  * fl__region_wp_detach: @fn is not called any more once it returns (write-
  * protect faults read later are dropped: unprotect the range after).
  * Thread safety: any thread.
@@ -120,8 +121,19 @@ int fl__region_wp_attach(struct fl_region *r, fl__wp_fn fn, void *arg);
 void fl__region_wp_installs(struct fl_region *r, bool on);
 void fl__region_wp_detach(struct fl_region *r);
 
+/*
+ * Take the pager's read token (waiting for a reader that holds it to end),
+ * so no thread reads its userfaultfd, and thus no event is applied, until
+ * fl__pager_release_reading(): faults and events queue meanwhile. For a
+ * live snapshot's instant; keep it short. Thread safety: any thread but
+ * the pager's own.
+ */
+void fl__pager_hold_reading(struct fl_pager *p);
+void fl__pager_release_reading(struct fl_pager *p);
+
 /* What a live snapshot needs to know of a region. */
 struct fl__region_info {
+	struct fl_pager *pager;
 	struct fl_uffd *uffd;		/* the pager's */
 	uintptr_t base;			/* now (it moves with mremap) */
 	size_t len, ps;

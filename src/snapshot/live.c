@@ -110,6 +110,7 @@ struct lv_range {
 	enum fl_mem_type mem;
 	uint32_t flags;
 	struct fl_region *region;	/* or NULL: plain memory */
+	struct fl_pager *pager;		/* the region's */
 	struct fl_uffd *u;		/* where it is registered for write-protect faults */
 	uint32_t modes;			/* pager region: its own registration modes */
 	_Atomic uint8_t *st;
@@ -731,6 +732,7 @@ static int range_init(struct fl_snapshot_live *s, size_t i, const struct fl_snap
 					  "address/length at once", i);
 		fl__region_info(in->region, &ri);
 		r->region = in->region;
+		r->pager = ri.pager;
 		r->u = ri.uffd;
 		atomic_init(&r->base, ri.base);
 		r->len = ri.len;
@@ -782,8 +784,8 @@ static int range_register(struct fl_snapshot_live *s, struct lv_range *r)
 		e = fl__region_wp_attach(r->region, region_hook, r);
 		if (e) {
 			if (e == -EOPNOTSUPP)
-				fl__err("snapshot: a pager region in SIGBUS mode, or one that installs "
-					"by MOVE, cannot be snapshotted live (use FL_INSTALL_COPY)");
+				fl__err("snapshot: a pager region in FL_PAGER_SIGBUS mode cannot be "
+					"snapshotted live (its write-protect faults would be SIGBUS)");
 			return e;
 		}
 		r->attached = true;
@@ -953,6 +955,26 @@ static int protect(struct lv_range *r, bool on)
 	return e;
 }
 
+/* Take (@hold) or give back the read token of each pager with a region among the ranges. */
+static void hold_pagers(struct fl_snapshot_live *s, bool hold)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		struct fl_pager *p = s->r[i].pager;
+		bool seen = false;
+
+		if (!p)
+			continue;
+		for (size_t k = 0; k < i && !seen; k++)
+			seen = s->r[k].pager == p;
+		if (seen)
+			continue;
+		if (hold)
+			fl__pager_hold_reading(p);
+		else
+			fl__pager_release_reading(p);
+	}
+}
+
 /* The state of page @pg at the instant: what the snapshot must save, or IDLE. */
 static uint8_t instant_state(struct lv_range *r, size_t pg, bool incremental)
 {
@@ -1021,9 +1043,16 @@ FL_API int fl_snapshot_live_take(struct fl_snapshot_live *s, struct fl_snapshot_
 	if (e)
 		goto fail;
 
-	/* The instant. */
-	pthread_rwlock_wrlock(&s->instant);
+	/*
+	 * The instant. Nobody reads events meanwhile: neither our fault thread
+	 * (the write side excludes it) nor the pagers of pager regions (we hold
+	 * their read token), so a discard or unmap either was applied before
+	 * the instant or happens after it (the kernel lets the thread in
+	 * madvise() or munmap() go on only once its event is read).
+	 */
 	t0 = fl__now_ns();
+	hold_pagers(s, true);
+	pthread_rwlock_wrlock(&s->instant);
 	for (i = 0; i < s->n && !e; i++)
 		e = protect(&s->r[i], true);
 	if (e) {
@@ -1036,6 +1065,7 @@ FL_API int fl_snapshot_live_take(struct fl_snapshot_live *s, struct fl_snapshot_
 				atomic_fetch_or(&s->r[k].pf[pg], LF_DIRTY);
 		}
 		pthread_rwlock_unlock(&s->instant);
+		hold_pagers(s, false);
 		goto fail;
 	}
 	for (i = 0; i < s->n; i++)
@@ -1048,8 +1078,9 @@ FL_API int fl_snapshot_live_take(struct fl_snapshot_live *s, struct fl_snapshot_
 	s->error = 0;
 	s->t_take = t0;
 	pthread_mutex_unlock(&s->lock);
-	atomic_store(&s->pause_ns, fl__now_ns() - t0);
 	pthread_rwlock_unlock(&s->instant);
+	hold_pagers(s, false);
+	atomic_store(&s->pause_ns, fl__now_ns() - t0);
 
 	e = start_thread(&s->writer, writer_main, s, "fl-snap-writer");
 	if (!e) {
