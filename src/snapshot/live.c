@@ -59,6 +59,7 @@
 #include "faultline.h"
 #include "internal.h"
 #include "pager/supply.h"
+#include "snapshot/live-int.h"
 #include "util.h"
 
 #ifndef MADV_POPULATE_READ
@@ -138,6 +139,7 @@ struct fl_snapshot_live {
 	pthread_mutex_t lock;		/* what follows, up to the queue */
 	pthread_cond_t cv;
 	bool running;			/* a snapshot in progress */
+	bool hold_writer;		/* tests: the writer thread waits (live-int.h) */
 	bool have_base;			/* a snapshot completed: an incremental can follow */
 	bool writer_started;
 	pthread_t writer;
@@ -631,10 +633,23 @@ static size_t claim_run(struct lv_range *r, size_t pg, size_t max, int *ret_kind
 	return n;
 }
 
+void fl__snapshot_live_hold_writer_for_test(struct fl_snapshot_live *s, bool hold)
+{
+	pthread_mutex_lock(&s->lock);
+	s->hold_writer = hold;
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->lock);
+}
+
 static void *writer_main(void *arg)
 {
 	struct fl_snapshot_live *s = arg;
 	bool track = s->flags & FL_SNAPSHOT_LIVE_TRACK;
+
+	pthread_mutex_lock(&s->lock);
+	while (s->hold_writer)
+		pthread_cond_wait(&s->cv, &s->lock);
+	pthread_mutex_unlock(&s->lock);
 
 	for (size_t i = 0; i < s->n; i++) {
 		struct lv_range *r = &s->r[i];

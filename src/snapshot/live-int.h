@@ -1,0 +1,17 @@
+/* SPDX-License-Identifier: MIT */
+/* Live snapshot internals the tests reach (never installed). */
+#ifndef FL_SNAPSHOT_LIVE_INT_H
+#define FL_SNAPSHOT_LIVE_INT_H
+
+#include <stdbool.h>
+
+#include "faultline.h"
+
+/*
+ * Tests only: with @hold, the writer thread of the next snapshot waits
+ * before saving anything until it is called again without, so that every
+ * page a test writes meanwhile is saved by copy before write.
+ */
+void fl__snapshot_live_hold_writer_for_test(struct fl_snapshot_live *s, bool hold);
+
+#endif /* FL_SNAPSHOT_LIVE_INT_H */
