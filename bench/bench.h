@@ -304,5 +304,7 @@ int bench_migrate_main(int argc, char **argv);
 void bench_migrate_usage(FILE *out);
 int bench_monitor_main(int argc, char **argv);
 void bench_monitor_usage(FILE *out);
+int bench_snapshot_main(int argc, char **argv);
+void bench_snapshot_usage(FILE *out);
 
 #endif /* FL_BENCH_H */

@@ -230,7 +230,7 @@ TEST(tool_help_and_version)
 TEST(tool_bench_help_each)
 {
 	static const char *const names[] = { "latency", "fill", "threads", "uffd", "migrate",
-					     "monitor" };
+					     "monitor", "snapshot" };
 	static struct run r;
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
@@ -298,6 +298,112 @@ TEST(tool_bench_latency_floors)
 	T_ASSERT(strstr(r.out, "kind of machine, from the floors: ") != NULL);
 	T_ASSERT(strstr(r.out, "  sigbus/bare-sigbus ") != NULL);
 	T_ASSERT(strstr(r.out, "  thread/seed ") != NULL);
+}
+
+/* The number after "KEY": in @s at or after @from (a spread's median if KEY holds one); -1. */
+static double json_num_after(const char *s, const char *from, const char *key)
+{
+	char k[96];
+	const char *p;
+
+	snprintf(k, sizeof(k), "\"%s\":", key);
+	p = strstr(from ? from : s, k);
+	if (!p)
+		return -1;
+	p += strlen(k);
+	if (!strncmp(p, "{\"median\":", 10))
+		p += 10;
+	return strtod(p, NULL);
+}
+
+/* The row @name of bench snapshot's JSON, or NULL. */
+static const char *snap_row(const char *out, const char *name)
+{
+	char k[96];
+
+	snprintf(k, sizeof(k), "{\"name\":\"%s\",", name);
+	return strstr(out, k);
+}
+
+/*
+ * bench snapshot, tiny: the output parses and its counts are what the
+ * workload implies (never its times): 10% of 2048 pages is 204 pages, each
+ * faulted once by demand paging, none by the eager restore, and every page
+ * of a replay either faulted or prefetched.
+ */
+TEST(tool_bench_snapshot_tiny)
+{
+	static struct run r;
+	char *json[] = { "faultline", "bench", "snapshot", "--size", "8M", "--runs", "1",
+			 "--dir", "/tmp", "--json", NULL };
+	char *table[] = { "faultline", "bench", "snapshot", "--size", "8M", "--runs", "2",
+			  "--ws-percent", "5", NULL };
+	char *bad[] = { "faultline", "bench", "snapshot", "--size", "3M", NULL };
+	static const char *const rows[] = { "memory-resident", "eager", "demand-4k",
+					    "demand+adaptive", "ws-replay", "loading-set",
+					    "mmap-file", "seq-eager", "seq-demand-auto",
+					    "seq-mmap-file" };
+	const char *row;
+
+	run_tool(&r, json);
+	if (r.status != 0)
+		t_fail(__FILE__, __LINE__, "bench snapshot failed (%d): %.300s", r.status, r.err);
+	T_ASSERT(json_valid(r.out));
+	T_ASSERT(strstr(r.out, "\"benchmark\":\"snapshot\"") != NULL);
+	T_ASSERT(strstr(r.out, "\"machine_kind\":\"") != NULL);
+	T_ASSERT_EQ((long)json_num_after(r.out, NULL, "ws_pages"), 204);
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		row = snap_row(r.out, rows[i]);
+		T_ASSERT(row != NULL);
+		T_ASSERT(json_num_after(r.out, row, "secs") > 0);
+	}
+	T_ASSERT_EQ((long)json_num_after(r.out, snap_row(r.out, "demand-4k"), "faults"), 204);
+	T_ASSERT_EQ((long)json_num_after(r.out, snap_row(r.out, "eager"), "faults"), 0);
+	T_ASSERT_EQ((long)json_num_after(r.out, snap_row(r.out, "seq-eager"), "faults"), 0);
+	T_ASSERT(json_num_after(r.out, snap_row(r.out, "demand+adaptive"), "faults") <= 204);
+	T_ASSERT(json_num_after(r.out, snap_row(r.out, "demand+adaptive"), "faults") >= 1);
+	for (int k = 0; k < 2; k++) {
+		const char *n = k ? "loading-set" : "ws-replay";
+		double f = json_num_after(r.out, snap_row(r.out, n), "faults");
+		double pf = json_num_after(r.out, snap_row(r.out, n), "ws_prefetched");
+
+		T_ASSERT(f >= 0 && f <= 204);
+		T_ASSERT(pf >= 0 && pf <= 204);
+		if (f + pf < 204)
+			t_fail(__FILE__, __LINE__, "%s: %.0f faults + %.0f prefetched < 204", n, f,
+			       pf);
+	}
+	/* Four targets, each met or not. */
+	{
+		const char *p = strstr(r.out, "\"targets\":[");
+		int n = 0;
+
+		T_ASSERT(p != NULL);
+		while ((p = strstr(p, "\"met\":")) != NULL) {
+			p += 6;
+			T_ASSERT(!strncmp(p, "true", 4) || !strncmp(p, "false", 5));
+			n++;
+		}
+		T_ASSERT_EQ(n, 4);
+	}
+	/* The files are gone. */
+	T_ASSERT(system("ls -d /tmp/faultline-bench-snapshot-* >/dev/null 2>&1") != 0);
+
+	run_tool(&r, table);
+	T_ASSERT_EQ(r.status, 0);
+	T_ASSERT(strstr(r.out, "kind of machine, from the floors: ") != NULL);
+	T_ASSERT(strstr(r.out, "working set 102 pages (5%)") != NULL);
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		char k[64];
+
+		snprintf(k, sizeof(k), "\n%s ", rows[i]);
+		T_ASSERT(strstr(r.out, k) != NULL);
+	}
+	T_ASSERT(strstr(r.out, "ws-replay: fewer faults than demand-4k") != NULL);
+
+	run_tool(&r, bad);
+	T_ASSERT_EQ(r.status, 2);
+	T_ASSERT(strstr(r.err, "--size") != NULL);
 }
 
 TEST(tool_probe_table_and_json)

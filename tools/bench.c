@@ -25,6 +25,8 @@ static const struct {
 	  bench_migrate_main, bench_migrate_usage },
 	{ "monitor", "fault latency through an out-of-process monitor, and each event's cost",
 	  bench_monitor_main, bench_monitor_usage },
+	{ "snapshot", "restoring a snapshot: working-set replay, eager, demand, mmap",
+	  bench_snapshot_main, bench_snapshot_usage },
 };
 
 #define N_BENCHES (sizeof(benches) / sizeof(benches[0]))
@@ -42,7 +44,7 @@ int cmd_bench(int argc, char **argv)
 {
 	if (argc < 2)
 		return usage_error("bench", "no benchmark given (latency, fill, threads, uffd, "
-				   "migrate or monitor)");
+				   "migrate, monitor or snapshot)");
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		usage_bench(stdout);
 		return 0;
@@ -58,5 +60,5 @@ int cmd_bench(int argc, char **argv)
 		return benches[i].main(argc - 1, argv + 1);
 	}
 	return usage_error("bench", "unknown benchmark '%s' (latency, fill, threads, uffd, "
-			   "migrate or monitor)", argv[1]);
+			   "migrate, monitor or snapshot)", argv[1]);
 }
