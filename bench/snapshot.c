@@ -9,12 +9,15 @@
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "faultline.h"
@@ -55,14 +58,14 @@ static const char *const row_names[R_COUNT] = {
 static const char *const row_what[R_COUNT] = {
 	"the image already in anonymous memory: the workload alone",
 	"fl_region_populate() of the whole region, then the workload",
-	"a fault per page, 4 KiB UFFDIO_COPY, no prefetch (Firecracker's example handler)",
+	"a fault per 4 KiB UFFDIO_COPY, no prefetch (Firecracker's example)",
 	"AUTO install, adaptive prefetch 64 KiB-4 MiB",
-	"working-set replay (ws_replay) reading the snapshot, AUTO install",
-	"working-set replay reading the loading set (ws_loading_set), AUTO install",
+	"working-set replay (ws_replay) reading the snapshot, AUTO",
+	"working-set replay reading the loading set (ws_loading_set), AUTO",
 	"MAP_PRIVATE mapping of the snapshot file's data",
 	"fl_region_populate() of the whole region, then a load per page",
 	"a load per page, AUTO install, adaptive prefetch 64 KiB-4 MiB",
-	"MAP_PRIVATE mapping of the snapshot file's data, a load per page",
+	"MAP_PRIVATE of the snapshot file's data, a load per page",
 };
 
 enum metric { X_SECS, X_FAULTS, X_CACHED, X_WS_PREFETCHED, X_WS_DONE, X_GBPS, X_COUNT };
@@ -71,6 +74,7 @@ struct opts {
 	uint64_t size;
 	unsigned int runs;
 	unsigned int ws_percent;
+	unsigned int scale;	/* live-big: scale x size; 0: no live rows */
 	const char *dir;
 	bool json;
 	bool keep;
@@ -93,16 +97,44 @@ struct result {
 	double v[X_COUNT];
 };
 
+#define N_WRITERS 2
+/* Writer threads' rate without a snapshot is measured over this long first. */
+#define WITHOUT_MS 250
+
+/* The live rows: 2 writer threads write random pages of the memory throughout. */
+enum lrow {
+	LV_LIVE,			/* live snapshot of SIZE */
+	LV_FORK,			/* fork(), the child writes the memory to a file */
+	LV_BIG,			/* live snapshot of scale x SIZE */
+	LV_INCR,			/* incremental after 5% of the pages written (no writer threads) */
+	LV_COUNT,
+};
+
+static const char *const lrow_names[LV_COUNT] = { "live", "fork+write", "live-big",
+						 "incremental" };
+
+enum lmetric {
+	Y_PAUSE,		/* seconds: live, the instant; fork, the fork() call */
+	Y_TIME,			/* seconds: to the last page saved (fork: the child's write + fsync) */
+	Y_DURING,		/* writer threads' writes/s during the snapshot */
+	Y_WITHOUT,		/* the same just before, without a snapshot */
+	Y_EXTRA,		/* fork: bytes copied on write in the parent meanwhile */
+	Y_BYTES,		/* incremental: the file's blocks on disk (bytes) */
+	Y_PAGES,		/* incremental: pages saved; live: pages saved first for a write */
+	Y_COUNT,
+};
+
 /* [row][metric][run] */
 struct table {
 	double m[R_COUNT][X_COUNT][MAX_RUNS];
+	double l[LV_COUNT][Y_COUNT][MAX_RUNS];
 };
 
 void bench_snapshot_usage(FILE *out)
 {
 	fprintf(out,
 		"usage: faultline bench snapshot [--size SIZE] [--runs N] [--ws-percent P]\n"
-		"                                [--dir DIR] [--json] [--keep]\n\n"
+		"                                [--live-scale N] [--dir DIR] [--json] [--keep]\n\n"
 		"Writes a snapshot of SIZE bytes (default 1G) of patterned memory into DIR,\n"
 		"records the working set of a workload that reads every word of P%% of its\n"
 		"pages (default 10), scattered across the image in a random order, and then,\n"
@@ -118,19 +150,34 @@ void bench_snapshot_usage(FILE *out)
 		fprintf(out, "  %-17s %s\n", row_names[r], row_what[r]);
 	}
 	fprintf(out,
-		"Every page read is checked against the pattern (untimed). Targets: working-set\n"
-		"replay >= 95%% fewer faults and >= 3.5x faster than demand-4k; loading-set\n"
-		"within 1.2x of memory-resident; the better sequential restore >= 1.0x\n"
-		"seq-mmap-file. The kind of machine is told by a native page fault's cost.\n\n"
+		"Every page read is checked against the pattern (untimed). Then live snapshots\n"
+		"of SIZE bytes of memory that %d threads keep writing (a word of a random page\n"
+		"at a time):\n"
+		"  live              fl_snapshot_live_take(): the pause (the instant), the time\n"
+		"                    to the last page saved, the writes/s meanwhile against\n"
+		"                    the %d ms before\n"
+		"  fork+write        fork(), the child writes the memory to a file and fsyncs\n"
+		"                    it: the pause (the fork() call), the time, the writes/s,\n"
+		"                    and the parent's memory copied on write meanwhile\n"
+		"  live-big          live, of --live-scale x SIZE\n"
+		"  incremental       after a full tracked snapshot, 5%% of the pages written,\n"
+		"                    then the incremental snapshot: pages, bytes on disk, time\n"
+		"Targets: working-set replay >= 95%% fewer faults and >= 3.5x faster than\n"
+		"demand-4k; loading-set within 1.2x of memory-resident; the better sequential\n"
+		"restore >= 1.0x seq-mmap-file; live pause <= 1 ms and <= 0.1x fork()'s;\n"
+		"live-big's pause within 1.5x of live's. The kind of machine is told by a\n"
+		"native page fault's cost (bench latency's floors).\n\n"
 		"Options:\n"
 		"  --size SIZE        the snapshot's size, a multiple of 2M (K, M, G suffixes)\n"
 		"  --runs N           runs (1 to %d, default 3)\n"
 		"  --ws-percent P     the working set, in %% of the pages (1 to 100, default 10)\n"
+		"  --live-scale N     live-big's size, N x SIZE (0 to 16, default 4; 0: no live\n"
+		"                     rows)\n"
 		"  --dir DIR          where the files go (default /var/tmp; a tmpfs has no cold\n"
 		"                     cache to measure)\n"
 		"  --json             one JSON object instead of the table\n"
-		"  --keep             leave the files in DIR (they are removed by default)\n",
-		MAX_RUNS);
+		"  --keep             leave the restore's files in DIR (removed by default)\n",
+		N_WRITERS, WITHOUT_MS, MAX_RUNS);
 }
 
 static int parse_args(int argc, char **argv, struct opts *o)
@@ -140,6 +187,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "runs", required_argument, NULL, 'r' },
 		{ "ws-percent", required_argument, NULL, 'w' },
 		{ "dir", required_argument, NULL, 'd' },
+		{ "live-scale", required_argument, NULL, 'l' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "keep", no_argument, NULL, 'k' },
 		{ NULL, 0, NULL, 0 },
@@ -148,7 +196,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	char *end;
 	int c;
 
-	*o = (struct opts){ .size = GIB, .runs = 3, .ws_percent = 10, .dir = "/var/tmp" };
+	*o = (struct opts){ .size = GIB, .runs = 3, .ws_percent = 10, .scale = 4,
+			    .dir = "/var/tmp" };
 	opterr = 0;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -161,17 +210,21 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			break;
 		case 'r':
 		case 'w':
+		case 'l':
 			errno = 0;
 			v = strtoul(optarg, &end, 10);
-			if (errno || *end || optarg[0] < '0' || optarg[0] > '9' || !v ||
-			    v > (c == 'r' ? MAX_RUNS : 100))
-				return usage_error(SUB, "--%s: expected 1 to %d, got '%s'",
-						   c == 'r' ? "runs" : "ws-percent",
-						   c == 'r' ? MAX_RUNS : 100, optarg);
+			if (errno || *end || optarg[0] < '0' || optarg[0] > '9' ||
+			    (!v && c != 'l') || v > (c == 'r' ? MAX_RUNS : c == 'w' ? 100 : 16))
+				return usage_error(SUB, "--%s: expected %d to %d, got '%s'",
+						   c == 'r' ? "runs" : c == 'w' ? "ws-percent" :
+						   "live-scale", c == 'l' ? 0 : 1,
+						   c == 'r' ? MAX_RUNS : c == 'w' ? 100 : 16, optarg);
 			if (c == 'r')
 				o->runs = (unsigned int)v;
-			else
+			else if (c == 'w')
 				o->ws_percent = (unsigned int)v;
+			else
+				o->scale = (unsigned int)v;
 			break;
 		case 'd':
 			o->dir = optarg;
@@ -565,6 +618,393 @@ static int run_row(struct env *env, enum row row, struct result *res, struct ben
 	return r;
 }
 
+/* ------------------------------------------------------------ live snapshots */
+
+
+struct writers {
+	char *base;
+	size_t pages;
+	atomic_bool stop;
+	_Alignas(64) atomic_uint_fast64_t count;
+	pthread_t th[N_WRITERS];
+	unsigned int started;
+};
+
+struct writer_arg {
+	struct writers *w;
+	uint64_t seed;
+};
+
+static struct writer_arg writer_args[N_WRITERS];
+
+/* Write one word of a random page, over and over, counting the writes. */
+static void *writer_main(void *arg)
+{
+	struct writer_arg *a = arg;
+	struct writers *w = a->w;
+	uint64_t x = a->seed | 1;
+
+	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
+		for (int i = 0; i < 64; i++) {
+			size_t pg;
+
+			x ^= x >> 12;
+			x ^= x << 25;
+			x ^= x >> 27;
+			pg = (size_t)((x * 0x2545f4914f6cdd1dull) % w->pages);
+			*(volatile uint64_t *)(w->base + pg * BENCH_PAGE + (x & 0xff8)) = x;
+		}
+		atomic_fetch_add_explicit(&w->count, 64, memory_order_relaxed);
+	}
+	return NULL;
+}
+
+static int writers_start(struct writers *w, char *base, size_t len, struct bench_err *e)
+{
+	w->base = base;
+	w->pages = len / BENCH_PAGE;
+	atomic_store(&w->stop, false);
+	atomic_store(&w->count, 0);
+	w->started = 0;
+	for (unsigned int i = 0; i < N_WRITERS; i++) {
+		int r;
+
+		writer_args[i] = (struct writer_arg){ w, BENCH_PATTERN_SEED * (i + 3) };
+		r = pthread_create(&w->th[i], NULL, writer_main, &writer_args[i]);
+		if (r)
+			return bench_fail(e, -r, "starting the writer threads");
+		w->started++;
+	}
+	return 0;
+}
+
+static void writers_stop(struct writers *w)
+{
+	atomic_store(&w->stop, true);
+	for (unsigned int i = 0; i < w->started; i++)
+		pthread_join(w->th[i], NULL);
+	w->started = 0;
+}
+
+static uint64_t writers_count(struct writers *w)
+{
+	return atomic_load_explicit(&w->count, memory_order_relaxed);
+}
+
+/* Writes per second over @ms milliseconds of the threads running alone. */
+static double writers_rate(struct writers *w, unsigned int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+	uint64_t c0 = writers_count(w), t0 = fl__now_ns();
+
+	nanosleep(&ts, NULL);
+	return (double)(writers_count(w) - c0) * 1e9 / (double)(fl__now_ns() - t0);
+}
+
+/* Memory of @len bytes holding the pattern, every page present. */
+static char *live_memory(size_t len, struct bench_err *e)
+{
+	char *m = bench_map_aligned(len, THP_SIZE);
+
+	if (!m) {
+		bench_fail(e, -ENOMEM, "live: mapping %zu bytes", len);
+		return NULL;
+	}
+	fl_pattern_fill(m, 0, len, BENCH_PATTERN_SEED);
+	return m;
+}
+
+/* A field of /proc/self/smaps (kB) for the mapping holding @addr, in bytes; -1. */
+static double smaps_bytes(const void *addr, const char *field)
+{
+	FILE *f = fopen("/proc/self/smaps", "re");
+	uintptr_t a = (uintptr_t)addr;
+	size_t flen = strlen(field);
+	bool inside = false;
+	double found = -1;
+	char line[256];
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 &&
+		    strchr(line, '-') < strchr(line, ' ')) {
+			inside = a >= lo && a < hi;
+			continue;
+		}
+		if (inside && !strncmp(line, field, flen) && line[flen] == ':') {
+			found = strtod(line + flen + 1, NULL) * 1024;
+			break;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+static void live_path(struct env *env, char *buf, size_t len, const char *tag)
+{
+	snprintf(buf, len, "%s/live-%s.flsnap", env->dir, tag);
+	unlink(buf);
+}
+
+/* A live snapshot of @len bytes while the writer threads run. */
+static int run_live(struct env *env, size_t len, double *y, struct bench_err *e)
+{
+	struct fl_snapshot_live_stats st = { .sz = sizeof(st) };
+	struct fl_snapshot_range rg = { .mem = FL_MEM_ANON };
+	struct fl_snapshot_writer *w = NULL;
+	struct fl_snapshot_live *s = NULL;
+	struct writers wr = { 0 };
+	char path[PATH_MAX + 32];
+	uint64_t c0, t0, t1;
+	char *m = live_memory(len, e);
+	int r;
+
+	if (!m)
+		return -ENOMEM;
+	live_path(env, path, sizeof(path), "full");
+	rg.addr = m;
+	rg.len = len;
+	r = fl_snapshot_live_create(&rg, 1, NULL, &s);
+	if (r < 0) {
+		bench_fail(e, r, "live: fl_snapshot_live_create");
+		goto out;
+	}
+	r = fl_snapshot_writer_create(path, NULL, &w);
+	if (r < 0) {
+		bench_fail(e, r, "live: fl_snapshot_writer_create(%s)", path);
+		goto out;
+	}
+	r = writers_start(&wr, m, len, e);
+	if (r < 0)
+		goto out;
+	y[Y_WITHOUT] = writers_rate(&wr, WITHOUT_MS);
+	c0 = writers_count(&wr);
+	t0 = fl__now_ns();
+	r = fl_snapshot_live_take(s, w, 0);
+	if (r < 0) {
+		bench_fail(e, r, "live: fl_snapshot_live_take");
+		goto out;
+	}
+	/* Bounded: 10 minutes is far past any snapshot this benchmark takes. */
+	r = fl_snapshot_live_wait(s, 600000);
+	t1 = fl__now_ns();
+	y[Y_DURING] = (double)(writers_count(&wr) - c0) * 1e9 / (double)(t1 - t0);
+	writers_stop(&wr);
+	if (r < 0) {
+		bench_fail(e, r, "live: fl_snapshot_live_wait");
+		goto out;
+	}
+	r = fl_snapshot_live_stats(s, &st);
+	if (r < 0) {
+		bench_fail(e, r, "live: fl_snapshot_live_stats");
+		goto out;
+	}
+	y[Y_PAUSE] = (double)st.pause_ns / 1e9;
+	y[Y_TIME] = (double)st.duration_ns / 1e9;
+	y[Y_PAGES] = (double)st.pages_written;
+	if (st.pages != len / BENCH_PAGE) {
+		r = bench_fail(e, -EIO, "live: %llu pages saved of %zu",
+			       (unsigned long long)st.pages, len / BENCH_PAGE);
+		goto out;
+	}
+	r = fl_snapshot_writer_finish(w, NULL);
+	w = NULL;
+	if (r < 0)
+		bench_fail(e, r, "live: fl_snapshot_writer_finish");
+out:
+	writers_stop(&wr);
+	fl_snapshot_writer_destroy(w);
+	fl_snapshot_live_destroy(s);
+	unlink(path);
+	bench_unmap(m, len);
+	return r;
+}
+
+/*
+ * fork(), and the child writes the memory to a file (what a Redis BGSAVE
+ * does) while the writer threads go on in the parent: the pause is the
+ * fork() call; the extra memory, the parent's pages copied on write by the
+ * time the child has written and synced the file.
+ */
+static int run_fork(struct env *env, size_t len, double *y, struct bench_err *e)
+{
+	struct writers wr = { 0 };
+	char path[PATH_MAX + 32];
+	int done[2] = { -1, -1 }, go[2] = { -1, -1 }, fd = -1, st, r;
+	uint64_t c0, t0, t1;
+	pid_t pid = -1;
+	char *m = live_memory(len, e), b = 0;
+
+	if (!m)
+		return -ENOMEM;
+	live_path(env, path, sizeof(path), "fork");
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 || pipe2(done, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0) {
+		r = bench_fail(e, -errno, "fork: creating %s and pipes", path);
+		goto out;
+	}
+	r = writers_start(&wr, m, len, e);
+	if (r < 0)
+		goto out;
+	y[Y_WITHOUT] = writers_rate(&wr, WITHOUT_MS);
+	c0 = writers_count(&wr);
+	t0 = fl__now_ns();
+	pid = fork();
+	if (pid == 0) {
+		/* Only async-signal-safe calls here: the parent has threads. */
+		char ok = 1;
+
+		for (size_t off = 0; off < len;) {
+			ssize_t n = write(fd, m + off, len - off < 8 * MIB ? len - off : 8 * MIB);
+
+			if (n <= 0) {
+				ok = 0;
+				break;
+			}
+			off += (size_t)n;
+		}
+		if (fsync(fd) < 0)
+			ok = 0;
+		if (write(done[1], &ok, 1) != 1 || read(go[0], &ok, 1) < 0)
+			_exit(3);
+		_exit(ok ? 0 : 2);
+	}
+	t1 = fl__now_ns();
+	if (pid < 0) {
+		r = bench_fail(e, -errno, "fork");
+		goto out;
+	}
+	y[Y_PAUSE] = (double)(t1 - t0) / 1e9;
+	close(done[1]);
+	done[1] = -1;
+	/* The child writes or dies: either ends this read. */
+	if (read(done[0], &b, 1) != 1 || !b) {
+		r = bench_fail(e, -EIO, "fork: the child failed to write %s", path);
+		goto out;
+	}
+	t1 = fl__now_ns();
+	y[Y_TIME] = (double)(t1 - t0) / 1e9;
+	y[Y_DURING] = (double)(writers_count(&wr) - c0) * 1e9 / (double)(t1 - t0);
+	y[Y_EXTRA] = smaps_bytes(m, "Private_Dirty");
+	writers_stop(&wr);
+out:
+	writers_stop(&wr);
+	if (go[1] >= 0 && pid > 0 && write(go[1], &b, 1) < 0)
+		kill(pid, SIGKILL);
+	if (pid > 0 && waitpid(pid, &st, 0) == pid && r == 0 &&
+	    !(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+		r = bench_fail(e, -EIO, "fork: the child exited with status %d", st);
+	for (int i = 0; i < 2; i++) {
+		if (done[i] >= 0)
+			close(done[i]);
+		if (go[i] >= 0)
+			close(go[i]);
+	}
+	if (fd >= 0)
+		close(fd);
+	unlink(path);
+	bench_unmap(m, len);
+	return r;
+}
+
+/*
+ * An incremental snapshot: a full one first (tracked), then 5% of the pages
+ * written (scattered), then the incremental snapshot of those.
+ */
+static int run_incremental(struct env *env, size_t len, double *y, struct bench_err *e)
+{
+	struct fl_snapshot_live_opts lo = { .sz = sizeof(lo), .flags = FL_SNAPSHOT_LIVE_TRACK };
+	struct fl_snapshot_live_stats st = { .sz = sizeof(st) };
+	struct fl_snapshot_range rg = { .mem = FL_MEM_ANON };
+	struct fl_snapshot_writer_opts wo = { .sz = sizeof(wo) };
+	struct fl_snapshot_writer *w = NULL;
+	struct fl_snapshot_live *s = NULL;
+	char full[PATH_MAX + 32], incr[PATH_MAX + 32];
+	size_t pages = len / BENCH_PAGE, nw = pages * 5 / 100;
+	uint8_t id[16];
+	struct stat sb;
+	char *m = live_memory(len, e);
+	int r;
+
+	if (!m)
+		return -ENOMEM;
+	live_path(env, full, sizeof(full), "base");
+	live_path(env, incr, sizeof(incr), "incr");
+	rg.addr = m;
+	rg.len = len;
+	r = fl_snapshot_live_create(&rg, 1, &lo, &s);
+	if (r < 0) {
+		bench_fail(e, r, "incremental: fl_snapshot_live_create");
+		goto out;
+	}
+	for (int k = 0; k < 2; k++) {
+		r = fl_snapshot_writer_create(k ? incr : full, k ? &wo : NULL, &w);
+		if (r == 0)
+			r = fl_snapshot_live_take(s, w, k ? FL_SNAPSHOT_TAKE_INCREMENTAL : 0);
+		if (r == 0)
+			r = fl_snapshot_live_wait(s, 600000);
+		if (r == 0)
+			r = fl_snapshot_live_stats(s, &st);
+		if (r == 0) {
+			r = fl_snapshot_writer_finish(w, id);
+			w = NULL;
+		}
+		if (r < 0) {
+			bench_fail(e, r, "incremental: the %s snapshot", k ? "incremental" : "full");
+			goto out;
+		}
+		if (k)
+			break;
+		/* 5% of the pages written, spread over the whole memory. */
+		for (size_t i = 0; i < nw; i++)
+			*(volatile uint64_t *)(m + (i * 20 + 7) % pages * BENCH_PAGE) = i;
+		wo.parent_id = id;
+	}
+	if (stat(incr, &sb) < 0) {
+		r = bench_fail(e, -errno, "incremental: %s", incr);
+		goto out;
+	}
+	if (st.pages != nw) {
+		r = bench_fail(e, -EIO, "incremental: %llu pages saved, %zu written",
+			       (unsigned long long)st.pages, nw);
+		goto out;
+	}
+	y[Y_PAUSE] = (double)st.pause_ns / 1e9;
+	y[Y_TIME] = (double)st.duration_ns / 1e9;
+	/* What the file takes on disk: pages not in it are holes. */
+	y[Y_BYTES] = (double)sb.st_blocks * 512;
+	y[Y_PAGES] = (double)st.pages;
+out:
+	fl_snapshot_writer_destroy(w);
+	fl_snapshot_live_destroy(s);
+	unlink(full);
+	unlink(incr);
+	bench_unmap(m, len);
+	return r;
+}
+
+static int run_lrow(struct env *env, enum lrow row, double *y, struct bench_err *e)
+{
+	size_t len = (size_t)env->o->size;
+
+	memset(y, 0, Y_COUNT * sizeof(*y));
+	switch (row) {
+	case LV_LIVE:
+		return run_live(env, len, y, e);
+	case LV_FORK:
+		return run_fork(env, len, y, e);
+	case LV_BIG:
+		return run_live(env, len * env->o->scale, y, e);
+	case LV_INCR:
+		return run_incremental(env, len, y, e);
+	default:
+		return bench_fail(e, -EINVAL, "unknown row");
+	}
+}
+
 /* ------------------------------------------------------------ setup */
 
 static void teardown(struct env *env)
@@ -668,15 +1108,36 @@ static struct stats_spread spread(const struct table *t, int row, int x, unsigne
 	return stats_spread_of(v, runs, v);
 }
 
-enum target { T_WS_FAULTS, T_WS_SPEED, T_LS_RESIDENT, T_SEQ, T_COUNT };
+enum target {
+	T_WS_FAULTS, T_WS_SPEED, T_LS_RESIDENT, T_SEQ,
+	T_LIVE_PAUSE, T_LIVE_FORK, T_LIVE_BIG,	/* with the live rows only */
+	T_COUNT,
+};
 
 struct target_val {
 	const char *name;
 	const char *want;	/* the target, as text */
 	double ratio;
 	bool met;
-	const char *unit;	/* "x" or "%" */
+	const char *unit;	/* "x", "%" or "ms" */
 };
+
+static struct stats_spread lspread(const struct table *t, int row, int y, unsigned int runs)
+{
+	double v[MAX_RUNS];
+
+	memcpy(v, t->l[row][y], runs * sizeof(double));
+	return stats_spread_of(v, runs, v);
+}
+
+static double lratio_median(const struct table *t, unsigned int runs, int a, int b, int y)
+{
+	double v[MAX_RUNS];
+
+	for (unsigned int i = 0; i < runs; i++)
+		v[i] = t->l[a][y][i] / t->l[b][y][i];
+	return stats_median(v, runs);
+}
 
 /* Per run ratios, then their median. */
 static double ratio_median(const struct table *t, unsigned int runs, int a, int b, int x)
@@ -688,7 +1149,8 @@ static double ratio_median(const struct table *t, unsigned int runs, int a, int 
 	return stats_median(v, runs);
 }
 
-static void targets(const struct table *t, unsigned int runs, struct target_val *tv)
+/* The targets; returns how many (the live ones need the live rows). */
+static int targets(const struct table *t, unsigned int runs, bool live, struct target_val *tv)
 {
 	double v[MAX_RUNS];
 	int best = R_SEQ_EAGER;
@@ -718,6 +1180,21 @@ static void targets(const struct table *t, unsigned int runs, struct target_val 
 					 ratio_median(t, runs, best, R_SEQ_MMAP, X_GBPS), false,
 					 "x" };
 	tv[T_SEQ].met = tv[T_SEQ].ratio >= 1.0;
+	if (!live)
+		return T_LIVE_PAUSE;
+	tv[T_LIVE_PAUSE] = (struct target_val){ "live: pause", "<= 1 ms",
+						1e3 * lspread(t, LV_LIVE, Y_PAUSE, runs).median,
+						false, "ms" };
+	tv[T_LIVE_PAUSE].met = tv[T_LIVE_PAUSE].ratio <= 1.0;
+	tv[T_LIVE_FORK] = (struct target_val){ "live: pause / fork()'s pause", "<= 0.1x",
+					       lratio_median(t, runs, LV_LIVE, LV_FORK, Y_PAUSE),
+					       false, "x" };
+	tv[T_LIVE_FORK].met = tv[T_LIVE_FORK].ratio <= 0.1;
+	tv[T_LIVE_BIG] = (struct target_val){ "live-big: pause / live's pause", "<= 1.5x",
+					      lratio_median(t, runs, LV_BIG, LV_LIVE, Y_PAUSE),
+					      false, "x" };
+	tv[T_LIVE_BIG].met = tv[T_LIVE_BIG].ratio <= 1.5;
+	return T_COUNT;
 }
 
 static const char *kind_text(const char *kind)
@@ -739,10 +1216,62 @@ static const char *kind_of(double fault_ns)
 	return fault_ns >= 4000 ? "paravirtualized" : fault_ns <= 2000 ? "hardware" : "unclear";
 }
 
+/* The writers' rate during a row's snapshot against just before: the median of per-run ratios. */
+static double during_ratio(const struct table *t, unsigned int runs, int row)
+{
+	double v[MAX_RUNS];
+
+	for (unsigned int i = 0; i < runs; i++)
+		v[i] = t->l[row][Y_DURING][i] / t->l[row][Y_WITHOUT][i];
+	return stats_median(v, runs);
+}
+
+static void print_live_table(const struct table *t, const struct opts *o)
+{
+	printf("\nlive snapshot, %d writer threads   pause ms             snapshot ms"
+	       "          writes/s during / without\n", N_WRITERS);
+	for (int r = 0; r < LV_COUNT; r++) {
+		struct stats_spread p = lspread(t, r, Y_PAUSE, o->runs);
+		struct stats_spread d = lspread(t, r, Y_TIME, o->runs);
+		char name[48], pc[48], dc[48], wc[48] = "-";
+
+		if (r == LV_BIG)
+			snprintf(name, sizeof(name), "live-big (%llu MiB)",
+				 (unsigned long long)(o->size * o->scale / MIB));
+		else if (r == LV_INCR)
+			snprintf(name, sizeof(name), "incremental, 5%% written");
+		else
+			snprintf(name, sizeof(name), "%s (%llu MiB)", lrow_names[r],
+				 (unsigned long long)(o->size / MIB));
+		snprintf(pc, sizeof(pc), "%.3f (%.3f-%.3f)", p.median * 1e3, p.min * 1e3,
+			 p.max * 1e3);
+		snprintf(dc, sizeof(dc), "%.0f (%.0f-%.0f)", d.median * 1e3, d.min * 1e3,
+			 d.max * 1e3);
+		if (r != LV_INCR)
+			snprintf(wc, sizeof(wc), "%.2fx (%.1fM/s without)",
+				 during_ratio(t, o->runs, r),
+				 lspread(t, r, Y_WITHOUT, o->runs).median / 1e6);
+		printf("%-34s %-20s %-20s %s", name, pc, dc, wc);
+		if (r == LV_FORK)
+			printf("  extra memory %.1f MiB",
+			       lspread(t, r, Y_EXTRA, o->runs).median / MIB);
+		if (r == LV_LIVE || r == LV_BIG)
+			printf("  saved for a write: %.0f pages",
+			       lspread(t, r, Y_PAGES, o->runs).median);
+		if (r == LV_INCR)
+			printf("  %.0f pages, file %.1f MiB on disk", lspread(t, r, Y_PAGES, o->runs).median,
+			       lspread(t, r, Y_BYTES, o->runs).median / MIB);
+		printf("\n");
+	}
+	printf("(live: the instant; fork+write: the fork() call, and the child's write + fsync of\n"
+	       " the memory; extra memory: the parent's pages copied on write by then)\n");
+}
+
 static void print_table(const struct table *t, const struct env *env, const struct opts *o,
 			const struct bench_machine *m, double fault_ns)
 {
 	struct target_val tv[T_COUNT];
+	int nt;
 
 	bench_print_header("snapshot", m);
 	printf("kind of machine, from the floors: %s (native fault p50 %.0f ns)\n",
@@ -785,13 +1314,15 @@ static void print_table(const struct table *t, const struct env *env, const stru
 			       s.median * 1e3, spread(t, r, X_FAULTS, o->runs).median, cached);
 		}
 	}
+	if (o->scale)
+		print_live_table(t, o);
 	printf("(faults: the region's fault messages; mmap and memory-resident rows: the thread's "
 	       "minor + major faults;\n ws prefetched: pages the replay installed before any "
 	       "fault; last batch: from fl_region_add()\n to the replay's last batch; cached: "
 	       "the snapshot file's share in the page cache\n at the start)\n\n"
 	       "targets (medians of per-run ratios):\n");
-	targets(t, o->runs, tv);
-	for (int k = 0; k < T_COUNT; k++)
+	nt = targets(t, o->runs, o->scale > 0, tv);
+	for (int k = 0; k < nt; k++)
 		printf("  %-42s %7.2f%-2s target %-7s %s\n", tv[k].name, tv[k].ratio, tv[k].unit,
 		       tv[k].want, tv[k].met ? "met" : "MISSED");
 }
@@ -802,6 +1333,7 @@ static void print_json(const struct table *t, const struct env *env, const struc
 	static const char *const keys[X_COUNT] = { "secs", "faults", "cached", "ws_prefetched",
 						   "ws_done_secs", "gb_per_s" };
 	struct target_val tv[T_COUNT];
+	int nt;
 
 	bench_json_header("snapshot", m);
 	printf(",\"machine_kind\":");
@@ -827,13 +1359,37 @@ static void print_json(const struct table *t, const struct env *env, const struc
 		}
 		printf("}");
 	}
-	printf("],\"targets\":[");
-	targets(t, o->runs, tv);
-	for (int k = 0; k < T_COUNT; k++) {
+	printf("]");
+	if (o->scale) {
+		static const char *const lkeys[Y_COUNT] = {
+			"pause_secs", "snapshot_secs", "writes_per_s_during", "writes_per_s_without",
+			"extra_bytes", "file_bytes", "pages",
+		};
+
+		printf(",\"live\":{\"writer_threads\":%d,\"scale\":%u,\"rows\":[", N_WRITERS,
+		       o->scale);
+		for (int r = 0; r < LV_COUNT; r++) {
+			printf("%s{\"name\":\"%s\"", r ? "," : "", lrow_names[r]);
+			for (int y = 0; y < Y_COUNT; y++) {
+				if ((y == Y_EXTRA && r != LV_FORK) ||
+				    (y == Y_BYTES && r != LV_INCR) ||
+				    ((y == Y_DURING || y == Y_WITHOUT) && r == LV_INCR) ||
+				    (y == Y_PAGES && r == LV_FORK))
+					continue;
+				printf(",");
+				bench_json_spread(lkeys[y], lspread(t, r, y, o->runs));
+			}
+			printf("}");
+		}
+		printf("]}");
+	}
+	printf(",\"targets\":[");
+	nt = targets(t, o->runs, o->scale > 0, tv);
+	for (int k = 0; k < nt; k++) {
 		printf("%s{\"name\":", k ? "," : "");
 		bench_json_str(tv[k].name);
 		printf(",\"value\":%.4g,\"unit\":\"%s\",\"target\":", tv[k].ratio,
-		       tv[k].unit[0] == '%' ? "percent" : "ratio");
+		       tv[k].unit[0] == '%' ? "percent" : tv[k].unit[0] == 'm' ? "ms" : "ratio");
 		bench_json_str(tv[k].want);
 		printf(",\"met\":%s}", tv[k].met ? "true" : "false");
 	}
@@ -872,6 +1428,14 @@ int bench_snapshot_main(int argc, char **argv)
 				r = run_row(&env, i, &res, &e);
 			for (int x = 0; r == 0 && x < X_COUNT; x++)
 				t->m[i][x][run] = res.v[x];
+		}
+		for (int i = 0; r == 0 && o.scale && i < LV_COUNT; i++) {
+			double y[Y_COUNT];
+
+			bench_progress(" %s", lrow_names[i]);
+			r = run_lrow(&env, i, y, &e);
+			for (int k = 0; r == 0 && k < Y_COUNT; k++)
+				t->l[i][k][run] = y[k];
 		}
 		bench_progress("\n");
 	}

@@ -329,7 +329,8 @@ static const char *snap_row(const char *out, const char *name)
  * bench snapshot, tiny: the output parses and its counts are what the
  * workload implies (never its times): 10% of 2048 pages is 204 pages, each
  * faulted once by demand paging, none by the eager restore, and every page
- * of a replay either faulted or prefetched.
+ * of a replay either faulted or prefetched; the incremental snapshot holds
+ * the 5% of pages written.
  */
 TEST(tool_bench_snapshot_tiny)
 {
@@ -337,7 +338,7 @@ TEST(tool_bench_snapshot_tiny)
 	char *json[] = { "faultline", "bench", "snapshot", "--size", "8M", "--runs", "1",
 			 "--dir", "/tmp", "--json", NULL };
 	char *table[] = { "faultline", "bench", "snapshot", "--size", "8M", "--runs", "2",
-			  "--ws-percent", "5", NULL };
+			  "--ws-percent", "5", "--live-scale", "0", NULL };
 	char *bad[] = { "faultline", "bench", "snapshot", "--size", "3M", NULL };
 	static const char *const rows[] = { "memory-resident", "eager", "demand-4k",
 					    "demand+adaptive", "ws-replay", "loading-set",
@@ -373,7 +374,26 @@ TEST(tool_bench_snapshot_tiny)
 			t_fail(__FILE__, __LINE__, "%s: %.0f faults + %.0f prefetched < 204", n, f,
 			       pf);
 	}
-	/* Four targets, each met or not. */
+	/* The live rows: the incremental snapshot saved exactly the 5% written (102 pages). */
+	T_ASSERT(strstr(r.out, "\"live\":{\"writer_threads\":2,\"scale\":4,") != NULL);
+	row = snap_row(r.out, "incremental");
+	T_ASSERT(row != NULL);
+	T_ASSERT_EQ((long)json_num_after(r.out, row, "pages"), 102);
+	T_ASSERT(json_num_after(r.out, row, "file_bytes") < 8 * 1024 * 1024);
+	for (int k = 0; k < 3; k++) {
+		static const char *const live[] = { "live", "fork+write", "live-big" };
+
+		row = snap_row(r.out, live[k]);
+		T_ASSERT(row != NULL);
+		T_ASSERT(json_num_after(r.out, row, "pause_secs") > 0);
+		T_ASSERT(json_num_after(r.out, row, "snapshot_secs") >=
+			 json_num_after(r.out, row, "pause_secs"));
+		T_ASSERT(json_num_after(r.out, row, "writes_per_s_without") > 0);
+	}
+	/* fork: what the parent's writers copied, at most the memory. */
+	T_ASSERT(json_num_after(r.out, snap_row(r.out, "fork+write"), "extra_bytes") <=
+		 8.0 * 1024 * 1024);
+	/* Seven targets, each met or not. */
 	{
 		const char *p = strstr(r.out, "\"targets\":[");
 		int n = 0;
@@ -384,7 +404,7 @@ TEST(tool_bench_snapshot_tiny)
 			T_ASSERT(!strncmp(p, "true", 4) || !strncmp(p, "false", 5));
 			n++;
 		}
-		T_ASSERT_EQ(n, 4);
+		T_ASSERT_EQ(n, 7);
 	}
 	/* The files are gone. */
 	T_ASSERT(system("ls -d /tmp/faultline-bench-snapshot-* >/dev/null 2>&1") != 0);
@@ -400,6 +420,9 @@ TEST(tool_bench_snapshot_tiny)
 		T_ASSERT(strstr(r.out, k) != NULL);
 	}
 	T_ASSERT(strstr(r.out, "ws-replay: fewer faults than demand-4k") != NULL);
+	/* --live-scale 0: no live rows, no live targets. */
+	T_ASSERT(strstr(r.out, "live snapshot") == NULL);
+	T_ASSERT(strstr(r.out, "live: pause") == NULL);
 
 	run_tool(&r, bad);
 	T_ASSERT_EQ(r.status, 2);
