@@ -655,13 +655,15 @@ struct restore_case {
 	enum fl_prefetch prefetch;
 	enum fl_mem_type mem;
 	enum fl_install install;
+	uint32_t flags;		/* FL_SNAPSHOT_OPEN_* */
 };
 
 /* Restore through a pager in this process and check every page (run in a child). */
 static void restore_and_check(void *arg)
 {
 	const struct restore_case *rc = arg;
-	struct fl_store_snapshot_opts so = { .sz = sizeof(so), .parents = rc->parents };
+	struct fl_store_snapshot_opts so = { .sz = sizeof(so), .parents = rc->parents,
+					     .flags = rc->flags };
 	struct fl_region_stats st = { .sz = sizeof(st) };
 	struct fl_store *s = NULL;
 	struct fl_pager *p;
@@ -1059,5 +1061,74 @@ TEST(snapshot_restore_hugetlb)
 		mc.install = FL_INSTALL_CONTINUE;
 		expect_child_ok(t_run_child(restore_huge, &mc));
 	}
+	unlink(path);
+}
+
+/* How many pages of [off, off+len) of the file at @path are in the page cache. */
+static uint64_t cached_pages(const char *path, uint64_t off, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	unsigned char *vec = malloc(len / PG);
+	uint64_t n = 0;
+	void *m;
+
+	T_ASSERT_SYS(fd);
+	T_ASSERT(vec);
+	m = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, (off_t)off);
+	T_ASSERT(m != MAP_FAILED);
+	T_ASSERT_SYS(mincore(m, len, vec));
+	for (size_t i = 0; i < len / PG; i++)
+		n += vec[i] & 1;
+	munmap(m, len);
+	close(fd);
+	free(vec);
+	return n;
+}
+
+static void drop_cache(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	T_ASSERT_SYS(fd);
+	T_ASSERT_EQ(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+	close(fd);
+}
+
+/* FL_SNAPSHOT_OPEN_DIRECT restores past the page cache; without it the data goes through it. */
+TEST(snapshot_restore_direct)
+{
+	uint8_t gens[RS_PAGES], id[16];
+	struct restore_case rc = { .gens = gens, .mode = FL_PAGER_THREADS,
+				   .prefetch = FL_PREFETCH_FIXED, .flags = FL_SNAPSHOT_OPEN_DIRECT };
+	struct fl_snapshot_open_opts oo = { .sz = sizeof(oo), .flags = FL_SNAPSHOT_OPEN_DIRECT };
+	struct fl_snapshot *s = NULL;
+	uint64_t nzero = 0;
+	char path[64];
+	int e;
+
+	memset(gens, 0, sizeof(gens));
+	snap_path(path, "d");
+	rc.path = path;
+	write_rs(path, 0, id);
+	e = fl_snapshot_open(path, &oo, &s);
+	if (e == -EOPNOTSUPP) {
+		unlink(path);
+		T_SKIP("no O_DIRECT on /var/tmp's file system");
+	}
+	T_ASSERT_OK(e);
+	fl_snapshot_close(s);
+	for (uint64_t i = 0; i < RS_PAGES; i++)
+		nzero += test_page_zero(i);
+	drop_cache(path);
+	if (cached_pages(path, 2 * MiB, RS_PAGES * PG) != 0) {
+		unlink(path);
+		T_SKIP("this file system keeps the pages cached after POSIX_FADV_DONTNEED");
+	}
+	expect_child_ok(t_run_child(restore_and_check, &rc));
+	T_ASSERT_EQ(cached_pages(path, 2 * MiB, RS_PAGES * PG), 0);
+	rc.flags = 0;
+	expect_child_ok(t_run_child(restore_and_check, &rc));
+	/* Buffered, every data page went through the cache (zero pages are holes: never read). */
+	T_ASSERT(cached_pages(path, 2 * MiB, RS_PAGES * PG) >= RS_PAGES - nzero);
 	unlink(path);
 }

@@ -107,6 +107,10 @@ enum fl_snapshot_open_flags {
 	FL_SNAPSHOT_OPEN_ALONE = 1u << 0,	/* an incremental file alone, without looking for
 						   its parents: info and verify work, reads of
 						   pages it does not hold are -ENODATA */
+	FL_SNAPSHOT_OPEN_DIRECT = 1u << 1,	/* read uncompressed pages with O_DIRECT (when
+						   buffer, offset and length are 4096-aligned),
+						   past the page cache; -EOPNOTSUPP where the
+						   file system has no O_DIRECT */
 };
 
 struct fl_snapshot_open_opts {
@@ -205,7 +209,7 @@ FL_API int fl_snapshot_store(struct fl_snapshot *s, uint32_t region, struct fl_s
 struct fl_store_snapshot_opts {
 	size_t sz;			/* sizeof(struct fl_store_snapshot_opts) */
 	uint32_t region;		/* which region the store serves (0: the first) */
-	uint32_t flags;			/* FL_SNAPSHOT_OPEN_* (not ALONE) */
+	uint32_t flags;			/* FL_SNAPSHOT_OPEN_DIRECT (not ALONE) */
 	const char *const *parents;	/* as in fl_snapshot_open_opts */
 };
 

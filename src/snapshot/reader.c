@@ -12,10 +12,19 @@
 #include "snapshot/reader.h"
 #include "snapshot/snap-int.h"
 
-/* Read [off, off+len) of the source: 0, or -EIO past its end, or pread's -errno. */
-static int src_read(const struct fl__snap_src *s, void *buf, size_t len, uint64_t off)
+/* The alignment of buffer, offset and length that O_DIRECT reads here take. */
+#define DIO_ALIGN 4096u
+
+/*
+ * Read [off, off+len) of the source: 0, or -EIO past its end (or where the
+ * file was truncated under us), or pread's -errno. With @direct, an aligned
+ * request goes through the O_DIRECT descriptor if there is one.
+ */
+static int src_read_how(const struct fl__snap_src *s, void *buf, size_t len, uint64_t off,
+			bool direct)
 {
 	size_t got = 0;
+	int fd = s->fd;
 
 	if (off > s->size || len > s->size - off)
 		return -EIO;
@@ -23,12 +32,19 @@ static int src_read(const struct fl__snap_src *s, void *buf, size_t len, uint64_
 		memcpy(buf, s->mem + off, len);
 		return 0;
 	}
+	if (direct && s->dfd >= 0 && !((uintptr_t)buf % DIO_ALIGN) && !(off % DIO_ALIGN) &&
+	    !(len % DIO_ALIGN))
+		fd = s->dfd;
 	while (got < len) {
-		ssize_t n = pread(s->fd, (uint8_t *)buf + got, len - got, (off_t)(off + got));
+		ssize_t n = pread(fd, (uint8_t *)buf + got, len - got, (off_t)(off + got));
 
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
+			if (errno == EINVAL && fd != s->fd) {
+				fd = s->fd;	/* the device wants more alignment: buffered */
+				continue;
+			}
 			return -errno;
 		}
 		if (n == 0)
@@ -36,6 +52,11 @@ static int src_read(const struct fl__snap_src *s, void *buf, size_t len, uint64_
 		got += (size_t)n;
 	}
 	return 0;
+}
+
+static int src_read(const struct fl__snap_src *s, void *buf, size_t len, uint64_t off)
+{
+	return src_read_how(s, buf, len, off, false);
 }
 
 static int refuse(const char *name, const char *why)
@@ -77,12 +98,14 @@ void fl__snap_file_free(struct fl__snap_file *f)
 		scratch_free(&f->scratch[i]);
 	if (f->src.fd >= 0)
 		close(f->src.fd);
+	if (f->src.dfd >= 0)
+		close(f->src.dfd);
 	free(f->name);
 	free(f->regions);
 	free(f->entries);
 	free(f->chunks);
 	memset(f, 0, sizeof(*f));
-	f->src.fd = -1;
+	f->src.fd = f->src.dfd = -1;
 }
 
 /* Read a table of @n records of @rec bytes at @off into a fresh buffer, its CRC checked. */
@@ -232,7 +255,7 @@ int fl__snap_parse(const struct fl__snap_src *src, const char *name, uint32_t fl
 	f->src = *src;
 	f->name = strdup(name);
 	if (!f->name) {
-		f->src.fd = -1;
+		f->src.fd = f->src.dfd = -1;
 		return -ENOMEM;
 	}
 	if (src->size < FL__SNAP_HEADER_SIZE) {
@@ -362,7 +385,7 @@ int fl__snap_parse(const struct fl__snap_src *src, const char *name, uint32_t fl
 	}
 	return 0;
 fail:
-	f->src.fd = -1;	/* the caller's */
+	f->src.fd = f->src.dfd = -1;	/* the caller's */
 	fl__snap_file_free(f);
 	return e;
 }
@@ -435,8 +458,8 @@ int fl__snap_read_pages(struct fl__snap_file *f, uint32_t r, uint64_t pg, uint64
 					kinds[j] = FL__SNAP_DATA;
 				j++;
 			}
-			err = src_read(&f->src, buf + i * ps, (j - i) * ps,
-				       rg->data_off + (pg + i) * ps);
+			err = src_read_how(&f->src, buf + i * ps, (j - i) * ps,
+					   rg->data_off + (pg + i) * ps, true);
 			if (err < 0) {
 				if (ret_bad)
 					*ret_bad = i;

@@ -13,6 +13,7 @@
 /* Where a parsed file's bytes come from: a descriptor, or memory (the fuzz target). */
 struct fl__snap_src {
 	int fd;			/* -1: read from mem */
+	int dfd;		/* the same file with O_DIRECT, for aligned data reads; or -1 */
 	const uint8_t *mem;
 	uint64_t size;		/* the file's size */
 };
@@ -46,7 +47,8 @@ struct fl__snap_file {
 /*
  * Parse and check everything but the pages (doc/snapshot-format.md, "What a
  * reader checks"). On failure logs "@name: why" and returns -EINVAL (-ENOMEM,
- * or the read error); @f is then empty. @f takes nothing from @src but a copy.
+ * or the read error); @f is then empty and the descriptors are still the
+ * caller's. On success @f owns them (fl__snap_file_free closes them).
  */
 int fl__snap_parse(const struct fl__snap_src *src, const char *name, uint32_t flags,
 		   struct fl__snap_file *f);

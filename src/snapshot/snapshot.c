@@ -17,7 +17,7 @@
 #include "snapshot/snap-int.h"
 #include "util.h"
 
-#define OPEN_FLAGS_ALL FL_SNAPSHOT_OPEN_ALONE
+#define OPEN_FLAGS_ALL (FL_SNAPSHOT_OPEN_ALONE | FL_SNAPSHOT_OPEN_DIRECT)
 #define MAX_CHAIN 256u
 #define VERIFY_BATCH (2u << 20)
 
@@ -45,10 +45,38 @@ static void snap_unref(struct fl_snapshot *s)
 	free(s);
 }
 
-/* Open and parse @path into @f. */
-static int open_file(const char *path, struct fl__snap_file *f, struct stat *ret_st)
+/* The file behind @fd opened again with O_DIRECT (through /proc: the same file). */
+static int reopen_direct(int fd, const char *path, const struct stat *st)
 {
-	struct fl__snap_src src = { .fd = -1 };
+	char self[64];
+	struct stat st2;
+	int dfd, err;
+
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
+	dfd = open(self, O_RDONLY | O_CLOEXEC | O_DIRECT);
+	if (dfd < 0 && errno == ENOENT)	/* no /proc mounted */
+		dfd = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
+	if (dfd < 0) {
+		err = errno;
+		if (err == EINVAL) {
+			fl__err("snapshot %s: the file system does not support O_DIRECT", path);
+			return -EOPNOTSUPP;
+		}
+		fl__err("snapshot %s: opening with O_DIRECT: %s", path, strerror(err));
+		return -err;
+	}
+	if (fstat(dfd, &st2) < 0 || st2.st_dev != st->st_dev || st2.st_ino != st->st_ino) {
+		close(dfd);
+		fl__err("snapshot %s: replaced while being opened", path);
+		return -ESTALE;
+	}
+	return dfd;
+}
+
+/* Open and parse @path into @f. */
+static int open_file(const char *path, bool direct, struct fl__snap_file *f)
+{
+	struct fl__snap_src src = { .fd = -1, .dfd = -1 };
 	struct stat st;
 	int fd, e;
 
@@ -71,13 +99,20 @@ static int open_file(const char *path, struct fl__snap_file *f, struct stat *ret
 	}
 	src.fd = fd;
 	src.size = (uint64_t)st.st_size;
+	if (direct) {
+		src.dfd = reopen_direct(fd, path, &st);
+		if (src.dfd < 0) {
+			close(fd);
+			return src.dfd;
+		}
+	}
 	e = fl__snap_parse(&src, path, 0, f);
 	if (e < 0) {
 		close(fd);
+		if (src.dfd >= 0)
+			close(src.dfd);
 		return e;
 	}
-	if (ret_st)
-		*ret_st = st;
 	return 0;
 }
 
@@ -90,9 +125,12 @@ static bool has_id(const char *path, const uint8_t id[16])
 	bool yes = false;
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 
+	struct stat st;
+
 	if (fd < 0)
 		return false;
-	if (pread(fd, hdr, sizeof(hdr), 0) == (ssize_t)sizeof(hdr) &&
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+	    pread(fd, hdr, sizeof(hdr), 0) == (ssize_t)sizeof(hdr) &&
 	    fl__snap_header_decode(hdr, &h, &why) == 0)
 		yes = !memcmp(h.id, id, 16);
 	close(fd);
@@ -258,7 +296,7 @@ static int snap_open(const char *path, uint32_t flags, const char *const *parent
 		free(s);
 		return -ENOMEM;
 	}
-	e = open_file(path, &s->files[0], NULL);
+	e = open_file(path, flags & FL_SNAPSHOT_OPEN_DIRECT, &s->files[0]);
 	if (e < 0)
 		goto fail;
 	s->nfiles = 1;
@@ -281,7 +319,7 @@ static int snap_open(const char *path, uint32_t flags, const char *const *parent
 		e = find_parent(c->name, parents, c->h.parent_id, &cur);
 		if (e < 0)
 			goto fail;
-		e = open_file(cur, &s->files[s->nfiles], NULL);
+		e = open_file(cur, flags & FL_SNAPSHOT_OPEN_DIRECT, &s->files[s->nfiles]);
 		free(cur);
 		if (e < 0)
 			goto fail;

@@ -41,7 +41,7 @@ static uint64_t hash(const uint8_t *p, size_t n)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	const bool lax = hash(data, size) & 1;
-	struct fl__snap_src src = { .fd = -1, .size = size };
+	struct fl__snap_src src = { .fd = -1, .dfd = -1, .size = size };
 	struct fl__snap_file f;
 	uint8_t *copy = malloc(size ? size : 1), *buf;
 
