@@ -143,6 +143,7 @@
 	X(snapshot_live_hugetlb_instant, FL_FEAT_WP_HUGETLBFS_SHMEM,               \
 	  T_UFFD | T_HUGETLB, 60)                                                  \
 	X(snapshot_live_copy_before_write, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 30)  \
+	X(snapshot_live_copy_before_write_track, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 30) \
 	X(snapshot_live_pager_region, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)       \
 	X(snapshot_live_pager_region_auto, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)  \
 	X(snapshot_live_pager_incremental, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)  \

@@ -66,7 +66,12 @@
 #define MADV_POPULATE_READ 22	/* 5.14 */
 #endif
 
-#define LV_RUN (1u << 20)		/* the writer thread saves up to this much at once */
+/*
+ * The writer thread saves up to this much at once, in runs that do not
+ * cross a multiple of it: unprotecting a whole aligned 2 MiB leaves a
+ * transparent huge page whole, where part of it would split it.
+ */
+#define LV_RUN (2u << 20)
 #define LV_EVENTS 64
 #define PM_PRESENT (1ull << 63)
 #define PM_SWAPPED (1ull << 62)
@@ -116,6 +121,7 @@ struct lv_range {
 	uint32_t modes;			/* pager region: its own registration modes */
 	_Atomic uint8_t *st;
 	_Atomic uint8_t *pf;
+	_Atomic size_t ngone;		/* pages with LF_GONE */
 	bool registered, attached;
 };
 
@@ -286,7 +292,7 @@ static int save_claimed(struct lv_range *r, size_t pg, size_t n, int kind, uint8
 	case LV_MEM: {
 		uintptr_t addr;
 		uint32_t seq;
-		bool ok[LV_RUN / 4096 + 1];
+		bool ok[LV_RUN / 4096];
 		struct iovec local, remote;
 		ssize_t got;
 
@@ -344,6 +350,8 @@ static int save_claimed(struct lv_range *r, size_t pg, size_t n, int kind, uint8
 	return e;
 }
 
+static size_t claim_run(struct lv_range *r, size_t pg, size_t max, int *ret_kind);
+
 static bool is_pending(int v)
 {
 	return v >= LV_MEM && v <= LV_ABSENT;
@@ -379,12 +387,40 @@ static void handle_wp(struct lv_range *r, size_t pg)
 	int e;
 
 	atomic_fetch_add_explicit(&s->wp_faults, 1, memory_order_relaxed);
-	save_page(r, pg, s->fbuf, &saved);
-	if (saved)
-		stat_add(s, SS_WRITTEN, 1);
-	if (s->flags & FL_SNAPSHOT_LIVE_TRACK)
-		atomic_fetch_or(&r->pf[pg], LF_DIRTY);
-	e = fl_uffd_writeprotect(r->u, (void *)(range_base(r) + (pg << r->shift)), r->ps, 0);
+	if (!(s->flags & FL_SNAPSHOT_LIVE_TRACK) && !r->region && r->mem == FL_MEM_ANON &&
+	    LV_RUN > r->ps) {
+		/*
+		 * Not tracking, private anonymous memory: save the rest of the
+		 * aligned 2 MiB block too and unprotect it whole, as the writer
+		 * thread does, so a transparent huge page is not split (the next
+		 * instant would have 512 entries to protect instead of one).
+		 */
+		size_t blk = LV_RUN >> r->shift, b0 = pg / blk * blk;
+		size_t b1 = b0 + blk < r->npages ? b0 + blk : r->npages;
+
+		for (size_t q = b0; q < b1;) {
+			int kind = 0;
+			size_t k = claim_run(r, q, blk, &kind);
+
+			if (!k) {
+				wait_saved(r, q++);
+				continue;
+			}
+			save_claimed(r, q, k, kind, s->fbuf);
+			stat_add(s, SS_WRITTEN, k);
+			q += k;
+		}
+		e = fl_uffd_writeprotect(r->u, (void *)(range_base(r) + (b0 << r->shift)),
+					 (b1 - b0) << r->shift, 0);
+	} else {
+		save_page(r, pg, s->fbuf, &saved);
+		if (saved)
+			stat_add(s, SS_WRITTEN, 1);
+		if (s->flags & FL_SNAPSHOT_LIVE_TRACK)
+			atomic_fetch_or(&r->pf[pg], LF_DIRTY);
+		e = fl_uffd_writeprotect(r->u, (void *)(range_base(r) + (pg << r->shift)), r->ps,
+					 0);
+	}
 	if (e && e != -ENOENT)
 		fl__warn("snapshot: unprotecting a written page: %s", strerror(-e));
 	dt = fl__now_ns() - t0;
@@ -404,7 +440,9 @@ static void lose(struct lv_range *r, size_t pg, size_t n, bool gone)
 	for (size_t i = pg; i < pg + n && i < r->npages; i++) {
 		uint8_t v = LV_MEM;
 
-		atomic_fetch_or(&r->pf[i], LF_DIRTY | (gone ? LF_GONE : LF_DISCARDED));
+		if (!(atomic_fetch_or(&r->pf[i], LF_DIRTY | (gone ? LF_GONE : LF_DISCARDED)) &
+		      LF_GONE) && gone)
+			atomic_fetch_add(&r->ngone, 1);
 		if (atomic_compare_exchange_strong(&r->st[i], &v, LV_SAVING)) {
 			int e = mark(r, i, 1, gone ? FL_SNAPSHOT_MARK_ABSENT : FL_SNAPSHOT_MARK_ZERO);
 
@@ -615,16 +653,19 @@ static void *fault_main(void *arg)
 
 /* ------------------------------------------------- the writer thread */
 
-/* Claim a run of pages from @pg with the same pending state; returns how many (0: none at pg). */
+/*
+ * Claim a run of pages from @pg with the same pending state, up to the next
+ * multiple of @max pages; returns how many (0: none at pg).
+ */
 static size_t claim_run(struct lv_range *r, size_t pg, size_t max, int *ret_kind)
 {
 	uint8_t v = atomic_load(&r->st[pg]);
-	size_t n = 0;
+	size_t n = 0, end = (pg / max + 1) * max;
 
 	if (!is_pending(v) || !atomic_compare_exchange_strong(&r->st[pg], &v, LV_SAVING))
 		return 0;
 	*ret_kind = v;
-	for (n = 1; n < max && pg + n < r->npages; n++) {
+	for (n = 1; pg + n < end && pg + n < r->npages; n++) {
 		uint8_t w = (uint8_t)*ret_kind;
 
 		if (!atomic_compare_exchange_strong(&r->st[pg + n], &w, LV_SAVING))
@@ -888,7 +929,7 @@ FL_API int fl_snapshot_live_create(const struct fl_snapshot_range *ranges, size_
 	}
 	s->wbuf_len = LV_RUN > s->max_ps ? LV_RUN : s->max_ps;
 	s->wbuf = malloc(s->wbuf_len);
-	s->fbuf = malloc(s->max_ps);
+	s->fbuf = malloc(s->wbuf_len);
 	if (!s->wbuf || !s->fbuf) {
 		e = -ENOMEM;
 		goto fail;
@@ -990,11 +1031,17 @@ static void hold_pagers(struct fl_snapshot_live *s, bool hold)
 	}
 }
 
-/* The state of page @pg at the instant: what the snapshot must save, or IDLE. */
+/*
+ * The state of page @pg at the instant: what the snapshot must save, or
+ * IDLE. Nothing else touches the page's bytes during the instant (faults
+ * and events wait), hence plain loads and stores.
+ */
 static uint8_t instant_state(struct lv_range *r, size_t pg, bool incremental)
 {
-	uint8_t f = atomic_fetch_and(&r->pf[pg], (uint8_t)~(LF_DIRTY | LF_DISCARDED));
+	uint8_t f = atomic_load_explicit(&r->pf[pg], memory_order_relaxed);
 
+	atomic_store_explicit(&r->pf[pg], (uint8_t)(f & ~(LF_DIRTY | LF_DISCARDED)),
+			      memory_order_relaxed);
 	if (incremental && !(f & LF_DIRTY))
 		return LV_IDLE;
 	if (f & LF_GONE)
@@ -1011,6 +1058,20 @@ static uint8_t instant_state(struct lv_range *r, size_t pg, bool incremental)
 	default:
 		return LV_ABSENT;
 	}
+}
+
+/* Every page's state at the instant (the pause: keep it cheap). */
+static void instant_states(struct lv_range *r, bool incremental)
+{
+	/* A full snapshot of plain memory with nothing unmapped: every page from memory. */
+	if (!r->region && !incremental && !atomic_load(&r->ngone)) {
+		memset((uint8_t *)r->st, LV_MEM, r->npages);
+		memset((uint8_t *)r->pf, 0, r->npages);
+		return;
+	}
+	for (size_t pg = 0; pg < r->npages; pg++)
+		atomic_store_explicit(&r->st[pg], instant_state(r, pg, incremental),
+				      memory_order_relaxed);
 }
 
 FL_API int fl_snapshot_live_take(struct fl_snapshot_live *s, struct fl_snapshot_writer *w,
@@ -1084,8 +1145,7 @@ FL_API int fl_snapshot_live_take(struct fl_snapshot_live *s, struct fl_snapshot_
 		goto fail;
 	}
 	for (i = 0; i < s->n; i++)
-		for (size_t pg = 0; pg < s->r[i].npages; pg++)
-			atomic_store(&s->r[i].st[pg], instant_state(&s->r[i], pg, incremental));
+		instant_states(&s->r[i], incremental);
 	for (int k = 0; k < SS_COUNT; k++)
 		atomic_store(&s->st[k], 0);
 	pthread_mutex_lock(&s->lock);
