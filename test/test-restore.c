@@ -526,3 +526,62 @@ TEST(ws_replay_refuses_bad_files)
 	unlink(other);
 	unlink(ls);
 }
+
+/* A loading set's zero pages install as zero pages; a page that fails its CRC is left to its fault. */
+TEST(ws_loading_set_zero_and_corrupt)
+{
+	size_t ps = t_page_size(), len = (size_t)WS_PAGES * ps;
+	uint8_t *src = t_map_anon(len), b;
+	struct fl_store *s;
+	struct fl_pager *p;
+	struct fl_region_opts o;
+	struct fl_region_stats st;
+	struct fl_region *r;
+	char ws[64], ls[64];
+	volatile uint8_t *a;
+	int fd;
+
+	ws_paths(ws, ls, sizeof(ws));
+	fl_pattern_fill(src, 0, len, SEED);
+	for (size_t i = 0; i < 10; i++)
+		memset(src + ws_page(i) * ps, 0, ps);
+	T_ASSERT_OK(fl_store_mem_create(src, len, FL_STORE_MEM_READONLY | FL_STORE_MEM_NO_MOVE, &s));
+	/* Record. */
+	p = t_pager_new(FL_PAGER_THREADS, 2, 0);
+	T_ASSERT_OK(fl_pager_start(p));
+	o = t_region_opts(s, len);
+	o.flags = FL_REGION_WS_RECORD;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	touch_ws(fl_region_addr(r), ps);
+	T_ASSERT_OK(fl_region_ws_save(r, ws, ls));
+	fl_pager_destroy(p);
+	/* Page 20 of the loading set's data (at 4096: 64 + 4 x 204 bytes of head) changes. */
+	fd = open(ls, O_RDWR | O_CLOEXEC);
+	T_ASSERT_SYS(fd);
+	T_ASSERT_EQ(pread(fd, &b, 1, 4096 + 20 * ps + 100), 1);
+	b ^= 1;
+	T_ASSERT_EQ(pwrite(fd, &b, 1, 4096 + 20 * ps + 100), 1);
+	close(fd);
+	/* Replay. */
+	p = t_pager_new(FL_PAGER_THREADS, 2, 0);
+	T_ASSERT_OK(fl_pager_start(p));
+	o = t_region_opts(s, len);
+	o.ws_replay = ws;
+	o.ws_loading_set = ls;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	st = ws_wait_done(r);
+	T_ASSERT_EQ(st.ws_prefetched, WS_TOUCHED - 1);
+	T_ASSERT_EQ(st.ws_errors, 1);
+	T_ASSERT_EQ(st.pages_zero, 10);
+	T_ASSERT_EQ(st.faults, 0);
+	a = fl_region_addr(r);
+	touch_ws(a, ps);
+	/* The page the loading set got wrong was read from the store by its fault. */
+	T_ASSERT_EQ(rstats(r).faults, 1);
+	T_ASSERT(!memcmp((const uint8_t *)a, src, len));
+	fl_pager_destroy(p);
+	fl_store_destroy(s);
+	munmap(src, len);
+	unlink(ws);
+	unlink(ls);
+}

@@ -311,6 +311,7 @@
 	X(ws_replay_second_process, 0, T_UFFD, 30)                                 \
 	X(ws_replay_faults_go_first, 0, T_UFFD, 30)                                \
 	X(ws_replay_refuses_bad_files, 0, T_UFFD, 30)                              \
+	X(ws_loading_set_zero_and_corrupt, 0, T_UFFD, 30)                          \
 	/* end of table */
 
 #define T_DECLARE(name, feats, flags, timeout) void test_##name(void);

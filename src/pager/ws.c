@@ -42,6 +42,7 @@ struct pg_ws {
 	int ls_fd;			/* loading set, or -1 */
 	uint64_t ls_data_off;
 	uint32_t *ls_crc;
+	uint32_t zero_crc;		/* the CRC32C of a page of zeros */
 	pthread_t thread;
 	bool started;
 	uint64_t t0;
@@ -259,6 +260,16 @@ FL_API int fl_region_ws_save(struct fl_region *r, const char *path, const char *
 
 /* ----------------------------------------------------------------- setup */
 
+static uint32_t zero_crc(size_t ps)
+{
+	static const uint8_t zeros[4096];
+	uint32_t crc = 0;
+
+	for (size_t b = 0; b < ps; b += sizeof(zeros))
+		crc = fl__crc32c(crc, zeros, sizeof(zeros));
+	return crc;
+}
+
 static int load_loading_set(struct fl_region *r, struct pg_ws *w, const char *path,
 			    const uint8_t id[16])
 {
@@ -307,6 +318,7 @@ static int load_loading_set(struct fl_region *r, struct pg_ws *w, const char *pa
 			for (size_t i = 0; i < w->count; i++)
 				w->ls_crc[i] = fl__le32(ls.crcs + i * 4);
 			w->ls_data_off = ls.data_off;
+			w->zero_crc = zero_crc(r->ps);
 		}
 	}
 	free(head);
@@ -453,37 +465,63 @@ static size_t run_len(const uint64_t *order, size_t i, size_t max)
 	return n;
 }
 
-/* Pages [i, i+k) of the order from the loading set: one read, then each run installed. */
+enum { LS_BAD, LS_DATA, LS_ZERO };
+
+/* A loading-set page: not what was saved (its CRC), all zeros, or data. */
+static int ls_class(struct fl_region *r, struct pg_ws *w, const uint8_t *page, size_t i)
+{
+	uint32_t crc = fl__crc32c(0, page, r->ps);
+
+	if (crc != w->ls_crc[i])
+		return LS_BAD;
+	if (crc == w->zero_crc) {
+		for (size_t b = 0; b < r->ps; b += 8) {
+			uint64_t v;
+
+			memcpy(&v, page + b, 8);
+			if (v)
+				return LS_DATA;
+		}
+		return LS_ZERO;
+	}
+	return LS_DATA;
+}
+
+/*
+ * Pages [i, i+k) of the order from the loading set: one read, then each
+ * run of consecutive pages installed, zero pages as zero pages. A page
+ * that is not what was saved is left to its fault, which reads the store.
+ */
 static void batch_ls(struct fl_region *r, struct pg_ws *w, size_t i, size_t k, uint8_t *buf,
 		     uint8_t *out)
 {
 	size_t j = 0;
+	int next;
 
 	if (pread_full(w->ls_fd, buf, k << r->shift, w->ls_data_off + ((uint64_t)i << r->shift))) {
-		/* Left to the faults, which read the store. */
 		fl__stat_add(r, ST_WS_ERRORS, k);
 		return;
 	}
-	while (j < k) {
-		size_t n = run_len(w->order, i + j, k - j), good = 0;
+	next = ls_class(r, w, buf, i);
+	while (j < k && !atomic_load(&r->removing)) {
+		size_t n = run_len(w->order, i + j, k - j), m = 1;
+		int cls = next;
 
-		/* Only pages whose data is what was saved; a bad one is left to its fault. */
-		while (good < n && fl__crc32c(0, buf + ((j + good) << r->shift), r->ps) ==
-					   w->ls_crc[i + j + good])
-			good++;
-		if (good) {
-			if (fl__region_supply(r, w->order[i + j], good, buf + (j << r->shift),
+		/* The pages of this run of the same class as its first. */
+		while (m < n && (next = ls_class(r, w, buf + ((j + m) << r->shift), i + j + m)) == cls)
+			m++;
+		if (m == n && j + n < k)
+			next = ls_class(r, w, buf + ((j + n) << r->shift), i + j + n);
+		if (cls == LS_BAD) {
+			fl__stat_add(r, ST_WS_ERRORS, m);
+		} else {
+			if (fl__region_supply(r, w->order[i + j], m,
+					      cls == LS_ZERO ? NULL : buf + (j << r->shift),
 					      out) == -ENOENT)
 				return;	/* removed, unmapped, or its process exited */
-			count_out(r, out, good);
+			count_out(r, out, m);
 		}
-		if (good < n) {
-			fl__stat_add(r, ST_WS_ERRORS, 1);
-			good++;
-		}
-		j += good;
-		if (atomic_load(&r->removing))
-			return;
+		j += m;
 	}
 }
 
