@@ -1124,12 +1124,6 @@ FL_API int fl_pager_create(const struct fl_pager_opts *opts, struct fl_pager **r
 	}
 	/* Staging is ours alone; a child after fork() has no use for it. */
 	madvise(p->buffers, p->buffers_len, MADV_DONTFORK);
-	/*
-	 * Where runs can be moved out of staging (resolve.c, staged MOVE), a
-	 * read fills whole transparent huge pages, which then move as one PMD.
-	 */
-	if ((p->feats & FL_FEAT_MOVE) && p->own_memory)
-		madvise(p->buffers, p->buffers_len, MADV_HUGEPAGE);
 
 	if (o.mode == FL_PAGER_THREADS) {
 		p->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

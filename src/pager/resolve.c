@@ -702,6 +702,13 @@ static int run_fill(struct pg_ctx *c, struct run *x)
 		buf = cont ? r->alias + (x->pg << r->shift) : staging(c);
 		if (!buf)
 			return run_failed(c, x, -ENOMEM, true);
+		/*
+		 * A run with whole chunks to move out of staging: let the read
+		 * fill whole transparent huge pages there, which then move as one
+		 * PMD each. Only then: staging that only copies stays small.
+		 */
+		if (!cont && len >= PG_MOVE_CHUNK && stage_ok(r, x->pg, buf))
+			madvise(buf, len, MADV_HUGEPAGE);
 		if (c->p->workers && !c->in_signal)
 			fl__pager_keep_reading(c->p);
 		fl__stat_add(r, ST_READS, 1);
