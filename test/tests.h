@@ -129,6 +129,7 @@
 	X(snapshot_corrupt_page_sigbus, FL_FEAT_POISON, T_UFFD, 60)                \
 	X(snapshot_chain_restore, 0, T_UFFD, 60)                                   \
 	X(snapshot_restore_direct, 0, T_UFFD, 60)                                  \
+	X(snapshot_concurrent_reads, 0, 0, 60)                                     \
 	X(snapshot_restore_hugetlb, FL_FEAT_MISSING_HUGETLBFS,                     \
 	  T_UFFD | T_HUGETLB, 60)                                                  \
 	/* test-snapshot-tool.c: faultline snapshot */                             \
