@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The monitor server, with clients in other processes: contents, events, forks, restarts. */
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <libgen.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -1300,10 +1302,18 @@ struct fcc {
 	bool huge;
 };
 
+/* A Firecracker VM's two guest regions: region 1 at the higher offset, region 2 at the lower. */
+struct fcvm {
+	size_t ps, l1, l2;
+	uint64_t o1, o2;
+	uint8_t *g1, *g2;
+	struct fl_uffd *u;
+	int sock;
+};
+
 /* What Firecracker does: a JSON region list and the userfaultfd, in one message; then silence. */
-static void firecracker_client(void *arg)
+static void fc_connect(const struct fcc *f, struct fcvm *vm)
 {
-	struct fcc *f = arg;
 	size_t ps = f->huge ? 2u << 20 : t_page_size();
 	size_t l1 = f->huge ? 2 * ps : 512 * ps, l2 = f->huge ? ps : 256 * ps;
 	uint64_t o1 = f->huge ? 2 * ps : 0x400000, o2 = f->huge ? 0 : 0x100000;
@@ -1333,9 +1343,28 @@ static void firecracker_client(void *arg)
 	T_ASSERT_SYS(connect(sock, (struct sockaddr *)&sa, (socklen_t)salen));
 	T_ASSERT_OK(fl__mon_send(sock, json, (size_t)n, fl_uffd_fd(u),
 				 fl__now_ms() + (uint64_t)t_ms(5000)));
+	*vm = (struct fcvm){ .ps = ps, .l1 = l1, .l2 = l2, .o1 = o1, .o2 = o2, .g1 = g1,
+			     .g2 = g2, .u = u, .sock = sock };
+}
+
+static void firecracker_client(void *arg)
+{
+	struct fcc *f = arg;
+	struct fcvm vm;
+	size_t ps, l1;
+	uint64_t o1, o2;
+	uint8_t *g1, *g2;
+
+	fc_connect(f, &vm);
+	ps = vm.ps;
+	l1 = vm.l1;
+	o1 = vm.o1;
+	o2 = vm.o2;
+	g1 = vm.g1;
+	g2 = vm.g2;
 	/* Guest memory, from the file at each region's offset. */
 	check_file(f->file, o1, g1, l1);
-	check_file(f->file, o2, g2, l2);
+	check_file(f->file, o2, g2, vm.l2);
 	/* The balloon takes pages back: afterwards they read as zeros. */
 	{
 		size_t off = f->huge ? ps : 64 * ps, len = f->huge ? ps : 16 * ps;
@@ -1349,8 +1378,8 @@ static void firecracker_client(void *arg)
 			check_file(f->file, o1 + off + len, g1 + off + len, l1 - off - len);
 	}
 	/* The VM ends: the hang-up is all the monitor hears. */
-	close(sock);
-	fl_uffd_close(u);
+	close(vm.sock);
+	fl_uffd_close(vm.u);
 }
 
 TEST(monitor_server_firecracker)
@@ -1401,6 +1430,491 @@ TEST(monitor_server_firecracker_hugetlb)
 	srv_stop(&v);
 	unlink(file);
 	rmdir(dir);
+}
+
+/* --------------------------------------------- Firecracker: snapshots, working sets */
+
+/* Remove @dir and the files in it. */
+static void rm_dir(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+
+	T_ASSERT(d != NULL);
+	while ((e = readdir(d)))
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+			unlinkat(dirfd(d), e->d_name, 0);
+	closedir(d);
+	T_ASSERT_SYS(rmdir(dir));
+}
+
+/* The guest memory file: 8 MiB of the pattern of 7, with a run of zeros inside region 2. */
+static void fc_mem_file(const char *path)
+{
+	static const uint8_t zeros[0x10000];
+	int fd;
+
+	pattern_file(path, 8u << 20, 7, 0644);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	T_ASSERT_SYS(fd);
+	T_ASSERT_EQ(pwrite(fd, zeros, sizeof(zeros), 0x180000), (ssize_t)sizeof(zeros));
+	close(fd);
+}
+
+/*
+ * A snapshot chain of the memory file @raw in @dir, with pages of @ps: a
+ * full snapshot in which every 37th page (every 3rd of 2 MiB) holds wrong
+ * bytes, and an incremental one over it holding those pages right, so that
+ * only the chain restores @raw. @cut > 0: the snapshot has two regions,
+ * [0, cut) and [cut, end) of the file. The newest file's path goes to @out.
+ */
+static void fc_snapshot(const char *raw, const char *dir, size_t ps, uint64_t cut, char *out,
+			size_t outlen)
+{
+	struct fl_snapshot_writer_opts wo = { .sz = sizeof(wo) };
+	struct fl_snapshot_writer *w = NULL;
+	size_t every = ps > 4096 ? 3 : 37;
+	uint8_t id[16], *bad = malloc(ps), *data;
+	uint64_t len, lens[2];
+	char full[128];
+	struct stat st;
+	int fd = open(raw, O_RDONLY | O_CLOEXEC);
+
+	T_ASSERT_SYS(fd);
+	T_ASSERT_SYS(fstat(fd, &st));
+	len = (uint64_t)st.st_size;
+	data = malloc(len);
+	T_ASSERT(data && bad);
+	T_ASSERT_EQ(pread(fd, data, len, 0), (ssize_t)len);
+	close(fd);
+	memset(bad, 0xa5, ps);
+	lens[0] = cut ? cut : len;
+	lens[1] = len - lens[0];
+	snprintf(full, sizeof(full), "%s/full.flsnap", dir);
+	snprintf(out, outlen, "%s/incr.flsnap", dir);
+	for (int pass = 0; pass < 2; pass++) {
+		T_ASSERT_OK(fl_snapshot_writer_create(pass ? out : full, &wo, &w));
+		for (uint32_t i = 0; i < (cut ? 2u : 1u); i++)
+			T_ASSERT_OK(fl_snapshot_writer_add_region(w, i ? cut : 0, lens[i], ps, 0,
+								  NULL));
+		for (uint64_t off = 0; off < len; off += ps) {
+			bool odd = (off / ps) % every == 1;
+			uint32_t rg = off < lens[0] ? 0 : 1;
+
+			if (pass && !odd)
+				continue;	/* the parent's */
+			T_ASSERT_OK(fl_snapshot_writer_put(w, rg, off - (rg ? lens[0] : 0),
+							   odd && !pass ? bad : data + off, ps));
+		}
+		T_ASSERT_OK(fl_snapshot_writer_finish(w, id));
+		wo.parent_id = id;
+	}
+	free(data);
+	free(bad);
+}
+
+TEST(monitor_server_firecracker_snapshot)
+{
+	char dir[64], sock[96], file[96], snap[128], log[96];
+	char *args[] = { "--socket", sock, "--firecracker", "--snapshot", snap, NULL };
+	struct fcc f;
+	pid_t m;
+
+	make_tmpdir(dir, sizeof(dir));
+	snprintf(sock, sizeof(sock), "%s/fc.sock", dir);
+	snprintf(file, sizeof(file), "%s/guest.mem", dir);
+	snprintf(log, sizeof(log), "%s/monitor.log", dir);
+	fc_mem_file(file);
+	fc_snapshot(file, dir, 4096, 0, snap, sizeof(snap));
+	m = tool_start(args, log);
+	f = (struct fcc){ .sock = sock, .file = file };
+	/* Every page as the memory file has it: the chain's, zero pages, the balloon. */
+	reap_ok(spawn(firecracker_client, &f, NULL, 0), "Firecracker client");
+	reap_ok(spawn(firecracker_client, &f, NULL, 0), "Firecracker client");
+	tool_stop(m);
+	T_ASSERT(file_has(log, "attached 2 regions from Firecracker"));
+	rm_dir(dir);
+}
+
+/* 2 MiB pages, from a snapshot of two regions: each guest region lies in one of them. */
+TEST(monitor_server_firecracker_snapshot_hugetlb)
+{
+	struct fl_monitor_server_opts o = { .probe_ms = 50 };
+	struct srv v = { .pid = 0 };
+	char dir[64], file[96], snap[128];
+	struct fcc f;
+
+	make_tmpdir(dir, sizeof(dir));
+	snprintf(file, sizeof(file), "%s/guest.mem", dir);
+	fc_mem_file(file);
+	fc_snapshot(file, dir, 2u << 20, 4u << 20, snap, sizeof(snap));
+	abstract_name(v.name, sizeof(v.name), "fc-snap-huge");
+	o.firecracker_snapshot = snap;
+	srv_start(&v, &o);
+	f = (struct fcc){ .sock = v.name, .file = file, .huge = true };
+	reap_ok(spawn(firecracker_client, &f, NULL, 0), "Firecracker client");
+	SRV_WAIT(&v, st.clients == 0 && st.connections == 0);
+	T_ASSERT_EQ(srv_stats(&v).firecracker, 1);
+	T_ASSERT_EQ(srv_stats(&v).refused, 0);
+	srv_stop(&v);
+	rm_dir(dir);
+}
+
+/* A VM the monitor cannot serve: it learns from the hang-up, as Firecracker does. */
+static void fc_refused_client(void *arg)
+{
+	struct fcvm vm;
+	char c;
+
+	fc_connect(arg, &vm);
+	t_wait_readable(vm.sock);
+	T_ASSERT_EQ(read(vm.sock, &c, 1), 0);
+	close(vm.sock);
+	fl_uffd_close(vm.u);
+}
+
+TEST(monitor_server_firecracker_snapshot_refused)
+{
+	struct fl_monitor_server_opts o = { .probe_ms = 50 };
+	struct fl_monitor_server *bad = NULL;
+	struct srv v = { .pid = 0 };
+	char dir[64], file[96], snap[128], sub[96];
+	struct fcc f;
+
+	make_tmpdir(dir, sizeof(dir));
+	snprintf(file, sizeof(file), "%s/guest.mem", dir);
+	fc_mem_file(file);
+	/* Region 1 of the guest, [4 MiB, 6 MiB), runs across the snapshot's regions. */
+	fc_snapshot(file, dir, 4096, 5u << 20, snap, sizeof(snap));
+	abstract_name(v.name, sizeof(v.name), "fc-span");
+	o.firecracker_snapshot = snap;
+	srv_start(&v, &o);
+	f = (struct fcc){ .sock = v.name, .file = file };
+	reap_ok(spawn(fc_refused_client, &f, NULL, 0), "Firecracker client");
+	SRV_WAIT(&v, st.refused == 1 && st.connections == 0);
+	T_ASSERT_LOG("runs past the end of snapshot region 0 at 0x500000: a guest region must "
+		     "lie in one snapshot region");
+	srv_stop(&v);
+	/* 4 KiB guest pages cannot be served from a snapshot of 2 MiB pages. */
+	snprintf(sub, sizeof(sub), "%s/huge", dir);
+	T_ASSERT_SYS(mkdir(sub, 0755));
+	fc_snapshot(file, sub, 2u << 20, 0, snap, sizeof(snap));
+	abstract_name(v.name, sizeof(v.name), "fc-pagesize");
+	o = (struct fl_monitor_server_opts){ .probe_ms = 50, .firecracker_snapshot = snap };
+	srv_start(&v, &o);
+	reap_ok(spawn(fc_refused_client, &f, NULL, 0), "Firecracker client");
+	SRV_WAIT(&v, st.refused == 1 && st.connections == 0);
+	T_ASSERT_LOG("has pages of 4 KiB, the snapshot region holding it pages of 2048 KiB");
+	srv_stop(&v);
+	/* Options that do not go together. */
+	o = (struct fl_monitor_server_opts){ .sz = sizeof(o), .socket_path = "@fl-test-fc-opts",
+					     .firecracker_mem_file = file,
+					     .firecracker_snapshot = snap };
+	T_ASSERT_ERR(fl_monitor_server_create(&o, &bad), EINVAL);
+	o.firecracker_mem_file = o.firecracker_snapshot = NULL;
+	o.firecracker_ws_record = file;
+	T_ASSERT_ERR(fl_monitor_server_create(&o, &bad), EINVAL);
+	o.firecracker_ws_record = NULL;
+	o.firecracker_snapshot = file;	/* not a snapshot */
+	T_ASSERT_ERR(fl_monitor_server_create(&o, &bad), EINVAL);
+	o.firecracker_snapshot = NULL;
+	T_ASSERT_OK(fl_monitor_server_create(&o, &bad));
+	T_ASSERT_ERR(fl_monitor_server_ws_save(bad), EINVAL);	/* it records nothing */
+	fl_monitor_server_destroy(bad);
+	T_ASSERT_ERR(fl_monitor_server_ws_save(NULL), EINVAL);
+	unlink(snap);
+	snprintf(snap, sizeof(snap), "%s/full.flsnap", sub);
+	unlink(snap);
+	rmdir(sub);
+	rm_dir(dir);
+}
+
+/* A page of a guest region: region 1 or 2 (struct fcvm), page index. */
+struct fc_touch {
+	int region;
+	unsigned int pg;
+};
+
+/* The pages the first VM touches, in order: scattered, both regions interleaved. */
+static const struct fc_touch fc_touch_4k[] = {
+	{ 1, 17 }, { 2, 250 }, { 1, 3 }, { 1, 200 }, { 2, 7 },
+	{ 1, 45 }, { 1, 511 }, { 2, 128 }, { 1, 0 }, { 1, 99 },
+};
+static const struct fc_touch fc_touch_2m[] = { { 1, 1 }, { 2, 0 } };
+
+struct fcw {
+	struct fcc f;
+	const struct fc_touch *t;
+	size_t n;
+	bool replay;		/* wait for the pages to be there, then touch them without faults */
+	int up, down;		/* signal: pipes to and from the test (-1: none) */
+	size_t pause_at;	/* signal: after this many touches, say 'a' and wait for a byte */
+};
+
+static uint8_t *fc_page(const struct fcvm *vm, const struct fc_touch *t)
+{
+	return (t->region == 1 ? vm->g1 : vm->g2) + (size_t)t->pg * vm->ps;
+}
+
+static uint64_t fc_page_off(const struct fcvm *vm, const struct fc_touch *t)
+{
+	return (t->region == 1 ? vm->o1 : vm->o2) + (uint64_t)t->pg * vm->ps;
+}
+
+/* Faults of this thread so far (a fault a userfaultfd resolved counts as major). */
+static long thread_faults(void)
+{
+	struct rusage ru;
+
+	T_ASSERT_SYS(getrusage(RUSAGE_THREAD, &ru));
+	return ru.ru_minflt + ru.ru_majflt;
+}
+
+/* Is the page of @t present in the VM's memory (without touching it)? */
+static bool fc_present(const struct fcvm *vm, const struct fc_touch *t)
+{
+	static unsigned char vec[512];
+
+	T_ASSERT_SYS(mincore(fc_page(vm, t), vm->ps, vec));
+	return vec[0] & 1;
+}
+
+static void fc_ws_client(void *arg)
+{
+	struct fcw *w = arg;
+	struct fcvm vm;
+	volatile uint8_t sum = 0;
+	long before, after;
+
+	fc_connect(&w->f, &vm);
+	if (w->replay) {
+		/* The replay installs them from the handshake on: wait (bounded) until it did. */
+		uint64_t end = fl__now_ms() + (uint64_t)t_ms(10000);
+
+		for (size_t i = 0; i < w->n; i++) {
+			while (!fc_present(&vm, &w->t[i])) {
+				if (fl__now_ms() > end)
+					t_fail(__FILE__, __LINE__, "page %zu of the working set was "
+					       "never prefetched", i);
+				usleep(1000);
+			}
+		}
+	}
+	before = thread_faults();
+	for (size_t i = 0; i < w->n; i++) {
+		if (w->up >= 0 && i == w->pause_at) {
+			put_byte(w->up, 'a');
+			T_ASSERT_EQ(get_byte(w->down), 'b');
+		}
+		sum += *(volatile uint8_t *)fc_page(&vm, &w->t[i]);
+	}
+	after = thread_faults();
+	(void)sum;
+	if (w->replay)
+		T_ASSERT_EQ(after - before, 0);
+	else
+		T_ASSERT(after - before >= (long)w->n);
+	for (size_t i = 0; i < w->n; i++)
+		check_file(w->f.file, fc_page_off(&vm, &w->t[i]), fc_page(&vm, &w->t[i]), vm.ps);
+	if (w->replay) {
+		/* A page outside the working set: on demand, as before. */
+		struct fc_touch x = { 1, w->f.huge ? 0 : 300 };
+
+		check_file(w->f.file, fc_page_off(&vm, &x), fc_page(&vm, &x), vm.ps);
+	}
+	close(vm.sock);
+	fl_uffd_close(vm.u);
+}
+
+/* The working-set file @path lists exactly @want (page indices of region @region), in order. */
+static void check_ws(const char *path, size_t ps, size_t len, const struct fc_touch *t, size_t n,
+		     int region)
+{
+	uint8_t buf[64 + 8 * 64];
+	uint64_t v, want[64];
+	size_t k = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t got;
+
+	for (size_t i = 0; i < n; i++)
+		if (t[i].region == region)
+			want[k++] = t[i].pg;
+	if (fd < 0)
+		t_fail(__FILE__, __LINE__, "%s: %s", path, strerror(errno));
+	got = read(fd, buf, sizeof(buf));
+	close(fd);
+	T_ASSERT_EQ(got, (ssize_t)(64 + 8 * k));
+	T_ASSERT(!memcmp(buf, "FLWORKST", 8));
+	memcpy(&v, buf + 16, 8);
+	T_ASSERT_EQ(v, ps);
+	memcpy(&v, buf + 24, 8);
+	T_ASSERT_EQ(v, len);
+	memcpy(&v, buf + 32, 8);
+	T_ASSERT_EQ(v, k);
+	for (size_t i = 0; i < k; i++) {
+		memcpy(&v, buf + 64 + 8 * i, 8);
+		if (v != want[i])
+			t_fail(__FILE__, __LINE__, "%s: entry %zu is page %llu, not %llu", path, i,
+			       (unsigned long long)v, (unsigned long long)want[i]);
+	}
+}
+
+/*
+ * Record, then replay: a first VM touches scattered pages and hangs up; its
+ * working sets (one file per guest region, numbered by offset) list exactly
+ * those pages in order. A second VM, restored with them, finds every one
+ * installed before it touches it: no fault of its own, none the monitor
+ * served but the one page outside the set, and the contents right.
+ */
+static void fc_ws_run(bool huge)
+{
+	struct fl_monitor_server_opts o = { .probe_ms = 50 };
+	struct srv v = { .pid = 0 };
+	char dir[64], file[96], snap[128], ws[96], ws1[100];
+	size_t ps = huge ? 2u << 20 : 4096;
+	struct fcw w = { .t = huge ? fc_touch_2m : fc_touch_4k, .up = -1, .down = -1 };
+	struct fl_monitor_server_stats now;
+
+	w.n = huge ? 2 : sizeof(fc_touch_4k) / sizeof(fc_touch_4k[0]);
+	make_tmpdir(dir, sizeof(dir));
+	snprintf(file, sizeof(file), "%s/guest.mem", dir);
+	snprintf(ws, sizeof(ws), "%s/vm.ws", dir);
+	snprintf(ws1, sizeof(ws1), "%s.1", ws);
+	fc_mem_file(file);
+	fc_snapshot(file, dir, ps, 0, snap, sizeof(snap));
+	abstract_name(v.name, sizeof(v.name), "fc-record");
+	o.firecracker_snapshot = snap;
+	o.firecracker_ws_record = ws;
+	srv_start(&v, &o);
+	w.f = (struct fcc){ .sock = v.name, .file = file, .huge = huge };
+	reap_ok(spawn(fc_ws_client, &w, NULL, 0), "recording VM");
+	SRV_WAIT(&v, st.ended == 1 && st.clients == 0);
+	now = srv_stats(&v);
+	T_ASSERT_EQ(now.ws_saved, 2);
+	T_ASSERT_EQ(now.faults, w.n);
+	T_ASSERT_LOG("pages, written to");
+	srv_stop(&v);
+	/* Region 2 has the lower offset: it is region 0 of the files. */
+	check_ws(ws, ps, huge ? ps : 256 * ps, w.t, w.n, 2);
+	check_ws(ws1, ps, huge ? 2 * ps : 512 * ps, w.t, w.n, 1);
+
+	abstract_name(v.name, sizeof(v.name), "fc-replay");
+	o = (struct fl_monitor_server_opts){ .probe_ms = 50, .firecracker_snapshot = snap,
+					     .firecracker_ws_replay = ws };
+	srv_start(&v, &o);
+	w.f.sock = v.name;
+	w.replay = true;
+	reap_ok(spawn(fc_ws_client, &w, NULL, 0), "restored VM");
+	SRV_WAIT(&v, st.ended == 1 && st.clients == 0);
+	now = srv_stats(&v);
+	T_ASSERT_EQ(now.faults, 1);	/* the page outside the working set */
+	T_ASSERT(now.ws_prefetched <= w.n);
+	T_ASSERT_EQ(now.ws_saved, 0);
+	srv_stop(&v);
+	rm_dir(dir);
+}
+
+TEST(monitor_server_firecracker_ws)
+{
+	fc_ws_run(false);
+}
+
+TEST(monitor_server_firecracker_ws_hugetlb)
+{
+	fc_ws_run(true);
+}
+
+/* Wait (bounded) until files @a and @b of the directory watched by @ino were renamed into place. */
+static void wait_renamed(int ino, const char *a, const char *b)
+{
+	bool seen_a = false, seen_b = false;
+	uint64_t end = fl__now_ms() + (uint64_t)t_ms(10000);
+
+	while (!seen_a || !seen_b) {
+		char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+		struct pollfd pf = { .fd = ino, .events = POLLIN };
+		int left = (int)(end > fl__now_ms() ? end - fl__now_ms() : 0);
+		ssize_t n;
+
+		if (poll(&pf, 1, left) <= 0)
+			t_fail(__FILE__, __LINE__, "%s%s%s not written in time", seen_a ? "" : a,
+			       !seen_a && !seen_b ? " and " : "", seen_b ? "" : b);
+		n = read(ino, buf, sizeof(buf));
+		T_ASSERT(n > 0);
+		for (char *p = buf; p < buf + n;) {
+			struct inotify_event *ev = (struct inotify_event *)p;
+
+			if (ev->len && !strcmp(ev->name, a))
+				seen_a = true;
+			if (ev->len && !strcmp(ev->name, b))
+				seen_b = true;
+			p += sizeof(*ev) + ev->len;
+		}
+	}
+}
+
+/* The tool: SIGUSR1 writes what was recorded so far; the hang-up all of it; --prefetch replays. */
+TEST(monitor_server_firecracker_ws_tool)
+{
+	char dir[64], sock[96], file[96], snap[128], log[96], ws[96], ws1[100];
+	char *rec[] = { "--socket", sock, "--firecracker", "--snapshot", snap, "--record", ws,
+			NULL };
+	char *rep[] = { "--socket", sock, "--firecracker", "--snapshot", snap, "--prefetch", ws,
+			"--prefetch", "none", NULL };
+	struct fcw w = { .t = fc_touch_4k, .n = 6, .pause_at = 3 };
+	int up[2], down[2], ino;
+	pid_t m, pid;
+
+	make_tmpdir(dir, sizeof(dir));
+	snprintf(sock, sizeof(sock), "%s/fc.sock", dir);
+	snprintf(file, sizeof(file), "%s/guest.mem", dir);
+	snprintf(log, sizeof(log), "%s/monitor.log", dir);
+	snprintf(ws, sizeof(ws), "%s/vm.ws", dir);
+	snprintf(ws1, sizeof(ws1), "%s.1", ws);
+	fc_mem_file(file);
+	fc_snapshot(file, dir, 4096, 0, snap, sizeof(snap));
+	ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+	T_ASSERT_SYS(ino);
+	T_ASSERT_SYS(inotify_add_watch(ino, dir, IN_MOVED_TO));
+	m = tool_start(rec, log);
+	T_ASSERT_SYS(pipe2(up, O_CLOEXEC));
+	T_ASSERT_SYS(pipe2(down, O_CLOEXEC));
+	w.f = (struct fcc){ .sock = sock, .file = file };
+	w.up = up[1];
+	w.down = down[0];
+	{
+		int keep[] = { up[1], down[0] };
+
+		pid = spawn(fc_ws_client, &w, keep, 2);
+	}
+	T_ASSERT_EQ(get_byte(up[0]), 'a');
+	/* Three pages touched, the VM still running: SIGUSR1 writes those. */
+	T_ASSERT_SYS(kill(m, SIGUSR1));
+	wait_renamed(ino, "vm.ws", "vm.ws.1");
+	check_ws(ws, 4096, 256 * 4096, w.t, 3, 2);
+	check_ws(ws1, 4096, 512 * 4096, w.t, 3, 1);
+	put_byte(down[1], 'b');
+	reap_ok(pid, "recording VM");
+	/* The hang-up: all six. */
+	wait_renamed(ino, "vm.ws", "vm.ws.1");
+	check_ws(ws, 4096, 256 * 4096, w.t, 6, 2);
+	check_ws(ws1, 4096, 512 * 4096, w.t, 6, 1);
+	tool_stop(m);
+	T_ASSERT(file_has(log, "working set of region 1, 4 pages, written to"));
+	T_ASSERT(file_has(log, "6 faults served"));
+
+	m = tool_start(rep, log);
+	w = (struct fcw){ .f = w.f, .t = fc_touch_4k, .n = 6, .replay = true, .up = -1,
+			  .down = -1 };
+	reap_ok(spawn(fc_ws_client, &w, NULL, 0), "restored VM");
+	tool_stop(m);
+	T_ASSERT(file_has(log, "1 faults served, 6 pages prefetched from the working set"));
+	close(ino);
+	close(up[0]);
+	close(up[1]);
+	close(down[0]);
+	close(down[1]);
+	rm_dir(dir);
 }
 
 /* -------------------------------------------------------------- malformed */
@@ -2181,7 +2695,7 @@ TEST(monitor_server_tool_usage)
 	T_ASSERT_EQ(tool_run(none, out, sizeof(out)), 2);
 	T_ASSERT(strstr(out, "--socket PATH is required"));
 	T_ASSERT_EQ(tool_run(fc, out, sizeof(out)), 2);
-	T_ASSERT(strstr(out, "--firecracker and --mem-file go together"));
+	T_ASSERT(strstr(out, "--firecracker needs --mem-file FILE or --snapshot FILE"));
 	T_ASSERT_EQ(tool_run(mem, out, sizeof(out)), 2);
 	T_ASSERT_EQ(tool_run(rel, out, sizeof(out)), 2);
 	T_ASSERT_EQ(tool_run(thr, out, sizeof(out)), 2);

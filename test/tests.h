@@ -291,6 +291,15 @@
 	X(monitor_server_firecracker, FL_FEAT_EVENT_REMOVE, T_UFFD, 30)            \
 	X(monitor_server_firecracker_hugetlb, FL_FEAT_EVENT_REMOVE |               \
 	  FL_FEAT_MISSING_HUGETLBFS, T_UFFD | T_HUGETLB, 30)                       \
+	X(monitor_server_firecracker_snapshot, FL_FEAT_EVENT_REMOVE, T_UFFD, 30)   \
+	X(monitor_server_firecracker_snapshot_hugetlb, FL_FEAT_EVENT_REMOVE |      \
+	  FL_FEAT_MISSING_HUGETLBFS, T_UFFD | T_HUGETLB, 30)                       \
+	X(monitor_server_firecracker_snapshot_refused, FL_FEAT_EVENT_REMOVE,       \
+	  T_UFFD, 30)                                                              \
+	X(monitor_server_firecracker_ws, FL_FEAT_EVENT_REMOVE, T_UFFD, 30)         \
+	X(monitor_server_firecracker_ws_hugetlb, FL_FEAT_EVENT_REMOVE |            \
+	  FL_FEAT_MISSING_HUGETLBFS, T_UFFD | T_HUGETLB, 30)                       \
+	X(monitor_server_firecracker_ws_tool, FL_FEAT_EVENT_REMOVE, T_UFFD, 30)    \
 	X(monitor_server_malformed, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |   \
 	  FL_FEAT_EVENT_UNMAP, T_UFFD, 60)                                         \
 	X(monitor_server_security, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |    \

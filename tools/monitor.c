@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,9 +33,18 @@ void usage_monitor(FILE *out)
 		"  --socket-mode MODE  permissions of the socket file, in octal (default: what\n"
 		"                      the umask leaves); connecting needs write permission\n"
 		"  --socket-group GROUP  group of the socket file (a name or a gid)\n"
-		"  --firecracker       also take Firecracker's handshake (needs --mem-file)\n"
+		"  --firecracker       also take Firecracker's handshake (needs --mem-file or\n"
+		"                      --snapshot)\n"
 		"  --mem-file FILE     Firecracker: the guest memory file; each region is served\n"
 		"                      from its offset in FILE\n"
+		"  --snapshot FILE     Firecracker: the guest memory from a snapshot file (or the\n"
+		"                      chain it ends); its regions end to end stand for the memory\n"
+		"                      file (one region, from faultline snapshot convert: the same\n"
+		"                      offsets)\n"
+		"  --record WS         Firecracker: record the guest's working set (pages in the\n"
+		"                      order first touched) and write it to WS when the VM hangs\n"
+		"                      up, on SIGUSR1, or when the monitor stops; the region at\n"
+		"                      the Nth lowest offset (N >= 1) writes WS.N\n"
 		"  --store-root DIR    clients' files must lie beneath DIR (opened with\n"
 		"                      RESOLVE_BENEATH); default: anywhere\n"
 		"  --allow-uid UID     serve UID too (repeatable; default: our own uid only);\n"
@@ -46,11 +56,15 @@ void usage_monitor(FILE *out)
 		"                      (default 1024)\n"
 		"  --handshake-ms N    time a client has to complete its handshake (default 5000)\n"
 		"  --prefetch POLICY   none, fixed or adaptive (default none)\n"
+		"  --prefetch WS       Firecracker: replay the working set WS (and WS.N) into every\n"
+		"                      VM restored; any other word than a policy is a file (./fixed\n"
+		"                      for a file named fixed); give --prefetch twice for both\n"
 		"  --ready-fd FD       write one byte to FD (open for writing) once listening,\n"
 		"                      then close it\n"
 		"  -v, --verbose       log every client (twice: debug)\n\n"
 		"SIGINT or SIGTERM stops the monitor; its clients then wait for a new one\n"
-		"(or fail loudly, as their policy says).\n");
+		"(or fail loudly, as their policy says). SIGUSR1 writes the working sets\n"
+		"recorded so far (--record).\n");
 }
 
 static struct fl_monitor_server *the_server;
@@ -59,8 +73,10 @@ static bool said_error;		/* an error line went out: the tool adds none of its ow
 
 static void on_signal(int sig)
 {
-	(void)sig;
-	fl_monitor_server_stop(the_server);
+	if (sig == SIGUSR1)
+		fl_monitor_server_ws_save(the_server);
+	else
+		fl_monitor_server_stop(the_server);
 }
 
 static void log_line(enum fl_log_level level, const char *msg, void *userdata)
@@ -128,7 +144,7 @@ static int parse_group(const char *s, uint32_t *ret)
 static int check_args(const struct fl_monitor_server_opts *o, int ready)
 {
 	struct stat st;
-	int fd, fl;
+	int fd, fl, r;
 
 	if (o->socket_path[0] != '@' && !lstat(o->socket_path, &st) && !S_ISSOCK(st.st_mode))
 		return usage_error(SUB, "--socket %s: exists and is not a socket; not replacing "
@@ -139,6 +155,52 @@ static int check_args(const struct fl_monitor_server_opts *o, int ready)
 					   strerror(errno));
 		if (!S_ISDIR(st.st_mode))
 			return usage_error(SUB, "--store-root %s: not a directory", o->store_root);
+	}
+	if (o->firecracker_snapshot) {
+		struct fl_snapshot *snap = NULL;
+
+		/* The library logs what is wrong with it; the line here names the option. */
+		r = fl_snapshot_open(o->firecracker_snapshot, NULL, &snap);
+		fl_snapshot_close(snap);
+		if (r < 0)
+			return usage_error(SUB, "--snapshot %s: %s", o->firecracker_snapshot,
+					   r == -EINVAL ? "not a snapshot file, or a damaged one" :
+					   strerror(-r));
+	}
+	if (o->firecracker_ws_replay) {
+		fd = open(o->firecracker_ws_replay, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+		if (fd < 0)
+			return usage_error(SUB, "--prefetch %s: %s (and not a policy: none, fixed "
+					   "or adaptive)", o->firecracker_ws_replay,
+					   strerror(errno));
+		if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+			close(fd);
+			return usage_error(SUB, "--prefetch %s: not a regular file",
+					   o->firecracker_ws_replay);
+		}
+		close(fd);
+	}
+	if (o->firecracker_ws_record) {
+		const char *w = o->firecracker_ws_record, *slash = strrchr(w, '/');
+		char dir[PATH_MAX];
+
+		if (slash && !slash[1])
+			return usage_error(SUB, "--record %s: names a directory, not a file", w);
+		if (!slash)
+			snprintf(dir, sizeof(dir), ".");
+		else if (slash == w)
+			snprintf(dir, sizeof(dir), "/");
+		else
+			snprintf(dir, sizeof(dir), "%.*s", (int)(slash - w), w);
+		if (stat(dir, &st) < 0)
+			return usage_error(SUB, "--record %s: %s: %s", w, dir, strerror(errno));
+		if (!S_ISDIR(st.st_mode))
+			return usage_error(SUB, "--record %s: %s is not a directory", w, dir);
+		if (access(dir, W_OK | X_OK) < 0)
+			return usage_error(SUB, "--record %s: cannot write in %s: %s", w, dir,
+					   strerror(errno));
+		if (!stat(w, &st) && S_ISDIR(st.st_mode))
+			return usage_error(SUB, "--record %s: is a directory", w);
 	}
 	if (o->firecracker_mem_file) {
 		fd = open(o->firecracker_mem_file, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
@@ -182,11 +244,13 @@ static void check_reach(const struct fl_monitor_server_opts *o)
 int cmd_monitor(int argc, char **argv)
 {
 	enum { O_SOCKET = 1, O_FC, O_MEM, O_ROOT, O_ALLOW, O_ANY, O_NOFILES, O_THREADS, O_MAX,
-	       O_HS, O_PREFETCH, O_READY, O_MODE, O_GROUP };
+	       O_HS, O_PREFETCH, O_READY, O_MODE, O_GROUP, O_SNAP, O_RECORD };
 	static const struct option lo[] = {
 		{ "socket", required_argument, NULL, O_SOCKET },
 		{ "firecracker", no_argument, NULL, O_FC },
 		{ "mem-file", required_argument, NULL, O_MEM },
+		{ "snapshot", required_argument, NULL, O_SNAP },
+		{ "record", required_argument, NULL, O_RECORD },
 		{ "store-root", required_argument, NULL, O_ROOT },
 		{ "allow-uid", required_argument, NULL, O_ALLOW },
 		{ "any-uid", no_argument, NULL, O_ANY },
@@ -205,7 +269,7 @@ int cmd_monitor(int argc, char **argv)
 	struct fl_monitor_server_stats st = { .sz = sizeof(st) };
 	uint32_t uids[MAX_UIDS];
 	struct sigaction sa = { .sa_handler = on_signal };
-	bool firecracker = false;
+	bool firecracker = false, policy = false;
 	unsigned long v;
 	int c, r, ready = -1;
 
@@ -221,6 +285,14 @@ int cmd_monitor(int argc, char **argv)
 			break;
 		case O_MEM:
 			o.firecracker_mem_file = optarg;
+			break;
+		case O_SNAP:
+			o.firecracker_snapshot = optarg;
+			break;
+		case O_RECORD:
+			if (!optarg[0])
+				return usage_error(SUB, "--record needs a file name");
+			o.firecracker_ws_record = optarg;
 			break;
 		case O_ROOT:
 			if (optarg[0] != '/')
@@ -255,16 +327,29 @@ int cmd_monitor(int argc, char **argv)
 				return usage_error(SUB, "--handshake-ms: 1 to 3600000");
 			o.handshake_ms = (unsigned int)v;
 			break;
-		case O_PREFETCH:
+		case O_PREFETCH: {
+			bool is_policy = !strcmp(optarg, "none") || !strcmp(optarg, "fixed") ||
+					 !strcmp(optarg, "adaptive");
+
+			if (!optarg[0])
+				return usage_error(SUB, "--prefetch: none, fixed, adaptive or a "
+						   "working-set file");
+			if (is_policy ? policy : o.firecracker_ws_replay != NULL)
+				return usage_error(SUB, "--prefetch: one policy and one working "
+						   "set at most");
+			if (!is_policy) {
+				o.firecracker_ws_replay = optarg;
+				break;
+			}
+			policy = true;
 			if (!strcmp(optarg, "none"))
 				o.prefetch = FL_PREFETCH_NONE;
 			else if (!strcmp(optarg, "fixed"))
 				o.prefetch = FL_PREFETCH_FIXED;
-			else if (!strcmp(optarg, "adaptive"))
-				o.prefetch = FL_PREFETCH_ADAPTIVE;
 			else
-				return usage_error(SUB, "--prefetch: none, fixed or adaptive");
+				o.prefetch = FL_PREFETCH_ADAPTIVE;
 			break;
+		}
 		case O_READY:
 			if (parse_num(optarg, 1u << 20, &v))
 				return usage_error(SUB, "--ready-fd: a descriptor number");
@@ -298,19 +383,26 @@ int cmd_monitor(int argc, char **argv)
 		return usage_error(SUB, "unexpected argument '%s'", argv[optind]);
 	if (!o.socket_path)
 		return usage_error(SUB, "--socket PATH is required");
-	if (firecracker != (o.firecracker_mem_file != NULL))
-		return usage_error(SUB, "--firecracker and --mem-file go together");
+	if (o.firecracker_mem_file && o.firecracker_snapshot)
+		return usage_error(SUB, "--mem-file and --snapshot exclude each other");
+	if (firecracker != (o.firecracker_mem_file || o.firecracker_snapshot))
+		return usage_error(SUB, firecracker ? "--firecracker needs --mem-file FILE or "
+				   "--snapshot FILE" : "--mem-file and --snapshot go with "
+				   "--firecracker");
+	if (!firecracker && (o.firecracker_ws_record || o.firecracker_ws_replay))
+		return usage_error(SUB, "--record WS and --prefetch WS (a working set) go with "
+				   "--firecracker");
 	if ((o.flags & FL_MONITOR_SERVER_ANY_UID) && o.n_allowed_uids)
 		return usage_error(SUB, "--any-uid and --allow-uid exclude each other");
 	if ((o.socket_mode || (o.flags & FL_MONITOR_SERVER_SOCKET_GROUP)) &&
 	    o.socket_path[0] == '@')
 		return usage_error(SUB, "--socket-mode and --socket-group need a socket file, "
 				   "not an abstract name (@%s)", o.socket_path + 1);
+	fl_set_log_fn(lib_log);
 	r = check_args(&o, ready);
 	if (r)
 		return r;
 
-	fl_set_log_fn(lib_log);
 	r = fl_monitor_server_create(&o, &the_server);
 	if (r < 0) {
 		/* The library said what failed; a line of ours would only repeat it. */
@@ -322,6 +414,8 @@ int cmd_monitor(int argc, char **argv)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	if (o.firecracker_ws_record)
+		sigaction(SIGUSR1, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	{
 		char msg[160];
@@ -349,9 +443,12 @@ int cmd_monitor(int argc, char **argv)
 		return fail(SUB, "serving", r);
 	if (verbosity)
 		fprintf(stderr, "faultline: monitor: stopped: %llu attached (%llu re-attached, "
-			"%llu Firecracker), %llu refused, %llu children, %llu events\n",
+			"%llu Firecracker), %llu refused, %llu children, %llu events, %llu faults, "
+			"%llu pages prefetched from working sets, %llu working sets written\n",
 			(unsigned long long)st.attached, (unsigned long long)st.reattached,
 			(unsigned long long)st.firecracker, (unsigned long long)st.refused,
-			(unsigned long long)st.forks, (unsigned long long)st.events);
+			(unsigned long long)st.forks, (unsigned long long)st.events,
+			(unsigned long long)st.faults, (unsigned long long)st.ws_prefetched,
+			(unsigned long long)st.ws_saved);
 	return 0;
 }

@@ -364,6 +364,34 @@ struct fl_monitor_server_opts {
 	 */
 	uint32_t socket_mode;
 	uint32_t socket_gid;
+	/*
+	 * Firecracker (0.3), instead of firecracker_mem_file: the guest memory
+	 * from this snapshot file (doc/snapshot-format.md), or from the chain
+	 * it ends (its parents found by id in its directory). The snapshot's
+	 * regions, in order and laid end to end, stand for the memory file:
+	 * each guest region's "offset" falls in one of them and must not run
+	 * past its end. A snapshot made by `faultline snapshot convert` from
+	 * the memory file has one region covering it, so a guest region's
+	 * offset is the offset in that snapshot region.
+	 */
+	const char *firecracker_snapshot;
+	/*
+	 * Firecracker (0.3): record each guest region's working set (the
+	 * order of its pages' first faults, fl_region_ws_save(3)) and write it
+	 * when the VM hangs up, when the server is destroyed, or on
+	 * fl_monitor_server_ws_save(). The guest regions are numbered by their
+	 * offset, lowest first: region 0's working set goes to this path,
+	 * region N's (N >= 1) to this path with ".N" appended.
+	 */
+	const char *firecracker_ws_record;
+	/*
+	 * Firecracker (0.3): replay these working sets (the same naming) into
+	 * every VM restored: each region prefetches the pages its file lists,
+	 * in order, from a thread of its own, while faults go first. A region
+	 * whose file is missing, or was recorded for another length or page
+	 * size, is served without replay (logged).
+	 */
+	const char *firecracker_ws_replay;
 };
 
 struct fl_monitor_server_stats {
@@ -379,7 +407,11 @@ struct fl_monitor_server_stats {
 	uint64_t forks;		/* fork events whose child was served */
 	uint64_t events;	/* remap, remove and unmap events applied */
 	uint64_t ended;		/* userfaultfds released so far (BYE, hang-up, exit) */
-	uint64_t reserved[6];
+	/* 0.3. Summed over the userfaultfds released so far, as each ends: */
+	uint64_t faults;	/* faults their pagers saw */
+	uint64_t ws_prefetched;	/* pages the working-set replay installed ahead of a fault */
+	uint64_t ws_saved;	/* working-set files written (Firecracker, record) */
+	uint64_t reserved[3];
 };
 
 /*
@@ -420,6 +452,16 @@ FL_API int fl_monitor_server_stop(struct fl_monitor_server *s);
  * Thread safety: not while fl_monitor_server_run() runs.
  */
 FL_API void fl_monitor_server_destroy(struct fl_monitor_server *s);
+
+/*
+ * fl_monitor_server_ws_save - with firecracker_ws_record, have the server's
+ * loop write the working sets recorded so far of every Firecracker VM
+ * served now (as it does when a VM hangs up); the write happens after this
+ * returns (ws_saved counts the files). Returns 0, or -EINVAL (NULL, or no
+ * firecracker_ws_record). Thread safety: any thread, and async-signal-safe
+ * (for a SIGUSR1 handler).
+ */
+FL_API int fl_monitor_server_ws_save(struct fl_monitor_server *s);
 
 /* A snapshot of the counters. Returns 0 or -EINVAL. Thread safety: any thread. */
 FL_API int fl_monitor_server_stats(const struct fl_monitor_server *s,

@@ -2,6 +2,7 @@
 /* One userfaultfd served by the monitor: its pager, its layout, its events and its children. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <sched.h>
 #include <stdio.h>
@@ -39,15 +40,53 @@ static bool table_overlaps(const struct fl__mon_table *t, uint64_t a, uint64_t l
 
 /* -------------------------------------------------------------- regions */
 
-/* Serve one piece of the layout. Returns 0 or -errno. */
-static int add_region(struct srv_uffd *su, const struct fl__mon_region *e)
+/*
+ * A Firecracker region's number among the VM's regions, by offset (lowest
+ * first): what names its working-set file. The offsets are the handshake's,
+ * which stay the same from one restore to the next.
+ */
+static unsigned int fc_rank(const struct srv_uffd *su, const struct fl__mon_region *e)
 {
+	unsigned int rank = 0;
+
+	for (uint32_t i = 0; i < su->sess->h.n; i++) {
+		const struct fl__mon_region *r = &su->sess->h.r[i];
+
+		if (r->store == FL__MON_STORE_MONITOR && r->off < e->off)
+			rank++;
+	}
+	return rank;
+}
+
+/* The working-set file of region @rank: @base for 0, "@base.N" for N. NULL if too long. */
+static const char *ws_path(const char *base, unsigned int rank, char *buf, size_t len)
+{
+	if (!rank)
+		return base;
+	return snprintf(buf, len, "%s.%u", base, rank) < (int)len ? buf : NULL;
+}
+
+/*
+ * Serve one piece of the layout. @first: a Firecracker region of the
+ * handshake (not a piece remade after mremap), which records or replays
+ * its working set as the server says. Returns 0 or -errno.
+ */
+static int add_region(struct srv_uffd *su, const struct fl__mon_region *e, bool first)
+{
+	struct fl_monitor_server *s = su->srv;
+	const struct srv_fc_part *part = e->store == FL__MON_STORE_MONITOR
+						 ? fl__srv_fc_part(s, e->off, e->len) : NULL;
+	bool fc = first && part && !su->child;
+	unsigned int rank = fc ? fc_rank(su, e) : 0;
+	char replay[PATH_MAX];
 	struct fl_region_opts o = {
 		.sz = sizeof(o),
 		.addr = (void *)(uintptr_t)e->addr,
 		.len = e->len,
-		.store = fl__srv_store_for(su->srv, su->sess, e),
-		.store_off = e->store == FL_MONITOR_STORE_ZERO ? 0 : e->off,
+		.store = fl__srv_store_for(s, su->sess, e),
+		/* Firecracker's offsets run over its memory; a part holds some of them. */
+		.store_off = e->store == FL_MONITOR_STORE_ZERO ? 0 :
+			     part ? e->off - part->start : e->off,
 		.page_size = e->page_size,
 		.mem = (enum fl_mem_type)e->mem,
 		.memfd = -1,
@@ -74,15 +113,89 @@ static int add_region(struct srv_uffd *su, const struct fl__mon_region *e)
 		su->rg = n;
 		su->caprg = cap;
 	}
+	if (fc && s->fc_record) {
+		struct srv_ws *n = realloc(su->ws, (su->nws + 1) * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		su->ws = n;
+		o.flags |= FL_REGION_WS_RECORD;
+	}
+	if (fc && s->fc_replay) {
+		o.ws_replay = ws_path(s->fc_replay, rank, replay, sizeof(replay));
+		/* A VM of fewer regions wrote no file for the others: nothing to replay there. */
+		if (o.ws_replay && access(o.ws_replay, F_OK) < 0) {
+			fl__srv_log(s, rank ? FL_LOG_DEBUG : FL_LOG_WARN, "monitor: %s: region at "
+				    "offset %#llx: no working set %s to replay", su->name,
+				    (unsigned long long)e->off, o.ws_replay);
+			o.ws_replay = NULL;
+		}
+	}
 	e2 = fl_region_add(su->p, &o, &r);
+	if (e2 < 0 && o.ws_replay) {
+		/* The pager said why; the VM is served all the same, on demand. */
+		fl__srv_log(s, FL_LOG_WARN, "monitor: %s: region at offset %#llx: working set %s "
+			    "not replayed (%s); serving it on demand", su->name,
+			    (unsigned long long)e->off, o.ws_replay, strerror(-e2));
+		o.ws_replay = NULL;
+		e2 = fl_region_add(su->p, &o, &r);
+	}
 	if (e2 < 0)
 		return e2;
 	su->rg[su->nrg++] = r;
+	if (o.flags & FL_REGION_WS_RECORD) {
+		pthread_mutex_lock(&su->ws_lock);
+		su->ws[su->nws++] = (struct srv_ws){ .r = r, .rank = rank };
+		pthread_mutex_unlock(&su->ws_lock);
+	}
 	return 0;
+}
+
+/* Write the working set of ws[i] (caller holds ws_lock). Returns 1 if written, else 0. */
+static unsigned int ws_save_one(struct srv_uffd *su, size_t i)
+{
+	struct fl_region_stats st = { .sz = sizeof(st) };
+	char buf[PATH_MAX];
+	const char *path = ws_path(su->srv->fc_record, su->ws[i].rank, buf, sizeof(buf));
+	int e = path ? fl_region_ws_save(su->ws[i].r, path, NULL) : -ENAMETOOLONG;
+
+	fl_region_stats(su->ws[i].r, &st);
+	if (e < 0) {
+		fl__srv_log(su->srv, FL_LOG_ERROR, "monitor: %s: writing the working set of region "
+			    "%u to %s%s: %s", su->name, su->ws[i].rank, su->srv->fc_record,
+			    path ? "" : ".N", strerror(-e));
+		return 0;
+	}
+	fl__srv_log(su->srv, FL_LOG_INFO, "monitor: %s: working set of region %u, %llu pages, "
+		    "written to %s", su->name, su->ws[i].rank, (unsigned long long)st.ws_recorded,
+		    path);
+	fl__srv_stat(su->srv, S_WS_SAVED, 1);
+	return 1;
+}
+
+unsigned int fl__srv_uffd_ws_save(struct srv_uffd *su)
+{
+	unsigned int n = 0;
+
+	pthread_mutex_lock(&su->ws_lock);
+	for (size_t i = 0; i < su->nws; i++)
+		n += ws_save_one(su, i);
+	pthread_mutex_unlock(&su->ws_lock);
+	return n;
 }
 
 static void remove_region(struct srv_uffd *su, size_t i)
 {
+	pthread_mutex_lock(&su->ws_lock);
+	for (size_t k = 0; k < su->nws; k++) {
+		if (su->ws[k].r != su->rg[i])
+			continue;
+		/* Unmapped or moved: what it recorded is written before it goes. */
+		ws_save_one(su, k);
+		su->ws[k] = su->ws[--su->nws];
+		break;
+	}
+	pthread_mutex_unlock(&su->ws_lock);
 	fl_region_remove(su->rg[i]);
 	su->rg[i] = su->rg[--su->nrg];
 }
@@ -127,7 +240,7 @@ static void rebuild(struct srv_uffd *su)
 		remove_region(su, su->nrg - 1);
 	for (size_t i = 0; i < su->t.n; i++) {
 		const struct fl__mon_region *e = &su->t.r[i];
-		int r = add_region(su, e);
+		int r = add_region(su, e, false);
 
 		if (r < 0)
 			fl__srv_log(su->srv, FL_LOG_ERROR, "monitor: %s: after mremap, [%#llx, "
@@ -401,6 +514,7 @@ int fl__srv_uffd_new(struct fl_monitor_server *s, struct srv_session *sess, int 
 	*t = (struct fl__mon_table){ .r = NULL };
 	snprintf(su->name, sizeof(su->name), "%s", name);
 	pthread_mutex_init(&su->lock, NULL);
+	pthread_mutex_init(&su->ws_lock, NULL);
 	e = fl_uffd_adopt(fd, sess->features, 0, &su->u);
 	if (e < 0) {
 		fl__mon_errf(err, errlen, "adopting the userfaultfd: %s", strerror(-e));
@@ -423,7 +537,7 @@ int fl__srv_uffd_new(struct fl_monitor_server *s, struct srv_session *sess, int 
 	for (size_t i = 0; i < su->t.n; i++) {
 		const struct fl__mon_region *r = &su->t.r[i];
 
-		e = add_region(su, r);
+		e = add_region(su, r, true);
 		if (e == 0)
 			continue;
 		if (child && fl_uffd_writeprotect(su->u, (void *)fl__page_size(), fl__page_size(),
@@ -463,6 +577,8 @@ fail:
 	fl_uffd_close(su->u);
 	*t = su->t;
 	free(su->rg);
+	free(su->ws);
+	pthread_mutex_destroy(&su->ws_lock);
 	pthread_mutex_destroy(&su->lock);
 	free(su);
 	return e;
@@ -626,6 +742,27 @@ void fl__srv_uffd_free(struct srv_uffd *su, bool poison)
 	fd = fl_uffd_fd(su->u);
 	fl__srv_uffd_unlink_conn(su);
 	/* The handler threads stop; the regions stay registered, their pages as they are. */
+	fl_pager_stop(su->p);
+	/* No event callback runs now: the regions are what they are. */
+	fl__srv_uffd_ws_save(su);
+	{
+		uint64_t faults = 0, ws = 0;
+
+		for (size_t i = 0; i < su->nrg; i++) {
+			struct fl_region_stats st = { .sz = sizeof(st) };
+
+			if (fl_region_stats(su->rg[i], &st) < 0)
+				continue;
+			faults += st.faults;
+			ws += st.ws_prefetched;
+		}
+		fl__srv_stat(su->srv, S_FAULTS, (int64_t)faults);
+		fl__srv_stat(su->srv, S_WS_PREFETCHED, (int64_t)ws);
+		if (su->sess->firecracker)
+			fl__srv_log(su->srv, FL_LOG_INFO, "monitor: %s: %llu faults served, %llu "
+				    "pages prefetched from the working set", su->name,
+				    (unsigned long long)faults, (unsigned long long)ws);
+	}
 	fl_pager_destroy(su->p);
 	/* A child nobody else can serve fails loudly rather than read zeros. */
 	if (poison && su->child && (su->sess->features & FL_FEAT_POISON) && !su->layout_lost)
@@ -635,7 +772,9 @@ void fl__srv_uffd_free(struct srv_uffd *su, bool poison)
 	fl__srv_session_put(su->sess);
 	free(su->t.r);
 	free(su->rg);
+	free(su->ws);
 	free(su->pending);
+	pthread_mutex_destroy(&su->ws_lock);
 	pthread_mutex_destroy(&su->lock);
 	free(su);
 }

@@ -41,6 +41,19 @@ struct srv_store {
 	struct fl_store *s;
 };
 
+/* A piece of Firecracker's memory: [start, start+len) of its offsets, from a store. */
+struct srv_fc_part {
+	struct fl_store *s;
+	uint64_t start, len;
+	size_t page_size;		/* a guest region's pages must be at least this */
+};
+
+/* A region that records its working set, and its number for the file name. */
+struct srv_ws {
+	struct fl_region *r;
+	unsigned int rank;
+};
+
 /* What one handshake established: regions, stores. Shared by a client and its children. */
 struct srv_session {
 	_Atomic int refs;
@@ -116,6 +129,10 @@ struct srv_uffd {
 	bool layout_lost;
 	struct fl_region **rg;		/* the pager's regions */
 	size_t nrg, caprg;
+	/* Firecracker regions recording their working set; ws_lock guards it against the loop. */
+	pthread_mutex_t ws_lock;
+	struct srv_ws *ws;
+	size_t nws;
 	unsigned int nchildren;		/* forks seen, to name children */
 	/* A fork()ed child's claim (its beacon): 0 when it cannot claim. */
 	uint64_t child_session, token;
@@ -164,6 +181,9 @@ enum srv_stat {
 	S_FORKS,
 	S_EVENTS,
 	S_ENDED,
+	S_FAULTS,
+	S_WS_PREFETCHED,
+	S_WS_SAVED,
 	S_COUNT,
 };
 
@@ -178,9 +198,12 @@ struct fl_monitor_server {
 	bool own_listen;
 	char *root;			/* store root, without trailing slashes */
 	int root_fd;
-	struct fl_store *fc_store;
-	uint64_t fc_size;
-	int epfd, stop_efd, work_efd, timer_fd;
+	/* Firecracker's memory: the memory file (one part), or a snapshot's regions end to end. */
+	struct srv_fc_part *fc;
+	size_t nfc;
+	bool fc_snapshot;		/* the parts are a snapshot's regions */
+	char *fc_record, *fc_replay;	/* working-set paths (copies), or NULL */
+	int epfd, stop_efd, work_efd, timer_fd, ws_efd;
 	bool listening;			/* the listening socket is in the epoll set */
 	bool accept_failed;		/* out of descriptors: accept again when one closes */
 	bool changed;			/* counters changed: call on_change */
@@ -217,6 +240,9 @@ int fl__srv_session_open(struct fl_monitor_server *s, const struct srv_peer *pee
 void fl__srv_session_put(struct srv_session *sess);
 struct fl_store *fl__srv_store_for(struct fl_monitor_server *s, struct srv_session *sess,
 				   const struct fl__mon_region *r);
+/* The part of Firecracker's memory that holds all of [off, off+len), or NULL. */
+const struct srv_fc_part *fl__srv_fc_part(const struct fl_monitor_server *s, uint64_t off,
+					  uint64_t len);
 
 /* served.c: a pager for one userfaultfd */
 /*
@@ -241,6 +267,8 @@ int fl__srv_uffd_grant(struct srv_uffd *su, int sock);
 void fl__srv_uffd_unlink_conn(struct srv_uffd *su);
 /* -ESRCH if the process behind the userfaultfd exited, else 0. */
 int fl__srv_uffd_alive(struct srv_uffd *su);
+/* Write the working sets @su records (firecracker_ws_record). Returns files written. */
+unsigned int fl__srv_uffd_ws_save(struct srv_uffd *su);
 /* A child that cannot be served: poison what the layout says is not present, then close. */
 void fl__srv_refuse_child(struct fl_monitor_server *s, int fd, uint64_t features,
 			  const struct fl__mon_table *t);

@@ -37,7 +37,7 @@
 #define SRV_EXIT_GRACE_MS 1000
 
 /* epoll tags of the server's own descriptors; connections are tagged with themselves. */
-static char tag_stop, tag_listen, tag_work, tag_timer;
+static char tag_stop, tag_listen, tag_work, tag_timer, tag_ws;
 
 /* ------------------------------------------------------------------ log */
 
@@ -187,15 +187,18 @@ static void conn_unwatch(struct fl_monitor_server *s, struct srv_conn *c)
 static void end_uffd(struct fl_monitor_server *s, struct srv_uffd *su, const char *why,
 		     bool poison)
 {
+	bool child = su->child;
+
 	uffd_unlink(s, su);
 	if (su->conn)
 		su->conn->main = NULL;
 	fl__srv_log(s, FL_LOG_INFO, "monitor: %s: %s; no longer served", su->name, why);
+	/* Its working set is written and its counters added before it counts as ended. */
+	fl__srv_uffd_free(su, poison);
 	fl__srv_stat(s, S_CLIENTS, -1);
-	if (su->child)
+	if (child)
 		fl__srv_stat(s, S_CHILDREN, -1);
 	fl__srv_stat(s, S_ENDED, 1);
-	fl__srv_uffd_free(su, poison);
 }
 
 /*
@@ -920,6 +923,18 @@ static void probe_all(struct fl_monitor_server *s)
 	}
 }
 
+/* fl_monitor_server_ws_save() asked: every VM served now writes what it recorded. */
+static void ws_save_all(struct fl_monitor_server *s)
+{
+	uint64_t v;
+
+	if (read(s->ws_efd, &v, sizeof(v)) < 0) {
+		/* Already consumed. */
+	}
+	for (struct srv_uffd *su = s->served; su; su = su->next)
+		fl__srv_uffd_ws_save(su);
+}
+
 FL_API int fl_monitor_server_run(struct fl_monitor_server *s)
 {
 	if (!s)
@@ -950,6 +965,8 @@ FL_API int fl_monitor_server_run(struct fl_monitor_server *s)
 				do_work(s);
 			} else if (tag == &tag_timer) {
 				probe_all(s);
+			} else if (tag == &tag_ws) {
+				ws_save_all(s);
 			} else {
 				/* An earlier entry may have closed it: then it is C_CLOSED. */
 				struct srv_conn *c = tag;
@@ -990,6 +1007,21 @@ FL_API int fl_monitor_server_stop(struct fl_monitor_server *s)
 	return 0;
 }
 
+FL_API int fl_monitor_server_ws_save(struct fl_monitor_server *s)
+{
+	uint64_t one = 1;
+	int saved = errno;
+
+	if (!s || !s->fc_record)
+		return fl__einval(__func__, "%s", !s ? "s is NULL" : "the server records no "
+				  "working sets (firecracker_ws_record)");
+	if (write(s->ws_efd, &one, sizeof(one)) < 0) {
+		/* Only a full counter fails, and then a save is pending anyway. */
+	}
+	errno = saved;
+	return 0;
+}
+
 FL_API int fl_monitor_server_stats(const struct fl_monitor_server *s,
 				   struct fl_monitor_server_stats *out)
 {
@@ -1009,6 +1041,9 @@ FL_API int fl_monitor_server_stats(const struct fl_monitor_server *s,
 		.forks = atomic_load(&m->st[S_FORKS]),
 		.events = atomic_load(&m->st[S_EVENTS]),
 		.ended = atomic_load(&m->st[S_ENDED]),
+		.faults = atomic_load(&m->st[S_FAULTS]),
+		.ws_prefetched = atomic_load(&m->st[S_WS_PREFETCHED]),
+		.ws_saved = atomic_load(&m->st[S_WS_SAVED]),
 	};
 	return fl__stats_out(out, ret, sizeof(*ret), __func__);
 }
@@ -1131,7 +1166,10 @@ static int check_opts(const struct fl_monitor_server_opts *opts,
 	    (o->flags & ~(uint32_t)(FL_MONITOR_SERVER_ANY_UID | FL_MONITOR_SERVER_NO_FILES |
 				    FL_MONITOR_SERVER_SOCKET_GROUP)) ||
 	    o->threads > FL_PAGER_MAX_THREADS || (unsigned int)o->prefetch > FL_PREFETCH_ADAPTIVE ||
-	    (o->store_root && o->store_root[0] != '/'))
+	    (o->store_root && o->store_root[0] != '/') ||
+	    (o->firecracker_mem_file && o->firecracker_snapshot) ||
+	    ((o->firecracker_ws_record || o->firecracker_ws_replay) &&
+	     !o->firecracker_mem_file && !o->firecracker_snapshot))
 		return fl__einval("fl_monitor_server_create", "%s",
 				  !o->socket_path && o->listen_fd < 0 ?
 				  "neither socket_path nor listen_fd" :
@@ -1139,6 +1177,12 @@ static int check_opts(const struct fl_monitor_server_opts *opts,
 				  "n_allowed_uids without allowed_uids" :
 				  o->store_root && o->store_root[0] != '/' ?
 				  "store_root is not an absolute path" :
+				  o->firecracker_mem_file && o->firecracker_snapshot ?
+				  "firecracker_mem_file and firecracker_snapshot exclude each other" :
+				  (o->firecracker_ws_record || o->firecracker_ws_replay) &&
+				  !o->firecracker_mem_file && !o->firecracker_snapshot ?
+				  "working sets without Firecracker's memory (firecracker_mem_file "
+				  "or firecracker_snapshot)" :
 				  "unknown flags or prefetch policy, or too many threads");
 	if (!o->threads)
 		o->threads = DEFAULT_THREADS;
@@ -1148,6 +1192,71 @@ static int check_opts(const struct fl_monitor_server_opts *opts,
 		o->handshake_ms = DEFAULT_HANDSHAKE_MS;
 	if (!o->probe_ms)
 		o->probe_ms = DEFAULT_PROBE_MS;
+	return 0;
+}
+
+/* Firecracker's memory: the memory file whole, or each region of a snapshot (end to end). */
+static int open_fc(struct fl_monitor_server *s)
+{
+	const char *path = s->o.firecracker_mem_file ? s->o.firecracker_mem_file
+						     : s->o.firecracker_snapshot;
+	struct fl_snapshot_info info = { .sz = sizeof(info) };
+	struct fl_snapshot *snap = NULL;
+	uint64_t start = 0;
+	int e;
+
+	if (!path)
+		return 0;
+	if ((s->o.firecracker_ws_record && !(s->fc_record = strdup(s->o.firecracker_ws_record))) ||
+	    (s->o.firecracker_ws_replay && !(s->fc_replay = strdup(s->o.firecracker_ws_replay))))
+		return -ENOMEM;
+	s->o.firecracker_ws_record = s->fc_record;
+	s->o.firecracker_ws_replay = s->fc_replay;
+	if (s->o.firecracker_mem_file) {
+		s->fc = calloc(1, sizeof(*s->fc));
+		if (!s->fc)
+			return -ENOMEM;
+		e = fl_store_file_open(path, NULL, &s->fc[0].s);
+		if (e < 0) {
+			fl__srv_log(s, FL_LOG_ERROR, "monitor: Firecracker memory file %s: %s", path,
+				    strerror(-e));
+			return e;
+		}
+		s->fc[0].len = fl_store_size(s->fc[0].s);
+		s->nfc = 1;
+		s->o.firecracker_mem_file = NULL;
+		return 0;
+	}
+	e = fl_snapshot_open(path, NULL, &snap);
+	if (e == 0)
+		e = fl_snapshot_info(snap, &info);
+	if (e == 0) {
+		s->fc = calloc(info.regions ? info.regions : 1, sizeof(*s->fc));
+		if (!s->fc)
+			e = -ENOMEM;
+	}
+	for (uint32_t i = 0; e == 0 && i < info.regions; i++) {
+		struct fl_snapshot_region_info ri = { .sz = sizeof(ri) };
+
+		e = fl_snapshot_region_info(snap, i, &ri);
+		if (e == 0)
+			e = fl_snapshot_store(snap, i, &s->fc[i].s);
+		if (e < 0)
+			break;
+		s->fc[i].start = start;
+		s->fc[i].len = ri.len;
+		s->fc[i].page_size = (size_t)ri.page_size;
+		s->nfc++;
+		start += ri.len;
+	}
+	fl_snapshot_close(snap);
+	if (e < 0) {
+		fl__srv_log(s, FL_LOG_ERROR, "monitor: Firecracker snapshot %s: %s", path,
+			    strerror(-e));
+		return e;
+	}
+	s->fc_snapshot = true;
+	s->o.firecracker_snapshot = NULL;
 	return 0;
 }
 
@@ -1171,6 +1280,7 @@ FL_API int fl_monitor_server_create(const struct fl_monitor_server_opts *opts,
 	if (!s)
 		return -ENOMEM;
 	s->listen_fd = s->root_fd = s->epfd = s->stop_efd = s->work_efd = s->timer_fd = -1;
+	s->ws_efd = -1;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->checks_done, NULL);
 	e = check_opts(opts, &s->o);
@@ -1206,16 +1316,9 @@ FL_API int fl_monitor_server_create(const struct fl_monitor_server_opts *opts,
 		}
 		s->o.store_root = s->root;
 	}
-	if (s->o.firecracker_mem_file) {
-		e = fl_store_file_open(s->o.firecracker_mem_file, NULL, &s->fc_store);
-		if (e < 0) {
-			fl__srv_log(s, FL_LOG_ERROR, "monitor: Firecracker memory file %s: %s",
-				    s->o.firecracker_mem_file, strerror(-e));
-			goto fail;
-		}
-		s->fc_size = fl_store_size(s->fc_store);
-		s->o.firecracker_mem_file = NULL;
-	}
+	e = open_fc(s);
+	if (e < 0)
+		goto fail;
 	if (s->o.socket_path) {
 		s->socket_path = strdup(s->o.socket_path);
 		if (!s->socket_path) {
@@ -1243,7 +1346,9 @@ FL_API int fl_monitor_server_create(const struct fl_monitor_server_opts *opts,
 	s->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	s->work_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	s->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-	if (s->epfd < 0 || s->stop_efd < 0 || s->work_efd < 0 || s->timer_fd < 0) {
+	s->ws_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (s->epfd < 0 || s->stop_efd < 0 || s->work_efd < 0 || s->timer_fd < 0 ||
+	    s->ws_efd < 0) {
 		e = -errno;
 		goto fail;
 	}
@@ -1259,6 +1364,8 @@ FL_API int fl_monitor_server_create(const struct fl_monitor_server_opts *opts,
 		e = add_fd(s, s->work_efd, &tag_work);
 	if (!e)
 		e = add_fd(s, s->timer_fd, &tag_timer);
+	if (!e)
+		e = add_fd(s, s->ws_efd, &tag_ws);
 	if (!e)
 		e = add_fd(s, s->listen_fd, &tag_listen);
 	if (e < 0)
@@ -1316,8 +1423,13 @@ FL_API void fl_monitor_server_destroy(struct fl_monitor_server *s)
 	s->stop_efd = fl__safe_close(s->stop_efd);
 	s->work_efd = fl__safe_close(s->work_efd);
 	s->timer_fd = fl__safe_close(s->timer_fd);
+	s->ws_efd = fl__safe_close(s->ws_efd);
 	s->root_fd = fl__safe_close(s->root_fd);
-	fl_store_destroy(s->fc_store);
+	for (size_t i = 0; i < s->nfc; i++)
+		fl_store_destroy(s->fc[i].s);
+	free(s->fc);
+	free(s->fc_record);
+	free(s->fc_replay);
 	free(s->root);
 	free(s->socket_path);
 	free(s->uids);

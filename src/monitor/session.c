@@ -222,13 +222,62 @@ static struct srv_store *find_store(struct srv_session *sess, const struct fl__m
 	return NULL;
 }
 
+const struct srv_fc_part *fl__srv_fc_part(const struct fl_monitor_server *s, uint64_t off,
+					  uint64_t len)
+{
+	for (size_t i = 0; i < s->nfc; i++) {
+		const struct srv_fc_part *p = &s->fc[i];
+
+		if (off >= p->start && off - p->start < p->len)
+			return len <= p->len - (off - p->start) ? p : NULL;
+	}
+	return NULL;
+}
+
+/* Can the monitor's memory serve Firecracker region @i? Says why not in @err. */
+static int check_fc_region(struct fl_monitor_server *s, uint32_t i, const struct fl__mon_region *r,
+			   char *err, size_t errlen)
+{
+	const struct srv_fc_part *p = fl__srv_fc_part(s, r->off, r->len), *first = NULL;
+	uint64_t end = s->nfc ? s->fc[s->nfc - 1].start + s->fc[s->nfc - 1].len : 0;
+
+	if (!p) {
+		for (size_t k = 0; k < s->nfc && !first; k++)
+			if (r->off >= s->fc[k].start && r->off - s->fc[k].start < s->fc[k].len)
+				first = &s->fc[k];
+		/* Fail loud: a file shorter than its region would be read as zeros. */
+		if (!first || s->nfc == 1)
+			fl__mon_errf(err, errlen, "region %u needs bytes up to %#llx of the %s, "
+				     "which has %#llx", i, (unsigned long long)(r->off + r->len),
+				     s->fc_snapshot ? "snapshot" : "memory file",
+				     (unsigned long long)end);
+		else
+			fl__mon_errf(err, errlen, "region %u, offsets [%#llx, %#llx), runs past the "
+				     "end of snapshot region %zu at %#llx: a guest region must lie "
+				     "in one snapshot region", i, (unsigned long long)r->off,
+				     (unsigned long long)(r->off + r->len), (size_t)(first - s->fc),
+				     (unsigned long long)(first->start + first->len));
+		return -EINVAL;
+	}
+	if (r->page_size < p->page_size) {
+		fl__mon_errf(err, errlen, "region %u has pages of %u KiB, the snapshot region "
+			     "holding it pages of %zu KiB: a guest's pages must be at least the "
+			     "snapshot's", i, r->page_size >> 10, p->page_size >> 10);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 struct fl_store *fl__srv_store_for(struct fl_monitor_server *s, struct srv_session *sess,
 				   const struct fl__mon_region *r)
 {
 	struct srv_store *st;
 
-	if (r->store == FL__MON_STORE_MONITOR)
-		return s->fc_store;
+	if (r->store == FL__MON_STORE_MONITOR) {
+		const struct srv_fc_part *part = fl__srv_fc_part(s, r->off, r->len);
+
+		return part ? part->s : NULL;
+	}
 	st = find_store(sess, r);
 	return st ? st->s : NULL;
 }
@@ -343,17 +392,23 @@ int fl__srv_session_open(struct fl_monitor_server *s, const struct srv_peer *pee
 				goto fail;
 			}
 		}
-		if (r->store == FL__MON_STORE_MONITOR && !s->fc_store) {
+		if (r->store == FL__MON_STORE_MONITOR && !s->nfc) {
 			fl__mon_errf(err, errlen, "a Firecracker handshake, but this monitor has "
 				     "no memory file to serve it from (faultline monitor "
-				     "--firecracker --mem-file FILE)");
+				     "--firecracker --mem-file FILE or --snapshot FILE)");
 			e = -EOPNOTSUPP;
 			goto fail;
+		}
+		if (r->store == FL__MON_STORE_MONITOR) {
+			e = check_fc_region(s, i, r, err, errlen);
+			if (e < 0)
+				goto fail;
+			continue;
 		}
 		e = add_store(s, peer, sess, r, err, errlen);
 		if (e < 0)
 			goto fail;
-		if (r->store == FL_MONITOR_STORE_FILE || r->store == FL__MON_STORE_MONITOR) {
+		if (r->store == FL_MONITOR_STORE_FILE) {
 			struct fl_store *st = fl__srv_store_for(s, sess, r);
 			uint64_t size = fl_store_size(st);
 
