@@ -2705,6 +2705,34 @@ TEST(monitor_server_tool_usage)
 	T_ASSERT_EQ(tool_run(nofile, out, sizeof(out)), 2);
 	T_ASSERT(strstr(out, "--mem-file /nonexistent/guest.mem: No such file or directory"));
 	T_ASSERT(!strstr(out, "@fl-test-tool-usage"));
+	/* Firecracker's options: which go together, and which do not. */
+	{
+		char *a[] = { "--socket", "@x", "--firecracker", "--mem-file", "/m", "--snapshot",
+			      "/s", NULL };
+		char *b[] = { "--socket", "@x", "--snapshot", "/s", NULL };
+		char *c[] = { "--socket", "@x", "--record", "/tmp/vm.ws", NULL };
+		char *d[] = { "--socket", "@x", "--prefetch", "/tmp/vm.ws", NULL };
+		char *e[] = { "--socket", "@x", "--prefetch", "none", "--prefetch", "fixed", NULL };
+		char *f[] = { "--socket", "@x", "--firecracker", "--mem-file", "/m", "--prefetch",
+			      "/a.ws", "--prefetch", "/b.ws", NULL };
+		char *g[] = { "--socket", "@x", "--firecracker", "--mem-file", "/m", "--record", "",
+			      NULL };
+
+		T_ASSERT_EQ(tool_run(a, out, sizeof(out)), 2);
+		T_ASSERT(strstr(out, "--mem-file and --snapshot exclude each other"));
+		T_ASSERT_EQ(tool_run(b, out, sizeof(out)), 2);
+		T_ASSERT(strstr(out, "--mem-file and --snapshot go with --firecracker"));
+		T_ASSERT_EQ(tool_run(c, out, sizeof(out)), 2);
+		T_ASSERT(strstr(out, "go with --firecracker"));
+		T_ASSERT_EQ(tool_run(d, out, sizeof(out)), 2);
+		T_ASSERT(strstr(out, "go with --firecracker"));
+		T_ASSERT_EQ(tool_run(e, out, sizeof(out)), 2);
+		T_ASSERT(strstr(out, "one policy and one working set at most"));
+		T_ASSERT_EQ(tool_run(f, out, sizeof(out)), 2);
+		T_ASSERT(strstr(out, "one policy and one working set at most"));
+		T_ASSERT_EQ(tool_run(g, out, sizeof(out)), 2);
+		T_ASSERT(strstr(out, "--record needs a file name"));
+	}
 }
 
 /* Lines of @out that contain @needle. */
@@ -2799,6 +2827,46 @@ TEST(monitor_server_tool_errors)
 		T_ASSERT_EQ(count_lines(out, "listening on"), 1);
 		assert_dated(out);
 		T_ASSERT(access(sock, F_OK) < 0);
+	}
+	/* Firecracker's snapshot and working sets: each mistake named, exit 2, nothing served. */
+	{
+		char ws[96], sub[96];
+		char *a[] = { "--socket", sock, "--firecracker", "--snapshot", "/nonexistent/s.flsnap",
+			      NULL };
+		char *b[] = { "--socket", sock, "--firecracker", "--snapshot", file, NULL };
+		char *c[] = { "--socket", sock, "--firecracker", "--mem-file", file, "--prefetch",
+			      "/nonexistent/vm.ws", NULL };
+		char *d[] = { "--socket", sock, "--firecracker", "--mem-file", file, "--record",
+			      "/nonexistent/dir/vm.ws", NULL };
+		char *e[] = { "--socket", sock, "--firecracker", "--mem-file", file, "--record",
+			      sub, NULL };
+		char *f[] = { "--socket", sock, "--firecracker", "--mem-file", file, "--record",
+			      ws, NULL };
+		char *g[] = { "--socket", sock, "--firecracker", "--mem-file", file, "--prefetch",
+			      dir, NULL };
+
+		snprintf(ws, sizeof(ws), "%s/vm.ws/", dir);
+		snprintf(sub, sizeof(sub), "%s/sub", dir);
+		T_ASSERT_SYS(mkdir(sub, 0755));
+		T_ASSERT_EQ(tool_run(a, out, sizeof(out)), 2);
+		T_ASSERT(strstr(out, "--snapshot /nonexistent/s.flsnap: No such file or directory"));
+		T_ASSERT_EQ(tool_run(b, out, sizeof(out)), 2);
+		T_ASSERT(strstr(out, "not a snapshot file, or a damaged one"));
+		T_ASSERT_EQ(tool_run(c, out, sizeof(out)), 2);
+		T_ASSERT(strstr(out, "--prefetch /nonexistent/vm.ws: No such file or directory (and "
+				     "not a policy"));
+		T_ASSERT_EQ(tool_run(d, out, sizeof(out)), 2);
+		T_ASSERT(strstr(out, "--record /nonexistent/dir/vm.ws: /nonexistent/dir: No such "
+				     "file or directory"));
+		T_ASSERT_EQ(tool_run(e, out, sizeof(out)), 2);
+		T_ASSERT(strstr(out, "is a directory"));
+		T_ASSERT_EQ(tool_run(f, out, sizeof(out)), 2);
+		T_ASSERT(strstr(out, "names a directory, not a file"));
+		T_ASSERT_EQ(tool_run(g, out, sizeof(out)), 2);
+		T_ASSERT(strstr(out, "not a regular file"));
+		T_ASSERT(!strstr(out, "listening on"));
+		T_ASSERT(access(sock, F_OK) < 0);
+		rmdir(sub);
 	}
 	/* Another monitor on the socket: one line says so, nothing repeats it. */
 	snprintf(v.name, sizeof(v.name), "%s", sock);
