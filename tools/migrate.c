@@ -18,119 +18,15 @@
 #include <unistd.h>
 
 #include "faultline.h"
+#include "kv.h"
 #include "tool.h"
 #include "util.h"
 
 #define SUB "migrate"
 #define MIB (1ull << 20)
-/* Where the store lives: far from where mmap puts things, so the destination has it free. */
-#define KV_ADDR 0x5e0000000000ull
-#define KV_MAGIC 0x315653564b4c4646ull
-#define SLOT 512u
-#define VALUE_MIN 16u
-#define VALUE_MAX (SLOT - 24u)
-#define LOADERS 2
 #define BLOB_MAGIC 0x42434c454d4f4446ull
 /* The library's shortest key (fl_migrate_source_create(3)). */
 #define KEY_MIN 16
-
-/* --------------------------------------------------------------- the store */
-
-/*
- * An open-addressing hash table of fixed 512-byte slots in one migrated
- * region. Every value is a function of its key and version, so anyone can
- * check it; each load thread owns the keys k with (k - 1) % LOADERS == its
- * number and keeps the sum of hash(key, version) over them.
- */
-struct kv_hdr {
-	uint64_t magic;
-	uint64_t nslots;
-	uint64_t nkeys;			/* keys 1..nkeys, all present */
-	uint64_t reserved;
-};
-
-struct kv_slot {
-	uint64_t key;			/* 0: empty */
-	uint64_t version;
-	uint32_t len;
-	uint32_t reserved;
-	uint8_t value[VALUE_MAX];
-};
-
-_Static_assert(sizeof(struct kv_slot) == SLOT, "slot size");
-
-static uint64_t mix(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ull;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
-
-static uint64_t kv_hash(uint64_t key, uint64_t version)
-{
-	return mix(key * 0x100000001b3ull ^ mix(version));
-}
-
-static uint32_t value_len(uint64_t key, uint64_t version)
-{
-	return VALUE_MIN + (uint32_t)(kv_hash(key, version) % (VALUE_MAX - VALUE_MIN + 1));
-}
-
-static void value_gen(uint64_t key, uint64_t version, uint8_t *out, uint32_t len)
-{
-	uint64_t s = kv_hash(version, key) | 1;
-
-	for (uint32_t i = 0; i < len; i += 8) {
-		s ^= s << 13;
-		s ^= s >> 7;
-		s ^= s << 17;
-		memcpy(out + i, &s, len - i < 8 ? len - i : 8);
-	}
-}
-
-/* Keys are dense, so key k starts probing at slot k - 1: neighbours stay neighbours. */
-static struct kv_slot *kv_find(struct kv_hdr *h, uint64_t key)
-{
-	struct kv_slot *slots = (struct kv_slot *)((uint8_t *)h + SLOT);
-
-	for (uint64_t i = (key - 1) % h->nslots;; i = (i + 1) % h->nslots)
-		if (slots[i].key == key || !slots[i].key)
-			return &slots[i];
-}
-
-static void kv_set(struct kv_slot *s, uint64_t key, uint64_t version)
-{
-	s->key = key;
-	s->version = version;
-	s->len = value_len(key, version);
-	value_gen(key, version, s->value, s->len);
-}
-
-static bool kv_check(const struct kv_slot *s)
-{
-	uint8_t want[VALUE_MAX];
-
-	if (s->len != value_len(s->key, s->version))
-		return false;
-	value_gen(s->key, s->version, want, s->len);
-	return !memcmp(want, s->value, s->len);
-}
-
-/* The store for @size bytes of region: as many slots as fit (half of them will be used). */
-static size_t kv_region_size(uint64_t size, uint64_t *ret_slots)
-{
-	*ret_slots = (size - SLOT) / SLOT;
-	return (size_t)size;
-}
-
-/* ----------------------------------------------------------- the load */
-
-struct load_state {
-	uint64_t rng;
-	uint64_t gets, sets, errors;
-	uint64_t checksum;		/* sum of kv_hash(key, version) over the thread's keys */
-};
 
 /* The application's state blob: what the destination needs to carry on. */
 struct demo_blob {
@@ -138,103 +34,6 @@ struct demo_blob {
 	uint64_t kv_addr, kv_size, nkeys;
 	struct load_state t[LOADERS];
 };
-
-struct loader {
-	struct kv_hdr *h;
-	struct load_state st;
-	unsigned int id;
-	_Atomic bool *stop;
-	pthread_t th;
-};
-
-static void *load_thread(void *arg)
-{
-	struct loader *l = arg;
-	uint64_t per = l->h->nkeys / LOADERS;
-
-	while (!atomic_load_explicit(l->stop, memory_order_relaxed)) {
-		for (int k = 0; k < 256; k++) {
-			uint64_t r, key;
-			struct kv_slot *s;
-
-			l->st.rng ^= l->st.rng << 13;
-			l->st.rng ^= l->st.rng >> 7;
-			l->st.rng ^= l->st.rng << 17;
-			r = l->st.rng;
-			/* A hot tenth of the keys takes nine operations in ten. */
-			key = 1 + (r % 10 ? r % (per / 10 + 1) : r % per) * LOADERS + l->id;
-			s = kv_find(l->h, key);
-			if (s->key != key) {
-				l->st.errors++;
-				continue;
-			}
-			if (r >> 60 < 11) {	/* about 70% GET */
-				l->st.gets++;
-				if (!kv_check(s))
-					l->st.errors++;
-			} else {
-				l->st.sets++;
-				l->st.checksum -= kv_hash(key, s->version);
-				kv_set(s, key, s->version + 1);
-				l->st.checksum += kv_hash(key, s->version);
-			}
-		}
-	}
-	return NULL;
-}
-
-struct load {
-	struct loader l[LOADERS];
-	_Atomic bool stop;
-	bool running;
-	uint64_t t0, ns;
-};
-
-static int load_start(struct load *ld, struct kv_hdr *h, const struct load_state *st)
-{
-	atomic_store(&ld->stop, false);
-	ld->t0 = fl__now_ns();
-	for (unsigned int i = 0; i < LOADERS; i++) {
-		ld->l[i] = (struct loader){ .h = h, .st = st[i], .id = i, .stop = &ld->stop };
-		if (pthread_create(&ld->l[i].th, NULL, load_thread, &ld->l[i])) {
-			atomic_store(&ld->stop, true);
-			for (unsigned int k = 0; k < i; k++)
-				pthread_join(ld->l[k].th, NULL);
-			return -EAGAIN;
-		}
-	}
-	ld->running = true;
-	return 0;
-}
-
-static void load_stop(struct load *ld)
-{
-	if (!ld->running)
-		return;
-	atomic_store(&ld->stop, true);
-	for (unsigned int i = 0; i < LOADERS; i++)
-		pthread_join(ld->l[i].th, NULL);
-	ld->ns = fl__now_ns() - ld->t0;
-	ld->running = false;
-}
-
-static uint64_t load_ops(const struct load_state *st)
-{
-	uint64_t n = 0;
-
-	for (int i = 0; i < LOADERS; i++)
-		n += st[i].gets + st[i].sets;
-	return n;
-}
-
-static uint64_t load_errors(const struct load_state *st)
-{
-	uint64_t n = 0;
-
-	for (int i = 0; i < LOADERS; i++)
-		n += st[i].errors;
-	return n;
-}
 
 /* ----------------------------------------------------------- options */
 
@@ -670,7 +469,8 @@ static int run_source(const struct opts *o, struct source_report *rep)
 	uint64_t slots;
 	int r;
 
-	a.size = kv_region_size(o->size, &slots);
+	a.size = (size_t)o->size;
+	slots = kv_slots(o->size);
 	a.h = mmap((void *)KV_ADDR, a.size, PROT_READ | PROT_WRITE,
 		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
 	if (a.h == MAP_FAILED || (uintptr_t)a.h != KV_ADDR) {
@@ -678,14 +478,7 @@ static int run_source(const struct opts *o, struct source_report *rep)
 			 KV_ADDR, strerror(a.h == MAP_FAILED ? errno : EEXIST));
 		return -ENOMEM;
 	}
-	*a.h = (struct kv_hdr){ .magic = KV_MAGIC, .nslots = slots, .nkeys = slots / 2 };
-	a.h->nkeys -= a.h->nkeys % LOADERS;
-	for (uint64_t k = 1; k <= a.h->nkeys; k++) {
-		kv_set(kv_find(a.h, k), k, 1);
-		init[(k - 1) % LOADERS].checksum += kv_hash(k, 1);
-	}
-	for (int i = 0; i < LOADERS; i++)
-		init[i].rng = mix((uint64_t)i + 77) | 1;
+	kv_build(a.h, slots, init);
 	r = load_start(&a.load, a.h, init);
 	if (r < 0) {
 		snprintf(rep->err, sizeof(rep->err), "cannot start the load threads");
@@ -826,23 +619,12 @@ struct dest_result {
 /* Every key present, every value right, each thread's checksum equal to the sum over its keys. */
 static void verify(struct kv_hdr *h, const struct load_state *st, struct dest_result *res)
 {
-	struct kv_slot *slots = (struct kv_slot *)((uint8_t *)h + SLOT);
-	uint64_t sum[LOADERS] = { 0 };
+	struct kv_verify v;
 
-	res->keys = res->bad_values = 0;
-	for (uint64_t i = 0; i < h->nslots; i++) {
-		if (!slots[i].key)
-			continue;
-		if (slots[i].key > h->nkeys || !kv_check(&slots[i]))
-			res->bad_values++;
-		else
-			sum[(slots[i].key - 1) % LOADERS] +=
-				kv_hash(slots[i].key, slots[i].version);
-		res->keys++;
-	}
-	res->checksums_ok = true;
-	for (int i = 0; i < LOADERS; i++)
-		res->checksums_ok &= sum[i] == st[i].checksum;
+	kv_verify(h, st, &v);
+	res->keys = v.keys;
+	res->bad_values = v.bad_values;
+	res->checksums_ok = v.checksums_ok;
 }
 
 /* Whether the demo's source process is still there (always true outside the demo). */
