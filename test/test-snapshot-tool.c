@@ -338,3 +338,62 @@ TEST(snapshot_tool_merge)
 	free(img);
 	free(r);
 }
+
+/* The number after @label in @s, or -1. */
+static long long count_after(const char *s, const char *label)
+{
+	const char *p = strstr(s, label);
+
+	return p ? strtoll(p + strlen(label), NULL, 10) : -1;
+}
+
+/*
+ * snapshot --demo: the store snapshotted live while it serves, restored in
+ * two fresh processes (recording, then replaying the working set), every
+ * key verified after each; the counts it prints agree with each other.
+ */
+TEST(snapshot_tool_demo)
+{
+	struct out *r = calloc(1, sizeof(*r));
+	const char *p, *v1, *v2;
+	long long keys, pages, ws, faults1, faults2, prefetched;
+
+	T_ASSERT(r);
+	RUN(r, "--demo", "--size", "8M", "--serve", "0.1", "--seconds", "0.2", "--dir", "/tmp");
+	expect(r, 0, "faultline snapshot --demo: a key-value store of 8 MiB", NULL);
+	/* 8 MiB: 16383 slots after the header, half of them keys (even: 2 threads). */
+	T_ASSERT(strstr(r->out, "source    pid ") != NULL);
+	keys = count_after(strstr(r->out, "source    pid ") + 14, ": ");
+	T_ASSERT_EQ(keys, 8190);
+	/* The snapshot saved every page of the store. */
+	pages = count_after(r->out, "ms in all);\n          ");
+	T_ASSERT_EQ(pages, 8 * MiB / PG);
+	v1 = strstr(r->out, "verify    ");
+	T_ASSERT(v1 != NULL);
+	v2 = strstr(v1 + 1, "verify    ");
+	T_ASSERT(v2 != NULL);
+	for (p = v1; p; p = p == v1 ? v2 : NULL) {
+		static const char ok[] = "verify    8190 keys present of 8190, 0 wrong values, "
+					 "0 wrong GETs, checksums match";
+
+		T_ASSERT(!strncmp(p, ok, sizeof(ok) - 1));
+	}
+	/* The working set: pages the first restore faulted in while serving. */
+	ws = count_after(r->out, "; working set ");
+	faults1 = count_after(strstr(r->out, "restore 1"), "M ops/s, ");
+	T_ASSERT(ws > 0 && ws <= (long long)(8 * MiB / PG));
+	T_ASSERT(faults1 >= ws);
+	/* The replay: every page of the working set faulted or prefetched, none twice. */
+	faults2 = count_after(strstr(r->out, "restore 2"), "M ops/s, ");
+	prefetched = count_after(strstr(r->out, "restore 2"), " faults, ");
+	T_ASSERT(faults2 >= 0 && prefetched >= 0);
+	T_ASSERT(prefetched <= ws);
+	/* The files are gone. */
+	T_ASSERT(system("ls -d /tmp/faultline-demo-* >/dev/null 2>&1") != 0);
+
+	RUN(r, "--demo", "--size", "1M");
+	expect(r, 2, NULL, "--size: expected 4M to 4G");
+	RUN(r, "--demo", "--seconds", "x");
+	expect(r, 2, NULL, "--seconds: expected 0 to 3600 seconds");
+	free(r);
+}

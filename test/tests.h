@@ -136,6 +136,7 @@
 	X(snapshot_tool_usage, 0, 0, 0)                                            \
 	X(snapshot_tool_convert_verify, 0, 0, 30)                                  \
 	X(snapshot_tool_merge, 0, 0, 30)                                           \
+	X(snapshot_tool_demo, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)               \
 	/* test-snapshot-live.c: live and incremental snapshots */                \
 	X(snapshot_live_anon_instant, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)       \
 	X(snapshot_live_anon_unpopulated_fallback, FL_FEAT_PAGEFAULT_FLAG_WP,      \

@@ -17,3 +17,6 @@ echo "== faultline bench latency: 5,000 faults per mode and floor, one run (make
 echo
 echo "== faultline migrate --demo: a key-value store migrated post-copy while it serves"
 "$O/faultline" migrate --demo
+echo
+echo "== faultline snapshot --demo: the same store snapshotted live while it serves, restored lazily with working-set replay"
+"$O/faultline" snapshot --demo

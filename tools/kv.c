@@ -122,8 +122,10 @@ static void *load_thread(void *arg)
 	uint64_t per = l->h->nkeys / LOADERS;
 
 	while (!atomic_load_explicit(&l->ld->stop, memory_order_relaxed)) {
-		if (atomic_load_explicit(&l->ld->hold, memory_order_acquire))
+		if (atomic_load_explicit(&l->ld->hold, memory_order_acquire)) {
 			park(l->ld);
+			continue;	/* stopped while held: not one operation more */
+		}
 		for (int k = 0; k < 256; k++) {
 			uint64_t r, key;
 			struct kv_slot *s;

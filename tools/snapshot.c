@@ -23,7 +23,8 @@ void usage_snapshot(FILE *out)
 		"       faultline snapshot verify FILE...\n"
 		"       faultline snapshot convert [--page-size SIZE] [--addr ADDR] [--zstd]\n"
 		"                                  [--level N] RAW OUT\n"
-		"       faultline snapshot merge [--zstd] [--level N] NEWEST [PARENT...] OUT\n\n"
+		"       faultline snapshot merge [--zstd] [--level N] NEWEST [PARENT...] OUT\n"
+		"       faultline snapshot --demo [OPTIONS]\n\n"
 		"Snapshot files (doc/snapshot-format.md), as written by fl_snapshot_writer_create(3)\n"
 		"and restored lazily through fl_store_snapshot_open(3).\n\n"
 		"  info      the header, the chain, and per region its size, page size and pages by\n"
@@ -37,7 +38,8 @@ void usage_snapshot(FILE *out)
 		"  --addr ADDR       convert: the address recorded for the region (default 0)\n"
 		"  --zstd            compress OUT with zstd, per chunk\n"
 		"  --level N         the zstd level (-7 to 22; default zstd's)\n"
-		"OUT must not exist.\n");
+		"OUT must not exist.\n\n");
+	usage_snapshot_demo(out);
 }
 
 static void hex(const uint8_t id[16], char out[33])
@@ -340,8 +342,10 @@ int cmd_snapshot(int argc, char **argv)
 	char **args;
 
 	if (argc < 2)
-		return usage_error(SUB, "no action given (info, verify, convert or merge)");
+		return usage_error(SUB, "no action given (info, verify, convert, merge or --demo)");
 	action = argv[1];
+	if (!strcmp(action, "--demo"))
+		return snapshot_demo(argc - 1, argv + 1);
 	if (strcmp(action, "info") && strcmp(action, "verify") && strcmp(action, "convert") &&
 	    strcmp(action, "merge"))
 		return usage_error(SUB, "unknown action '%s' (info, verify, convert or merge)",
