@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The snapshot parser and page reads: everything a file says is checked before it is used. */
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -390,7 +391,7 @@ fail:
 	return e;
 }
 
-/* Decompress chunk @ci into scratch; returns the scratch (held) or NULL: -EIO or -ENOMEM. */
+/* Decompress chunk @ci into scratch; returns the scratch (held), or NULL (-EIO: a bad chunk). */
 static struct fl__snap_scratch *chunk_load(struct fl__snap_file *f, uint32_t ci,
 					   struct fl__snap_scratch *own, int *err)
 {
@@ -402,14 +403,21 @@ static struct fl__snap_scratch *chunk_load(struct fl__snap_file *f, uint32_t ci,
 		if (!atomic_flag_test_and_set(&f->scratch[i].busy))
 			sc = &f->scratch[i];
 	if (!sc) {
-		/* All busy: a mapping of our own, never a wait. */
+		/* All busy: a mapping of our own rather than a wait. */
 		memset(own, 0, sizeof(*own));
-		e = scratch_map(f, own);
-		if (e < 0) {
-			*err = e;
-			return NULL;
-		}
-		sc = own;
+		if (scratch_map(f, own) == 0)
+			sc = own;
+	}
+	/*
+	 * No memory for one either: wait for a buffer, not fail a page whose
+	 * data is there. Their holders only decompress one chunk (bounded), and
+	 * a reader never holds one while it could be interrupted into another read.
+	 */
+	while (!sc) {
+		sched_yield();
+		for (int i = 0; i < FL__SNAP_SCRATCH && !sc; i++)
+			if (!atomic_flag_test_and_set(&f->scratch[i].busy))
+				sc = &f->scratch[i];
 	}
 	e = src_read(&f->src, sc->cbuf, c->clen, c->off);
 	if (!e && fl__crc32c(0, sc->cbuf, c->clen) != c->crc)
@@ -481,7 +489,7 @@ int fl__snap_read_pages(struct fl__snap_file *f, uint32_t r, uint64_t pg, uint64
 			if (!sc) {
 				if (ret_bad)
 					*ret_bad = i;
-				return err == -ENOMEM ? -ENOMEM : -EIO;
+				return -EIO;
 			}
 			/* Every page of the run that this chunk holds. */
 			for (j = i; j < n; j++) {

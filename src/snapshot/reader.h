@@ -62,7 +62,8 @@ void fl__snap_file_free(struct fl__snap_file *f);
  * or -EIO (a page failed its CRC, could not be read or decompressed: in
  * *@ret_bad the first such page's index from @pg, if ret_bad is not NULL).
  * Async-signal-safe: pread, memcpy, CRC, and zstd in preallocated scratch
- * (or a fresh mapping when all are busy).
+ * (or a fresh mapping when all are busy; without memory for one, it waits
+ * for a buffer: a page whose data is there never fails for want of memory).
  */
 int fl__snap_read_pages(struct fl__snap_file *f, uint32_t r, uint64_t pg, uint64_t n,
 			uint8_t *buf, uint8_t *kinds, bool zero_fill, uint64_t *ret_bad);
