@@ -528,6 +528,41 @@ TEST(ws_replay_refuses_bad_files)
 }
 
 /* A loading set's zero pages install as zero pages; a page that fails its CRC is left to its fault. */
+/*
+ * A store that hands its pages over reads them as holes once the region has
+ * them: a loading set made from it would be zeros where the data is. Saving
+ * one is refused; the working set alone is saved.
+ */
+TEST(ws_loading_set_refused_for_move_store)
+{
+	size_t ps = t_page_size(), len = (size_t)WS_PAGES * ps;
+	uint8_t *src = t_map_anon(len);
+	struct fl_store *s;
+	struct fl_pager *p;
+	struct fl_region_opts o;
+	struct fl_region *r;
+	char ws[64], ls[64];
+
+	ws_paths(ws, ls, sizeof(ws));
+	fl_pattern_fill(src, 0, len, SEED);
+	T_ASSERT_OK(fl_store_mem_create(src, len, 0, &s));
+	T_ASSERT(fl_store_caps(s) & FL_STORE_MOVE);
+	p = t_pager_new(FL_PAGER_THREADS, 2, 0);
+	T_ASSERT_OK(fl_pager_start(p));
+	o = t_region_opts(s, len);
+	o.flags = FL_REGION_WS_RECORD;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	touch_ws(fl_region_addr(r), ps);
+	T_ASSERT_ERR(fl_region_ws_save(r, ws, ls), EOPNOTSUPP);
+	T_ASSERT(access(ls, F_OK) != 0);
+	T_ASSERT_OK(fl_region_ws_save(r, ws, NULL));
+	T_ASSERT(access(ws, F_OK) == 0);
+	fl_pager_destroy(p);
+	fl_store_destroy(s);
+	unlink(ws);
+	munmap(src, len);
+}
+
 TEST(ws_loading_set_zero_and_corrupt)
 {
 	size_t ps = t_page_size(), len = (size_t)WS_PAGES * ps;

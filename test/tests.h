@@ -322,6 +322,7 @@
 	X(ws_replay_second_process, 0, T_UFFD, 30)                                 \
 	X(ws_replay_faults_go_first, 0, T_UFFD, 30)                                \
 	X(ws_replay_refuses_bad_files, 0, T_UFFD, 30)                              \
+	X(ws_loading_set_refused_for_move_store, 0, T_UFFD, 0)                   \
 	X(ws_loading_set_zero_and_corrupt, 0, T_UFFD, 30)                          \
 	/* end of table */
 

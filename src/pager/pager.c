@@ -1256,12 +1256,18 @@ FL_API void fl_pager_destroy(struct fl_pager *p)
 		if (!r)
 			break;
 		if (fl__region_remove(r) < 0) {
-			/* Out of memory for a smaller table: drop it by hand, we are going away. */
+			/*
+			 * Out of memory for a smaller table: drop it by hand, we are going
+			 * away (the region leaks). Its working-set replay, if any, must not
+			 * outlive the pager: it stops at removing.
+			 */
 			pthread_mutex_lock(&p->lock);
 			p->regions = r->next;
 			if (r->next)
 				r->next->prev = NULL;
 			pthread_mutex_unlock(&p->lock);
+			atomic_store(&r->removing, true);
+			fl__ws_stop(r);
 		}
 	}
 	if (p->sig_slot >= 0)

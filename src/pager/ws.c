@@ -226,6 +226,17 @@ FL_API int fl_region_ws_save(struct fl_region *r, const char *path, const char *
 	w = r->ws;
 	if (!w || !w->rec)
 		return fl__einval(__func__, "the region does not record (FL_REGION_WS_RECORD)");
+	/*
+	 * A store that hands its pages over (FL_STORE_MOVE) reads the pages it gave
+	 * the region as holes: a loading set made from it would hold zeros where the
+	 * data was.
+	 */
+	if (loading_set && (fl_store_caps(r->store) & FL_STORE_MOVE)) {
+		fl__err("fl_region_ws_save: %s: the region's store hands its pages over "
+			"(FL_STORE_MOVE) and no longer has them; no loading set from it",
+			loading_set);
+		return -EOPNOTSUPP;
+	}
 	n = atomic_load_explicit(&w->nrec, memory_order_acquire);
 	if (n > r->npages)
 		n = r->npages;
