@@ -1776,7 +1776,7 @@ static void check_ws(const char *path, size_t ps, size_t len, const struct fc_to
  * installed before it touches it: no fault of its own, none the monitor
  * served but the one page outside the set, and the contents right.
  */
-static void fc_ws_run(bool huge)
+static void fc_ws_run(bool huge, bool swapped)
 {
 	struct fl_monitor_server_opts o = { .probe_ms = 50 };
 	struct srv v = { .pid = 0 };
@@ -1807,16 +1807,35 @@ static void fc_ws_run(bool huge)
 	/* Region 2 has the lower offset: it is region 0 of the files. */
 	check_ws(ws, ps, huge ? ps : 256 * ps, w.t, w.n, 2);
 	check_ws(ws1, ps, huge ? 2 * ps : 512 * ps, w.t, w.n, 1);
+	if (swapped) {
+		char tmp[100];
+
+		/* Each region gets the other's working set, recorded for another length. */
+		snprintf(tmp, sizeof(tmp), "%s.tmp", ws);
+		T_ASSERT_SYS(rename(ws, tmp));
+		T_ASSERT_SYS(rename(ws1, ws));
+		T_ASSERT_SYS(rename(tmp, ws1));
+	}
 
 	abstract_name(v.name, sizeof(v.name), "fc-replay");
 	o = (struct fl_monitor_server_opts){ .probe_ms = 50, .firecracker_snapshot = snap,
 					     .firecracker_ws_replay = ws };
 	srv_start(&v, &o);
 	w.f.sock = v.name;
-	w.replay = true;
+	w.replay = !swapped;
 	reap_ok(spawn(fc_ws_client, &w, NULL, 0), "restored VM");
 	SRV_WAIT(&v, st.ended == 1 && st.clients == 0);
 	now = srv_stats(&v);
+	if (swapped) {
+		/* Served all the same, on demand: every page a fault, none prefetched. */
+		T_ASSERT_EQ(now.refused, 0);
+		T_ASSERT_EQ(now.faults, w.n);
+		T_ASSERT_EQ(now.ws_prefetched, 0);
+		T_ASSERT_LOG("not replayed (Invalid argument); serving it on demand");
+		srv_stop(&v);
+		rm_dir(dir);
+		return;
+	}
 	T_ASSERT_EQ(now.faults, 1);	/* the page outside the working set */
 	T_ASSERT(now.ws_prefetched <= w.n);
 	T_ASSERT_EQ(now.ws_saved, 0);
@@ -1826,12 +1845,18 @@ static void fc_ws_run(bool huge)
 
 TEST(monitor_server_firecracker_ws)
 {
-	fc_ws_run(false);
+	fc_ws_run(false, false);
 }
 
 TEST(monitor_server_firecracker_ws_hugetlb)
 {
-	fc_ws_run(true);
+	fc_ws_run(true, false);
+}
+
+/* Working sets that do not fit the regions (another length): the VM is served on demand. */
+TEST(monitor_server_firecracker_ws_mismatch)
+{
+	fc_ws_run(false, true);
 }
 
 /* Wait (bounded) until files @a and @b of the directory watched by @ino were renamed into place. */

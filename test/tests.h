@@ -301,6 +301,7 @@
 	X(monitor_server_firecracker_ws_hugetlb, FL_FEAT_EVENT_REMOVE |            \
 	  FL_FEAT_MISSING_HUGETLBFS, T_UFFD | T_HUGETLB, 30)                       \
 	X(monitor_server_firecracker_ws_tool, FL_FEAT_EVENT_REMOVE, T_UFFD, 30)    \
+	X(monitor_server_firecracker_ws_mismatch, FL_FEAT_EVENT_REMOVE, T_UFFD, 30)\
 	X(monitor_server_malformed, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |   \
 	  FL_FEAT_EVENT_UNMAP, T_UFFD, 60)                                         \
 	X(monitor_server_security, FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_REMOVE |    \

@@ -361,12 +361,15 @@ static int load_replay(struct fl_region *r, struct pg_ws *w, const struct pg_ws_
 		free(buf);
 		return -ENOMEM;
 	}
-	e = fl__ws_parse(buf, len, &ws, seen, &why);
-	free(seen);
+	/* The bitmap of repeats has the region's pages: only a file of the region's may fill it. */
+	e = fl__ws_parse(buf, len, &ws, NULL, &why);
 	if (!e && (ws.page_size != r->ps || ws.region_len != r->len)) {
 		why = "recorded for a region of another length or page size";
 		e = -EINVAL;
 	}
+	if (!e)
+		e = fl__ws_parse(buf, len, &ws, seen, &why);
+	free(seen);
 	if (!e) {
 		w->count = ws.count;
 		w->order = malloc(ws.count * sizeof(uint64_t) + 1);
