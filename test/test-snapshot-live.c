@@ -793,6 +793,11 @@ TEST(snapshot_live_errors)
 	fl_snapshot_live_destroy(s);
 	fl_snapshot_live_destroy(NULL);
 
+	/* A user-mode-only userfaultfd would make system calls fail on protected memory. */
+	T_ASSERT_SYS(setenv("FL_UFFD_PATH", "user-only", 1));
+	T_ASSERT_ERR(fl_snapshot_live_create(&r, 1, NULL, &s), EPERM);
+	T_ASSERT_SYS(unsetenv("FL_UFFD_PATH"));
+
 	o.flags = FL_SNAPSHOT_LIVE_TRACK;
 	T_ASSERT_OK(fl_snapshot_live_create(&r, 1, &o, &s));
 	w = new_writer(path, NULL);

@@ -287,7 +287,9 @@ struct fl_snapshot_live_opts {
  * object.
  * Returns 0, -EINVAL (logged), -EBUSY, -EOPNOTSUPP (no write-protect
  * support for that memory here, or a pager region that cannot be
- * watched), -ENOSYS/-EPERM (as fl_uffd_open), -ENOMEM.
+ * watched), -ENOSYS/-EPERM (as fl_uffd_open; -EPERM also when only a
+ * user-mode-only userfaultfd is available: the kernel's writes into
+ * protected memory, as by read(2), would fail with EFAULT), -ENOMEM.
  * Thread safety: any thread.
  */
 FL_API int fl_snapshot_live_create(const struct fl_snapshot_range *ranges, size_t n,

@@ -950,6 +950,23 @@ FL_API int fl_snapshot_live_create(const struct fl_snapshot_range *ranges, size_
 			goto fail;
 	}
 	for (size_t i = 0; i < n; i++) {
+		struct fl_uffd *u = ranges[i].region ? s->r[i].u : s->u;
+
+		/*
+		 * A user-mode-only userfaultfd turns the kernel's writes into
+		 * protected memory (read(2) into a buffer) into EFAULT: the
+		 * program's system calls would fail while pages are protected.
+		 */
+		if (fl_uffd_path(u) == FL_UFFD_PATH_USER_ONLY) {
+			fl__err("snapshot: only a user-mode-only userfaultfd is available: system "
+				"calls writing into protected memory would fail with EFAULT; allow "
+				"the userfaultfd(2) system call (vm.unprivileged_userfaultfd=1 or "
+				"CAP_SYS_PTRACE) or /dev/userfaultfd");
+			e = -EPERM;
+			goto fail;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
 		e = range_register(s, &s->r[i]);
 		if (e)
 			goto fail;
