@@ -150,7 +150,11 @@
 	X(snapshot_live_pager_region_auto, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)  \
 	X(snapshot_live_pager_incremental, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)  \
 	X(snapshot_live_pager_incremental_auto, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60) \
+	X(snapshot_live_pager_incremental_memfd,                                   \
+	  FL_FEAT_WP_HUGETLBFS_SHMEM | FL_FEAT_MINOR_SHMEM, T_UFFD, 60)            \
 	X(snapshot_live_discard_unmap, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)      \
+	X(snapshot_live_mremap, FL_FEAT_PAGEFAULT_FLAG_WP | FL_FEAT_EVENT_REMAP,   \
+	  T_UFFD, 30)                                                              \
 	X(snapshot_live_incremental, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)        \
 	X(snapshot_live_incremental_unpopulated_fallback,                          \
 	  FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)                                   \

@@ -226,6 +226,8 @@ static int zero_wp(struct pg_ctx *c, uint8_t *dst, size_t len, uint32_t flags,
 
 static int do_op_wp(struct pg_ctx *c, struct fl_region *r, enum op op, size_t pg, size_t n,
 		    const uint8_t *src, uint32_t flags, size_t *ret_bytes);
+static int continue_wp(struct pg_ctx *c, uint8_t *dst, size_t len, uint32_t flags,
+		       size_t *ret_bytes);
 
 /* One install ioctl; write-protected while a live snapshot watches the region. */
 static int do_op(struct pg_ctx *c, struct fl_region *r, enum op op, size_t pg, size_t n,
@@ -242,9 +244,39 @@ static int do_op(struct pg_ctx *c, struct fl_region *r, enum op op, size_t pg, s
 		/* MOVE cannot protect: copy from the pages instead (they stay where they are). */
 		e = do_op_wp(c, r, OP_COPY, pg, n, src,
 			     (flags & FL_RESOLVE_DONTWAKE) | FL_RESOLVE_WP, ret_bytes);
+	else if (op == OP_CONTINUE)
+		e = continue_wp(c, page_addr(r, pg), n << r->shift, flags, ret_bytes);
 	else
 		e = do_op_wp(c, r, op, pg, n, src, flags | FL_RESOLVE_WP, ret_bytes);
 	fl__grace_exit(&r->wp_grace, g);
+	return e;
+}
+
+/*
+ * CONTINUE mapping write-protected. Before Linux 6.3 (UFFDIO_CONTINUE_MODE_WP)
+ * the kernel refuses the mode: map, then protect, then wake. A thread other
+ * than the faulting one may write the page between the two unseen; the
+ * fallback can go once 6.3 is the oldest kernel supported.
+ */
+static _Atomic bool continue_wp_missing;
+
+static int continue_wp(struct pg_ctx *c, uint8_t *dst, size_t len, uint32_t flags,
+		       size_t *ret_bytes)
+{
+	int e;
+
+	if (!atomic_load_explicit(&continue_wp_missing, memory_order_relaxed)) {
+		e = fl_uffd_continue(c->p->uffd, dst, len, flags | FL_RESOLVE_WP, ret_bytes);
+		if (e != -EINVAL || *ret_bytes)
+			return e;
+	}
+	e = fl_uffd_continue(c->p->uffd, dst, len, flags | FL_RESOLVE_DONTWAKE, ret_bytes);
+	if (*ret_bytes) {
+		atomic_store_explicit(&continue_wp_missing, true, memory_order_relaxed);
+		fl_uffd_writeprotect(c->p->uffd, dst, *ret_bytes, FL_RESOLVE_WP);
+		if (!(flags & FL_RESOLVE_DONTWAKE))
+			fl_uffd_wake(c->p->uffd, dst, *ret_bytes);
+	}
 	return e;
 }
 
@@ -515,7 +547,7 @@ static int run_refresh(struct pg_ctx *c, struct run *x, uintptr_t addr, bool min
 
 	/* Shared memory the program dropped with MADV_DONTNEED is still in the page cache. */
 	if (minor || r->method == PG_CONTINUE) {
-		e = fl_uffd_continue(u, a, g, wp ? FL_RESOLVE_WP : 0, &d);
+		e = wp ? continue_wp(c, a, g, 0, &d) : fl_uffd_continue(u, a, g, 0, &d);
 		if (!e)
 			fl__stat_add(r, ST_CONTINUE, 1);
 	}

@@ -254,6 +254,32 @@ static int mark(struct lv_range *r, size_t pg, size_t n, uint32_t kind)
 }
 
 /*
+ * Reading pages [pg, pg+n) of @r failed: part of it is not mapped where it
+ * was. The program moved the range (mremap) or unmapped it, and the event
+ * that says so comes after the fact: wait, a bounded time, until it is
+ * applied (the range's address changes, or the pages are gone), then read
+ * page by page where the range is now. @absent[i]: page i is not there.
+ * Returns the address read from.
+ */
+static uintptr_t read_moved(struct lv_range *r, size_t pg, size_t n, uint8_t *buf, bool *absent)
+{
+	uintptr_t old = range_base(r), addr;
+	uint64_t until = fl__now_ns() + 200 * 1000000ull;
+
+	while (range_base(r) == old && !(atomic_load(&r->pf[pg]) & LF_GONE) &&
+	       fl__now_ns() < until)
+		sched_yield();
+	addr = range_base(r) + ((uint64_t)pg << r->shift);
+	for (size_t i = 0; i < n; i++) {
+		struct iovec l = { buf + (i << r->shift), r->ps };
+		struct iovec rm = { (void *)(addr + (i << r->shift)), r->ps };
+
+		absent[i] = process_vm_readv(getpid(), &l, 1, &rm, 1, 0) != (ssize_t)r->ps;
+	}
+	return addr;
+}
+
+/*
  * Save pages [pg, pg+n) of @r, which this thread has claimed (SAVING), from
  * @kind's source, through @buf (at least n pages). Settles them (DONE)
  * whatever happens, so no writing thread waits for good. Returns 0 or the
@@ -300,6 +326,8 @@ static int save_claimed(struct lv_range *r, size_t pg, size_t n, int kind, uint8
 		for (unsigned int i = 0; (seq = atomic_load(&s->ev_seq)) & 1; i++)
 			if (i > 64)
 				sched_yield();
+		bool absent[LV_RUN / 4096] = { false };
+
 		addr = range_base(r) + off;
 		local = (struct iovec){ .iov_base = buf, .iov_len = len };
 		remote = (struct iovec){ .iov_base = (void *)addr, .iov_len = len };
@@ -311,9 +339,7 @@ static int save_claimed(struct lv_range *r, size_t pg, size_t n, int kind, uint8
 					strerror(-e));
 				break;
 			}
-			/* Unmapped under us (the UNMAP event comes after the fact). */
-			e = mark(r, pg, n, FL_SNAPSHOT_MARK_ABSENT);
-			break;
+			addr = read_moved(r, pg, n, buf, absent);
 		}
 		/* Events read during the copy are applied when ev_seq is even again. */
 		while (atomic_load(&s->ev_seq) != seq && (atomic_load(&s->ev_seq) & 1))
@@ -325,16 +351,18 @@ static int save_claimed(struct lv_range *r, size_t pg, size_t n, int kind, uint8
 		}
 		for (size_t i = 0; i < n && !e;) {
 			size_t j = i;
+			int what = absent[i] ? 2 : ok[i];
 
-			while (j < n && ok[j] == ok[i])
+			while (j < n && (absent[j] ? 2 : ok[j]) == what)
 				j++;
-			if (ok[i]) {
+			if (what == 1) {
 				e = fl_snapshot_writer_put(s->w, r->index, off + (i << r->shift),
 							   buf + (i << r->shift),
 							   (j - i) << r->shift);
 				stat_add(s, SS_PAGES, j - i);
 			} else {
-				e = mark(r, pg + i, j - i, FL_SNAPSHOT_MARK_ZERO);
+				e = mark(r, pg + i, j - i,
+					 what == 2 ? FL_SNAPSHOT_MARK_ABSENT : FL_SNAPSHOT_MARK_ZERO);
 			}
 			i = j;
 		}
@@ -1071,7 +1099,8 @@ static uint8_t instant_state(struct lv_range *r, size_t pg, bool incremental)
 	case FL__PAGE_STORE:
 		return LV_STORE;
 	case FL__PAGE_ZERO:
-		return LV_ZERO;
+		/* Shared memory keeps its page cache across MADV_DONTNEED: what it holds. */
+		return r->mem == FL_MEM_ANON ? LV_ZERO : LV_MEM;
 	default:
 		return LV_ABSENT;
 	}
