@@ -546,8 +546,8 @@ static void pager_incremental(enum fl_install install, enum fl_mem_type mem)
 			       rd_kind(&f[0], 0, pg));
 		rd_page(f, 2, 0, pg, buf);
 		if (memcmp(buf, base + pg * ps, ps))
-			t_fail(__FILE__, __LINE__, "page %zu: the chain has %#x.., memory %#x..", pg,
-			       buf[0], base[pg * ps]);
+			t_fail(__FILE__, __LINE__, "page %zu: the chain has %#x.. (kind %u), memory "
+			       "%#x..", pg, buf[0], rd_kind(&f[0], 0, pg), base[pg * ps]);
 	}
 	if (mem == FL_MEM_ANON)
 		T_ASSERT(t_all(base + 10 * ps, ps, 0));
