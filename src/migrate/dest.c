@@ -1513,7 +1513,20 @@ static void *kids_main(void *arg)
 	int r;
 
 	fl__mig_name_thread("fl-mig-dst/kid");
+	/*
+	 * A failure here (a request lost with a broken urgent connection, a busy
+	 * kernel) would leave a child to fail loudly on pages it never got: try
+	 * again a few times, a little later each time, before giving up.
+	 */
 	r = fl__pager_children_populate(d->pager);
+	for (int i = 1; r < 0 && i <= 4 && !atomic_load(&d->broken) && !d->fatal; i++) {
+		struct timespec ts = { .tv_nsec = 50000000l * i };
+
+		fl__info("migrate: destination: a forked child's pages (try %d): %s; again", i,
+			 strerror(-r));
+		nanosleep(&ts, NULL);
+		r = fl__pager_children_populate(d->pager);
+	}
 	pthread_mutex_lock(&d->lock);
 	atomic_store(&d->kids_result, r < 0 ? r : 0);
 	pthread_cond_broadcast(&d->cond);
