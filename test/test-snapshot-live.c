@@ -918,3 +918,147 @@ TEST(snapshot_live_writer_fails)
 	free(path);
 	T_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
+
+/* -------------------------------------------- stores and shared memory */
+
+/*
+ * A pager region over a file store, or over a mem store that hands its
+ * pages over (MOVE), with one page present at the instant: the pages read
+ * from the store (with a hole in the file: a zero page), and for the mem
+ * store those the pager takes after the instant (read before the writer
+ * thread gets to them), hold the data, never zeros.
+ */
+static void pager_store(bool mem)
+{
+	size_t ps = t_page_size(), npages = 64, len = npages * ps, hole = 40;
+	uint8_t *src = malloc(len), *buf = malloc(ps), *base, *membuf = NULL;
+	char *data = tmp_path("data"), *path = tmp_path("store");
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, 0);
+	struct fl_store_file_opts fo = { .sz = sizeof(fo) };
+	struct fl_store *store = NULL;
+	struct fl_region *reg = NULL;
+	struct fl_region_opts ro;
+	struct fl_snapshot_live *s = NULL;
+	struct fl_snapshot_range r = { 0 };
+	struct fl_snapshot_writer *w;
+	struct rd_file f;
+	int fd;
+
+	T_ASSERT(src && buf);
+	for (size_t i = 0; i < len; i++)
+		src[i] = (uint8_t)(i * 7 + 1);
+	if (mem) {
+		membuf = aligned_alloc(ps, len);
+		T_ASSERT(membuf);
+		memcpy(membuf, src, len);
+		T_ASSERT_OK(fl_store_mem_create(membuf, len, 0, &store));
+	} else {
+		/* Page @hole is a hole in the file: it reads zeros. */
+		memset(src + hole * ps, 0, ps);
+		fd = open(data, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		T_ASSERT_SYS(fd);
+		T_ASSERT_EQ(pwrite(fd, src, hole * ps, 0), hole * ps);
+		T_ASSERT_EQ(pwrite(fd, src + (hole + 1) * ps, len - (hole + 1) * ps,
+				   (off_t)((hole + 1) * ps)),
+			    len - (hole + 1) * ps);
+		close(fd);
+		T_ASSERT_OK(fl_store_file_open(data, &fo, &store));
+	}
+	ro = t_region_opts(store, len);
+	ro.install = mem ? FL_INSTALL_MOVE : FL_INSTALL_COPY;
+	T_ASSERT_OK(fl_region_add(p, &ro, &reg));
+	T_ASSERT_OK(fl_pager_start(p));
+	base = fl_region_addr(reg);
+	T_ASSERT_EQ(base[5], src[5]);	/* page 0 present at the instant */
+	r.region = reg;
+	T_ASSERT_OK(fl_snapshot_live_create(&r, 1, NULL, &s));
+	w = new_writer(path, NULL);
+	fl__snapshot_live_hold_writer_for_test(s, true);
+	T_ASSERT_OK(fl_snapshot_live_take(s, w, 0));
+	/* The pager brings the pages in while the snapshot still has them to read. */
+	for (size_t pg = 1; pg < npages; pg += mem ? 1 : 2)
+		T_ASSERT(!memcmp(base + pg * ps, src + pg * ps, ps));
+	fl__snapshot_live_hold_writer_for_test(s, false);
+	T_ASSERT_OK(fl_snapshot_live_wait(s, t_ms(60000)));
+	T_ASSERT_OK(fl_snapshot_writer_finish(w, NULL));
+	rd_open(&f, path);
+	for (size_t pg = 0; pg < npages; pg++) {
+		uint32_t k = rd_page(&f, 1, 0, pg, buf);
+
+		if (memcmp(buf, src + pg * ps, ps))
+			t_fail(__FILE__, __LINE__, "page %zu (kind %u) is not the data", pg, k);
+		T_ASSERT_EQ(k, !mem && pg == hole ? FL__SNAP_ZERO : FL__SNAP_DATA);
+	}
+	rd_close(&f);
+	fl_snapshot_live_destroy(s);
+	fl_pager_destroy(p);
+	fl_store_destroy(store);
+	unlink(data);
+	unlink(path);
+	free(data);
+	free(path);
+	free(membuf);
+	free(src);
+	free(buf);
+}
+
+TEST(snapshot_live_pager_file_store)
+{
+	pager_store(false);
+}
+
+TEST(snapshot_live_pager_mem_store_move)
+{
+	pager_store(true);
+}
+
+/*
+ * MADV_DONTNEED on shared memory after the instant only unmaps: the memory
+ * still holds the data, and so must the snapshot (no zero pages).
+ */
+TEST(snapshot_live_memfd_dontneed)
+{
+	size_t ps = t_page_size(), npages = 64, len = npages * ps;
+	int mfd = memfd_create("fl-live-dontneed", MFD_CLOEXEC);
+	struct fl_snapshot_live_stats stats = { .sz = sizeof(stats) };
+	char *path = tmp_path("dontneed");
+	struct fl_snapshot_live *s = NULL;
+	struct fl_snapshot_writer *w;
+	struct fl_snapshot_range r = { .len = len, .mem = FL_MEM_SHMEM };
+	uint8_t *base, *buf = malloc(ps);
+	struct rd_file f;
+
+	T_ASSERT_SYS(mfd);
+	T_ASSERT_SYS(ftruncate(mfd, (off_t)len));
+	base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	T_ASSERT(base != MAP_FAILED);
+	for (size_t pg = 0; pg < npages; pg++)
+		memset(base + pg * ps, (int)pg + 1, ps);
+	r.addr = base;
+	T_ASSERT_OK(fl_snapshot_live_create(&r, 1, NULL, &s));
+	w = new_writer(path, NULL);
+	fl__snapshot_live_hold_writer_for_test(s, true);
+	T_ASSERT_OK(fl_snapshot_live_take(s, w, 0));
+	T_ASSERT_SYS(madvise(base, len / 2, MADV_DONTNEED));
+	T_ASSERT(t_all(base, ps, 1));	/* the page cache kept it */
+	fl__snapshot_live_hold_writer_for_test(s, false);
+	T_ASSERT_OK(fl_snapshot_live_wait(s, t_ms(60000)));
+	T_ASSERT_OK(fl_snapshot_writer_finish(w, NULL));
+	T_ASSERT_OK(fl_snapshot_live_stats(s, &stats));
+	rd_open(&f, path);
+	for (size_t pg = 0; pg < npages; pg++) {
+		uint32_t k = rd_page(&f, 1, 0, pg, buf);
+
+		if (k != FL__SNAP_DATA || !t_all(buf, ps, (uint8_t)(pg + 1)))
+			t_fail(__FILE__, __LINE__, "page %zu: kind %u, byte %u", pg, k, buf[0]);
+	}
+	rd_close(&f);
+	T_ASSERT_EQ(stats.pages_discarded, 0);
+	T_ASSERT_EQ(stats.pages, npages);
+	fl_snapshot_live_destroy(s);
+	munmap(base, len);
+	close(mfd);
+	unlink(path);
+	free(path);
+	free(buf);
+}

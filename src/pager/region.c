@@ -900,6 +900,7 @@ int fl__region_page(struct fl_region *r, size_t pg)
 	case PG_PRESENT:
 		return FL__PAGE_PRESENT;
 	case PG_POISONED:
+		return FL__PAGE_POISONED;
 	case PG_GONE:
 		return FL__PAGE_GONE;
 	default:

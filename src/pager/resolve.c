@@ -849,10 +849,14 @@ static int run_do(struct pg_ctx *c, struct run *x)
 		return first;
 	}
 	if (!x->move_src && r->method == PG_MOVE &&
-	    atomic_load_explicit(&r->move_ok, memory_order_relaxed)) {
+	    atomic_load_explicit(&r->move_ok, memory_order_relaxed) && !atomic_load(&r->wp)) {
 		void *src = NULL;
 
-		/* A store that cannot hand this range over is read instead (copy per run). */
+		/*
+		 * A store that cannot hand this range over is read instead (copy per
+		 * run); so is every store while a live snapshot watches the region
+		 * (it reads from the store the pages not brought in at its instant).
+		 */
 		if (fl_store_take_pages(r->store, store_offset(r, x->pg), x->n << r->shift,
 					&src) == 0)
 			x->move_src = src;

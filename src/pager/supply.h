@@ -148,9 +148,10 @@ void fl__region_info(struct fl_region *r, struct fl__region_info *ret);
  * The pager's state of page @pg: FL__PAGE_PRESENT (mapped, by the pager or
  * the program), FL__PAGE_STORE (only the store has it: absent or being
  * brought in), FL__PAGE_ZERO (the program discarded it: it reads zeros),
- * FL__PAGE_GONE (unmapped or poisoned). Thread safety: any thread.
+ * FL__PAGE_POISONED (the store failed it: it is poisoned, the store may
+ * still have it), FL__PAGE_GONE (unmapped). Thread safety: any thread.
  */
-enum { FL__PAGE_PRESENT, FL__PAGE_STORE, FL__PAGE_ZERO, FL__PAGE_GONE };
+enum { FL__PAGE_PRESENT, FL__PAGE_STORE, FL__PAGE_ZERO, FL__PAGE_GONE, FL__PAGE_POISONED };
 int fl__region_page(struct fl_region *r, size_t pg);
 
 #endif /* FL_PAGER_SUPPLY_H */

@@ -281,6 +281,66 @@ static uintptr_t read_moved(struct lv_range *r, size_t pg, size_t n, uint8_t *bu
 	return addr;
 }
 
+/* Save pages [pg, pg+n) of @r from memory (claimed; not settled here). */
+static int save_mem(struct lv_range *r, size_t pg, size_t n, uint8_t *buf)
+{
+	struct fl_snapshot_live *s = r->s;
+	uint64_t off = (uint64_t)pg << r->shift;
+	size_t len = n << r->shift;
+	int e = 0;
+	uintptr_t addr;
+	uint32_t seq;
+	bool ok[LV_RUN / 4096];
+	struct iovec local, remote;
+	ssize_t got;
+
+	/* An event being applied may be about these pages: let it finish first. */
+	for (unsigned int i = 0; (seq = atomic_load(&s->ev_seq)) & 1; i++)
+		if (i > 64)
+			sched_yield();
+	bool absent[LV_RUN / 4096] = { false };
+
+	addr = range_base(r) + off;
+	local = (struct iovec){ .iov_base = buf, .iov_len = len };
+	remote = (struct iovec){ .iov_base = (void *)addr, .iov_len = len };
+	got = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+	if (got != (ssize_t)len) {
+		if (got < 0 && errno != EFAULT) {
+			e = -errno;
+			fl__err("snapshot: reading memory at %#lx: %s", (unsigned long)addr,
+				strerror(-e));
+			return e;
+		}
+		addr = read_moved(r, pg, n, buf, absent);
+	}
+	/* Events read during the copy are applied when ev_seq is even again. */
+	while (atomic_load(&s->ev_seq) != seq && (atomic_load(&s->ev_seq) & 1))
+		sched_yield();
+	e = verify(r, addr, pg, n, ok);
+	if (e) {
+		fl__err("snapshot: reading /proc/self/pagemap: %s", strerror(-e));
+		return e;
+	}
+	for (size_t i = 0; i < n && !e;) {
+		size_t j = i;
+		int what = absent[i] ? 2 : ok[i];
+
+		while (j < n && (absent[j] ? 2 : ok[j]) == what)
+			j++;
+		if (what == 1) {
+			e = fl_snapshot_writer_put(s->w, r->index, off + (i << r->shift),
+						   buf + (i << r->shift),
+						   (j - i) << r->shift);
+			stat_add(s, SS_PAGES, j - i);
+		} else {
+			e = mark(r, pg + i, j - i,
+				 what == 2 ? FL_SNAPSHOT_MARK_ABSENT : FL_SNAPSHOT_MARK_ZERO);
+		}
+		i = j;
+	}
+	return e;
+}
+
 /*
  * Save pages [pg, pg+n) of @r, which this thread has claimed (SAVING), from
  * @kind's source, through @buf (at least n pages). Settles them (DONE)
@@ -305,71 +365,49 @@ static int save_claimed(struct lv_range *r, size_t pg, size_t n, int kind, uint8
 		break;
 	case LV_STORE: {
 		struct fl__region_info ri;
+		uint64_t holes[(LV_RUN / 4096 + 63) / 64];
 
 		fl__region_info(r->region, &ri);
-		e = fl_store_read(ri.store, ri.store_off + off, buf, len, r->ps, NULL);
-		if (!e)
-			e = fl_snapshot_writer_put(s->w, r->index, off, buf, len);
-		else
+		e = fl_store_read(ri.store, ri.store_off + off, buf, len, r->ps, holes);
+		if (e) {
 			fl__err("snapshot: reading the store of a pager region at %llu: %s",
 				(unsigned long long)(ri.store_off + off), strerror(-e));
-		stat_add(s, SS_STORE, n);
-		stat_add(s, SS_PAGES, n);
-		break;
-	}
-	case LV_MEM: {
-		uintptr_t addr;
-		uint32_t seq;
-		bool ok[LV_RUN / 4096];
-		struct iovec local, remote;
-		ssize_t got;
-
-		/* An event being applied may be about these pages: let it finish first. */
-		for (unsigned int i = 0; (seq = atomic_load(&s->ev_seq)) & 1; i++)
-			if (i > 64)
-				sched_yield();
-		bool absent[LV_RUN / 4096] = { false };
-
-		addr = range_base(r) + off;
-		local = (struct iovec){ .iov_base = buf, .iov_len = len };
-		remote = (struct iovec){ .iov_base = (void *)addr, .iov_len = len };
-		got = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
-		if (got != (ssize_t)len) {
-			if (got < 0 && errno != EFAULT) {
-				e = -errno;
-				fl__err("snapshot: reading memory at %#lx: %s", (unsigned long)addr,
-					strerror(-e));
-				break;
-			}
-			addr = read_moved(r, pg, n, buf, absent);
-		}
-		/* Events read during the copy are applied when ev_seq is even again. */
-		while (atomic_load(&s->ev_seq) != seq && (atomic_load(&s->ev_seq) & 1))
-			sched_yield();
-		e = verify(r, addr, pg, n, ok);
-		if (e) {
-			fl__err("snapshot: reading /proc/self/pagemap: %s", strerror(-e));
 			break;
 		}
 		for (size_t i = 0; i < n && !e;) {
 			size_t j = i;
-			int what = absent[i] ? 2 : ok[i];
 
-			while (j < n && (absent[j] ? 2 : ok[j]) == what)
-				j++;
-			if (what == 1) {
+			if (!(holes[i / 64] >> (i % 64) & 1)) {
+				while (j < n && !(holes[j / 64] >> (j % 64) & 1))
+					j++;
 				e = fl_snapshot_writer_put(s->w, r->index, off + (i << r->shift),
 							   buf + (i << r->shift),
 							   (j - i) << r->shift);
+				stat_add(s, SS_STORE, j - i);
 				stat_add(s, SS_PAGES, j - i);
+			} else if (fl__region_page(r->region, pg + i) == FL__PAGE_PRESENT) {
+				/*
+				 * A store that hands its pages over has given this one to
+				 * the pager since the instant: installed write-protected,
+				 * the memory still holds the instant's data.
+				 */
+				j = i + 1;
+				e = save_mem(r, pg + i, 1, buf + (i << r->shift));
 			} else {
-				e = mark(r, pg + i, j - i,
-					 what == 2 ? FL_SNAPSHOT_MARK_ABSENT : FL_SNAPSHOT_MARK_ZERO);
+				/* A hole: the page reads zeros. */
+				j = i + 1;
+				e = fl_snapshot_writer_put(s->w, r->index, off + (i << r->shift),
+							   NULL, r->ps);
+				stat_add(s, SS_ZERO, 1);
+				stat_add(s, SS_PAGES, 1);
 			}
 			i = j;
 		}
 		break;
 	}
+	case LV_MEM:
+		e = save_mem(r, pg, n, buf);
+		break;
 	default:
 		e = -EINVAL;
 		break;
@@ -460,13 +498,25 @@ static void handle_wp(struct lv_range *r, size_t pg)
 }
 
 /*
- * The program discarded (@gone: unmapped) pages [pg, pg+n) of @r. Pages
- * the snapshot in progress still has to read from memory are lost: they are
+ * The program discarded (@gone: unmapped) pages [pg, pg+n) of @r. Private
+ * anonymous pages the snapshot in progress still has to read from memory
+ * (any, if unmapped) are lost: they are
  * recorded as zero pages (what the program reads there now) or absent.
  * Store and zero pages keep their source. Never blocks.
  */
 static void lose(struct lv_range *r, size_t pg, size_t n, bool gone)
 {
+	/*
+	 * MADV_DONTNEED on shared memory (shmem, hugetlbfs) only unmaps: the
+	 * page cache keeps the data and the protection stays (a PTE marker), so
+	 * the page is only written for the next incremental. After MADV_REMOVE
+	 * the copy reads the zeros the program reads.
+	 */
+	if (!gone && r->mem != FL_MEM_ANON) {
+		for (size_t i = pg; i < pg + n && i < r->npages; i++)
+			atomic_fetch_or(&r->pf[i], LF_DIRTY);
+		return;
+	}
 	for (size_t i = pg; i < pg + n && i < r->npages; i++) {
 		uint8_t v = LV_MEM;
 
@@ -1103,6 +1153,9 @@ static uint8_t instant_state(struct lv_range *r, size_t pg, bool incremental)
 	case FL__PAGE_ZERO:
 		/* Shared memory keeps its page cache across MADV_DONTNEED: what it holds. */
 		return r->mem == FL_MEM_ANON ? LV_ZERO : LV_MEM;
+	case FL__PAGE_POISONED:
+		/* Its store read failed once: again now, or the snapshot fails (never zeros). */
+		return LV_STORE;
 	default:
 		return LV_ABSENT;
 	}
