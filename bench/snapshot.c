@@ -652,7 +652,9 @@ static void *writer_main(void *arg)
 			x ^= x << 25;
 			x ^= x >> 27;
 			pg = (size_t)((x * 0x2545f4914f6cdd1dull) % w->pages);
-			*(volatile uint64_t *)(w->base + pg * BENCH_PAGE + (x & 0xff8)) = x;
+			/* Relaxed atomic: the two threads may hit the same word. */
+			__atomic_store_n((uint64_t *)(w->base + pg * BENCH_PAGE + (x & 0xff8)), x,
+					 __ATOMIC_RELAXED);
 		}
 		atomic_fetch_add_explicit(&w->count, 64, memory_order_relaxed);
 	}
