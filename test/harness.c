@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* Test helpers: assertions that exit the forked test child, mappings, threads. */
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <libgen.h>
 #include <poll.h>
 #include <setjmp.h>
 #include <pthread.h>
@@ -514,4 +516,74 @@ bool t_wait_fault_blocked(pid_t pid, int ms)
 			return false;
 		usleep(1000);	/* polling /proc: nothing to wait on */
 	}
+}
+
+void t_tool_path(char *buf, size_t len)
+{
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+	T_ASSERT(n > 0);
+	self[n] = '\0';
+	snprintf(buf, len, "%s/../faultline", dirname(self));
+	if (access(buf, X_OK) != 0)
+		T_SKIP("%s not built", buf);
+}
+
+void t_run_capture(struct t_run *r, const char *path, char *const argv[], const char *env)
+{
+	int out[2], err[2], st;
+	struct pollfd pf[2];
+	size_t got[2] = { 0, 0 }, cap[2] = { sizeof(r->out) - 1, sizeof(r->err) - 1 };
+	char *buf[2] = { r->out, r->err }, sink[4096];
+	pid_t pid;
+
+	T_ASSERT_SYS(pipe2(out, O_CLOEXEC));
+	T_ASSERT_SYS(pipe2(err, O_CLOEXEC));
+	pid = fork();
+	T_ASSERT_SYS(pid);
+	if (pid == 0) {
+		dup2(out[1], 1);
+		dup2(err[1], 2);
+		if (env && strchr(env, '=')) {
+			char name[64];
+			size_t k = (size_t)(strchr(env, '=') - env);
+
+			snprintf(name, sizeof(name), "%.*s", (int)k, env);
+			setenv(name, env + k + 1, 1);
+		} else if (env) {
+			unsetenv(env);
+		}
+		execv(path, argv);
+		_exit(127);
+	}
+	close(out[1]);
+	close(err[1]);
+	pf[0] = (struct pollfd){ .fd = out[0], .events = POLLIN };
+	pf[1] = (struct pollfd){ .fd = err[0], .events = POLLIN };
+	/* Until both close: the child's own deadline, or the runner's, bounds this. */
+	while (pf[0].fd >= 0 || pf[1].fd >= 0) {
+		if (poll(pf, 2, -1) < 0) {
+			T_ASSERT(errno == EINTR);
+			continue;
+		}
+		for (int i = 0; i < 2; i++) {
+			ssize_t n;
+
+			if (pf[i].fd < 0 || !pf[i].revents)
+				continue;
+			n = got[i] < cap[i] ? read(pf[i].fd, buf[i] + got[i], cap[i] - got[i])
+					    : read(pf[i].fd, sink, sizeof(sink));
+			if (n <= 0) {
+				close(pf[i].fd);
+				pf[i].fd = -1;
+			} else if (got[i] < cap[i]) {
+				got[i] += (size_t)n;
+			}
+		}
+	}
+	r->out[got[0]] = '\0';
+	r->err[got[1]] = '\0';
+	T_ASSERT_SYS(waitpid(pid, &st, 0));
+	r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }

@@ -199,4 +199,24 @@ bool t_read_sigbus(volatile uint8_t *p);
  */
 bool t_wait_fault_blocked(pid_t pid, int ms);
 
+/*
+ * The faultline command, built beside the runner ($(O)/faultline next to
+ * $(O)/test/runner), into @buf; the test skips when it is not built.
+ */
+void t_tool_path(char *buf, size_t len);
+
+/* A program's exit and output, as t_run_capture() saw them. Large: make it static or calloc it. */
+struct t_run {
+	int status;			/* exit code, or 128 + signal */
+	char out[1u << 20];		/* stdout, NUL-terminated; the rest is read and dropped */
+	char err[1u << 16];		/* stderr, likewise */
+};
+
+/*
+ * Run @path with @argv (NULL-terminated) and wait for it, reading its
+ * stdout and stderr at once (neither pipe can fill and stall it). @env:
+ * NULL, "NAME=VALUE" to set, or "NAME" to unset one variable in the child.
+ */
+void t_run_capture(struct t_run *r, const char *path, char *const argv[], const char *env);
+
 #endif /* FL_TEST_HARNESS_H */

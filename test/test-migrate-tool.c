@@ -2,7 +2,6 @@
 /* faultline migrate: the demo, usage errors, and two hosts made of two network namespaces. */
 #include <fcntl.h>
 #include <arpa/inet.h>
-#include <libgen.h>
 #include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -20,19 +19,6 @@
 #include "tests.h"
 
 #define OUT_MAX (64u << 10)
-
-/* The tool lives next to the runner's directory: $(O)/faultline beside $(O)/test/runner. */
-static void tool_path(char *buf, size_t len)
-{
-	char self[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-
-	T_ASSERT(n > 0);
-	self[n] = '\0';
-	snprintf(buf, len, "%s/../faultline", dirname(self));
-	if (access(buf, X_OK) != 0)
-		T_SKIP("%s not built", buf);
-}
 
 struct proc {
 	pid_t pid;
@@ -185,7 +171,7 @@ TEST(migrate_tool_usage_errors)
 	};
 	char tool[PATH_MAX];
 
-	tool_path(tool, sizeof(tool));
+	t_tool_path(tool, sizeof(tool));
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char *argv[8] = { tool };
 		int st;
@@ -215,7 +201,7 @@ TEST(migrate_tool_demo)
 			 "--seconds", "0.05", NULL };
 	int st;
 
-	tool_path(tool, sizeof(tool));
+	t_tool_path(tool, sizeof(tool));
 	st = run_one(argv, t_ms(60000), out_buf, err_buf);
 	if (st != 0)
 		t_fail(__FILE__, __LINE__, "status %d, stderr: %s", st, err_buf);
@@ -366,7 +352,7 @@ TEST(migrate_two_namespaces)
 	pid_t guardian;
 	int r, fd;
 
-	tool_path(tool, sizeof(tool));
+	t_tool_path(tool, sizeof(tool));
 	if (sh("ip netns list >/dev/null 2>&1"))
 		T_SKIP("'ip netns' is not available here (iproute2 missing or no netns support)");
 	memset(&n, 0, sizeof(n));
@@ -448,7 +434,7 @@ static void peer_dies(bool kill_dest)
 	struct proc ps[2];
 	int st[2], victim = kill_dest ? 0 : 1, survivor = 1 - victim;
 
-	tool_path(tool, sizeof(tool));
+	t_tool_path(tool, sizeof(tool));
 	key_file(key, sizeof(key), 32);
 	snprintf(port, sizeof(port), "%u", free_port());
 	snprintf(to, sizeof(to), "127.0.0.1:%s", port);
@@ -511,7 +497,7 @@ TEST(migrate_tool_first_use)
 	struct addrinfo *ai, hints = { .ai_socktype = SOCK_STREAM };
 	int st, g;
 
-	tool_path(tool, sizeof(tool));
+	t_tool_path(tool, sizeof(tool));
 	snprintf(port, sizeof(port), "%u", free_port());
 	{
 		/* Nobody there: the reason once, not "Connection refused: Connection refused". */

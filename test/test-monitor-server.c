@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <libgen.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -380,19 +379,6 @@ static struct fl_monitor_client *attach(const char *name, struct fl_monitor_regi
 	return c;
 }
 
-/* The faultline command, beside the runner: $(O)/faultline. */
-static void tool_path(char *buf, size_t len)
-{
-	char self[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-
-	T_ASSERT(n > 0);
-	self[n] = '\0';
-	snprintf(buf, len, "%s/../faultline", dirname(self));
-	if (access(buf, X_OK) != 0)
-		T_SKIP("%s not built", buf);
-}
-
 /*
  * Start `faultline monitor ARGS... --ready-fd N -v` with its stderr in @log;
  * return once it listens (fail with its log if it dies first).
@@ -405,7 +391,7 @@ static pid_t tool_start(char *const args[], const char *log)
 	pid_t pid;
 	char c;
 
-	tool_path(path, sizeof(path));
+	t_tool_path(path, sizeof(path));
 	for (int i = 0; args[i]; i++)
 		argv[n++] = args[i];
 	T_ASSERT_SYS(pipe(ready));
@@ -2414,7 +2400,7 @@ static int tool_run(char *const args[], char *err, size_t errlen)
 	ssize_t k;
 	pid_t pid;
 
-	tool_path(path, sizeof(path));
+	t_tool_path(path, sizeof(path));
 	for (int i = 0; args[i]; i++)
 		argv[n++] = args[i];
 	argv[n] = NULL;

@@ -8,57 +8,20 @@
 
 #include "tests.h"
 
-struct runner_run {
-	int status;	/* exit code, or 128 + signal */
-	char out[8192];
-	char err[8192];
-};
-
-static void slurp(int fd, char *buf, size_t len)
-{
-	size_t got = 0;
-	ssize_t n;
-
-	while (got < len - 1 && (n = read(fd, buf + got, len - 1 - got)) > 0)
-		got += (size_t)n;
-	buf[got] = '\0';
-}
-
 /* Run this runner on @pattern, with @scale in FL_TEST_TIMEOUT_SCALE if not NULL. */
-static void run_runner(struct runner_run *r, const char *pattern, const char *scale)
+static void run_runner(struct t_run *r, const char *pattern, const char *scale)
 {
-	char self[PATH_MAX];
-	int out[2], err[2], st;
+	char self[PATH_MAX], env[64];
+	char *argv[] = { "runner", (char *)pattern, NULL };
 	ssize_t n;
-	pid_t pid;
 
 	/* The path, not /proc/self/exe itself: valgrind follows an exec of the former only. */
 	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 	T_ASSERT_SYS(n);
 	self[n] = '\0';
-	T_ASSERT_SYS(pipe(out));
-	T_ASSERT_SYS(pipe(err));
-	pid = fork();
-	T_ASSERT_SYS(pid);
-	if (pid == 0) {
-		dup2(out[1], 1);
-		dup2(err[1], 2);
-		if (scale)
-			setenv("FL_TEST_TIMEOUT_SCALE", scale, 1);
-		else
-			unsetenv("FL_TEST_TIMEOUT_SCALE");
-		execl(self, "runner", pattern, (char *)NULL);
-		_exit(127);
-	}
-	close(out[1]);
-	close(err[1]);
-	/* Both outputs are a few lines: stdout fits the pipe while stderr is read after. */
-	slurp(out[0], r->out, sizeof(r->out));
-	slurp(err[0], r->err, sizeof(r->err));
-	close(out[0]);
-	close(err[0]);
-	T_ASSERT_SYS(waitpid(pid, &st, 0));
-	r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	if (scale)
+		snprintf(env, sizeof(env), "FL_TEST_TIMEOUT_SCALE=%s", scale);
+	t_run_capture(r, self, argv, scale ? env : "FL_TEST_TIMEOUT_SCALE");
 }
 
 /* --------------------------------------------------------------- fixtures */
@@ -92,7 +55,7 @@ TEST(runner_fixture_skips)
 /* A typo in a pattern is an error, not "0 passed, 0 failed". */
 TEST(runner_unmatched_pattern_fails)
 {
-	static struct runner_run r;
+	static struct t_run r;
 
 	run_runner(&r, "no_such_test_anywhere", NULL);
 	T_ASSERT_EQ(r.status, 2);
@@ -106,7 +69,7 @@ TEST(runner_unmatched_pattern_fails)
 /* The FAIL line carries the assertion that failed (here in a forked child), on stdout. */
 TEST(runner_fail_line_has_reason)
 {
-	static struct runner_run r;
+	static struct t_run r;
 
 	run_runner(&r, "runner_fixture_fails", NULL);
 	T_ASSERT_EQ(r.status, 1);
@@ -126,7 +89,7 @@ TEST(runner_fail_line_has_reason)
 /* The timeout is tests.h's (1 s here) times the build's factor times FL_TEST_TIMEOUT_SCALE. */
 TEST(runner_timeout_scaled)
 {
-	static struct runner_run r;
+	static struct t_run r;
 	char want[96], scale[32];
 
 	/* 2 s whatever the build: the variable cancels a sanitizer build's factor. */

@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* faultline snapshot: info, verify, convert and merge, run as the command. */
 #include <fcntl.h>
-#include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,58 +14,18 @@
 #define PG 4096u
 #define MiB (1024ull * 1024)
 
-struct out {
-	int status;	/* exit code, or 128 + signal */
-	char out[16384];
-	char err[4096];
-};
-
-static size_t slurp(int fd, char *buf, size_t len)
-{
-	size_t got = 0;
-	ssize_t n;
-
-	while (got < len - 1 && (n = read(fd, buf + got, len - 1 - got)) > 0)
-		got += (size_t)n;
-	buf[got] = '\0';
-	return got;
-}
-
 /* Run $(O)/faultline snapshot with the arguments (NULL-terminated), capturing its output. */
-static void tool(struct out *r, const char *const *args)
+static void tool(struct t_run *r, const char *const *args)
 {
-	char self[PATH_MAX], path[PATH_MAX + 16];
+	char path[PATH_MAX];
 	const char *argv[16] = { "faultline", "snapshot" };
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	int out[2], err[2], st, k = 2;
-	pid_t pid;
+	int k = 2;
 
-	T_ASSERT(n > 0);
-	self[n] = '\0';
-	snprintf(path, sizeof(path), "%s/../faultline", dirname(self));
-	if (access(path, X_OK) != 0)
-		T_SKIP("%s not built", path);
+	t_tool_path(path, sizeof(path));
 	for (; args[k - 2] && k < 15; k++)
 		argv[k] = args[k - 2];
 	argv[k] = NULL;
-	T_ASSERT_SYS(pipe(out));
-	T_ASSERT_SYS(pipe(err));
-	pid = fork();
-	T_ASSERT_SYS(pid);
-	if (pid == 0) {
-		dup2(out[1], 1);
-		dup2(err[1], 2);
-		execv(path, (char *const *)argv);
-		_exit(127);
-	}
-	close(out[1]);
-	close(err[1]);
-	slurp(out[0], r->out, sizeof(r->out));
-	slurp(err[0], r->err, sizeof(r->err));
-	close(out[0]);
-	close(err[0]);
-	T_ASSERT_SYS(waitpid(pid, &st, 0));
-	r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	t_run_capture(r, path, (char *const *)argv, NULL);
 }
 
 #define RUN(r, ...)                                              \
@@ -75,7 +34,7 @@ static void tool(struct out *r, const char *const *args)
 		tool((r), a_);                                   \
 	} while (0)
 
-static void expect(const struct out *r, int status, const char *in_out, const char *in_err)
+static void expect(const struct t_run *r, int status, const char *in_out, const char *in_err)
 {
 	if (r->status != status || (in_out && !strstr(r->out, in_out)) ||
 	    (in_err && !strstr(r->err, in_err)))
@@ -97,7 +56,7 @@ static void tmp_name(char path[64], const char *tag)
 
 TEST(snapshot_tool_usage)
 {
-	struct out *r = calloc(1, sizeof(*r));
+	struct t_run *r = calloc(1, sizeof(*r));
 	char a[64], raw[64];
 	int fd;
 
@@ -199,7 +158,7 @@ static void expect_contents(const char *path, const char *const *parents, const 
 
 TEST(snapshot_tool_convert_verify)
 {
-	struct out *r = calloc(1, sizeof(*r));
+	struct t_run *r = calloc(1, sizeof(*r));
 	char raw[64], a[64], z[64], h[64];
 	uint8_t *img;
 	int fd;
@@ -270,7 +229,7 @@ TEST(snapshot_tool_convert_verify)
 
 TEST(snapshot_tool_merge)
 {
-	struct out *r = calloc(1, sizeof(*r));
+	struct t_run *r = calloc(1, sizeof(*r));
 	struct fl_snapshot_writer_opts wo = { .sz = sizeof(wo) };
 	struct fl_snapshot_writer *w = NULL;
 	char raw[64], a[64], b[64], m[64], elsewhere[80];
@@ -354,7 +313,7 @@ static long long count_after(const char *s, const char *label)
  */
 TEST(snapshot_tool_demo)
 {
-	struct out *r = calloc(1, sizeof(*r));
+	struct t_run *r = calloc(1, sizeof(*r));
 	const char *p, *v1, *v2;
 	long long keys, pages, ws, faults1, faults2, prefetched;
 	char dir[] = "/tmp/fl-test-demo-XXXXXX";

@@ -2,7 +2,6 @@
 /* The faultline command: exit codes, usage errors, and the probe's table and JSON. */
 #include <ctype.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,65 +10,13 @@
 
 #include "tests.h"
 
-#define OUT_MAX (1u << 20)
-
-struct run {
-	int status;	/* exit code, or 128 + signal */
-	char out[OUT_MAX];
-	char err[4096];
-};
-
-/* The tool lives next to the runner's directory: $(O)/faultline beside $(O)/test/runner. */
-static void tool_path(char *buf, size_t len)
-{
-	char self[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-
-	T_ASSERT(n > 0);
-	self[n] = '\0';
-	snprintf(buf, len, "%s/../faultline", dirname(self));
-	if (access(buf, X_OK) != 0)
-		T_SKIP("%s not built", buf);
-}
-
-static size_t slurp(int fd, char *buf, size_t len)
-{
-	size_t got = 0;
-	ssize_t n;
-
-	while (got < len - 1 && (n = read(fd, buf + got, len - 1 - got)) > 0)
-		got += (size_t)n;
-	buf[got] = '\0';
-	return got;
-}
-
 /* Run the tool with @argv (NULL-terminated, argv[0] ignored), capturing stdout and stderr. */
-static void run_tool(struct run *r, char *const argv[])
+static void run_tool(struct t_run *r, char *const argv[])
 {
 	char path[PATH_MAX];
-	int out[2], err[2], st;
-	pid_t pid;
 
-	tool_path(path, sizeof(path));
-	T_ASSERT_SYS(pipe(out));
-	T_ASSERT_SYS(pipe(err));
-	pid = fork();
-	T_ASSERT_SYS(pid);
-	if (pid == 0) {
-		dup2(out[1], 1);
-		dup2(err[1], 2);
-		execv(path, argv);
-		_exit(127);
-	}
-	close(out[1]);
-	close(err[1]);
-	/* The probe's JSON is a few KiB: stdout fits the pipe, so read stderr after. */
-	slurp(out[0], r->out, sizeof(r->out));
-	slurp(err[0], r->err, sizeof(r->err));
-	close(out[0]);
-	close(err[0]);
-	T_ASSERT_SYS(waitpid(pid, &st, 0));
-	r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	t_tool_path(path, sizeof(path));
+	t_run_capture(r, path, argv, NULL);
 }
 
 /* A strict little JSON validator: returns the end of one value, or NULL. */
@@ -185,7 +132,7 @@ static bool json_valid(const char *doc)
 
 TEST(tool_usage_errors)
 {
-	static struct run r;
+	static struct t_run r;
 	char *none[] = { "faultline", NULL };
 	char *unknown[] = { "faultline", "frobnicate", NULL };
 	char *badopt[] = { "faultline", "probe", "--bogus", NULL };
@@ -207,7 +154,7 @@ TEST(tool_usage_errors)
 
 TEST(tool_help_and_version)
 {
-	static struct run r;
+	static struct t_run r;
 	char *help[] = { "faultline", "--help", NULL };
 	char *version[] = { "faultline", "--version", NULL };
 	char *probe_help[] = { "faultline", "probe", "--help", NULL };
@@ -231,7 +178,7 @@ TEST(tool_bench_help_each)
 {
 	static const char *const names[] = { "latency", "fill", "threads", "uffd", "migrate",
 					     "monitor", "snapshot" };
-	static struct run r;
+	static struct t_run r;
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		char *help[] = { "faultline", "bench", (char *)names[i], "--help", NULL };
@@ -265,7 +212,7 @@ TEST(tool_bench_help_each)
 TEST(tool_bench_latency_floors)
 {
 	static const char *const floors[] = { "syscall", "bare-sigbus", "bare-thread-same" };
-	static struct run r;
+	static struct t_run r;
 	char *json[] = { "faultline", "bench", "latency", "--pages", "300", "--runs", "1", "--json",
 			 NULL };
 	char *table[] = { "faultline", "bench", "latency", "--pages", "300", "--runs", "1",
@@ -334,7 +281,7 @@ static const char *snap_row(const char *out, const char *name)
  */
 TEST(tool_bench_snapshot_tiny)
 {
-	static struct run r;
+	static struct t_run r;
 	char dir[] = "/tmp/fl-test-bench-XXXXXX";
 	char *json[] = { "faultline", "bench", "snapshot", "--size", "4M", "--runs", "1",
 			 "--live-scale", "2", "--dir", dir, "--json", NULL };
@@ -433,7 +380,7 @@ TEST(tool_bench_snapshot_tiny)
 
 TEST(tool_probe_table_and_json)
 {
-	static struct run r;
+	static struct t_run r;
 	char *table[] = { "faultline", "probe", NULL };
 	char *json[] = { "faultline", "probe", "--json", NULL };
 	struct fl_features f;
