@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1061,4 +1062,109 @@ TEST(snapshot_live_memfd_dontneed)
 	unlink(path);
 	free(path);
 	free(buf);
+}
+
+/* -------------------------------------------------- a poisoned page */
+
+static _Atomic bool poison_fails;
+static __thread sigjmp_buf poison_jmp;
+
+static int poison_read(void *ud, uint64_t off, void *buf, size_t len, size_t page_size,
+		       uint64_t *holes)
+{
+	size_t ps = t_page_size();
+
+	(void)ud;
+	(void)page_size;
+	(void)holes;
+	if (atomic_load(&poison_fails) && off <= 3 * ps && 3 * ps < off + len)
+		return -EIO;
+	fl_pattern_fill(buf, off, len, SEED);
+	return 0;
+}
+
+static void poison_bus(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)si;
+	(void)uc;
+	siglongjmp(poison_jmp, 1);
+}
+
+static void *poison_touch(void *arg)
+{
+	volatile uint8_t *q = arg;
+
+	if (sigsetjmp(poison_jmp, 1))
+		return (void *)1;
+	(void)*q;
+	return NULL;
+}
+
+/*
+ * Page 3 of a pager region is poisoned (its store read failed): a live
+ * snapshot reads it from the store again. While the store still fails,
+ * the snapshot fails with the store's error; once the store serves it,
+ * the snapshot holds its data. Never an absent or zero page.
+ */
+static void poisoned_child(void *arg)
+{
+	size_t ps = t_page_size(), npages = 16, len = npages * ps;
+	struct fl_store_ops ops = { .sz = sizeof(ops), .read = poison_read };
+	struct sigaction sa = { .sa_sigaction = poison_bus, .sa_flags = SA_SIGINFO | SA_NODEFER };
+	struct fl_snapshot_range r = { 0 };
+	struct fl_snapshot_live *s = NULL;
+	struct fl_snapshot_writer *w;
+	char *path = tmp_path("poison");
+	struct fl_store *store = NULL;
+	struct fl_region *reg = NULL;
+	struct fl_region_opts ro;
+	struct fl_pager *p;
+	uint8_t *base, *buf = malloc(ps);
+	struct rd_file f;
+
+	(void)arg;
+	sigemptyset(&sa.sa_mask);
+	T_ASSERT_SYS(sigaction(SIGBUS, &sa, NULL));
+	atomic_store(&poison_fails, true);
+	T_ASSERT_OK(fl_store_create(&ops, NULL, 0, len, &store));
+	p = t_pager_new(FL_PAGER_THREADS, 2, 0);
+	ro = t_region_opts(store, len);
+	ro.on_error = FL_ON_ERROR_POISON;
+	T_ASSERT_OK(fl_region_add(p, &ro, &reg));
+	T_ASSERT_OK(fl_pager_start(p));
+	base = fl_region_addr(reg);
+	T_ASSERT(t_thread_join(t_thread_start(poison_touch, base + 3 * ps)) == (void *)1);
+	r.region = reg;
+	T_ASSERT_OK(fl_snapshot_live_create(&r, 1, NULL, &s));
+	w = new_writer(path, NULL);
+	T_ASSERT_OK(fl_snapshot_live_take(s, w, 0));
+	T_ASSERT_EQ(fl_snapshot_live_wait(s, t_ms(60000)), -EIO);
+	fl_snapshot_writer_destroy(w);
+	unlink(path);
+	atomic_store(&poison_fails, false);
+	w = new_writer(path, NULL);
+	T_ASSERT_OK(fl_snapshot_live_take(s, w, 0));
+	T_ASSERT_OK(fl_snapshot_live_wait(s, t_ms(60000)));
+	T_ASSERT_OK(fl_snapshot_writer_finish(w, NULL));
+	rd_open(&f, path);
+	for (size_t pg = 0; pg < npages; pg++) {
+		T_ASSERT_EQ(rd_page(&f, 1, 0, pg, buf), FL__SNAP_DATA);
+		T_ASSERT_EQ(fl_pattern_check(buf, pg * ps, ps, SEED), 0);
+	}
+	rd_close(&f);
+	fl_snapshot_live_destroy(s);
+	fl_pager_destroy(p);
+	fl_store_destroy(store);
+	unlink(path);
+	free(path);
+	free(buf);
+}
+
+TEST(snapshot_live_pager_poisoned)
+{
+	int status = t_run_child(poisoned_child, NULL);
+
+	T_ASSERT(WIFEXITED(status));
+	T_ASSERT_EQ(WEXITSTATUS(status), 0);
 }
