@@ -94,9 +94,16 @@ out:
 	return r;
 }
 
+static pid_t huge_owner;	/* the runner that reserved the huge pages */
+
+/*
+ * Only the runner that reserved them gives them back: a forked test child
+ * inherits the atexit() and the signal handlers, and one that calls exit()
+ * must not take the pages from the tests after it.
+ */
 static void restore_hugepages(void)
 {
-	if (saved_hugepages >= 0) {
+	if (saved_hugepages >= 0 && getpid() == huge_owner) {
 		adjust_hugepages(-HUGE_PAGES_WANTED);
 		saved_hugepages = -1;
 	}
@@ -138,6 +145,7 @@ static bool ensure_hugepages(void)
 		snprintf(huge_reason, sizeof(huge_reason), "cannot read %s", NR_HUGEPAGES);
 		return false;
 	}
+	huge_owner = getpid();
 	atexit(restore_hugepages);
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);

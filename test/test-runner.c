@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The runner itself: failure lines, unmatched patterns, scaled timeouts (run on fixtures). */
+#include <fcntl.h>
 #include <limits.h>
+#include <sys/file.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -22,6 +24,45 @@ static void run_runner(struct t_run *r, const char *pattern, const char *scale)
 	if (scale)
 		snprintf(env, sizeof(env), "FL_TEST_TIMEOUT_SCALE=%s", scale);
 	t_run_capture(r, self, argv, scale ? env : "FL_TEST_TIMEOUT_SCALE");
+}
+
+static long nr_hugepages(void)
+{
+	char buf[32] = "";
+	int fd = open("/proc/sys/vm/nr_hugepages", O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	T_ASSERT_SYS(fd);
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	T_ASSERT(n > 0);
+	return atol(buf);
+}
+
+/*
+ * The huge pages the runner reserved for hugetlb tests stay reserved when a
+ * test's child calls exit(): it inherits the runner's atexit() handler,
+ * which used to give them back and fail every hugetlb test after it.
+ */
+TEST(runner_child_exit_keeps_hugepages)
+{
+	/* The runners' lock: no other runner on this machine changes the count meanwhile. */
+	int lk = open("/tmp/faultline-test-hugepages.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	long before;
+	int st;
+	pid_t pid;
+
+	T_ASSERT_SYS(lk);
+	T_ASSERT_SYS(flock(lk, LOCK_EX));
+	before = nr_hugepages();
+	pid = fork();
+	T_ASSERT_SYS(pid);
+	if (pid == 0)
+		exit(0);
+	T_ASSERT_SYS(waitpid(pid, &st, 0));
+	T_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	T_ASSERT_EQ(nr_hugepages(), before);
+	close(lk);
 }
 
 /* --------------------------------------------------------------- fixtures */

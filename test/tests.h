@@ -28,6 +28,7 @@
 	X(runner_unmatched_pattern_fails, 0, 0, 0)                                 \
 	X(runner_fail_line_has_reason, 0, 0, 0)                                    \
 	X(runner_timeout_scaled, 0, 0, 0)                                          \
+	X(runner_child_exit_keeps_hugepages, 0, T_HUGETLB, 0)                      \
 	X(runner_fixture_fails, 0, T_FIXTURE, 0)                                   \
 	X(runner_fixture_hangs, 0, T_FIXTURE, 1)                                   \
 	X(runner_fixture_skips, 0, T_FIXTURE, 0)                                   \
