@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "faultline.h"
@@ -1167,4 +1168,79 @@ TEST(snapshot_live_pager_poisoned)
 
 	T_ASSERT(WIFEXITED(status));
 	T_ASSERT_EQ(WEXITSTATUS(status), 0);
+}
+
+/* ----------------------------------- unprotecting while an event pends */
+
+struct eagain_ctx {
+	uint8_t *base;
+	size_t ps, npages;
+	_Atomic size_t written;
+	_Atomic bool stop;
+};
+
+static void *eagain_writer(void *arg)
+{
+	struct eagain_ctx *c = arg;
+
+	for (size_t pg = 16; pg < c->npages && !atomic_load(&c->stop); pg++) {
+		c->base[pg * c->ps] = 7;
+		atomic_fetch_add(&c->written, 1);
+	}
+	return NULL;
+}
+
+static void *eagain_discarder(void *arg)
+{
+	struct eagain_ctx *c = arg;
+
+	while (!atomic_load(&c->stop))
+		madvise(c->base, 16 * c->ps, MADV_DONTNEED);
+	return NULL;
+}
+
+/*
+ * Tracking: every first write after a snapshot faults, and is let go by
+ * unprotecting its page, which the kernel refuses (EAGAIN, waking nobody)
+ * while a discard event of another thread pends. Each write must still
+ * complete: a thread writes every page once while another discards other
+ * pages in a loop.
+ */
+TEST(snapshot_live_unprotect_event_pending)
+{
+	size_t ps = t_page_size(), npages = 16 + 256, len = npages * ps;
+	struct fl_snapshot_live_opts o = { .sz = sizeof(o), .flags = FL_SNAPSHOT_LIVE_TRACK };
+	struct eagain_ctx c = { .base = t_map_anon(len), .ps = ps, .npages = npages };
+	struct fl_snapshot_range r = { .addr = c.base, .len = len, .mem = FL_MEM_ANON };
+	struct fl_snapshot_live *s = NULL;
+	char *path = tmp_path("eagain");
+	struct timespec now;
+	uint64_t until;
+	unsigned long a, b;
+	uint8_t id[16];
+
+	memset(c.base, 3, len);
+	T_ASSERT_OK(fl_snapshot_live_create(&r, 1, &o, &s));
+	take_into(s, path, NULL, id);
+	b = t_thread_start(eagain_discarder, &c);
+	a = t_thread_start(eagain_writer, &c);
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	until = (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000 + (uint64_t)t_ms(30000);
+	while (atomic_load(&c.written) < npages - 16 &&
+	       (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000 < until) {
+		sched_yield();
+		clock_gettime(CLOCK_MONOTONIC, &now);
+	}
+	atomic_store(&c.stop, true);
+	if (atomic_load(&c.written) < npages - 16)
+		t_fail(__FILE__, __LINE__, "the writer is stuck after %zu of %zu writes",
+		       atomic_load(&c.written), npages - 16);
+	t_thread_join(a);
+	t_thread_join(b);
+	for (size_t pg = 16; pg < npages; pg++)
+		T_ASSERT_EQ(c.base[pg * ps], 7);
+	fl_snapshot_live_destroy(s);
+	munmap(c.base, len);
+	unlink(path);
+	free(path);
 }

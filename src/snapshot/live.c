@@ -447,7 +447,7 @@ static void save_page(struct lv_range *r, size_t pg, uint8_t *buf, bool *ret_sav
  * instant): save the page if the snapshot needs it, note it written, and
  * let the write go on.
  */
-static void handle_wp(struct lv_range *r, size_t pg)
+static bool handle_wp(struct lv_range *r, size_t pg)
 {
 	struct fl_snapshot_live *s = r->s;
 	uint64_t t0 = fl__now_ns(), dt, m;
@@ -489,12 +489,16 @@ static void handle_wp(struct lv_range *r, size_t pg)
 		e = fl_uffd_writeprotect(r->u, (void *)(range_base(r) + (pg << r->shift)), r->ps,
 					 0);
 	}
+	/* An event is pending (the kernel refuses, and wakes nobody): the caller retries. */
+	if (e == -EAGAIN)
+		return false;
 	if (e && e != -ENOENT)
 		fl__warn("snapshot: unprotecting a written page: %s", strerror(-e));
 	dt = fl__now_ns() - t0;
 	m = atomic_load_explicit(&s->wait_max, memory_order_relaxed);
 	while (dt > m && !atomic_compare_exchange_weak(&s->wait_max, &m, dt))
 		;
+	return true;
 }
 
 /*
@@ -535,7 +539,8 @@ static void lose(struct lv_range *r, size_t pg, size_t n, bool gone)
 
 /* ----------------------------------------------------- pager regions */
 
-static void q_push(struct fl_snapshot_live *s, struct lv_range *r, size_t pg)
+/* Queue a write-protect fault for the fault thread (@wake: tell it now). */
+static void q_add(struct fl_snapshot_live *s, struct lv_range *r, size_t pg, bool wake)
 {
 	uint64_t one = 1;
 
@@ -555,8 +560,13 @@ static void q_push(struct fl_snapshot_live *s, struct lv_range *r, size_t pg)
 	}
 	s->q[s->qn++] = (struct lv_item){ .r = r, .pg = pg };
 	pthread_mutex_unlock(&s->qlock);
-	if (write(s->q_efd, &one, sizeof(one)) < 0)
+	if (wake && write(s->q_efd, &one, sizeof(one)) < 0)
 		(void)0;	/* the counter is full: the thread is woken anyway */
+}
+
+static void q_push(struct fl_snapshot_live *s, struct lv_range *r, size_t pg)
+{
+	q_add(s, r, pg, true);
 }
 
 /* The pager's hook: on its handler thread (or in dispatch); never blocks. */
@@ -653,7 +663,37 @@ static void handle_plain_fault(struct fl_snapshot_live *s, const struct fl_event
 		return;
 	r = find_plain(s, addr, &pg);
 	if (r) {
-		handle_wp(r, pg);
+		/*
+		 * Unprotecting is refused while an event pends: read the events
+		 * (ours: nobody else reads them), apply them, and try again; the
+		 * faults read with them are queued. After a few tries the fault is
+		 * queued and retried by the fault thread's loop.
+		 */
+		for (int tries = 0; !handle_wp(r, pg); tries++) {
+			struct fl_event evs[LV_EVENTS];
+			int n;
+
+			if (tries == 16) {
+				q_add(s, r, pg, false);
+				return;
+			}
+			atomic_fetch_add(&s->ev_seq, 1);
+			n = fl_uffd_read_events(s->u, evs, LV_EVENTS);
+			for (int i = 0; i < n; i++)
+				if (evs[i].type != FL_EVENT_PAGEFAULT)
+					apply_event(s, &evs[i]);
+			atomic_fetch_add(&s->ev_seq, 1);
+			for (int i = 0; i < n; i++) {
+				size_t fpg;
+				struct lv_range *fr;
+
+				if (evs[i].type != FL_EVENT_PAGEFAULT || !(evs[i].flags & FL_FAULT_WP))
+					continue;
+				fr = find_plain(s, (uintptr_t)evs[i].fault.addr, &fpg);
+				if (fr)
+					q_add(s, fr, fpg, false);
+			}
+		}
 		return;
 	}
 	/* A piece moved away: no longer ours to save; let the write go on. */
@@ -686,24 +726,36 @@ static void read_uffd(struct fl_snapshot_live *s)
 		fl__err("snapshot: reading the userfaultfd: %s", strerror(-n));
 }
 
-static void drain_queue(struct fl_snapshot_live *s)
+/*
+ * Handle the queued write-protect faults, each once; those whose unprotect
+ * met a pending event (EAGAIN) are queued again. Returns whether any was.
+ */
+static bool drain_queue(struct fl_snapshot_live *s)
 {
-	for (;;) {
+	size_t todo;
+	bool again = false;
+
+	pthread_mutex_lock(&s->qlock);
+	todo = s->qn;
+	pthread_mutex_unlock(&s->qlock);
+	for (; todo; todo--) {
 		struct lv_item it;
+		bool done;
 
 		pthread_mutex_lock(&s->qlock);
-		if (!s->qn) {
-			pthread_mutex_unlock(&s->qlock);
-			return;
-		}
 		it = s->q[0];
 		memmove(s->q, s->q + 1, (s->qn - 1) * sizeof(*s->q));
 		s->qn--;
 		pthread_mutex_unlock(&s->qlock);
 		pthread_rwlock_rdlock(&s->instant);
-		handle_wp(it.r, it.pg);
+		done = handle_wp(it.r, it.pg);
 		pthread_rwlock_unlock(&s->instant);
+		if (!done) {
+			q_add(s, it.r, it.pg, false);
+			again = true;
+		}
 	}
+	return again;
 }
 
 static void *fault_main(void *arg)
@@ -715,18 +767,25 @@ static void *fault_main(void *arg)
 		{ .fd = s->u ? fl_uffd_fd(s->u) : -1, .events = POLLIN },
 	};
 
+	bool again = false;
+
 	for (;;) {
 		uint64_t v;
 
-		if (poll(pf, s->u ? 3 : 2, -1) < 0 && errno != EINTR)
+		/*
+		 * A write whose unprotect met a pending event is retried every
+		 * millisecond until whoever reads that event (this thread for
+		 * plain memory, the pager for its regions) has read it.
+		 */
+		if (poll(pf, s->u ? 3 : 2, again ? 1 : -1) < 0 && errno != EINTR)
 			break;
 		if (pf[0].revents & POLLIN)
 			break;
 		if ((pf[1].revents & POLLIN) && read(s->q_efd, &v, sizeof(v)) < 0)
 			(void)0;	/* someone else reset it */
-		drain_queue(s);
 		if (s->u && (pf[2].revents & (POLLIN | POLLERR)))
 			read_uffd(s);
+		again = drain_queue(s);
 	}
 	return NULL;
 }
