@@ -127,7 +127,7 @@
 	X(snapshot_read_back, 0, 0, 30)                                            \
 	X(snapshot_refuses_bad_files, 0, 0, 0)                                     \
 	X(snapshot_restore_pager, 0, T_UFFD, 60)                                   \
-	X(snapshot_corrupt_page_sigbus, FL_FEAT_POISON, T_UFFD, 60)                \
+	X(snapshot_corrupt_page_sigbus, 0, T_UFFD, 60)                             \
 	X(snapshot_chain_restore, 0, T_UFFD, 60)                                   \
 	X(snapshot_restore_direct, 0, T_UFFD, 60)                                  \
 	X(snapshot_concurrent_reads, 0, 0, 60)                                     \
