@@ -20,6 +20,8 @@ enum t_flags {
 	T_FIXTURE = 1u << 3,	/* run only when named exactly: a test runs the runner on it */
 	T_STRESS = 1u << 4,	/* many threads racing: --pure (valgrind, which runs one thread
 				   at a time) leaves it out like the kernel tests */
+	T_KFAULTS = 1u << 5,	/* needs a userfaultfd that also takes kernel-mode faults (not
+				   only user-mode-only: live snapshots) */
 };
 
 #define TEST(name) void test_##name(void)

@@ -232,6 +232,8 @@ static const char *missing(const struct test *t, const struct fl_features *f, ch
 		return "needs userfaultfd";
 	if ((t->flags & T_ROOT) && geteuid() != 0)
 		return "needs root";
+	if ((t->flags & T_KFAULTS) && f->default_path == FL_UFFD_PATH_USER_ONLY)
+		return "needs a userfaultfd for kernel-mode faults too (only user-mode-only here)";
 	lack = t->feats & ~f->features;
 	if (lack) {
 		int n = snprintf(buf, len, "needs");

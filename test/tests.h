@@ -37,7 +37,7 @@
 	X(tool_help_and_version, 0, 0, 0)                                          \
 	X(tool_bench_help_each, 0, 0, 0)                                           \
 	X(tool_bench_latency_floors, FL_FEAT_SIGBUS, T_UFFD, 60)                   \
-	X(tool_bench_snapshot_tiny, 0, T_UFFD, 120)                                \
+	X(tool_bench_snapshot_tiny, 0, T_UFFD | T_KFAULTS, 120)                    \
 	X(tool_probe_table_and_json, 0, 0, 0)                                      \
 	X(json_validator_rejects_garbage, 0, 0, 0)                                 \
 	/* test-resolve.c, test-events.c, test-wp.c: the uffd layer */             \
@@ -137,35 +137,35 @@
 	X(snapshot_tool_usage, 0, 0, 0)                                            \
 	X(snapshot_tool_convert_verify, 0, 0, 30)                                  \
 	X(snapshot_tool_merge, 0, 0, 30)                                           \
-	X(snapshot_tool_demo, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)               \
+	X(snapshot_tool_demo, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 60)   \
 	/* test-snapshot-live.c: live and incremental snapshots */                \
-	X(snapshot_live_anon_instant, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)       \
+	X(snapshot_live_anon_instant, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 60)       \
 	X(snapshot_live_anon_unpopulated_fallback, FL_FEAT_PAGEFAULT_FLAG_WP,      \
-	  T_UFFD, 60)                                                              \
-	X(snapshot_live_memfd_instant, FL_FEAT_WP_HUGETLBFS_SHMEM, T_UFFD, 60)     \
+	  T_UFFD | T_KFAULTS, 60)                                                              \
+	X(snapshot_live_memfd_instant, FL_FEAT_WP_HUGETLBFS_SHMEM, T_UFFD | T_KFAULTS, 60)     \
 	X(snapshot_live_hugetlb_instant, FL_FEAT_WP_HUGETLBFS_SHMEM,               \
-	  T_UFFD | T_HUGETLB, 60)                                                  \
-	X(snapshot_live_copy_before_write, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 30)  \
-	X(snapshot_live_copy_before_write_track, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 30) \
-	X(snapshot_live_pager_region, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)       \
-	X(snapshot_live_pager_region_auto, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)  \
-	X(snapshot_live_pager_incremental, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)  \
-	X(snapshot_live_pager_incremental_auto, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60) \
+	  T_UFFD | T_KFAULTS | T_HUGETLB, 60)                                                  \
+	X(snapshot_live_copy_before_write, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 30)  \
+	X(snapshot_live_copy_before_write_track, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 30) \
+	X(snapshot_live_pager_region, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 60)       \
+	X(snapshot_live_pager_region_auto, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 60)  \
+	X(snapshot_live_pager_incremental, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 60)  \
+	X(snapshot_live_pager_incremental_auto, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 60) \
 	X(snapshot_live_pager_incremental_memfd,                                   \
-	  FL_FEAT_WP_HUGETLBFS_SHMEM | FL_FEAT_MINOR_SHMEM, T_UFFD, 60)            \
-	X(snapshot_live_discard_unmap, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)      \
+	  FL_FEAT_WP_HUGETLBFS_SHMEM | FL_FEAT_MINOR_SHMEM, T_UFFD | T_KFAULTS, 60)            \
+	X(snapshot_live_discard_unmap, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 60)      \
 	X(snapshot_live_mremap, FL_FEAT_PAGEFAULT_FLAG_WP | FL_FEAT_EVENT_REMAP,   \
-	  T_UFFD, 30)                                                              \
-	X(snapshot_live_incremental, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)        \
+	  T_UFFD | T_KFAULTS, 30)                                                              \
+	X(snapshot_live_incremental, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 60)        \
 	X(snapshot_live_incremental_unpopulated_fallback,                          \
-	  FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)                                   \
-	X(snapshot_live_errors, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 0)              \
-	X(snapshot_live_writer_fails, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)       \
-	X(snapshot_live_pager_file_store, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 30)   \
-	X(snapshot_live_pager_mem_store_move, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 30) \
-	X(snapshot_live_memfd_dontneed, FL_FEAT_WP_HUGETLBFS_SHMEM, T_UFFD, 30)    \
-	X(snapshot_live_pager_poisoned, FL_FEAT_POISON, T_UFFD, 30)              \
-	X(snapshot_live_unprotect_event_pending, FL_FEAT_EVENT_REMOVE, T_UFFD, 60) \
+	  FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 60)                                   \
+	X(snapshot_live_errors, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 0)              \
+	X(snapshot_live_writer_fails, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 60)       \
+	X(snapshot_live_pager_file_store, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 30)   \
+	X(snapshot_live_pager_mem_store_move, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 30) \
+	X(snapshot_live_memfd_dontneed, FL_FEAT_WP_HUGETLBFS_SHMEM, T_UFFD | T_KFAULTS, 30)    \
+	X(snapshot_live_pager_poisoned, FL_FEAT_POISON, T_UFFD | T_KFAULTS, 30)              \
+	X(snapshot_live_unprotect_event_pending, FL_FEAT_EVENT_REMOVE, T_UFFD | T_KFAULTS, 60) \
 	/* test-pager.c, test-pager-life.c: the pager engine */                    \
 	X(pager_create_options, 0, T_UFFD, 0)                                      \
 	X(pager_threads_named_and_counted, 0, T_UFFD, 0)                           \
