@@ -846,7 +846,6 @@ static void *watcher_main(void *arg)
  */
 static int start_watcher(struct fl_monitor_client *c)
 {
-	sigset_t all, old;
 	sem_t started;
 	int r;
 
@@ -857,14 +856,10 @@ static int start_watcher(struct fl_monitor_client *c)
 		return -errno;
 	c->started = &started;
 	/* The watcher takes no signals meant for the program's threads. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	r = -pthread_create(&c->watcher, NULL, watcher_main, c);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	r = fl__thread_start(&c->watcher, NULL, watcher_main, c, "fl-monitor");
 	if (!r) {
 		while (sem_wait(&started) < 0 && errno == EINTR)
 			;
-		pthread_setname_np(c->watcher, "fl-monitor");
 		c->has_watcher = true;
 	}
 	c->started = NULL;

@@ -370,7 +370,6 @@ static void start_checks(struct fl_monitor_server *s)
 		struct srv_work *w = s->waiting;
 		pthread_attr_t attr;
 		pthread_t t;
-		sigset_t all, old;
 		int e;
 
 		s->waiting = w->next;
@@ -383,10 +382,7 @@ static void start_checks(struct fl_monitor_server *s)
 		s->checks++;
 		pthread_mutex_unlock(&s->lock);
 		/* Check threads take no signals meant for the program's threads. */
-		sigfillset(&all);
-		pthread_sigmask(SIG_SETMASK, &all, &old);
-		e = pthread_create(&t, &attr, check_main, w);
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		e = -fl__thread_start(&t, &attr, check_main, w, NULL);
 		pthread_attr_destroy(&attr);
 		if (e) {
 			pthread_mutex_lock(&s->lock);

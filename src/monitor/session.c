@@ -165,14 +165,10 @@ static int open_store_file(struct fl_monitor_server *s, const struct srv_peer *p
 		q.fd = do_openat2(&q);
 	} else {
 		pthread_t t;
-		sigset_t all, old;
 		int e;
 
 		q.peer = peer;
-		sigfillset(&all);
-		pthread_sigmask(SIG_SETMASK, &all, &old);
-		e = pthread_create(&t, NULL, open_as_peer, &q);
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		e = -fl__thread_start(&t, NULL, open_as_peer, &q, NULL);
 		if (e) {
 			fl__mon_errf(err, errlen, "%s: cannot start a thread to open it: %s", path,
 				     strerror(e));

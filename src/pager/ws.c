@@ -114,38 +114,6 @@ out:
 	return e;
 }
 
-static int pread_full(int fd, void *buf, size_t len, uint64_t off)
-{
-	size_t got = 0;
-
-	while (got < len) {
-		ssize_t n = pread(fd, (uint8_t *)buf + got, len - got, (off_t)(off + got));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		got += (size_t)n;
-	}
-	return 0;
-}
-
-static int pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = pwrite(fd, (const uint8_t *)buf + done, len - done, (off_t)(off + done));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		done += (size_t)n;
-	}
-	return 0;
-}
-
 /* A temporary file next to @path: *@tmp gets its name (PATH_MAX bytes). */
 static int open_tmp(const char *path, char *tmp)
 {
@@ -198,11 +166,11 @@ static int save_loading_set(struct fl_region *r, const uint8_t *entries, size_t 
 		if (holes[0] & 1)
 			memset(page, 0, r->ps);
 		fl__put_le32(head + FL__WS_HEADER + i * 4, fl__crc32c(0, page, r->ps));
-		e = pwrite_full(fd, page, r->ps, data_off + i * r->ps);
+		e = fl__pwrite_full(fd, page, r->ps, data_off + i * r->ps);
 	}
 	if (!e) {
 		fl__ls_encode(head, r->ps, n, id, data_off);
-		e = pwrite_full(fd, head, data_off, 0);
+		e = fl__pwrite_full(fd, head, data_off, 0);
 	}
 	e = commit_tmp(fd, tmp, path, e);
 out:
@@ -260,7 +228,7 @@ FL_API int fl_region_ws_save(struct fl_region *r, const char *path, const char *
 	if (!e) {
 		fd = open_tmp(path, tmp);
 		e = fd < 0 ? fd : commit_tmp(fd, tmp, path,
-					     pwrite_full(fd, buf, FL__WS_HEADER + k * 8, 0));
+					     fl__pwrite_full(fd, buf, FL__WS_HEADER + k * 8, 0));
 	}
 	free(buf);
 	if (e < 0)
@@ -309,7 +277,7 @@ static int load_loading_set(struct fl_region *r, struct pg_ws *w, const char *pa
 			e = -EINVAL;
 			break;
 		}
-		e = pread_full(w->ls_fd, head + have, need - have, have);
+		e = fl__pread_full(w->ls_fd, head + have, need - have, have);
 		if (e < 0)
 			break;
 		have = need;
@@ -512,7 +480,7 @@ static void batch_ls(struct fl_region *r, struct pg_ws *w, size_t i, size_t k, u
 	size_t j = 0;
 	int next;
 
-	if (pread_full(w->ls_fd, buf, k << r->shift, w->ls_data_off + ((uint64_t)i << r->shift))) {
+	if (fl__pread_full(w->ls_fd, buf, k << r->shift, w->ls_data_off + ((uint64_t)i << r->shift))) {
 		fl__stat_add(r, ST_WS_ERRORS, k);
 		return;
 	}
@@ -620,24 +588,14 @@ out:
 int fl__ws_start(struct fl_region *r)
 {
 	struct pg_ws *w = r->ws;
-	sigset_t all, old;
 	int e;
 
 	if (!w || !w->order)
 		return 0;
-	/* No signal of the program's lands on this thread. */
-	sigfillset(&all);
-	sigdelset(&all, SIGBUS);
-	sigdelset(&all, SIGSEGV);
-	sigdelset(&all, SIGFPE);
-	sigdelset(&all, SIGILL);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	e = -pthread_create(&w->thread, NULL, replay_main, r);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	e = fl__thread_start(&w->thread, NULL, replay_main, r, "fl-ws");
 	if (e)
 		return e;
 	w->started = true;
-	pthread_setname_np(w->thread, "fl-ws");
 	return 0;
 }
 

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "util.h"
 #include "wsfile.h"
 #include "net/crc32c.h"
 #include "net/le.h"
@@ -73,9 +74,9 @@ int fl__ws_parse(const void *buf, size_t len, struct fl__ws_info *ret, uint64_t 
 		if (pg >= npages)
 			return bad(why, "an entry lies past the region");
 		if (seen) {
-			if (seen[pg / 64] & (1ull << (pg % 64)))
+			if (fl__bit_test(seen, pg))
 				return bad(why, "an entry is repeated");
-			seen[pg / 64] |= 1ull << (pg % 64);
+			fl__bit_set(seen, pg);
 		}
 	}
 	return 0;

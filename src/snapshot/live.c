@@ -886,25 +886,6 @@ static void join_writer(struct fl_snapshot_live *s)
 	}
 }
 
-static int start_thread(pthread_t *t, void *(*fn)(void *), void *arg, const char *name)
-{
-	sigset_t all, old;
-	int e;
-
-	/* Our threads take no process signals: those belong to the program's threads. */
-	sigfillset(&all);
-	sigdelset(&all, SIGBUS);
-	sigdelset(&all, SIGSEGV);
-	sigdelset(&all, SIGFPE);
-	sigdelset(&all, SIGILL);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	e = -pthread_create(t, NULL, fn, arg);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (!e)
-		pthread_setname_np(*t, name);
-	return e;
-}
-
 static bool pow2(size_t v)
 {
 	return v && !(v & (v - 1));
@@ -1110,7 +1091,7 @@ FL_API int fl_snapshot_live_create(const struct fl_snapshot_range *ranges, size_
 		if (e)
 			goto fail;
 	}
-	e = start_thread(&s->thread, fault_main, s, "fl-snap");
+	e = fl__thread_start(&s->thread, NULL, fault_main, s, "fl-snap");
 	if (e)
 		goto fail;
 	s->thread_started = true;
@@ -1317,7 +1298,7 @@ FL_API int fl_snapshot_live_take(struct fl_snapshot_live *s, struct fl_snapshot_
 	hold_pagers(s, false);
 	atomic_store(&s->pause_ns, fl__now_ns() - t0);
 
-	e = start_thread(&s->writer, writer_main, s, "fl-snap-writer");
+	e = fl__thread_start(&s->writer, NULL, writer_main, s, "fl-snap-writer");
 	if (!e) {
 		s->writer_started = true;
 		return 0;

@@ -7,9 +7,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* pwrite all of @buf at @pos: 0 or -errno (-EIO for a write of nothing). */
-int fl__snap_pwrite_full(int fd, const void *buf, size_t len, uint64_t pos);
-
 /* zstd (zstd.c): stubs returning -EOPNOTSUPP when built without libzstd. */
 bool fl__snap_zstd_available(void);
 /* The largest compressed size of @n bytes. */

@@ -61,26 +61,6 @@ static uint64_t align_up(uint64_t v, uint64_t a)
 	return (v + a - 1) / a * a;
 }
 
-int fl__snap_pwrite_full(int fd, const void *buf, size_t len, uint64_t pos)
-{
-	const uint8_t *p = buf;
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = pwrite(fd, p + done, len - done, (off_t)(pos + done));
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EIO;
-		done += (size_t)n;
-	}
-	return 0;
-}
-
 static int load_opts(const struct fl_snapshot_writer_opts *src, struct fl_snapshot_writer_opts *o)
 {
 	const size_t sz = src->sz;
@@ -303,7 +283,7 @@ static int put_raw(struct fl_snapshot_writer *w, struct wregion *wr, uint64_t pg
 
 	for (uint64_t i = 0; i < n; i++)
 		wr->crc[pg + i] = fl__crc32c(0, data + i * ps, ps);
-	return fl__snap_pwrite_full(w->fd, data, n * ps, wr->r.data_off + (pg << wr->shift));
+	return fl__pwrite_full(w->fd, data, n * ps, wr->r.data_off + (pg << wr->shift));
 }
 
 /* Compress @k pages gathered in @stage (page numbers in @pgs) as one chunk and append it. */
@@ -321,7 +301,7 @@ static int flush_chunk(struct fl_snapshot_writer *w, struct wregion *wr, const u
 	if (e < 0)
 		return e;
 	pos = atomic_fetch_add(&w->append, clen);
-	e = fl__snap_pwrite_full(w->fd, cbuf, clen, pos);
+	e = fl__pwrite_full(w->fd, cbuf, clen, pos);
 	if (e < 0)
 		return e;
 	c = (struct fl__snap_chunk){ .off = pos, .clen = (uint32_t)clen, .rlen = (uint32_t)rlen,
@@ -593,7 +573,7 @@ static int finish(struct fl_snapshot_writer *w, uint8_t ret_id[16])
 	h.region_table_crc = fl__crc32c(0, tab, rt_len);
 	h.chunk_table_crc = fl__crc32c(0, tab + rt_len, ct_len);
 	h.index_crc = fl__crc32c(0, tab + rt_len + ct_len, ix_len);
-	e = fl__snap_pwrite_full(w->fd, tab, tab_len, h.region_table_off);
+	e = fl__pwrite_full(w->fd, tab, tab_len, h.region_table_off);
 	free(tab);
 	if (e < 0)
 		goto io;
@@ -603,7 +583,7 @@ static int finish(struct fl_snapshot_writer *w, uint8_t ret_id[16])
 		goto io;
 	}
 	fl__snap_header_encode(hdr, &h);
-	e = fl__snap_pwrite_full(w->fd, hdr, sizeof(hdr), 0);
+	e = fl__pwrite_full(w->fd, hdr, sizeof(hdr), 0);
 	if (e < 0)
 		goto io;
 	if (fsync(w->fd) < 0) {

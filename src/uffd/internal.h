@@ -4,6 +4,7 @@
 #define FL_INTERNAL_H
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -50,6 +51,26 @@ int fl__einval(const char *fn, const char *fmt, ...) __attribute__((format(print
  * caller's @sz, 0 if it lies wholly past it (keep the default), -EINVAL if
  * @sz cuts it in two (for structs of pointers, where half a field is a crash).
  */
+/*
+ * fl__pread_full / fl__pwrite_full - the whole [off, off+len) of @fd or an
+ * error: EINTR is retried, a short transfer continues, and end of file (or
+ * a write of 0 bytes) is -EIO, never a partial buffer taken for whole.
+ * Returns 0 or -errno.
+ */
+int fl__pread_full(int fd, void *buf, size_t len, uint64_t off);
+int fl__pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+
+/*
+ * fl__thread_start - pthread_create(@t, @attr, @fn, @arg) for a thread of
+ * the library: it starts with every signal blocked except those the kernel
+ * sends for faults it causes itself (SIGBUS, SIGSEGV, SIGFPE, SIGILL), so
+ * the program's process-directed signals always land on the program's own
+ * threads; named @name (at most 15 characters) if not NULL. The caller's
+ * mask is unchanged on return. Returns 0 or -errno.
+ */
+int fl__thread_start(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg,
+		     const char *name);
+
 int fl__opts_check(const void *src, size_t known, const char *who);
 int fl__opts_copy(void *dst, size_t known, const void *src, const char *who);
 /*

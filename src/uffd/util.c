@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* Options structs in, statistics structs out: the one check and copy every public function uses. */
+/* Options structs in, statistics structs out, whole-file I/O and library threads: each written once. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -58,4 +61,55 @@ int fl__stats_out(void *ret, const void *filled, size_t known, const char *who)
 	memcpy(ret, filled, n);
 	memcpy(ret, &n, sizeof(n));
 	return 0;
+}
+
+int fl__pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = pread(fd, (uint8_t *)buf + got, len - got, (off_t)(off + got));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		got += (size_t)n;
+	}
+	return 0;
+}
+
+int fl__pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pwrite(fd, (const uint8_t *)buf + done, len - done, (off_t)(off + done));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+int fl__thread_start(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg,
+		     const char *name)
+{
+	sigset_t all, old;
+	int e;
+
+	sigfillset(&all);
+	sigdelset(&all, SIGBUS);
+	sigdelset(&all, SIGSEGV);
+	sigdelset(&all, SIGFPE);
+	sigdelset(&all, SIGILL);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	e = -pthread_create(t, attr, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (!e && name)
+		pthread_setname_np(*t, name);
+	return e;
 }
