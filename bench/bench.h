@@ -129,6 +129,22 @@ int bench_floor_run(enum bench_lat_mode m, const struct bench_lat_opts *o,
 /* Whether floor @m can be measured here; if not, *@why says what it lacks. */
 bool bench_floor_possible(enum bench_lat_mode m, const char **why);
 
+/*
+ * The kind of machine, told by what the kernel's own page fault costs here
+ * (floors.c): on bare metal or a guest with hardware virtualization (KVM)
+ * ~0.7 µs, in a paravirtualized guest (every page table change traps)
+ * 9-13 µs; a syscall ~0.1 µs against ~1 µs.
+ * bench_native_fault_ns: the median cost of a native fault over a few
+ * thousand pages (NAN if it cannot be measured).
+ * bench_kind_of_fault / bench_kind_of_syscall: "paravirtualized",
+ * "hardware", "unclear" or "unknown" (NAN) from a median in ns.
+ * bench_kind_text: that kind in words, for a report's header.
+ */
+double bench_native_fault_ns(void);
+const char *bench_kind_of_fault(double fault_ns);
+const char *bench_kind_of_syscall(double syscall_ns);
+const char *bench_kind_text(const char *kind);
+
 /* The timed reading loop: one load per 4 KiB page, each timed. Returns its wall time (ns). */
 uint64_t bench_walk_timed(const char *base, size_t pages, uint64_t *lat);
 /* The same without timing each access (warmups). */

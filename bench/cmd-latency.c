@@ -117,25 +117,13 @@ static double handler_p50(const uint64_t *hist)
 	return b < 0 ? 0 : (double)(1ull << b);
 }
 
-/*
- * The kind of machine, told by what a page fault and a system call cost
- * here: on bare metal or a guest with hardware virtualization (KVM) the
- * kernel's own fault costs ~0.7 µs and a syscall ~0.1 µs; a paravirtualized
- * guest (no hardware virtualization: every page table change traps) pays
- * 9-13 µs for the fault and ~1 µs for the syscall.
- */
+/* The kind of machine, from the floors this run measured (bench_kind_of_fault). */
 static const char *lat_kind(struct lat_state *s)
 {
-	if (lat_has(s, BENCH_LAT_NATIVE)) {
-		double f = lat_spread(s, BENCH_LAT_NATIVE, M_P50).median;
-
-		return f >= 4000 ? "paravirtualized" : f <= 2000 ? "hardware" : "unclear";
-	}
-	if (lat_has(s, BENCH_LAT_SYSCALL)) {
-		double c = lat_spread(s, BENCH_LAT_SYSCALL, M_P50).median;
-
-		return c >= 500 ? "paravirtualized" : c <= 250 ? "hardware" : "unclear";
-	}
+	if (lat_has(s, BENCH_LAT_NATIVE))
+		return bench_kind_of_fault(lat_spread(s, BENCH_LAT_NATIVE, M_P50).median);
+	if (lat_has(s, BENCH_LAT_SYSCALL))
+		return bench_kind_of_syscall(lat_spread(s, BENCH_LAT_SYSCALL, M_P50).median);
 	return "unknown";
 }
 
@@ -145,13 +133,7 @@ static void lat_machine_kind(struct lat_state *s, FILE *out)
 
 	if (!strcmp(k, "unknown"))
 		return;
-	fprintf(out, "kind of machine, from the floors: %s",
-		!strcmp(k, "paravirtualized") ?
-			"paravirtualized, no hardware virtualization (a native fault costs "
-			">= 4 µs; ~0.7 µs with KVM)" :
-		!strcmp(k, "hardware") ? "bare metal or hardware-virtualized (KVM)" :
-					 "between a KVM guest and a paravirtualized one");
-	fprintf(out, "\n");
+	fprintf(out, "kind of machine, from the floors: %s\n", bench_kind_text(k));
 }
 
 static void lat_table(struct lat_state *s, const struct bench_machine *m)

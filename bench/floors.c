@@ -2,10 +2,12 @@
 /* bench latency's floors: a system call, a bare SIGBUS handler, a bare handler thread. */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -15,6 +17,7 @@
 #include "faultline.h"
 #include "bench.h"
 #include "compat.h"
+#include "stats.h"
 
 /*
  * What this machine charges for the pieces every fault-handling design is
@@ -390,4 +393,49 @@ bool bench_floor_possible(enum bench_lat_mode m, const char **why)
 		return false;
 	}
 	return true;
+}
+
+double bench_native_fault_ns(void)
+{
+	struct bench_lat_opts lo = { .pages = 4096, .warmup = 256 };
+	struct bench_lat_result lr = { 0 };
+	struct bench_err e;
+	uint64_t *lat = calloc(lo.pages, sizeof(*lat));
+	double v = NAN;
+
+	if (!lat)
+		return NAN;
+	lr.lat = lat;
+	if (bench_lat_run(BENCH_LAT_NATIVE, &lo, &lr, &e) == 0) {
+		stats_sort_u64(lat, lo.pages);
+		v = (double)stats_percentile(lat, lo.pages, 50);
+	}
+	free(lat);
+	return v;
+}
+
+const char *bench_kind_of_fault(double fault_ns)
+{
+	if (isnan(fault_ns))
+		return "unknown";
+	return fault_ns >= 4000 ? "paravirtualized" : fault_ns <= 2000 ? "hardware" : "unclear";
+}
+
+const char *bench_kind_of_syscall(double syscall_ns)
+{
+	if (isnan(syscall_ns))
+		return "unknown";
+	return syscall_ns >= 500 ? "paravirtualized" : syscall_ns <= 250 ? "hardware" : "unclear";
+}
+
+const char *bench_kind_text(const char *kind)
+{
+	if (!strcmp(kind, "paravirtualized"))
+		return "paravirtualized, no hardware virtualization (a native fault costs >= 4 µs; "
+		       "~0.7 µs with KVM)";
+	if (!strcmp(kind, "hardware"))
+		return "bare metal or hardware-virtualized (KVM)";
+	if (!strcmp(kind, "unclear"))
+		return "between a KVM guest and a paravirtualized one";
+	return "unknown";
 }

@@ -1075,31 +1075,6 @@ static int setup(struct env *env, struct bench_err *e)
 	return r;
 }
 
-/* ------------------------------------------------------------ machine kind */
-
-/*
- * The kind of machine, from the floors: a native page fault's median cost
- * (bench latency's "native" mode) over a few thousand pages.
- */
-static double native_fault_ns(void)
-{
-	struct bench_lat_opts lo = { .pages = 4096, .warmup = 256 };
-	struct bench_lat_result lr = { 0 };
-	struct bench_err e;
-	uint64_t *lat = calloc(lo.pages, sizeof(*lat));
-	double v = NAN;
-
-	if (!lat)
-		return NAN;
-	lr.lat = lat;
-	if (bench_lat_run(BENCH_LAT_NATIVE, &lo, &lr, &e) == 0) {
-		stats_sort_u64(lat, lo.pages);
-		v = (double)stats_percentile(lat, lo.pages, 50);
-	}
-	free(lat);
-	return v;
-}
-
 /* ------------------------------------------------------------ the report */
 
 static struct stats_spread spread(const struct table *t, int row, int x, unsigned int runs)
@@ -1199,25 +1174,6 @@ static int targets(const struct table *t, unsigned int runs, bool live, struct t
 	return T_COUNT;
 }
 
-static const char *kind_text(const char *kind)
-{
-	if (!strcmp(kind, "paravirtualized"))
-		return "paravirtualized, no hardware virtualization (a native fault costs >= 4 µs; "
-		       "~0.7 µs with KVM)";
-	if (!strcmp(kind, "hardware"))
-		return "bare metal or hardware-virtualized (KVM)";
-	if (!strcmp(kind, "unclear"))
-		return "between a KVM guest and a paravirtualized one";
-	return "unknown";
-}
-
-static const char *kind_of(double fault_ns)
-{
-	if (isnan(fault_ns))
-		return "unknown";
-	return fault_ns >= 4000 ? "paravirtualized" : fault_ns <= 2000 ? "hardware" : "unclear";
-}
-
 /* The writers' rate during a row's snapshot against just before: the median of per-run ratios. */
 static double during_ratio(const struct table *t, unsigned int runs, int row)
 {
@@ -1277,7 +1233,7 @@ static void print_table(const struct table *t, const struct env *env, const stru
 
 	bench_print_header("snapshot", m);
 	printf("kind of machine, from the floors: %s (native fault p50 %.0f ns)\n",
-	       kind_text(kind_of(fault_ns)), fault_ns);
+	       bench_kind_text(bench_kind_of_fault(fault_ns)), fault_ns);
 	printf("snapshot: %llu MiB in %s (file %.1f MiB); working set %zu pages (%u%%), "
 	       "scattered, random order;\n"
 	       "working-set file %.1f KiB, loading set %.1f MiB; %u runs interleaved, median "
@@ -1339,7 +1295,7 @@ static void print_json(const struct table *t, const struct env *env, const struc
 
 	bench_json_header("snapshot", m);
 	printf(",\"machine_kind\":");
-	bench_json_str(kind_of(fault_ns));
+	bench_json_str(bench_kind_of_fault(fault_ns));
 	printf(",\"native_fault_ns\":%.0f", isnan(fault_ns) ? -1.0 : fault_ns);
 	printf(",\"options\":{\"size\":%llu,\"runs\":%u,\"ws_percent\":%u,\"dir\":",
 	       (unsigned long long)o->size, o->runs, o->ws_percent);
@@ -1415,7 +1371,7 @@ int bench_snapshot_main(int argc, char **argv)
 	if (!t)
 		return fail(SUB, "memory", -ENOMEM);
 	bench_machine_get(&m);
-	fault_ns = native_fault_ns();
+	fault_ns = bench_native_fault_ns();
 	bench_prewarm(2 * (size_t)o.size);
 	r = setup(&env, &e);
 	for (unsigned int run = 0; r == 0 && run < o.runs; run++) {
