@@ -47,7 +47,8 @@ BASE_CFLAGS += -fsanitize=thread -fno-omit-frame-pointer
 BASE_LDFLAGS += -fsanitize=thread
 endif
 ALL_LDFLAGS := $(BASE_LDFLAGS) $(LDFLAGS)
-LIBS := -lm
+# OpenSSL 3 (libssl-dev): TLS 1.3 for every TCP connection (src/net/transport.c).
+LIBS := -lssl -lcrypto -lm
 
 # zstd for compressed snapshots (libzstd-dev): ZSTD=auto (default) uses it when its header is
 # found, ZSTD=1 requires it, ZSTD=0 builds without it (FL_SNAPSHOT_ZSTD is then -EOPNOTSUPP).

@@ -120,6 +120,13 @@
 	X(wire_tcp_loopback, 0, 0, 0)                                              \
 	X(wire_tcp_stream, 0, 0, 60)                                               \
 	X(wire_fuzz_seeds, 0, 0, 0)                                                \
+	/* test-transport.c: TLS 1.3 and plain TCP connections, pure user-space */  \
+	X(transport_psk_stream, 0, 0, 60)                                          \
+	X(transport_psk_wrong_key_refused, 0, 0, 0)                                \
+	X(transport_x509, 0, 0, 60)                                                \
+	X(transport_handshake_stall, 0, 0, 0)                                      \
+	X(transport_plain_explicit, 0, 0, 0)                                       \
+	X(transport_mitm_flip_detected, 0, 0, 60)                                  \
 	/* test-snapshot.c: snapshot files, the snapshot store */                  \
 	X(snapshot_writer_concurrent_puts, 0, 0, 30)                               \
 	X(snapshot_writer_zstd, 0, 0, 30)                                          \

@@ -6,6 +6,8 @@
 set -u
 missing=""
 command -v groff >/dev/null 2>&1 || missing="$missing groff-base"
+# libssl-dev: OpenSSL 3, TLS 1.3 for every TCP connection (required).
+[ -f /usr/include/openssl/ssl.h ] || missing="$missing libssl-dev"
 [ -n "${FL_DEPS_EXTRA:-}" ] && for p in $FL_DEPS_EXTRA; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
 done

@@ -15,6 +15,7 @@
 
 #include "internal.h"
 #include "sock.h"
+#include "transport.h"
 
 #define RX_BUF (64u << 10)
 /* Page data (or any phase this long) is received straight into the decoder. */
@@ -398,6 +399,25 @@ int fl__wire_reader_init(struct fl__wire_reader *r, int fd, uint32_t dec_flags)
 	return 0;
 }
 
+int fl__wire_reader_init_conn(struct fl__wire_reader *r, struct fl__conn *conn,
+			      uint32_t dec_flags)
+{
+	int err;
+
+	if (!conn)
+		return -EINVAL;
+	err = fl__wire_reader_init(r, -1, dec_flags);
+	r->conn = conn;
+	return err;
+}
+
+static ssize_t reader_recv(struct fl__wire_reader *r, void *buf, size_t len, int timeout_ms)
+{
+	if (r->conn)
+		return fl__conn_recv_some(r->conn, buf, len, timeout_ms);
+	return recv_some(r->fd, buf, len, timeout_ms);
+}
+
 void fl__wire_reader_fini(struct fl__wire_reader *r)
 {
 	if (!r)
@@ -434,7 +454,7 @@ int fl__wire_reader_next(struct fl__wire_reader *r, int timeout_ms,
 		if (!dst)
 			return r->dec.err;	/* NULL only after an error */
 		if (room >= RX_DIRECT) {
-			n = recv_some(r->fd, dst, room, timeout_ms);
+			n = reader_recv(r, dst, room, timeout_ms);
 			if (n > 0) {
 				x = fl__wire_dec_commit(&r->dec, (size_t)n);
 				if (x < 0)
@@ -446,7 +466,7 @@ int fl__wire_reader_next(struct fl__wire_reader *r, int timeout_ms,
 				continue;
 			}
 		} else {
-			n = recv_some(r->fd, r->buf, RX_BUF, timeout_ms);
+			n = reader_recv(r, r->buf, RX_BUF, timeout_ms);
 			if (n > 0) {
 				r->tail = (size_t)n;
 				continue;
@@ -466,5 +486,9 @@ const char *fl__wire_reader_error(const struct fl__wire_reader *r)
 {
 	const char *m = fl__wire_dec_error(&r->dec);
 
-	return *m ? m : r->msg;
+	if (*m)
+		return m;
+	if (!*r->msg && r->conn)
+		return fl__conn_error(r->conn);
+	return r->msg;
 }

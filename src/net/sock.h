@@ -64,8 +64,11 @@ int fl__sock_send_frame(int fd, const struct fl__wire_frame *f, int timeout_ms);
  * Frames from a socket: small frames are read many at a time through a
  * 64 KiB buffer; page data is received straight into the decoder (no copy).
  */
+struct fl__conn;
+
 struct fl__wire_reader {
-	int fd;				/* not owned */
+	int fd;				/* not owned; -1 when reading from conn */
+	struct fl__conn *conn;		/* not owned; NULL: read the fd */
 	struct fl__wire_dec dec;
 	uint8_t *buf;
 	size_t head, tail;		/* unread bytes are buf[head, tail) */
@@ -73,6 +76,9 @@ struct fl__wire_reader {
 };
 
 int fl__wire_reader_init(struct fl__wire_reader *r, int fd, uint32_t dec_flags);
+/* The same over a transport connection (transport.h): TLS or plain TCP. */
+int fl__wire_reader_init_conn(struct fl__wire_reader *r, struct fl__conn *conn,
+			      uint32_t dec_flags);
 void fl__wire_reader_fini(struct fl__wire_reader *r);
 /*
  * The next frame: 1 and *@ret (valid until the next call), 0 if the peer
