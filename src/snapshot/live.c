@@ -1148,6 +1148,30 @@ static int protect(struct lv_range *r, bool on)
 	return e;
 }
 
+/*
+ * Unprotect all of @r for good. The kernel refuses (EAGAIN) while an event
+ * of the range's userfaultfd (fork, mremap, a discard) is unread; whoever
+ * reads it (the fl-snap thread for plain memory, the pager's handlers for
+ * a region) does so promptly, so try again every millisecond, for at most
+ * 10 s: past that (a stopped pager reads nothing) say so; writes waiting
+ * there then wait until someone reads the userfaultfd.
+ */
+static void unprotect_all(struct lv_range *r)
+{
+	int e = -EAGAIN;
+
+	for (int i = 0; i < 10000 && e == -EAGAIN; i++) {
+		e = protect(r, false);
+		if (e == -EAGAIN)
+			poll(NULL, 0, 1);
+	}
+	if (e)
+		fl__warn("snapshot: unprotecting %#lx (%zu bytes): %s%s", (unsigned long)range_base(r),
+			 r->len, strerror(-e),
+			 e == -EAGAIN ? " (an event of its userfaultfd stays unread: writes there "
+					"wait until it is read)" : "");
+}
+
 /* Take (@hold) or give back the read token of each pager with a region among the ranges. */
 static void hold_pagers(struct fl_snapshot_live *s, bool hold)
 {
@@ -1378,14 +1402,20 @@ FL_API void fl_snapshot_live_destroy(struct fl_snapshot_live *s)
 		return;
 	fl_snapshot_live_wait(s, -1);
 	join_writer(s);
-	for (size_t i = 0; s->r && i < s->n; i++) {
-		struct lv_range *r = &s->r[i];
-
-		if (r->attached) {
-			fl__region_wp_installs(r->region, false);
-			fl__region_wp_detach(r->region);
-		}
-	}
+	for (size_t i = 0; s->r && i < s->n; i++)
+		if (s->r[i].attached)
+			fl__region_wp_installs(s->r[i].region, false);
+	/*
+	 * Unprotecting wakes every write still waiting. While the fl-snap
+	 * thread and the hook still run: they read the events that make the
+	 * kernel refuse it meanwhile.
+	 */
+	for (size_t i = 0; s->r && i < s->n; i++)
+		if (s->r[i].registered)
+			unprotect_all(&s->r[i]);
+	for (size_t i = 0; s->r && i < s->n; i++)
+		if (s->r[i].attached)
+			fl__region_wp_detach(s->r[i].region);
 	if (s->thread_started) {
 		if (write(s->stop_efd, &one, sizeof(one)) < 0)
 			(void)0;
@@ -1394,9 +1424,8 @@ FL_API void fl_snapshot_live_destroy(struct fl_snapshot_live *s)
 	for (size_t i = 0; s->r && i < s->n; i++) {
 		struct lv_range *r = &s->r[i];
 
-		/* Unprotecting wakes every write still waiting; then the pager's modes alone. */
+		/* The pager's modes alone. */
 		if (r->registered) {
-			protect(r, false);
 			if (r->region)
 				fl_uffd_register(r->u, (void *)range_base(r), r->len, r->modes, NULL);
 			else
