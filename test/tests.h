@@ -329,6 +329,21 @@
 	X(monitor_server_tool_usage, 0, 0, 0)                                      \
 	X(monitor_server_tool_errors, 0, 0, 30)                                    \
 	X(monitor_server_socket_mode, 0, T_UFFD | T_ROOT, 30)                      \
+	/* test-remote.c: the page server's messages, faultline serve, the remote store */ \
+	X(pg_codec_roundtrip, 0, 0, 0)                                             \
+	X(pg_codec_refuses_malformed, 0, 0, 0)                                     \
+	X(pg_fuzz_seeds, 0, 0, 0)                                                  \
+	X(serve_pager_reads_match_file, 0, T_UFFD, 60)                             \
+	X(serve_writes_persist, 0, 0, 30)                                          \
+	X(serve_snapshot_file, 0, 0, 30)                                           \
+	X(serve_name_escapes_refused, 0, 0, 30)                                    \
+	X(serve_malformed_closes_only_that_connection, 0, 0, 30)                   \
+	X(serve_silent_connections_and_idle_timeout, 0, 0, 60)                     \
+	X(serve_sigterm_answers_then_exits, 0, 0, 30)                              \
+	X(serve_outage_faults_wait_then_resume, 0, T_UFFD, 60)                     \
+	X(serve_outage_past_deadline_sigbus, 0, T_UFFD, 30)                        \
+	X(serve_tool_usage_errors, 0, 0, 30)                                       \
+	X(remote_open_refuses_bad_arguments, 0, 0, 0)                              \
 	/* test-restore.c: staged MOVE from file stores, eager restore */         \
 	X(restore_staged_move_threads, 0, T_UFFD, 30)                              \
 	X(restore_staged_move_sigbus, FL_FEAT_SIGBUS, T_UFFD, 30)                  \

@@ -17,6 +17,7 @@ static const struct fl_subcommand subcommands[] = {
 	  cmd_monitor, usage_monitor },
 	{ "snapshot", "look into, verify, convert and merge snapshot files", cmd_snapshot,
 	  usage_snapshot },
+	{ "serve", "serve the pages of files over TCP (a page server)", cmd_serve, usage_serve },
 };
 
 #define N_SUB (sizeof(subcommands) / sizeof(subcommands[0]))

@@ -41,6 +41,8 @@ int cmd_monitor(int argc, char **argv);
 void usage_monitor(FILE *out);
 int cmd_snapshot(int argc, char **argv);
 void usage_snapshot(FILE *out);
+int cmd_serve(int argc, char **argv);
+void usage_serve(FILE *out);
 /* faultline snapshot --demo (snapdemo.c): argv[0] is "--demo". */
 int snapshot_demo(int argc, char **argv);
 void usage_snapshot_demo(FILE *out);

@@ -187,6 +187,42 @@ struct fl_store_file_opts {
 FL_API int fl_store_file_open(const char *path, const struct fl_store_file_opts *opts,
 			      struct fl_store **ret);
 
+enum fl_store_remote_flags {
+	FL_STORE_REMOTE_WRITABLE = 1u << 0,	/* open for writing too (eviction write-back) */
+	FL_STORE_REMOTE_INSECURE = 1u << 1,	/* plain TCP: required, this build has no TLS */
+};
+
+struct fl_store_remote_opts {
+	size_t sz;		/* sizeof(struct fl_store_remote_opts) */
+	uint32_t flags;		/* FL_STORE_REMOTE_* */
+	uint32_t connections;	/* TCP connections to the server: 0 = 2, at most 16 */
+	/*
+	 * How long a read or write waits for its answer, an outage included
+	 * (the store reconnects meanwhile, backing off from 10 ms to 1 s):
+	 * then it fails with -EIO, and the pager poisons the pages (SIGBUS,
+	 * never zeros). 0 = 60000 ms; -1 = wait forever (unbounded).
+	 */
+	int32_t deadline_ms;
+};
+
+/*
+ * fl_store_remote_open - the object NAME of the page server (faultline
+ * serve(1)) at @url, "faultline://HOST:PORT/NAME" ("[ADDR]" for IPv6).
+ * Connects once to learn the object's size (its store size) and checks that
+ * it can be opened (for writing with FL_STORE_REMOTE_WRITABLE); then keeps
+ * opts->connections connections, each reconnected when it breaks. A read of
+ * several pages (a prefetch window) is one request per 2 MiB, all in flight
+ * at once. Holes: pages of zeros are reported as holes. Not async-signal-safe:
+ * for pagers whose store reads run on handler threads (FL_PAGER_THREADS,
+ * not SIGBUS mode). Returns 0, -EINVAL (a bad URL or option, logged), -ENOMEM,
+ * -EROFS (WRITABLE and the object is read-only), the server's refusal
+ * (-ENOENT, -EACCES for a name it refuses, -EIO) or the connection's
+ * -errno (-ECONNREFUSED, -ETIMEDOUT, -ENXIO for an unknown host).
+ * Thread safety: any thread.
+ */
+FL_API int fl_store_remote_open(const char *url, const struct fl_store_remote_opts *opts,
+				struct fl_store **ret);
+
 #ifdef __cplusplus
 }
 #endif
