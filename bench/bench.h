@@ -322,5 +322,7 @@ int bench_monitor_main(int argc, char **argv);
 void bench_monitor_usage(FILE *out);
 int bench_snapshot_main(int argc, char **argv);
 void bench_snapshot_usage(FILE *out);
+int bench_outofcore_main(int argc, char **argv);
+void bench_outofcore_usage(FILE *out);
 
 #endif /* FL_BENCH_H */

@@ -5,10 +5,15 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "tests.h"
+
+#ifndef TMPFS_MAGIC
+#define TMPFS_MAGIC 0x01021994
+#endif
 
 /* Run the tool with @argv (NULL-terminated, argv[0] ignored), capturing stdout and stderr. */
 static void run_tool(struct t_run *r, char *const argv[])
@@ -177,7 +182,7 @@ TEST(tool_help_and_version)
 TEST(tool_bench_help_each)
 {
 	static const char *const names[] = { "latency", "fill", "threads", "uffd", "migrate",
-					     "monitor", "snapshot" };
+					     "monitor", "snapshot", "outofcore" };
 	static struct t_run r;
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
@@ -376,6 +381,99 @@ TEST(tool_bench_snapshot_tiny)
 	run_tool(&r, bad);
 	T_ASSERT_EQ(r.status, 2);
 	T_ASSERT(strstr(r.err, "--size") != NULL);
+}
+
+/* The workload @wl of the row @row of medium @medium in bench outofcore's JSON, or NULL. */
+static const char *ooc_workload(const char *out, const char *medium, const char *row,
+				const char *wl)
+{
+	char k[128];
+	const char *p, *next;
+
+	snprintf(k, sizeof(k), "{\"medium\":\"%s\",\"name\":\"%s\",", medium, row);
+	p = strstr(out, k);
+	if (!p)
+		return NULL;
+	next = strstr(p + 1, "{\"medium\":");
+	snprintf(k, sizeof(k), "{\"name\":\"%s\",", wl);
+	p = strstr(p, k);
+	return p && (!next || p < next) ? p : NULL;
+}
+
+/*
+ * bench outofcore, tiny: a 32 MiB file, an 8 MiB budget, on a tmpfs and on
+ * the disk. Every row either ran every workload (the scan read every page,
+ * the random ones their --ops accesses; read-modify-write left the file
+ * verified byte for byte) or says why it was skipped (not root: no cgroup);
+ * the kernel row's cgroup never held more than the budget, so on the disk
+ * at most about a quarter of the uniform reads can hit; the bench's files are
+ * removed.
+ */
+TEST(tool_bench_outofcore_tiny)
+{
+	static struct t_run r;
+	char dir[] = "/tmp/fl-test-bench-XXXXXX";
+	char *json[] = { "faultline", "bench", "outofcore", "--size", "32M", "--budget", "8M",
+			 "--ops", "256", "--warmup", "4096", "--runs", "1", "--dir", dir,
+			 "--rows", "kernel-advised", "--media", "tmpfs,disk", "--json", NULL };
+	char *bad_budget[] = { "faultline", "bench", "outofcore", "--size", "32M", "--budget",
+			       "64M", NULL };
+	char *bad_rows[] = { "faultline", "bench", "outofcore", "--rows", "kernel,nosuch", NULL };
+	struct statfs sf;
+	bool tmpfs = statfs("/dev/shm", &sf) == 0 && sf.f_type == TMPFS_MAGIC;
+	const char *media[2] = { "disk", "tmpfs" };
+
+	T_ASSERT(mkdtemp(dir) != NULL);
+	if (!tmpfs)
+		json[18] = "disk";	/* no tmpfs at /dev/shm here */
+	run_tool(&r, json);
+	if (r.status != 0)
+		t_fail(__FILE__, __LINE__, "bench outofcore failed (%d): %.300s", r.status, r.err);
+	T_ASSERT(json_valid(r.out));
+	T_ASSERT(strstr(r.out, "\"benchmark\":\"outofcore\"") != NULL);
+	T_ASSERT(strstr(r.out, "\"machine_kind\":\"") != NULL);
+	for (int m = 0; m < (tmpfs ? 2 : 1); m++) {
+		char k[128];
+		const char *w;
+
+		snprintf(k, sizeof(k), "{\"medium\":\"%s\",\"name\":\"kernel-advised\",", media[m]);
+		T_ASSERT(strstr(r.out, k) != NULL);
+		snprintf(k, sizeof(k), "{\"name\":\"%s: file verified after rmw\",\"target\":"
+			 "\"every byte\",\"value\":1,\"met\":true,", media[m]);
+		if (geteuid() != 0) {
+			T_ASSERT(strstr(r.out, "\"skipped\":\"not root") != NULL);
+			continue;
+		}
+		T_ASSERT(strstr(r.out, k) != NULL);
+		for (int i = 0; i < 4; i++) {
+			static const char *const wl[] = { "uniform", "zipf", "seq", "rmw" };
+			double hit;
+
+			w = ooc_workload(r.out, media[m], "kernel-advised", wl[i]);
+			T_ASSERT(w != NULL);
+			T_ASSERT_EQ((long)json_num_after(r.out, w, "accesses"), i == 2 ? 8192 : 256);
+			T_ASSERT(json_num_after(r.out, w, "pages_per_s") > 0);
+			hit = json_num_after(r.out, w, "hit_rate");
+			T_ASSERT(hit >= 0 && hit <= 1);
+			T_ASSERT_EQ((long)json_num_after(r.out, w, "verified"), 1);
+			/* The limit held: the cgroup never used more than the budget (to
+			   the 6 digits the JSON gives). */
+			T_ASSERT(json_num_after(r.out, w, "peak_bytes") <= 8.0 * 1024 * 1024 * 1.00001);
+			if (m == 0 && i == 0)
+				T_ASSERT(hit < 0.6);	/* 8 of 32 MiB can be in memory */
+			if (m == 0 && i == 3)	/* read-modify-write dirtied pages */
+				T_ASSERT(json_num_after(r.out, w, "written_back_bytes") > 0);
+		}
+	}
+	/* The files are gone: the directory given is empty again. */
+	T_ASSERT_SYS(rmdir(dir));
+
+	run_tool(&r, bad_budget);
+	T_ASSERT_EQ(r.status, 2);
+	T_ASSERT(strstr(r.err, "--budget") != NULL);
+	run_tool(&r, bad_rows);
+	T_ASSERT_EQ(r.status, 2);
+	T_ASSERT(strstr(r.err, "'nosuch' is not a row") != NULL);
 }
 
 TEST(tool_probe_table_and_json)

@@ -27,6 +27,8 @@ static const struct {
 	  bench_monitor_main, bench_monitor_usage },
 	{ "snapshot", "restoring a snapshot: working-set replay, eager, demand, mmap",
 	  bench_snapshot_main, bench_snapshot_usage },
+	{ "outofcore", "a file 4x a memory budget: faultline against mmap under a memory cgroup",
+	  bench_outofcore_main, bench_outofcore_usage },
 };
 
 #define N_BENCHES (sizeof(benches) / sizeof(benches[0]))
@@ -44,7 +46,7 @@ int cmd_bench(int argc, char **argv)
 {
 	if (argc < 2)
 		return usage_error("bench", "no benchmark given (latency, fill, threads, uffd, "
-				   "migrate, monitor or snapshot)");
+				   "migrate, monitor, snapshot or outofcore)");
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		usage_bench(stdout);
 		return 0;
@@ -60,5 +62,5 @@ int cmd_bench(int argc, char **argv)
 		return benches[i].main(argc - 1, argv + 1);
 	}
 	return usage_error("bench", "unknown benchmark '%s' (latency, fill, threads, uffd, "
-			   "migrate, monitor or snapshot)", argv[1]);
+			   "migrate, monitor, snapshot or outofcore)", argv[1]);
 }
