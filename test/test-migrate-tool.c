@@ -158,7 +158,7 @@ static char out_buf[OUT_MAX], err_buf[OUT_MAX];
 
 TEST(migrate_tool_usage_errors)
 {
-	static const char *const cases[][6] = {
+	static const char *const cases[][8] = {
 		{ "migrate", NULL },
 		{ "migrate", "--demo", "--listen", "7000", NULL },
 		{ "migrate", "--to", "nohostport", NULL },
@@ -168,6 +168,10 @@ TEST(migrate_tool_usage_errors)
 		{ "migrate", "--demo", "--bind", "127.0.0.1", NULL },
 		{ "migrate", "--demo", "--precopy", "x", NULL },
 		{ "migrate", "--demo", "extra", NULL },
+		{ "migrate", "--to", "host:7000", NULL },
+		{ "migrate", "--demo", "--tls-ca", "ca.crt", NULL },
+		{ "migrate", "--listen", "7000", "--tls-ca", "ca.crt", NULL },
+		{ "migrate", "--to", "host:7000", "--tls-cert", "c.crt", "--tls-key", NULL },
 	};
 	char tool[PATH_MAX];
 
@@ -502,7 +506,7 @@ TEST(migrate_tool_first_use)
 	{
 		/* Nobody there: the reason once, not "Connection refused: Connection refused". */
 		char *argv[] = { tool, "migrate", "--to", "127.0.0.1:1", "--size", "2M", "--serve", "0", "--timeout", "0.5",
-				 NULL };
+				 "--insecure", NULL };
 
 		st = run_one(argv, t_ms(30000), out_buf, err_buf);
 		if (st != 1 || occurrences(err_buf, "Connection refused") != 1 ||
@@ -514,7 +518,8 @@ TEST(migrate_tool_first_use)
 		freeaddrinfo(ai);
 	if (g == EAI_NONAME) {
 		/* A host that does not exist is named as such, at once (no retries). */
-		char *argv[] = { tool, "migrate", "--to", "no-such-host.invalid:7000", NULL };
+		char *argv[] = { tool, "migrate", "--to", "no-such-host.invalid:7000", "--insecure",
+				 NULL };
 
 		st = run_one(argv, t_ms(30000), out_buf, err_buf);
 		if (st != 1 || !strstr(err_buf, "no host named 'no-such-host.invalid'") ||
@@ -542,24 +547,29 @@ TEST(migrate_tool_first_use)
 	unlink(empty);
 	unlink(shortk);
 	{
-		/* No key on every address: refused unless --insecure. */
-		char *argv[] = { tool, "migrate", "--listen", port, "--bind", "0.0.0.0", NULL };
+		/* Neither a key nor certificates, on either side: refused unless --insecure. */
+		char *argv[] = { tool, "migrate", "--listen", port, "--bind", "127.0.0.1", NULL };
+		char *to[] = { tool, "migrate", "--to", "127.0.0.1:1", NULL };
 
 		st = run_one(argv, t_ms(10000), out_buf, err_buf);
-		if (st != 2 || !strstr(err_buf, "--insecure"))
+		if (st != 2 || !strstr(err_buf, "--insecure for plain TCP"))
+			t_fail(__FILE__, __LINE__, "status %d, stderr '%s'", st, err_buf);
+		st = run_one(to, t_ms(10000), out_buf, err_buf);
+		if (st != 2 || !strstr(err_buf, "--insecure for plain TCP"))
 			t_fail(__FILE__, __LINE__, "status %d, stderr '%s'", st, err_buf);
 	}
 	{
-		char *argv[] = { tool, "migrate", "--to", "127.0.0.1:1", "--insecure", NULL };
+		char *argv[] = { tool, "migrate", "--to", "127.0.0.1:1", "--insecure", "--tls-ca",
+				 "ca.crt", NULL };
 
 		st = run_one(argv, t_ms(10000), out_buf, err_buf);
-		if (st != 2 || !strstr(err_buf, "--insecure goes with --listen"))
+		if (st != 2 || !strstr(err_buf, "exclude each other"))
 			t_fail(__FILE__, __LINE__, "status %d, stderr '%s'", st, err_buf);
 	}
 	{
-		/* No key, no --bind: loopback only, and it says so. */
+		/* --insecure, no --bind: loopback only, and it says so. */
 		static char out[1][OUT_MAX], err[1][OUT_MAX];
-		char *argv[] = { tool, "migrate", "--listen", port, NULL }, want[64];
+		char *argv[] = { tool, "migrate", "--listen", port, "--insecure", NULL }, want[64];
 		struct proc p;
 		bool seen;
 
@@ -568,7 +578,7 @@ TEST(migrate_tool_first_use)
 		seen = wait_output(&p, want, t_ms(10000));
 		kill(p.pid, SIGKILL);
 		finish_all(&p, 1, t_ms(10000), out, err, &st);
-		if (!seen || !strstr(err[0], "no --key: listening on 127.0.0.1 only"))
+		if (!seen || !strstr(err[0], "--insecure: listening on 127.0.0.1 only"))
 			t_fail(__FILE__, __LINE__, "stdout lacks '%s'; stderr '%s'", want, err[0]);
 	}
 }

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "tests.h"
+#include "certs.h"
 #include "migrate/migrate-int.h"
 
 #define MIB (1u << 20)
@@ -80,7 +81,7 @@ static struct fl_migrate_dest *dest_listen(uint32_t flags, const char *key, uint
 	struct fl_migrate_dest_opts o = {
 		.sz = sizeof(o),
 		.host = "127.0.0.1",
-		.flags = FL_MIGRATE_LISTEN | flags,
+		.flags = FL_MIGRATE_LISTEN | flags | (key ? 0 : FL_MIGRATE_INSECURE),
 		.key = key,
 		.key_len = key ? strlen(key) : 0,
 		.timeout_ms = t_ms(5000),
@@ -102,6 +103,7 @@ static void src_opts(struct fl_migrate_source_opts *o, const struct fl_migrate_r
 		.n_regions = n,
 		.host = "127.0.0.1",
 		.port = port,
+		.flags = key ? 0 : FL_MIGRATE_INSECURE,
 		.key = key,
 		.key_len = key ? strlen(key) : 0,
 		.timeout_ms = t_ms(5000),
@@ -743,8 +745,9 @@ static void refused(const char *bad_key, uint8_t vmin, uint8_t vmax, int err, co
 
 TEST(migrate_wrong_key)
 {
-	refused(KEY_B, 0, 0, EACCES, "authentication failed");
-	refused(NULL, 0, 0, EACCES, "requires a shared key");
+	refused(KEY_B, 0, 0, EACCES, "same key");
+	/* A source in plain TCP is told, in the wire protocol, that TLS is required. */
+	refused(NULL, 0, 0, EACCES, "requires TLS");
 }
 
 TEST(migrate_version_mismatch)
@@ -765,10 +768,10 @@ TEST(migrate_short_key)
 
 	log_start();
 	T_ASSERT_ERR(fl_migrate_dest_create(&o, &d), EINVAL);
-	T_ASSERT_EQ(log_count("6 bytes; at least 16", NULL), 1);
+	T_ASSERT_EQ(log_count("has 6 bytes; it needs 16", NULL), 1);
 	src_opts(&so, &reg, 1, 7000, "6bytes");
 	T_ASSERT_ERR(fl_migrate_source_create(&so, &s), EINVAL);
-	T_ASSERT_EQ(log_count("6 bytes; at least 16", NULL), 2);
+	T_ASSERT_EQ(log_count("has 6 bytes; it needs 16", NULL), 2);
 	o.key = "sixteen bytes..!";
 	o.key_len = 16;
 	T_ASSERT_OK(fl_migrate_dest_create(&o, &d));
@@ -777,23 +780,31 @@ TEST(migrate_short_key)
 	fl_set_log_fn(test_log);
 }
 
-/* Without a key, a listener takes loopback only, unless FL_MIGRATE_INSECURE says otherwise. */
-TEST(migrate_keyless_listener_loopback)
+/*
+ * Without a key or certificates the connections would be plain TCP: refused
+ * on either side, listening or connecting, loopback or not, unless
+ * FL_MIGRATE_INSECURE asks for it. A key and certificates together, and
+ * certificates missing what the side needs, are refused too, and named.
+ */
+TEST(migrate_plain_needs_insecure)
 {
 	struct fl_migrate_region reg = { t_map_anon(MIB), MIB };
-	struct fl_migrate_dest_opts o = { .sz = sizeof(o), .flags = FL_MIGRATE_LISTEN };
+	struct fl_migrate_dest_opts o = { .sz = sizeof(o), .host = "127.0.0.1",
+					  .flags = FL_MIGRATE_LISTEN };
 	struct fl_migrate_source_opts so;
 	struct fl_migrate_source *s;
 	struct fl_migrate_dest *d;
 
 	log_start();
-	/* Every address, no key: refused, and the log says what to do. */
 	T_ASSERT_ERR(fl_migrate_dest_create(&o, &d), EINVAL);
-	T_ASSERT_EQ(log_count("without a shared key", "FL_MIGRATE_INSECURE"), 1);
-	src_opts(&so, &reg, 1, 0, NULL);
-	so.host = NULL;
-	so.flags = FL_MIGRATE_LISTEN;
+	T_ASSERT_EQ(log_count("no shared key and no certificates", "FL_MIGRATE_INSECURE"), 1);
+	src_opts(&so, &reg, 1, 7000, NULL);
+	so.flags = 0;
 	T_ASSERT_ERR(fl_migrate_source_create(&so, &s), EINVAL);
+	so.flags = FL_MIGRATE_LISTEN;
+	so.host = NULL;
+	T_ASSERT_ERR(fl_migrate_source_create(&so, &s), EINVAL);
+	T_ASSERT_EQ(log_count("no shared key and no certificates", "FL_MIGRATE_INSECURE"), 3);
 	/* Said so: allowed. */
 	o.flags |= FL_MIGRATE_INSECURE;
 	T_ASSERT_OK(fl_migrate_dest_create(&o, &d));
@@ -801,20 +812,30 @@ TEST(migrate_keyless_listener_loopback)
 	so.flags |= FL_MIGRATE_INSECURE;
 	T_ASSERT_OK(fl_migrate_source_create(&so, &s));
 	fl_migrate_source_destroy(s);
-	/* With a key, or on loopback: allowed. */
+	/* A key: allowed. */
 	o.flags = FL_MIGRATE_LISTEN;
 	o.key = KEY_A;
 	o.key_len = strlen(KEY_A);
 	T_ASSERT_OK(fl_migrate_dest_create(&o, &d));
 	fl_migrate_dest_destroy(d);
+	/* A key and certificates; a listener without its certificate; a client without a CA. */
+	o.tls_ca_file = "/nonexistent/ca.crt";
+	T_ASSERT_ERR(fl_migrate_dest_create(&o, &d), EINVAL);
+	T_ASSERT_EQ(log_count("a shared key or certificates, not both", NULL), 1);
 	o.key = NULL;
 	o.key_len = 0;
-	o.host = "127.0.0.1";
-	T_ASSERT_OK(fl_migrate_dest_create(&o, &d));
-	fl_migrate_dest_destroy(d);
-	o.host = "::1";
-	if (fl_migrate_dest_create(&o, &d) == 0)	/* a host without IPv6 cannot bind it */
-		fl_migrate_dest_destroy(d);
+	T_ASSERT_ERR(fl_migrate_dest_create(&o, &d), EINVAL);
+	T_ASSERT_EQ(log_count("a listening side shows a certificate", NULL), 1);
+	src_opts(&so, &reg, 1, 7000, NULL);
+	so.flags = 0;
+	so.tls_cert_file = "/nonexistent/c.crt";
+	so.tls_key_file = "/nonexistent/c.key";
+	T_ASSERT_ERR(fl_migrate_source_create(&so, &s), EINVAL);
+	T_ASSERT_EQ(log_count("give tls_ca_file", NULL), 1);
+	/* Files that are not there: their name and why. */
+	so.tls_ca_file = "/nonexistent/ca.crt";
+	T_ASSERT_ERR(fl_migrate_source_create(&so, &s), ENOENT);
+	T_ASSERT_EQ(log_count("/nonexistent/ca.crt", "No such file"), 1);
 	munmap(reg.addr, MIB);
 	fl_set_log_fn(test_log);
 }
@@ -847,34 +868,13 @@ static bool closed_by_peer(int fd)
 	}
 }
 
-/*
- * A replayed handshake: a source's HELLO and AUTH made with the right key,
- * but for a transcript with another destination HELLO (an old session's, as
- * a recording of the wire would hold), sent at once.
- */
-static int replayer(uint16_t port, const struct fl_migrate_region *reg)
+/* The first record header of a TLS handshake, and a hang-up: half a handshake. */
+static int half_handshake(uint16_t port)
 {
-	struct fl__mig_link l = { .key = (uint8_t *)KEY_A, .key_len = strlen(KEY_A) };
-	struct fl__wire_region wr = { .id = 0, .page_shift = (uint8_t)fl__mig_page_shift(),
-				      .start = (uintptr_t)reg->addr, .length = reg->len };
-	uint8_t session[FL__WIRE_SESSION_LEN] = { 1, 2, 3 }, tr[FL__SHA256_LEN];
-	struct fl__wire_frame hello = { .type = FL__WIRE_HELLO, .version = 1 };
-	struct fl__wire_frame auth = { .type = FL__WIRE_AUTH, .version = FL__WIRE_VERSION_MAX,
-				       .seq = 1, .auth.role = FL__WIRE_ROLE_SOURCE };
-	struct fl__wire_hello old_dest;
-	int fd;
+	static const uint8_t hdr[5] = { 0x16, 0x03, 0x01, 0x01, 0x00 };
+	int fd = stranger(port, hdr, sizeof(hdr));
 
-	T_ASSERT_OK(fl__mig_hello_init(&hello.hello, FL__WIRE_ROLE_SOURCE, &l, 0, session, 0,
-				       0));
-	hello.hello.regions = &wr;
-	hello.hello.n_regions = 1;
-	T_ASSERT_OK(fl__mig_hello_init(&old_dest, FL__WIRE_ROLE_DESTINATION, &l, 0, session, 0,
-				       0));
-	fl__wire_transcript(&hello.hello, &old_dest, tr);
-	fl__wire_auth_mac(l.key, l.key_len, FL__WIRE_ROLE_SOURCE, tr, auth.auth.mac);
-	T_ASSERT_OK(fl__sock_connect("127.0.0.1", port, NULL, t_ms(5000), &fd));
-	T_ASSERT_OK(fl__sock_send_frame(fd, &hello, t_ms(5000)));
-	T_ASSERT_OK(fl__sock_send_frame(fd, &auth, t_ms(5000)));
+	shutdown(fd, SHUT_WR);
 	return fd;
 }
 
@@ -883,7 +883,7 @@ static int replayer(uint16_t port, const struct fl_migrate_region *reg)
 struct crowd {
 	struct fl_migrate_region reg;
 	uint16_t port;
-	int fds[3];			/* silent, garbage, replayed */
+	int fds[3];			/* silent, garbage, half a TLS handshake */
 	int flood[FLOOD];		/* more silent ones than the listener keeps */
 	int wrong_r, keyless_r;
 	struct fl_migrate_source *good;
@@ -901,7 +901,7 @@ static void *crowd_thread(void *arg)
 		c->flood[i] = stranger(c->port, NULL, 0);
 	c->fds[0] = stranger(c->port, NULL, 0);
 	c->fds[1] = stranger(c->port, http, sizeof(http) - 1);
-	c->fds[2] = replayer(c->port, &c->reg);
+	c->fds[2] = half_handshake(c->port);
 	src_opts(&so, &c->reg, 1, c->port, KEY_B);
 	T_ASSERT_OK(fl_migrate_source_create(&so, &s));
 	c->wrong_r = fl_migrate_source_run(s);
@@ -918,7 +918,7 @@ static void *crowd_thread(void *arg)
 }
 
 /*
- * Before the session: a flood of silent clients, garbage, a replayed
+ * Before the session: a flood of silent clients, garbage, half a TLS
  * handshake, a wrong key and no key reach the destination's port, then the
  * real source. Each bad connection is closed and logged; the real source
  * migrates.
@@ -954,14 +954,16 @@ TEST(migrate_survives_strangers)
 		T_ASSERT(closed_by_peer(c.flood[i]));
 		close(c.flood[i]);
 	}
-	if (log_count("destination: refused the connection", "GET ") != 1 ||
-	    log_count("destination: refused the connection", "authentication failed") != 2 ||
-	    log_count("destination: refused the connection", "requires a shared key") != 1 ||
+	if (log_count("destination: refused the connection", "http request") != 1 ||
+	    log_count("destination: refused the connection", "same key") != 1 ||
+	    log_count("destination: refused the connection", "requires TLS") != 1 ||
+	    log_count("destination: refused the connection", "closed the connection") != 1 ||
 	    log_count("destination: closed the connection", NULL) != FLOOD + 1)
-		t_fail(__FILE__, __LINE__, "the refusals are not all logged (%d %d %d %d):\n%s",
-		       log_count("destination: refused the connection", "GET "),
-		       log_count("destination: refused the connection", "authentication failed"),
-		       log_count("destination: refused the connection", "requires a shared key"),
+		t_fail(__FILE__, __LINE__, "the refusals are not all logged (%d %d %d %d %d):\n%s",
+		       log_count("destination: refused the connection", "http request"),
+		       log_count("destination: refused the connection", "same key"),
+		       log_count("destination: refused the connection", "requires TLS"),
+		       log_count("destination: refused the connection", "closed the connection"),
 		       log_count("destination: closed the connection", NULL), log_buf);
 	fl_migrate_source_destroy(c.good);
 	fl_migrate_dest_destroy(d);
@@ -1045,7 +1047,7 @@ static void precopy_run(uint32_t flags)
 	w.th = t_thread_start(writer_thread, &w);
 	d = dest_listen(FL_MIGRATE_ANYWHERE, NULL, &port);
 	src_opts(&so, regs, 2, port, NULL);
-	so.flags = flags;
+	so.flags |= flags;
 	so.precopy_rounds = 4;
 	so.stop = writer_stop;
 	so.userdata = &w;
@@ -1257,6 +1259,10 @@ struct proxy {
 	int nrelay;
 	struct relay_pair *pairs[64];
 	int npairs;
+	/* A man in the middle: flip one bit of byte flip_at of the first connection's side flip_from. */
+	uint64_t flip_at, flip_seen;
+	int flip_from;
+	bool flipped;
 };
 
 struct relay_pair {
@@ -1306,6 +1312,13 @@ static void *relay_thread(void *arg)
 			break;
 		}
 		pthread_mutex_lock(&px->lock);
+		if (px->flip_at && !px->flipped && rp == px->pairs[0] && r->from == px->flip_from) {
+			if (px->flip_at < px->flip_seen + (uint64_t)n) {
+				buf[px->flip_at - px->flip_seen] ^= 0x10;
+				px->flipped = true;
+			}
+			px->flip_seen += (uint64_t)n;
+		}
 		if (px->cuts_left > 0) {
 			if ((uint64_t)n >= px->budget) {
 				n = (ssize_t)px->budget;
@@ -1496,6 +1509,196 @@ TEST(migrate_five_breaks)
 	printf("    seed %llu\n", (unsigned long long)seed);
 	breaks_run(seed, 0);
 	breaks_run(seed + 1, 2);
+}
+
+/* ------------------------------------------------------------ TLS */
+
+/*
+ * A man in the middle flips one bit of the page stream: the destination's
+ * TLS layer refuses the record (nothing of it is installed), the connection
+ * is dropped, the session resumes over a new one, and the memory arrives
+ * intact, byte for byte: no page is lost, none is zero.
+ */
+TEST(migrate_tls_mitm_flip)
+{
+	size_t len = 8 * MIB;
+	struct fl_migrate_region reg = { t_map_anon(len), len };
+	struct fl_migrate_source_opts so;
+	struct fl_migrate_dest_stats ds = { .sz = sizeof(ds) };
+	struct fl_migrate_dest *d;
+	struct src_run sr = { 0 };
+	struct proxy px;
+	const void *blob;
+	size_t blob_len, dlen;
+	unsigned long th;
+	uint16_t port;
+	uint8_t *a;
+
+	log_start();
+	fill(reg.addr, len, 11);
+	d = dest_listen(FL_MIGRATE_ANYWHERE, KEY_A, &port);
+	proxy_start(&px, port, 0, 1, 1);
+	/* The source connects: the first relayed connection is its main one; 3 MiB in is page data. */
+	px.flip_from = 0;
+	px.flip_at = 3 * MIB;
+	src_opts(&so, &reg, 1, px.port, KEY_A);
+	T_ASSERT_OK(fl_migrate_source_create(&so, &sr.s));
+	th = t_thread_start(src_thread, &sr);
+	T_ASSERT_OK(fl_migrate_dest_accept(d, WAIT_MS, &blob, &blob_len));
+	T_ASSERT_OK(fl_migrate_dest_wait(d, WAIT_MS));
+	t_thread_join(th);
+	T_ASSERT_OK(sr.r);
+	T_ASSERT(px.flipped);
+	T_ASSERT_OK(fl_migrate_dest_region(d, 0, (void **)&a, &dlen));
+	T_ASSERT(!memcmp(a, reg.addr, len));
+	T_ASSERT_OK(fl_migrate_dest_stats(d, &ds));
+	T_ASSERT(ds.resumes >= 1);
+	if (log_count("destination: connection lost", "bad record mac") != 1)
+		t_fail(__FILE__, __LINE__, "the changed record is not named:\n%s", log_buf);
+	fl_migrate_source_destroy(sr.s);
+	fl_migrate_dest_destroy(d);
+	proxy_stop(&px);
+	munmap(reg.addr, len);
+	munmap(a, len);
+	fl_set_log_fn(test_log);
+}
+
+struct x509_suitors {
+	struct fl_migrate_region reg;
+	uint16_t port;
+	const char *dir;
+	int wrong_name_r, no_cert_r, good_r;
+	char wrong_name_err[MIG_ERR_LEN], no_cert_err[MIG_ERR_LEN];
+	struct fl_migrate_source *good;
+};
+
+static void x509_source(struct x509_suitors *su, struct fl_migrate_source_opts *so, char *ca,
+			char *crt, char *key, const char *name, bool with_cert)
+{
+	src_opts(so, &su->reg, 1, su->port, NULL);
+	so->flags = 0;
+	snprintf(ca, 300, "%s/ca.crt", su->dir);
+	snprintf(crt, 300, "%s/client.crt", su->dir);
+	snprintf(key, 300, "%s/client.key", su->dir);
+	so->tls_ca_file = ca;
+	so->tls_peer_name = name;
+	if (with_cert) {
+		so->tls_cert_file = crt;
+		so->tls_key_file = key;
+	}
+}
+
+static void *x509_suitors_thread(void *arg)
+{
+	struct x509_suitors *su = arg;
+	struct fl_migrate_source_opts so;
+	struct fl_migrate_source *s;
+	char ca[300], crt[300], key[300];
+
+	/* The destination's certificate names server.test, not this. */
+	x509_source(su, &so, ca, crt, key, "elsewhere.test", true);
+	T_ASSERT_OK(fl_migrate_source_create(&so, &s));
+	su->wrong_name_r = fl_migrate_source_run(s);
+	snprintf(su->wrong_name_err, MIG_ERR_LEN, "%s", fl_migrate_source_error(s));
+	fl_migrate_source_destroy(s);
+	/* The destination verifies sources: one without a certificate is refused. */
+	x509_source(su, &so, ca, crt, key, "server.test", false);
+	T_ASSERT_OK(fl_migrate_source_create(&so, &s));
+	su->no_cert_r = fl_migrate_source_run(s);
+	snprintf(su->no_cert_err, MIG_ERR_LEN, "%s", fl_migrate_source_error(s));
+	fl_migrate_source_destroy(s);
+
+	x509_source(su, &so, ca, crt, key, "server.test", true);
+	T_ASSERT_OK(fl_migrate_source_create(&so, &su->good));
+	su->good_r = fl_migrate_source_run(su->good);
+	return NULL;
+}
+
+/*
+ * X.509 both ways (certificates made now, in a temporary directory): a
+ * source that finds another name in the destination's certificate gives up,
+ * one without a certificate of its own is refused, and each is named; the
+ * right one migrates.
+ */
+TEST(migrate_tls_x509)
+{
+	size_t len = 2 * MIB;
+	char dir[64], ca[300], crt[300], key[300];
+	struct x509_suitors su = { .reg = { t_map_anon(len), len }, .dir = dir };
+	struct fl_migrate_dest_opts o = {
+		.sz = sizeof(o), .host = "127.0.0.1",
+		.flags = FL_MIGRATE_LISTEN | FL_MIGRATE_ANYWHERE | FL_MIGRATE_VERIFY_PEER,
+		.tls_ca_file = ca, .tls_cert_file = crt, .tls_key_file = key,
+		.timeout_ms = t_ms(5000), .resume_timeout_ms = t_ms(10000),
+	};
+	struct fl_migrate_dest *d;
+	const void *blob;
+	size_t blob_len, dlen;
+	unsigned long th;
+	void *a;
+
+	t_certs_dir(dir, sizeof(dir));
+	t_certs_make(dir, "ca", NULL, NULL);
+	t_certs_make(dir, "server", "ca", "server.test");
+	t_certs_make(dir, "client", "ca", "client.test");
+	snprintf(ca, sizeof(ca), "%s/ca.crt", dir);
+	snprintf(crt, sizeof(crt), "%s/server.crt", dir);
+	snprintf(key, sizeof(key), "%s/server.key", dir);
+	log_start();
+	fill(su.reg.addr, len, 4);
+	T_ASSERT_OK(fl_migrate_dest_create(&o, &d));
+	T_ASSERT_OK(fl_migrate_dest_port(d, &su.port));
+	th = t_thread_start(x509_suitors_thread, &su);
+	T_ASSERT_OK(fl_migrate_dest_accept(d, WAIT_MS, &blob, &blob_len));
+	T_ASSERT_OK(fl_migrate_dest_wait(d, WAIT_MS));
+	t_thread_join(th);
+	printf("# wrong name: %s\n# no certificate: %s\n", su.wrong_name_err, su.no_cert_err);
+	T_ASSERT_ERR(su.wrong_name_r, EACCES);
+	T_ASSERT(strstr(su.wrong_name_err, "hostname mismatch"));
+	T_ASSERT_ERR(su.no_cert_r, EACCES);
+	T_ASSERT(strstr(su.no_cert_err, "certificate"));
+	if (log_count("destination: refused the connection", "did not return a certificate") != 1)
+		t_fail(__FILE__, __LINE__, "the refusal is not logged:\n%s", log_buf);
+	T_ASSERT_OK(su.good_r);
+	T_ASSERT_OK(fl_migrate_dest_region(d, 0, &a, &dlen));
+	T_ASSERT(!memcmp(a, su.reg.addr, len));
+	fl_migrate_source_destroy(su.good);
+	fl_migrate_dest_destroy(d);
+	munmap(su.reg.addr, len);
+	munmap(a, len);
+	t_certs_cleanup(dir);
+	fl_set_log_fn(test_log);
+}
+
+/*
+ * A destination that accepts the connection and then says nothing, not
+ * even its half of the TLS handshake: the source gives up within its
+ * timeouts, naming the stall.
+ */
+TEST(migrate_tls_peer_stalls)
+{
+	struct fl_migrate_region reg = { t_map_anon(MIB), MIB };
+	struct fl_migrate_source_opts so;
+	struct fl_migrate_source *s;
+	uint16_t port;
+	uint64_t t0;
+	int lfd, r;
+
+	T_ASSERT_OK(fl__sock_listen("127.0.0.1", 0, NULL, &lfd));
+	T_ASSERT_OK(fl__sock_local_port(lfd, &port));
+	src_opts(&so, &reg, 1, port, KEY_A);
+	so.timeout_ms = 300;
+	so.resume_timeout_ms = 300;
+	T_ASSERT_OK(fl_migrate_source_create(&so, &s));
+	t0 = fl__now_ns();
+	r = fl_migrate_source_run(s);	/* the kernel completes the connection: the backlog */
+	printf("# %d after %.2f s: %s\n", r, (double)(fl__now_ns() - t0) / 1e9,
+	       fl_migrate_source_error(s));
+	T_ASSERT_ERR(r, ETIMEDOUT);
+	T_ASSERT(strstr(fl_migrate_source_error(s), "sent nothing"));
+	fl_migrate_source_destroy(s);
+	close(lfd);
+	munmap(reg.addr, MIB);
 }
 
 /* ------------------------------------------------------------ hostile and dead peers */

@@ -14,7 +14,6 @@
 #include "util.h"
 
 #include "net/crc32c.h"
-#include "net/sha256.h"
 #include "net/sock.h"
 #include "net/wire.h"
 
@@ -46,25 +45,6 @@ static double now(void)
 	return (double)fl__now_ns() / 1e9;
 }
 
-static void hex_to(const char *hex, uint8_t *out, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		unsigned int v;
-
-		T_ASSERT(sscanf(hex + 2 * i, "%2x", &v) == 1);
-		out[i] = (uint8_t)v;
-	}
-}
-
-#define T_ASSERT_HEX(got, hex)                                                         \
-	do {                                                                           \
-		uint8_t _want[64];                                                     \
-		size_t _n = strlen(hex) / 2;                                           \
-		hex_to(hex, _want, _n);                                                \
-		if (memcmp((got), _want, _n))                                          \
-			t_fail(__FILE__, __LINE__, "%s differs from %s", #got, hex);   \
-	} while (0)
-
 /* A bit-at-a-time CRC32C: the definition every implementation is checked against. */
 static uint32_t crc_ref(uint32_t crc, const uint8_t *p, size_t n)
 {
@@ -88,7 +68,7 @@ static struct fl__wire_hello sample_hello(uint8_t role)
 {
 	struct fl__wire_hello h = {
 		.role = role, .version_min = 1, .version_max = 1, .page_shift = 12,
-		.flags = FL__WIRE_HELLO_AUTH,
+		.flags = FL__WIRE_HELLO_TLS,
 		.features = FL__WIRE_FEAT_URGENT_CHANNEL | FL__WIRE_FEAT_RESUME | 1ull << 40,
 		.n_regions = role == FL__WIRE_ROLE_SOURCE ? 3 : 0,
 		.regions = role == FL__WIRE_ROLE_SOURCE ? sample_regions : NULL,
@@ -125,10 +105,9 @@ static struct fl__wire_frame sample(int i, struct fl__wire_hello *hello_store)
 		f.seq = 0;
 		break;
 	case 1:
-		f.type = FL__WIRE_AUTH;
-		f.auth.role = FL__WIRE_ROLE_DESTINATION;
-		for (int k = 0; k < FL__WIRE_MAC_LEN; k++)
-			f.auth.mac[k] = (uint8_t)(k * 3);
+		f.type = FL__WIRE_HELLO;
+		f.hello = sample_hello(FL__WIRE_ROLE_DESTINATION);
+		f.seq = 0;
 		break;
 	case 2:
 		f.type = FL__WIRE_PAGES;
@@ -334,94 +313,6 @@ TEST(wire_crc32c_vectors)
 	free(buf);
 }
 
-/* ---------------------------------------------------------- SHA-256, HMAC */
-
-TEST(wire_sha256_vectors)
-{
-	static const char m448[] = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
-	static const char m896[] = "abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmn"
-				   "hijklmnoijklmnopjklmnopqklmnopqrlmnopqrsmnopqrstnopqrstu";
-	uint8_t d[32], d2[32], *a = malloc(1000000);
-	struct fl__sha256 s;
-
-	T_ASSERT(a);
-	fl__sha256("abc", 3, d);
-	T_ASSERT_HEX(d, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-	fl__sha256("", 0, d);
-	T_ASSERT_HEX(d, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-	fl__sha256(m448, strlen(m448), d);
-	T_ASSERT_HEX(d, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
-	fl__sha256(m896, strlen(m896), d);
-	T_ASSERT_HEX(d, "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1");
-	memset(a, 'a', 1000000);
-	fl__sha256(a, 1000000, d);
-	T_ASSERT_HEX(d, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
-	/* The same million bytes fed in odd pieces. */
-	fl__sha256_init(&s);
-	for (size_t off = 0, k = 1; off < 1000000; off += k, k = k * 7 % 997 + 1)
-		fl__sha256_update(&s, a + off, off + k > 1000000 ? 1000000 - off : k);
-	fl__sha256_final(&s, d2);
-	T_ASSERT(!memcmp(d, d2, 32));
-	/* Every length across the padding boundaries (55, 56, 63, 64 bytes) in pieces too. */
-	for (size_t n = 0; n < 200; n++) {
-		fill_random(a, n);
-		fl__sha256(a, n, d);
-		fl__sha256_init(&s);
-		for (size_t i = 0; i < n; i++)
-			fl__sha256_update(&s, a + i, 1);
-		fl__sha256_final(&s, d2);
-		T_ASSERT(!memcmp(d, d2, 32));
-	}
-	free(a);
-}
-
-TEST(wire_hmac_rfc4231)
-{
-	static const char tc7[] = "This is a test using a larger than block-size key and a larger "
-				  "than block-size data. The key needs to be hashed before being "
-				  "used by the HMAC algorithm.";
-	static const char tc6[] = "Test Using Larger Than Block-Size Key - Hash Key First";
-	uint8_t key[131], data[50], mac[32];
-	struct fl__hmac_sha256 h;
-
-	memset(key, 0x0b, 20);
-	fl__hmac_sha256(key, 20, "Hi There", 8, mac);
-	T_ASSERT_HEX(mac, "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
-	fl__hmac_sha256("Jefe", 4, "what do ya want for nothing?", 28, mac);
-	T_ASSERT_HEX(mac, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
-	memset(key, 0xaa, 20);
-	memset(data, 0xdd, 50);
-	fl__hmac_sha256(key, 20, data, 50, mac);
-	T_ASSERT_HEX(mac, "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe");
-	for (int i = 0; i < 25; i++)
-		key[i] = (uint8_t)(i + 1);
-	memset(data, 0xcd, 50);
-	fl__hmac_sha256(key, 25, data, 50, mac);
-	T_ASSERT_HEX(mac, "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b");
-	memset(key, 0x0c, 20);
-	fl__hmac_sha256(key, 20, "Test With Truncation", 20, mac);
-	T_ASSERT_HEX(mac, "a3b6167473100ee06e0c796c2955552b");	/* truncated to 128 bits */
-	memset(key, 0xaa, 131);
-	fl__hmac_sha256(key, 131, tc6, strlen(tc6), mac);
-	T_ASSERT_HEX(mac, "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
-	fl__hmac_sha256_init(&h, key, 131);
-	fl__hmac_sha256_update(&h, tc7, 10);
-	fl__hmac_sha256_update(&h, tc7 + 10, strlen(tc7) - 10);
-	fl__hmac_sha256_final(&h, mac);
-	T_ASSERT_HEX(mac, "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2");
-
-	/* The constant-time compare: equal, and a difference at either end. */
-	memset(key, 1, 64);
-	memset(data, 1, 50);
-	T_ASSERT(fl__ct_equal(key, data, 50));
-	T_ASSERT(fl__ct_equal(key, data, 0));
-	data[0] = 2;
-	T_ASSERT(!fl__ct_equal(key, data, 50));
-	data[0] = 1;
-	data[49] ^= 0x80;
-	T_ASSERT(!fl__ct_equal(key, data, 50));
-}
-
 /* Prints what each checksum costs here (lines starting with "#" are comments to the runner). */
 /* ------------------------------------------------------------ round trips */
 
@@ -492,7 +383,7 @@ TEST(wire_roundtrip_every_type)
 		free(b);
 	}
 	for (int t = 1; t <= FL__WIRE_TYPE_MAX; t++)
-		T_ASSERT(seen[t]);
+		T_ASSERT(seen[t] || t == FL__WIRE_RETIRED_AUTH);
 }
 
 /* A header longer than 32 bytes (a later revision's): its extra bytes are skipped, not refused. */
@@ -585,6 +476,11 @@ TEST(wire_malformed_header)
 	b[5] = 0;
 	fix_hdr_crc(b);
 	EXPECT_BAD(b, len, EPROTO, "unknown frame type 0");
+	/* The AUTH frame of peers before 0.3: refused, and named. */
+	memcpy(b, good, len);
+	b[5] = FL__WIRE_RETIRED_AUTH;
+	fix_hdr_crc(b);
+	EXPECT_BAD(b, len, EPROTO, "unknown frame type 2 (AUTH");
 	memcpy(b, good, len);
 	b[6] = FL__WIRE_F_URGENT;	/* not allowed on REQUEST */
 	fix_hdr_crc(b);
@@ -719,8 +615,6 @@ static void hello_region_dup(uint8_t *b, size_t *l) { (void)l; b[32 + 72 + 24] =
 static void hello_region_reserved(uint8_t *b, size_t *l) { (void)l; b[32 + 72 + 6] = 1; }
 static void hello_agent_ctrl(uint8_t *b, size_t *l) { (void)l; b[32 + 72 + 72 + 3] = '\n'; }
 
-static void auth_role(uint8_t *b, size_t *l) { (void)l; b[32] = 0; }
-static void auth_reserved(uint8_t *b, size_t *l) { (void)l; b[35] = 1; }
 static void req_count0(uint8_t *b, size_t *l) { (void)l; set32(b + 36, 0); }
 static void req_count_big(uint8_t *b, size_t *l) { (void)l; set32(b + 36, 513); }
 static void req_index_wraps(uint8_t *b, size_t *l) { (void)l; set64(b + 40, ~0ull - 2); }
@@ -772,8 +666,6 @@ TEST(wire_malformed_payload)
 	PATCHED(0, hello_region_dup, EPROTO, "region id 1 appears twice");
 	PATCHED(0, hello_region_reserved, EPROTO, "region 0: reserved");
 	PATCHED(0, hello_agent_ctrl, EPROTO, "agent string is not printable");
-	PATCHED(1, auth_role, EPROTO, "AUTH: role 0");
-	PATCHED(1, auth_reserved, EPROTO, "AUTH: reserved");
 	PATCHED(4, req_count0, EPROTO, "0 pages requested");
 	PATCHED(4, req_count_big, EPROTO, "513 pages requested");
 	PATCHED(4, req_index_wraps, EPROTO, "past the end");
@@ -1033,7 +925,6 @@ TEST(wire_encoder_refuses_what_decoders_would)
 
 struct side {
 	struct fl__wire_hello hello;
-	const char *key;
 };
 
 /* Both sides' view of a handshake, done in memory: each decodes what the other encoded. */
@@ -1043,7 +934,6 @@ static int handshake(const struct side *src, const struct side *dst, char *msg, 
 	struct fl__wire_hello got[2];
 	struct fl__wire_region regions[2][8];
 	char agents[2][FL__WIRE_MAX_AGENT + 1];
-	uint8_t transcript[2][32], mac[2][32];
 	int r;
 
 	/* Each HELLO crosses the wire; the receiver keeps a decoded copy. */
@@ -1075,53 +965,25 @@ static int handshake(const struct side *src, const struct side *dst, char *msg, 
 			return r;
 		T_ASSERT_EQ(ag.version, 1);
 	}
-	/* Each side computes the transcript from what it sent and what it received. */
-	fl__wire_transcript(&src->hello, &got[1], transcript[0]);
-	fl__wire_transcript(&got[0], &dst->hello, transcript[1]);
-	for (int s = 0; s < 2; s++)
-		fl__wire_auth_mac(sides[s]->key, strlen(sides[s]->key), sides[s]->hello.role,
-				  transcript[s], mac[s]);
-	/* The destination checks the source's AUTH first, then the source the destination's. */
-	for (int s = 1; s >= 0; s--) {
-		struct fl__wire_auth a = { .role = sides[1 - s]->hello.role };
-
-		memcpy(a.mac, mac[1 - s], 32);
-		r = fl__wire_auth_check(sides[s]->key, strlen(sides[s]->key), &a,
-					sides[1 - s]->hello.role, transcript[s], msg, cap);
-		if (r < 0)
-			return r;
-	}
 	return 0;
 }
 
-TEST(wire_handshake_auth)
+TEST(wire_handshake_negotiate)
 {
-	struct side src = { sample_hello(FL__WIRE_ROLE_SOURCE), "correct horse" };
-	struct side dst = { sample_hello(FL__WIRE_ROLE_DESTINATION), "correct horse" };
+	struct side src = { sample_hello(FL__WIRE_ROLE_SOURCE) };
+	struct side dst = { sample_hello(FL__WIRE_ROLE_DESTINATION) };
 	struct fl__wire_agreement ag;
-	uint8_t tr[32], tr2[32], mac[32];
-	struct fl__wire_auth a;
 	char msg[200];
 
 	T_ASSERT_OK(handshake(&src, &dst, msg, sizeof(msg)));
-	/* Without keys on either side: the empty key. */
+	/* Both in plain TCP. */
 	src.hello.flags = dst.hello.flags = 0;
-	src.key = dst.key = "";
 	T_ASSERT_OK(handshake(&src, &dst, msg, sizeof(msg)));
-
-	/* A wrong key fails on the destination, which sees the source's MAC first. */
-	src.hello.flags = dst.hello.flags = FL__WIRE_HELLO_AUTH;
-	src.key = "correct horse";
-	dst.key = "correct horsf";
+	/* One side inside TLS, the other not: something in between ends or adds TLS. */
+	src.hello.flags = FL__WIRE_HELLO_TLS;
 	T_ASSERT_ERR(handshake(&src, &dst, msg, sizeof(msg)), EACCES);
-	T_ASSERT(strstr(msg, "authentication failed"));
-	/* A key on one side only. */
-	dst.key = "";
-	dst.hello.flags = 0;
-	T_ASSERT_ERR(handshake(&src, &dst, msg, sizeof(msg)), EACCES);
-	T_ASSERT(strstr(msg, "requires a shared key"));
-	dst.hello.flags = FL__WIRE_HELLO_AUTH;
-	dst.key = "correct horse";
+	T_ASSERT(strstr(msg, "inside TLS"));
+	dst.hello.flags = FL__WIRE_HELLO_TLS;
 
 	/* Versions that do not overlap. */
 	src.hello.version_min = src.hello.version_max = 3;
@@ -1147,32 +1009,6 @@ TEST(wire_handshake_auth)
 	T_ASSERT_ERR(fl__wire_negotiate(&src.hello, &dst.hello, msg, sizeof(msg), &ag), EPROTO);
 	dst.hello.session_id[3] ^= 1;
 	T_ASSERT_EQ(ag.features, src.hello.features & dst.hello.features);
-
-	/* Any HELLO field changed in transit changes the transcript, so the MACs fail. */
-	fl__wire_transcript(&src.hello, &dst.hello, tr);
-	src.hello.features ^= 1;
-	fl__wire_transcript(&src.hello, &dst.hello, tr2);
-	T_ASSERT(memcmp(tr, tr2, 32));
-	src.hello.features ^= 1;
-	dst.hello.nonce[31] ^= 1;
-	fl__wire_transcript(&src.hello, &dst.hello, tr2);
-	T_ASSERT(memcmp(tr, tr2, 32));
-	dst.hello.nonce[31] ^= 1;
-	/* The order of the two HELLOs matters. */
-	fl__wire_transcript(&dst.hello, &src.hello, tr2);
-	T_ASSERT(memcmp(tr, tr2, 32));
-
-	/* Reflection: the source's own MAC sent back to it as the destination's. */
-	fl__wire_auth_mac("k", 1, FL__WIRE_ROLE_SOURCE, tr, mac);
-	a = (struct fl__wire_auth){ .role = FL__WIRE_ROLE_DESTINATION };
-	memcpy(a.mac, mac, 32);
-	T_ASSERT_ERR(fl__wire_auth_check("k", 1, &a, FL__WIRE_ROLE_DESTINATION, tr, msg,
-					 sizeof(msg)), EACCES);
-	/* ... and with its own role: refused as the wrong sender. */
-	a.role = FL__WIRE_ROLE_SOURCE;
-	T_ASSERT_ERR(fl__wire_auth_check("k", 1, &a, FL__WIRE_ROLE_DESTINATION, tr, msg,
-					 sizeof(msg)), EPROTO);
-	T_ASSERT_OK(fl__wire_auth_check("k", 1, &a, FL__WIRE_ROLE_SOURCE, tr, msg, sizeof(msg)));
 }
 
 /* ---------------------------------------------------------------- sockets */

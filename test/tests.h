@@ -106,8 +106,6 @@
 	X(bench_log_histogram, 0, 0, 0)                                            \
 	/* test-wire.c: the wire protocol, pure user-space */                      \
 	X(wire_crc32c_vectors, 0, 0, 60)                                           \
-	X(wire_sha256_vectors, 0, 0, 30)                                           \
-	X(wire_hmac_rfc4231, 0, 0, 0)                                              \
 	X(wire_roundtrip_every_type, 0, 0, 0)                                      \
 	X(wire_header_extension_skipped, 0, 0, 0)                                  \
 	X(wire_malformed_header, 0, 0, 0)                                          \
@@ -116,7 +114,7 @@
 	X(wire_page_checksum_names_page, 0, 0, 0)                                  \
 	X(wire_incremental_equals_at_once, 0, 0, 60)                               \
 	X(wire_encoder_refuses_what_decoders_would, 0, 0, 0)                       \
-	X(wire_handshake_auth, 0, 0, 0)                                            \
+	X(wire_handshake_negotiate, 0, 0, 0)                                            \
 	X(wire_socketpair_64mib_stream, 0, 0, 120)                                 \
 	X(wire_tcp_loopback, 0, 0, 0)                                              \
 	X(wire_tcp_stream, 0, 0, 60)                                               \
@@ -261,7 +259,7 @@
 	X(migrate_wrong_key, 0, T_UFFD, 30)                                        \
 	X(migrate_version_mismatch, 0, T_UFFD, 30)                                 \
 	X(migrate_short_key, 0, T_UFFD, 0)                                         \
-	X(migrate_keyless_listener_loopback, 0, T_UFFD, 0)                         \
+	X(migrate_plain_needs_insecure, 0, T_UFFD, 0)                         \
 	X(migrate_survives_strangers, 0, T_UFFD, 30)                               \
 	X(migrate_precopy_needs_dirty_tracking, 0, T_UFFD, 0)                    \
 	X(migrate_precopy_hybrid, FL_FEAT_WP_ASYNC | FL_FEAT_PAGEMAP_SCAN,         \
@@ -272,6 +270,9 @@
 	X(migrate_five_breaks, FL_FEAT_WP_ASYNC | FL_FEAT_PAGEMAP_SCAN,            \
 	  T_UFFD, 120)                                                             \
 	X(migrate_stranger_at_resume, 0, T_UFFD, 30)                               \
+	X(migrate_tls_mitm_flip, 0, T_UFFD, 30)                                    \
+	X(migrate_tls_x509, 0, T_UFFD, 30)                                         \
+	X(migrate_tls_peer_stalls, 0, T_UFFD, 30)                                  \
 	X(migrate_source_gives_up, 0, T_UFFD, 30)                                  \
 	X(migrate_dest_wait_failure, 0, T_UFFD, 30)                                 \
 	/* test-migrate-tool.c: faultline migrate */                               \

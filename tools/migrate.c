@@ -1,10 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* faultline migrate: live-migrate a key-value store that keeps serving; prove nothing was lost. */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -12,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -53,7 +52,9 @@ struct opts {
 	double seconds;			/* seconds the destination serves after resuming */
 	bool json;
 	bool progress;
-	bool insecure;			/* --insecure: listen without a key beyond loopback */
+	bool insecure;			/* --insecure: plain TCP, no key, no certificates */
+	const char *tls_ca, *tls_cert, *tls_key, *tls_name;	/* X.509 */
+	bool verify_peer;		/* --verify-peer */
 	int timeout_ms;
 	int resume_timeout_ms;
 };
@@ -74,13 +75,21 @@ void usage_migrate(FILE *out)
 		"  --demo             both sides on this host, in two processes, over TCP\n"
 		"  --listen PORT      be the destination: wait for a source on PORT\n"
 		"  --bind ADDR        with --listen, the address to listen on (default: every\n"
-		"                     address with --key, else 127.0.0.1 only)\n"
-		"  --insecure         with --listen and no --key, listen beyond loopback all\n"
-		"                     the same (anyone who reaches the port can pose as the\n"
-		"                     source)\n"
-		"  --to HOST:PORT     be the source: migrate to the destination there\n"
-		"  --key FILE         shared key (both sides): the connections authenticate;\n"
+		"                     address; 127.0.0.1 only with --insecure)\n"
+		"  --to HOST:PORT     be the source: migrate to the destination there\n\n"
+		"The connections run over TLS 1.3, with a shared key or with certificates\n"
+		"(one of them on both sides; --demo makes a key of its own):\n"
+		"  --key FILE         shared key (both sides): TLS with this pre-shared key;\n"
 		"                     16 to 4096 bytes, e.g. head -c 32 /dev/urandom > FILE\n"
+		"  --tls-ca FILE      CA certificates (PEM) the peer's certificate must chain\n"
+		"                     to (needed with --to)\n"
+		"  --tls-cert FILE    this side's certificate (PEM; needed with --listen)\n"
+		"  --tls-key FILE     its private key (PEM)\n"
+		"  --tls-name NAME    with --to, the name the destination's certificate must\n"
+		"                     carry (default: HOST)\n"
+		"  --verify-peer      with --listen, require the source's certificate too\n"
+		"  --insecure         plain TCP instead: anyone on the path can read and change\n"
+		"                     the memory, or pose as the peer\n\n"
 		"  --size SIZE        store size (source; default 256M; K, M, G suffixes)\n"
 		"  --precopy N        pre-copy rounds while the source serves, before the stop\n"
 		"                     (source; default 0: pure post-copy)\n"
@@ -194,7 +203,8 @@ static char host_buf[256];
 static int parse_args(int argc, char **argv, struct opts *o)
 {
 	enum { O_DEMO = 1, O_LISTEN, O_BIND, O_TO, O_KEY, O_SIZE, O_PRECOPY, O_BW, O_SERVE,
-	       O_SECONDS, O_TIMEOUT, O_JSON, O_INSECURE, O_RESUME };
+	       O_SECONDS, O_TIMEOUT, O_JSON, O_INSECURE, O_RESUME, O_CA, O_CERT, O_CKEY,
+	       O_NAME, O_VERIFY };
 	static const struct option lo[] = {
 		{ "demo", no_argument, NULL, O_DEMO },
 		{ "listen", required_argument, NULL, O_LISTEN },
@@ -210,11 +220,17 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "json", no_argument, NULL, O_JSON },
 		{ "insecure", no_argument, NULL, O_INSECURE },
 		{ "resume-timeout", required_argument, NULL, O_RESUME },
+		{ "tls-ca", required_argument, NULL, O_CA },
+		{ "tls-cert", required_argument, NULL, O_CERT },
+		{ "tls-key", required_argument, NULL, O_CKEY },
+		{ "tls-name", required_argument, NULL, O_NAME },
+		{ "verify-peer", no_argument, NULL, O_VERIFY },
 		{ NULL, 0, NULL, 0 },
 	};
 	double timeout = 10, resume = 60;
 	const char *bind = NULL;
 	int c, modes = 0;
+	bool certs;
 
 	*o = (struct opts){ .size = 256 * MIB, .serve = 0.3, .seconds = 1 };
 	opterr = 0;
@@ -286,6 +302,21 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case O_INSECURE:
 			o->insecure = true;
 			break;
+		case O_CA:
+			o->tls_ca = arg;
+			break;
+		case O_CERT:
+			o->tls_cert = arg;
+			break;
+		case O_CKEY:
+			o->tls_key = arg;
+			break;
+		case O_NAME:
+			o->tls_name = arg;
+			break;
+		case O_VERIFY:
+			o->verify_peer = true;
+			break;
 		case O_RESUME:
 			if (parse_seconds(arg, &resume) < 0 || resume < 0.1 || resume > 86400)
 				return usage_error(SUB, "--resume-timeout: expected 0.1 to 86400 "
@@ -303,8 +334,28 @@ static int parse_args(int argc, char **argv, struct opts *o)
 					      "say --demo, --listen PORT or --to HOST:PORT");
 	if (bind && o->mode != M_LISTEN)
 		return usage_error(SUB, "--bind goes with --listen");
-	if (o->insecure && o->mode != M_LISTEN)
-		return usage_error(SUB, "--insecure goes with --listen");
+	certs = o->tls_ca || o->tls_cert || o->tls_key || o->tls_name;
+	if ((o->key_file != NULL) + certs + o->insecure > 1)
+		return usage_error(SUB, "--key, the --tls-* options and --insecure exclude each "
+				   "other");
+	if (certs && o->mode == M_DEMO)
+		return usage_error(SUB, "--demo makes a key of its own: the --tls-* options go "
+				   "with --listen and --to");
+	if (o->mode != M_DEMO && !o->key_file && !certs && !o->insecure)
+		return usage_error(SUB, "say how to protect the connections: --key FILE (both "
+				   "sides), certificates (--tls-cert and --tls-key with --listen, "
+				   "--tls-ca with --to), or --insecure for plain TCP");
+	if (o->mode == M_LISTEN && certs && (!o->tls_cert || !o->tls_key))
+		return usage_error(SUB, "--listen with certificates needs --tls-cert and "
+				   "--tls-key");
+	if (o->mode == M_TO && certs && !o->tls_ca)
+		return usage_error(SUB, "--to with certificates needs --tls-ca");
+	if (!o->tls_cert != !o->tls_key)
+		return usage_error(SUB, "--tls-cert and --tls-key go together");
+	if (o->verify_peer && (o->mode != M_LISTEN || !o->tls_ca))
+		return usage_error(SUB, "--verify-peer goes with --listen and --tls-ca");
+	if (o->tls_name && o->mode != M_TO)
+		return usage_error(SUB, "--tls-name goes with --to");
 	if (bind)
 		o->host = bind;
 	o->timeout_ms = (int)(timeout * 1000);
@@ -498,8 +549,13 @@ static int run_source(const struct opts *o, struct source_report *rep)
 		.n_regions = 1,
 		.host = o->host,
 		.port = o->port,
+		.flags = o->insecure ? FL_MIGRATE_INSECURE : 0,
 		.key = o->key_len ? o->key : NULL,
 		.key_len = o->key_len,
+		.tls_ca_file = o->tls_ca,
+		.tls_cert_file = o->tls_cert,
+		.tls_key_file = o->tls_key,
+		.tls_peer_name = o->tls_name,
 		.stop = source_stop,
 		.userdata = &a,
 		.precopy_rounds = o->precopy,
@@ -726,6 +782,16 @@ static void json_verify(const struct dest_result *res)
 
 /* ----------------------------------------------------------- modes */
 
+/* How the connections are protected, for the report. */
+static const char *transport_name(const struct opts *o)
+{
+	if (o->key_len)
+		return "TLS 1.3, pre-shared key";
+	if (o->tls_cert || o->tls_ca)
+		return "TLS 1.3, X.509";
+	return "plain TCP, insecure";
+}
+
 static int dest_create(const struct opts *o, const char *host, uint16_t port,
 		       struct fl_migrate_dest **d)
 {
@@ -736,6 +802,9 @@ static int dest_create(const struct opts *o, const char *host, uint16_t port,
 		.flags = FL_MIGRATE_LISTEN,
 		.key = o->key_len ? o->key : NULL,
 		.key_len = o->key_len,
+		.tls_ca_file = o->tls_ca,
+		.tls_cert_file = o->tls_cert,
+		.tls_key_file = o->tls_key,
 		.progress = progress_bar,
 		.userdata = (void *)o,
 		.timeout_ms = o->timeout_ms,
@@ -744,6 +813,8 @@ static int dest_create(const struct opts *o, const char *host, uint16_t port,
 
 	if (o->insecure)
 		dop.flags |= FL_MIGRATE_INSECURE;
+	if (o->verify_peer)
+		dop.flags |= FL_MIGRATE_VERIFY_PEER;
 	return fl_migrate_dest_create(&dop, d);
 }
 
@@ -797,8 +868,8 @@ static int demo(struct opts *o)
 			snprintf(how, sizeof(how), "%u pre-copy round%s", o->precopy,
 				 o->precopy == 1 ? "" : "s");
 		printf("faultline migrate: a key-value store of %.0f MiB, %d load threads, %s, "
-		       "source pid %d -> destination pid %d\n", (double)o->size / MIB, LOADERS,
-		       how, (int)pid, (int)getpid());
+		       "source pid %d -> destination pid %d (%s)\n", (double)o->size / MIB,
+		       LOADERS, how, (int)pid, (int)getpid(), transport_name(o));
 	}
 	fflush(stdout);
 	demo_child = pid;
@@ -841,28 +912,6 @@ static int demo(struct opts *o)
 	return 0;
 }
 
-/* Whether every address @host names is a loopback one (as the library wants without a key). */
-static bool loopback_only(const char *host)
-{
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE };
-	struct addrinfo *ai, *a;
-	bool lo = true;
-
-	if (getaddrinfo(host, NULL, &hints, &ai))
-		return true;	/* the library names the problem */
-	for (a = ai; a; a = a->ai_next) {
-		if (a->ai_family == AF_INET)
-			lo &= ntohl(((struct sockaddr_in *)a->ai_addr)->sin_addr.s_addr) >> 24 ==
-			      127;
-		else if (a->ai_family == AF_INET6)
-			lo &= IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)a->ai_addr)->sin6_addr);
-		else
-			lo = false;
-	}
-	freeaddrinfo(ai);
-	return lo;
-}
-
 static int listen_mode(struct opts *o)
 {
 	struct fl_migrate_dest *d = NULL;
@@ -870,23 +919,19 @@ static int listen_mode(struct opts *o)
 	uint16_t port;
 	int r;
 
-	if (!o->host && !o->key_len && !o->insecure) {
-		/* Without a key anyone who reaches the port could pose as the source. */
+	if (!o->host && o->insecure) {
+		/* In plain TCP anyone who reaches the port could pose as the source. */
 		o->host = "127.0.0.1";
-		fprintf(stderr, "faultline: %s: no --key: listening on 127.0.0.1 only (give "
-			"--key FILE to take a source from another host)\n", SUB);
+		fprintf(stderr, "faultline: %s: --insecure: listening on 127.0.0.1 only (give "
+			"--bind ADDR to listen elsewhere in plain TCP all the same)\n", SUB);
 	}
-	if (!o->key_len && !o->insecure && !loopback_only(o->host))
-		return usage_error(SUB, "--bind %s without --key: anyone who reaches it could "
-				   "pose as the source; give --key FILE, or --insecure to listen "
-				   "there all the same", o->host);
 	r = dest_create(o, o->host, o->port, &d);
 	if (r < 0)
 		return fail(SUB, "cannot listen", r);
 	fl_migrate_dest_port(d, &port);
 	if (!o->json)
-		printf("faultline migrate: destination listening on %s port %u\n",
-		       o->host ? o->host : "*", port);
+		printf("faultline migrate: destination listening on %s port %u (%s)\n",
+		       o->host ? o->host : "*", port, transport_name(o));
 	fflush(stdout);
 	r = run_dest(o, d, &res);
 	if (o->json) {
@@ -919,8 +964,8 @@ static int to_mode(struct opts *o)
 	int r;
 
 	if (!o->json)
-		printf("faultline migrate: source of a %.0f MiB key-value store -> %s port %u\n",
-		       (double)o->size / MIB, o->host, o->port);
+		printf("faultline migrate: source of a %.0f MiB key-value store -> %s port %u "
+		       "(%s)\n", (double)o->size / MIB, o->host, o->port, transport_name(o));
 	fflush(stdout);
 	r = run_source(o, &rep);
 	if (o->json) {
@@ -948,6 +993,11 @@ int cmd_migrate(int argc, char **argv)
 		r = read_key(&o);
 		if (r)
 			return r;
+	} else if (o.mode == M_DEMO && !o.insecure) {
+		/* Both processes of the demo share a fresh key: TLS without a key file. */
+		if (getrandom(o.key, 32, 0) != 32)
+			return fail(SUB, "getrandom", -errno);
+		o.key_len = 32;
 	}
 	switch (o.mode) {
 	case M_DEMO:

@@ -69,12 +69,17 @@ enum fl_migrate_flags {
 	 */
 	FL_MIGRATE_STOP_AND_COPY = 1u << 2,
 	/*
-	 * With LISTEN and no key: listen on an address other than loopback all
-	 * the same. Without a key anyone who reaches the port can pose as the
-	 * peer, so create refuses that (-EINVAL) unless this flag says it is
-	 * meant (a private network, a test).
+	 * Plain TCP: with neither a key nor certificates, the connections carry
+	 * the memory in the clear, and anyone on the path can read it, change
+	 * it, or pose as the peer; create refuses that (-EINVAL) unless this
+	 * flag says it is meant (a test, a link that is otherwise protected).
 	 */
 	FL_MIGRATE_INSECURE = 1u << 3,
+	/*
+	 * X.509, listening side: require the connecting side's certificate,
+	 * issued by tls_ca_file (mutual TLS). Since 0.3.
+	 */
+	FL_MIGRATE_VERIFY_PEER = 1u << 4,
 };
 
 enum fl_migrate_phase {
@@ -115,11 +120,12 @@ struct fl_migrate_source_opts {
 	const struct fl_migrate_region *regions;	/* copied; at most 1024, no overlaps */
 	unsigned int n_regions;
 	const char *host;		/* where to connect; with LISTEN, where to listen
-					   (NULL: every address; without a key only
-					   loopback, unless FL_MIGRATE_INSECURE) */
+					   (NULL: every address) */
 	uint16_t port;			/* with LISTEN, 0 picks one (fl_migrate_source_port) */
-	uint32_t flags;			/* FL_MIGRATE_LISTEN, _STOP_AND_COPY, _INSECURE */
-	const void *key;		/* shared key (copied), or NULL: no authentication */
+	uint32_t flags;			/* FL_MIGRATE_LISTEN, _STOP_AND_COPY, _INSECURE,
+					   _VERIFY_PEER */
+	const void *key;		/* shared key (copied): TLS 1.3 with this pre-shared
+					   key; NULL: certificates below, or plain TCP */
 	size_t key_len;			/* bytes of key: 16 to 4096 */
 	/* The state blob when there is no stop callback (the application already stopped). */
 	const void *blob;
@@ -141,6 +147,16 @@ struct fl_migrate_source_opts {
 					   receive; 0: 10000 */
 	int resume_timeout_ms;		/* how long a broken session tries to resume; 0: 60000,
 					   -1: forever */
+	/*
+	 * TLS 1.3 with X.509 certificates instead of a key (since 0.3): PEM
+	 * files, read at create. A listening side shows tls_cert_file (with
+	 * tls_key_file); a connecting side checks it against tls_ca_file and
+	 * tls_peer_name (NULL: host), and shows its own if it has one.
+	 */
+	const char *tls_ca_file;
+	const char *tls_cert_file;
+	const char *tls_key_file;
+	const char *tls_peer_name;
 };
 
 /*
@@ -148,8 +164,10 @@ struct fl_migrate_source_opts {
  * With FL_MIGRATE_LISTEN the socket is bound and listening on return.
  * Returns 0, -EINVAL (bad options, overlapping or unaligned regions,
  * pre-copy without a stop callback, a blob over 16 MiB, a key under 16
- * bytes, LISTEN without a key beyond loopback and without
- * FL_MIGRATE_INSECURE), -EOPNOTSUPP
+ * bytes, a key and certificates, neither without FL_MIGRATE_INSECURE, a
+ * listening side without its certificate, a connecting one without a CA
+ * file), -ENOENT/-EACCES (a certificate file cannot be read), -EBADMSG (it
+ * is not PEM of its kind, or the key does not match), -EOPNOTSUPP
  * (pre-copy on a kernel without WP_ASYNC or PAGEMAP_SCAN), -EADDRINUSE and
  * other socket errors, -ENOMEM.
  * Thread safety: any thread.
@@ -196,24 +214,30 @@ FL_API void fl_migrate_source_destroy(struct fl_migrate_source *s);
 
 struct fl_migrate_dest_opts {
 	size_t sz;			/* sizeof(struct fl_migrate_dest_opts) */
-	const char *host;		/* with LISTEN, where to listen (NULL: every address;
-					   without a key only loopback, unless
-					   FL_MIGRATE_INSECURE); else the source to connect to */
+	const char *host;		/* with LISTEN, where to listen (NULL: every address);
+					   else the source to connect to */
 	uint16_t port;			/* with LISTEN, 0 picks one (fl_migrate_dest_port) */
-	uint32_t flags;			/* FL_MIGRATE_LISTEN, _ANYWHERE, _INSECURE */
-	const void *key;		/* shared key (copied, 16 to 4096 bytes), or NULL */
+	uint32_t flags;			/* FL_MIGRATE_LISTEN, _ANYWHERE, _INSECURE,
+					   _VERIFY_PEER */
+	const void *key;		/* shared key (copied, 16 to 4096 bytes), or NULL:
+					   as for the source */
 	size_t key_len;
 	fl_migrate_progress_fn progress;	/* may be NULL */
 	void *userdata;
 	int timeout_ms;			/* as for the source; 0: 10000 */
 	int resume_timeout_ms;		/* as for the source; 0: 60000, -1: forever */
+	/* X.509 instead of a key, as for the source (since 0.3). */
+	const char *tls_ca_file;
+	const char *tls_cert_file;
+	const char *tls_key_file;
+	const char *tls_peer_name;
 };
 
 /*
  * fl_migrate_dest_create - a destination, not yet connected. With
  * FL_MIGRATE_LISTEN the socket is bound and listening on return.
- * Returns 0, -EINVAL (bad options, a key under 16 bytes, LISTEN without a
- * key beyond loopback and without FL_MIGRATE_INSECURE), socket errors,
+ * Returns 0, -EINVAL (bad options, a key under 16 bytes, as for the
+ * source), the certificate files' errors as for the source, socket errors,
  * -ENOSYS/-EPERM (no usable userfaultfd, as fl_uffd_open), -ENOMEM.
  * Thread safety: any thread.
  */

@@ -99,28 +99,63 @@ unsigned int fl__mig_region_of(const struct fl__mig_region *r, unsigned int n, u
 
 /* ---------------------------------------------------------------- link */
 
-/* Whether the listening socket @fd is bound to a loopback address (127/8, ::1, ::ffff:127/104). */
-static bool bound_to_loopback(int fd)
+/* The transport for @tls on a side that listens (TLS server) or connects (client). */
+static int make_transport(struct fl__mig_link *l, uint32_t flags, const struct fl__mig_tls *tls,
+			  char *msg, size_t cap)
 {
-	static const uint8_t v4mapped[12] = { [10] = 0xff, [11] = 0xff };
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
+	bool certs = tls->ca_file || tls->cert_file || tls->key_file || tls->peer_name;
+	struct fl__transport_opts o = { 0 };
 
-	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
-		return false;
-	if (ss.ss_family == AF_INET)
-		return (ntohl(((const struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
-	if (ss.ss_family == AF_INET6) {
-		const struct in6_addr *a = &((const struct sockaddr_in6 *)&ss)->sin6_addr;
-
-		return IN6_IS_ADDR_LOOPBACK(a) ||
-		       (!memcmp(a->s6_addr, v4mapped, sizeof(v4mapped)) && a->s6_addr[12] == 127);
+	if (tls->key_len && certs) {
+		snprintf(msg, cap, "a shared key or certificates, not both");
+		return -EINVAL;
 	}
-	return false;
+	if ((flags & FL_MIGRATE_VERIFY_PEER) && !certs) {
+		snprintf(msg, cap, "FL_MIGRATE_VERIFY_PEER needs certificates");
+		return -EINVAL;
+	}
+	if (tls->key_len) {
+		o.mode = FL__TRANSPORT_PSK;
+		o.psk = tls->key;
+		o.psk_len = tls->key_len;
+	} else if (certs) {
+		o.mode = FL__TRANSPORT_X509;
+		o.ca_file = tls->ca_file;
+		o.cert_file = tls->cert_file;
+		o.key_file = tls->key_file;
+		if (l->listen) {
+			if (!tls->cert_file || !tls->key_file) {
+				snprintf(msg, cap, "a listening side shows a certificate: give "
+					 "tls_cert_file and tls_key_file");
+				return -EINVAL;
+			}
+			o.verify_client = flags & FL_MIGRATE_VERIFY_PEER;
+			if (o.verify_client && !tls->ca_file) {
+				snprintf(msg, cap, "verifying the connecting side "
+					 "(FL_MIGRATE_VERIFY_PEER) needs tls_ca_file");
+				return -EINVAL;
+			}
+		} else if (!tls->ca_file) {
+			snprintf(msg, cap, "a connecting side checks the listener's certificate: "
+				 "give tls_ca_file");
+			return -EINVAL;
+		}
+		if (tls->peer_name && !(l->peer_name = strdup(tls->peer_name)))
+			return -ENOMEM;
+	} else if (flags & FL_MIGRATE_INSECURE) {
+		o.mode = FL__TRANSPORT_PLAIN;
+	} else {
+		snprintf(msg, cap, "no shared key and no certificates: the connections would be "
+			 "plain TCP, which anyone on the path can read and change; give a key or "
+			 "certificates, or set FL_MIGRATE_INSECURE");
+		return -EINVAL;
+	}
+	l->tls = o.mode != FL__TRANSPORT_PLAIN;
+	return fl__transport_new(&o, &l->tr, msg, cap);
 }
 
 int fl__mig_link_init(struct fl__mig_link *l, uint32_t flags, const char *host, uint16_t port,
-		      const void *key, size_t key_len, int timeout_ms, int resume_timeout_ms,
+		      const struct fl__mig_tls *tls, int timeout_ms, int resume_timeout_ms,
 		      char *msg, size_t cap)
 {
 	int r;
@@ -133,30 +168,20 @@ int fl__mig_link_init(struct fl__mig_link *l, uint32_t flags, const char *host, 
 		.timeout_ms = timeout_ms ? timeout_ms : MIG_DEFAULT_TIMEOUT,
 		.resume_timeout_ms = resume_timeout_ms ? resume_timeout_ms : MIG_DEFAULT_RESUME,
 	};
-	if (timeout_ms < 0 || resume_timeout_ms < -1 || key_len > MIG_MAX_KEY ||
-	    (key_len && !key) || (!l->listen && (!host || !port))) {
+	if (timeout_ms < 0 || resume_timeout_ms < -1 || (tls->key_len && !tls->key) ||
+	    (!l->listen && (!host || !port))) {
 		snprintf(msg, cap, "bad connection options (a host and a port are needed to "
-			 "connect; timeouts are >= 0; a key is %d to %d bytes)", MIG_MIN_KEY,
-			 MIG_MAX_KEY);
+			 "connect; timeouts are >= 0)");
 		return -EINVAL;
 	}
-	if (key_len && key_len < MIG_MIN_KEY) {
-		snprintf(msg, cap, "the shared key has %zu bytes; at least %d are needed (128 "
-			 "random bits)", key_len, MIG_MIN_KEY);
-		return -EINVAL;
-	}
+	r = make_transport(l, flags, tls, msg, cap);
+	if (r < 0)
+		return r;
 	l->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (l->stop_efd < 0)
 		return -errno;
 	if (host && !(l->host = strdup(host)))
 		return -ENOMEM;
-	if (key_len) {
-		l->key = malloc(key_len);
-		if (!l->key)
-			return -ENOMEM;
-		memcpy(l->key, key, key_len);
-		l->key_len = key_len;
-	}
 	if (l->listen) {
 		r = fl__sock_listen(host, port, NULL, &l->lfd);
 		if (r < 0) {
@@ -165,13 +190,6 @@ int fl__mig_link_init(struct fl__mig_link *l, uint32_t flags, const char *host, 
 			return r;
 		}
 		fl__sock_local_port(l->lfd, &l->port);
-		if (!key_len && !(flags & FL_MIGRATE_INSECURE) && !bound_to_loopback(l->lfd)) {
-			snprintf(msg, cap, "refusing to listen on %s without a shared key: anyone "
-				 "who can reach it could take the migration (give a key, listen "
-				 "on a loopback address, or set FL_MIGRATE_INSECURE)",
-				 host ? host : "every address");
-			return -EINVAL;
-		}
 	}
 	return 0;
 }
@@ -181,10 +199,8 @@ void fl__mig_link_fini(struct fl__mig_link *l)
 	l->lfd = fl__safe_close(l->lfd);
 	l->stop_efd = fl__safe_close(l->stop_efd);
 	free(l->host);
-	if (l->key) {
-		memset(l->key, 0, l->key_len);
-		free(l->key);
-	}
+	free(l->peer_name);
+	fl__transport_free(l->tr);
 	*l = (struct fl__mig_link){ .lfd = -1, .stop_efd = -1 };
 }
 
@@ -243,15 +259,44 @@ static void peer_name(int fd, char *buf, size_t cap)
 	snprintf(buf, cap, "%s port %u", a, port);
 }
 
-/* The handshake on a new connection @fd (taken, closed on failure), with a fresh nonce. */
+/*
+ * The handshakes on a new connection @fd (taken, closed on failure): TLS
+ * (the listening side is the server), then HELLO with a fresh nonce.
+ */
 static int handshake_on(struct fl__mig_link *l, int fd, struct fl__wire_hello *mine,
 			struct fl__mig_conn *c, struct fl__mig_peer *peer, uint64_t *ret_features,
 			char *msg, size_t cap)
 {
+	struct fl__conn *conn;
+	uint8_t first = 0;
 	int r;
 
 	set_liveness(fd, l->timeout_ms);
-	r = fl__mig_conn_open(c, fd);
+	/*
+	 * A faultline peer in plain TCP (no key, no certificates) starts with a
+	 * HELLO frame, never with a TLS record: tell it why, in its terms.
+	 */
+	if (l->listen && l->tls && recv(fd, &first, 1, MSG_PEEK | MSG_DONTWAIT) == 1 &&
+	    first == 0x89) {
+		struct fl__wire_frame e = {
+			.type = FL__WIRE_ERROR,
+			.version = 1,
+			.error = { .code = FL__WIRE_ERR_AUTH, .msg = "this side requires TLS: give "
+				   "both sides the same key or certificates" },
+		};
+
+		e.error.msg_len = (uint32_t)strlen(e.error.msg);
+		fl__sock_send_frame(fd, &e, MIG_ERROR_SEND_MS);
+		fl__safe_close(fd);
+		snprintf(msg, cap, "the peer speaks plain TCP (no key, no certificates); this "
+			 "side requires TLS");
+		return -EACCES;
+	}
+	r = fl__conn_open(l->tr, fd, l->listen ? FL__CONN_SERVER : FL__CONN_CLIENT,
+			  l->peer_name ? l->peer_name : l->host, l->timeout_ms, &conn, msg, cap);
+	if (r < 0)
+		return r;
+	r = fl__mig_conn_open(c, conn);
 	if (r < 0)
 		return r;
 	if (getrandom(mine->nonce, sizeof(mine->nonce), 0) != (ssize_t)sizeof(mine->nonce))
@@ -455,18 +500,19 @@ void fl__mig_conn_reset(struct fl__mig_conn *c)
 	*c = (struct fl__mig_conn){ .fd = -1 };
 }
 
-int fl__mig_conn_open(struct fl__mig_conn *c, int fd)
+int fl__mig_conn_open(struct fl__mig_conn *c, struct fl__conn *conn)
 {
 	int r;
 
 	fl__mig_conn_reset(c);
-	r = fl__wire_reader_init(&c->rd, fd, 0);
+	r = fl__wire_reader_init_conn(&c->rd, conn, 0);
 	if (r < 0) {
-		fl__safe_close(fd);	/* ours from the call on, also on failure */
+		fl__conn_close(conn);	/* ours from the call on, also on failure */
 		return r;
 	}
 	c->have_rd = true;
-	c->fd = fd;
+	c->conn = conn;
+	c->fd = fl__conn_fd(conn);
 	return 0;
 }
 
@@ -474,7 +520,7 @@ void fl__mig_conn_close(struct fl__mig_conn *c)
 {
 	if (c->have_rd)
 		fl__wire_reader_fini(&c->rd);
-	c->fd = fl__safe_close(c->fd);
+	fl__conn_close(c->conn);
 	fl__mig_conn_reset(c);
 }
 
@@ -490,7 +536,7 @@ int fl__mig_send(struct fl__mig_conn *c, struct fl__wire_frame *f, int timeout_m
 	if (!own_id)
 		f->seq = c->seq;
 	c->seq++;
-	return fl__sock_send_frame(c->fd, f, timeout_ms);
+	return fl__conn_send_frame(c->conn, f, timeout_ms);
 }
 
 void fl__mig_send_error(struct fl__mig_conn *c, uint32_t code, const char *msg)
@@ -511,7 +557,7 @@ void fl__mig_send_error(struct fl__mig_conn *c, uint32_t code, const char *msg)
 	buf[n] = 0;
 	f.error.msg_len = (uint32_t)n;
 	f.seq = c->seq++;
-	fl__sock_send_frame(c->fd, &f, MIG_ERROR_SEND_MS);
+	fl__conn_send_frame(c->conn, &f, MIG_ERROR_SEND_MS);
 }
 
 void fl__mig_peer_fini(struct fl__mig_peer *p)
@@ -588,7 +634,7 @@ int fl__mig_hello_init(struct fl__wire_hello *h, uint8_t role, const struct fl__
 		.version_min = version_min ? version_min : FL__WIRE_VERSION_MIN,
 		.version_max = version_max ? version_max : FL__WIRE_VERSION_MAX,
 		.page_shift = (uint8_t)fl__mig_page_shift(),
-		.flags = flags | (l->key_len ? FL__WIRE_HELLO_AUTH : 0),
+		.flags = flags | (l->tls ? FL__WIRE_HELLO_TLS : 0),
 		.features = MIG_FEATURES,
 		.agent = AGENT,
 		.agent_len = sizeof(AGENT) - 1,
@@ -606,10 +652,9 @@ int fl__mig_handshake(struct fl__mig_conn *c, const struct fl__wire_hello *mine,
 {
 	const uint32_t same = FL__WIRE_HELLO_RESUME | FL__WIRE_HELLO_URGENT;
 	struct fl__wire_frame out = { .type = FL__WIRE_HELLO, .version = 1, .hello = *mine };
-	const struct fl__wire_frame *f;
+	const struct fl__wire_frame *f = NULL;
 	struct fl__wire_agreement ag;
 	struct fl__wire_hello view;
-	uint8_t tr[FL__SHA256_LEN];
 	char why[256];
 	bool disagree;
 	int r;
@@ -617,7 +662,8 @@ int fl__mig_handshake(struct fl__mig_conn *c, const struct fl__wire_hello *mine,
 	c->seq = 0;
 	r = fl__mig_send(c, &out, l->timeout_ms);
 	if (r < 0) {
-		snprintf(msg, cap, "handshake: sending HELLO: %s", strerror(-r));
+		snprintf(msg, cap, "handshake: sending HELLO: %s",
+			 *fl__conn_error(c->conn) ? fl__conn_error(c->conn) : strerror(-r));
 		return r;
 	}
 	r = hs_read(c, l->timeout_ms, FL__WIRE_HELLO, &f, msg, cap);
@@ -642,9 +688,8 @@ int fl__mig_handshake(struct fl__mig_conn *c, const struct fl__wire_hello *mine,
 		return r;
 	}
 	/*
-	 * A disagreement is reported only once AUTH has proved who the peer
-	 * is: the caller learns the session to resume from it, and a stranger
-	 * must not be able to plant one.
+	 * TLS proved who the peer is before its HELLO came (in plain TCP
+	 * nothing can): the caller may learn the session to resume from it.
 	 */
 	disagree = (mine->flags ^ peer->hello.flags) & same;
 	if (!disagree && (mine->flags & same) &&
@@ -653,30 +698,8 @@ int fl__mig_handshake(struct fl__mig_conn *c, const struct fl__wire_hello *mine,
 		fl__mig_send_error(c, FL__WIRE_ERR_SESSION, msg);
 		return -ESTALE;
 	}
-
-	if (mine->role == FL__WIRE_ROLE_SOURCE)
-		fl__wire_transcript(mine, &peer->hello, tr);
-	else
-		fl__wire_transcript(&peer->hello, mine, tr);
-	out = (struct fl__wire_frame){ .type = FL__WIRE_AUTH, .auth.role = mine->role };
 	c->version = ag.version;
-	fl__wire_auth_mac(l->key, l->key_len, mine->role, tr, out.auth.mac);
-	r = fl__mig_send(c, &out, l->timeout_ms);
-	if (r < 0) {
-		snprintf(msg, cap, "handshake: sending AUTH: %s", strerror(-r));
-		return r;
-	}
 	fl__wire_dec_set_version(&c->rd.dec, ag.version);
-	r = hs_read(c, l->timeout_ms, FL__WIRE_AUTH, &f, msg, cap);
-	if (r < 0)
-		return r;
-	r = fl__wire_auth_check(l->key, l->key_len, &f->auth, peer->hello.role, tr, why,
-				sizeof(why));
-	if (r < 0) {
-		snprintf(msg, cap, "handshake: %s", why);
-		fl__mig_send_error(c, fl__wire_error_code_from_errno(r), msg);
-		return r;
-	}
 	if (disagree) {
 		snprintf(msg, cap, "handshake: the peer %s resume the session and %s the urgent "
 			 "channel; this side %s and %s", (peer->hello.flags &

@@ -260,10 +260,12 @@ FL_API int fl_migrate_dest_create(const struct fl_migrate_dest_opts *opts,
 	r = fl__opts_copy(&o, sizeof(o), opts, "fl_migrate_dest_create");
 	if (r < 0)
 		return r;
-	if (o.flags & ~(uint32_t)(FL_MIGRATE_LISTEN | FL_MIGRATE_ANYWHERE | FL_MIGRATE_INSECURE))
+	if (o.flags & ~(uint32_t)(FL_MIGRATE_LISTEN | FL_MIGRATE_ANYWHERE | FL_MIGRATE_INSECURE |
+				  FL_MIGRATE_VERIFY_PEER))
 		return fl__einval(__func__, "unknown flags %#x",
 				  o.flags & ~(uint32_t)(FL_MIGRATE_LISTEN | FL_MIGRATE_ANYWHERE |
-							FL_MIGRATE_INSECURE));
+							FL_MIGRATE_INSECURE |
+							FL_MIGRATE_VERIFY_PEER));
 	d = calloc(1, sizeof(*d));
 	if (!d)
 		return -ENOMEM;
@@ -280,6 +282,7 @@ FL_API int fl_migrate_dest_create(const struct fl_migrate_dest_opts *opts,
 	d->o = o;
 	d->o.host = NULL;
 	d->o.key = NULL;
+	d->o.tls_ca_file = d->o.tls_cert_file = d->o.tls_key_file = d->o.tls_peer_name = NULL;
 	r = fl_uffd_open(&uo, &d->uffd);
 	if (r < 0)
 		goto fail;
@@ -292,8 +295,13 @@ FL_API int fl_migrate_dest_create(const struct fl_migrate_dest_opts *opts,
 	r = fl_pager_start(d->pager);
 	if (r < 0)
 		goto fail;
-	r = fl__mig_link_init(&d->link, o.flags, o.host, o.port, o.key, o.key_len, o.timeout_ms,
-			      o.resume_timeout_ms, msg, sizeof(msg));
+	r = fl__mig_link_init(&d->link, o.flags, o.host, o.port,
+			      &(struct fl__mig_tls){ .key = o.key, .key_len = o.key_len,
+						     .ca_file = o.tls_ca_file,
+						     .cert_file = o.tls_cert_file,
+						     .key_file = o.tls_key_file,
+						     .peer_name = o.tls_peer_name },
+			      o.timeout_ms, o.resume_timeout_ms, msg, sizeof(msg));
 	if (r < 0) {
 		fl__err("migrate: %s", msg[0] ? msg : strerror(-r));
 		goto fail;

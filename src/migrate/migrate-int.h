@@ -15,11 +15,11 @@
 #include "internal.h"
 #include "util.h"
 #include "net/sock.h"
+#include "net/transport.h"
 #include "net/wire.h"
 
 #define MIG_DEFAULT_TIMEOUT 10000	/* ms */
 #define MIG_DEFAULT_RESUME 60000	/* ms */
-#define MIG_MAX_KEY 4096
 #define MIG_ERR_LEN 512
 /* Pages per background frame at full speed: one 2 MiB frame of base pages. */
 #define MIG_BATCH FL__WIRE_MAX_PAGES
@@ -29,8 +29,6 @@
 #define MIG_ERROR_SEND_MS 1000
 /* Connections a listener holds while they have not said anything yet. */
 #define MIG_PENDING 16
-/* The shortest shared key: 128 bits. */
-#define MIG_MIN_KEY 16
 
 /* What both sides offer: the urgent channel, resume, and the pre-copy switch-over bitmap. */
 #define MIG_FEATURES \
@@ -52,21 +50,36 @@ unsigned int fl__mig_region_of(const struct fl__mig_region *r, unsigned int n, u
 
 /* ---------------------------------------------------------------- connections */
 
+/* How the connections are protected: the options' key, or their certificates, or neither. */
+struct fl__mig_tls {
+	const void *key;		/* pre-shared key */
+	size_t key_len;
+	const char *ca_file, *cert_file, *key_file, *peer_name;	/* X.509 */
+};
+
 /* Where this side meets its peer. */
 struct fl__mig_link {
 	bool listen;
 	char *host;			/* NULL: listen on every address */
 	uint16_t port;
 	int lfd;			/* the listening socket, or -1 */
-	uint8_t *key;
-	size_t key_len;
+	struct fl__transport *tr;	/* TLS (key or certificates), or plain TCP */
+	bool tls;			/* tr is not plain TCP */
+	char *peer_name;		/* X.509, connecting: the name to check (NULL: host) */
 	int timeout_ms;
 	int resume_timeout_ms;		/* -1: forever */
 	int stop_efd;			/* eventfd: written when the object is being destroyed */
 };
 
+/*
+ * A key makes the connections TLS 1.3 with that pre-shared key; certificates
+ * make them TLS 1.3 with X.509 (the listening side is the TLS server, and
+ * with FL_MIGRATE_VERIFY_PEER it requires the connecting side's certificate);
+ * neither is plain TCP, which FL_MIGRATE_INSECURE must ask for. -EINVAL with
+ * @msg saying why, the transport's errors for unreadable files.
+ */
 int fl__mig_link_init(struct fl__mig_link *l, uint32_t flags, const char *host, uint16_t port,
-		      const void *key, size_t key_len, int timeout_ms, int resume_timeout_ms,
+		      const struct fl__mig_tls *tls, int timeout_ms, int resume_timeout_ms,
 		      char *msg, size_t cap);
 void fl__mig_link_fini(struct fl__mig_link *l);
 /* Whether destroy asked us to stop (the eventfd is readable). */
@@ -76,7 +89,8 @@ int fl__mig_link_pause(const struct fl__mig_link *l, int ms);
 
 /* One connection of a session, after its handshake. */
 struct fl__mig_conn {
-	int fd;				/* -1: closed */
+	struct fl__conn *conn;		/* NULL: closed */
+	int fd;				/* conn's socket (for shutdown), -1: closed */
 	bool have_rd;
 	struct fl__wire_reader rd;
 	uint8_t version;		/* agreed */
@@ -84,8 +98,8 @@ struct fl__mig_conn {
 };
 
 void fl__mig_conn_reset(struct fl__mig_conn *c);
-/* Take @fd (closed on failure too) and set up its reader. */
-int fl__mig_conn_open(struct fl__mig_conn *c, int fd);
+/* Take @conn (closed on failure too) and set up its reader. */
+int fl__mig_conn_open(struct fl__mig_conn *c, struct fl__conn *conn);
 void fl__mig_conn_close(struct fl__mig_conn *c);
 /*
  * Send @f with the agreed version, numbering it unless it carries its own id
@@ -105,10 +119,10 @@ struct fl__mig_peer {
 void fl__mig_peer_fini(struct fl__mig_peer *p);
 
 /*
- * Handshake on @c: send @mine, read and check the peer's HELLO, exchange and
- * verify AUTH. Fills *@peer (also when the flags disagree), sets c->version.
+ * Handshake on @c, inside its TLS session: send @mine, read and check the
+ * peer's HELLO. Fills *@peer (also when the flags disagree), sets c->version.
  * Returns 0; -EAGAIN when the peer disagrees on RESUME or URGENT (nothing is
- * wrong: the caller learns from *@peer, which AUTH has verified, and tries
+ * wrong: the caller learns from *@peer, whom TLS has authenticated, and tries
  * again); -EACCES,
  * -EPROTONOSUPPORT, -EPROTO, -ESTALE (another session) after sending ERROR;
  * a connection error; or the errno of an ERROR the peer sent. @msg gets a

@@ -201,7 +201,7 @@ FL_API int fl_migrate_source_create(const struct fl_migrate_source_opts *opts,
 		return -EINVAL;
 	if (!o.regions || !o.n_regions || o.n_regions > FL__WIRE_MAX_REGIONS ||
 	    (o.flags & ~(uint32_t)(FL_MIGRATE_LISTEN | FL_MIGRATE_STOP_AND_COPY |
-				   FL_MIGRATE_INSECURE)) ||
+				   FL_MIGRATE_INSECURE | FL_MIGRATE_VERIFY_PEER)) ||
 	    (o.precopy_rounds && !o.stop) || o.blob_len > FL__WIRE_MAX_BLOB ||
 	    (o.blob_len && !o.blob)) {
 		fl__err("migrate: source options: regions (1 to %u), flags, a stop callback for "
@@ -236,6 +236,7 @@ FL_API int fl_migrate_source_create(const struct fl_migrate_source_opts *opts,
 	s->o.regions = NULL;
 	s->o.host = NULL;
 	s->o.key = NULL;
+	s->o.tls_ca_file = s->o.tls_cert_file = s->o.tls_key_file = s->o.tls_peer_name = NULL;
 	s->nreg = o.n_regions;
 	s->reg = calloc(o.n_regions, sizeof(*s->reg));
 	s->wreg = calloc(o.n_regions, sizeof(*s->wreg));
@@ -295,8 +296,13 @@ FL_API int fl_migrate_source_create(const struct fl_migrate_source_opts *opts,
 		r = -EIO;
 		goto fail;
 	}
-	r = fl__mig_link_init(&s->link, o.flags, o.host, o.port, o.key, o.key_len, o.timeout_ms,
-			      o.resume_timeout_ms, msg, sizeof(msg));
+	r = fl__mig_link_init(&s->link, o.flags, o.host, o.port,
+			      &(struct fl__mig_tls){ .key = o.key, .key_len = o.key_len,
+						     .ca_file = o.tls_ca_file,
+						     .cert_file = o.tls_cert_file,
+						     .key_file = o.tls_key_file,
+						     .peer_name = o.tls_peer_name },
+			      o.timeout_ms, o.resume_timeout_ms, msg, sizeof(msg));
 	if (r < 0) {
 		fl__err("migrate: %s", msg[0] ? msg : strerror(-r));
 		goto fail;
@@ -444,7 +450,7 @@ static int send_pages(struct fl_migrate_source *s, struct fl__mig_conn *c, struc
 					sizeof(b->iov) / sizeof(b->iov[0]), &iovcnt);
 	if (len < 0)
 		return len;
-	e = fl__sock_sendv_all(c->fd, b->iov, iovcnt, timeout_ms);
+	e = fl__conn_sendv_all(c->conn, b->iov, iovcnt, timeout_ms);
 	if (e < 0)
 		return e;
 	atomic_fetch_add(&s->st[urgent ? S_URGENT : S_PUSHED], n);

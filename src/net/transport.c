@@ -222,8 +222,8 @@ static int fail(char *msg, size_t cap, int err, const char *fmt, ...)
 	va_end(ap);
 	if (msg && cap)
 		snprintf(msg, cap, "%s", buf);
-	if (err == -EINVAL)
-		fl__err("transport: %s", buf);
+	else if (err == -EINVAL)
+		fl__err("transport: %s", buf);	/* else the caller logs @msg */
 	return err;
 }
 
@@ -438,6 +438,7 @@ static int handshake_error(struct fl__conn *c, int e, enum fl__conn_role role, c
 	const char *who = role == FL__CONN_CLIENT ? "server" : "client";
 	long vr = SSL_get_verify_result(c->ssl);
 	char why[256];
+	int reason;
 
 	if (e == SSL_ERROR_SYSCALL || e == SSL_ERROR_ZERO_RETURN) {
 		ERR_clear_error();
@@ -449,7 +450,12 @@ static int handshake_error(struct fl__conn *c, int e, enum fl__conn_role role, c
 		return fail(msg, cap, -ECONNRESET, "TLS handshake: the %s closed the "
 			    "connection (it may have refused this side's key or certificate)", who);
 	}
+	reason = ERR_GET_REASON(ERR_peek_error());
 	ssl_reason(why, sizeof(why));
+	if (reason == SSL_R_WRONG_VERSION_NUMBER || reason == SSL_R_PACKET_LENGTH_TOO_LONG ||
+	    reason == SSL_R_HTTP_REQUEST)
+		return fail(msg, cap, -EACCES, "TLS handshake with the %s failed: %s (the %s "
+			    "does not speak TLS: plain TCP?)", who, why, who);
 	if (vr != X509_V_OK)
 		return fail(msg, cap, -EACCES, "TLS handshake: the %s's certificate was refused: "
 			    "%s", who, X509_verify_cert_error_string(vr));
@@ -634,11 +640,25 @@ static int io_error(struct fl__conn *c, int e, bool reading)
 		if (c->sys_err)
 			return -c->sys_err;
 		return reading ? 0 : -EPIPE;
-	default:
+	default: {
+		int reason = ERR_GET_REASON(ERR_peek_error());
+
+		/*
+		 * In TLS 1.3 a client learns that the server refused its
+		 * certificate only here, at its first receive.
+		 */
+		if ((reason >= SSL_R_SSLV3_ALERT_BAD_CERTIFICATE &&
+		     reason <= SSL_R_TLSV1_ALERT_ACCESS_DENIED) ||
+		    reason == SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED) {
+			snprintf(c->msg, sizeof(c->msg), "the peer refused this side's "
+				 "certificate: %s", ssl_reason(why, sizeof(why)));
+			return -EACCES;
+		}
 		snprintf(c->msg, sizeof(c->msg), "TLS %s failed: %s (the stream was changed "
 			 "in transit, or the peer failed)", reading ? "receive" : "send",
 			 ssl_reason(why, sizeof(why)));
 		return -EBADMSG;
+	}
 	}
 }
 
@@ -656,6 +676,20 @@ static int tls_write(struct fl__conn *c, const void *buf, size_t len, int timeou
 		if (!ok)
 			e = SSL_get_error(c->ssl, 0);
 		r = ok ? 0 : io_error(c, e, false);
+		if (r == -EPIPE || r == -ECONNRESET) {
+			/*
+			 * The peer hung up: an alert it sent first (it refused
+			 * our certificate) says why better than the reset.
+			 */
+			uint8_t b;
+			size_t got;
+
+			ERR_clear_error();
+			if (!SSL_read_ex(c->ssl, &b, 1, &got) &&
+			    io_error(c, SSL_get_error(c->ssl, 0), true) == -EACCES)
+				r = -EACCES;
+			ERR_clear_error();
+		}
 		pthread_mutex_unlock(&c->lock);
 		if (ok) {
 			buf = (const uint8_t *)buf + n;

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* The wire protocol's frames: validation, encoders, the incremental decoder, the handshake MACs. */
+/* The wire protocol's frames: validation, encoders, the incremental decoder, the HELLO check. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -26,7 +26,6 @@ static const uint8_t magic[4] = { 0x89, 'F', 'L', 'W' };
 
 static const char *const type_names[] = {
 	[FL__WIRE_HELLO] = "HELLO",
-	[FL__WIRE_AUTH] = "AUTH",
 	[FL__WIRE_PAGES] = "PAGES",
 	[FL__WIRE_REQUEST] = "REQUEST",
 	[FL__WIRE_RECEIVED_BITMAP] = "RECEIVED_BITMAP",
@@ -89,7 +88,7 @@ static bool shift_ok(unsigned int shift)
 
 static int check_hello(const struct fl__wire_hello *h, char *msg, size_t cap)
 {
-	const uint32_t known = FL__WIRE_HELLO_AUTH | FL__WIRE_HELLO_RESUME | FL__WIRE_HELLO_URGENT;
+	const uint32_t known = FL__WIRE_HELLO_TLS | FL__WIRE_HELLO_RESUME | FL__WIRE_HELLO_URGENT;
 
 	if (h->role != FL__WIRE_ROLE_SOURCE && h->role != FL__WIRE_ROLE_DESTINATION)
 		return say(msg, cap, "role %u is neither source (1) nor destination (2)", h->role);
@@ -230,6 +229,9 @@ static int check_header(unsigned int version, unsigned int type, unsigned int fl
 {
 	char tn[16];
 
+	if (type == FL__WIRE_RETIRED_AUTH)
+		return say(msg, cap, "unknown frame type 2 (AUTH, sent by faultline before 0.3; "
+			   "0.3 and later authenticate with TLS)");
 	if (type < 1 || type > FL__WIRE_TYPE_MAX)
 		return say(msg, cap, "unknown frame type %u", type);
 	if (flags & ~allowed_flags(type))
@@ -257,13 +259,6 @@ static int payload_size(const struct fl__wire_frame *f, uint32_t *ret_meta, char
 			return r;
 		meta = FL__WIRE_HELLO_FIXED + f->hello.n_regions * FL__WIRE_REGION_LEN +
 		       f->hello.agent_len;
-		break;
-	case FL__WIRE_AUTH:
-		if (f->auth.role != FL__WIRE_ROLE_SOURCE &&
-		    f->auth.role != FL__WIRE_ROLE_DESTINATION)
-			return say(msg, cap, "AUTH role %u is neither source nor destination",
-				   f->auth.role);
-		meta = FL__WIRE_AUTH_LEN;
 		break;
 	case FL__WIRE_PAGES: {
 		const struct fl__wire_pages *p = &f->pages;
@@ -384,11 +379,6 @@ static void put_meta(uint8_t *p, const struct fl__wire_frame *f)
 			put_region(p, &f->hello.regions[i]);
 		if (f->hello.agent_len)
 			memcpy(p, f->hello.agent, f->hello.agent_len);
-		break;
-	case FL__WIRE_AUTH:
-		memset(p, 0, 8);
-		p[0] = f->auth.role;
-		memcpy(p + 8, f->auth.mac, FL__WIRE_MAC_LEN);
 		break;
 	case FL__WIRE_REQUEST:
 		fl__put_le32(p, f->request.region_id);
@@ -680,9 +670,6 @@ static int check_payload_len(struct fl__wire_dec *d)
 		hi = FL__WIRE_HELLO_FIXED + FL__WIRE_MAX_REGIONS * FL__WIRE_REGION_LEN +
 		     FL__WIRE_MAX_AGENT;
 		break;
-	case FL__WIRE_AUTH:
-		lo = hi = FL__WIRE_AUTH_LEN;
-		break;
 	case FL__WIRE_PAGES:
 		lo = FL__WIRE_PAGES_FIXED + FL__WIRE_PAGE_ENTRY;
 		hi = FL__WIRE_PAGES_FIXED + FL__WIRE_MAX_PAGES * FL__WIRE_PAGE_ENTRY +
@@ -966,15 +953,6 @@ static int parse_meta(struct fl__wire_dec *d)
 	switch (f->type) {
 	case FL__WIRE_HELLO:
 		return parse_hello(d);
-	case FL__WIRE_AUTH:
-		f->auth.role = m[0];
-		memcpy(f->auth.mac, m + 8, FL__WIRE_MAC_LEN);
-		if (m[1] | m[2] | m[3] | m[4] | m[5] | m[6] | m[7])
-			return fail(d, -EPROTO, "AUTH: reserved bytes 1-7 are not zero");
-		if (m[0] != FL__WIRE_ROLE_SOURCE && m[0] != FL__WIRE_ROLE_DESTINATION)
-			return fail(d, -EPROTO, "AUTH: role %u is neither source nor destination",
-				    m[0]);
-		return 0;
 	case FL__WIRE_REQUEST:
 		f->request.region_id = fl__le32(m);
 		f->request.count = fl__le32(m + 4);
@@ -1244,9 +1222,6 @@ bool fl__wire_frame_equal(const struct fl__wire_frame *a, const struct fl__wire_
 		}
 		return true;
 	}
-	case FL__WIRE_AUTH:
-		return a->auth.role == b->auth.role &&
-		       !memcmp(a->auth.mac, b->auth.mac, sizeof(a->auth.mac));
 	case FL__WIRE_PAGES: {
 		const struct fl__wire_pages *x = &a->pages, *y = &b->pages;
 
@@ -1287,12 +1262,6 @@ bool fl__wire_frame_equal(const struct fl__wire_frame *a, const struct fl__wire_
 
 /* -------------------------------------------------------------- handshake */
 
-static const char transcript_label[] = "faultline wire v1 handshake";
-static const char *const mac_label[] = {
-	[FL__WIRE_ROLE_SOURCE] = "faultline wire v1 source MAC",
-	[FL__WIRE_ROLE_DESTINATION] = "faultline wire v1 destination MAC",
-};
-
 static int fmt(char *msg, size_t cap, int err, const char *f, ...)
 	__attribute__((format(printf, 4, 5)));
 static int fmt(char *msg, size_t cap, int err, const char *f, ...)
@@ -1327,10 +1296,12 @@ int fl__wire_negotiate(const struct fl__wire_hello *mine, const struct fl__wire_
 	if (mine->page_shift != peer->page_shift)
 		return fmt(msg, msg_cap, -EPROTO, "page sizes differ: %u bytes here, %u on the "
 			   "peer", 1u << mine->page_shift, 1u << peer->page_shift);
-	if ((mine->flags ^ peer->flags) & FL__WIRE_HELLO_AUTH)
-		return fmt(msg, msg_cap, -EACCES, (mine->flags & FL__WIRE_HELLO_AUTH) ?
-			   "this side requires a shared key, and the peer has none" :
-			   "the peer requires a shared key, and this side has none");
+	if ((mine->flags ^ peer->flags) & FL__WIRE_HELLO_TLS)
+		return fmt(msg, msg_cap, -EACCES, (mine->flags & FL__WIRE_HELLO_TLS) ?
+			   "this side runs the connection inside TLS, and the peer says it "
+			   "does not (something in between ends TLS?)" :
+			   "the peer says it runs the connection inside TLS, and this side "
+			   "does not (something in between adds TLS?)");
 	if ((mine->flags ^ peer->flags) & same)
 		return fmt(msg, msg_cap, -EPROTO, "the peer's HELLO flags 0x%x do not match "
 			   "ours 0x%x (resume, urgent channel)", peer->flags & same,
@@ -1342,67 +1313,5 @@ int fl__wire_negotiate(const struct fl__wire_hello *mine, const struct fl__wire_
 		.version = (uint8_t)hi,
 		.features = mine->features & peer->features,
 	};
-	return 0;
-}
-
-/* The payload of @h, exactly as put_meta() writes it, into @sha. */
-static void hash_hello(struct fl__sha256 *sha, const struct fl__wire_hello *h)
-{
-	uint8_t buf[FL__WIRE_HELLO_FIXED];
-	uint32_t len = FL__WIRE_HELLO_FIXED + h->n_regions * FL__WIRE_REGION_LEN + h->agent_len;
-
-	fl__put_le32(buf, len);
-	fl__sha256_update(sha, buf, 4);
-	put_hello_fixed(buf, h);
-	fl__sha256_update(sha, buf, FL__WIRE_HELLO_FIXED);
-	for (uint32_t i = 0; i < h->n_regions; i++) {
-		put_region(buf, &h->regions[i]);
-		fl__sha256_update(sha, buf, FL__WIRE_REGION_LEN);
-	}
-	if (h->agent_len)
-		fl__sha256_update(sha, h->agent, h->agent_len);
-}
-
-void fl__wire_transcript(const struct fl__wire_hello *source,
-			 const struct fl__wire_hello *destination, uint8_t ret[FL__SHA256_LEN])
-{
-	struct fl__sha256 sha;
-
-	fl__sha256_init(&sha);
-	fl__sha256_update(&sha, transcript_label, sizeof(transcript_label) - 1);
-	hash_hello(&sha, source);
-	hash_hello(&sha, destination);
-	fl__sha256_final(&sha, ret);
-}
-
-void fl__wire_auth_mac(const void *key, size_t keylen, uint8_t role,
-		       const uint8_t transcript[FL__SHA256_LEN], uint8_t ret[FL__WIRE_MAC_LEN])
-{
-	const char *label = role == FL__WIRE_ROLE_SOURCE ? mac_label[FL__WIRE_ROLE_SOURCE] :
-			    mac_label[FL__WIRE_ROLE_DESTINATION];
-	struct fl__hmac_sha256 h;
-
-	fl__hmac_sha256_init(&h, key, keylen);
-	fl__hmac_sha256_update(&h, label, strlen(label));
-	fl__hmac_sha256_update(&h, transcript, FL__SHA256_LEN);
-	fl__hmac_sha256_final(&h, ret);
-}
-
-int fl__wire_auth_check(const void *key, size_t keylen, const struct fl__wire_auth *a,
-			uint8_t peer_role, const uint8_t transcript[FL__SHA256_LEN], char *msg,
-			size_t msg_cap)
-{
-	uint8_t want[FL__WIRE_MAC_LEN];
-	bool ok;
-
-	if (a->role != peer_role)
-		return fmt(msg, msg_cap, -EPROTO, "AUTH from role %u, expected the %s's", a->role,
-			   peer_role == FL__WIRE_ROLE_SOURCE ? "source" : "destination");
-	fl__wire_auth_mac(key, keylen, peer_role, transcript, want);
-	ok = fl__ct_equal(want, a->mac, sizeof(want));
-	explicit_bzero(want, sizeof(want));
-	if (!ok)
-		return fmt(msg, msg_cap, -EACCES, "authentication failed: the peer's MAC does not "
-			   "match (a different shared key, or the HELLOs were altered in transit)");
 	return 0;
 }

@@ -8,8 +8,6 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#include "sha256.h"
-
 /*
  * doc/wire-protocol.md is the specification; this header is its codec. Every
  * integer on the wire is little-endian. A frame is a 32-byte header followed
@@ -48,12 +46,10 @@
 #define FL__WIRE_MAX_ERROR_MSG 1024u	/* bytes of an ERROR message */
 #define FL__WIRE_NONCE_LEN 32
 #define FL__WIRE_SESSION_LEN 16
-#define FL__WIRE_MAC_LEN FL__SHA256_LEN
 
 /* Fixed payload parts, in bytes. */
 #define FL__WIRE_HELLO_FIXED 72
 #define FL__WIRE_REGION_LEN 24
-#define FL__WIRE_AUTH_LEN 40
 #define FL__WIRE_PAGES_FIXED 16
 #define FL__WIRE_PAGE_ENTRY 8
 #define FL__WIRE_REQUEST_LEN 16
@@ -73,7 +69,7 @@
 
 enum fl__wire_type {
 	FL__WIRE_HELLO = 1,		/* both ways, first: versions, role, session, regions */
-	FL__WIRE_AUTH = 2,		/* both ways, second: HMAC over the two HELLOs */
+	/* 2 was AUTH (an HMAC of the HELLOs) until 0.3: TLS authenticates now; refused. */
 	FL__WIRE_PAGES = 3,		/* a run of pages: data with a CRC32C each, or zero */
 	FL__WIRE_REQUEST = 4,		/* destination to source: send these pages now */
 	FL__WIRE_RECEIVED_BITMAP = 5,	/* destination to source on resume: pages it holds */
@@ -84,6 +80,9 @@ enum fl__wire_type {
 	FL__WIRE_PONG = 10,		/* answers PING with its seq */
 	FL__WIRE_TYPE_MAX = FL__WIRE_PONG,
 };
+
+/* The retired AUTH type: a peer older than 0.3 sends it after its HELLO. */
+#define FL__WIRE_RETIRED_AUTH 2
 
 /* Header flags. */
 enum {
@@ -104,7 +103,7 @@ enum fl__wire_role {
 
 /* HELLO flags. */
 enum {
-	FL__WIRE_HELLO_AUTH = 1u << 0,	 /* this side has a shared key, requires the peer's */
+	FL__WIRE_HELLO_TLS = 1u << 0,	 /* this side runs the connection inside TLS */
 	FL__WIRE_HELLO_RESUME = 1u << 1, /* resume session_id (the destination echoes it) */
 	FL__WIRE_HELLO_URGENT = 1u << 2, /* this connection is session_id's urgent channel */
 };
@@ -150,11 +149,6 @@ struct fl__wire_hello {
 	const struct fl__wire_region *regions;
 	uint32_t agent_len;		/* printable ASCII, e.g. "faultline 0.2.0" */
 	const char *agent;		/* decoded: NUL-terminated too */
-};
-
-struct fl__wire_auth {
-	uint8_t role;			/* whose MAC this is */
-	uint8_t mac[FL__WIRE_MAC_LEN];
 };
 
 struct fl__wire_page {
@@ -215,7 +209,6 @@ struct fl__wire_frame {
 	uint64_t seq;
 	union {
 		struct fl__wire_hello hello;
-		struct fl__wire_auth auth;
 		struct fl__wire_pages pages;
 		struct fl__wire_request request;
 		struct fl__wire_bitmap bitmap;
@@ -357,12 +350,10 @@ int fl__wire_error_code_to_errno(uint32_t code);
 /* -------------------------------------------------------------- handshake */
 
 /*
- * The handshake (doc/wire-protocol.md, "Authentication"): each side sends its
- * HELLO, then checks the peer's with fl__wire_negotiate(). Both hash the two
- * HELLOs (fl__wire_transcript), and each sends an AUTH frame with
- * fl__wire_auth_mac(its role). Each checks the peer's with fl__wire_auth_check().
- * Without a shared key the key is empty: the MACs then only prove that both
- * sides saw the same HELLOs.
+ * The handshake (doc/wire-protocol.md, "Handshake"): inside the transport's
+ * TLS session (src/net/transport.h), which has already authenticated the
+ * peer, each side sends its HELLO and checks the peer's with
+ * fl__wire_negotiate().
  */
 
 /* What both sides agreed on. */
@@ -373,33 +364,11 @@ struct fl__wire_agreement {
 
 /*
  * Check the peer's HELLO against ours: complementary roles, a common version
- * (-EPROTONOSUPPORT), the same base page size (-EPROTO), both or neither with
- * a key (-EACCES), the same RESUME and URGENT flags and session when either
- * is set (-EPROTO). @msg (may be NULL) gets a sentence.
+ * (-EPROTONOSUPPORT), the same base page size (-EPROTO), both or neither
+ * inside TLS (-EACCES), the same RESUME and URGENT flags and session when
+ * either is set (-EPROTO). @msg (may be NULL) gets a sentence.
  */
 int fl__wire_negotiate(const struct fl__wire_hello *mine, const struct fl__wire_hello *peer,
 		       char *msg, size_t msg_cap, struct fl__wire_agreement *ret);
-
-/*
- * The handshake transcript: SHA-256 over a label, then each HELLO's payload
- * (the source's first) as the encoder writes it, each after its length. Both
- * sides compute it from the HELLO they sent and the one they decoded, so any
- * field changed in transit changes it. The nonces make it unique per connection.
- */
-void fl__wire_transcript(const struct fl__wire_hello *source,
-			 const struct fl__wire_hello *destination, uint8_t ret[FL__SHA256_LEN]);
-
-/* The MAC that @role sends: HMAC-SHA256(key, label of @role || transcript). */
-void fl__wire_auth_mac(const void *key, size_t keylen, uint8_t role,
-		       const uint8_t transcript[FL__SHA256_LEN], uint8_t ret[FL__WIRE_MAC_LEN]);
-
-/*
- * Check a received AUTH: it must come from @peer_role and carry the MAC of
- * @key over @transcript (compared in constant time). -EACCES if not, -EPROTO
- * for a wrong role; @msg (may be NULL) gets a sentence.
- */
-int fl__wire_auth_check(const void *key, size_t keylen, const struct fl__wire_auth *a,
-			uint8_t peer_role, const uint8_t transcript[FL__SHA256_LEN], char *msg,
-			size_t msg_cap);
 
 #endif /* FL_NET_WIRE_H */
