@@ -1244,3 +1244,45 @@ TEST(snapshot_live_unprotect_event_pending)
 	unlink(path);
 	free(path);
 }
+
+/*
+ * The instant write-protects while nobody reads events; a discard another
+ * thread queued just before it makes the kernel refuse (EAGAIN) until the
+ * event is read. Taking snapshots while a thread discards pages in a loop:
+ * every take succeeds (it lets the event be read and tries again) and each
+ * file holds the pages nobody discarded as they are.
+ */
+TEST(snapshot_live_take_while_discarding)
+{
+	size_t ps = t_page_size(), npages = 16 + 256, len = npages * ps;
+	struct eagain_ctx c = { .base = t_map_anon(len), .ps = ps, .npages = npages };
+	struct fl_snapshot_range r = { .addr = c.base, .len = len, .mem = FL_MEM_ANON };
+	struct fl_snapshot_live *s = NULL;
+	uint8_t *buf = malloc(ps);
+	unsigned long b;
+
+	T_ASSERT(buf);
+	memset(c.base, 3, len);
+	T_ASSERT_OK(fl_snapshot_live_create(&r, 1, NULL, &s));
+	b = t_thread_start(eagain_discarder, &c);
+	for (int i = 0; i < 50; i++) {
+		char *path = tmp_path("take-discard");
+		uint8_t id[16];
+		struct rd_file f;
+
+		take_into(s, path, NULL, id);
+		rd_open(&f, path);
+		for (size_t pg = 16; pg < npages; pg++) {
+			T_ASSERT_EQ(rd_page(&f, 1, 0, pg, buf), FL__SNAP_DATA);
+			T_ASSERT(t_all(buf, ps, 3));
+		}
+		rd_close(&f);
+		unlink(path);
+		free(path);
+	}
+	atomic_store(&c.stop, true);
+	t_thread_join(b);
+	fl_snapshot_live_destroy(s);
+	munmap(c.base, len);
+	free(buf);
+}

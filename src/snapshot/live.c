@@ -125,9 +125,11 @@ struct lv_range {
 	bool registered, attached;
 };
 
+/* A write-protect fault to handle: page @pg of @r, or with @r NULL the page at @addr outside every range. */
 struct lv_item {
 	struct lv_range *r;
 	size_t pg;
+	uintptr_t addr;
 };
 
 struct fl_snapshot_live {
@@ -558,7 +560,8 @@ static void q_add(struct fl_snapshot_live *s, struct lv_range *r, size_t pg, boo
 		s->q = q;
 		s->qcap = cap;
 	}
-	s->q[s->qn++] = (struct lv_item){ .r = r, .pg = pg };
+	s->q[s->qn++] = r ? (struct lv_item){ .r = r, .pg = pg } :
+			    (struct lv_item){ .addr = (uintptr_t)pg };
 	pthread_mutex_unlock(&s->qlock);
 	if (wake && write(s->q_efd, &one, sizeof(one)) < 0)
 		(void)0;	/* the counter is full: the thread is woken anyway */
@@ -653,6 +656,50 @@ static void apply_event(struct fl_snapshot_live *s, const struct fl_event *ev)
 	}
 }
 
+/*
+ * A write-protect fault at @addr outside every range (a piece moved away):
+ * no longer ours to save; let the write go on. False if the kernel refused
+ * (an event pends).
+ */
+static bool release_orphan(struct fl_snapshot_live *s, uintptr_t addr)
+{
+	int e = fl_uffd_writeprotect(s->u, (void *)(addr & ~(uintptr_t)(fl__page_size() - 1)),
+				     fl__page_size(), 0);
+
+	if (e == -EINVAL)
+		e = fl_uffd_writeprotect(s->u, (void *)(addr & ~(uintptr_t)((2u << 20) - 1)),
+					 2u << 20, 0);
+	return e != -EAGAIN;
+}
+
+/*
+ * Read the events of our own userfaultfd once (nobody else reads them) and
+ * apply them; the write-protect faults read with them are queued for the
+ * fault thread (woken), none dropped. Under either side of the instant.
+ */
+static void read_own_events(struct fl_snapshot_live *s)
+{
+	struct fl_event evs[LV_EVENTS];
+	int n;
+
+	atomic_fetch_add(&s->ev_seq, 1);
+	n = fl_uffd_read_events(s->u, evs, LV_EVENTS);
+	for (int i = 0; i < n; i++)
+		if (evs[i].type != FL_EVENT_PAGEFAULT)
+			apply_event(s, &evs[i]);
+	atomic_fetch_add(&s->ev_seq, 1);
+	for (int i = 0; i < n; i++) {
+		uintptr_t a = (uintptr_t)evs[i].fault.addr;
+		struct lv_range *fr;
+		size_t fpg;
+
+		if (evs[i].type != FL_EVENT_PAGEFAULT || !(evs[i].flags & FL_FAULT_WP))
+			continue;
+		fr = find_plain(s, a, &fpg);
+		q_add(s, fr, fr ? fpg : (size_t)a, true);
+	}
+}
+
 static void handle_plain_fault(struct fl_snapshot_live *s, const struct fl_event *ev)
 {
 	uintptr_t addr = (uintptr_t)ev->fault.addr;
@@ -662,45 +709,18 @@ static void handle_plain_fault(struct fl_snapshot_live *s, const struct fl_event
 	if (!(ev->flags & FL_FAULT_WP))
 		return;
 	r = find_plain(s, addr, &pg);
-	if (r) {
-		/*
-		 * Unprotecting is refused while an event pends: read the events
-		 * (ours: nobody else reads them), apply them, and try again; the
-		 * faults read with them are queued. After a few tries the fault is
-		 * queued and retried by the fault thread's loop.
-		 */
-		for (int tries = 0; !handle_wp(r, pg); tries++) {
-			struct fl_event evs[LV_EVENTS];
-			int n;
-
-			if (tries == 16) {
-				q_add(s, r, pg, false);
-				return;
-			}
-			atomic_fetch_add(&s->ev_seq, 1);
-			n = fl_uffd_read_events(s->u, evs, LV_EVENTS);
-			for (int i = 0; i < n; i++)
-				if (evs[i].type != FL_EVENT_PAGEFAULT)
-					apply_event(s, &evs[i]);
-			atomic_fetch_add(&s->ev_seq, 1);
-			for (int i = 0; i < n; i++) {
-				size_t fpg;
-				struct lv_range *fr;
-
-				if (evs[i].type != FL_EVENT_PAGEFAULT || !(evs[i].flags & FL_FAULT_WP))
-					continue;
-				fr = find_plain(s, (uintptr_t)evs[i].fault.addr, &fpg);
-				if (fr)
-					q_add(s, fr, fpg, false);
-			}
+	/*
+	 * Unprotecting is refused while an event pends: read the events, apply
+	 * them, and try again. After a few tries the fault is queued and
+	 * retried by the fault thread's loop.
+	 */
+	for (int tries = 0; r ? !handle_wp(r, pg) : !release_orphan(s, addr); tries++) {
+		if (tries == 16) {
+			q_add(s, r, r ? pg : (size_t)addr, false);
+			return;
 		}
-		return;
+		read_own_events(s);
 	}
-	/* A piece moved away: no longer ours to save; let the write go on. */
-	if (fl_uffd_writeprotect(s->u, (void *)(addr & ~(uintptr_t)(fl__page_size() - 1)),
-				 fl__page_size(), 0) == -EINVAL)
-		fl_uffd_writeprotect(s->u, (void *)(addr & ~(uintptr_t)((2u << 20) - 1)), 2u << 20,
-				     0);
 }
 
 static void read_uffd(struct fl_snapshot_live *s)
@@ -748,10 +768,10 @@ static bool drain_queue(struct fl_snapshot_live *s)
 		s->qn--;
 		pthread_mutex_unlock(&s->qlock);
 		pthread_rwlock_rdlock(&s->instant);
-		done = handle_wp(it.r, it.pg);
+		done = it.r ? handle_wp(it.r, it.pg) : release_orphan(s, it.addr);
 		pthread_rwlock_unlock(&s->instant);
 		if (!done) {
-			q_add(s, it.r, it.pg, false);
+			q_add(s, it.r, it.r ? it.pg : (size_t)it.addr, false);
 			again = true;
 		}
 	}
@@ -1172,6 +1192,9 @@ static void unprotect_all(struct lv_range *r)
 					"wait until it is read)" : "");
 }
 
+/* Instants tried while an unread event makes the kernel refuse to protect (about 1 ms apart). */
+#define LV_TAKE_TRIES 1000
+
 /* Take (@hold) or give back the read token of each pager with a region among the ranges. */
 static void hold_pagers(struct fl_snapshot_live *s, bool hold)
 {
@@ -1291,11 +1314,37 @@ FL_API int fl_snapshot_live_take(struct fl_snapshot_live *s, struct fl_snapshot_
 	 * the instant or happens after it (the kernel lets the thread in
 	 * madvise() or munmap() go on only once its event is read).
 	 */
-	t0 = fl__now_ns();
-	hold_pagers(s, true);
-	pthread_rwlock_wrlock(&s->instant);
-	for (i = 0; i < s->n && !e; i++)
-		e = protect(&s->r[i], true);
+	for (int attempt = 1;; attempt++) {
+		t0 = fl__now_ns();
+		hold_pagers(s, true);
+		pthread_rwlock_wrlock(&s->instant);
+		for (i = 0; i < s->n && !e; i++) {
+			e = protect(&s->r[i], true);
+			/*
+			 * Plain memory: the event that makes the kernel refuse is
+			 * ours to read, inside the instant (it came before it).
+			 */
+			for (int k = 0; e == -EAGAIN && !s->r[i].region && k < 16; k++) {
+				read_own_events(s);
+				e = protect(&s->r[i], true);
+			}
+		}
+		if (e != -EAGAIN || attempt == LV_TAKE_TRIES)
+			break;
+		/*
+		 * Another thread's discard, unmap, mremap or fork queued an event
+		 * before the instant, unread since: the kernel protects nothing
+		 * until it is read. Undo, let it be read, and start again. Tracking
+		 * loses nothing: a page written since the last instant keeps its
+		 * dirty mark when it is protected again.
+		 */
+		for (size_t k = 0; k + 1 < i && !track; k++)
+			protect(&s->r[k], false);
+		pthread_rwlock_unlock(&s->instant);
+		hold_pagers(s, false);
+		poll(NULL, 0, 1);
+		e = 0;
+	}
 	if (e) {
 		fl__err("snapshot: write-protecting range %zu: %s", i - 1, strerror(-e));
 		/* Tracking cannot trust what it knows now: the next incremental saves it all. */
