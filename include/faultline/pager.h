@@ -161,6 +161,110 @@ FL_API struct fl_uffd *fl_pager_uffd(struct fl_pager *p);
  */
 FL_API int fl_pager_dispatch(struct fl_pager *p);
 
+/* ---------------------------------------------------------------- budgets */
+
+/*
+ * A memory budget: a cap on the bytes that regions sharing it may hold
+ * resident, kept by evicting pages in the background. Any number of
+ * regions, of one pager or of several, may share one budget. Opaque.
+ *
+ * "Resident" counts every page the pager installed (or found present) in
+ * a region of the budget and has not since evicted, and that the program
+ * has not discarded or unmapped: data pages and zero pages alike (a zero
+ * page takes memory once written). Pages the program wrote into memory
+ * it registered itself before the region was added count once the pager
+ * learns of them.
+ *
+ * Eviction starts when resident bytes pass @high and brings them under
+ * @low, @batch bytes per step, on a thread of the budget ("fl-evict"), in
+ * every pager mode. A fault (or fl_region_populate()) that would take
+ * resident past @bytes + @batch waits for eviction to make room; no other
+ * fault waits for it, and a fault on a page being evicted waits only for
+ * that page. See faultline(7), "Budgets", for how pages are dropped, what
+ * may not be evicted, and the policies' costs.
+ */
+struct fl_budget;
+
+/* Which resident pages eviction picks. */
+enum fl_evict_policy {
+	/* First in, first out: the page installed longest ago (umap's policy). */
+	FL_EVICT_FIFO = 0,
+	/*
+	 * Two queues (2Q): pages are installed into a probation queue; a page
+	 * that faults back soon after its eviction (within about one budget's
+	 * worth of later evictions) is installed into a protected queue, which
+	 * is evicted only while the probation queue holds less than a quarter
+	 * of the resident pages. A hot set survives scans and random cold
+	 * reads that FIFO would let push it out. Learns from faults alone: no
+	 * page is unmapped to watch it, so it costs no extra faults.
+	 */
+	FL_EVICT_2Q = 1,
+};
+
+struct fl_budget_opts {
+	size_t sz;			/* sizeof(struct fl_budget_opts) */
+	uint64_t bytes;			/* the budget; at least 2 pages of 4 KiB */
+	/*
+	 * Watermarks in bytes, low < high <= bytes. 0: high = bytes - batch,
+	 * low = high - batch (at least one 4 KiB page each).
+	 */
+	uint64_t high, low;
+	enum fl_evict_policy policy;
+	size_t batch;			/* bytes evicted per step, a multiple of 4096, at most
+					   bytes / 2; 0: bytes / 16 rounded down to 4 KiB,
+					   between 4 KiB and 4 MiB */
+};
+
+/*
+ * fl_budget_create - a budget with no regions yet; starts its eviction
+ * thread. Regions join it through fl_region_opts.budget. Returns 0,
+ * -EINVAL (bad options, logged), -ENOMEM, or pthread_create's -errno.
+ * Thread safety: any thread.
+ */
+FL_API int fl_budget_create(const struct fl_budget_opts *opts, struct fl_budget **ret);
+
+/*
+ * fl_budget_destroy - stop the eviction thread and free. Every region of
+ * the budget must have been removed first (a region still in it is left
+ * alone and the budget is not freed: logged). Accepts NULL.
+ * Thread safety: any thread, once no region uses the budget.
+ */
+FL_API void fl_budget_destroy(struct fl_budget *b);
+
+struct fl_budget_stats {
+	size_t sz;			/* the caller sets sizeof(struct fl_budget_stats); on
+					   return, the bytes the library filled */
+	uint64_t bytes, high, low, batch;	/* as configured (defaults resolved) */
+	uint64_t resident;		/* bytes resident now (see above) */
+	uint64_t resident_max;		/* the most bytes ever resident at once */
+	uint64_t evicted;		/* bytes evicted (dropped, after any write-back) */
+	uint64_t written_back;		/* bytes written to a store before being dropped */
+	uint64_t refaults;		/* bytes brought in again after their eviction */
+	uint64_t passes;		/* eviction steps (each up to one batch) */
+	uint64_t waits;			/* faults that waited for eviction to make room */
+	uint64_t skipped;		/* pages eviction picked but left: in flight, watched by a
+					   live snapshot, or not evictable (faultline(7)) */
+	uint64_t regions;		/* regions in the budget now */
+};
+
+/* A snapshot of the budget's counters. Returns 0 or -EINVAL. Thread safety: any thread. */
+FL_API int fl_budget_stats(const struct fl_budget *b, struct fl_budget_stats *ret);
+
+/*
+ * Volatile regions: pages eviction may drop without writing them back,
+ * whatever the program wrote into them. What a later access finds:
+ */
+enum fl_volatile {
+	FL_VOLATILE_NONE = 0,	/* not volatile: pages written are written back first
+				   (a store that can write, with dirty tracking) */
+	FL_VOLATILE_STORE = 1,	/* the store's page, as if never written (a cache) */
+	FL_VOLATILE_ZERO = 2,	/* zeros */
+	FL_VOLATILE_SIGBUS = 3,	/* SIGBUS at that address (si_addr), so the program can
+				   regenerate the page: fl_region_advise(FL_ADVISE_WILLNEED)
+				   on it then gives a zero page to write into. Needs
+				   UFFDIO_POISON (Linux 6.6) */
+};
+
 /* How pages are put into the region. */
 enum fl_install {
 	FL_INSTALL_AUTO = 0,	/* MOVE when the store can hand pages over, CONTINUE for
@@ -234,6 +338,16 @@ struct fl_region_opts {
 	const char *ws_loading_set;	/* that working set's loading set, or NULL: read the
 					   pages from the store */
 	size_t ws_batch;		/* bytes per batch; 0: 2 MiB */
+	/*
+	 * Memory budget (0.3; see struct fl_budget): borrowed, must outlive
+	 * the region. NULL: the region's pages are never evicted. Needs
+	 * memory of this process (not a borrowed userfaultfd's other process),
+	 * and for SHMEM/HUGETLB regions the memfd behind the range; not with
+	 * ws_replay. -EOPNOTSUPP where this kernel cannot drop pages unseen
+	 * (private anonymous memory in THREADS mode needs UFFDIO_MOVE, 6.8).
+	 */
+	struct fl_budget *budget;
+	enum fl_volatile vol;		/* with a budget: see enum fl_volatile */
 };
 
 /*
@@ -274,6 +388,29 @@ FL_API size_t fl_region_len(const struct fl_region *r);
  */
 FL_API int fl_region_populate(struct fl_region *r, uint64_t off, size_t len);
 
+/* Advice for fl_region_advise(). */
+enum fl_advice {
+	FL_ADVISE_NORMAL = 0,	/* no advice: forget what DONTNEED said */
+	FL_ADVISE_WILLNEED = 1,	/* bring the pages in now, in the background of faults
+				   (as fl_region_populate, within the budget) */
+	FL_ADVISE_DONTNEED = 2,	/* evict these first; a volatile region's pages are
+				   dropped at once */
+};
+
+/*
+ * fl_region_advise - tell the pager how [off, off+len) will be used
+ * (offsets in bytes, multiples of the region's page size). WILLNEED
+ * populates the range (waiting for eviction to make room where the budget
+ * is full) and returns its first error; on pages of a FL_VOLATILE_SIGBUS
+ * region that eviction dropped it installs zero pages for the program to
+ * regenerate. DONTNEED marks resident pages to be evicted before any other
+ * (a region without a budget: -EINVAL); on a volatile region it drops them
+ * now (they then read as its fl_volatile says). Returns 0, -EINVAL (bad
+ * range or advice, logged), -ECHILD, or populate's error.
+ * Thread safety: any thread.
+ */
+FL_API int fl_region_advise(struct fl_region *r, uint64_t off, size_t len, int advice);
+
 #define FL_LAT_BUCKETS 32
 
 struct fl_region_stats {
@@ -303,6 +440,11 @@ struct fl_region_stats {
 					   their faults read the store */
 	uint64_t ws_done_ns;		/* replay: from fl_region_add() to the last batch
 					   installed; 0 while it runs */
+	/* Budgets (0.3; see struct fl_budget), in pages of the region. */
+	uint64_t resident;		/* pages resident now */
+	uint64_t evicted;		/* pages evicted */
+	uint64_t written_back;		/* pages written to the store before being dropped */
+	uint64_t refaults;		/* pages brought in again after their eviction */
 };
 
 /* A snapshot of the region's counters. Thread safety: any thread. */
