@@ -6,6 +6,20 @@
 #include "harness.h"
 
 #define T_ALL_TESTS(X)                                                             \
+	/* test-budget.c: memory budgets and eviction */                          \
+	X(budget_create_options, 0, 0, 0)                                          \
+	X(budget_region_options, 0, T_UFFD, 0)                                     \
+	X(budget_fifo_clean_threads, FL_FEAT_MOVE, T_UFFD, 60)                     \
+	X(budget_fifo_clean_threads_shmem, FL_FEAT_MISSING_SHMEM, T_UFFD, 60)      \
+	X(budget_fifo_clean_sigbus, FL_FEAT_SIGBUS, T_UFFD, 60)                    \
+	X(budget_fifo_clean_loop, 0, T_UFFD, 60)                                   \
+	X(budget_shared_two_pagers, FL_FEAT_MOVE, T_UFFD, 60)                      \
+	X(budget_writable_store_kept, FL_FEAT_SIGBUS, T_UFFD, 0)                   \
+	X(budget_2q_keeps_hot_set, FL_FEAT_SIGBUS, T_UFFD, 60)                     \
+	X(budget_volatile_store, FL_FEAT_MOVE, T_UFFD, 0)                          \
+	X(budget_volatile_zero, FL_FEAT_MOVE, T_UFFD, 0)                           \
+	X(budget_volatile_sigbus, FL_FEAT_MOVE | FL_FEAT_POISON, T_UFFD, 0)        \
+	X(budget_advise_dontneed_first, FL_FEAT_SIGBUS, T_UFFD, 0)                 \
 	/* test-basics.c: pure user-space, run everywhere */                       \
 	X(version_and_names, 0, 0, 0)                                              \
 	X(probe_cached_and_consistent, 0, 0, 0)                                    \

@@ -55,8 +55,11 @@ enum {
 	PG_POISONED = 3,	/* poisoned on purpose: accesses get SIGBUS */
 	PG_GONE = 4,		/* unmapped: nothing to do any more */
 	PG_STATE = 0x07,
+	PG_HOT = 0x08,		/* with PG_RES: in the budget's protected queue (2Q) */
 	PG_ZERO = 0x10,
 	PG_WAITED = 0x20,	/* PG_BUSY: a fault arrived meanwhile; settling wakes the page */
+	PG_RES = 0x40,		/* counted resident (budget.c); kept while PG_BUSY */
+	PG_VOLD = 0x80,		/* PG_POISONED by a FL_VOLATILE_SIGBUS eviction */
 };
 
 enum pg_stat {
@@ -75,6 +78,11 @@ enum pg_stat {
 	ST_WS_PREFETCHED,
 	ST_WS_SKIPPED,
 	ST_WS_ERRORS,
+	ST_RES_IN,		/* pages that became resident (resident = in - out) */
+	ST_RES_OUT,
+	ST_EVICTED,
+	ST_EVICT_WB,
+	ST_REFAULTS,
 	ST_LAT,
 	ST_COUNT = ST_LAT + FL_LAT_BUCKETS,
 };
@@ -152,6 +160,18 @@ struct fl_region {
 	struct pg_grace wp_grace;
 	_Atomic(fl__wp_fn) wp_fn;
 	void *wp_arg;
+	/*
+	 * Memory budget (budget.c), or NULL. bslot/bgen: the region's place
+	 * among the budget's members (queue entries name it). evict_at: per
+	 * page, the budget's eviction clock when it was last evicted (0:
+	 * never), to count refaults and find pages that fault back soon.
+	 */
+	struct fl_budget *budget;
+	unsigned int bslot;
+	uint8_t bgen;
+	enum fl_volatile vol;
+	bool evictable;			/* pages may be dropped without write-back */
+	_Atomic uint32_t *evict_at;
 };
 
 /* A snapshot of the regions, sorted by start address. Immutable once published. */
@@ -235,6 +255,9 @@ struct pg_ctx {
 	size_t ndef;
 	uint32_t tid;			/* the faulting thread of the fault being handled, or 0 */
 	bool in_signal;			/* inside a signal handler: no logging, no malloc */
+	struct fl_budget *rb;		/* budget of the bytes reserved in resv */
+	uint64_t resv;			/* bytes admitted (fl__budget_admit) not yet installed */
+	size_t pre_left;		/* pages counted resident before their install (seg) */
 	bool populate;			/* failures are returned, the region's policy is not applied */
 };
 
@@ -395,6 +418,36 @@ void fl__sigbus_sync(void);
 
 /* pager.c */
 void fl__pager_save_pending(struct fl_pager *p, struct pg_ctx *c);
+
+/*
+ * budget.c: memory budgets and eviction. Resident pages carry PG_RES; every
+ * change of it goes through fl__budget_in / fl__budget_out, which keep the
+ * region's and the budget's counts (lock-free, async-signal-safe).
+ */
+/* Page @pg of @r becomes resident (PG_RES is being set): queue it; returns PG_HOT or 0. */
+uint8_t fl__budget_page_in(struct pg_ctx *c, struct fl_region *r, size_t pg);
+/* Queue page @pg (now PRESENT|PG_RES, @hot as returned above) for eviction. */
+void fl__budget_queue(struct fl_region *r, size_t pg, uint8_t hot);
+/* @n pages of @r became resident (after fl__budget_page_in of each). */
+void fl__budget_in(struct pg_ctx *c, struct fl_region *r, size_t n);
+/* @n pages of @r stopped being resident, @nhot of them PG_HOT. */
+void fl__budget_out(struct fl_region *r, size_t n, size_t nhot);
+/*
+ * Before installing up to @want pages of @r: reserve room in its budget
+ * (into c->resv), waiting for eviction when the budget is full. Returns the
+ * pages admitted (1 to @want). Regions without a budget: @want.
+ */
+size_t fl__budget_admit(struct pg_ctx *c, struct fl_region *r, size_t want);
+/* Give back what c->resv still holds. */
+void fl__budget_unreserve(struct pg_ctx *c);
+/* fl_region_add: check the options and join @b (before the region is published). */
+int fl__budget_join(struct fl_region *r, struct fl_budget *b, enum fl_volatile vol);
+/* fl_region_remove: leave the budget (no eviction any more); then, once no resolver is
+   left, give its resident pages back (fl__budget_settle). */
+void fl__budget_leave(struct fl_region *r);
+void fl__budget_settle(struct fl_region *r);
+/* fl_region_advise's DONTNEED and WILLNEED parts. */
+int fl__budget_advise(struct fl_region *r, size_t pg, size_t n, int advice);
 
 /* ws.c: working sets */
 struct pg_ws_opts {

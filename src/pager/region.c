@@ -193,6 +193,7 @@ void fl__region_discard(struct fl_pager *p, uintptr_t start, uintptr_t end)
 		fl__region_wp_tell(r, first, last - first, FL__WP_DISCARD);
 		for (size_t pg = first; pg < last; pg++) {
 			uint8_t s = atomic_load(&r->state[pg]), to;
+			size_t out = 0, hot = 0;
 
 			do {
 				switch (s & PG_STATE) {
@@ -207,6 +208,12 @@ void fl__region_discard(struct fl_pager *p, uintptr_t start, uintptr_t end)
 					break;
 				}
 			} while (!atomic_compare_exchange_weak(&r->state[pg], &s, to));
+			if ((s & PG_RES) && !(to & PG_RES)) {
+				out++;
+				hot += (s & PG_HOT) != 0;
+			}
+			if (out)
+				fl__budget_out(r, out, hot);
 		}
 	}
 	pthread_mutex_unlock(&p->lock);
@@ -293,6 +300,23 @@ bool fl__orphan_fault(struct fl_pager *p, uintptr_t addr)
 	return true;
 }
 
+/* Pages [first, last) of @r are unmapped or moved away: no longer resident. */
+static void states_gone(struct fl_region *r, size_t first, size_t last)
+{
+	size_t out = 0, hot = 0;
+
+	for (size_t pg = first; pg < last; pg++) {
+		uint8_t s = atomic_exchange(&r->state[pg], PG_GONE);
+
+		if (s & PG_RES) {
+			out++;
+			hot += (s & PG_HOT) != 0;
+		}
+	}
+	if (out)
+		fl__budget_out(r, out, hot);
+}
+
 /* UNMAP: regions wholly inside are gone; pages of others inside the range too. */
 void fl__region_unmap(struct fl_pager *p, uintptr_t start, uintptr_t end)
 {
@@ -319,8 +343,7 @@ void fl__region_unmap(struct fl_pager *p, uintptr_t start, uintptr_t end)
 			if (!pages_in(r, t->e[i].start, start, end, &first, &last))
 				continue;
 			fl__region_wp_tell(r, first, last - first, FL__WP_GONE);
-			for (size_t pg = first; pg < last; pg++)
-				atomic_store(&r->state[pg], PG_GONE);
+			states_gone(r, first, last);
 			fl__wake_waiters(r);
 		}
 	}
@@ -361,8 +384,7 @@ void fl__region_remap(struct fl_pager *p, uintptr_t from, uintptr_t to, uint64_t
 			"follows whole regions only: absent pages there get SIGBUS",
 			(unsigned long)from, (unsigned long)to);
 		fl__region_wp_tell(r, first, last - first, FL__WP_GONE);
-		for (size_t pg = first; pg < last; pg++)
-			atomic_store(&r->state[pg], PG_GONE);
+		states_gone(r, first, last);
 		fl__wake_waiters(r);
 		lo = start + (first << r->shift);
 		hi = start + (last << r->shift);
@@ -442,6 +464,11 @@ static int settle_opts(struct fl_pager *p, struct fl_region_opts *o, struct fl_r
 		return fl__einval("fl_region_add", "[store_off %llu, +len %zu) runs past the store's %llu bytes",
 				  (unsigned long long)o->store_off, o->len,
 				  (unsigned long long)ssize);
+	if ((unsigned int)o->vol > FL_VOLATILE_SIGBUS || (o->vol && !o->budget))
+		return fl__einval("fl_region_add", "%s", o->vol && !o->budget
+				  ? "a volatile region needs a budget" : "unknown volatile policy");
+	if (o->budget && o->ws_replay)
+		return fl__einval("fl_region_add", "a working-set replay cannot run within a budget");
 	if (!o->addr && !p->own_uffd)	/* we cannot map memory in another process */
 		return fl__einval("fl_region_add", "no addr, and the pager serves another process's "
 				  "userfaultfd (it cannot map memory there)");
@@ -466,8 +493,12 @@ static int settle_opts(struct fl_pager *p, struct fl_region_opts *o, struct fl_r
 	caps = fl_store_caps(o->store);
 	switch (o->install) {
 	case FL_INSTALL_AUTO:
+		/*
+		 * A budget drops pages: the store must keep them (read, never
+		 * handed over; see faultline(7), "Budgets").
+		 */
 		if (o->mem == FL_MEM_ANON && (caps & FL_STORE_MOVE) && (f & FL_FEAT_MOVE) &&
-		    p->own_uffd)
+		    p->own_uffd && !o->budget)
 			r->method = PG_MOVE;
 		else if (o->mem != FL_MEM_ANON && minor && have_memfd)
 			r->method = PG_CONTINUE;
@@ -484,6 +515,9 @@ static int settle_opts(struct fl_pager *p, struct fl_region_opts *o, struct fl_r
 		if (o->mem != FL_MEM_ANON || !(caps & FL_STORE_MOVE) || !(f & FL_FEAT_MOVE) ||
 		    !p->own_uffd)
 			return -EOPNOTSUPP;
+		if (o->budget)
+			return fl__einval("fl_region_add", "FL_INSTALL_MOVE takes pages from the "
+					  "store, which a budget's eviction would lose");
 		r->method = PG_MOVE;
 		break;
 	case FL_INSTALL_CONTINUE:
@@ -569,6 +603,8 @@ static void free_region(struct fl_region *r)
 	if (r->state)
 		munmap((void *)r->state, r->npages);
 	fl__ws_free(r);
+	if (r->evict_at)
+		munmap((void *)r->evict_at, r->npages * sizeof(*r->evict_at));
 	free(r->shards);
 	free(r);
 }
@@ -673,6 +709,11 @@ FL_API int fl_region_add(struct fl_pager *p, const struct fl_region_opts *opts,
 			goto fail;
 		}
 	}
+	if (o.budget) {
+		e = fl__budget_join(r, o.budget, o.vol);
+		if (e < 0)
+			goto fail;
+	}
 	base = atomic_load(&r->base);
 
 	pthread_mutex_lock(&p->lock);
@@ -729,6 +770,10 @@ FL_API int fl_region_add(struct fl_pager *p, const struct fl_region_opts *opts,
 	*ret = r;
 	return 0;
 fail:
+	if (r->budget) {
+		fl__budget_leave(r);
+		fl__budget_settle(r);
+	}
 	free_region(r);
 	return e;
 }
@@ -777,6 +822,9 @@ int fl__region_remove(struct fl_region *r)
 	fl__wait_seq_wake(&p->run_seq);
 	/* The replay sees removing between installs. */
 	fl__ws_stop(r);
+	/* Eviction lets go of the region (it waits for a step under way). */
+	if (r->budget)
+		fl__budget_leave(r);
 	for (unsigned int i = 0; atomic_load(&r->users); i++) {
 		struct timespec ts = { .tv_nsec = 100000 };
 
@@ -802,6 +850,8 @@ int fl__region_remove(struct fl_region *r)
 		if (!(r->flags & FL_REGION_KEEP_REGISTERED))
 			fl_uffd_wake(p->uffd, (void *)base, r->len);
 	}
+	if (r->budget)
+		fl__budget_settle(r);
 	free_region(r);
 	return 0;
 }
@@ -971,5 +1021,40 @@ FL_API int fl_region_stats(const struct fl_region *r, struct fl_region_stats *ou
 	ret->ws_skipped = v[ST_WS_SKIPPED];
 	ret->ws_errors = v[ST_WS_ERRORS];
 	fl__ws_stats(r, &ret->ws_recorded, &ret->ws_done_ns);
+	ret->resident = v[ST_RES_IN] - v[ST_RES_OUT];
+	ret->evicted = v[ST_EVICTED];
+	ret->written_back = v[ST_EVICT_WB];
+	ret->refaults = v[ST_REFAULTS];
 	return fl__stats_out(out, ret, sizeof(*ret), __func__);
+}
+
+/* ---------------------------------------------------------------- advice */
+
+FL_API int fl_region_advise(struct fl_region *r, uint64_t off, size_t len, int advice)
+{
+	if (!r)
+		return fl__einval(__func__, "r is NULL");
+	if (getpid() != r->pager->pid)
+		return -ECHILD;
+	if (off % r->ps || len % r->ps || off > r->len || len > r->len - off)
+		return fl__einval(__func__, "[%llu, +%zu) is not whole pages of %zu bytes inside the "
+				  "region's %zu", (unsigned long long)off, len, r->ps, r->len);
+	switch (advice) {
+	case FL_ADVISE_NORMAL:
+		return 0;
+	case FL_ADVISE_WILLNEED:
+		if (r->budget && r->vol == FL_VOLATILE_SIGBUS) {
+			int e = fl__budget_advise(r, off >> r->shift, len >> r->shift, advice);
+
+			if (e < 0)
+				return e;
+		}
+		return len ? fl_region_populate(r, off, len) : 0;
+	case FL_ADVISE_DONTNEED:
+		if (!r->budget)
+			return fl__einval(__func__, "FL_ADVISE_DONTNEED on a region without a budget");
+		return fl__budget_advise(r, off >> r->shift, len >> r->shift, advice);
+	default:
+		return fl__einval(__func__, "unknown advice %d", advice);
+	}
 }

@@ -64,21 +64,62 @@ static uint8_t st_load(struct fl_region *r, size_t pg)
 
 static uint8_t *page_addr(struct fl_region *r, size_t pg);
 
-/* Settle pages [pg, pg+n) that were ours; wake them again if a fault came in meanwhile. */
+/*
+ * Settle pages [pg, pg+n) that were ours; wake them again if a fault came
+ * in meanwhile. A page becoming present is counted resident (PG_RES) once;
+ * one leaving the present state stops being counted.
+ */
 static void st_set(struct pg_ctx *c, struct fl_region *r, size_t pg, size_t n, uint8_t v)
 {
+	bool present = (v & PG_STATE) == PG_PRESENT;
+	size_t in = 0, out = 0, hot = 0;
 	uint8_t seen = 0;
 
-	for (size_t i = 0; i < n; i++)
-		seen |= atomic_exchange_explicit(&r->state[pg + i], v, memory_order_acq_rel);
+	for (size_t i = 0; i < n; i++) {
+		uint8_t s = st_load(r, pg + i), keep, to;
+
+		/* Only the owner of a busy page changes PG_RES: stable across the loop. */
+		if (present && !(s & PG_RES)) {
+			keep = (uint8_t)(PG_RES | fl__budget_page_in(c, r, pg + i));
+			in++;
+		} else {
+			keep = present ? s & (PG_RES | PG_HOT) : 0;
+		}
+		do
+			to = (uint8_t)(v | keep);
+		while (!atomic_compare_exchange_weak_explicit(&r->state[pg + i], &s, to,
+							      memory_order_acq_rel,
+							      memory_order_acquire));
+		seen |= s;
+		if (present && !(s & PG_RES)) {
+			fl__budget_queue(r, pg + i, keep & PG_HOT);
+		} else if (!present && (s & PG_RES)) {
+			out++;
+			hot += (s & PG_HOT) != 0;
+		}
+	}
+	if (in) {
+		/* Counted before the install ioctl already (see seg). */
+		size_t pre = in < c->pre_left ? in : c->pre_left;
+
+		c->pre_left -= pre;
+		if (in > pre)
+			fl__budget_in(c, r, in - pre);
+	}
+	if (out)
+		fl__budget_out(r, out, hot);
 	if (seen & PG_WAITED)
 		fl_uffd_wake(c->p->uffd, page_addr(r, pg), n << r->shift);
 }
 
-/* Take page @pg from @*seen (which must be PG_ABSENT or PG_PRESENT, maybe with PG_ZERO). */
+/*
+ * Take page @pg from @*seen (which must be PG_ABSENT or PG_PRESENT, maybe
+ * with PG_ZERO). The residency bits stay with the page.
+ */
 static bool st_claim(struct fl_region *r, size_t pg, uint8_t *seen, uint8_t to)
 {
-	return atomic_compare_exchange_strong_explicit(&r->state[pg], seen, to,
+	return atomic_compare_exchange_strong_explicit(&r->state[pg], seen,
+						       (uint8_t)(to | (*seen & (PG_RES | PG_HOT))),
 						       memory_order_acq_rel,
 						       memory_order_acquire);
 }
@@ -193,12 +234,20 @@ static void release(struct pg_ctx *c, struct fl_region *r, size_t pg, size_t n, 
 {
 	if (!n)
 		return;
+	size_t out = 0, hot = 0;
+
 	for (size_t i = 0; i < n; i++) {
 		uint8_t s = st_load(r, pg + i);
 
 		while (!atomic_compare_exchange_weak(&r->state[pg + i], &s, PG_ABSENT | (s & PG_ZERO)))
 			;
+		if (s & PG_RES) {
+			out++;
+			hot += (s & PG_HOT) != 0;
+		}
 	}
+	if (out)
+		fl__budget_out(r, out, hot);
 	if (wake)
 		fl_uffd_wake(c->p->uffd, page_addr(r, pg), n << r->shift);
 	fl__wake_waiters(r);
@@ -305,6 +354,30 @@ static int do_op_wp(struct pg_ctx *c, struct fl_region *r, enum op op, size_t pg
 }
 
 /*
+ * Residency is counted before an install ioctl, like the method counters:
+ * the ioctl wakes the faulting thread, which may look at the counters (or
+ * the budget) before st_set() runs. st_set() then takes what it finds
+ * counted from c->pre_left; pre_undo() uncounts what did not land.
+ */
+static void pre_count(struct pg_ctx *c, struct fl_region *r, size_t pg, size_t n)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < n; i++)
+		k += !(st_load(r, pg + i) & PG_RES);
+	if (k)
+		fl__budget_in(c, r, k);
+	c->pre_left = k;
+}
+
+static void pre_undo(struct pg_ctx *c, struct fl_region *r)
+{
+	if (c->pre_left)
+		fl__budget_out(r, c->pre_left, 0);
+	c->pre_left = 0;
+}
+
+/*
  * Install [pg, pg+n) with one ioctl (continuing past pages that turn out
  * to be there already). Pages that land become PG_PRESENT. *ret_done: the
  * pages settled from pg on. Returns 0 or the error that stopped it. The
@@ -320,6 +393,8 @@ static int seg(struct pg_ctx *c, struct fl_region *r, enum op op, size_t pg, siz
 	fl__stat_add(r, stat, n);
 	while (done < n) {
 		size_t bytes = 0, k, len = n - done;
+
+		pre_undo(c, r);
 
 		/* Zeros for hugetlbfs come from a buffer of PG_STAGING bytes. */
 		if (op == OP_ZERO && !r->has_zeropage && len << r->shift > PG_STAGING)
@@ -341,6 +416,7 @@ static int seg(struct pg_ctx *c, struct fl_region *r, enum op op, size_t pg, siz
 			}
 			len = z;
 		}
+		pre_count(c, r, pg + done, len);
 		e = do_op(c, r, op, pg + done, len, src ? src + (done << r->shift) : NULL, flags,
 			  &bytes);
 		if (op != OP_ZERO)
@@ -378,6 +454,7 @@ static int seg(struct pg_ctx *c, struct fl_region *r, enum op op, size_t pg, siz
 		}
 		break;
 	}
+	pre_undo(c, r);
 	if (installed < n)
 		atomic_fetch_sub_explicit(&shard(r)->v[stat], n - installed, memory_order_relaxed);
 	*ret_done = done;
@@ -1053,8 +1130,10 @@ int fl__resolve_fault(struct pg_ctx *c, struct fl_region *r, uintptr_t start, ui
 				continue;
 			if (!(s & PG_ZERO) && c->p->hooks.fault && !c->populate)
 				c->p->hooks.fault(c->p->hooks.arg, r, pg, c->tid, false);
+			if (s & PG_ZERO)
+				fl__budget_admit(c, r, 1);
 			if (!(s & PG_ZERO)) {
-				x.n = claim_run(r, pg, window(r, pg));
+				x.n = claim_run(r, pg, fl__budget_admit(c, r, window(r, pg)));
 				if (r->prefetch != FL_PREFETCH_NONE) {
 					atomic_store_explicit(&r->next_seq, pg + x.n,
 							      memory_order_relaxed);
@@ -1072,6 +1151,7 @@ int fl__resolve_fault(struct pg_ctx *c, struct fl_region *r, uintptr_t start, ui
 		defer(c, &x);
 		e = 0;
 	}
+	fl__budget_unreserve(c);
 	fl__stat_lat(r, fl__now_ns() - t0);
 	return e == -ESRCH ? e : 0;
 }
@@ -1158,11 +1238,13 @@ int fl__resolve_populate(struct pg_ctx *c, struct fl_region *r, size_t pg, size_
 		}
 		if (!st_claim(r, i, &s, (uint8_t)(PG_BUSY | (s & PG_ZERO))))
 			continue;
+		if (s & PG_ZERO)
+			fl__budget_admit(c, r, 1);
 		if (!(s & PG_ZERO)) {
 			size_t w = end - i < (PG_STAGING >> r->shift) ? end - i
 								      : PG_STAGING >> r->shift;
 
-			w = chunk_window(r, i, w);
+			w = fl__budget_admit(c, r, chunk_window(r, i, w));
 			while (x.n < w) {
 				uint8_t a = PG_ABSENT;
 
@@ -1177,6 +1259,7 @@ int fl__resolve_populate(struct pg_ctx *c, struct fl_region *r, size_t pg, size_
 			defer(c, &x);
 			e = 0;
 		}
+		fl__budget_unreserve(c);
 		if (e == -ESRCH) {
 			fl__pager_mark_dead(c->p);
 			return e;
@@ -1386,10 +1469,13 @@ int fl__region_supply(struct fl_region *r, size_t pg, size_t n, const void *src,
 
 void fl__region_mark_present(struct fl_region *r, size_t pg, size_t n)
 {
+	struct pg_ctx ctx = { .p = r->pager, .slot = -1 };
+
 	for (size_t i = 0; i < n && pg + i < r->npages; i++) {
 		uint8_t s = PG_ABSENT;
 
-		st_claim(r, pg + i, &s, PG_PRESENT);
+		if (st_claim(r, pg + i, &s, PG_BUSY))
+			st_set(&ctx, r, pg + i, 1, PG_PRESENT);
 	}
 }
 

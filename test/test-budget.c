@@ -1,0 +1,581 @@
+/* SPDX-License-Identifier: MIT */
+/* Memory budgets: eviction under a cap, pages back from the store, policies, volatile regions. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdio.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "faultline.h"
+#include "tests.h"
+
+#define SEED 0xb0d9e7u
+
+/* ----------------------------------------------------------- LOOP driver */
+
+struct drv {
+	struct fl_pager *p;
+	int stop;
+	unsigned long th;
+};
+
+static void *drv_main(void *arg)
+{
+	struct drv *d = arg;
+
+	for (;;) {
+		struct pollfd pf[2] = { { fl_pager_fd(d->p), POLLIN, 0 }, { d->stop, POLLIN, 0 } };
+
+		if (poll(pf, 2, -1) < 0) {
+			T_ASSERT(errno == EINTR);
+			continue;
+		}
+		if (pf[1].revents)
+			return NULL;
+		T_ASSERT(fl_pager_dispatch(d->p) >= 0);
+	}
+}
+
+/* A pager in @mode, started; LOOP mode gets a thread dispatching for it. */
+static struct fl_pager *pager_up(enum fl_pager_mode mode, struct drv *d)
+{
+	struct fl_pager *p = t_pager_new(mode, 2, 0);
+
+	T_ASSERT_OK(fl_pager_start(p));
+	if (mode == FL_PAGER_LOOP) {
+		d->p = p;
+		d->stop = eventfd(0, EFD_CLOEXEC);
+		T_ASSERT_SYS(d->stop);
+		d->th = t_thread_start(drv_main, d);
+	}
+	return p;
+}
+
+static void pager_down(struct fl_pager *p, enum fl_pager_mode mode, struct drv *d)
+{
+	if (mode == FL_PAGER_LOOP) {
+		uint64_t one = 1;
+
+		T_ASSERT_SYS(write(d->stop, &one, sizeof(one)));
+		t_thread_join(d->th);
+		close(d->stop);
+	}
+	fl_pager_destroy(p);
+}
+
+static struct fl_budget *budget_new(uint64_t bytes, enum fl_evict_policy pol)
+{
+	struct fl_budget_opts o = { .sz = sizeof(o), .bytes = bytes, .policy = pol };
+	struct fl_budget *b;
+
+	T_ASSERT_OK(fl_budget_create(&o, &b));
+	return b;
+}
+
+static struct fl_budget_stats bstats(struct fl_budget *b)
+{
+	struct fl_budget_stats st = { .sz = sizeof(st) };
+
+	T_ASSERT_OK(fl_budget_stats(b, &st));
+	return st;
+}
+
+static struct fl_region_stats rstats(struct fl_region *r)
+{
+	struct fl_region_stats st = { .sz = sizeof(st) };
+
+	T_ASSERT_OK(fl_region_stats(r, &st));
+	return st;
+}
+
+/* Read every page of the region (its store's bytes at page first+i), checking each. */
+static void read_check(struct fl_region *r, size_t first)
+{
+	const uint8_t *a = fl_region_addr(r);
+	size_t ps = t_page_size(), n = fl_region_len(r) / ps;
+
+	for (size_t i = 0; i < n; i++)
+		if (fl_pattern_check(a + i * ps, (first + i) * ps, ps, SEED))
+			t_fail(__FILE__, __LINE__, "page %zu does not hold the store's data%s", i,
+			       t_all(a + i * ps, ps, 0) ? " (zeros)" : "");
+}
+
+/* A file holding the pattern, opened as a read-only file store. */
+static struct fl_store *file_store(size_t len)
+{
+	char path[] = "/tmp/fl-budget-XXXXXX";
+	struct fl_store_file_opts fo = { .sz = sizeof(fo) };
+	struct fl_store *s;
+	uint8_t *buf = malloc(len);
+	int fd = mkstemp(path);
+
+	T_ASSERT(buf);
+	T_ASSERT_SYS(fd);
+	fl_pattern_fill(buf, 0, len, SEED);
+	T_ASSERT_EQ(write(fd, buf, len), (ssize_t)len);
+	close(fd);
+	free(buf);
+	T_ASSERT_OK(fl_store_file_open(path, &fo, &s));
+	unlink(path);
+	return s;
+}
+
+/* ------------------------------------------------------------- options */
+
+TEST(budget_create_options)
+{
+	struct fl_budget_opts o = { .sz = sizeof(o), .bytes = 1 << 20 };
+	struct fl_budget_stats st;
+	struct fl_budget *b;
+
+	T_ASSERT_ERR(fl_budget_create(NULL, &b), EINVAL);
+	o.bytes = 4096;
+	T_ASSERT_ERR(fl_budget_create(&o, &b), EINVAL);		/* less than two pages */
+	o.bytes = 1 << 20;
+	o.policy = 7;
+	T_ASSERT_ERR(fl_budget_create(&o, &b), EINVAL);
+	o.policy = FL_EVICT_2Q;
+	o.batch = 1000;
+	T_ASSERT_ERR(fl_budget_create(&o, &b), EINVAL);		/* not whole pages */
+	o.batch = 0;
+	o.high = 1 << 19;
+	o.low = 1 << 19;
+	T_ASSERT_ERR(fl_budget_create(&o, &b), EINVAL);		/* low must be below high */
+	o.high = 2 << 20;
+	o.low = 0;
+	T_ASSERT_ERR(fl_budget_create(&o, &b), EINVAL);		/* high above the budget */
+	o.high = 0;
+	T_ASSERT_OK(fl_budget_create(&o, &b));
+	st = bstats(b);
+	/* Defaults: batch bytes/16, high = bytes - batch, low = high - batch. */
+	T_ASSERT_EQ(st.batch, 64u << 10);
+	T_ASSERT_EQ(st.high, (1u << 20) - (64u << 10));
+	T_ASSERT_EQ(st.low, (1u << 20) - (128u << 10));
+	T_ASSERT_EQ(st.resident, 0);
+	T_ASSERT_EQ(st.regions, 0);
+	fl_budget_destroy(b);
+	fl_budget_destroy(NULL);
+}
+
+TEST(budget_region_options)
+{
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 1, 0);
+	struct fl_budget *b = budget_new(1 << 20, FL_EVICT_FIFO);
+	struct fl_store *s;
+	struct fl_region_opts o;
+	struct fl_region *r;
+
+	T_ASSERT_OK(fl_store_pattern_create(1 << 20, SEED, &s));
+	o = t_region_opts(s, 1 << 20);
+	o.vol = FL_VOLATILE_ZERO;			/* volatile without a budget */
+	T_ASSERT_ERR(fl_region_add(p, &o, &r), EINVAL);
+	o.budget = b;
+	o.vol = 9;
+	T_ASSERT_ERR(fl_region_add(p, &o, &r), EINVAL);
+	o.vol = FL_VOLATILE_NONE;
+	o.ws_replay = "/nonexistent";			/* a replay cannot run within a budget */
+	T_ASSERT_ERR(fl_region_add(p, &o, &r), EINVAL);
+	o.ws_replay = NULL;
+	if (t_have(FL_FEAT_MOVE)) {
+		T_ASSERT_OK(fl_region_add(p, &o, &r));
+		T_ASSERT_EQ(bstats(b).regions, 1);
+		/* Advice: whole pages inside the region, known advice. */
+		T_ASSERT_ERR(fl_region_advise(r, 1, 4096, FL_ADVISE_WILLNEED), EINVAL);
+		T_ASSERT_ERR(fl_region_advise(r, 0, 2 << 20, FL_ADVISE_WILLNEED), EINVAL);
+		T_ASSERT_ERR(fl_region_advise(r, 0, 4096, 42), EINVAL);
+		/* A budget with a region is not destroyed (logged); removing it first is fine. */
+		T_ASSERT_OK(fl_region_remove(r));
+		T_ASSERT_EQ(bstats(b).regions, 0);
+	} else {
+		/* Private anonymous memory in THREADS mode needs UFFDIO_MOVE to drop pages. */
+		T_ASSERT_ERR(fl_region_add(p, &o, &r), EOPNOTSUPP);
+	}
+	fl_pager_destroy(p);
+	fl_budget_destroy(b);
+	fl_store_destroy(s);
+}
+
+/* ------------------------------------------------------------ FIFO, clean */
+
+enum store_kind { ST_PATTERN, ST_FILE, ST_MEM };
+
+/*
+ * A region of 256 pages under a budget of 64 read three times over in
+ * @mode: every read sees the store's data (after eviction too, never
+ * zeros), the budget never holds more than bytes + batch, pages were
+ * evicted and came back.
+ */
+static void fifo_clean(enum fl_pager_mode mode, enum fl_mem_type mem, enum store_kind sk)
+{
+	size_t ps = t_page_size(), npages = 256, len = npages * ps;
+	struct fl_budget *b = budget_new(64 * ps, FL_EVICT_FIFO);
+	struct fl_budget_stats bs;
+	struct fl_region_stats rs;
+	struct fl_region_opts o;
+	struct fl_region *r;
+	struct fl_store *s;
+	struct drv d;
+	struct fl_pager *p = pager_up(mode, &d);
+	uint8_t *membuf = NULL;
+
+	if (sk == ST_FILE) {
+		s = file_store(len);
+	} else if (sk == ST_MEM) {
+		membuf = t_map_anon(len);
+		fl_pattern_fill(membuf, 0, len, SEED);
+		T_ASSERT_OK(fl_store_mem_create(membuf, len, FL_STORE_MEM_READONLY, &s));
+	} else {
+		T_ASSERT_OK(fl_store_pattern_create(len, SEED, &s));
+	}
+	o = t_region_opts(s, len);
+	o.mem = mem;
+	o.budget = b;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	for (int round = 0; round < 3; round++)
+		read_check(r, 0);
+	bs = bstats(b);
+	rs = rstats(r);
+	T_ASSERT(bs.resident_max <= bs.bytes + bs.batch);
+	T_ASSERT(bs.resident <= bs.bytes + bs.batch);
+	T_ASSERT(bs.evicted >= 2 * (npages - 64) * ps);
+	T_ASSERT_EQ(rs.evicted * ps, bs.evicted);
+	T_ASSERT_EQ(rs.resident * ps, bs.resident);
+	T_ASSERT(rs.refaults >= npages);		/* rounds 2 and 3 refault (nearly) every page */
+	T_ASSERT_EQ(rs.refaults * ps, bs.refaults);
+	T_ASSERT_EQ(rs.pages_zero, 0);			/* nothing came back as zeros */
+	T_ASSERT_OK(fl_region_remove(r));
+	T_ASSERT_EQ(bstats(b).resident, 0);
+	pager_down(p, mode, &d);
+	fl_budget_destroy(b);
+	fl_store_destroy(s);
+	if (membuf)
+		munmap(membuf, len);
+}
+
+TEST(budget_fifo_clean_threads)
+{
+	fifo_clean(FL_PAGER_THREADS, FL_MEM_ANON, ST_PATTERN);
+	fifo_clean(FL_PAGER_THREADS, FL_MEM_ANON, ST_FILE);
+	fifo_clean(FL_PAGER_THREADS, FL_MEM_ANON, ST_MEM);
+}
+
+TEST(budget_fifo_clean_threads_shmem)
+{
+	fifo_clean(FL_PAGER_THREADS, FL_MEM_SHMEM, ST_FILE);
+	fifo_clean(FL_PAGER_THREADS, FL_MEM_SHMEM, ST_MEM);
+}
+
+TEST(budget_fifo_clean_sigbus)
+{
+	fifo_clean(FL_PAGER_SIGBUS, FL_MEM_ANON, ST_PATTERN);
+	fifo_clean(FL_PAGER_SIGBUS, FL_MEM_ANON, ST_FILE);
+	if (t_have(FL_FEAT_MISSING_SHMEM))
+		fifo_clean(FL_PAGER_SIGBUS, FL_MEM_SHMEM, ST_MEM);
+}
+
+TEST(budget_fifo_clean_loop)
+{
+	fifo_clean(FL_PAGER_LOOP, FL_MEM_ANON, ST_FILE);
+	if (t_have(FL_FEAT_MISSING_SHMEM))
+		fifo_clean(FL_PAGER_LOOP, FL_MEM_SHMEM, ST_PATTERN);
+}
+
+/* ------------------------------------------------------ shared budget */
+
+struct toucher {
+	struct fl_region *r;
+	int rounds;
+};
+
+static void *touch_main(void *arg)
+{
+	struct toucher *t = arg;
+
+	for (int i = 0; i < t->rounds; i++)
+		read_check(t->r, 0);
+	return NULL;
+}
+
+/*
+ * Two regions of two pagers (THREADS, and SIGBUS where the kernel has
+ * it), read at once by two threads, share one budget: it holds for both
+ * together, both give pages up, and the counts add up.
+ */
+TEST(budget_shared_two_pagers)
+{
+	size_t ps = t_page_size(), npages = 192, len = npages * ps;
+	struct fl_budget *b = budget_new(96 * ps, FL_EVICT_FIFO);
+	enum fl_pager_mode m2 = t_have(FL_FEAT_SIGBUS) ? FL_PAGER_SIGBUS : FL_PAGER_LOOP;
+	struct drv d1, d2;
+	struct fl_pager *p1 = pager_up(FL_PAGER_THREADS, &d1), *p2 = pager_up(m2, &d2);
+	struct fl_store *s;
+	struct fl_region_opts o;
+	struct fl_region *r1, *r2;
+	struct toucher t1, t2;
+	struct fl_budget_stats bs;
+	struct fl_region_stats s1, s2;
+	unsigned long th;
+
+	T_ASSERT_OK(fl_store_pattern_create(len, SEED, &s));
+	o = t_region_opts(s, len);
+	o.budget = b;
+	T_ASSERT_OK(fl_region_add(p1, &o, &r1));
+	o.mem = FL_MEM_SHMEM;
+	if (!t_have(FL_FEAT_MISSING_SHMEM))
+		o.mem = FL_MEM_ANON;
+	T_ASSERT_OK(fl_region_add(p2, &o, &r2));
+	T_ASSERT_EQ(bstats(b).regions, 2);
+	t1 = (struct toucher){ r1, 3 };
+	t2 = (struct toucher){ r2, 3 };
+	th = t_thread_start(touch_main, &t1);
+	touch_main(&t2);
+	t_thread_join(th);
+	bs = bstats(b);
+	s1 = rstats(r1);
+	s2 = rstats(r2);
+	T_ASSERT(bs.resident_max <= bs.bytes + bs.batch);
+	T_ASSERT(s1.evicted > 0 && s2.evicted > 0);
+	T_ASSERT_EQ((s1.evicted + s2.evicted) * ps, bs.evicted);
+	T_ASSERT_EQ((s1.resident + s2.resident) * ps, bs.resident);
+	T_ASSERT_OK(fl_region_remove(r1));
+	T_ASSERT_EQ(bstats(b).resident, s2.resident * ps);
+	T_ASSERT_OK(fl_region_remove(r2));
+	T_ASSERT_EQ(bstats(b).resident, 0);
+	pager_down(p1, FL_PAGER_THREADS, &d1);
+	pager_down(p2, m2, &d2);
+	fl_budget_destroy(b);
+	fl_store_destroy(s);
+}
+
+/* A region whose store can be written, without write-back: counted, never dropped. */
+TEST(budget_writable_store_kept)
+{
+	size_t ps = t_page_size(), npages = 64, len = npages * ps;
+	struct fl_budget *b = budget_new(16 * ps, FL_EVICT_FIFO);
+	struct drv d;
+	struct fl_pager *p = pager_up(FL_PAGER_SIGBUS, &d);
+	uint8_t *membuf = t_map_anon(len), *a;
+	struct fl_region_opts o;
+	struct fl_region *r;
+	struct fl_store *s;
+
+	fl_pattern_fill(membuf, 0, len, SEED);
+	T_ASSERT_OK(fl_store_mem_create(membuf, len, FL_STORE_MEM_NO_MOVE, &s));
+	o = t_region_opts(s, len);
+	o.budget = b;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	a = fl_region_addr(r);
+	for (size_t i = 0; i < npages; i++)
+		a[i * ps] = (uint8_t)(i + 1);		/* written: only this memory has it */
+	for (size_t i = 0; i < npages; i++)
+		T_ASSERT_EQ(a[i * ps], (uint8_t)(i + 1));
+	T_ASSERT_EQ(rstats(r).evicted, 0);
+	T_ASSERT_EQ(bstats(b).resident, len);	/* over the budget: nothing could go */
+	T_ASSERT_OK(fl_region_remove(r));
+	pager_down(p, FL_PAGER_SIGBUS, &d);
+	fl_budget_destroy(b);
+	fl_store_destroy(s);
+	munmap(membuf, len);
+}
+
+/* ----------------------------------------------------------------- 2Q */
+
+/*
+ * A hot set of 16 pages read between runs of 32 pages never read before,
+ * under a budget of 64 pages: FIFO lets each run push the hot pages out
+ * (they fault back again and again); 2Q protects them once they came back
+ * after their first eviction. Returns the hot pages' refaults.
+ */
+static uint64_t hot_set_refaults(enum fl_evict_policy pol)
+{
+	size_t ps = t_page_size(), hot = 16, cold = 2048, rounds = cold / 32;
+	struct fl_budget *b = budget_new(64 * ps, pol);
+	struct drv d;
+	struct fl_pager *p = pager_up(FL_PAGER_SIGBUS, &d);
+	struct fl_store *s;
+	struct fl_region_opts o;
+	struct fl_region *rh, *rc;
+	const volatile uint8_t *h, *c;
+	uint64_t refaults;
+
+	T_ASSERT_OK(fl_store_pattern_create((hot + cold) * ps, SEED, &s));
+	o = t_region_opts(s, hot * ps);
+	o.budget = b;
+	T_ASSERT_OK(fl_region_add(p, &o, &rh));
+	o.len = cold * ps;
+	o.store_off = hot * ps;
+	T_ASSERT_OK(fl_region_add(p, &o, &rc));
+	h = fl_region_addr(rh);
+	c = fl_region_addr(rc);
+	for (size_t k = 0; k < rounds; k++) {
+		for (size_t i = 0; i < hot; i++)
+			T_ASSERT_EQ(*(const volatile uint64_t *)(h + i * ps),
+				    fl_pattern_word(SEED, i * ps));
+		for (size_t i = k * 32; i < (k + 1) * 32; i++)
+			T_ASSERT_EQ(*(const volatile uint64_t *)(c + i * ps),
+				    fl_pattern_word(SEED, (hot + i) * ps));
+	}
+	refaults = rstats(rh).refaults;
+	T_ASSERT(bstats(b).resident_max <= 64 * ps + bstats(b).batch);
+	T_ASSERT_OK(fl_region_remove(rh));
+	T_ASSERT_OK(fl_region_remove(rc));
+	pager_down(p, FL_PAGER_SIGBUS, &d);
+	fl_budget_destroy(b);
+	fl_store_destroy(s);
+	return refaults;
+}
+
+TEST(budget_2q_keeps_hot_set)
+{
+	uint64_t fifo = hot_set_refaults(FL_EVICT_FIFO), twoq = hot_set_refaults(FL_EVICT_2Q);
+
+	printf("# hot-set refaults over 64 rounds: FIFO %llu, 2Q %llu\n", (unsigned long long)fifo,
+	       (unsigned long long)twoq);
+	/* FIFO: the 16 hot pages go about every other round. 2Q: once, maybe twice. */
+	T_ASSERT(fifo >= 16 * 16);
+	T_ASSERT(twoq <= 2 * 16);
+}
+
+/* ----------------------------------------------------------- volatile */
+
+/*
+ * A volatile region over a writable store: pages the program wrote are
+ * dropped by DONTNEED advice without write-back; what they read then is
+ * what @vol says. Each mode of the pager.
+ */
+static void volatile_outcome(enum fl_pager_mode mode, enum fl_volatile vol)
+{
+	size_t ps = t_page_size(), npages = 32, len = npages * ps;
+	struct fl_budget *b = budget_new(64 * ps, FL_EVICT_FIFO);
+	struct drv d;
+	struct fl_pager *p = pager_up(mode, &d);
+	uint8_t *membuf = t_map_anon(len), *a;
+	struct fl_region_opts o;
+	struct fl_region *r;
+	struct fl_store *s;
+
+	fl_pattern_fill(membuf, 0, len, SEED);
+	T_ASSERT_OK(fl_store_mem_create(membuf, len, FL_STORE_MEM_NO_MOVE, &s));
+	o = t_region_opts(s, len);
+	o.budget = b;
+	o.vol = vol;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	a = fl_region_addr(r);
+	/* Counted resident by the time the access returns (the install wakes it). */
+	for (size_t i = 0; i < npages; i++) {
+		T_ASSERT_EQ(fl_pattern_check(a + i * ps, i * ps, ps, SEED), 0);
+		T_ASSERT_EQ(rstats(r).resident, i + 1);
+	}
+	t_fill(a, 8 * ps, 0xa5);			/* pages 0-7 written */
+	T_ASSERT_OK(fl_region_advise(r, 0, 16 * ps, FL_ADVISE_DONTNEED));
+	T_ASSERT_EQ(rstats(r).evicted, 16);
+	T_ASSERT_EQ(rstats(r).resident, npages - 16);
+	/* The rest stays as it was. */
+	T_ASSERT_EQ(fl_pattern_check(a + 16 * ps, 16 * ps, 16 * ps, SEED), 0);
+	switch (vol) {
+	case FL_VOLATILE_STORE:
+		T_ASSERT_EQ(fl_pattern_check(a, 0, 16 * ps, SEED), 0);
+		break;
+	case FL_VOLATILE_ZERO:
+		T_ASSERT(t_all(a, 16 * ps, 0));
+		break;
+	default: {
+		struct sigaction sa = { .sa_sigaction = t_on_sigbus, .sa_flags = SA_SIGINFO };
+
+		T_ASSERT_SYS(sigaction(SIGBUS, &sa, NULL));
+		for (size_t i = 0; i < 16; i++)
+			T_ASSERT(t_read_sigbus(a + i * ps + 7));
+		/* Regenerate pages 0-3: zero pages to write into; the rest still SIGBUS. */
+		T_ASSERT_OK(fl_region_advise(r, 0, 4 * ps, FL_ADVISE_WILLNEED));
+		T_ASSERT(t_all(a, 4 * ps, 0));
+		t_fill(a, 4 * ps, 0x3c);
+		T_ASSERT(t_all(a, 4 * ps, 0x3c));
+		T_ASSERT(t_read_sigbus(a + 4 * ps));
+		break;
+	}
+	}
+	/* The store never got the program's bytes. */
+	T_ASSERT_EQ(fl_pattern_check(membuf, 0, len, SEED), 0);
+	T_ASSERT_OK(fl_region_remove(r));
+	pager_down(p, mode, &d);
+	fl_budget_destroy(b);
+	fl_store_destroy(s);
+	munmap(membuf, len);
+}
+
+TEST(budget_volatile_store)
+{
+	volatile_outcome(FL_PAGER_THREADS, FL_VOLATILE_STORE);
+	volatile_outcome(FL_PAGER_LOOP, FL_VOLATILE_STORE);
+	if (t_have(FL_FEAT_SIGBUS))
+		volatile_outcome(FL_PAGER_SIGBUS, FL_VOLATILE_STORE);
+}
+
+TEST(budget_volatile_zero)
+{
+	volatile_outcome(FL_PAGER_THREADS, FL_VOLATILE_ZERO);
+	volatile_outcome(FL_PAGER_LOOP, FL_VOLATILE_ZERO);
+	if (t_have(FL_FEAT_SIGBUS))
+		volatile_outcome(FL_PAGER_SIGBUS, FL_VOLATILE_ZERO);
+}
+
+TEST(budget_volatile_sigbus)
+{
+	volatile_outcome(FL_PAGER_THREADS, FL_VOLATILE_SIGBUS);
+	volatile_outcome(FL_PAGER_LOOP, FL_VOLATILE_SIGBUS);
+}
+
+/* ------------------------------------------------------------- advice */
+
+/* DONTNEED advice on a clean region: those pages go first at the next eviction. */
+TEST(budget_advise_dontneed_first)
+{
+	size_t ps = t_page_size(), npages = 128, len = npages * ps;
+	struct fl_budget *b = budget_new(64 * ps, FL_EVICT_FIFO);
+	struct drv d;
+	struct fl_pager *p = pager_up(FL_PAGER_SIGBUS, &d);
+	struct fl_store *s;
+	struct fl_region_opts o;
+	struct fl_region *r;
+	const volatile uint8_t *a;
+
+	T_ASSERT_OK(fl_store_pattern_create(len, SEED, &s));
+	o = t_region_opts(s, len);
+	o.budget = b;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	a = fl_region_addr(r);
+	/* WILLNEED brings 32 pages in; then the last 8 of them are advised away. */
+	T_ASSERT_OK(fl_region_advise(r, 0, 32 * ps, FL_ADVISE_WILLNEED));
+	T_ASSERT_EQ(rstats(r).resident, 32);
+	T_ASSERT_OK(fl_region_advise(r, 24 * ps, 8 * ps, FL_ADVISE_DONTNEED));
+	/*
+	 * Fill just past the high watermark (60 pages of 64; batch 4, low 56):
+	 * eviction takes 5 pages, all among the advised ones, none of FIFO's
+	 * oldest (0-23). The pager waits for nothing here: poll the counter.
+	 */
+	T_ASSERT_EQ(bstats(b).high, 60 * ps);
+	for (size_t i = 32; i < 61; i++)
+		(void)a[i * ps];
+	while (rstats(r).evicted < 5)
+		sched_yield();
+	{
+		size_t gone = 0;
+
+		for (size_t i = 0; i < 24; i++)
+			T_ASSERT((t_pagemap((const void *)(a + i * ps)) & T_PM_PRESENT) != 0);
+		for (size_t i = 24; i < 32; i++)
+			gone += (t_pagemap((const void *)(a + i * ps)) & T_PM_PRESENT) == 0;
+		T_ASSERT_EQ(gone, rstats(r).evicted);
+	}
+	read_check(r, 0);
+	T_ASSERT_OK(fl_region_remove(r));
+	pager_down(p, FL_PAGER_SIGBUS, &d);
+	fl_budget_destroy(b);
+	fl_store_destroy(s);
+}
