@@ -928,12 +928,9 @@ FL_API int fl_budget_create(const struct fl_budget_opts *opts, struct fl_budget 
 		munmap(b->scratch + b->scratch_len,
 		       (size_t)(m + b->scratch_len + align - (b->scratch + b->scratch_len)));
 	madvise(b->scratch, b->scratch_len, MADV_DONTFORK);
-	e = pthread_create(&b->thread, NULL, evict_main, b);
-	if (e) {
-		e = -e;
+	e = fl__thread_start(&b->thread, NULL, evict_main, b, "fl-evict");
+	if (e < 0)
 		goto fail;
-	}
-	pthread_setname_np(b->thread, "fl-evict");
 	b->started = true;
 	*ret = b;
 	return 0;
