@@ -247,7 +247,12 @@ struct fl_budget_stats {
 	uint64_t regions;		/* regions in the budget now */
 };
 
-/* A snapshot of the budget's counters. Returns 0 or -EINVAL. Thread safety: any thread. */
+/*
+ * A snapshot of the budget's counters, taken between two eviction steps
+ * (it waits for a step under way): the evicted and resident pages of the
+ * regions' fl_region_stats() agree with it when read around it while no
+ * step ran. Returns 0, -EINVAL or -ECHILD. Thread safety: any thread.
+ */
 FL_API int fl_budget_stats(const struct fl_budget *b, struct fl_budget_stats *ret);
 
 /*

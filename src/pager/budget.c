@@ -980,6 +980,8 @@ FL_API int fl_budget_stats(const struct fl_budget *b, struct fl_budget_stats *ou
 		return fl__einval(__func__, "%s is NULL", !b ? "b" : "ret");
 	if (getpid() != b->pid)
 		return -ECHILD;
+	/* Between eviction steps, so the regions' counters agree with these. */
+	pthread_mutex_lock(&m->lock);
 	res = atomic_load(&m->charge) - atomic_load(&m->reserved);
 	st = (struct fl_budget_stats){
 		.bytes = b->bytes,
@@ -996,5 +998,6 @@ FL_API int fl_budget_stats(const struct fl_budget *b, struct fl_budget_stats *ou
 		.skipped = atomic_load(&m->skipped),
 		.regions = atomic_load(&m->nregions),
 	};
+	pthread_mutex_unlock(&m->lock);
 	return fl__stats_out(out, &st, sizeof(st), __func__);
 }
