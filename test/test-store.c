@@ -840,6 +840,57 @@ TEST(store_file_truncated_eio)
 	close(fd);
 }
 
+/*
+ * A file without holes at open is read without looking for holes again: a
+ * hole punched in it later reads as the zeros it holds (as data), the rest
+ * as it was; a file that had a hole at open still reports holes.
+ */
+TEST(store_file_hole_punched_after_open)
+{
+	char path[64];
+	int fd = tmp_file(path);
+	struct fl_store *s;
+	uint8_t *out = malloc(16 * PG);
+	uint64_t holes[1];
+
+	T_ASSERT(out);
+	write_pattern(fd, 0, 16 * PG, 31);
+	T_ASSERT_SYS(fsync(fd));
+	s = file_store(path, 0, 0, 0);
+	T_ASSERT_SYS(unlink(path));
+	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4 * PG, 2 * PG) < 0) {
+		fl_store_destroy(s);
+		free(out);
+		close(fd);
+		T_SKIP("this file system cannot punch holes (%s)", strerror(errno));
+	}
+	memset(out, 0x11, 16 * PG);
+	T_ASSERT_OK(fl_store_read(s, 0, out, 16 * PG, PG, holes));
+	T_ASSERT_EQ(holes[0], 0);
+	T_ASSERT(t_all(out + 4 * PG, 2 * PG, 0));
+	T_ASSERT_EQ(fl_pattern_check(out, 0, 4 * PG, 31), 0);
+	T_ASSERT_EQ(fl_pattern_check(out + 6 * PG, 6 * PG, 10 * PG, 31), 0);
+	fl_store_destroy(s);
+	/* Opened now, with the hole there: the hole is found (where the file system says so). */
+	s = NULL;
+	{
+		char self[64];
+
+		snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
+		s = file_store(self, 0, 0, 0);
+	}
+	memset(out, 0x11, 16 * PG);
+	T_ASSERT_OK(fl_store_read(s, 0, out, 16 * PG, PG, holes));
+	if (lseek(fd, 4 * PG, SEEK_HOLE) == 4 * PG)
+		T_ASSERT_EQ(holes[0], 0x30);	/* holes: the caller installs zero pages */
+	else
+		T_ASSERT(t_all(out + 4 * PG, 2 * PG, 0));
+	T_ASSERT_EQ(fl_pattern_check(out + 6 * PG, 6 * PG, 10 * PG, 31), 0);
+	fl_store_destroy(s);
+	free(out);
+	close(fd);
+}
+
 TEST(store_file_write_readback)
 {
 	char path[64];

@@ -112,6 +112,7 @@
 	X(store_file_holes, 0, 0, 0)                                               \
 	X(store_file_direct, 0, 0, 0)                                              \
 	X(store_file_truncated_eio, 0, 0, 0)                                       \
+	X(store_file_hole_punched_after_open, 0, 0, 0)                             \
 	X(store_file_write_readback, 0, 0, 0)                                      \
 	X(store_file_opts, 0, 0, 0)                                                \
 	X(store_concurrent_reads, 0, 0, 30)                                        \

@@ -168,8 +168,10 @@ struct fl_store_file_opts {
 
 /*
  * A file, read with pread (pwrite for writes) at opts->offset + off. Holes
- * come from SEEK_DATA/SEEK_HOLE where the file system supports them; reads
- * past the end of the file are holes. A short read inside the file is -EIO,
+ * come from SEEK_DATA/SEEK_HOLE where the file system supports them (a file
+ * without a hole in the store's range at open is not searched again: a hole
+ * punched later reads as its zeros); reads past the end of the file are
+ * holes. A short read inside the file is -EIO,
  * never zeros. The file is opened O_CLOEXEC.
  * End of file: the store remembers the file's size at open, raised by its
  * own writes. Data below that end that is gone when read (the file was

@@ -35,7 +35,8 @@ struct file_store {
 	 * above it a hole.
 	 */
 	_Atomic uint64_t eof;
-	atomic_bool no_seek;	/* SEEK_DATA unsupported here: every page counts as data */
+	atomic_bool no_seek;	/* SEEK_DATA unsupported here, or no hole at open: every page
+				   counts as data */
 	atomic_bool no_direct;	/* the device refused an O_DIRECT request: stay buffered */
 };
 
@@ -411,6 +412,20 @@ FL_API int fl_store_file_open(const char *path, const struct fl_store_file_opts 
 		size = (size + FL__STORE_MIN_PAGE - 1) & ~(uint64_t)(FL__STORE_MIN_PAGE - 1);
 	}
 	atomic_init(&f->eof, file_size);
+	/*
+	 * A file without holes where the store starts, up to its end or the
+	 * file's, is read without looking for holes again: on some file systems
+	 * (tmpfs) SEEK_HOLE walks every page from the offset to the next hole,
+	 * the end of the file, which cost each read of a dense file of a few GiB
+	 * milliseconds. A hole punched later then reads as the zeros it holds.
+	 */
+	if (!f->blockdev) {
+		off_t h = lseek(f->fd, (off_t)o.offset, SEEK_HOLE);
+		uint64_t stop = o.offset + size < file_size ? o.offset + size : file_size;
+
+		if (h >= 0 && (uint64_t)h >= stop)
+			atomic_store_explicit(&f->no_seek, true, memory_order_relaxed);
+	}
 	if (!(o.flags & FL_STORE_FILE_WRITABLE)) {
 		ops.write = NULL;
 		caps |= FL_STORE_READONLY;
