@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* faultline bench migrate: downtime, total time against plain TCP, urgent fault latency. */
+/* faultline bench migrate: downtime, total time against plain TCP and TLS copies, urgent faults. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@
 #include "faultline.h"
 #include "bench.h"
 #include "net/sock.h"
+#include "net/transport.h"
 
 #define SUB "bench migrate"
 #define MIB (1ull << 20)
@@ -32,7 +34,9 @@
 
 enum row {
 	R_TCP,			/* the same bytes through one plain TCP connection */
-	R_POST,			/* post-copy at full speed */
+	R_TLS,			/* the same bytes through one TLS 1.3 connection (the key below) */
+	R_POST_PLAIN,		/* post-copy at full speed in plain TCP (FL_MIGRATE_INSECURE) */
+	R_POST,			/* post-copy at full speed; this and the rest: TLS 1.3, a key */
 	R_POST_FAULTS,		/* the same, urgent faults meanwhile */
 	R_POST_LIMITED,		/* post-copy with the background limited, urgent faults */
 	R_POST_BIG,		/* post-copy of scale x size: downtime */
@@ -43,7 +47,7 @@ enum row {
 };
 
 static const char *const row_names[R_COUNT] = {
-	"tcp", "postcopy", "postcopy+faults", "postcopy-limited", "postcopy-big", "stop-and-copy",
+	"tcp", "tls", "postcopy-plain", "postcopy", "postcopy+faults", "postcopy-limited", "postcopy-big", "stop-and-copy",
 	"precopy+stop-and-copy", "hybrid",
 };
 
@@ -60,6 +64,9 @@ struct opts {
 	bool pin;
 };
 
+/* The pre-shared key of every TLS row: made at the start, inherited by the source processes. */
+static uint8_t bench_key[32];
+
 /* What a source process reports back. */
 struct src_report {
 	int rc;
@@ -75,11 +82,17 @@ void bench_migrate_usage(FILE *out)
 		"                               [--limit RATE] [--json]\n\n"
 		"Migrates SIZE of memory (all data pages) from a source process to a\n"
 		"destination process over loopback TCP, in each configuration once per run,\n"
-		"interleaved; reports medians with min-max:\n"
+		"interleaved; reports medians with min-max. The migrations run over TLS 1.3\n"
+		"with a pre-shared key, as faultline migrate --key does, but for\n"
+		"postcopy-plain. The two copies are the baselines of the same bytes:\n"
 		"  tcp                    SIZE bytes through one plain TCP connection\n"
+		"  tls                    SIZE bytes through one TLS 1.3 connection (the same\n"
+		"                         key and cipher as the migrations)\n"
+		"  postcopy-plain         postcopy in plain TCP (FL_MIGRATE_INSECURE); its\n"
+		"                         total is compared with tcp\n"
 		"  postcopy               downtime (source stop to destination resume), total\n"
 		"                         time (the source's whole run: connecting, pre-copy\n"
-		"                         if any, to the last page) and its ratio to tcp\n"
+		"                         if any, to the last page) and its ratio to tls\n"
 		"  postcopy+faults        the same while a thread of the destination reads\n"
 		"                         random missing pages, each timed (urgent faults with\n"
 		"                         the background at full speed)\n"
@@ -94,11 +107,12 @@ void bench_migrate_usage(FILE *out)
 		"  --scale N      postcopy-big is N x SIZE (default 4; 0 leaves it out)\n"
 		"  --faults N     timed faults per faulting configuration (default 2000)\n"
 		"  --limit RATE   postcopy-limited's background limit (default 64M, bytes/s)\n"
-		"  --configs LIST some of the configurations above, comma-separated (tcp is\n"
-		"                 always measured)\n"
+		"  --configs LIST some of the configurations above, comma-separated (tcp and\n"
+		"                 tls are always measured)\n"
 		"  --pin          destination on CPU 0, source on CPU 1 (two hosts of one\n"
 		"                 CPU each; default: the scheduler places the threads)\n"
-		"  --json         one JSON document instead of the table\n");
+		"  --json         one JSON document instead of the table (total_vs_copy:\n"
+		"                 against the tls copy, postcopy-plain against tcp)\n");
 }
 
 static int parse_args(int argc, char **argv, struct opts *o)
@@ -169,7 +183,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case O_CONFIGS: {
 			char buf[256], *save = NULL;
 
-			o->rows = 1u << R_TCP;	/* the yardstick is always measured */
+			o->rows = 1u << R_TCP | 1u << R_TLS;	/* the yardsticks are always measured */
 			snprintf(buf, sizeof(buf), "%s", arg);
 			for (char *w = strtok_r(buf, ",", &save); w;
 			     w = strtok_r(NULL, ",", &save)) {
@@ -319,6 +333,24 @@ static void source_child(enum row r, const struct opts *o, size_t len, int in, i
 			close(fd);
 		goto out;
 	}
+	if (r == R_TLS) {
+		struct fl__transport_opts to = { .mode = FL__TRANSPORT_PSK, .psk = bench_key,
+						 .psk_len = sizeof(bench_key) };
+		struct fl__transport *t = NULL;
+		struct fl__conn *c = NULL;
+		uint8_t go;
+
+		rep.rc = fl__transport_new(&to, &t, rep.err, sizeof(rep.err));
+		if (!rep.rc)
+			rep.rc = fl__conn_connect(t, "127.0.0.1", port, NULL, 10000, &c, rep.err,
+						  sizeof(rep.err));
+		if (!rep.rc && (fl__conn_recv_exact(c, &go, 1, 30000) < 0 ||
+				fl__conn_send_all(c, a.p, len, 30000) < 0))
+			rep.rc = -EPIPE;
+		fl__conn_close(c);
+		fl__transport_free(t);
+		goto out;
+	}
 	if (r == R_PRE_STOP_COPY || r == R_HYBRID) {
 		if (pthread_create(&a.th, NULL, writer, &a) == 0)
 			a.writing = true;
@@ -333,7 +365,10 @@ static void source_child(enum row r, const struct opts *o, size_t len, int in, i
 		.stop = app_stop,
 		.userdata = &a,
 		.precopy_rounds = r == R_PRE_STOP_COPY ? 2 : r == R_HYBRID ? 1 : 0,
-		.flags = r == R_STOP_COPY || r == R_PRE_STOP_COPY ? FL_MIGRATE_STOP_AND_COPY : 0,
+		.flags = (r == R_STOP_COPY || r == R_PRE_STOP_COPY ? FL_MIGRATE_STOP_AND_COPY : 0) |
+			 (r == R_POST_PLAIN ? FL_MIGRATE_INSECURE : 0),
+		.key = r == R_POST_PLAIN ? NULL : bench_key,
+		.key_len = r == R_POST_PLAIN ? 0 : sizeof(bench_key),
 		.max_bandwidth = r == R_POST_LIMITED ? o->limit : 0,
 		.timeout_ms = 30000,
 	};
@@ -449,13 +484,64 @@ static int run_tcp(size_t len, int in, int out, struct result *res, struct bench
 	return r < 0 ? bench_fail(e, r, "tcp: receive") : 0;
 }
 
+/* The tls row: the same bytes as tcp through one TLS 1.3 connection with the bench's key. */
+static int run_tls(size_t len, int out, struct result *res, struct bench_err *e)
+{
+	struct fl__transport_opts to = { .mode = FL__TRANSPORT_PSK, .psk = bench_key,
+					 .psk_len = sizeof(bench_key) };
+	uint8_t *buf = bench_map_aligned(2 * MIB, 2 * MIB);
+	struct fl__transport *t = NULL;
+	struct fl__conn *c = NULL;
+	char msg[256];
+	uint64_t t0;
+	size_t got = 0;
+	uint16_t port;
+	int lfd = -1, fd, r;
+
+	if (!buf)
+		return bench_fail(e, -ENOMEM, "tls: buffer");
+	r = fl__transport_new(&to, &t, msg, sizeof(msg));
+	if (!r)
+		r = fl__sock_listen("127.0.0.1", 0, NULL, &lfd);
+	if (r < 0)
+		goto out;
+	fl__sock_local_port(lfd, &port);
+	io_all(out, &port, sizeof(port), true);
+	r = fl__sock_accept(lfd, NULL, 120000, &fd);
+	if (!r)
+		r = fl__conn_open(t, fd, FL__CONN_SERVER, NULL, 30000, &c, msg, sizeof(msg));
+	if (r < 0)
+		goto out;
+	t0 = fl__now_ns();
+	r = fl__conn_send_all(c, "g", 1, 10000);
+	while (!r && got < len) {
+		ssize_t k = fl__conn_recv_some(c, buf, 2 * MIB, 30000);
+
+		if (k <= 0)
+			r = k < 0 ? (int)k : -EPIPE;
+		else
+			got += (size_t)k;
+	}
+	res->v[X_TOTAL] = (double)(fl__now_ns() - t0) / 1e9;
+	res->v[X_MBS] = (double)len / MIB / res->v[X_TOTAL];
+out:
+	fl__conn_close(c);
+	fl__transport_free(t);
+	if (lfd >= 0)
+		close(lfd);
+	bench_unmap(buf, 2 * MIB);
+	return r < 0 ? bench_fail(e, r, "tls: %s", c ? fl__conn_error(c) : msg) : 0;
+}
+
 static int run_migration(enum row r, const struct opts *o, size_t len, int in, int out,
 			 struct result *res, struct bench_err *e)
 {
 	struct fl_migrate_dest_opts dop = {
 		.sz = sizeof(dop),
 		.host = "127.0.0.1",
-		.flags = FL_MIGRATE_LISTEN,
+		.flags = FL_MIGRATE_LISTEN | (r == R_POST_PLAIN ? FL_MIGRATE_INSECURE : 0),
+		.key = r == R_POST_PLAIN ? NULL : bench_key,
+		.key_len = r == R_POST_PLAIN ? 0 : sizeof(bench_key),
 		.timeout_ms = 30000,
 	};
 	struct fl_migrate_dest_stats ds = { .sz = sizeof(ds) };
@@ -562,14 +648,17 @@ static int run_row(enum row r, const struct opts *o, struct result *res, struct 
 	bench_prewarm(len + 128 * MIB);
 	if (r == R_TCP)
 		err = run_tcp(len, up[0], down[1], res, e);
+	else if (r == R_TLS)
+		err = run_tls(len, down[1], res, e);
 	else
 		err = run_migration(r, o, len, up[0], down[1], res, e);
 	close(down[1]);
-	if (r == R_TCP) {
+	if (r == R_TCP || r == R_TLS) {
 		struct src_report rep;
 
 		if (!err && (io_all(up[0], &rep, sizeof(rep), false) < 0 || rep.rc < 0))
-			err = bench_fail(e, -EPIPE, "tcp: the sending process failed");
+			err = bench_fail(e, -EPIPE, "%s: the sending process failed: %s",
+					 row_names[r], rep.err);
 	}
 	close(up[0]);
 	if (err < 0)
@@ -613,9 +702,10 @@ static void cell(struct stats_spread s, int prec, int width)
 	printf(" %*s", width, buf);
 }
 
-static void print_table(struct table *t, const struct opts *o, const struct bench_machine *m)
+static void print_table(struct table *t, const struct opts *o, const struct bench_machine *m,
+			double fault_ns)
 {
-	struct stats_spread dt, dt_big, tot, ratio;
+	struct stats_spread dt, dt_big, tot, ratio, plain, tcp, tls;
 	uint64_t p50[R_COUNT] = { 0 }, p99[R_COUNT] = { 0 };
 
 	printf("faultline %s bench migrate: %llu MiB over loopback TCP, %u run%s "
@@ -623,8 +713,13 @@ static void print_table(struct table *t, const struct opts *o, const struct benc
 	       o->runs > 1 ? "s" : "");
 	printf("machine: %ld CPUs, %s %s %s, THP %s\n", m->nproc, m->sysname, m->release,
 	       m->arch, m->thp[0] ? m->thp : "?");
+	printf("kind of machine, from the floors: %s (native fault p50 %.0f ns)\n",
+	       bench_kind_text(bench_kind_of_fault(fault_ns)), fault_ns);
+	printf("migrations over TLS 1.3 (pre-shared key, TLS_AES_128_GCM_SHA256) but "
+	       "postcopy-plain;\ntotal/base: against the tls copy, postcopy-plain against "
+	       "the tcp copy\n");
 	printf("%-22s %20s %20s %16s %10s %10s %7s\n", "configuration", "downtime ms",
-	       "total s", "total/tcp", "urgent p50", "p99 us", "faults");
+	       "total s", "total/base", "urgent p50", "p99 us", "faults");
 	for (int r = 0; r < R_COUNT; r++) {
 		if (!t->on[r])
 			continue;
@@ -647,6 +742,11 @@ static void print_table(struct table *t, const struct opts *o, const struct benc
 	dt_big = spread(t, R_POST_BIG, X_DOWNTIME, o->runs);
 	tot = spread(t, R_POST, X_TOTAL, o->runs);
 	ratio = spread(t, R_POST, X_RATIO, o->runs);
+	plain = spread(t, R_POST_PLAIN, X_RATIO, o->runs);
+	tcp = spread(t, R_TCP, X_MBS, o->runs);
+	tls = spread(t, R_TLS, X_MBS, o->runs);
+	printf("\ncopies of the same bytes: tcp %.0f MiB/s, tls %.0f MiB/s (tls/tcp %.2f)\n",
+	       tcp.median, tls.median, tls.median / tcp.median);
 	printf("\ntargets (medians):\n");
 	printf("  post-copy downtime <= 5 ms:                 %.2f ms  %s\n", dt.median,
 	       dt.median <= 5 ? "met" : "MISSED");
@@ -654,8 +754,11 @@ static void print_table(struct table *t, const struct opts *o, const struct benc
 		printf("  downtime at %ux size within 1.5x:            %.2fx     %s\n", o->scale,
 		       dt_big.median / dt.median, dt_big.median <= 1.5 * dt.median ? "met" :
 		       "MISSED");
-	printf("  total <= 1.25 x tcp:                        %.2fx     %s (%.3f s)\n",
+	printf("  total <= 1.25 x tls copy:                   %.2fx     %s (%.3f s)\n",
 	       ratio.median, ratio.median <= 1.25 ? "met" : "MISSED", tot.median);
+	if (t->on[R_POST_PLAIN])
+		printf("  plain total <= 1.25 x tcp copy:             %.2fx     %s\n",
+		       plain.median, plain.median <= 1.25 ? "met" : "MISSED");
 	printf("  urgent p50 <= 150 us at full speed:         %.1f us  %s\n",
 	       (double)p50[R_POST_FAULTS] / 1e3, p50[R_POST_FAULTS] <= 150000 ? "met" : "MISSED");
 	printf("  urgent p99 <= 2 ms at full speed:           %.1f us  %s\n",
@@ -675,15 +778,18 @@ static void json_spread_m(const char *key, struct stats_spread s, bool comma)
 		       key, s.median, s.min, s.max);
 }
 
-static void print_json(struct table *t, const struct opts *o, const struct bench_machine *m)
+static void print_json(struct table *t, const struct opts *o, const struct bench_machine *m,
+		       double fault_ns)
 {
 	bool first = true;
 
 	printf("{\"benchmark\":\"migrate\",\"faultline\":\"%s\",\"size\":%llu,\"runs\":%u,"
 	       "\"scale\":%u,\"limit\":%llu,\"machine\":{\"nproc\":%ld,\"kernel\":\"%s\","
-	       "\"arch\":\"%s\"},\"configurations\":{", fl_version(),
-	       (unsigned long long)o->size, o->runs, o->scale, (unsigned long long)o->limit,
-	       m->nproc, m->release, m->arch);
+	       "\"arch\":\"%s\",\"kind\":\"%s\"},\"transport\":\"TLS 1.3 PSK "
+	       "TLS_AES_128_GCM_SHA256; postcopy-plain: plain TCP\",\"configurations\":{",
+	       fl_version(), (unsigned long long)o->size, o->runs, o->scale,
+	       (unsigned long long)o->limit, m->nproc, m->release, m->arch,
+	       bench_kind_of_fault(fault_ns));
 	for (int r = 0; r < R_COUNT; r++) {
 		if (!t->on[r])
 			continue;
@@ -691,7 +797,7 @@ static void print_json(struct table *t, const struct opts *o, const struct bench
 		first = false;
 		json_spread_m("downtime_ms", spread(t, r, X_DOWNTIME, o->runs), false);
 		json_spread_m("total_s", spread(t, r, X_TOTAL, o->runs), true);
-		json_spread_m("total_vs_tcp", spread(t, r, X_RATIO, o->runs), true);
+		json_spread_m("total_vs_copy", spread(t, r, X_RATIO, o->runs), true);
 		json_spread_m("mib_per_s", spread(t, r, X_MBS, o->runs), true);
 		if (t->nlat[r]) {
 			stats_sort_u64(t->lat[r], t->nlat[r]);
@@ -716,9 +822,12 @@ int bench_migrate_main(int argc, char **argv)
 	struct bench_err e = { "" };
 	bool progress = isatty(STDERR_FILENO);
 	int r = parse_args(argc, argv, &o);
+	double fault_ns;
 
 	if (r)
 		return r < 0 ? 0 : r;
+	if (getrandom(bench_key, sizeof(bench_key), 0) != (ssize_t)sizeof(bench_key))
+		return fail(SUB, "getrandom", -errno);
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return fail(SUB, "memory", -ENOMEM);
@@ -731,6 +840,7 @@ int bench_migrate_main(int argc, char **argv)
 		}
 	}
 	bench_machine_get(&m);
+	fault_ns = bench_native_fault_ns();
 	if (o.pin) {
 		cpu_set_t saved;
 
@@ -738,7 +848,7 @@ int bench_migrate_main(int argc, char **argv)
 			return usage_error(SUB, "--pin needs two CPUs");
 	}
 	for (unsigned int run = 0; run < o.runs; run++) {
-		double tcp = NAN;
+		double tcp = NAN, tls = NAN;
 
 		for (int i = 0; i < R_COUNT; i++) {
 			struct result res = { .lat = t->lat[i] ? t->lat[i] + t->nlat[i] : NULL };
@@ -756,8 +866,11 @@ int bench_migrate_main(int argc, char **argv)
 			}
 			if (i == R_TCP)
 				tcp = res.v[X_TOTAL];
-			if (i != R_TCP && i != R_POST_BIG && !isnan(res.v[X_TOTAL]))
-				res.v[X_RATIO] = res.v[X_TOTAL] / tcp;
+			if (i == R_TLS)
+				tls = res.v[X_TOTAL];
+			/* Each migration against the copy of its own transport. */
+			if (i != R_TCP && i != R_TLS && i != R_POST_BIG && !isnan(res.v[X_TOTAL]))
+				res.v[X_RATIO] = res.v[X_TOTAL] / (i == R_POST_PLAIN ? tcp : tls);
 			for (int x = 0; x < X_COUNT; x++)
 				t->m[i][x][run] = res.v[x];
 			t->nlat[i] += res.nlat;
@@ -766,9 +879,9 @@ int bench_migrate_main(int argc, char **argv)
 	if (progress)
 		fprintf(stderr, "\r%50s\r", "");
 	if (o.json)
-		print_json(t, &o, &m);
+		print_json(t, &o, &m, fault_ns);
 	else
-		print_table(t, &o, &m);
+		print_table(t, &o, &m, fault_ns);
 	for (int i = 0; i < R_COUNT; i++)
 		free(t->lat[i]);
 	free(t);

@@ -278,6 +278,38 @@ static const char *snap_row(const char *out, const char *name)
 }
 
 /*
+ * bench migrate, tiny: both copies (plain TCP and TLS) and the migrations
+ * over TLS and in plain TCP run in one invocation and report their totals
+ * against the copy of their own transport, with the kind of machine.
+ */
+TEST(tool_bench_migrate_tiny)
+{
+	static struct t_run r;
+	char *json[] = { "faultline", "bench", "migrate", "--size", "8M", "--runs", "1",
+			 "--scale", "0", "--configs", "postcopy,postcopy-plain", "--json", NULL };
+	static const char *const rows[] = { "\"tcp\":{", "\"tls\":{", "\"postcopy-plain\":{",
+					    "\"postcopy\":{" };
+
+	run_tool(&r, json);
+	if (r.status != 0)
+		t_fail(__FILE__, __LINE__, "bench migrate failed (%d): %.300s", r.status, r.err);
+	T_ASSERT(json_valid(r.out));
+	T_ASSERT(strstr(r.out, "\"benchmark\":\"migrate\"") != NULL);
+	T_ASSERT(strstr(r.out, "\"kind\":\"") != NULL);
+	T_ASSERT(strstr(r.out, "\"transport\":\"TLS 1.3 PSK") != NULL);
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		const char *row = strstr(r.out, rows[i]);
+
+		T_ASSERT(row != NULL);
+		T_ASSERT(json_num_after(r.out, row, "total_s") > 0);
+		if (i >= 2)
+			T_ASSERT(json_num_after(r.out, row, "total_vs_copy") > 0);
+	}
+	/* Nothing else was asked for. */
+	T_ASSERT(strstr(r.out, "\"hybrid\"") == NULL);
+}
+
+/*
  * bench snapshot, tiny: the output parses and its counts are what the
  * workload implies (never its times): 10% of 1024 pages is 102 pages, each
  * faulted once by demand paging, none by the eager restore, and every page
