@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "tests.h"
+#include "certs.h"
 
 #define OUT_MAX (64u << 10)
 
@@ -203,6 +204,8 @@ TEST(migrate_tool_demo)
 			 "--seconds", "0.2", "--precopy", "1", "--json", NULL };
 	char *text[] = { tool, "migrate", "--demo", "--size", "8M", "--serve", "0.05",
 			 "--seconds", "0.05", NULL };
+	char *plain[] = { tool, "migrate", "--demo", "--size", "8M", "--serve", "0.05",
+			  "--seconds", "0.05", "--insecure", NULL };
 	int st;
 
 	t_tool_path(tool, sizeof(tool));
@@ -216,6 +219,13 @@ TEST(migrate_tool_demo)
 	if (st != 0)
 		t_fail(__FILE__, __LINE__, "status %d, stderr: %s", st, err_buf);
 	T_ASSERT(strstr(out_buf, "downtime"));
+	T_ASSERT(strstr(out_buf, "checksums match"));
+	/* The demo makes a key of its own: TLS; --insecure is plain TCP, and says so. */
+	T_ASSERT(strstr(out_buf, "(TLS 1.3, pre-shared key)"));
+	st = run_one(plain, t_ms(60000), out_buf, err_buf);
+	if (st != 0)
+		t_fail(__FILE__, __LINE__, "status %d, stderr: %s", st, err_buf);
+	T_ASSERT(strstr(out_buf, "(plain TCP, insecure)"));
 	T_ASSERT(strstr(out_buf, "checksums match"));
 }
 
@@ -482,6 +492,71 @@ TEST(migrate_tool_source_gone)
 TEST(migrate_tool_dest_gone)
 {
 	peer_dies(true);
+}
+
+/*
+ * Two tools with certificates made now: a destination that shows its
+ * certificate and requires the source's; a source that expects another
+ * name is refused with OpenSSL's reason and exits 1, without ending the
+ * destination's wait; the right one migrates, and both verify.
+ */
+TEST(migrate_tool_x509)
+{
+	static char out[1][OUT_MAX], err[1][OUT_MAX];
+	char tool[PATH_MAX], dir[64], ca[128], scrt[128], skey[128], ccrt[128], ckey[128];
+	char port[8], to[32];
+	struct proc p;
+	bool up;
+	int st;
+
+	t_tool_path(tool, sizeof(tool));
+	t_certs_dir(dir, sizeof(dir));
+	t_certs_make(dir, "ca", NULL, NULL);
+	t_certs_make(dir, "server", "ca", "server.test");
+	t_certs_make(dir, "client", "ca", "client.test");
+	snprintf(ca, sizeof(ca), "%s/ca.crt", dir);
+	snprintf(scrt, sizeof(scrt), "%s/server.crt", dir);
+	snprintf(skey, sizeof(skey), "%s/server.key", dir);
+	snprintf(ccrt, sizeof(ccrt), "%s/client.crt", dir);
+	snprintf(ckey, sizeof(ckey), "%s/client.key", dir);
+	snprintf(port, sizeof(port), "%u", free_port());
+	snprintf(to, sizeof(to), "127.0.0.1:%s", port);
+	{
+		char *argv[] = { tool, "migrate", "--listen", port, "--bind", "127.0.0.1",
+				 "--tls-cert", scrt, "--tls-key", skey, "--tls-ca", ca,
+				 "--verify-peer", "--seconds", "0", NULL };
+
+		start(&p, argv);
+	}
+	up = wait_output(&p, "(TLS 1.3, X.509)", t_ms(10000));
+	if (up) {
+		char *argv[] = { tool, "migrate", "--to", to, "--tls-ca", ca, "--tls-name",
+				 "elsewhere.test", "--tls-cert", ccrt, "--tls-key", ckey,
+				 "--size", "4M", "--serve", "0", NULL };
+
+		st = run_one(argv, t_ms(30000), out_buf, err_buf);
+		if (st != 1 || !strstr(err_buf, "hostname mismatch"))
+			t_fail(__FILE__, __LINE__, "wrong name: status %d, stderr '%s'", st,
+			       err_buf);
+	}
+	if (up) {
+		char *argv[] = { tool, "migrate", "--to", to, "--tls-ca", ca, "--tls-name",
+				 "server.test", "--tls-cert", ccrt, "--tls-key", ckey,
+				 "--size", "4M", "--serve", "0", NULL };
+
+		st = run_one(argv, t_ms(60000), out_buf, err_buf);
+		if (st != 0)
+			t_fail(__FILE__, __LINE__, "source: status %d, stderr '%s'", st, err_buf);
+	} else {
+		kill(p.pid, SIGKILL);
+	}
+	finish_all(&p, 1, t_ms(60000), out, err, &st);
+	t_certs_cleanup(dir);
+	T_ASSERT(up);
+	if (st != 0 || !strstr(out[0], "checksums match") ||
+	    !strstr(err[0], "refused the connection"))
+		t_fail(__FILE__, __LINE__, "destination: status %d, stdout '%s', stderr '%s'", st,
+		       out[0], err[0]);
 }
 
 /* How many times @needle occurs in @hay. */

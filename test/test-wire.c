@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Wire protocol tests: CRC32C, SHA-256/HMAC, every frame type, malformed input, sockets. */
+/* Wire protocol tests: CRC32C, every frame type, the HELLO check, malformed input, sockets. */
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>

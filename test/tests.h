@@ -299,6 +299,7 @@
 	X(migrate_tool_source_gone, 0, T_UFFD, 120)                                \
 	X(migrate_tool_dest_gone, 0, T_UFFD, 120)                                  \
 	X(migrate_tool_first_use, 0, 0, 60)                                        \
+	X(migrate_tool_x509, 0, T_UFFD, 120)                                       \
 	/* test-monitor-server-pager.c: what the monitor server needs of the pager */ \
 	X(pager_event_hook_order, FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_REMAP |     \
 	  FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                                          \
