@@ -125,8 +125,12 @@ void fl__region_wp_detach(struct fl_region *r);
  * Take the pager's read token (waiting for a reader that holds it to end),
  * so no thread reads its userfaultfd, and thus no event is applied, until
  * fl__pager_release_reading(): faults and events queue meanwhile. For a
- * live snapshot's instant; keep it short. Thread safety: any thread but
- * the pager's own.
+ * live snapshot's instant; keep it short. The wait spins, then yields: a
+ * reader holds the token for one non-blocking read of the userfaultfd and
+ * the applying of its events (after installs under way, never a store
+ * read, end), microseconds; an event
+ * callback (fl_pager_opts.on_event) runs inside it, so a slow callback
+ * makes this wait as long. Thread safety: any thread but the pager's own.
  */
 void fl__pager_hold_reading(struct fl_pager *p);
 void fl__pager_release_reading(struct fl_pager *p);

@@ -196,7 +196,12 @@ static void set_error(struct fl_snapshot_live *s, int e)
 
 /* ------------------------------------------------------------- saving */
 
-/* Wait until page @pg leaves SAVING (another thread is putting it: short). */
+/*
+ * Wait until page @pg leaves SAVING: another thread is copying it and
+ * putting it into the writer, or reading it from a pager region's store.
+ * As long as one such put or store read (a remote store's own deadline
+ * bounds it), spinning then yielding: expected in microseconds.
+ */
 static void wait_saved(struct lv_range *r, size_t pg)
 {
 	for (unsigned int i = 0; atomic_load(&r->st[pg]) == LV_SAVING; i++)
