@@ -16,11 +16,13 @@
 #include <unistd.h>
 
 #include "faultline.h"
+#include "certs.h"
 #include "tests.h"
 #include "net/crc32c.h"
 #include "net/le.h"
 #include "net/pgwire.h"
 #include "net/sock.h"
+#include "net/transport.h"
 #include "remote/pgio.h"
 
 /* ---------------------------------------------------------------- the codec */
@@ -256,6 +258,7 @@ TEST(pg_fuzz_seeds)
 /* ---------------------------------------------------------------- a real server */
 
 struct srv {
+	const char *const *security;	/* --key FILE or --tls-* arguments; NULL: --insecure */
 	pid_t pid;
 	uint16_t port;
 	char dir[64];
@@ -288,9 +291,9 @@ static void read_log(const struct srv *sv, char *text, size_t cap)
 static void srv_start(struct srv *sv, uint16_t port, const char *const *args)
 {
 	char path[PATH_MAX], listen_arg[32], fdarg[16], line[128] = "", *colon;
-	const char *argv[32] = { "faultline", "serve", "--dir", sv->dir, "--insecure", "-v",
-				 "--listen", listen_arg };
-	int ready[2], out[2], n = 8;
+	const char *argv[32] = { "faultline", "serve", "--dir", sv->dir, "-v", "--listen",
+				 listen_arg };
+	int ready[2], out[2], n = 7;
 	size_t got = 0;
 	char c;
 
@@ -298,6 +301,10 @@ static void srv_start(struct srv *sv, uint16_t port, const char *const *args)
 	snprintf(listen_arg, sizeof(listen_arg), "127.0.0.1:%u", port);
 	for (int i = 0; args && args[i]; i++)
 		argv[n++] = args[i];
+	if (!sv->security)
+		argv[n++] = "--insecure";
+	for (int i = 0; sv->security && sv->security[i]; i++)
+		argv[n++] = sv->security[i];
 	T_ASSERT_SYS(pipe2(ready, O_CLOEXEC));
 	T_ASSERT_SYS(pipe2(out, O_CLOEXEC));
 	snprintf(fdarg, sizeof(fdarg), "%d", ready[1]);
@@ -408,21 +415,33 @@ static int remote_open(const struct srv *sv, const char *name, uint32_t flags, i
 	return fl_store_remote_open(url_of(sv, name), &o, ret);
 }
 
+/* Plain TCP, for the raw connections of the tests (the test's, never freed: it ends). */
+static struct fl__transport *plain(void)
+{
+	static struct fl__transport *t;
+	struct fl__transport_opts o = { .mode = FL__TRANSPORT_PLAIN };
+
+	if (!t)
+		T_ASSERT_OK(fl__transport_new(&o, &t, NULL, 0));
+	return t;
+}
+
 /* A raw client connection with an OPEN of @name answered (OPENED expected). */
-static int raw_open(const struct srv *sv, const char *name, struct fl__pg_rx *rx)
+static struct fl__conn *raw_open(const struct srv *sv, const char *name, struct fl__pg_rx *rx)
 {
 	struct fl__sock_opts so = { 0 };
 	struct fl__pg_msg m = {
 		.type = FL__PG_OPEN,
 		.open = { .name_len = (uint16_t)strlen(name), .name = name },
 	};
-	int fd;
+	struct fl__conn *c;
 
-	T_ASSERT_OK(fl__sock_connect("127.0.0.1", sv->port, &so, t_ms(5000), &fd));
-	T_ASSERT_OK(fl__pg_send(fd, &m, t_ms(5000)));
-	T_ASSERT_EQ(fl__pg_recv(fd, rx, -1, t_ms(5000), t_ms(5000), &m), 1);
+	T_ASSERT_OK(fl__conn_connect(plain(), "127.0.0.1", sv->port, &so, t_ms(5000), &c, NULL,
+				     0));
+	T_ASSERT_OK(fl__pg_send(c, &m, t_ms(5000)));
+	T_ASSERT_EQ(fl__pg_recv(c, rx, -1, t_ms(5000), t_ms(5000), &m), 1);
 	T_ASSERT_EQ(m.type, FL__PG_OPENED);
-	return fd;
+	return c;
 }
 
 TEST(serve_pager_reads_match_file)
@@ -586,10 +605,11 @@ TEST(serve_name_escapes_refused)
 }
 
 /* Receive on a raw connection: the next message's type (ERROR: its code in *@code), or 0 at EOF. */
-static int raw_next(int fd, struct fl__pg_rx *rx, uint32_t *code, struct fl__pg_msg *ret)
+static int raw_next(struct fl__conn *c, struct fl__pg_rx *rx, uint32_t *code,
+		    struct fl__pg_msg *ret)
 {
 	struct fl__pg_msg m;
-	int r = fl__pg_recv(fd, rx, -1, t_ms(10000), t_ms(10000), &m);
+	int r = fl__pg_recv(c, rx, -1, t_ms(10000), t_ms(10000), &m);
 
 	if (r <= 0) {
 		if (r < 0)
@@ -612,7 +632,7 @@ TEST(serve_malformed_closes_only_that_connection)
 	struct fl_store *s;
 	uint8_t *want, buf[4096];
 	uint32_t code = 0;
-	int a, b;
+	struct fl__conn *a, *b;
 
 	srv_dir(&sv);
 	want = make_object(&sv, "obj", 64 * 4096);
@@ -621,13 +641,13 @@ TEST(serve_malformed_closes_only_that_connection)
 	a = raw_open(&sv, "obj", &rx_a);
 	b = raw_open(&sv, "obj", &rx_b);
 	/* A bad header on a: ERROR PROTO with the reason, then the server closes a. */
-	T_ASSERT_OK(fl__sock_send_all(a, garbage, sizeof(garbage), t_ms(5000)));
+	T_ASSERT_OK(fl__conn_send_all(a, garbage, sizeof(garbage), t_ms(5000)));
 	T_ASSERT_EQ(raw_next(a, &rx_a, &code, &m), FL__PG_ERROR);
 	T_ASSERT_EQ(code, FL__PG_ERR_PROTO);
 	T_ASSERT(m.flags & FL__PG_F_CLOSE);
 	T_ASSERT(memmem(m.error.msg, m.error.msg_len, "header length", 13));
 	T_ASSERT_EQ(raw_next(a, &rx_a, NULL, NULL), 0);
-	close(a);
+	fl__conn_close(a);
 	/* A READ far past the end on b: an error for that request only, b stays open. */
 	{
 		struct fl__pg_msg d;
@@ -660,7 +680,7 @@ TEST(serve_malformed_closes_only_that_connection)
 		T_ASSERT_EQ(raw_next(b, &rx_b, &code, NULL), FL__PG_ERROR);
 		T_ASSERT_EQ(code, FL__PG_ERR_PROTO);
 		T_ASSERT_EQ(raw_next(b, &rx_b, NULL, NULL), 0);
-		close(b);
+		fl__conn_close(b);
 	}
 	/* The store's connections carry on. */
 	T_ASSERT_OK(fl_store_read(s, 4096, buf, 4096, 4096, (uint64_t[1]){ 0 }));
@@ -681,7 +701,7 @@ TEST(serve_silent_connections_and_idle_timeout)
 	struct fl_store *s;
 	uint8_t *want, *buf = malloc(64 * 4096);
 	char idle[16];
-	int silent[100], fd;
+	struct fl__conn *silent[100], *fd;
 	uint32_t code = 0;
 
 	T_ASSERT(buf);
@@ -695,9 +715,10 @@ TEST(serve_silent_connections_and_idle_timeout)
 	for (int i = 0; i < 100; i++) {
 		struct fl__sock_opts so = { 0 };
 
-		T_ASSERT_OK(fl__sock_connect("127.0.0.1", sv.port, &so, t_ms(5000), &silent[i]));
+		T_ASSERT_OK(fl__conn_connect(plain(), "127.0.0.1", sv.port, &so, t_ms(5000),
+					     &silent[i], NULL, 0));
 	}
-	T_ASSERT_OK(fl__sock_send_all(silent[99], "\x89" "FL", 3, t_ms(5000)));
+	T_ASSERT_OK(fl__conn_send_all(silent[99], "\x89" "FL", 3, t_ms(5000)));
 	/* A real client is served meanwhile, on connections made after them. */
 	T_ASSERT_OK(remote_open(&sv, "obj", 0, t_ms(10000), &s));
 	T_ASSERT_OK(fl_store_read(s, 0, buf, 64 * 4096, 4096, (uint64_t[1]){ 0 }));
@@ -711,8 +732,8 @@ TEST(serve_silent_connections_and_idle_timeout)
 	T_ASSERT_EQ(raw_next(fd, &rx, &code, NULL), FL__PG_ERROR);
 	T_ASSERT_EQ(code, FL__PG_ERR_IDLE);
 	for (int i = 0; i < 100; i++)
-		close(silent[i]);
-	close(fd);
+		fl__conn_close(silent[i]);
+	fl__conn_close(fd);
 	/* The store reconnects when it is asked again. */
 	T_ASSERT_OK(fl_store_read(s, 4096, buf, 4096, 4096, (uint64_t[1]){ 0 }));
 	T_ASSERT(!memcmp(buf, want + 4096, 4096));
@@ -731,7 +752,7 @@ TEST(serve_sigterm_answers_then_exits)
 	struct fl__pg_msg m, d;
 	uint8_t *want;
 	uint32_t code = 0;
-	int fd, idle;
+	struct fl__conn *fd, *idle;
 
 	srv_dir(&sv);
 	want = make_object(&sv, "obj", 4u << 20);
@@ -773,8 +794,8 @@ TEST(serve_sigterm_answers_then_exits)
 		sv.pid = 0;
 		T_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	}
-	close(fd);
-	close(idle);
+	fl__conn_close(fd);
+	fl__conn_close(idle);
 	fl__pg_rx_fini(&rx);
 	fl__pg_rx_fini(&rx2);
 	srv_cleanup(&sv);
@@ -869,7 +890,7 @@ TEST(serve_tool_usage_errors)
 	static struct t_run run;
 	char path[PATH_MAX], dir[] = "/tmp/fl-serve-args-XXXXXX", file[64];
 	struct {
-		const char *args[8];
+		const char *args[10];
 		const char *says;
 	} cases[] = {
 		{ { "--dir", dir, "--insecure" }, "--listen ADDR:PORT is required" },
@@ -891,6 +912,13 @@ TEST(serve_tool_usage_errors)
 		  "unknown option '--bogus'" },
 		{ { "--listen", "127.0.0.1:0", "--dir", dir, "--insecure", "extra" },
 		  "unexpected argument 'extra'" },
+		{ { "--listen", "127.0.0.1:0", "--dir", dir, "--insecure", "--key", file },
+		  "exclude each other" },
+		{ { "--listen", "127.0.0.1:0", "--dir", dir, "--key", file }, "at least 16" },
+		{ { "--listen", "127.0.0.1:0", "--dir", dir, "--tls-cert", file },
+		  "--tls-cert and --tls-key are both needed" },
+		{ { "--listen", "127.0.0.1:0", "--dir", dir, "--tls-cert", file, "--tls-key", file,
+		    "--verify-peer" }, "--verify-peer and --tls-ca go together" },
 	};
 	int fd;
 
@@ -942,4 +970,120 @@ TEST(remote_open_refuses_bad_arguments)
 	o.flags = 0;
 	T_ASSERT_ERR(fl_store_remote_open("faultline://127.0.0.1:1/x", &o, &s), EINVAL);
 	T_ASSERT_ERR(fl_store_remote_open("faultline://127.0.0.1:1/x", NULL, &s), EINVAL);
+	/* A key and the insecure flag, a short key, a key and certificates. */
+	o.key = "0123456789abcdef0123";
+	o.key_len = 20;
+	o.flags = FL_STORE_REMOTE_INSECURE;
+	T_ASSERT_ERR(fl_store_remote_open("faultline://127.0.0.1:1/x", &o, &s), EINVAL);
+	o.flags = 0;
+	o.key_len = 8;
+	T_ASSERT_ERR(fl_store_remote_open("faultline://127.0.0.1:1/x", &o, &s), EINVAL);
+	o.key_len = 20;
+	o.tls_ca_file = "/nonexistent";
+	T_ASSERT_ERR(fl_store_remote_open("faultline://127.0.0.1:1/x", &o, &s), EINVAL);
+}
+
+/* Read the first pages of "obj" through @o's store and compare: 0, or the open's error. */
+static int tls_read(const struct srv *sv, struct fl_store_remote_opts *o, const uint8_t *want)
+{
+	static uint8_t buf[8 * 4096];
+	struct fl_store *s;
+	int r = fl_store_remote_open(url_of(sv, "obj"), o, &s);
+
+	if (r < 0)
+		return r;
+	T_ASSERT_OK(fl_store_read(s, 0, buf, sizeof(buf), 4096, (uint64_t[1]){ 0 }));
+	for (size_t p = 1; p < 8; p++)
+		if (p % 5)
+			T_ASSERT(!memcmp(buf + p * 4096, want + p * 4096, 4096));
+	fl_store_destroy(s);
+	return 0;
+}
+
+TEST(serve_tls_psk)
+{
+	uint8_t key[32], other[32];
+	char keyfile[96];
+	const char *sec[] = { "--key", keyfile, NULL };
+	struct srv sv = { .security = sec };
+	struct fl_store_remote_opts o = { .sz = sizeof(o), .key = key, .key_len = sizeof(key) };
+	struct fl__pg_rx rx = { 0 };
+	struct fl__conn *c;
+	uint8_t *want;
+	int fd;
+
+	srv_dir(&sv);
+	for (size_t i = 0; i < sizeof(key); i++) {
+		key[i] = (uint8_t)(i * 37 + 11);
+		other[i] = key[i] ^ (i == 5);
+	}
+	snprintf(keyfile, sizeof(keyfile), "%s.key", sv.dir);
+	fd = open(keyfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	T_ASSERT_SYS(fd);
+	T_ASSERT_EQ(write(fd, key, sizeof(key)), (ssize_t)sizeof(key));
+	close(fd);
+	want = make_object(&sv, "obj", 64 * 4096);
+	srv_start(&sv, 0, NULL);
+	T_ASSERT_OK(tls_read(&sv, &o, want));
+	/* One bit of the key wrong: the handshake fails, nothing is served. */
+	o.key = other;
+	T_ASSERT_ERR(tls_read(&sv, &o, want), EACCES);
+	/* Plain TCP against a TLS server: refused, and the server carries on. */
+	{
+		struct fl__sock_opts so = { 0 };
+		struct fl__pg_msg m = { .type = FL__PG_OPEN, .open = { .name_len = 3,
+								       .name = "obj" } };
+
+		T_ASSERT_OK(fl__conn_connect(plain(), "127.0.0.1", sv.port, &so, t_ms(5000), &c,
+					     NULL, 0));
+		T_ASSERT_OK(fl__pg_send(c, &m, t_ms(5000)));
+		T_ASSERT(fl__pg_recv(c, &rx, -1, t_ms(10000), t_ms(10000), &m) <= 0);
+		fl__conn_close(c);
+	}
+	o.key = key;
+	T_ASSERT_OK(tls_read(&sv, &o, want));
+	T_ASSERT_EQ(srv_stop(&sv, SIGTERM), 0);
+	unlink(keyfile);
+	fl__pg_rx_fini(&rx);
+	srv_cleanup(&sv);
+	free(want);
+}
+
+TEST(serve_tls_x509)
+{
+	char certs[128], crt[192], key[192], ca[192], ca2[192];
+	const char *sec[] = { "--tls-cert", crt, "--tls-key", key, NULL };
+	struct srv sv = { .security = sec };
+	struct fl_store_remote_opts o = { .sz = sizeof(o), .tls_ca_file = ca };
+	uint8_t *want;
+
+	t_certs_dir(certs, sizeof(certs));
+	t_certs_make(certs, "ca", NULL, NULL);
+	t_certs_make(certs, "other-ca", NULL, NULL);
+	t_certs_make(certs, "server", "ca", "pages.example");
+	snprintf(crt, sizeof(crt), "%s/server.crt", certs);
+	snprintf(key, sizeof(key), "%s/server.key", certs);
+	snprintf(ca, sizeof(ca), "%s/ca.crt", certs);
+	snprintf(ca2, sizeof(ca2), "%s/other-ca.crt", certs);
+	srv_dir(&sv);
+	want = make_object(&sv, "obj", 64 * 4096);
+	srv_start(&sv, 0, NULL);
+	/* The certificate names 127.0.0.1 (the URL's host) and pages.example. */
+	T_ASSERT_OK(tls_read(&sv, &o, want));
+	o.tls_peer_name = "pages.example";
+	T_ASSERT_OK(tls_read(&sv, &o, want));
+	/* Another name, or another CA: refused. */
+	o.tls_peer_name = "elsewhere.example";
+	T_ASSERT_ERR(tls_read(&sv, &o, want), EACCES);
+	o.tls_peer_name = NULL;
+	o.tls_ca_file = ca2;
+	T_ASSERT_ERR(tls_read(&sv, &o, want), EACCES);
+	/* Certificates without a CA to check the server's: refused before connecting. */
+	o.tls_ca_file = NULL;
+	o.tls_peer_name = "pages.example";
+	T_ASSERT_ERR(tls_read(&sv, &o, want), EINVAL);
+	T_ASSERT_EQ(srv_stop(&sv, SIGTERM), 0);
+	srv_cleanup(&sv);
+	t_certs_cleanup(certs);
+	free(want);
 }

@@ -363,6 +363,8 @@
 	X(serve_outage_faults_wait_then_resume, 0, T_UFFD, 60)                     \
 	X(serve_outage_past_deadline_sigbus, 0, T_UFFD, 30)                        \
 	X(serve_tool_usage_errors, 0, 0, 30)                                       \
+	X(serve_tls_psk, 0, 0, 30)                                                 \
+	X(serve_tls_x509, 0, 0, 30)                                                \
 	X(remote_open_refuses_bad_arguments, 0, 0, 0)                              \
 	/* test-restore.c: staged MOVE from file stores, eager restore */         \
 	X(restore_staged_move_threads, 0, T_UFFD, 30)                              \

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "faultline.h"
+#include "net/transport.h"
 #include "remote/server.h"
 #include "tool.h"
 
@@ -18,21 +19,32 @@
 void usage_serve(FILE *out)
 {
 	fprintf(out,
-		"usage: faultline serve --listen ADDR:PORT --dir DIR --insecure [OPTIONS]\n\n"
+		"usage: faultline serve --listen ADDR:PORT --dir DIR\n"
+		"                       (--key FILE | --tls-cert FILE --tls-key FILE | --insecure)\n"
+		"                       [OPTIONS]\n\n"
 		"Serves the pages of the files under DIR to fl_store_remote_open(3) clients\n"
 		"(faultline://HOST:PORT/NAME), reads and writes, many clients at once. A\n"
-		"snapshot file (faultline-snapshot(1)) is served read-only, its first region.\n"
+		"snapshot file (faultline snapshot) is served read-only, its first region.\n"
 		"Names are confined to DIR: no absolute names, no '..', no symbolic link that\n"
 		"leads out of it.\n\n"
 		"Options:\n"
 		"  --listen ADDR:PORT  where to listen: 127.0.0.1:7070, [::1]:7070, or :7070 for\n"
 		"                      every address; port 0 picks a free one\n"
-		"  --dir DIR           the directory of the served objects\n"
-		"  --insecure          plain TCP: anyone who can reach the port reads and\n"
-		"                      writes the objects, and pages cross the network in the\n"
-		"                      clear (required until this build has TLS)\n"
+		"  --dir DIR           the directory of the served objects\n\n"
+		"Connections run over TLS 1.3, with a shared key or with certificates:\n"
+		"  --key FILE          shared key (the clients have the same bytes): TLS with\n"
+		"                      this pre-shared key; 16 to 4096 bytes\n"
+		"  --tls-cert FILE     the server's certificate (PEM), with --tls-key\n"
+		"  --tls-key FILE      its private key (PEM)\n"
+		"  --tls-ca FILE       with --verify-peer: CA certificates (PEM) the clients'\n"
+		"                      certificates must chain to\n"
+		"  --verify-peer       require a client certificate (mutual TLS)\n"
+		"  --insecure          plain TCP instead: anyone who can reach the port reads\n"
+		"                      and writes the objects, and pages cross the network in\n"
+		"                      the clear\n\n"
+		"Other options:\n"
 		"  --max-clients N     connections served at once (default 256); more are\n"
-		"                      refused with ERROR BUSY\n"
+		"                      closed at once\n"
 		"  --idle-timeout MS   close a connection with no request for MS ms (default\n"
 		"                      60000)\n"
 		"  --io-timeout MS     close a connection stalled inside a message, or not\n"
@@ -77,6 +89,42 @@ static int parse_num(const char *s, unsigned long max, unsigned long *ret)
 	return 0;
 }
 
+/* The key file's bytes, all of them, as they are (a trailing newline is part of the key). */
+static int read_key(const char *path, uint8_t *key, size_t cap, size_t *ret_len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t n = 0;
+	char more;
+
+	if (fd < 0)
+		return usage_error(SUB, "--key: cannot open '%s': %s", path, strerror(errno));
+	while (n < cap) {
+		ssize_t k = read(fd, key + n, cap - n);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0) {
+			int e = errno;
+
+			close(fd);
+			return usage_error(SUB, "--key: cannot read '%s': %s", path, strerror(e));
+		}
+		if (!k)
+			break;
+		n += (size_t)k;
+	}
+	if (n == cap && read(fd, &more, 1) == 1) {
+		close(fd);
+		return usage_error(SUB, "--key: '%s' is longer than %zu bytes", path, cap);
+	}
+	close(fd);
+	if (n < FL__TRANSPORT_PSK_MIN)
+		return usage_error(SUB, "--key: '%s' holds %zu bytes; a key has at least %u", path,
+				   n, FL__TRANSPORT_PSK_MIN);
+	*ret_len = n;
+	return 0;
+}
+
 /* "HOST:PORT", "[V6]:PORT" or ":PORT" into @host (empty: every address) and @port. */
 static int parse_listen(const char *s, char *host, size_t cap, uint16_t *port)
 {
@@ -113,7 +161,8 @@ static int parse_listen(const char *s, char *host, size_t cap, uint16_t *port)
 
 int cmd_serve(int argc, char **argv)
 {
-	enum { O_LISTEN = 256, O_DIR, O_INSECURE, O_MAX, O_IDLE, O_IO, O_READY };
+	enum { O_LISTEN = 256, O_DIR, O_INSECURE, O_MAX, O_IDLE, O_IO, O_READY, O_KEY, O_CERT,
+	       O_CKEY, O_CA, O_VERIFY };
 	static const struct option lo[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "dir", required_argument, NULL, O_DIR },
@@ -122,6 +171,11 @@ int cmd_serve(int argc, char **argv)
 		{ "idle-timeout", required_argument, NULL, O_IDLE },
 		{ "io-timeout", required_argument, NULL, O_IO },
 		{ "ready-fd", required_argument, NULL, O_READY },
+		{ "key", required_argument, NULL, O_KEY },
+		{ "tls-cert", required_argument, NULL, O_CERT },
+		{ "tls-key", required_argument, NULL, O_CKEY },
+		{ "tls-ca", required_argument, NULL, O_CA },
+		{ "verify-peer", no_argument, NULL, O_VERIFY },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -130,7 +184,12 @@ int cmd_serve(int argc, char **argv)
 	struct fl__pgsrv_stats st;
 	const char *listen_arg = NULL;
 	char host[256] = "";
-	bool insecure = false;
+	struct fl__transport_opts to = { 0 };
+	struct fl__transport *transport = NULL;
+	static uint8_t key[FL__TRANSPORT_PSK_MAX];
+	const char *key_file = NULL;
+	bool insecure = false, certs;
+	char why[256];
 	unsigned long v;
 	struct stat sb;
 	int c, r, ready = -1;
@@ -150,6 +209,21 @@ int cmd_serve(int argc, char **argv)
 			break;
 		case O_INSECURE:
 			insecure = true;
+			break;
+		case O_KEY:
+			key_file = optarg;
+			break;
+		case O_CERT:
+			to.cert_file = optarg;
+			break;
+		case O_CKEY:
+			to.key_file = optarg;
+			break;
+		case O_CA:
+			to.ca_file = optarg;
+			break;
+		case O_VERIFY:
+			to.verify_client = true;
 			break;
 		case O_MAX:
 			if (parse_num(optarg, 65536, &v) || !v)
@@ -189,10 +263,26 @@ int cmd_serve(int argc, char **argv)
 		return usage_error(SUB, "--dir %s: %s", o.dir, strerror(errno));
 	if (!S_ISDIR(sb.st_mode))
 		return usage_error(SUB, "--dir %s: not a directory", o.dir);
-	if (!insecure)
-		return usage_error(SUB, "this build has no TLS: pass --insecure to serve over "
-				   "plain TCP (anyone who reaches the port reads and writes the "
-				   "objects)");
+	certs = to.cert_file || to.key_file || to.ca_file || to.verify_client;
+	if ((key_file != NULL) + certs + insecure > 1)
+		return usage_error(SUB, "--key, the --tls-* options and --insecure exclude each "
+				   "other");
+	if (!key_file && !certs && !insecure)
+		return usage_error(SUB, "say how clients connect: --key FILE (TLS with a shared "
+				   "key), --tls-cert and --tls-key (TLS with certificates), or "
+				   "--insecure for plain TCP");
+	if (certs && (!to.cert_file || !to.key_file))
+		return usage_error(SUB, "certificates: --tls-cert and --tls-key are both needed");
+	if (to.verify_client != (to.ca_file != NULL))
+		return usage_error(SUB, "--verify-peer and --tls-ca go together");
+	if (key_file) {
+		int r2 = read_key(key_file, key, sizeof(key), &to.psk_len);
+
+		if (r2)
+			return r2;
+		to.psk = key;
+	}
+	to.mode = key_file ? FL__TRANSPORT_PSK : certs ? FL__TRANSPORT_X509 : FL__TRANSPORT_PLAIN;
 	if (ready >= 0) {
 		int fl = fcntl(ready, F_GETFL);
 
@@ -203,9 +293,16 @@ int cmd_serve(int argc, char **argv)
 	}
 	o.host = host[0] ? host : NULL;
 	fl_set_log_fn(lib_log);
+	r = fl__transport_new(&to, &transport, why, sizeof(why));
+	if (r < 0) {
+		fprintf(stderr, "faultline: serve: %s\n", why);
+		return r == -EINVAL ? EXIT_USAGE : 1;
+	}
+	o.transport = transport;
 	r = fl__pgsrv_create(&o, &the_server);
 	if (r < 0) {
 		fprintf(stderr, "faultline: serve: cannot start: %s\n", strerror(-r));
+		fl__transport_free(transport);
 		return 1;
 	}
 	sigemptyset(&sa.sa_mask);
@@ -213,9 +310,11 @@ int cmd_serve(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	if (strchr(host, ':'))
-		printf("listening on [%s]:%u\n", host, fl__pgsrv_port(the_server));
+		printf("listening on [%s]:%u (%s)\n", host, fl__pgsrv_port(the_server),
+		       fl__transport_name(transport));
 	else
-		printf("listening on %s:%u\n", host[0] ? host : "*", fl__pgsrv_port(the_server));
+		printf("listening on %s:%u (%s)\n", host[0] ? host : "*",
+		       fl__pgsrv_port(the_server), fl__transport_name(transport));
 	fflush(stdout);
 	if (ready >= 0) {
 		char one = 1;
@@ -225,6 +324,7 @@ int cmd_serve(int argc, char **argv)
 				strerror(errno));
 			close(ready);
 			fl__pgsrv_destroy(the_server);
+			fl__transport_free(transport);
 			return EXIT_USAGE;
 		}
 		close(ready);
@@ -233,6 +333,7 @@ int cmd_serve(int argc, char **argv)
 	fl__pgsrv_stats(the_server, &st);
 	fl__pgsrv_destroy(the_server);
 	the_server = NULL;
+	fl__transport_free(transport);
 	if (r < 0)
 		return fail(SUB, "serving", r);
 	if (verbosity)

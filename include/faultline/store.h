@@ -191,7 +191,7 @@ FL_API int fl_store_file_open(const char *path, const struct fl_store_file_opts 
 
 enum fl_store_remote_flags {
 	FL_STORE_REMOTE_WRITABLE = 1u << 0,	/* open for writing too (eviction write-back) */
-	FL_STORE_REMOTE_INSECURE = 1u << 1,	/* plain TCP: required, this build has no TLS */
+	FL_STORE_REMOTE_INSECURE = 1u << 1,	/* plain TCP: neither key nor certificates */
 };
 
 struct fl_store_remote_opts {
@@ -205,6 +205,19 @@ struct fl_store_remote_opts {
 	 * never zeros). 0 = 60000 ms; -1 = wait forever (unbounded).
 	 */
 	int32_t deadline_ms;
+	/*
+	 * TLS 1.3 with a pre-shared key (the server's --key file, copied: 16 to
+	 * 4096 bytes), or with X.509 certificates (PEM files, read at open: the
+	 * server's must chain to tls_ca_file and name tls_peer_name, NULL: the
+	 * URL's host; tls_cert_file and tls_key_file are this side's, for a
+	 * server that asks). Neither: plain TCP, only with FL_STORE_REMOTE_INSECURE.
+	 */
+	const void *key;
+	size_t key_len;
+	const char *tls_ca_file;
+	const char *tls_cert_file;
+	const char *tls_key_file;
+	const char *tls_peer_name;
 };
 
 /*
@@ -216,10 +229,12 @@ struct fl_store_remote_opts {
  * several pages (a prefetch window) is one request per 2 MiB, all in flight
  * at once. Holes: pages of zeros are reported as holes. Not async-signal-safe:
  * for pagers whose store reads run on handler threads (FL_PAGER_THREADS,
- * not SIGBUS mode). Returns 0, -EINVAL (a bad URL or option, logged), -ENOMEM,
- * -EROFS (WRITABLE and the object is read-only), the server's refusal
- * (-ENOENT, -EACCES for a name it refuses, -EIO) or the connection's
- * -errno (-ECONNREFUSED, -ETIMEDOUT, -ENXIO for an unknown host).
+ * FL_PAGER_LOOP), not SIGBUS mode. Returns 0, -EINVAL (a bad URL or
+ * option, logged), -ENOMEM, -EROFS (WRITABLE and the object is read-only),
+ * the server's refusal (-ENOENT, -EACCES for a name it refuses, -EIO), a
+ * failed TLS authentication (-EACCES), the certificate files' errors
+ * (-ENOENT, -EBADMSG), or the connection's -errno (-ECONNREFUSED,
+ * -ETIMEDOUT, -ENXIO for an unknown host).
  * Thread safety: any thread.
  */
 FL_API int fl_store_remote_open(const char *url, const struct fl_store_remote_opts *opts,

@@ -9,7 +9,7 @@
 #include <sys/socket.h>
 
 #include "internal.h"
-#include "net/sock.h"
+#include "net/transport.h"
 #include "remote/pgio.h"
 
 void fl__pg_rx_fini(struct fl__pg_rx *rx)
@@ -20,17 +20,19 @@ void fl__pg_rx_fini(struct fl__pg_rx *rx)
 }
 
 /*
- * Wait until @fd is readable: 0; -ETIMEDOUT after @ms (-1: never); -ECANCELED
- * if @stop_fd (>= 0) is readable first.
+ * Wait until @c has bytes (in the TLS layer, or on its socket): 0; -ETIMEDOUT
+ * after @ms (-1: never); -ECANCELED if @stop_fd (>= 0) is readable first.
  */
-static int wait_in(int fd, int stop_fd, int ms)
+static int wait_in(struct fl__conn *c, int stop_fd, int ms)
 {
 	struct pollfd p[2] = {
-		{ .fd = fd, .events = POLLIN },
+		{ .fd = fl__conn_fd(c), .events = POLLIN },
 		{ .fd = stop_fd, .events = POLLIN },
 	};
 	int n;
 
+	if (fl__conn_pending(c))
+		return 0;
 	for (;;) {
 		n = poll(p, stop_fd >= 0 ? 2 : 1, ms);
 		if (n < 0 && errno == EINTR)
@@ -45,48 +47,51 @@ static int wait_in(int fd, int stop_fd, int ms)
 	}
 }
 
-/* Receive exactly @len bytes; @first: no byte of the message is in yet. */
-static int recv_exact(int fd, uint8_t *p, size_t len, int stop_fd, int idle_ms, int io_ms,
-		      bool first, bool *ret_part)
+/*
+ * Receive exactly @len bytes; @first: no byte of the message is in yet (then
+ * a close is a clean end, 0, and @stop_fd and @idle_ms apply).
+ */
+static int recv_exact(struct fl__conn *c, uint8_t *p, size_t len, int stop_fd, int idle_ms,
+		      int io_ms, bool first, bool *ret_part)
 {
 	while (len) {
-		ssize_t n = recv(fd, p, len, MSG_DONTWAIT);
+		ssize_t n;
 		int r;
 
-		if (n > 0) {
-			p += n;
-			len -= (size_t)n;
-			first = false;
-			if (ret_part)
-				*ret_part = true;
-			continue;
-		}
-		if (!n)
-			return first ? 0 : -ECONNRESET;
-		r = -errno;
-		if (r == -EINTR)
-			continue;
-		if (r != -EAGAIN)
-			return r;
-		r = wait_in(fd, first ? stop_fd : -1, first ? idle_ms : io_ms);
+		r = wait_in(c, first ? stop_fd : -1, first ? idle_ms : io_ms);
 		if (r < 0)
 			return r;
+		/* Readable may be a TLS record not yet whole: -EAGAIN, wait again. */
+		n = fl__conn_recv_some(c, p, len, 0);
+		if (n == -EAGAIN)
+			continue;
+		if (n < 0)
+			return (int)n;
+		if (!n)
+			return first ? 0 : -ECONNRESET;
+		p += n;
+		len -= (size_t)n;
+		first = false;
+		if (ret_part)
+			*ret_part = true;
 	}
 	return 1;
 }
 
-/* Say why a message stopped half-way (a stall or a close inside it). */
-static int stalled(struct fl__pg_rx *rx, int r, const char *where)
+/* Say why a message stopped half-way (a stall, a close inside it, the connection's failure). */
+static int stalled(struct fl__pg_rx *rx, struct fl__conn *c, int r, const char *where)
 {
 	if (r == -ECONNRESET)
 		snprintf(rx->msg, sizeof(rx->msg), "the peer closed the connection inside a "
 			 "message's %s", where);
 	else if (r == -ETIMEDOUT)
 		snprintf(rx->msg, sizeof(rx->msg), "the peer stalled inside a message's %s", where);
+	else if (fl__conn_error(c)[0])
+		snprintf(rx->msg, sizeof(rx->msg), "%s", fl__conn_error(c));
 	return r;
 }
 
-int fl__pg_recv(int fd, struct fl__pg_rx *rx, int stop_fd, int idle_ms, int io_ms,
+int fl__pg_recv(struct fl__conn *c, struct fl__pg_rx *rx, int stop_fd, int idle_ms, int io_ms,
 		struct fl__pg_msg *m)
 {
 	struct fl__pg_hdr h;
@@ -94,18 +99,18 @@ int fl__pg_recv(int fd, struct fl__pg_rx *rx, int stop_fd, int idle_ms, int io_m
 	int r;
 
 	rx->msg[0] = '\0';
-	r = recv_exact(fd, rx->hdr, FL__PG_HDR_LEN, stop_fd, idle_ms, io_ms, true, &part);
+	r = recv_exact(c, rx->hdr, FL__PG_HDR_LEN, stop_fd, idle_ms, io_ms, true, &part);
 	if (r <= 0)
-		return r == -ECONNRESET || (r == -ETIMEDOUT && part) ? stalled(rx, r, "header")
-									   : r;
+		return r == -ETIMEDOUT && !part ? r : r == -ECANCELED || !r ? r
+						     : stalled(rx, c, r, "header");
 	r = fl__pg_parse_header(rx->hdr, FL__PG_HDR_LEN, false, &h, rx->msg, sizeof(rx->msg));
 	if (r > 0) {
 		/* A longer header (a later revision's extension): its rest, then check it all. */
 		size_t more = (size_t)r;
 
-		r = recv_exact(fd, rx->hdr + FL__PG_HDR_LEN, more, -1, io_ms, io_ms, false, NULL);
+		r = recv_exact(c, rx->hdr + FL__PG_HDR_LEN, more, -1, io_ms, io_ms, false, NULL);
 		if (r < 0)
-			return stalled(rx, r, "header");
+			return stalled(rx, c, r, "header");
 		r = fl__pg_parse_header(rx->hdr, FL__PG_HDR_LEN + more, false, &h, rx->msg,
 					sizeof(rx->msg));
 	}
@@ -123,9 +128,9 @@ int fl__pg_recv(int fd, struct fl__pg_rx *rx, int stop_fd, int idle_ms, int io_m
 		rx->cap = cap;
 	}
 	if (h.payload_len) {
-		r = recv_exact(fd, rx->buf, h.payload_len, -1, io_ms, io_ms, false, NULL);
+		r = recv_exact(c, rx->buf, h.payload_len, -1, io_ms, io_ms, false, NULL);
 		if (r < 0)
-			return stalled(rx, r, "payload");
+			return stalled(rx, c, r, "payload");
 	}
 	r = fl__pg_parse_payload(&h, rx->buf, false, m, rx->msg, sizeof(rx->msg));
 	if (r < 0)
@@ -134,7 +139,7 @@ int fl__pg_recv(int fd, struct fl__pg_rx *rx, int stop_fd, int idle_ms, int io_m
 	return 1;
 }
 
-int fl__pg_send(int fd, const struct fl__pg_msg *m, int timeout_ms)
+int fl__pg_send(struct fl__conn *c, const struct fl__pg_msg *m, int timeout_ms)
 {
 	uint8_t meta[FL__PG_META_MAX];
 	struct iovec iov[2];
@@ -152,10 +157,10 @@ int fl__pg_send(int fd, const struct fl__pg_msg *m, int timeout_ms)
 		iov[1].iov_len = m->run.len;
 	else if (m->type == FL__PG_DATA)
 		iov[1].iov_len = m->run.data_len;
-	return fl__sock_sendv_all(fd, iov, iov[1].iov_len ? 2 : 1, timeout_ms);
+	return fl__conn_sendv_all(c, iov, iov[1].iov_len ? 2 : 1, timeout_ms);
 }
 
-int fl__pg_send_error(int fd, uint64_t seq, uint16_t flags, uint32_t code, int timeout_ms,
+int fl__pg_send_error(struct fl__conn *c, uint64_t seq, uint16_t flags, uint32_t code, int timeout_ms,
 		      const char *fmt, ...)
 {
 	char text[FL__PG_MAX_MSG + 1];
@@ -177,5 +182,5 @@ int fl__pg_send_error(int fd, uint64_t seq, uint16_t flags, uint32_t code, int t
 		.seq = seq,
 		.error = { .code = code, .msg_len = (uint32_t)n, .msg = text },
 	};
-	return fl__pg_send(fd, &m, timeout_ms);
+	return fl__pg_send(c, &m, timeout_ms);
 }

@@ -8,6 +8,8 @@
 
 #include "net/pgwire.h"
 
+struct fl__conn;
+
 /*
  * What one connection receives into: the header, and the payload in a
  * buffer grown to the longest payload seen (at most FL__PG_MAX_PAYLOAD, so
@@ -24,15 +26,16 @@ struct fl__pg_rx {
 void fl__pg_rx_fini(struct fl__pg_rx *rx);
 
 /*
- * Receive one message from @fd into @rx and decode it into @m (pointers into
+ * Receive one message from @c (a transport connection: TLS or plain TCP) into @rx and decode it into @m (pointers into
  * @rx, valid until the next call). Waits up to @idle_ms (-1: forever) for
  * its first byte, and up to @io_ms for each later byte. When @stop_fd (or -1)
  * becomes readable before the first byte, returns -ECANCELED. Returns 1,
  * 0 if the peer closed between messages, or -errno: -ETIMEDOUT,
  * -ECONNRESET (closed inside a message), -EPROTO, -EPROTONOSUPPORT, -EBADMSG
- * (@rx->msg says why), -ENOMEM, or recv's error.
+ * (a malformed message, or a TLS record that failed its check; @rx->msg
+ * says why), -ENOMEM, or the connection's error.
  */
-int fl__pg_recv(int fd, struct fl__pg_rx *rx, int stop_fd, int idle_ms, int io_ms,
+int fl__pg_recv(struct fl__conn *c, struct fl__pg_rx *rx, int stop_fd, int idle_ms, int io_ms,
 		struct fl__pg_msg *m);
 
 /*
@@ -40,10 +43,10 @@ int fl__pg_recv(int fd, struct fl__pg_rx *rx, int stop_fd, int idle_ms, int io_m
  * @timeout_ms of no progress. -EINVAL if @m breaks a rule (logged), or the
  * send's -errno.
  */
-int fl__pg_send(int fd, const struct fl__pg_msg *m, int timeout_ms);
+int fl__pg_send(struct fl__conn *c, const struct fl__pg_msg *m, int timeout_ms);
 
 /* Send ERROR @code with a formatted message (truncated to fit); flags FL__PG_F_*. */
-int fl__pg_send_error(int fd, uint64_t seq, uint16_t flags, uint32_t code, int timeout_ms,
+int fl__pg_send_error(struct fl__conn *c, uint64_t seq, uint16_t flags, uint32_t code, int timeout_ms,
 		      const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
 #endif /* FL_REMOTE_PGIO_H */

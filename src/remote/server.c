@@ -13,7 +13,7 @@
  * memory is bounded: a thread's small stack, plus the receive buffer and the
  * page buffer, each at most one run (2 MiB) and allocated at the first
  * message that needs them. A silent connection costs a stack and is closed
- * after the idle timeout; a full server answers ERROR BUSY and closes.
+ * after the idle timeout; past max_clients a connection is closed at once.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +35,7 @@
 #include "faultline.h"
 #include "internal.h"
 #include "net/sock.h"
+#include "net/transport.h"
 #include "remote/pgio.h"
 #include "remote/server.h"
 #include "snapshot/format.h"
@@ -46,6 +47,7 @@
 #define THREAD_STACK (256u << 10)
 
 struct fl__pgsrv {
+	struct fl__transport *transport;	/* borrowed */
 	int lfd, dirfd, stop_fd;
 	uint16_t port;
 	unsigned int max_clients;
@@ -59,7 +61,8 @@ struct fl__pgsrv {
 /* One client's connection and the object it opened. */
 struct conn {
 	struct fl__pgsrv *s;
-	int fd;
+	int fd;				/* the socket, until conn takes it */
+	struct fl__conn *conn;		/* after the TLS handshake (or plain TCP) */
 	int obj_fd;			/* a plain file, or -1 */
 	struct fl_snapshot *snap;	/* a snapshot file, or NULL */
 	uint64_t size;			/* the object's bytes */
@@ -287,11 +290,11 @@ static int serve_read(struct conn *c, const struct fl__pg_msg *m)
 
 	code = run_refused(c, m, why, sizeof(why));
 	if (code)
-		return fl__pg_send_error(c->fd, m->seq, 0, code, c->s->io_ms, "%s", why);
+		return fl__pg_send_error(c->conn, m->seq, 0, code, c->s->io_ms, "%s", why);
 	if (!c->pages) {
 		c->pages = malloc(FL__PG_MAX_RUN);
 		if (!c->pages)
-			return fl__pg_send_error(c->fd, m->seq, 0, FL__PG_ERR_LOCAL, c->s->io_ms,
+			return fl__pg_send_error(c->conn, m->seq, 0, FL__PG_ERR_LOCAL, c->s->io_ms,
 						 "out of memory");
 	}
 	memset(c->holes, 0, sizeof(c->holes));
@@ -311,7 +314,7 @@ static int serve_read(struct conn *c, const struct fl__pg_msg *m)
 	}
 	if (r < 0) {
 		count(c->s, &c->s->st.errors, 1);
-		return fl__pg_send_error(c->fd, m->seq, 0, FL__PG_ERR_IO, c->s->io_ms,
+		return fl__pg_send_error(c->conn, m->seq, 0, FL__PG_ERR_IO, c->s->io_ms,
 					 "reading [%llu, +%u) of \"%s\": %s",
 					 (unsigned long long)m->run.offset, m->run.len, c->name,
 					 strerror(-r));
@@ -342,7 +345,7 @@ static int serve_read(struct conn *c, const struct fl__pg_msg *m)
 		},
 	};
 	count(c->s, &c->s->st.pages_read, pages);
-	return fl__pg_send(c->fd, &out, c->s->io_ms);
+	return fl__pg_send(c->conn, &out, c->s->io_ms);
 }
 
 static int serve_write(struct conn *c, const struct fl__pg_msg *m)
@@ -353,16 +356,16 @@ static int serve_write(struct conn *c, const struct fl__pg_msg *m)
 	int r;
 
 	if (c->readonly)
-		return fl__pg_send_error(c->fd, m->seq, 0, FL__PG_ERR_ROFS, c->s->io_ms,
+		return fl__pg_send_error(c->conn, m->seq, 0, FL__PG_ERR_ROFS, c->s->io_ms,
 					 "\"%s\" is %s", c->name, c->snap ? "a snapshot "
 					 "(read-only)" : "open read-only (OPEN without WRITE)");
 	code = run_refused(c, m, why, sizeof(why));
 	if (code)
-		return fl__pg_send_error(c->fd, m->seq, 0, code, c->s->io_ms, "%s", why);
+		return fl__pg_send_error(c->conn, m->seq, 0, code, c->s->io_ms, "%s", why);
 	r = file_write(c, m->run.offset, m->run.data, m->run.len);
 	if (r < 0) {
 		count(c->s, &c->s->st.errors, 1);
-		return fl__pg_send_error(c->fd, m->seq, 0, fl__pg_error_from_errno(r),
+		return fl__pg_send_error(c->conn, m->seq, 0, fl__pg_error_from_errno(r),
 					 c->s->io_ms, "writing [%llu, +%u) of \"%s\": %s",
 					 (unsigned long long)m->run.offset, m->run.len, c->name,
 					 strerror(-r));
@@ -373,7 +376,7 @@ static int serve_write(struct conn *c, const struct fl__pg_msg *m)
 		.run = { .offset = m->run.offset, .len = m->run.len },
 	};
 	count(c->s, &c->s->st.pages_written, m->run.len / FL__PG_PAGE);
-	return fl__pg_send(c->fd, &out, c->s->io_ms);
+	return fl__pg_send(c->conn, &out, c->s->io_ms);
 }
 
 /* The first message: OPEN. 0 once OPENED is sent, else -errno (the connection closes). */
@@ -384,7 +387,7 @@ static int serve_open(struct conn *c)
 	uint32_t code;
 	int r;
 
-	r = fl__pg_recv(c->fd, &c->rx, c->s->stop_fd, c->s->idle_ms, c->s->io_ms, &m);
+	r = fl__pg_recv(c->conn, &c->rx, c->s->stop_fd, c->s->idle_ms, c->s->io_ms, &m);
 	if (r <= 0)
 		return r ? r : -ECONNRESET;
 	if (m.type != FL__PG_OPEN) {
@@ -395,7 +398,7 @@ static int serve_open(struct conn *c)
 	code = object_open(c, &m, why, sizeof(why));
 	if (code) {
 		fl__info("serve: %s: %s", c->peer, why);
-		fl__pg_send_error(c->fd, m.seq, FL__PG_F_CLOSE, code, c->s->io_ms, "%s", why);
+		fl__pg_send_error(c->conn, m.seq, FL__PG_F_CLOSE, code, c->s->io_ms, "%s", why);
 		return -ENOENT;
 	}
 	count(c->s, &c->s->st.opens, 1);
@@ -409,7 +412,7 @@ static int serve_open(struct conn *c)
 			.page_shift = (uint8_t)c->page_shift,
 		},
 	};
-	return fl__pg_send(c->fd, &out, c->s->io_ms);
+	return fl__pg_send(c->conn, &out, c->s->io_ms);
 }
 
 /*
@@ -419,14 +422,16 @@ static int serve_open(struct conn *c)
  * message (the ERROR saying why) before the client reads it. One second at
  * most in all, however the client trickles.
  */
-static void linger_close(int fd)
+static void linger_close(struct fl__conn *conn)
 {
 	char sink[4096];
 	uint64_t end = fl__now_ns() + 1000000000u;
 	size_t dropped = 0;
+	int fd = fl__conn_fd(conn);
 	struct pollfd p = { .fd = fd, .events = POLLIN };
 
 	shutdown(fd, SHUT_WR);
+	/* The bytes are dropped unread: their TLS records need no decrypting. */
 	while (dropped < (1u << 20) && fl__now_ns() < end && poll(&p, 1, 200) == 1) {
 		ssize_t n = recv(fd, sink, sizeof(sink), MSG_DONTWAIT);
 
@@ -435,7 +440,7 @@ static void linger_close(int fd)
 		if (n > 0)
 			dropped += (size_t)n;
 	}
-	close(fd);
+	fl__conn_close(conn);
 }
 
 /* Serve one connection; returns once it is to be closed (with linger_close). */
@@ -453,7 +458,7 @@ static void conn_run(struct conn *c)
 		 * Once the server stops, requests already sent are answered (no
 		 * wait for more than what has arrived), then SHUTDOWN.
 		 */
-		r = fl__pg_recv(c->fd, &c->rx, stopping ? -1 : s->stop_fd,
+		r = fl__pg_recv(c->conn, &c->rx, stopping ? -1 : s->stop_fd,
 				stopping ? 0 : s->idle_ms, s->io_ms, &m);
 		if (r == -ECANCELED) {
 			stopping = true;
@@ -479,16 +484,16 @@ static void conn_run(struct conn *c)
 		}
 	}
 	if (r == -ECANCELED) {
-		fl__pg_send_error(c->fd, 0, FL__PG_F_CLOSE, FL__PG_ERR_SHUTDOWN, s->io_ms,
+		fl__pg_send_error(c->conn, 0, FL__PG_F_CLOSE, FL__PG_ERR_SHUTDOWN, s->io_ms,
 				  "the server is stopping");
 	} else if (r == -ETIMEDOUT && !c->rx.msg[0]) {
 		count(s, &s->st.closed_idle, 1);
-		fl__pg_send_error(c->fd, 0, FL__PG_F_CLOSE, FL__PG_ERR_IDLE, s->io_ms,
+		fl__pg_send_error(c->conn, 0, FL__PG_F_CLOSE, FL__PG_ERR_IDLE, s->io_ms,
 				  "no request for %d ms", s->idle_ms);
 	} else if (r == -EPROTO || r == -EBADMSG || r == -EPROTONOSUPPORT) {
 		count(s, &s->st.closed_malformed, 1);
 		fl__info("serve: %s: closing: %s", c->peer, c->rx.msg);
-		fl__pg_send_error(c->fd, 0, FL__PG_F_CLOSE,
+		fl__pg_send_error(c->conn, 0, FL__PG_F_CLOSE,
 				  r == -EBADMSG ? FL__PG_ERR_CHECKSUM
 				  : r == -EPROTONOSUPPORT ? FL__PG_ERR_VERSION : FL__PG_ERR_PROTO,
 				  s->io_ms, "%s", c->rx.msg);
@@ -503,11 +508,22 @@ static void *conn_thread(void *arg)
 	struct conn *c = arg;
 	struct fl__pgsrv *s = c->s;
 
-	conn_run(c);
+	char why[256];
+	int r;
+
+	/* The handshake here, not in the accept loop: a stalled client holds up nobody. */
+	r = fl__conn_open(s->transport, c->fd, FL__CONN_SERVER, NULL, s->io_ms, &c->conn, why,
+			  sizeof(why));
+	if (r < 0) {
+		fl__info("serve: %s: no session: %s", c->peer, why);
+		count(s, &s->st.closed_handshake, 1);
+	} else {
+		conn_run(c);
+		linger_close(c->conn);
+	}
 	object_close(c);
 	fl__pg_rx_fini(&c->rx);
 	free(c->pages);
-	linger_close(c->fd);
 	free(c);
 	pthread_mutex_lock(&s->lock);
 	s->live--;
@@ -524,14 +540,16 @@ int fl__pgsrv_create(const struct fl__pgsrv_opts *o, struct fl__pgsrv **ret)
 	struct fl__pgsrv *s;
 	int r;
 
-	if (!o || !o->dir || !ret)
-		return fl__einval(__func__, "%s is NULL", !o ? "o" : !ret ? "ret" : "o->dir");
+	if (!o || !o->dir || !o->transport || !ret)
+		return fl__einval(__func__, "%s is NULL", !o ? "o" : !ret ? "ret" : !o->dir ? "o->dir"
+				  : "o->transport");
 	if (o->idle_timeout_ms < 0 || o->io_timeout_ms < 0)
 		return fl__einval(__func__, "negative timeout");
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
 	s->lfd = s->stop_fd = -1;
+	s->transport = o->transport;
 	s->max_clients = o->max_clients ? o->max_clients : DEFAULT_MAX_CLIENTS;
 	s->idle_ms = o->idle_timeout_ms ? o->idle_timeout_ms : DEFAULT_IDLE_MS;
 	s->io_ms = o->io_timeout_ms ? o->io_timeout_ms : DEFAULT_IO_MS;
@@ -623,9 +641,7 @@ static void accept_one(struct fl__pgsrv *s)
 		s->st.connections++;
 	pthread_mutex_unlock(&s->lock);
 	if (full) {
-		/* A short timeout: a full server does not wait on a stranger. */
-		fl__pg_send_error(fd, 0, FL__PG_F_CLOSE, FL__PG_ERR_BUSY, 100,
-				  "the server has its maximum of %u clients", s->max_clients);
+		/* Closed at once: a TLS handshake to say so would cost a thread. */
 		close(fd);
 		return;
 	}

@@ -6,18 +6,20 @@
 #include <stdint.h>
 
 struct fl__pgsrv;
+struct fl__transport;
 
 struct fl__pgsrv_opts {
 	const char *host;		/* NULL: every address */
 	uint16_t port;			/* 0: any (fl__pgsrv_port says which) */
 	const char *dir;		/* the objects' directory */
+	struct fl__transport *transport;	/* TLS or plain TCP; borrowed, outlives the server */
 	unsigned int max_clients;	/* 0: 256 */
 	int idle_timeout_ms;		/* no request for this long closes a connection; 0: 60 s */
 	int io_timeout_ms;		/* a message stalled this long closes it; 0: 10 s */
 };
 
 struct fl__pgsrv_stats {
-	uint64_t connections, refused_busy, closed_idle, closed_malformed;
+	uint64_t connections, refused_busy, closed_handshake, closed_idle, closed_malformed;
 	uint64_t opens, reads, writes, pages_read, pages_written, errors;
 };
 

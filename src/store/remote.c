@@ -15,6 +15,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@
 #include "faultline.h"
 #include "internal.h"
 #include "net/sock.h"
+#include "net/transport.h"
 #include "remote/pgio.h"
 #include "store-internal.h"
 
@@ -64,10 +66,10 @@ struct rstore;
 struct rconn {
 	struct rstore *s;
 	unsigned int idx;
-	pthread_mutex_t send;		/* held while bytes go out on fd, and to change fd */
+	pthread_mutex_t send;		/* held while bytes go out on conn, and to change conn */
 	pthread_mutex_t lock;		/* the rest */
 	pthread_cond_t cv;		/* a request done; work pending; stopping */
-	int fd;				/* -1 while down */
+	struct fl__conn *conn;		/* NULL while down */
 	bool up;
 	uint64_t gen;			/* connections made so far */
 	struct req *pending;		/* sent, or waiting for the connection */
@@ -82,6 +84,8 @@ struct rstore {
 	char name[FL__PG_MAX_NAME + 1];
 	char url[600];
 	uint32_t flags;
+	struct fl__transport *transport;	/* TLS, or plain TCP */
+	char *peer_name;		/* X.509: the name the server's certificate carries, or NULL */
 	int deadline_ms;		/* -1: forever */
 	uint64_t size;
 	unsigned int page_shift;
@@ -154,11 +158,13 @@ static int parse_url(const char *url, struct rstore *s)
 /* ---------------------------------------------------------------- connecting */
 
 /*
- * Connect, OPEN the object and read OPENED: the descriptor, or -errno with
- * @why (a server's refusal: its errno, -EPROTO for a peer that is not one).
+ * Connect (TLS handshake included), OPEN the object and read OPENED: 0 and
+ * the connection, or -errno with @why (a server's refusal: its errno;
+ * -EACCES for a failed TLS authentication, -EPROTO for a peer that is not a
+ * page server).
  */
 static int dial(struct rstore *s, struct fl__pg_rx *rx, int timeout_ms,
-		struct fl__pg_msg *ret_opened, char *why, size_t cap)
+		struct fl__pg_msg *ret_opened, struct fl__conn **ret, char *why, size_t cap)
 {
 	struct fl__sock_opts so = { .flags = FL__SOCK_NODELAY };
 	struct fl__pg_msg m = {
@@ -169,17 +175,24 @@ static int dial(struct rstore *s, struct fl__pg_rx *rx, int timeout_ms,
 			.name = s->name,
 		},
 	};
+	struct fl__conn *conn;
+	char msg[256] = "";
 	int fd, r;
 
 	why[0] = '\0';
 	r = fl__sock_connect(s->host, s->port, &so, timeout_ms, &fd);
+	if (r >= 0)
+		r = fl__conn_open(s->transport, fd, FL__CONN_CLIENT,
+				  s->peer_name ? s->peer_name : s->host, timeout_ms, &conn, msg,
+				  sizeof(msg));
 	if (r < 0) {
-		snprintf(why, cap, "connecting to %s:%u: %s", s->host, s->port, strerror(-r));
+		snprintf(why, cap, "connecting to %s:%u: %s%s%s", s->host, s->port, strerror(-r),
+			 msg[0] ? ": " : "", msg);
 		return r;
 	}
-	r = fl__pg_send(fd, &m, timeout_ms);
+	r = fl__pg_send(conn, &m, timeout_ms);
 	if (r >= 0)
-		r = fl__pg_recv(fd, rx, s->stop_fd, timeout_ms, timeout_ms, &m);
+		r = fl__pg_recv(conn, rx, s->stop_fd, timeout_ms, timeout_ms, &m);
 	if (r == 0)
 		r = -ECONNRESET;
 	if (r < 0) {
@@ -197,9 +210,10 @@ static int dial(struct rstore *s, struct fl__pg_rx *rx, int timeout_ms,
 			 fl__pg_type_name(m.type, tn));
 	} else {
 		*ret_opened = m;
-		return fd;
+		*ret = conn;
+		return 0;
 	}
-	close(fd);
+	fl__conn_close(conn);
 	return r;
 }
 
@@ -298,7 +312,7 @@ static int take_answer(struct rconn *c, const struct fl__pg_msg *m)
 
 /* ---------------------------------------------------------------- sending */
 
-static int send_req(int fd, const struct req *q)
+static int send_req(struct fl__conn *conn, const struct req *q)
 {
 	struct fl__pg_msg m = {
 		.type = q->type,
@@ -310,7 +324,7 @@ static int send_req(int fd, const struct req *q)
 		m.run.data = q->wdata;
 		m.run.data_len = q->len;
 	}
-	return fl__pg_send(fd, &m, IO_MS);
+	return fl__pg_send(conn, &m, IO_MS);
 }
 
 /* ---------------------------------------------------------------- the connection thread */
@@ -329,12 +343,12 @@ static void nap(struct rstore *s, int ms)
 		;
 }
 
-/* Make @fd the connection's: callers with requests pending send them again (wait_req). */
-static void go_up(struct rconn *c, int fd)
+/* Make @conn the connection's: callers with requests pending send them again (wait_req). */
+static void go_up(struct rconn *c, struct fl__conn *conn)
 {
 	pthread_mutex_lock(&c->send);
 	pthread_mutex_lock(&c->lock);
-	c->fd = fd;
+	c->conn = conn;
 	c->up = true;
 	c->gen++;
 	pthread_cond_broadcast(&c->cv);
@@ -344,11 +358,11 @@ static void go_up(struct rconn *c, int fd)
 
 static void go_down(struct rconn *c)
 {
-	shutdown(c->fd, SHUT_RDWR);	/* a caller blocked in a send on it returns */
+	fl__conn_shutdown(c->conn);	/* a caller blocked in a send on it returns */
 	pthread_mutex_lock(&c->send);
 	pthread_mutex_lock(&c->lock);
-	close(c->fd);
-	c->fd = -1;
+	fl__conn_close(c->conn);
+	c->conn = NULL;
 	c->up = false;
 	pthread_mutex_unlock(&c->lock);
 	pthread_mutex_unlock(&c->send);
@@ -364,9 +378,10 @@ static void *conn_thread(void *arg)
 
 	for (;;) {
 		struct fl__pg_msg m;
-		int r, fd;
+		struct fl__conn *conn = NULL;
+		int r;
 
-		if (c->fd < 0) {
+		if (!c->conn) {
 			/* Down: connect when a request waits for it. */
 			pthread_mutex_lock(&c->lock);
 			while (!c->pending && !stopping(s))
@@ -374,16 +389,16 @@ static void *conn_thread(void *arg)
 			pthread_mutex_unlock(&c->lock);
 			if (stopping(s))
 				break;
-			fd = dial(s, &c->rx, CONNECT_MS, &m, why, sizeof(why));
-			if (fd >= 0 && (m.opened.size != s->size ||
-					m.opened.page_shift != s->page_shift)) {
-				close(fd);
-				fd = -ESTALE;
+			r = dial(s, &c->rx, CONNECT_MS, &m, &conn, why, sizeof(why));
+			if (r >= 0 && (m.opened.size != s->size ||
+				       m.opened.page_shift != s->page_shift)) {
+				fl__conn_close(conn);
+				r = -ESTALE;
 				snprintf(why, sizeof(why), "the object is not the one opened: %llu "
 					 "bytes now, %llu at open", (unsigned long long)m.opened.size,
 					 (unsigned long long)s->size);
 			}
-			if (fd < 0) {
+			if (r < 0) {
 				if (!down_ns)
 					down_ns = fl__now_ns();
 				fl__debug("remote store %s: connection %u: %s; again in %d ms",
@@ -399,13 +414,13 @@ static void *conn_thread(void *arg)
 			down_ns = 0;
 			backoff = BACKOFF_MIN_MS;
 			heard_ns = fl__now_ns();
-			go_up(c, fd);
+			go_up(c, conn);
 		}
 		/*
 		 * Between answers: wake every second to see whether requests wait
 		 * on a connection that says nothing (a peer gone without a FIN).
 		 */
-		r = fl__pg_recv(c->fd, &c->rx, s->stop_fd, 1000, IO_MS, &m);
+		r = fl__pg_recv(c->conn, &c->rx, s->stop_fd, 1000, IO_MS, &m);
 		if (r == -ECANCELED)
 			break;
 		if (r == -ETIMEDOUT && !c->rx.msg[0]) {
@@ -454,8 +469,9 @@ static uint64_t deadline_of(const struct rstore *s)
 /* Send @q on its connection if that is up and it was not sent on this one. @c->lock is held. */
 static void send_if_needed(struct rconn *c, struct req *q)
 {
+	struct fl__conn *conn;
 	uint64_t gen;
-	int fd, r;
+	int r;
 
 	if (!c->up || q->sent_gen == c->gen)
 		return;
@@ -463,7 +479,7 @@ static void send_if_needed(struct rconn *c, struct req *q)
 	pthread_mutex_lock(&c->send);
 	pthread_mutex_lock(&c->lock);
 	gen = c->gen;
-	fd = c->fd;
+	conn = c->conn;
 	/* Answered meanwhile, sent by nobody else (one caller per request), or down again. */
 	if (q->done || !c->up || q->sent_gen == gen) {
 		pthread_mutex_unlock(&c->send);
@@ -471,10 +487,10 @@ static void send_if_needed(struct rconn *c, struct req *q)
 	}
 	q->sent_gen = gen;
 	pthread_mutex_unlock(&c->lock);
-	r = send_req(fd, q);
+	r = send_req(conn, q);
 	if (r < 0)
 		/* The receiver sees the connection break and reconnects; we send again then. */
-		shutdown(fd, SHUT_RDWR);
+		fl__conn_shutdown(conn);
 	pthread_mutex_unlock(&c->send);
 	pthread_mutex_lock(&c->lock);
 }
@@ -624,8 +640,7 @@ static void rstore_free(struct rstore *s)
 		pthread_mutex_unlock(&c->lock);
 		if (c->started)
 			pthread_join(c->thread, NULL);
-		if (c->fd >= 0)
-			close(c->fd);
+		fl__conn_close(c->conn);
 		fl__pg_rx_fini(&c->rx);
 		pthread_mutex_destroy(&c->send);
 		pthread_mutex_destroy(&c->lock);
@@ -633,6 +648,8 @@ static void rstore_free(struct rstore *s)
 	}
 	if (s->stop_fd >= 0)
 		close(s->stop_fd);
+	fl__transport_free(s->transport);
+	free(s->peer_name);
 	free(s);
 }
 
@@ -650,11 +667,14 @@ FL_API int fl_store_remote_open(const char *url, const struct fl_store_remote_op
 		.read = remote_read,
 		.close = remote_close,
 	};
+	struct fl__transport_opts to = { 0 };
+	struct fl__conn *conn;
 	struct fl__pg_msg m;
 	struct rstore *s;
 	unsigned int n;
 	char why[512];
-	int r, fd;
+	bool certs;
+	int r;
 
 	if (!url || !ret)
 		return fl__einval(__func__, "%s is NULL", !url ? "url" : "ret");
@@ -664,9 +684,27 @@ FL_API int fl_store_remote_open(const char *url, const struct fl_store_remote_op
 	if (o.flags & ~(uint32_t)REMOTE_FLAGS_ALL)
 		return fl__einval(__func__, "unknown flags 0x%x",
 				  o.flags & ~(uint32_t)REMOTE_FLAGS_ALL);
-	if (!(o.flags & FL_STORE_REMOTE_INSECURE))
-		return fl__einval(__func__, "this library has no TLS: set FL_STORE_REMOTE_INSECURE "
-				  "to use plain TCP");
+	if (opts && opts->sz > offsetof(struct fl_store_remote_opts, deadline_ms) +
+	    sizeof(o.deadline_ms) && opts->sz < sizeof(o))
+		return fl__einval(__func__, "opts sz %zu ends inside the TLS fields", opts->sz);
+	certs = o.tls_ca_file || o.tls_cert_file || o.tls_key_file || o.tls_peer_name;
+	if (o.key && certs)
+		return fl__einval(__func__, "a shared key or certificates, not both");
+	if (o.key && (o.key_len < FL__TRANSPORT_PSK_MIN || o.key_len > FL__TRANSPORT_PSK_MAX))
+		return fl__einval(__func__, "a key of %zu bytes: %u to %u", o.key_len,
+				  FL__TRANSPORT_PSK_MIN, FL__TRANSPORT_PSK_MAX);
+	if (!o.key && o.key_len)
+		return fl__einval(__func__, "key_len %zu without a key", o.key_len);
+	if (certs && !o.tls_ca_file)
+		return fl__einval(__func__, "certificates: tls_ca_file checks the server's");
+	if (!o.tls_cert_file != !o.tls_key_file)
+		return fl__einval(__func__, "tls_cert_file and tls_key_file go together");
+	if ((o.key || certs) && (o.flags & FL_STORE_REMOTE_INSECURE))
+		return fl__einval(__func__, "FL_STORE_REMOTE_INSECURE with a key or certificates");
+	if (!o.key && !certs && !(o.flags & FL_STORE_REMOTE_INSECURE))
+		return fl__einval(__func__, "no key and no certificates: plain TCP, which anyone "
+				  "on the path can read and change; give a key or certificates, "
+				  "or set FL_STORE_REMOTE_INSECURE");
 	if (o.connections > MAX_CONNECTIONS)
 		return fl__einval(__func__, "connections %u, at most %u", o.connections,
 				  MAX_CONNECTIONS);
@@ -685,7 +723,6 @@ FL_API int fl_store_remote_open(const char *url, const struct fl_store_remote_op
 
 		c->s = s;
 		c->idx = i;
-		c->fd = -1;
 		pthread_mutex_init(&c->send, NULL);
 		pthread_mutex_init(&c->lock, NULL);
 		pthread_condattr_init(&ca);
@@ -697,6 +734,27 @@ FL_API int fl_store_remote_open(const char *url, const struct fl_store_remote_op
 	if (r < 0)
 		goto fail;
 	s->flags = o.flags;
+	if (o.key) {
+		to.mode = FL__TRANSPORT_PSK;
+		to.psk = o.key;
+		to.psk_len = o.key_len;
+	} else if (certs) {
+		to.mode = FL__TRANSPORT_X509;
+		to.ca_file = o.tls_ca_file;
+		to.cert_file = o.tls_cert_file;
+		to.key_file = o.tls_key_file;
+	} else {
+		to.mode = FL__TRANSPORT_PLAIN;
+	}
+	r = fl__transport_new(&to, &s->transport, why, sizeof(why));
+	if (r < 0) {
+		fl__err("fl_store_remote_open: %s", why);
+		goto fail;
+	}
+	if (o.tls_peer_name && !(s->peer_name = strdup(o.tls_peer_name))) {
+		r = -ENOMEM;
+		goto fail;
+	}
 	s->deadline_ms = o.deadline_ms ? o.deadline_ms : DEFAULT_DEADLINE_MS;
 	atomic_init(&s->next_id, 1);
 	s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -705,28 +763,27 @@ FL_API int fl_store_remote_open(const char *url, const struct fl_store_remote_op
 		goto fail;
 	}
 	/* The first connection now: the object's size, or why there is none. */
-	fd = dial(s, &s->conns[0].rx, s->deadline_ms > 0 && s->deadline_ms < CONNECT_MS ?
-		  s->deadline_ms : CONNECT_MS, &m, why, sizeof(why));
-	if (fd < 0) {
-		r = fd;
+	r = dial(s, &s->conns[0].rx, s->deadline_ms > 0 && s->deadline_ms < CONNECT_MS ?
+		 s->deadline_ms : CONNECT_MS, &m, &conn, why, sizeof(why));
+	if (r < 0) {
 		fl__err("fl_store_remote_open: %s: %s", url, why);
 		goto fail;
 	}
 	s->size = m.opened.size;
 	s->page_shift = m.opened.page_shift;
 	if ((o.flags & FL_STORE_REMOTE_WRITABLE) && (m.opened.flags & FL__PG_OBJ_READONLY)) {
-		close(fd);
+		fl__conn_close(conn);
 		r = -EROFS;
 		fl__err("fl_store_remote_open: %s: the object is read-only", url);
 		goto fail;
 	}
 	if (!s->size) {
-		close(fd);
+		fl__conn_close(conn);
 		r = -EINVAL;
 		fl__err("fl_store_remote_open: %s: the object is empty", url);
 		goto fail;
 	}
-	s->conns[0].fd = fd;
+	s->conns[0].conn = conn;
 	s->conns[0].up = true;
 	s->conns[0].gen = 1;
 	for (unsigned int i = 0; i < n; i++) {
