@@ -359,6 +359,18 @@ static int srv_stop(struct srv *sv, int sig)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+/* SIGTERM, and it must exit 0 (else the test fails with the server's log). */
+static void srv_stop_ok(struct srv *sv)
+{
+	static char text[16384];
+	int st = srv_stop(sv, SIGTERM);
+
+	if (st) {
+		read_log(sv, text, sizeof(text));
+		t_fail(__FILE__, __LINE__, "faultline serve exited with %d:\n%s", st, text);
+	}
+}
+
 static void srv_cleanup(struct srv *sv)
 {
 	char cmd[200];
@@ -486,7 +498,7 @@ TEST(serve_pager_reads_match_file)
 		fl_pager_destroy(p);
 	}
 	fl_store_destroy(s);
-	T_ASSERT_EQ(srv_stop(&sv, SIGTERM), 0);
+	srv_stop_ok(&sv);
 	srv_cleanup(&sv);
 	free(want);
 	free(buf);
@@ -526,7 +538,7 @@ TEST(serve_writes_persist)
 	T_ASSERT_EQ(read(fd, got, len), (ssize_t)len);
 	close(fd);
 	T_ASSERT(!memcmp(got, want, len));
-	T_ASSERT_EQ(srv_stop(&sv, SIGTERM), 0);
+	srv_stop_ok(&sv);
 	srv_cleanup(&sv);
 	free(want);
 	free(page);
@@ -561,7 +573,7 @@ TEST(serve_snapshot_file)
 	T_ASSERT(!memcmp(buf, data, len / 2));
 	T_ASSERT_EQ(holes[0], ~0ull << 32);	/* the second half: zero pages, holes */
 	fl_store_destroy(s);
-	T_ASSERT_EQ(srv_stop(&sv, SIGTERM), 0);
+	srv_stop_ok(&sv);
 	srv_cleanup(&sv);
 	free(data);
 	free(buf);
@@ -600,7 +612,7 @@ TEST(serve_name_escapes_refused)
 	T_ASSERT_OK(remote_open(&sv, "sub/in-link", 0, t_ms(10000), &s));
 	T_ASSERT_EQ(fl_store_size(s), 8192);
 	fl_store_destroy(s);
-	T_ASSERT_EQ(srv_stop(&sv, SIGTERM), 0);
+	srv_stop_ok(&sv);
 	srv_cleanup(&sv);
 }
 
@@ -686,7 +698,7 @@ TEST(serve_malformed_closes_only_that_connection)
 	T_ASSERT_OK(fl_store_read(s, 4096, buf, 4096, 4096, (uint64_t[1]){ 0 }));
 	T_ASSERT(!memcmp(buf, want + 4096, 4096));
 	fl_store_destroy(s);
-	T_ASSERT_EQ(srv_stop(&sv, SIGTERM), 0);
+	srv_stop_ok(&sv);
 	fl__pg_rx_fini(&rx_a);
 	fl__pg_rx_fini(&rx_b);
 	srv_cleanup(&sv);
@@ -738,7 +750,7 @@ TEST(serve_silent_connections_and_idle_timeout)
 	T_ASSERT_OK(fl_store_read(s, 4096, buf, 4096, 4096, (uint64_t[1]){ 0 }));
 	T_ASSERT(!memcmp(buf, want + 4096, 4096));
 	fl_store_destroy(s);
-	T_ASSERT_EQ(srv_stop(&sv, SIGTERM), 0);
+	srv_stop_ok(&sv);
 	fl__pg_rx_fini(&rx);
 	srv_cleanup(&sv);
 	free(want);
@@ -844,7 +856,7 @@ TEST(serve_outage_faults_wait_then_resume)
 	T_ASSERT(!memcmp(mem, want, len));
 	fl_pager_destroy(p);
 	fl_store_destroy(s);
-	T_ASSERT_EQ(srv_stop(&sv, SIGTERM), 0);
+	srv_stop_ok(&sv);
 	srv_cleanup(&sv);
 	free(want);
 }
@@ -1042,7 +1054,7 @@ TEST(serve_tls_psk)
 	}
 	o.key = key;
 	T_ASSERT_OK(tls_read(&sv, &o, want));
-	T_ASSERT_EQ(srv_stop(&sv, SIGTERM), 0);
+	srv_stop_ok(&sv);
 	unlink(keyfile);
 	fl__pg_rx_fini(&rx);
 	srv_cleanup(&sv);
@@ -1082,7 +1094,7 @@ TEST(serve_tls_x509)
 	o.tls_ca_file = NULL;
 	o.tls_peer_name = "pages.example";
 	T_ASSERT_ERR(tls_read(&sv, &o, want), EINVAL);
-	T_ASSERT_EQ(srv_stop(&sv, SIGTERM), 0);
+	srv_stop_ok(&sv);
 	srv_cleanup(&sv);
 	t_certs_cleanup(certs);
 	free(want);

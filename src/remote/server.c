@@ -55,12 +55,15 @@ struct fl__pgsrv {
 	pthread_mutex_t lock;
 	pthread_cond_t gone;		/* a connection thread ended */
 	unsigned int live;		/* connection threads running */
+	struct conn *done;		/* connections whose thread ended, to join (reap) */
 	struct fl__pgsrv_stats st;	/* under lock */
 };
 
 /* One client's connection and the object it opened. */
 struct conn {
 	struct fl__pgsrv *s;
+	struct conn *next;		/* in the server's done list */
+	pthread_t tid;
 	int fd;				/* the socket, until conn takes it */
 	struct fl__conn *conn;		/* after the TLS handshake (or plain TCP) */
 	int obj_fd;			/* a plain file, or -1 */
@@ -524,12 +527,47 @@ static void *conn_thread(void *arg)
 	object_close(c);
 	fl__pg_rx_fini(&c->rx);
 	free(c->pages);
-	free(c);
+	c->pages = NULL;
+	/*
+	 * Joined, not detached: the TLS library's per-thread cleanup runs at
+	 * the thread's exit, which must come before the process tears the
+	 * library down (run() and destroy() join every thread).
+	 */
 	pthread_mutex_lock(&s->lock);
+	c->next = s->done;
+	s->done = c;
 	s->live--;
 	pthread_cond_broadcast(&s->gone);
 	pthread_mutex_unlock(&s->lock);
 	return NULL;
+}
+
+/* Join the threads that ended, and free their connections. */
+static void reap(struct fl__pgsrv *s)
+{
+	struct conn *c;
+
+	pthread_mutex_lock(&s->lock);
+	c = s->done;
+	s->done = NULL;
+	pthread_mutex_unlock(&s->lock);
+	while (c) {
+		struct conn *next = c->next;
+
+		pthread_join(c->tid, NULL);
+		free(c);
+		c = next;
+	}
+}
+
+/* Wait until no connection thread runs, and join them all. */
+static void wait_all(struct fl__pgsrv *s)
+{
+	pthread_mutex_lock(&s->lock);
+	while (s->live)
+		pthread_cond_wait(&s->gone, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+	reap(s);
 }
 
 /* ---------------------------------------------------------------- server */
@@ -622,7 +660,6 @@ static void accept_one(struct fl__pgsrv *s)
 {
 	struct fl__sock_opts so = { .flags = FL__SOCK_NODELAY };
 	pthread_attr_t attr;
-	pthread_t tid;
 	struct conn *c;
 	bool full;
 	int fd, r;
@@ -656,11 +693,10 @@ static void accept_one(struct fl__pgsrv *s)
 	peer_name(fd, c->peer, sizeof(c->peer));
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, THREAD_STACK);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	pthread_mutex_lock(&s->lock);
 	s->live++;
 	pthread_mutex_unlock(&s->lock);
-	r = pthread_create(&tid, &attr, conn_thread, c);
+	r = pthread_create(&c->tid, &attr, conn_thread, c);
 	pthread_attr_destroy(&attr);
 	if (r) {
 		fl__warn("serve: no thread for %s: %s", c->peer, strerror(r));
@@ -680,12 +716,14 @@ int fl__pgsrv_run(struct fl__pgsrv *s)
 	};
 
 	for (;;) {
-		int n = poll(p, 2, -1);
+		/* Wake every second to join the threads of closed connections. */
+		int n = poll(p, 2, 1000);
 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
 			return -errno;
+		reap(s);
 		if (p[1].revents)
 			break;
 		if (p[0].revents)
@@ -694,10 +732,7 @@ int fl__pgsrv_run(struct fl__pgsrv *s)
 	/* Stop: no new clients; each connection answers what it has, then closes. */
 	close(s->lfd);
 	s->lfd = -1;
-	pthread_mutex_lock(&s->lock);
-	while (s->live)
-		pthread_cond_wait(&s->gone, &s->lock);
-	pthread_mutex_unlock(&s->lock);
+	wait_all(s);
 	return 0;
 }
 
@@ -715,10 +750,7 @@ void fl__pgsrv_destroy(struct fl__pgsrv *s)
 	/* Threads still running (run() never called or failed) are waited for. */
 	if (s->stop_fd >= 0)
 		fl__pgsrv_stop(s);
-	pthread_mutex_lock(&s->lock);
-	while (s->live)
-		pthread_cond_wait(&s->gone, &s->lock);
-	pthread_mutex_unlock(&s->lock);
+	wait_all(s);
 	if (s->lfd >= 0)
 		close(s->lfd);
 	if (s->dirfd >= 0)
