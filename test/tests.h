@@ -163,10 +163,10 @@
 	/* test-snapshot-live.c: live and incremental snapshots */                \
 	X(snapshot_live_anon_instant, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 60)       \
 	X(snapshot_live_anon_unpopulated_fallback, FL_FEAT_PAGEFAULT_FLAG_WP,      \
-	  T_UFFD | T_KFAULTS, 60)                                                              \
+	  T_UFFD | T_KFAULTS, 60)                                                  \
 	X(snapshot_live_memfd_instant, FL_FEAT_WP_HUGETLBFS_SHMEM, T_UFFD | T_KFAULTS, 60)     \
 	X(snapshot_live_hugetlb_instant, FL_FEAT_WP_HUGETLBFS_SHMEM,               \
-	  T_UFFD | T_KFAULTS | T_HUGETLB, 60)                                                  \
+	  T_UFFD | T_KFAULTS | T_HUGETLB, 60)                                      \
 	X(snapshot_live_copy_before_write, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 30)  \
 	X(snapshot_live_copy_before_write_track, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 30) \
 	X(snapshot_live_pager_region, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 60)       \
@@ -177,7 +177,7 @@
 	  FL_FEAT_WP_HUGETLBFS_SHMEM | FL_FEAT_MINOR_SHMEM, T_UFFD | T_KFAULTS, 60)            \
 	X(snapshot_live_discard_unmap, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 60)      \
 	X(snapshot_live_mremap, FL_FEAT_PAGEFAULT_FLAG_WP | FL_FEAT_EVENT_REMAP,   \
-	  T_UFFD | T_KFAULTS, 30)                                                              \
+	  T_UFFD | T_KFAULTS, 30)                                                  \
 	X(snapshot_live_incremental, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 60)        \
 	X(snapshot_live_incremental_unpopulated_fallback,                          \
 	  FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 60)                                   \
@@ -306,6 +306,39 @@
 	X(pager_event_hook_fork, FL_FEAT_EVENT_FORK | FL_FEAT_EVENT_REMOVE |       \
 	  FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_UNMAP, T_UFFD, 0)                    \
 	X(pager_region_keep_registered, 0, T_UFFD, 0)                              \
+	/* test-dirty.c: dirty tracking and write-back */                          \
+	X(dirty_sync_file_threads, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 30)          \
+	X(dirty_sync_mem_threads, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 30)           \
+	X(dirty_sync_file_sigbus, FL_FEAT_PAGEFAULT_FLAG_WP | FL_FEAT_SIGBUS,      \
+	  T_UFFD, 30)                                                              \
+	X(dirty_sync_mem_loop, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 30)              \
+	X(dirty_evict_refault_file_sigbus, FL_FEAT_PAGEFAULT_FLAG_WP |             \
+	  FL_FEAT_SIGBUS,                                                          \
+	  T_UFFD, 30)                                                              \
+	X(dirty_evict_refault_mem_sigbus, FL_FEAT_PAGEFAULT_FLAG_WP |              \
+	  FL_FEAT_SIGBUS,                                                          \
+	  T_UFFD, 30)                                                              \
+	X(dirty_evict_refault_file_loop, FL_FEAT_PAGEFAULT_FLAG_WP,                \
+	  T_UFFD, 30)                                                              \
+	X(dirty_evict_refault_mem_loop, FL_FEAT_PAGEFAULT_FLAG_WP,                 \
+	  T_UFFD, 30)                                                              \
+	X(dirty_store_write_fails_threads, FL_FEAT_PAGEFAULT_FLAG_WP,              \
+	  T_UFFD, 30)                                                              \
+	X(dirty_store_write_fails_sigbus, FL_FEAT_PAGEFAULT_FLAG_WP |              \
+	  FL_FEAT_SIGBUS,                                                          \
+	  T_UFFD, 30)                                                              \
+	X(dirty_on_wp_threads, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 30)              \
+	X(dirty_on_wp_sigbus, FL_FEAT_PAGEFAULT_FLAG_WP | FL_FEAT_SIGBUS,          \
+	  T_UFFD, 30)                                                              \
+	X(dirty_on_wp_loop, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 30)                 \
+	X(dirty_rejects, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 0)                     \
+	X(dirty_writes_race_writeback_threads, FL_FEAT_PAGEFAULT_FLAG_WP,          \
+	  T_UFFD | T_STRESS, 120)                                                  \
+	X(dirty_writes_race_eviction_sigbus, FL_FEAT_PAGEFAULT_FLAG_WP |           \
+	  FL_FEAT_SIGBUS,                                                          \
+	  T_UFFD | T_STRESS, 120)                                                  \
+	X(dirty_writes_race_eviction_loop, FL_FEAT_PAGEFAULT_FLAG_WP,              \
+	  T_UFFD | T_STRESS, 120)                                                  \
 	/* test-monitor-server.c: the monitor server, clients in other processes */ \
 	X(monitor_server_serves_clients, FL_FEAT_EVENT_REMAP |                     \
 	  FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP, T_UFFD, 30)                  \

@@ -303,6 +303,9 @@ enum fl_region_flags {
 						   registration (a monitor's client) */
 	FL_REGION_WS_RECORD = 1u << 2,		/* record the order of first touches (faults)
 						   for fl_region_ws_save() */
+	FL_REGION_TRACK_DIRTY = 1u << 3,	/* find the pages written since they were
+						   installed, for fl_region_sync() and
+						   fl_region_dirty() (fl_region_sync(3)) */
 };
 
 /*
@@ -311,6 +314,16 @@ enum fl_region_flags {
  * be async-signal-safe).
  */
 typedef void (*fl_region_error_fn)(struct fl_region *r, uint64_t off, int err, void *userdata);
+
+/*
+ * Called on the first write to a page at @off of the region since the
+ * pager installed it (or since fl_region_sync() wrote it back), while the
+ * writing thread waits; the write goes on when it returns. From a handler
+ * thread, from fl_pager_dispatch() (LOOP), or in SIGBUS mode from the
+ * writing thread's signal handler (then async-signal-safe). It must not
+ * call the pager. See fl_region_sync(3).
+ */
+typedef void (*fl_region_wp_fn)(struct fl_region *r, uint64_t off, void *userdata);
 
 struct fl_region_opts {
 	size_t sz;			/* sizeof(struct fl_region_opts) */
@@ -353,6 +366,12 @@ struct fl_region_opts {
 	 */
 	struct fl_budget *budget;
 	enum fl_volatile vol;		/* with a budget: see enum fl_volatile */
+	/*
+	 * 0.3: write-protect faults (fl_region_sync(3)). The pager installs
+	 * pages write-protected and calls on_wp (with userdata) on the first
+	 * write to each. NULL: none.
+	 */
+	fl_region_wp_fn on_wp;
 };
 
 /*
@@ -450,6 +469,11 @@ struct fl_region_stats {
 	uint64_t evicted;		/* pages evicted */
 	uint64_t written_back;		/* pages written to the store before being dropped */
 	uint64_t refaults;		/* pages brought in again after their eviction */
+	/* Dirty tracking and write-back (0.3; see fl_region_sync(3)). */
+	uint64_t wp_faults;		/* first writes to clean pages (write-protect faults) */
+	uint64_t pages_written_back;	/* dirty pages written to the store */
+	uint64_t writeback_calls;	/* write() calls on the store */
+	uint64_t writeback_errors;	/* pages the store failed to write (still dirty) */
 };
 
 /* A snapshot of the region's counters. Thread safety: any thread. */
@@ -466,6 +490,25 @@ FL_API int fl_region_stats(const struct fl_region *r, struct fl_region_stats *re
  * Thread safety: any thread, while faults go on.
  */
 FL_API int fl_region_ws_save(struct fl_region *r, const char *path, const char *loading_set);
+
+/*
+ * fl_region_sync - write the dirty pages of [off, off+len) to the store
+ * now (FL_REGION_TRACK_DIRTY): each is write-protected, copied and
+ * written in runs; they stay resident and clean until written again. A
+ * write racing the copy is never lost: it makes the page dirty again.
+ * Pages another thread is writing back are waited for. Returns 0, the
+ * first error of the store (those pages stay dirty), -EINVAL (no
+ * tracking, range outside the region), -ENOENT (region gone), -ECHILD.
+ * Thread safety: any thread but a handler thread of the pager.
+ *
+ * fl_region_dirty - which pages of [off, off+len) are dirty now: bit i of
+ * @bitmap (may be NULL; the caller's, len/page size bits, rounded up to
+ * 64) is set for the i-th page. Returns the number of dirty pages, or
+ * -EINVAL. Thread safety: any thread (a snapshot: writes go on).
+ */
+FL_API int fl_region_sync(struct fl_region *r, uint64_t off, size_t len);
+FL_API long fl_region_dirty(const struct fl_region *r, uint64_t off, size_t len,
+			    uint64_t *bitmap);
 
 #ifdef __cplusplus
 }

@@ -83,6 +83,10 @@ enum pg_stat {
 	ST_EVICTED,
 	ST_EVICT_WB,
 	ST_REFAULTS,
+	ST_WP_FAULTS,
+	ST_WB_PAGES,
+	ST_WB_CALLS,
+	ST_WB_ERRORS,
 	ST_LAT,
 	ST_COUNT = ST_LAT + FL_LAT_BUCKETS,
 };
@@ -172,6 +176,18 @@ struct fl_region {
 	enum fl_volatile vol;
 	bool evictable;			/* pages may be dropped without write-back */
 	_Atomic uint32_t *evict_at;
+	/*
+	 * Write-protect faults of the region's own (dirty.c): with track_dirty
+	 * or on_wp, every install is write-protected (wp is set for good) and
+	 * the first write to a page faults. dirty: one bit per page, set
+	 * before the page is unprotected and cleared only once it is
+	 * protected again, so a present page that is not dirty is protected.
+	 */
+	bool track_dirty;
+	fl_region_wp_fn on_wp;
+	_Atomic uint64_t *dirty;	/* npages bits, or NULL */
+	pthread_mutex_t wb_lock;	/* one write-back of the region at a time: wb_buf */
+	uint8_t *wb_buf;		/* PG_STAGING bytes, mapped on first use */
 };
 
 /* A snapshot of the regions, sorted by start address. Immutable once published. */
@@ -259,6 +275,7 @@ struct pg_ctx {
 	uint64_t resv;			/* bytes admitted (fl__budget_admit) not yet installed */
 	size_t pre_left;		/* pages counted resident before their install (seg) */
 	bool populate;			/* failures are returned, the region's policy is not applied */
+	bool blocked;			/* a page was left absent by the BLOCK policy (SIGBUS waits) */
 };
 
 struct pg_backlog_cell {
@@ -395,6 +412,8 @@ int fl__resolve_populate(struct pg_ctx *c, struct fl_region *r, size_t pg, size_
 /* Poison every page of @r that is not present (removal). */
 void fl__resolve_poison_absent(struct fl_region *r);
 void fl__wake_waiters(struct fl_region *r);
+/* Wait until page @pg is no longer in state @busy_state, or the region goes (bounded retries). */
+void fl__wait_page(struct fl_region *r, size_t pg, uint8_t busy_state);
 void fl__wait_seq(_Atomic uint32_t *seq, uint32_t seen, long ns);
 void fl__wait_seq_wake(_Atomic uint32_t *seq);
 /* SIGBUS mode: resolve the fault at @addr in the faulting thread. false: not ours, chain. */
@@ -448,6 +467,42 @@ void fl__budget_leave(struct fl_region *r);
 void fl__budget_settle(struct fl_region *r);
 /* fl_region_advise's DONTNEED and WILLNEED parts. */
 int fl__budget_advise(struct fl_region *r, size_t pg, size_t n, int advice);
+/* dirty.c: dirty tracking and write-back */
+/* At fl_region_add(), before publishing: set up tracking if asked. 0 or -errno. */
+int fl__dirty_setup(struct fl_region *r);
+void fl__dirty_free(struct fl_region *r);
+/* FL_REGISTER_* modes the region needs on top of its own. */
+uint32_t fl__dirty_modes(const struct fl_region *r);
+/*
+ * A write-protect fault at page @pg of a region with track_dirty or on_wp
+ * (THREADS, LOOP, and SIGBUS through fl__dirty_sigbus). Marks the page
+ * dirty, calls on_wp and unprotects it; a page in flight (PG_BUSY) gets
+ * PG_WAITED: whoever settles it wakes the writer, which faults again.
+ */
+void fl__dirty_wp_fault(struct pg_ctx *c, struct fl_region *r, size_t pg);
+/*
+ * fl__dirty_flush - eviction's write-back. The caller claimed pages
+ * [pg, pg+n) of @r that were PG_PRESENT (CAS to PG_BUSY): bit i of
+ * @claimed set means page pg+i is claimed. The dirty ones among them are
+ * written to the store (in runs); on return every page whose bit is still
+ * set is clean and write-protected, so while it stays PG_BUSY no write to
+ * it can land (a writer blocks in its write-protect fault, marked
+ * PG_WAITED), and the caller may drop it, set it PG_ABSENT and wake the
+ * range (fl_uffd_wake if PG_WAITED was seen, and fl__wake_waiters). A
+ * page the store failed to write has its bit cleared here: it stays dirty
+ * and must not be dropped; the caller sets it back to PG_PRESENT (waking
+ * likewise). Returns 0, or the first -errno (some bits were cleared).
+ * Regions without track_dirty: returns 0, nothing to write. Must not be
+ * called on a handler thread of the pager (the store's write may block).
+ */
+int fl__dirty_flush(struct fl_region *r, size_t pg, size_t n, uint64_t *claimed);
+/* Whether @r tracks dirty pages. */
+static inline bool fl__dirty_tracked(const struct fl_region *r)
+{
+	return r->track_dirty;
+}
+/* Pages [pg, pg+n) were discarded by the program (they read zeros now): mark them dirty. */
+void fl__dirty_discarded(struct fl_region *r, size_t pg, size_t n);
 
 /* ws.c: working sets */
 struct pg_ws_opts {

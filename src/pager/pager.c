@@ -565,8 +565,14 @@ static void handle_fault(struct pg_ctx *c, const struct fl_event *ev, uint64_t t
 
 	r = fl__region_get(p, addr, &start);
 	if (ev->flags & FL_FAULT_WP) {
-		/* Write-protect faults belong to whoever registered WP: a live snapshot. */
-		if (r) {
+		/*
+		 * Write-protect faults belong to whoever registered WP: the
+		 * region's dirty tracking or on_wp (dirty.c), or a live snapshot.
+		 */
+		if (r && (r->track_dirty || r->on_wp)) {
+			fl__dirty_wp_fault(c, r, (addr - start) >> r->shift);
+			fl__region_put(r);
+		} else if (r) {
 			fl__region_wp_tell(r, (addr - start) >> r->shift, 1, FL__WP_FAULT);
 			fl__region_put(r);
 		}

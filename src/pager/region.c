@@ -191,6 +191,8 @@ void fl__region_discard(struct fl_pager *p, uintptr_t start, uintptr_t end)
 		if (!pages_in(r, t->e[i].start, start, end, &first, &last))
 			continue;
 		fl__region_wp_tell(r, first, last - first, FL__WP_DISCARD);
+		if (r->track_dirty)
+			fl__dirty_discarded(r, first, last - first);
 		for (size_t pg = first; pg < last; pg++) {
 			uint8_t s = atomic_load(&r->state[pg]), to;
 			size_t out = 0, hot = 0;
@@ -439,7 +441,7 @@ static int settle_opts(struct fl_pager *p, struct fl_region_opts *o, struct fl_r
 	    (unsigned int)o->prefetch > FL_PREFETCH_ADAPTIVE ||
 	    (unsigned int)o->on_error > FL_ON_ERROR_BLOCK ||
 	    (o->flags & ~(uint32_t)(FL_REGION_KEEP_ON_REMOVE | FL_REGION_KEEP_REGISTERED |
-				    FL_REGION_WS_RECORD)))
+				    FL_REGION_WS_RECORD | FL_REGION_TRACK_DIRTY)))
 		return fl__einval("fl_region_add", "unknown install method, prefetch policy, on_error policy "
 				  "or flags");
 	if (!o->page_size)
@@ -469,6 +471,12 @@ static int settle_opts(struct fl_pager *p, struct fl_region_opts *o, struct fl_r
 				  ? "a volatile region needs a budget" : "unknown volatile policy");
 	if (o->budget && o->ws_replay)
 		return fl__einval("fl_region_add", "a working-set replay cannot run within a budget");
+	if ((o->flags & FL_REGION_TRACK_DIRTY) &&
+	    ((fl_store_caps(o->store) & FL_STORE_READONLY) || !p->own_memory))
+		return fl__einval("fl_region_add", "FL_REGION_TRACK_DIRTY %s",
+				  !p->own_memory ? "needs memory of this process (it copies dirty "
+						   "pages out of it)"
+						 : "needs a store that can be written");
 	if (!o->addr && !p->own_uffd)	/* we cannot map memory in another process */
 		return fl__einval("fl_region_add", "no addr, and the pager serves another process's "
 				  "userfaultfd (it cannot map memory there)");
@@ -605,6 +613,7 @@ static void free_region(struct fl_region *r)
 	fl__ws_free(r);
 	if (r->evict_at)
 		munmap((void *)r->evict_at, r->npages * sizeof(*r->evict_at));
+	fl__dirty_free(r);
 	free(r->shards);
 	free(r);
 }
@@ -663,6 +672,8 @@ FL_API int fl_region_add(struct fl_pager *p, const struct fl_region_opts *opts,
 	r->on_error_fn = o.on_error_fn;
 	r->userdata = o.userdata;
 	r->flags = o.flags;
+	r->track_dirty = o.flags & FL_REGION_TRACK_DIRTY;
+	r->on_wp = o.on_wp;
 	atomic_init(&r->move_ok, r->method == PG_MOVE || r->stage_move);
 	r->shards = aligned_alloc(64, PG_SHARDS * sizeof(struct pg_shard));
 	r->state = mmap(NULL, r->npages, PROT_READ | PROT_WRITE,
@@ -685,6 +696,9 @@ FL_API int fl_region_add(struct fl_pager *p, const struct fl_region_opts *opts,
 		if (e < 0)
 			goto fail;
 	}
+	e = fl__dirty_setup(r);
+	if (e < 0)
+		goto fail;
 	if (o.addr) {
 		atomic_store(&r->base, (uintptr_t)o.addr);
 		if (o.memfd > 0) {
@@ -723,8 +737,16 @@ FL_API int fl_region_add(struct fl_pager *p, const struct fl_region_opts *opts,
 			       (unsigned long)base, r->len);
 		goto fail;
 	}
-	mode = FL_REGISTER_MISSING | (r->method == PG_CONTINUE ? FL_REGISTER_MINOR : 0);
+	mode = FL_REGISTER_MISSING | (r->method == PG_CONTINUE ? FL_REGISTER_MINOR : 0) |
+	       fl__dirty_modes(r);
 	e = fl_uffd_register(p->uffd, (void *)base, r->len, mode, &ioctls);
+	if (e == -EINVAL && fl__dirty_modes(r)) {
+		pthread_mutex_unlock(&p->lock);
+		fl__err("pager: write-protect faults on %s memory: not on this kernel",
+			fl_mem_type_name(r->mem));
+		e = -EOPNOTSUPP;
+		goto fail;
+	}
 	if (e == 0 && r->method == PG_MOVE && !(ioctls & FL_IOCTL_MOVE)) {
 		if (o.install == FL_INSTALL_MOVE)
 			e = -EOPNOTSUPP;
@@ -893,6 +915,9 @@ int fl__region_wp_attach(struct fl_region *r, fl__wp_fn fn, void *arg)
 
 	if (p->mode == FL_PAGER_SIGBUS)
 		return -EOPNOTSUPP;
+	/* The region's own write-protect faults (dirty tracking, on_wp) exclude a snapshot's. */
+	if (r->track_dirty || r->on_wp)
+		return -EBUSY;
 	pthread_mutex_lock(&p->lock);
 	if (atomic_load(&r->wp_fn)) {
 		pthread_mutex_unlock(&p->lock);
@@ -1020,6 +1045,10 @@ FL_API int fl_region_stats(const struct fl_region *r, struct fl_region_stats *ou
 	ret->ws_prefetched = v[ST_WS_PREFETCHED];
 	ret->ws_skipped = v[ST_WS_SKIPPED];
 	ret->ws_errors = v[ST_WS_ERRORS];
+	ret->wp_faults = v[ST_WP_FAULTS];
+	ret->pages_written_back = v[ST_WB_PAGES];
+	ret->writeback_calls = v[ST_WB_CALLS];
+	ret->writeback_errors = v[ST_WB_ERRORS];
 	fl__ws_stats(r, &ret->ws_recorded, &ret->ws_done_ns);
 	ret->resident = v[ST_RES_IN] - v[ST_RES_OUT];
 	ret->evicted = v[ST_EVICTED];

@@ -164,7 +164,7 @@ void fl__wake_waiters(struct fl_region *r)
  * region goes away. The timeout only bounds a missed corner; wakes come
  * from fl__wake_waiters().
  */
-static void wait_page(struct fl_region *r, size_t pg, uint8_t busy_state)
+void fl__wait_page(struct fl_region *r, size_t pg, uint8_t busy_state)
 {
 	atomic_fetch_add(&r->waiters, 1);
 	for (;;) {
@@ -513,6 +513,7 @@ static int page_failed(struct pg_ctx *c, struct run *x, size_t pg, int err)
 	}
 	/* BLOCK: the faulting thread waits; fl_region_populate() or a new fault retries. */
 	release(c, r, pg, 1, false);
+	c->blocked = true;
 	return err;
 }
 
@@ -632,8 +633,11 @@ static int run_refresh(struct pg_ctx *c, struct run *x, uintptr_t addr, bool min
 		e = r->has_zeropage && !wp ? fl_uffd_zeropage(u, a, g, 0, &d)
 					   : fl_uffd_copy(u, a, c->p->zeros, g,
 							  wp ? FL_RESOLVE_WP : 0, &d);
-		if (!e)
+		if (!e) {
 			fl__stat_add(r, ST_ZERO, 1);
+			/* Zeros where the store has data: dirty, if the region keeps count. */
+			fl__dirty_discarded(r, x->pg, 1);
+		}
 	}
 	fl__grace_exit(&r->wp_grace, wg);
 	if (!e && g == r->ps)
@@ -1187,17 +1191,30 @@ bool fl__resolve_sigbus(struct fl_region *r, uintptr_t start, uintptr_t addr)
 			break;
 		}
 		if ((s & PG_STATE) == PG_BUSY) {
-			wait_page(r, pg, PG_BUSY);
+			fl__wait_page(r, pg, PG_BUSY);
 			waited = true;
 			continue;
 		}
 		if ((s & PG_STATE) == PG_PRESENT && waited)
 			break;
+		/*
+		 * Write-protect faults raise SIGBUS too: a present page that is
+		 * write-protected. Unprotect it first; if it was not there after
+		 * all (dropped behind our back), the refresh below finds that out.
+		 */
+		if ((s & PG_STATE) == PG_PRESENT && (r->track_dirty || r->on_wp))
+			fl__dirty_wp_fault(&ctx, r, pg);
+		ctx.blocked = false;
 		fl__resolve_fault(&ctx, r, start, addr, 0, t0);
 		if ((st_load(r, pg) & PG_STATE) == PG_ABSENT) {
-			/* BLOCK policy: wait for fl_region_populate() (or removal). */
-			wait_page(r, pg, PG_ABSENT);
-			waited = true;
+			/*
+			 * BLOCK policy: wait for fl_region_populate() (or removal).
+			 * Otherwise the page went again (evicted) before the thread
+			 * got to it: once more.
+			 */
+			if (ctx.blocked)
+				fl__wait_page(r, pg, PG_ABSENT);
+			waited = ctx.blocked;
 			continue;
 		}
 		break;
@@ -1231,7 +1248,7 @@ int fl__resolve_populate(struct pg_ctx *c, struct fl_region *r, size_t pg, size_
 			i++;
 			continue;
 		case PG_BUSY:
-			wait_page(r, i, PG_BUSY);
+			fl__wait_page(r, i, PG_BUSY);
 			continue;
 		default:
 			break;
