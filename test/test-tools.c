@@ -437,9 +437,10 @@ static const char *ooc_workload(const char *out, const char *medium, const char 
  * the disk. Every row either ran every workload (the scan read every page,
  * the random ones their --ops accesses; read-modify-write left the file
  * verified byte for byte) or says why it was skipped (not root: no cgroup);
- * the kernel row's cgroup never held more than the budget, so on the disk
- * at most about a quarter of the uniform reads can hit; the bench's files are
- * removed.
+ * the kernel row's cgroup never held more than the budget, the faultline
+ * rows' budgets never more than the budget and one eviction batch, so on
+ * the disk at most about a quarter of the uniform reads can hit; the
+ * bench's files are removed.
  */
 TEST(tool_bench_outofcore_tiny)
 {
@@ -447,7 +448,8 @@ TEST(tool_bench_outofcore_tiny)
 	char dir[] = "/tmp/fl-test-bench-XXXXXX";
 	char *json[] = { "faultline", "bench", "outofcore", "--size", "32M", "--budget", "8M",
 			 "--ops", "256", "--warmup", "4096", "--runs", "1", "--dir", dir,
-			 "--rows", "kernel-advised", "--media", "tmpfs,disk", "--json", NULL };
+			 "--rows", "kernel-advised,fifo,2q+prefetch", "--media", "tmpfs,disk",
+			 "--json", NULL };
 	char *bad_budget[] = { "faultline", "bench", "outofcore", "--size", "32M", "--budget",
 			       "64M", NULL };
 	char *bad_rows[] = { "faultline", "bench", "outofcore", "--rows", "kernel,nosuch", NULL };
@@ -465,8 +467,35 @@ TEST(tool_bench_outofcore_tiny)
 	T_ASSERT(strstr(r.out, "\"benchmark\":\"outofcore\"") != NULL);
 	T_ASSERT(strstr(r.out, "\"machine_kind\":\"") != NULL);
 	for (int m = 0; m < (tmpfs ? 2 : 1); m++) {
+		static const char *const wl[] = { "uniform", "zipf", "seq", "rmw" };
 		char k[128];
 		const char *w;
+
+		/* The faultline rows: a budget of 8 MiB, eviction batches of 512 KiB. */
+		for (int f = 0; f < 2; f++) {
+			const char *row = f ? "2q+prefetch" : "fifo";
+
+			for (int i = 0; i < 4; i++) {
+				double hit;
+
+				w = ooc_workload(r.out, media[m], row, wl[i]);
+				T_ASSERT(w != NULL);
+				T_ASSERT_EQ((long)json_num_after(r.out, w, "accesses"),
+					    i == 2 ? 8192 : 256);
+				if (i == 3) {	/* no write-back under a budget yet */
+					T_ASSERT(!strncmp(strstr(w, "\"accesses\":256,") + 15,
+							  "\"skipped\":\"", 11));
+					continue;
+				}
+				T_ASSERT(json_num_after(r.out, w, "pages_per_s") > 0);
+				hit = json_num_after(r.out, w, "hit_rate");
+				T_ASSERT(hit >= 0 && hit <= 1);
+				T_ASSERT(json_num_after(r.out, w, "peak_bytes") <=
+					 8.5 * 1024 * 1024 * 1.00001);
+				if (i == 0)
+					T_ASSERT(hit < 0.6);
+			}
+		}
 
 		snprintf(k, sizeof(k), "{\"medium\":\"%s\",\"name\":\"kernel-advised\",", media[m]);
 		T_ASSERT(strstr(r.out, k) != NULL);
@@ -478,7 +507,6 @@ TEST(tool_bench_outofcore_tiny)
 		}
 		T_ASSERT(strstr(r.out, k) != NULL);
 		for (int i = 0; i < 4; i++) {
-			static const char *const wl[] = { "uniform", "zipf", "seq", "rmw" };
 			double hit;
 
 			w = ooc_workload(r.out, media[m], "kernel-advised", wl[i]);

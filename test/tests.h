@@ -53,7 +53,7 @@
 	X(tool_bench_latency_floors, FL_FEAT_SIGBUS, T_UFFD, 60)                   \
 	X(tool_bench_snapshot_tiny, 0, T_UFFD | T_KFAULTS, 120)                    \
 	X(tool_bench_migrate_tiny, 0, T_UFFD, 120)                                 \
-	X(tool_bench_outofcore_tiny, 0, 0, 120)                                    \
+	X(tool_bench_outofcore_tiny, FL_FEAT_MOVE, T_UFFD, 120)                    \
 	X(tool_probe_table_and_json, 0, 0, 0)                                      \
 	X(json_validator_rejects_garbage, 0, 0, 0)                                 \
 	/* test-resolve.c, test-events.c, test-wp.c: the uffd layer */             \
