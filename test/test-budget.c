@@ -386,6 +386,86 @@ TEST(budget_shared_two_pagers)
 	fl_store_destroy(s);
 }
 
+struct rnd {
+	struct fl_region *r;
+	uint64_t seed;
+	size_t reads;
+};
+
+static void *random_reads(void *arg)
+{
+	struct rnd *x = arg;
+	const uint8_t *a = fl_region_addr(x->r);
+	size_t ps = t_page_size(), n = fl_region_len(x->r) / ps;
+
+	for (size_t i = 0; i < x->reads; i++) {
+		size_t pg;
+
+		x->seed ^= x->seed << 13;
+		x->seed ^= x->seed >> 7;
+		x->seed ^= x->seed << 17;
+		pg = x->seed % n;
+		if (fl_pattern_check(a + pg * ps, pg * ps, ps, SEED))
+			t_fail(__FILE__, __LINE__, "page %zu does not hold the store's data", pg);
+	}
+	return NULL;
+}
+
+/*
+ * Four threads read at random with adaptive prefetch (runs of up to 64
+ * pages) while the budget is 32 pages with batch 4: every admission
+ * reserves before its store read, so the budget still never holds more
+ * than bytes + batch, whatever runs are in flight at once.
+ */
+static void bound_under_load(enum fl_pager_mode mode)
+{
+	size_t ps = t_page_size(), npages = 512, len = npages * ps;
+	struct fl_budget_opts bo = { .sz = sizeof(bo), .bytes = 32 * ps, .batch = 4 * ps,
+				     .policy = FL_EVICT_2Q };
+	struct fl_budget *b;
+	struct drv d;
+	struct fl_pager *p = pager_up(mode, &d);
+	struct fl_store *s;
+	struct fl_region_opts o;
+	struct fl_region *r;
+	struct rnd x[4];
+	unsigned long th[4];
+	struct fl_budget_stats bs;
+
+	T_ASSERT_OK(fl_budget_create(&bo, &b));
+	T_ASSERT_OK(fl_store_pattern_create(len, SEED, &s));
+	o = t_region_opts(s, len);
+	o.budget = b;
+	o.prefetch = FL_PREFETCH_ADAPTIVE;
+	o.prefetch_min = 4 * ps;
+	o.prefetch_max = 64 * ps;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	for (int i = 0; i < 4; i++) {
+		x[i] = (struct rnd){ r, 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1), 2000 };
+		th[i] = t_thread_start(random_reads, &x[i]);
+	}
+	for (int i = 0; i < 4; i++)
+		t_thread_join(th[i]);
+	bs = bstats(b);
+	T_ASSERT(bs.resident_max <= bs.bytes + bs.batch);
+	T_ASSERT(bs.evicted > 0);
+	T_ASSERT(bs.waits > 0);			/* the faults did have to wait for room */
+	T_ASSERT_OK(fl_region_remove(r));
+	T_ASSERT_EQ(bstats(b).resident, 0);
+	pager_down(p, mode, &d);
+	fl_budget_destroy(b);
+	fl_store_destroy(s);
+}
+
+TEST(budget_bound_under_load)
+{
+	if (t_have(FL_FEAT_MOVE))
+		bound_under_load(FL_PAGER_THREADS);
+	bound_under_load(FL_PAGER_LOOP);
+	if (t_have(FL_FEAT_SIGBUS))
+		bound_under_load(FL_PAGER_SIGBUS);
+}
+
 /* A region whose store can be written, without write-back: counted, never dropped. */
 TEST(budget_writable_store_kept)
 {

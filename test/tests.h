@@ -14,6 +14,7 @@
 	X(budget_fifo_clean_sigbus, FL_FEAT_SIGBUS, T_UFFD, 60)                    \
 	X(budget_fifo_clean_loop, 0, T_UFFD, 60)                                   \
 	X(budget_shared_two_pagers, FL_FEAT_MOVE, T_UFFD, 60)                      \
+	X(budget_bound_under_load, 0, T_UFFD, 60)                                  \
 	X(budget_writable_store_kept, FL_FEAT_SIGBUS, T_UFFD, 0)                   \
 	X(budget_2q_keeps_hot_set, FL_FEAT_SIGBUS, T_UFFD, 60)                     \
 	X(budget_volatile_store, FL_FEAT_MOVE, T_UFFD, 0)                          \
