@@ -60,6 +60,16 @@ ifeq ($(ZSTD),1)
 BASE_CFLAGS += -DFL_HAVE_ZSTD
 LIBS += -lzstd
 endif
+# hiredis for the Redis store (libhiredis-dev): REDIS=auto (default) uses it when its header is
+# found, REDIS=1 requires it, REDIS=0 builds without it (fl_store_redis_open is then -EOPNOTSUPP).
+REDIS ?= auto
+ifeq ($(REDIS),auto)
+REDIS := $(shell printf '\043include <hiredis/hiredis.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 && echo 1 || echo 0)
+endif
+ifeq ($(REDIS),1)
+BASE_CFLAGS += -DFL_HAVE_HIREDIS
+LIBS += -lhiredis
+endif
 # zstd.c is built again when the choice changes (libzstd-dev installed by make deps, or ZSTD=0).
 ZSTD_STAMP := $(O)/zstd-$(ZSTD).stamp
 ALL_CFLAGS := $(BASE_CFLAGS) $(CFLAGS)
@@ -134,9 +144,10 @@ $(O)/examples/%: examples/%.c $(STATIC_LIB)
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(STATIC_LIB) $(LIBS)
 
-$(RUNNER): $(TEST_OBJS) $(STATIC_LIB)
+# The tests start real Redis servers with the benchmark's helper.
+$(RUNNER): $(TEST_OBJS) $(O)/bench/redisd.o $(STATIC_LIB)
 	$(call msg,LD,$@)
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(TEST_OBJS) $(STATIC_LIB) $(LIBS)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(TEST_OBJS) $(O)/bench/redisd.o $(STATIC_LIB) $(LIBS)
 
 $(O)/fuzz/%: test/fuzz/%.c test/fuzz/driver.c $(STATIC_LIB)
 	$(call msg,CC,$<)
@@ -151,6 +162,7 @@ $(O)/libfuzzer/%: test/fuzz/%.c $(LIB_SRCS)
 	@mkdir -p $(@D)
 	$(Q)$(FUZZ_CC) -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -Isrc -Isrc/uffd -pthread \
 		-fsanitize=fuzzer,address,undefined $(if $(filter 1,$(ZSTD)),-DFL_HAVE_ZSTD) \
+		$(if $(filter 1,$(REDIS)),-DFL_HAVE_HIREDIS) \
 		-o $@ $< $(LIB_SRCS) $(LIBS)
 
 # The paths are the ones given now: make install regenerates it, so a PREFIX given only to
@@ -166,6 +178,11 @@ $(ZSTD_STAMP):
 	@mkdir -p $(@D)
 	$(Q)rm -f $(O)/zstd-*.stamp && touch $@
 $(O)/src/snapshot/zstd.o $(O)/pic/src/snapshot/zstd.o: $(ZSTD_STAMP)
+REDIS_STAMP := $(O)/redis-$(REDIS).stamp
+$(REDIS_STAMP):
+	@mkdir -p $(@D)
+	$(Q)rm -f $(O)/redis-*.stamp && touch $@
+$(O)/src/store/redis.o $(O)/pic/src/store/redis.o $(O)/bench/redisd.o: $(REDIS_STAMP)
 
 # ------------------------------------------------------------------ targets
 # check: the one test command (README). Docs first: cheap, and every exported symbol needs a page.
@@ -241,6 +258,6 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man7/,$(notdir $(wildcard man/man7/*.7)))
 
 clean:
-	rm -rf build build-asan build-tsan build-static build-vm build-nozstd $(if $(filter-out build build-asan build-tsan,$(O)),$(O))
+	rm -rf build build-asan build-tsan build-static build-vm build-nozstd build-noredis $(if $(filter-out build build-asan build-tsan,$(O)),$(O))
 
 -include $(LIB_OBJS:.o=.d) $(LIB_PIC_OBJS:.o=.d) $(TOOL_OBJS:.o=.d) $(TEST_OBJS:.o=.d)

@@ -118,6 +118,16 @@
 	X(store_file_write_readback, 0, 0, 0)                                      \
 	X(store_file_opts, 0, 0, 0)                                                \
 	X(store_concurrent_reads, 0, 0, 30)                                        \
+	/* test-redis.c: the Redis store against real servers (FL_REQUIRE_REDIS) */ \
+	X(redis_open_rejects_bad_arguments, 0, 0, 0)                               \
+	X(redis_unreachable_fails_bounded, 0, 0, 60)                               \
+	X(redis_pages_through_pager_keys, 0, T_UFFD, 60)                           \
+	X(redis_pages_through_pager_hash, 0, T_UFFD, 60)                           \
+	X(redis_deleted_key_sigbus_keys, 0, T_UFFD, 60)                            \
+	X(redis_deleted_key_sigbus_hash, 0, T_UFFD, 60)                            \
+	X(redis_server_gone_eio, 0, 0, 60)                                         \
+	X(redis_cluster_routing_moved_ask, 0, T_UFFD, 300)                         \
+	X(redis_cluster_failover, 0, T_UFFD | T_STRESS, 600)                       \
 	/* test-bench.c: the statistics of faultline bench, pure user-space */     \
 	X(bench_percentiles_and_median, 0, 0, 0)                                   \
 	X(bench_log_histogram, 0, 0, 0)                                            \

@@ -240,6 +240,61 @@ struct fl_store_remote_opts {
 FL_API int fl_store_remote_open(const char *url, const struct fl_store_remote_opts *opts,
 				struct fl_store **ret);
 
+/* ---------------------------------------------------------------- Redis */
+
+enum fl_store_redis_flags {
+	/* Each 4 KiB block a field of its chunk's hash instead of a key of its own. */
+	FL_STORE_REDIS_HASH = 1u << 0,
+	FL_STORE_REDIS_READONLY = 1u << 1,	/* write() refuses (-EROFS) */
+};
+
+struct fl_store_redis_opts {
+	size_t sz;			/* sizeof(struct fl_store_redis_opts) */
+	uint64_t size;			/* bytes of the object, a multiple of 4096; required */
+	uint32_t flags;			/* FL_STORE_REDIS_* */
+	unsigned int connect_timeout_ms;	/* one connection attempt; 0: 2000 */
+	unsigned int command_timeout_ms;	/* one reply; 0: 5000 */
+	/*
+	 * How long one read or write keeps trying through connection errors,
+	 * redirections and a failover (reconnecting with back-off and
+	 * refreshing the slot map) before it fails; 0: 30000.
+	 */
+	unsigned int retry_ms;
+	/* After a write: WAIT for this many replicas of each master written to (0: no WAIT). */
+	unsigned int wait_replicas;
+	unsigned int wait_timeout_ms;	/* WAIT's own timeout; 0: 1000 */
+	unsigned int connections;	/* idle connections kept per server; 0: 8 */
+};
+
+/*
+ * fl_store_redis_open - pages of an object kept in Redis, or in a Redis
+ * Cluster, with hiredis. @url is "redis://HOST:PORT/PREFIX" (HOST a
+ * name or an IPv4 address, PORT default 6379, PREFIX the object's name, at
+ * most 200 bytes of [A-Za-z0-9._-], default "fl"). A server with cluster
+ * support enabled is used as a cluster: the slot map comes from CLUSTER
+ * SLOTS, keys go to the master of their hash slot, MOVED and ASK are
+ * followed and the map is fetched again after a connection error.
+ * Plain TCP, no TLS, no AUTH.
+ *
+ * Keys (faultline(7) describes them): the object's record PREFIX:obj; per
+ * chunk of 64 blocks of 4 KiB, a bitmap {PREFIX:C}:m of the blocks ever
+ * written, and the blocks either as keys {PREFIX:C}:B or, with
+ * FL_STORE_REDIS_HASH, as fields of the hash {PREFIX:C}:h. A block that is
+ * absent reads as a hole only when the chunk's bitmap says it was never
+ * written and this store never wrote it; a block that should exist and does
+ * not (deleted, evicted, lost in a failover) fails the read with -EIO, never
+ * zeros. A read of a prefetch window is one pipeline per server; so is a
+ * write, followed by WAIT when opts->wait_replicas is set (fewer replicas
+ * than asked before the deadline: -EIO).
+ *
+ * The store has FL_STORE_HOLES. Its callbacks use the network, malloc and
+ * locks: not for FL_PAGER_SIGBUS. Returns 0, -EINVAL, -ENOMEM, -EIO (the
+ * server could not be reached or answered wrongly before retry_ms), or
+ * -EOPNOTSUPP when faultline was built without hiredis.
+ */
+FL_API int fl_store_redis_open(const char *url, const struct fl_store_redis_opts *opts,
+			       struct fl_store **ret);
+
 #ifdef __cplusplus
 }
 #endif
