@@ -321,6 +321,9 @@ void bench_migrate_usage(FILE *out);
 int bench_monitor_main(int argc, char **argv);
 void bench_monitor_usage(FILE *out);
 int bench_snapshot_main(int argc, char **argv);
+/* remote.c: faults from Redis, a Redis Cluster and the file store (faultline bench remote). */
+void bench_remote_usage(FILE *out);
+int bench_remote_main(int argc, char **argv);
 void bench_snapshot_usage(FILE *out);
 int bench_outofcore_main(int argc, char **argv);
 void bench_outofcore_usage(FILE *out);

@@ -47,6 +47,15 @@ static void set_err(struct redisd *d, const char *fmt, ...)
 	va_end(ap);
 }
 
+bool redisd_available(void)
+{
+#ifdef FL_HAVE_HIREDIS
+	return true;
+#else
+	return false;
+#endif
+}
+
 bool redisd_find(const char *prog, char *path, size_t len)
 {
 	const char *env = getenv("PATH");
@@ -144,6 +153,12 @@ static int start_watcher(struct redisd *d)
 		ssize_t r;
 
 		close(p[1]);
+		/* Only our pipe: a watcher forked later must not hold an earlier one's open. */
+		if (p[0] != 3) {
+			dup2(p[0], 3);
+			p[0] = 3;
+		}
+		close_range(4, ~0u, 0);
 		setsid();
 		signal(SIGINT, SIG_IGN);
 		signal(SIGTERM, SIG_IGN);
@@ -631,7 +646,7 @@ void redisd_stop(struct redisd *d)
 {
 	for (unsigned int i = 0; i < d->n; i++)
 		redisd_kill(d, i);
-	if (d->watch_fd >= 0) {
+	if (d->watcher > 0) {
 		close(d->watch_fd);
 		d->watch_fd = -1;
 		waitpid(d->watcher, NULL, 0);

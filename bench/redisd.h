@@ -27,6 +27,9 @@ struct redisd {
 	char err[512];			/* why the last call failed */
 };
 
+/* Whether faultline was built with hiredis (else nothing here starts a server). */
+bool redisd_available(void);
+
 /* The path of redis-server / redis-cli / redis-benchmark (PATH, then /usr/bin, /usr/sbin). */
 bool redisd_find(const char *prog, char *path, size_t len);
 

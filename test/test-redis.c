@@ -666,3 +666,51 @@ TEST(redis_cluster_failover)
 	redisd_stop(&d);
 	free(buf);
 }
+
+/* ------------------------------------------------------ bench remote */
+
+/*
+ * faultline bench remote, tiny: every store's rows, the redis-benchmark
+ * anchor and the targets, in one run; bad options exit 2.
+ */
+TEST(tool_bench_remote_tiny)
+{
+	static struct t_run r;
+	char *argv[] = { "faultline", "bench", "remote", "--size", "1M", "--runs", "1",
+			 "--threads", "1,2", "--windows", "none,1M", NULL };
+	char *bad[] = { "faultline", "bench", "remote", "--windows", "2M", NULL };
+	static const char *const rows[] = { "file        none   1 ", "file        1M     2 ",
+					    "redis       none   1 ", "redis       1M     2 ",
+					    "redis-hash  none   1 ", "cluster     1M     1 " };
+	const char *req = getenv("FL_REQUIRE_REDIS");
+	char path[256];
+	bool redis = redisd_find("redis-server", path, sizeof(path)) &&
+		     redisd_find("redis-cli", path, sizeof(path));
+
+#ifndef FL_HAVE_HIREDIS
+	redis = false;
+#endif
+	t_tool_path(path, sizeof(path));
+	t_run_capture(&r, path, bad, NULL);
+	T_ASSERT_EQ(r.status, 2);
+	T_ASSERT(strstr(r.err, "--windows 2M") != NULL);
+	t_run_capture(&r, path, argv, NULL);
+	if (r.status != 0)
+		t_fail(__FILE__, __LINE__, "bench remote failed (%d): %.300s", r.status, r.err);
+	T_ASSERT(strstr(r.out, "targets:") != NULL);
+	T_ASSERT(strstr(r.out, rows[0]) != NULL);
+	T_ASSERT(strstr(r.out, rows[1]) != NULL);
+	if (!redis) {
+		if (req && !strcmp(req, "1"))
+			t_fail(__FILE__, __LINE__, "no redis-server or hiredis, and "
+			       "FL_REQUIRE_REDIS=1");
+		T_ASSERT(strstr(r.out, "redis       left out: ") != NULL);
+		T_SKIP("the file rows only: redis-server, redis-cli or hiredis missing");
+	}
+	for (size_t i = 2; i < sizeof(rows) / sizeof(rows[0]); i++)
+		if (!strstr(r.out, rows[i]))
+			t_fail(__FILE__, __LINE__, "no row '%s' in:\n%.2000s", rows[i], r.out);
+	T_ASSERT(strstr(r.out, "redis-benchmark GET 4 KiB, 1 client: p50 ") != NULL);
+	T_ASSERT(strstr(r.out, "redis p50 (none, 1 thread) / redis-benchmark GET p50: ") != NULL);
+	T_ASSERT(strstr(r.out, "cluster: pages/s with 1M prefetch / without (1 thread): ") != NULL);
+}

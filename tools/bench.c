@@ -29,6 +29,8 @@ static const struct {
 	  bench_snapshot_main, bench_snapshot_usage },
 	{ "outofcore", "a file 4x a memory budget: faultline against mmap under a memory cgroup",
 	  bench_outofcore_main, bench_outofcore_usage },
+	{ "remote", "faults from Redis and a Redis Cluster next to the local file store",
+	  bench_remote_main, bench_remote_usage },
 };
 
 #define N_BENCHES (sizeof(benches) / sizeof(benches[0]))
@@ -46,7 +48,7 @@ int cmd_bench(int argc, char **argv)
 {
 	if (argc < 2)
 		return usage_error("bench", "no benchmark given (latency, fill, threads, uffd, "
-				   "migrate, monitor, snapshot or outofcore)");
+				   "migrate, monitor, snapshot, outofcore or remote)");
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		usage_bench(stdout);
 		return 0;
@@ -62,5 +64,5 @@ int cmd_bench(int argc, char **argv)
 		return benches[i].main(argc - 1, argv + 1);
 	}
 	return usage_error("bench", "unknown benchmark '%s' (latency, fill, threads, uffd, "
-			   "migrate, monitor, snapshot or outofcore)", argv[1]);
+			   "migrate, monitor, snapshot, outofcore or remote)", argv[1]);
 }
