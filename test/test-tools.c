@@ -182,7 +182,8 @@ TEST(tool_help_and_version)
 TEST(tool_bench_help_each)
 {
 	static const char *const names[] = { "latency", "fill", "threads", "uffd", "migrate",
-					     "monitor", "snapshot", "outofcore" };
+					     "monitor", "snapshot", "outofcore",
+					     "remote" };
 	static struct t_run r;
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
