@@ -140,60 +140,40 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		switch (c) {
 		case O_SIZE:
 			if (tool_parse_size(optarg, 1ull << 36, &o->size) < 0 || !o->size ||
-			    o->size % (1u << 20)) {
-				fprintf(stderr, "faultline: %s: --size %s: a multiple of 1M\n", SUB,
-					optarg);
-				return 2;
-			}
+			    o->size % (1u << 20))
+				return usage_error(SUB, "--size %s: a multiple of 1M", optarg);
 			break;
 		case O_RUNS:
 			errno = 0;
 			v = strtoul(optarg, &end, 10);
-			if (errno || *end || !v || v > MAX_RUNS || *optarg == '-') {
-				fprintf(stderr, "faultline: %s: --runs %s: 1 to %d\n", SUB, optarg,
-					MAX_RUNS);
-				return 2;
-			}
+			if (errno || *end || !v || v > MAX_RUNS || *optarg == '-')
+				return usage_error(SUB, "--runs %s: 1 to %d", optarg, MAX_RUNS);
 			o->runs = (unsigned int)v;
 			break;
 		case O_THREADS:
-			if (parse_list(optarg, tnames, 4, &o->threads_mask)) {
-				fprintf(stderr, "faultline: %s: --threads %s: some of 1,2,3,4\n", SUB,
-					optarg);
-				return 2;
-			}
+			if (parse_list(optarg, tnames, 4, &o->threads_mask))
+				return usage_error(SUB, "--threads %s: some of 1,2,3,4", optarg);
 			break;
 		case O_WINDOWS:
-			if (parse_list(optarg, window_names, MAX_WINDOWS, &o->windows_mask)) {
-				fprintf(stderr, "faultline: %s: --windows %s: some of none,64K,1M\n",
-					SUB, optarg);
-				return 2;
-			}
+			if (parse_list(optarg, window_names, MAX_WINDOWS, &o->windows_mask))
+				return usage_error(SUB, "--windows %s: some of none,64K,1M", optarg);
 			break;
 		case O_STORES:
-			if (parse_list(optarg, backend_names, B_COUNT, &o->backends_mask)) {
-				fprintf(stderr, "faultline: %s: --stores %s: some of file,redis,"
-					"redis-hash,cluster\n", SUB, optarg);
-				return 2;
-			}
+			if (parse_list(optarg, backend_names, B_COUNT, &o->backends_mask))
+				return usage_error(SUB, "--stores %s: some of file,redis,"
+						   "redis-hash,cluster", optarg);
 			break;
 		case O_DIR:
-			if (strlen(optarg) >= sizeof(o->dir) - 32) {
-				fprintf(stderr, "faultline: %s: --dir: too long\n", SUB);
-				return 2;
-			}
+			if (strlen(optarg) >= sizeof(o->dir) - 32)
+				return usage_error(SUB, "--dir: too long");
 			strcpy(o->dir, optarg);
 			break;
 		default:
-			fprintf(stderr, "faultline: %s: unknown option '%s' (see --help)\n", SUB,
-				argv[optind - 1]);
-			return 2;
+			return usage_error(SUB, "unknown option '%s'", argv[optind - 1]);
 		}
 	}
-	if (optind < argc) {
-		fprintf(stderr, "faultline: %s: unexpected argument '%s'\n", SUB, argv[optind]);
-		return 2;
-	}
+	if (optind < argc)
+		return usage_error(SUB, "unexpected argument '%s'", argv[optind]);
 	return 0;
 }
 
