@@ -177,7 +177,8 @@ void bench_outofcore_usage(FILE *out)
 		"  --budget SIZE   the memory budget, a multiple of 64K, at most SIZE\n"
 		"                  (default SIZE/4)\n"
 		"  --ops N         timed accesses per random workload (default: budget/64K)\n"
-		"  --warmup N      at most N untimed accesses before them (default: budget/2K)\n"
+		"  --warmup N      at most N untimed accesses before them (default: budget/512:\n"
+		"                  Zipf's hot pages fill the memory only after many accesses)\n"
 		"  --runs N        runs (1 to %d, default 3)\n"
 		"  --dir DIR       the disk's file goes in a directory of the bench's own made\n"
 		"                  in DIR (default: the working directory)\n"
@@ -314,7 +315,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	if (!o->ops)
 		o->ops = (size_t)(o->budget / (16 * BENCH_PAGE));
 	if (!o->warmup)
-		o->warmup = (size_t)(2 * o->budget / BENCH_PAGE);
+		o->warmup = (size_t)(8 * o->budget / BENCH_PAGE);
 	if (!o->ops)
 		o->ops = 1;
 	return 0;

@@ -2,6 +2,7 @@
 /* The faultline command: exit codes, usage errors, and the probe's table and JSON. */
 #include <ctype.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -535,6 +536,58 @@ TEST(tool_bench_outofcore_tiny)
 	run_tool(&r, bad_rows);
 	T_ASSERT_EQ(r.status, 2);
 	T_ASSERT(strstr(r.err, "'nosuch' is not a row") != NULL);
+}
+
+/*
+ * examples/outofcore: the byte histogram of a 24 MiB file through a 4 MiB
+ * budget (6x) agrees with read()'s, the budget evicted (it had to: the file
+ * does not fit) and never held more than the budget and a batch.
+ */
+TEST(example_outofcore_histogram)
+{
+	static struct t_run r;
+	char self[PATH_MAX], path[PATH_MAX], file[] = "/var/tmp/fl-test-ooc-XXXXXX";
+	char *argv[] = { "outofcore", file, "4", NULL };
+	char *bad[] = { "outofcore", file, "0", NULL };
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	unsigned char *buf = malloc(1 << 20);
+	double most, evicted;
+	const char *p;
+	int fd;
+
+	T_ASSERT(n > 0 && buf);
+	self[n] = '\0';
+	snprintf(path, sizeof(path), "%s/../examples/outofcore", dirname(self));
+	if (access(path, X_OK) != 0)
+		T_SKIP("%s not built", path);
+	fd = mkostemp(file, O_CLOEXEC);
+	T_ASSERT_SYS(fd);
+	/* Bytes of uneven frequencies, so that a page read twice or missed shows. */
+	for (int mib = 0; mib < 24; mib++) {
+		for (size_t i = 0; i < (1u << 20); i++)
+			buf[i] = (unsigned char)((i * i + (size_t)mib * 7) % 251);
+		T_ASSERT_EQ(write(fd, buf, 1u << 20), 1 << 20);
+	}
+	/* A tail shorter than a page: only the file's bytes are counted. */
+	T_ASSERT_EQ(write(fd, buf, 1000), 1000);
+	close(fd);
+	free(buf);
+	t_run_capture(&r, path, argv, NULL);
+	unlink(file);
+	if (r.status != 0)
+		t_fail(__FILE__, __LINE__, "outofcore exited %d: %.300s", r.status, r.err);
+	T_ASSERT(strstr(r.out, "histogram verified against read()") != NULL);
+	p = strstr(r.out, "most resident at once ");
+	T_ASSERT(p != NULL);
+	most = strtod(p + strlen("most resident at once "), NULL);
+	p = strstr(r.out, "evicted ");
+	T_ASSERT(p != NULL);
+	evicted = strtod(p + strlen("evicted "), NULL);
+	T_ASSERT(most > 0 && most <= 4.25);	/* 4 MiB and a batch of 256 KiB */
+	T_ASSERT(evicted >= 24 - 4.25);	/* what did not fit went */
+	t_run_capture(&r, path, bad, NULL);
+	T_ASSERT_EQ(r.status, 2);
+	T_ASSERT(strstr(r.err, "usage: ") != NULL);
 }
 
 TEST(tool_probe_table_and_json)

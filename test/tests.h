@@ -55,6 +55,7 @@
 	X(tool_bench_snapshot_tiny, 0, T_UFFD | T_KFAULTS, 120)                    \
 	X(tool_bench_migrate_tiny, 0, T_UFFD, 120)                                 \
 	X(tool_bench_outofcore_tiny, FL_FEAT_MOVE, T_UFFD, 120)                    \
+	X(example_outofcore_histogram, FL_FEAT_MOVE, T_UFFD, 60)                   \
 	X(tool_probe_table_and_json, 0, 0, 0)                                      \
 	X(json_validator_rejects_garbage, 0, 0, 0)                                 \
 	/* test-resolve.c, test-events.c, test-wp.c: the uffd layer */             \
