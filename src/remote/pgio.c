@@ -55,16 +55,17 @@ static int recv_exact(struct fl__conn *c, uint8_t *p, size_t len, int stop_fd, i
 		      int io_ms, bool first, bool *ret_part)
 {
 	while (len) {
-		ssize_t n;
+		/* What is there first (no poll when the bytes wait already). */
+		ssize_t n = fl__conn_recv_some(c, p, len, 0);
 		int r;
 
-		r = wait_in(c, first ? stop_fd : -1, first ? idle_ms : io_ms);
-		if (r < 0)
-			return r;
-		/* Readable may be a TLS record not yet whole: -EAGAIN, wait again. */
-		n = fl__conn_recv_some(c, p, len, 0);
-		if (n == -EAGAIN)
+		if (n == -EAGAIN) {
+			/* Nothing yet (or a TLS record not yet whole): wait, then again. */
+			r = wait_in(c, first ? stop_fd : -1, first ? idle_ms : io_ms);
+			if (r < 0)
+				return r;
 			continue;
+		}
 		if (n < 0)
 			return (int)n;
 		if (!n)
