@@ -692,3 +692,57 @@ TEST(budget_advise_dontneed_first)
 	fl_budget_destroy(b);
 	fl_store_destroy(s);
 }
+
+/* ------------------------------------------------------- live snapshots */
+
+/*
+ * While a live snapshot watches a region (it may read any page from memory
+ * at its instant), eviction leaves the region alone: the budget lets the
+ * faults through instead (counted as skipped or waits, never dropped).
+ * Once the snapshot is destroyed, eviction resumes.
+ */
+TEST(budget_live_snapshot_pauses_eviction)
+{
+	size_t ps = t_page_size(), npages = 128, len = npages * ps;
+	struct fl_budget *b = budget_new(32 * ps, FL_EVICT_FIFO);
+	struct drv d;
+	struct fl_pager *p = pager_up(FL_PAGER_THREADS, &d);
+	struct fl_snapshot_range sr = { 0 };
+	struct fl_snapshot_live *snap;
+	struct fl_snapshot_writer *w;
+	struct fl_store *s;
+	struct fl_region_opts o;
+	struct fl_region *r;
+	char path[] = "/tmp/fl-budget-snap-XXXXXX";
+	int fd = mkstemp(path);
+
+	T_ASSERT_SYS(fd);
+	close(fd);
+	unlink(path);				/* the writer creates it */
+	T_ASSERT_OK(fl_store_pattern_create(len, SEED, &s));
+	o = t_region_opts(s, len);
+	o.budget = b;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	sr.region = r;
+	T_ASSERT_OK(fl_snapshot_live_create(&sr, 1, NULL, &snap));
+	read_check(r, 0);
+	T_ASSERT_EQ(rstats(r).evicted, 0);
+	T_ASSERT_EQ(rstats(r).resident, npages);	/* over the budget: nothing could go */
+	T_ASSERT_OK(fl_snapshot_writer_create(path, NULL, &w));
+	T_ASSERT_OK(fl_snapshot_live_take(snap, w, 0));
+	T_ASSERT_OK(fl_snapshot_live_wait(snap, t_ms(60000)));
+	T_ASSERT_OK(fl_snapshot_writer_finish(w, NULL));
+	fl_snapshot_live_destroy(snap);
+	/* Gone: the next faults let eviction bring the budget back. */
+	T_ASSERT_OK(fl_region_advise(r, 0, len, FL_ADVISE_DONTNEED));
+	T_ASSERT_OK(fl_region_populate(r, 0, ps));
+	while (bstats(b).resident > bstats(b).high)
+		sched_yield();
+	T_ASSERT(rstats(r).evicted > 0);
+	read_check(r, 0);
+	T_ASSERT_OK(fl_region_remove(r));
+	pager_down(p, FL_PAGER_THREADS, &d);
+	fl_budget_destroy(b);
+	fl_store_destroy(s);
+	unlink(path);
+}

@@ -21,6 +21,8 @@
 	X(budget_volatile_zero, FL_FEAT_MOVE, T_UFFD, 0)                           \
 	X(budget_volatile_sigbus, FL_FEAT_MOVE | FL_FEAT_POISON, T_UFFD, 0)        \
 	X(budget_advise_dontneed_first, FL_FEAT_SIGBUS, T_UFFD, 0)                 \
+	X(budget_live_snapshot_pauses_eviction,                                    \
+	  FL_FEAT_MOVE | FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 60)         \
 	/* test-basics.c: pure user-space, run everywhere */                       \
 	X(version_and_names, 0, 0, 0)                                              \
 	X(probe_cached_and_consistent, 0, 0, 0)                                    \
