@@ -97,9 +97,27 @@ static void *anon(size_t len)
 	return m;
 }
 
+static struct env *env_new_full(enum fl_pager_mode mode, enum store_kind kind, size_t npages,
+				uint32_t flags, fl_region_wp_fn on_wp, void *userdata,
+				struct fl_budget *budget);
+
 /* A region of @npages pages in @mode over a writable store holding the pattern. */
 static struct env *env_new(enum fl_pager_mode mode, enum store_kind kind, size_t npages,
 			   uint32_t flags, fl_region_wp_fn on_wp, void *userdata)
+{
+	return env_new_full(mode, kind, npages, flags, on_wp, userdata, NULL);
+}
+
+/* The same in memory budget @b (dirty tracking comes with it). */
+static struct env *env_new_budget(enum fl_pager_mode mode, enum store_kind kind, size_t npages,
+				  struct fl_budget *b)
+{
+	return env_new_full(mode, kind, npages, 0, NULL, NULL, b);
+}
+
+static struct env *env_new_full(enum fl_pager_mode mode, enum store_kind kind, size_t npages,
+				uint32_t flags, fl_region_wp_fn on_wp, void *userdata,
+				struct fl_budget *budget)
 {
 	struct env *v = calloc(1, sizeof(*v));
 	struct fl_region_opts o;
@@ -141,6 +159,7 @@ static struct env *env_new(enum fl_pager_mode mode, enum store_kind kind, size_t
 	o.flags = flags;
 	o.on_wp = on_wp;
 	o.userdata = userdata;
+	o.budget = budget;
 	T_ASSERT_OK(fl_region_add(v->p, &o, &v->r));
 	T_ASSERT_OK(fl_pager_start(v->p));
 	if (mode == FL_PAGER_LOOP) {
@@ -161,6 +180,8 @@ static void env_free(struct env *v)
 		t_thread_join(v->loop.th);
 		close(v->loop.stop);
 	}
+	if (v->r)
+		T_ASSERT_OK(fl_region_remove(v->r));
 	fl_pager_destroy(v->p);
 	fl_store_destroy(v->s);
 	if (v->buf)
@@ -231,7 +252,7 @@ static int evict(struct env *v, size_t pg, size_t n, size_t *dropped)
 			was[i / 64] |= 1ull << (i % 64);
 		}
 	}
-	e = fl__dirty_flush(r, pg, n, claimed);
+	e = fl__dirty_flush(r, pg, n, claimed, NULL);
 	for (size_t i = 0; i < n; i++) {
 		bool drop = claimed[i / 64] & (1ull << (i % 64));
 		uint8_t s;
@@ -719,4 +740,82 @@ TEST(dirty_writes_race_eviction_sigbus)
 TEST(dirty_writes_race_eviction_loop)
 {
 	hammer_case(FL_PAGER_LOOP, K_MEM);
+}
+
+/* --------------------------------------------- with a budget, end to end */
+
+/*
+ * Writers hammer a region four times its budget: eviction writes the dirty
+ * pages back before it drops them, and every write is found again, in the
+ * region and, after a last sync, in the store.
+ */
+static void budget_case(enum fl_pager_mode mode, enum store_kind kind)
+{
+	size_t npages = 48, ps = t_page_size();
+	struct fl_budget_opts bo = { .sz = sizeof(bo), .bytes = 12 * ps, .batch = 2 * ps };
+	struct fl_budget *b;
+	struct env *v;
+	uint64_t *model;
+	struct hammer h[W_THREADS];
+	unsigned long th[W_THREADS];
+	_Atomic long rounds = 1000;	/* the writers count their own iterations only */
+	_Atomic int done = 0;
+	uint8_t *got;
+	struct fl_region_stats st;
+	struct fl_budget_stats bs = { .sz = sizeof(bs) };
+
+	T_ASSERT_OK(fl_budget_create(&bo, &b));
+	v = env_new_budget(mode, kind, npages, b);
+	model = malloc(v->len);
+	T_ASSERT(model);
+	fl_pattern_fill(model, 0, v->len, SEED);
+	for (unsigned int i = 0; i < W_THREADS; i++) {
+		h[i] = (struct hammer){ .v = v, .model = model, .index = i, .iters = 3000,
+					.rounds = &rounds, .done = &done };
+		th[i] = t_thread_start(writer_main, &h[i]);
+	}
+	/* A sync now and then, racing eviction's write-back. */
+	while (atomic_load(&done) < W_THREADS)
+		T_ASSERT_OK(fl_region_sync(v->r, 0, v->len));
+	for (unsigned int i = 0; i < W_THREADS; i++)
+		t_thread_join(th[i]);
+	same(fl_region_addr(v->r), (uint8_t *)model, v->len, "the region after the writers");
+	T_ASSERT_OK(fl_region_sync(v->r, 0, v->len));
+	got = store_contents(v);
+	same(got, (uint8_t *)model, v->len, "the store after the last sync");
+	free(got);
+	st = stats(v->r);
+	T_ASSERT(st.evicted > 0);
+	T_ASSERT(st.written_back > 0);
+	T_ASSERT(st.pages_written_back >= st.written_back);
+	T_ASSERT_EQ(st.writeback_errors, 0);
+	T_ASSERT_OK(fl_budget_stats(b, &bs));
+	T_ASSERT_EQ(bs.written_back, st.written_back * ps);
+	/* Never over the budget by more than one batch. */
+	T_ASSERT(bs.resident_max <= bo.bytes + bo.batch);
+	if (getenv("FL_TEST_VERBOSE"))
+		printf("evicted %llu written back %llu (eviction) %llu (all) wp_faults %llu\n",
+		       (unsigned long long)st.evicted, (unsigned long long)st.written_back,
+		       (unsigned long long)st.pages_written_back,
+		       (unsigned long long)st.wp_faults);
+	T_ASSERT_OK(fl_region_remove(v->r));
+	v->r = NULL;
+	env_free(v);
+	fl_budget_destroy(b);
+	free(model);
+}
+
+TEST(dirty_budget_writers_threads_file)
+{
+	budget_case(FL_PAGER_THREADS, K_FILE);
+}
+
+TEST(dirty_budget_writers_sigbus_mem)
+{
+	budget_case(FL_PAGER_SIGBUS, K_MEM);
+}
+
+TEST(dirty_budget_writers_loop_file)
+{
+	budget_case(FL_PAGER_LOOP, K_FILE);
 }

@@ -15,7 +15,7 @@
 	X(budget_fifo_clean_loop, 0, T_UFFD, 60)                                   \
 	X(budget_shared_two_pagers, FL_FEAT_MOVE, T_UFFD, 60)                      \
 	X(budget_bound_under_load, 0, T_UFFD, 60)                                  \
-	X(budget_writable_store_kept, FL_FEAT_SIGBUS, T_UFFD, 0)                   \
+	X(budget_writable_store_written_back, FL_FEAT_SIGBUS, T_UFFD, 0)           \
 	X(budget_2q_keeps_hot_set, FL_FEAT_SIGBUS, T_UFFD, 60)                     \
 	X(budget_volatile_store, FL_FEAT_MOVE, T_UFFD, 0)                          \
 	X(budget_volatile_zero, FL_FEAT_MOVE, T_UFFD, 0)                           \
@@ -353,6 +353,12 @@
 	  FL_FEAT_SIGBUS,                                                          \
 	  T_UFFD | T_STRESS, 120)                                                  \
 	X(dirty_writes_race_eviction_loop, FL_FEAT_PAGEFAULT_FLAG_WP,              \
+	  T_UFFD | T_STRESS, 120)                                                  \
+	X(dirty_budget_writers_threads_file, FL_FEAT_PAGEFAULT_FLAG_WP |           \
+	  FL_FEAT_MOVE, T_UFFD | T_STRESS, 120)                                    \
+	X(dirty_budget_writers_sigbus_mem, FL_FEAT_PAGEFAULT_FLAG_WP |             \
+	  FL_FEAT_SIGBUS, T_UFFD | T_STRESS, 120)                                  \
+	X(dirty_budget_writers_loop_file, FL_FEAT_PAGEFAULT_FLAG_WP,               \
 	  T_UFFD | T_STRESS, 120)                                                  \
 	/* test-monitor-server.c: the monitor server, clients in other processes */ \
 	X(monitor_server_serves_clients, FL_FEAT_EVENT_REMAP |                     \

@@ -305,7 +305,9 @@ enum fl_region_flags {
 						   for fl_region_ws_save() */
 	FL_REGION_TRACK_DIRTY = 1u << 3,	/* find the pages written since they were
 						   installed, for fl_region_sync() and
-						   fl_region_dirty() (fl_region_sync(3)) */
+						   fl_region_dirty() (fl_region_sync(3));
+						   implied by a budget over a writable
+						   store, not volatile */
 };
 
 /*

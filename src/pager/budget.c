@@ -382,7 +382,8 @@ static uint8_t *page_addr(struct fl_region *r, size_t pg)
 static bool region_open(struct fl_region *r)
 {
 	return r->evictable && !atomic_load(&r->removing) && !atomic_load(&r->gone) &&
-	       !atomic_load(&r->pager->dead) && !atomic_load(&r->wp) && !atomic_load(&r->wp_fn);
+	       !atomic_load(&r->pager->dead) && !atomic_load(&r->wp_fn) &&
+	       (!atomic_load(&r->wp) || r->track_dirty || r->on_wp);
 }
 
 /* Claim page @pg of @r for eviction: PRESENT and counted, and nobody else's. */
@@ -531,6 +532,57 @@ static void settle_dropped(struct fl_budget *b, struct fl_region *r, size_t pg, 
 	fl__wake_waiters(r);
 }
 
+static uint64_t drop_settle(struct fl_budget *b, struct fl_region *r, size_t pg, size_t n)
+{
+	size_t d = drop_run(b, r, pg, n);
+
+	if (d)
+		settle_dropped(b, r, pg, d);
+	if (d < n) {
+		atomic_fetch_add_explicit(&b->skipped, n - d, memory_order_relaxed);
+		unclaim(b, r, pg + d, n - d, true);
+	}
+	return (uint64_t)d << r->shift;
+}
+
+/*
+ * A region that tracks dirty pages (dirty.c): write the dirty ones of the
+ * claimed run back first, then drop the pages that are clean; those the
+ * store failed to write stay (present, still dirty).
+ */
+static uint64_t evict_dirty(struct fl_budget *b, struct fl_region *r, size_t pg, size_t n)
+{
+	uint64_t bits[8], done = 0;
+
+	for (size_t i = 0; i < n;) {
+		size_t k = n - i < 512 ? n - i : 512, written = 0;
+
+		memset(bits, 0, sizeof(bits));
+		for (size_t j = 0; j < k; j++)
+			bits[j / 64] |= 1ull << (j % 64);
+		fl__dirty_flush(r, pg + i, k, bits, &written);
+		stat_add(r, ST_EVICT_WB, written);
+		atomic_fetch_add_explicit(&b->written_back, (uint64_t)written << r->shift,
+					  memory_order_relaxed);
+		for (size_t j = 0; j < k;) {
+			bool keep = !(bits[j / 64] & (1ull << (j % 64)));
+			size_t e = j + 1;
+
+			while (e < k && !(bits[e / 64] & (1ull << (e % 64))) == keep)
+				e++;
+			if (keep) {
+				atomic_fetch_add_explicit(&b->skipped, e - j, memory_order_relaxed);
+				unclaim(b, r, pg + i + j, e - j, true);
+			} else {
+				done += drop_settle(b, r, pg + i + j, e - j);
+			}
+			j = e;
+		}
+		i += k;
+	}
+	return done;
+}
+
 /* Evict the claimed run [pg, pg+n) of @r. Returns the bytes evicted. */
 static uint64_t evict_run(struct fl_budget *b, struct fl_region *r, size_t pg, size_t n)
 {
@@ -541,6 +593,8 @@ static uint64_t evict_run(struct fl_budget *b, struct fl_region *r, size_t pg, s
 		unclaim(b, r, pg, n, false);
 		return 0;
 	}
+	if (r->track_dirty)
+		return evict_dirty(b, r, pg, n);
 	d = drop_run(b, r, pg, n);
 	if (d)
 		settle_dropped(b, r, pg, d);
@@ -740,9 +794,12 @@ int fl__budget_join(struct fl_region *r, struct fl_budget *b, enum fl_volatile v
 	 * Pages may be dropped only where nothing the program wrote can be
 	 * lost that it expects kept: a store that cannot be written holds every
 	 * page's data (writes to such a region are a cache's, see faultline(7)),
-	 * and a volatile region lets them go by definition.
+	 * and a volatile region lets them go by definition; a region over a
+	 * writable store tracks its dirty pages and writes them back first
+	 * (dirty.c).
 	 */
-	r->evictable = vol != FL_VOLATILE_NONE || (fl_store_caps(r->store) & FL_STORE_READONLY);
+	r->evictable = vol != FL_VOLATILE_NONE || (fl_store_caps(r->store) & FL_STORE_READONLY) ||
+		       r->track_dirty;
 	if (!r->evictable)
 		fl__warn("pager: a region joins a budget with a writable store and no write-back: "
 			 "its pages count against the budget but are never evicted");

@@ -287,11 +287,14 @@ static bool bit(const uint64_t *m, size_t i)
 	return m[i / 64] & (1ull << (i % 64));
 }
 
-int fl__dirty_flush(struct fl_region *r, size_t pg, size_t n, uint64_t *claimed)
+int fl__dirty_flush(struct fl_region *r, size_t pg, size_t n, uint64_t *claimed,
+		    size_t *ret_written)
 {
-	size_t cap = PG_STAGING >> r->shift;
+	size_t cap = PG_STAGING >> r->shift, written = 0;
 	int first = 0;
 
+	if (ret_written)
+		*ret_written = 0;
 	if (!r->dirty)
 		return 0;
 	for (size_t i = 0; i < n;) {
@@ -310,9 +313,13 @@ int fl__dirty_flush(struct fl_region *r, size_t pg, size_t n, uint64_t *claimed)
 				claimed[k / 64] &= ~(1ull << (k % 64));
 			if (!first)
 				first = e;
+		} else {
+			written += j - i;
 		}
 		i = j;
 	}
+	if (ret_written)
+		*ret_written = written;
 	return first;
 }
 

@@ -491,11 +491,13 @@ void fl__dirty_wp_fault(struct pg_ctx *c, struct fl_region *r, size_t pg);
  * range (fl_uffd_wake if PG_WAITED was seen, and fl__wake_waiters). A
  * page the store failed to write has its bit cleared here: it stays dirty
  * and must not be dropped; the caller sets it back to PG_PRESENT (waking
- * likewise). Returns 0, or the first -errno (some bits were cleared).
+ * likewise). *@ret_written (may be NULL): the pages written. Returns 0,
+ * or the first -errno (some bits were cleared).
  * Regions without track_dirty: returns 0, nothing to write. Must not be
  * called on a handler thread of the pager (the store's write may block).
  */
-int fl__dirty_flush(struct fl_region *r, size_t pg, size_t n, uint64_t *claimed);
+int fl__dirty_flush(struct fl_region *r, size_t pg, size_t n, uint64_t *claimed,
+		    size_t *ret_written);
 /* Whether @r tracks dirty pages. */
 static inline bool fl__dirty_tracked(const struct fl_region *r)
 {

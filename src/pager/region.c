@@ -672,7 +672,14 @@ FL_API int fl_region_add(struct fl_pager *p, const struct fl_region_opts *opts,
 	r->on_error_fn = o.on_error_fn;
 	r->userdata = o.userdata;
 	r->flags = o.flags;
-	r->track_dirty = o.flags & FL_REGION_TRACK_DIRTY;
+	/*
+	 * A budget evicts pages: those written since their install go back to
+	 * a store that can take them first (dirty.c), unless the region is
+	 * volatile.
+	 */
+	r->track_dirty = (o.flags & FL_REGION_TRACK_DIRTY) ||
+			 (o.budget && o.vol == FL_VOLATILE_NONE &&
+			  !(fl_store_caps(o.store) & FL_STORE_READONLY));
 	r->on_wp = o.on_wp;
 	atomic_init(&r->move_ok, r->method == PG_MOVE || r->stage_move);
 	r->shards = aligned_alloc(64, PG_SHARDS * sizeof(struct pg_shard));
