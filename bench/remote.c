@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * faultline bench remote: faults served from remote stores (a Redis server, a
- * Redis Cluster) next to the local file store, with prefetch windows of none,
+ * Redis Cluster, the page server over plain TCP and over TLS) next to the
+ * local file store, with prefetch windows of none,
  * 64 KiB and 1 MiB and 1-4 faulting threads; redis-benchmark's GET of 4 KiB
  * values in the same run as the anchor.
  */
@@ -9,18 +10,24 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "faultline.h"
 #include "bench.h"
+#include "net/sock.h"
+#include "net/transport.h"
 #include "redisd.h"
+#include "remote/server.h"
 
 #define SUB "bench remote"
 #define MAX_RUNS 100
@@ -33,9 +40,18 @@
  * The stores compared. A backend sets itself up once (servers, the data
  * written), opens its store for the runs and tears down at the end.
  */
-enum backend { B_FILE, B_REDIS, B_REDIS_HASH, B_CLUSTER, B_COUNT };
+enum backend { B_FILE, B_REDIS, B_REDIS_HASH, B_CLUSTER, B_SERVE, B_SERVE_TLS, B_COUNT };
 
-static const char *const backend_names[B_COUNT] = { "file", "redis", "redis-hash", "cluster" };
+static const char *const backend_names[B_COUNT] = { "file", "redis", "redis-hash", "cluster",
+						    "serve", "serve-tls" };
+
+/* A page server of this process (faultline serve's code) on a loopback port. */
+struct pgserve {
+	struct fl__transport *t;
+	struct fl__pgsrv *srv;
+	pthread_t tid;
+	bool running;
+};
 
 static const size_t window_bytes[MAX_WINDOWS] = { 0, 64 * 1024, 1024 * 1024 };
 static const char *const window_names[MAX_WINDOWS] = { "none", "64K", "1M" };
@@ -61,6 +77,11 @@ struct state {
 	double v[B_COUNT][MAX_WINDOWS][MAX_THREADS][M_COUNT][MAX_RUNS];
 	double bm[3][MAX_RUNS];		/* redis-benchmark: p50 us, p99 us, requests/s */
 	char bm_skip[160];
+	struct pgserve serve[2];	/* plain TCP, TLS (pre-shared key) */
+	char serve_dir[300];		/* the page servers' directory: one object, "obj" */
+	bool serve_filled;
+	uint8_t serve_key[32];
+	double rtt[MAX_RUNS];		/* loopback TCP round trip, p50 us */
 };
 
 void bench_remote_usage(FILE *out)
@@ -76,11 +97,16 @@ void bench_remote_usage(FILE *out)
 		"  redis       a redis-server started here on a loopback port, pages as keys\n"
 		"  redis-hash  the same server, pages as fields of per-chunk hashes\n"
 		"  cluster     a Redis Cluster started here (3 masters, 3 replicas), keys\n"
+		"  serve       the page server (faultline serve's code, in this process) on\n"
+		"              a loopback port, plain TCP, 4 connections; its file in DIR\n"
+		"  serve-tls   the same over TLS 1.3 with a pre-shared key\n"
 		"In the same run, redis-benchmark GETs 4 KiB values from that server (one\n"
 		"client, no pipelining): the anchor of the targets\n"
 		"  redis p50 (no prefetch, 1 thread) <= 1.5 x redis-benchmark's GET p50\n"
 		"  pages/s with a 1M window >= 5 x pages/s without prefetch (1 thread),\n"
-		"  for redis and cluster.\n"
+		"  for redis, cluster, serve and serve-tls;\n"
+		"  serve p50 (no prefetch, 1 thread) <= file p50 + 2 loopback TCP round\n"
+		"  trips (measured in each run: 1-byte ping-pong, TCP_NODELAY).\n"
 		"Each run measures every configuration once, interleaved; medians over the\n"
 		"runs with min-max. The servers need redis-server and redis-cli (Debian:\n"
 		"redis-server, redis-tools); without them their rows say why they are left\n"
@@ -89,7 +115,8 @@ void bench_remote_usage(FILE *out)
 		"  --runs N        default 3\n"
 		"  --threads LIST  faulting threads, some of 1,2,3,4 (default 1,2,4)\n"
 		"  --windows LIST  some of none,64K,1M (default all)\n"
-		"  --stores LIST   some of file,redis,redis-hash,cluster (default all)\n"
+		"  --stores LIST   some of file,redis,redis-hash,cluster,serve,serve-tls\n"
+		"                  (default all)\n"
 		"  --dir DIR       the file store's directory (default /var/tmp)\n");
 }
 
@@ -161,7 +188,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case O_STORES:
 			if (parse_list(optarg, backend_names, B_COUNT, &o->backends_mask))
 				return usage_error(SUB, "--stores %s: some of file,redis,"
-						   "redis-hash,cluster", optarg);
+						   "redis-hash,cluster,serve,serve-tls", optarg);
 			break;
 		case O_DIR:
 			if (strlen(optarg) >= sizeof(o->dir) - 32)
@@ -214,6 +241,157 @@ static int redis_store(struct state *st, struct redisd *d, const char *prefix, u
 
 static int setup_cluster(struct state *st, struct bench_err *e);
 
+static void *serve_thread(void *arg)
+{
+	fl__pgsrv_run(arg);
+	return NULL;
+}
+
+/* The object of the page servers: a file of the region's size, in a directory of its own. */
+static int serve_object(struct state *st, struct bench_err *e)
+{
+	char path[400];
+	int fd, rc;
+
+	snprintf(st->serve_dir, sizeof(st->serve_dir), "%s/fl-bench-serve.XXXXXX", st->o.dir);
+	if (!mkdtemp(st->serve_dir)) {
+		rc = -errno;
+		st->serve_dir[0] = 0;
+		return bench_fail(e, rc, "mkdtemp in %s", st->o.dir);
+	}
+	snprintf(path, sizeof(path), "%s/obj", st->serve_dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0 || ftruncate(fd, (off_t)st->o.size)) {
+		rc = -errno;
+		if (fd >= 0)
+			close(fd);
+		return bench_fail(e, rc, "creating %s", path);
+	}
+	close(fd);
+	if (getrandom(st->serve_key, sizeof(st->serve_key), 0) != sizeof(st->serve_key))
+		return bench_fail(e, -EIO, "getrandom");
+	return 0;
+}
+
+/* A page server in a thread of this process, and the remote store on it (written through). */
+static int setup_serve(struct state *st, enum backend b, struct bench_err *e)
+{
+	struct pgserve *ps = &st->serve[b == B_SERVE_TLS];
+	struct fl__transport_opts to = { .mode = FL__TRANSPORT_PLAIN };
+	struct fl_store_remote_opts ro = { .sz = sizeof(ro), .flags = FL_STORE_REMOTE_WRITABLE,
+					   .connections = MAX_THREADS };
+	struct fl__pgsrv_opts so = { .host = "127.0.0.1" };
+	char url[128], why[256];
+	int rc;
+
+	if (!st->serve_dir[0] && (rc = serve_object(st, e)))
+		return rc;
+	if (b == B_SERVE_TLS) {
+		to = (struct fl__transport_opts){ .mode = FL__TRANSPORT_PSK, .psk = st->serve_key,
+						  .psk_len = sizeof(st->serve_key) };
+		ro.key = st->serve_key;
+		ro.key_len = sizeof(st->serve_key);
+	} else {
+		ro.flags |= FL_STORE_REMOTE_INSECURE;
+	}
+	rc = fl__transport_new(&to, &ps->t, why, sizeof(why));
+	if (rc)
+		return bench_fail(e, rc, "%s: transport: %s", backend_names[b], why);
+	so.dir = st->serve_dir;
+	so.transport = ps->t;
+	rc = fl__pgsrv_create(&so, &ps->srv);
+	if (rc)
+		return bench_fail(e, rc, "%s: starting the page server", backend_names[b]);
+	rc = -pthread_create(&ps->tid, NULL, serve_thread, ps->srv);
+	if (rc)
+		return bench_fail(e, rc, "%s: the server's thread", backend_names[b]);
+	ps->running = true;
+	snprintf(url, sizeof(url), "faultline://127.0.0.1:%u/obj", fl__pgsrv_port(ps->srv));
+	rc = fl_store_remote_open(url, &ro, &st->store[b]);
+	if (rc)
+		return bench_fail(e, rc, "fl_store_remote_open(%s)", url);
+	if (st->serve_filled)
+		return 0;
+	st->serve_filled = true;
+	return fill_store(st->store[b], st->o.size, e);
+}
+
+static void stop_serve(struct state *st)
+{
+	char path[400];
+
+	for (int i = 0; i < 2; i++) {
+		struct pgserve *ps = &st->serve[i];
+
+		if (ps->running) {
+			fl__pgsrv_stop(ps->srv);
+			pthread_join(ps->tid, NULL);
+		}
+		fl__pgsrv_destroy(ps->srv);
+		fl__transport_free(ps->t);
+	}
+	if (st->serve_dir[0]) {
+		snprintf(path, sizeof(path), "%s/obj", st->serve_dir);
+		unlink(path);
+		rmdir(st->serve_dir);
+	}
+}
+
+static void *echo_thread(void *arg)
+{
+	int fd = *(int *)arg;
+	char c;
+
+	while (recv(fd, &c, 1, 0) == 1 && send(fd, &c, 1, MSG_NOSIGNAL) == 1)
+		;
+	return NULL;
+}
+
+/* The median round trip of one byte over loopback TCP (TCP_NODELAY), in us. */
+static int loopback_rtt(double *ret, struct bench_err *e)
+{
+	enum { N = 2000 };
+	struct fl__sock_opts so = { .flags = FL__SOCK_NODELAY };
+	static uint64_t t[N];
+	int lfd = -1, a = -1, b = -1, rc;
+	uint16_t port;
+	pthread_t tid;
+	char c = 'x';
+
+	rc = fl__sock_listen("127.0.0.1", 0, &so, &lfd);
+	if (!rc)
+		rc = fl__sock_local_port(lfd, &port);
+	if (!rc)
+		rc = fl__sock_connect("127.0.0.1", port, &so, 5000, &a);
+	if (!rc)
+		rc = fl__sock_accept(lfd, &so, 5000, &b);
+	if (lfd >= 0)
+		close(lfd);
+	if (!rc)
+		rc = -pthread_create(&tid, NULL, echo_thread, &b);
+	if (rc) {
+		if (a >= 0)
+			close(a);
+		if (b >= 0)
+			close(b);
+		return bench_fail(e, rc, "loopback round trips");
+	}
+	for (int i = 0; i < N && !rc; i++) {
+		uint64_t t0 = fl__now_ns();
+
+		if (fl__sock_send_all(a, &c, 1, 5000) || fl__sock_recv_exact(a, &c, 1, 5000))
+			rc = bench_fail(e, -EIO, "loopback round trips");
+		t[i] = fl__now_ns() - t0;
+	}
+	shutdown(a, SHUT_RDWR);
+	pthread_join(tid, NULL);
+	close(a);
+	close(b);
+	stats_sort_u64(t, N);
+	*ret = (double)stats_percentile(t, N, 50) / 1000.0;
+	return rc;
+}
+
 static int setup(struct state *st, enum backend b, struct bench_err *e)
 {
 	char path[256];
@@ -238,6 +416,9 @@ static int setup(struct state *st, enum backend b, struct bench_err *e)
 			return bench_fail(e, rc, "fl_store_file_open(%s)", st->file);
 		return fill_store(st->store[b], st->o.size, e);
 	}
+	case B_SERVE:
+	case B_SERVE_TLS:
+		return setup_serve(st, b, e);
 	case B_REDIS:
 	case B_REDIS_HASH:
 	case B_CLUSTER:
@@ -463,7 +644,9 @@ static void report(struct state *st, const struct bench_machine *m)
 	printf("%llu MiB per configuration, %u runs: medians (min-max); pager THREADS mode, as "
 	       "many handler threads as faulting threads, copies\n",
 	       (unsigned long long)(o->size >> 20), o->runs);
-	if (st->bm_skip[0]) {
+	if (!(o->backends_mask & ((1u << B_REDIS) | (1u << B_REDIS_HASH)))) {
+		/* No Redis store asked for: no anchor either. */
+	} else if (st->bm_skip[0]) {
 		printf("redis-benchmark: left out: %s\n", st->bm_skip);
 	} else {
 		char a[64], b[64], c[64];
@@ -473,6 +656,12 @@ static void report(struct state *st, const struct bench_machine *m)
 		fmt_spread(c, sizeof(c), spread(st->bm[2], o->runs), 0);
 		printf("redis-benchmark GET 4 KiB, 1 client: p50 %s us, p99 %s us, %s requests/s\n",
 		       a, b, c);
+	}
+	if (o->backends_mask & ((1u << B_SERVE) | (1u << B_SERVE_TLS))) {
+		char a[64];
+
+		fmt_spread(a, sizeof(a), spread(st->rtt, o->runs), 1);
+		printf("loopback TCP round trip (1 byte, TCP_NODELAY): p50 %s us\n", a);
 	}
 	printf("\n%-11s %-6s %-7s %-22s %-22s %s\n", "store", "window", "threads", "fault p50 us",
 	       "fault p99 us", "pages/s");
@@ -524,6 +713,25 @@ static void report(struct state *st, const struct bench_machine *m)
 		printf("  %s: pages/s with 1M prefetch / without (1 thread): %.1fx (>= 5x): %s\n",
 		       backend_names[b], rr, rr >= 5 ? "met" : "missed");
 	}
+	for (int b = B_SERVE; b <= B_SERVE_TLS; b++) {
+		double sp, fp, rt;
+
+		if (!(o->backends_mask & (1u << b)) || st->skip[b][0])
+			continue;
+		if (!(o->backends_mask & (1u << B_FILE)) || !(o->windows_mask & 1) ||
+		    !(o->threads_mask & 1)) {
+			printf("  %s p50 <= file p50 + 2 round trips: not measured (needs the file "
+			       "store, the window none, 1 thread)\n", backend_names[b]);
+			continue;
+		}
+		sp = spread(st->v[b][0][0][M_P50], o->runs).median;
+		fp = spread(st->v[B_FILE][0][0][M_P50], o->runs).median;
+		rt = spread(st->rtt, o->runs).median;
+		printf("  %s p50 (none, 1 thread) %.1f us <= file p50 %.1f us + 2 x %.1f us = "
+		       "%.1f us%s: %s\n", backend_names[b], sp, fp, rt, fp + 2 * rt,
+		       b == B_SERVE_TLS ? " (TLS: for comparison)" : "",
+		       sp <= fp + 2 * rt ? "met" : "missed");
+	}
 }
 
 int bench_remote_main(int argc, char **argv)
@@ -545,6 +753,8 @@ int bench_remote_main(int argc, char **argv)
 	for (unsigned int run = 0; run < st.o.runs && !rc; run++) {
 		if ((st.o.backends_mask & ((1u << B_REDIS) | (1u << B_REDIS_HASH))))
 			rc = redis_benchmark(&st, run, &e);
+		if (!rc && (st.o.backends_mask & ((1u << B_SERVE) | (1u << B_SERVE_TLS))))
+			rc = loopback_rtt(&st.rtt[run], &e);
 		for (int b = 0; b < B_COUNT && !rc; b++) {
 			if (!(st.o.backends_mask & (1u << b)) || st.skip[b][0])
 				continue;
@@ -572,6 +782,7 @@ int bench_remote_main(int argc, char **argv)
 		fl_store_destroy(st.store[b]);
 	redisd_stop(&st.single);
 	redisd_stop(&st.cluster);
+	stop_serve(&st);
 	if (st.file[0])
 		unlink(st.file);
 	return rc ? 1 : 0;

@@ -680,6 +680,8 @@ TEST(tool_bench_remote_tiny)
 			 "--threads", "1,2", "--windows", "none,1M", NULL };
 	char *bad[] = { "faultline", "bench", "remote", "--windows", "2M", NULL };
 	static const char *const rows[] = { "file        none   1 ", "file        1M     2 ",
+					    "serve       none   1 ", "serve       1M     2 ",
+					    "serve-tls   none   1 ", "serve-tls   1M     2 ",
 					    "redis       none   1 ", "redis       1M     2 ",
 					    "redis-hash  none   1 ", "cluster     1M     1 " };
 	const char *req = getenv("FL_REQUIRE_REDIS");
@@ -698,8 +700,12 @@ TEST(tool_bench_remote_tiny)
 	if (r.status != 0)
 		t_fail(__FILE__, __LINE__, "bench remote failed (%d): %.300s", r.status, r.err);
 	T_ASSERT(strstr(r.out, "targets:") != NULL);
-	T_ASSERT(strstr(r.out, rows[0]) != NULL);
-	T_ASSERT(strstr(r.out, rows[1]) != NULL);
+	for (size_t i = 0; i < 6; i++)
+		if (!strstr(r.out, rows[i]))
+			t_fail(__FILE__, __LINE__, "no row '%s' in:\n%.2000s", rows[i], r.out);
+	T_ASSERT(strstr(r.out, "loopback TCP round trip (1 byte, TCP_NODELAY): p50 ") != NULL);
+	T_ASSERT(strstr(r.out, "serve p50 (none, 1 thread) ") != NULL);
+	T_ASSERT(strstr(r.out, "serve: pages/s with 1M prefetch / without (1 thread): ") != NULL);
 	if (!redis) {
 		if (req && !strcmp(req, "1"))
 			t_fail(__FILE__, __LINE__, "no redis-server or hiredis, and "
@@ -707,7 +713,7 @@ TEST(tool_bench_remote_tiny)
 		T_ASSERT(strstr(r.out, "redis       left out: ") != NULL);
 		T_SKIP("the file rows only: redis-server, redis-cli or hiredis missing");
 	}
-	for (size_t i = 2; i < sizeof(rows) / sizeof(rows[0]); i++)
+	for (size_t i = 6; i < sizeof(rows) / sizeof(rows[0]); i++)
 		if (!strstr(r.out, rows[i]))
 			t_fail(__FILE__, __LINE__, "no row '%s' in:\n%.2000s", rows[i], r.out);
 	T_ASSERT(strstr(r.out, "redis-benchmark GET 4 KiB, 1 client: p50 ") != NULL);
