@@ -96,7 +96,9 @@ static struct fl_region_stats rstats(struct fl_region *r)
 
 /*
  * The budget's and its regions' counters at one moment: eviction may still
- * run when the program stops faulting (down to the low watermark), so read
+ * run when the program stops faulting (down to the low watermark), and a
+ * handler thread may still settle the page whose install woke the last
+ * access (refaults are counted then), so read
  * the regions, the budget (between two steps), the regions again, until
  * no step ran in between.
  */
@@ -114,7 +116,9 @@ static struct fl_budget_stats consistent(struct fl_budget *b, struct fl_region *
 		for (size_t i = 0; i < n; i++) {
 			struct fl_region_stats again = rstats(r[i]);
 
-			same &= again.evicted == rs[i].evicted && again.resident == rs[i].resident;
+			/* A fault's install may still be settling its page (refaults). */
+			same &= again.evicted == rs[i].evicted && again.resident == rs[i].resident &&
+				again.refaults == rs[i].refaults;
 		}
 		if (same)
 			return bs;
@@ -274,7 +278,12 @@ static void fifo_clean(enum fl_pager_mode mode, enum fl_mem_type mem, enum store
 	T_ASSERT_EQ(rs.evicted * ps, bs.evicted);
 	T_ASSERT_EQ(rs.resident * ps, bs.resident);
 	T_ASSERT(rs.refaults >= npages);		/* rounds 2 and 3 refault (nearly) every page */
-	T_ASSERT_EQ(rs.refaults * ps, bs.refaults);
+	/*
+	 * Refaults are counted as a page settles, after its install woke the
+	 * access: the last one may be counted in one place and not yet in the
+	 * other.
+	 */
+	T_ASSERT(rs.refaults * ps <= bs.refaults + ps && bs.refaults <= rs.refaults * ps + ps);
 	T_ASSERT_EQ(rs.pages_zero, 0);			/* nothing came back as zeros */
 	T_ASSERT_OK(fl_region_remove(r));
 	T_ASSERT_EQ(bstats(b).resident, 0);
