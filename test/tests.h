@@ -360,6 +360,9 @@
 	  FL_FEAT_SIGBUS, T_UFFD | T_STRESS, 120)                                  \
 	X(dirty_budget_writers_loop_file, FL_FEAT_PAGEFAULT_FLAG_WP,               \
 	  T_UFFD | T_STRESS, 120)                                                  \
+	X(dirty_sync_after_discard_loop, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 30)    \
+	X(dirty_sync_races_discard_threads, FL_FEAT_PAGEFAULT_FLAG_WP |            \
+	  FL_FEAT_EVENT_REMOVE, T_UFFD, 120)                                       \
 	/* test-monitor-server.c: the monitor server, clients in other processes */ \
 	X(monitor_server_serves_clients, FL_FEAT_EVENT_REMAP |                     \
 	  FL_FEAT_EVENT_REMOVE | FL_FEAT_EVENT_UNMAP, T_UFFD, 30)                  \

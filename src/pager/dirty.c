@@ -15,8 +15,9 @@
  *   only after it was protected again.
  * - Write-back of pages someone owns (PG_BUSY: eviction's claim, or
  *   fl_region_sync()'s own): protect the dirty ones, clear their bits,
- *   copy them out (process_vm_readv: a range the program unmaps meanwhile
- *   gives EFAULT, not a crash), write the copy to the store, and only then
+ *   copy them out (from the memfd, or /proc/self/mem: a page the program
+ *   discarded or unmapped meanwhile gives EIO, never a fault that waits on
+ *   the page we own; see copy_out), write the copy to the store, and only then
  *   let the pages go. A write meanwhile blocks in its write-protect fault
  *   (the page is PG_BUSY: marked PG_WAITED, woken when the owner settles
  *   it), so it lands after the copy, on a page that is dirty again (sync),
@@ -33,11 +34,11 @@
  * a write is neither blocked nor reported.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -75,9 +76,19 @@ int fl__dirty_setup(struct fl_region *r)
 	if (!r->track_dirty && !r->on_wp)
 		return 0;
 	if (r->track_dirty) {
+		r->mem_fd = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
+		if (r->mem_fd < 0) {
+			int e = -errno;
+
+			fl__err("pager: opening /proc/self/mem for write-back copies: %s",
+				strerror(-e));
+			return e;
+		}
 		r->dirty = calloc((r->npages + 63) / 64, sizeof(*r->dirty));
-		if (!r->dirty)
+		if (!r->dirty) {
+			close(r->mem_fd);
 			return -ENOMEM;
+		}
 		pthread_mutex_init(&r->wb_lock, NULL);
 	}
 	/* For good: a live snapshot cannot attach to this region (fl__region_wp_attach). */
@@ -90,6 +101,7 @@ void fl__dirty_free(struct fl_region *r)
 	if (!r->dirty)
 		return;
 	pthread_mutex_destroy(&r->wb_lock);
+	close(r->mem_fd);
 	if (r->wb_buf)
 		munmap(r->wb_buf, PG_STAGING);
 	free((void *)r->dirty);
@@ -137,6 +149,9 @@ static void settle(struct fl_region *r, size_t pg, size_t n)
 					 : (uint8_t)((s & (PG_RES | PG_HOT)) | PG_PRESENT);
 		while (!atomic_compare_exchange_weak(&r->state[i], &s, to));
 		seen |= s;
+		/* Discarded while we held it: zeros now, which the store has not. */
+		if ((s & PG_ZERO) && r->dirty)
+			dirty_mark(r, i, 1, true);
 		if ((s & PG_ZERO) && (s & PG_RES)) {
 			out++;
 			hot += (s & PG_HOT) != 0;
@@ -223,6 +238,23 @@ static int protect(struct fl_region *r, uint8_t *a, size_t len)
 }
 
 /*
+ * Copy pages [pg, pg+len bytes) of @r into wb_buf. Never through the
+ * region's mapping (nor process_vm_readv, which faults the way a load
+ * does): a page the program discarded meanwhile would fault there, and a
+ * fault on a page we own (PG_BUSY) waits for us, for ever. A memfd's pages
+ * come from the memfd (its page cache holds them, mapped or not); private
+ * anonymous ones through /proc/self/mem, where a missing page is EIO
+ * rather than a wait.
+ */
+static int copy_out(struct fl_region *r, size_t pg, size_t len)
+{
+	if (r->memfd >= 0)
+		return fl__pread_full(r->memfd, r->wb_buf, len,
+				      r->memfd_off + ((uint64_t)pg << r->shift));
+	return fl__pread_full(r->mem_fd, r->wb_buf, len, (uint64_t)(uintptr_t)pg_addr(r, pg));
+}
+
+/*
  * Write back pages [pg, pg+n) of @r, which the caller owns (PG_BUSY) and
  * which are dirty: protect, clear, copy, write. On failure they are dirty
  * again. Returns 0 or -errno.
@@ -253,17 +285,13 @@ static int write_run(struct fl_region *r, size_t pg, size_t n)
 		}
 		r->wb_buf = m;
 	}
-	{
-		struct iovec lo = { .iov_base = r->wb_buf, .iov_len = len };
-		struct iovec re = { .iov_base = a, .iov_len = len };
-		ssize_t got = process_vm_readv(getpid(), &lo, 1, &re, 1, 0);
-
-		if (got != (ssize_t)len) {
-			e = got < 0 ? -errno : -EFAULT;
-			fl__err("pager: copying [%#llx, +%zu) out for write-back: %s",
-				(unsigned long long)((uint64_t)pg << r->shift), len, strerror(-e));
-			goto fail;
-		}
+	e = copy_out(r, pg, len);
+	if (e < 0) {
+		fl__err("pager: copying [%#llx, +%zu) out for write-back: %s%s",
+			(unsigned long long)((uint64_t)pg << r->shift), len, strerror(-e),
+			e == -EIO && r->memfd < 0 ? " (a page the program discarded or unmapped "
+						    "meanwhile); the pages stay dirty" : "");
+		goto fail;
 	}
 	e = fl_store_write(r->store, off, r->wb_buf, len);
 	if (e < 0) {

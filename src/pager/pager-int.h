@@ -188,6 +188,7 @@ struct fl_region {
 	_Atomic uint64_t *dirty;	/* npages bits, or NULL */
 	pthread_mutex_t wb_lock;	/* one write-back of the region at a time: wb_buf */
 	uint8_t *wb_buf;		/* PG_STAGING bytes, mapped on first use */
+	int mem_fd;			/* /proc/self/mem, for write-back copies (with dirty) */
 };
 
 /* A snapshot of the regions, sorted by start address. Immutable once published. */
