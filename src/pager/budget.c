@@ -408,10 +408,15 @@ static void unclaim(struct fl_budget *b, struct fl_region *r, size_t pg, size_t 
 	for (size_t i = 0; i < n; i++) {
 		uint8_t s = atomic_load(&r->state[pg + i]), to;
 
-		do
+		do {
+			/* Unmapped meanwhile (the UNMAP event took it off the budget): stays so. */
+			if ((s & PG_STATE) == PG_GONE)
+				break;
 			to = (uint8_t)((s & ~(PG_STATE | PG_WAITED)) | PG_PRESENT);
-		while (!atomic_compare_exchange_weak(&r->state[pg + i], &s, to));
+		} while (!atomic_compare_exchange_weak(&r->state[pg + i], &s, to));
 		seen |= s;
+		if ((s & PG_STATE) == PG_GONE)
+			continue;
 		if (requeue)
 			bq_push(&b->q[(s & PG_HOT) ? Q_PROTECTED : Q_PROBATION], bq_entry(r, pg + i));
 	}
@@ -491,7 +496,7 @@ static void settle_dropped(struct fl_budget *b, struct fl_region *r, size_t pg, 
 {
 	uint32_t at;
 	uint8_t seen = 0, to;
-	size_t hot = 0;
+	size_t hot = 0, out = 0;
 	bool poison = false;
 
 	if (r->vol == FL_VOLATILE_SIGBUS) {
@@ -513,6 +518,12 @@ static void settle_dropped(struct fl_budget *b, struct fl_region *r, size_t pg, 
 
 		atomic_store_explicit(&r->evict_at[pg + i], at, memory_order_relaxed);
 		do {
+			/*
+			 * Unmapped meanwhile: the UNMAP event took it off the budget
+			 * already; it stays gone, and is not counted twice.
+			 */
+			if ((s & PG_STATE) == PG_GONE)
+				break;
 			if (poison)
 				to = PG_POISONED | PG_VOLD;
 			else if (r->vol == FL_VOLATILE_ZERO || r->vol == FL_VOLATILE_SIGBUS ||
@@ -522,11 +533,15 @@ static void settle_dropped(struct fl_budget *b, struct fl_region *r, size_t pg, 
 				to = PG_ABSENT;
 		} while (!atomic_compare_exchange_weak(&r->state[pg + i], &s, to));
 		seen |= s;
+		if ((s & PG_STATE) == PG_GONE)
+			continue;
+		out++;
 		hot += (s & PG_HOT) != 0;
 	}
-	fl__budget_out(r, n, hot);
-	stat_add(r, ST_EVICTED, n);
-	atomic_fetch_add_explicit(&b->evicted, (uint64_t)n << r->shift, memory_order_relaxed);
+	if (out)
+		fl__budget_out(r, out, hot);
+	stat_add(r, ST_EVICTED, out);
+	atomic_fetch_add_explicit(&b->evicted, (uint64_t)out << r->shift, memory_order_relaxed);
 	if (seen & PG_WAITED)
 		fl_uffd_wake(r->pager->uffd, page_addr(r, pg), n << r->shift);
 	fl__wake_waiters(r);

@@ -144,11 +144,16 @@ static void settle(struct fl_region *r, size_t pg, size_t n)
 	for (size_t i = pg; i < pg + n; i++) {
 		uint8_t s = atomic_load(&r->state[i]), to;
 
-		do
+		do {
+			/* Unmapped meanwhile (the UNMAP event took it off the budget): stays so. */
+			if ((s & PG_STATE) == PG_GONE)
+				break;
 			to = s & PG_ZERO ? PG_ABSENT | PG_ZERO
 					 : (uint8_t)((s & (PG_RES | PG_HOT)) | PG_PRESENT);
-		while (!atomic_compare_exchange_weak(&r->state[i], &s, to));
+		} while (!atomic_compare_exchange_weak(&r->state[i], &s, to));
 		seen |= s;
+		if ((s & PG_STATE) == PG_GONE)
+			continue;
 		/* Discarded while we held it: zeros now, which the store has not. */
 		if ((s & PG_ZERO) && r->dirty)
 			dirty_mark(r, i, 1, true);
