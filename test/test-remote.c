@@ -1162,3 +1162,77 @@ TEST(serve_region_sync_writes_back)
 	free(model);
 	free(got);
 }
+
+/*
+ * Far memory: a region whose budget is a quarter of its size, over a
+ * writable remote store. The program writes every page; eviction writes the
+ * dirty pages back to the server before dropping them; the server's file
+ * then holds every write, and the pages read again come back from it as
+ * written, never as zeros.
+ */
+TEST(serve_budget_evicts_to_server)
+{
+	const size_t len = 2u << 20, ps = 4096;
+	struct fl_budget_opts bo = { .sz = sizeof(bo), .bytes = len / 4 };
+	struct fl_region_stats rs = { .sz = sizeof(rs) };
+	struct srv sv = { 0 };
+	struct fl_budget *b;
+	struct fl_store *s;
+	struct fl_pager *p;
+	struct fl_region *r;
+	struct fl_region_opts o;
+	uint8_t *model, *a, *got = malloc(len);
+	char path[256];
+	int fd, e;
+
+	T_ASSERT(got);
+	srv_dir(&sv);
+	model = make_object(&sv, "obj", len);
+	srv_start(&sv, 0, NULL);
+	T_ASSERT_OK(remote_open(&sv, "obj", FL_STORE_REMOTE_WRITABLE, t_ms(10000), &s));
+	T_ASSERT_OK(fl_budget_create(&bo, &b));
+	p = t_pager_new(FL_PAGER_THREADS, 2, 0);
+	o = t_region_opts(s, len);
+	o.budget = b;
+	e = fl_region_add(p, &o, &r);
+	if (e == -EOPNOTSUPP)
+		T_SKIP("a budget cannot evict here (fl_region_add: EOPNOTSUPP)");
+	T_ASSERT_OK(e);
+	T_ASSERT_OK(fl_pager_start(p));
+	a = fl_region_addr(r);
+	for (size_t pg = 0; pg < len / ps; pg++) {
+		size_t at = (pg * 97) % (ps - 16);
+
+		memset(a + pg * ps + at, (int)(pg % 251) + 1, 16);
+		memset(model + pg * ps + at, (int)(pg % 251) + 1, 16);
+	}
+	/* The pages read again: from memory, or back from the server, as written. */
+	for (size_t pg = 0; pg < len / ps; pg++)
+		if (memcmp(a + pg * ps, model + pg * ps, ps))
+			t_fail(__FILE__, __LINE__, "page %zu of the region is not as written%s", pg,
+			       t_all(a + pg * ps, ps, 0) ? " (zeros)" : "");
+	T_ASSERT_OK(fl_region_stats(r, &rs));
+	if (!rs.evicted || !rs.pages_written_back)
+		t_fail(__FILE__, __LINE__, "evicted %llu, written back %llu: the budget did not "
+		       "evict through the server", (unsigned long long)rs.evicted,
+		       (unsigned long long)rs.pages_written_back);
+	T_ASSERT_EQ(rs.writeback_errors, 0);
+	/* What is still dirty in memory, written back now; then the file has it all. */
+	T_ASSERT_OK(fl_region_sync(r, 0, len));
+	snprintf(path, sizeof(path), "%s/obj", sv.dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	T_ASSERT_SYS(fd);
+	T_ASSERT_EQ(read(fd, got, len), (ssize_t)len);
+	close(fd);
+	for (size_t pg = 0; pg < len / ps; pg++)
+		if (memcmp(got + pg * ps, model + pg * ps, ps))
+			t_fail(__FILE__, __LINE__, "page %zu of the server's file is not as written",
+			       pg);
+	fl_pager_destroy(p);
+	fl_budget_destroy(b);
+	fl_store_destroy(s);
+	srv_stop_ok(&sv);
+	srv_cleanup(&sv);
+	free(model);
+	free(got);
+}

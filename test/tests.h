@@ -423,6 +423,7 @@
 	X(serve_tls_psk, 0, 0, 30)                                                 \
 	X(serve_tls_x509, 0, 0, 30)                                                \
 	X(serve_region_sync_writes_back, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60)    \
+	X(serve_budget_evicts_to_server, FL_FEAT_MOVE | FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 60) \
 	X(remote_open_refuses_bad_arguments, 0, 0, 0)                              \
 	/* test-restore.c: staged MOVE from file stores, eager restore */         \
 	X(restore_staged_move_threads, 0, T_UFFD, 30)                              \
