@@ -300,8 +300,13 @@ void fl__budget_out(struct fl_region *r, size_t n, size_t nhot)
 
 static void wake_room(struct fl_budget *b)
 {
-	atomic_thread_fence(memory_order_seq_cst);
-	if (atomic_load_explicit(&b->room_waiters, memory_order_relaxed)) {
+	/*
+	 * A read-modify-write, not a load: it orders the caller's uncharge
+	 * before it (pairing with the waiter's increment of room_waiters, so
+	 * one of the two sees the other), where a fence would do the same but
+	 * ThreadSanitizer cannot follow fences.
+	 */
+	if (atomic_fetch_add(&b->room_waiters, 0)) {
 		atomic_fetch_add(&b->room_seq, 1);
 		fl__wait_seq_wake(&b->room_seq);
 	}
