@@ -354,6 +354,7 @@ int redisd_cmdline(struct redisd *d, unsigned int i, unsigned int timeout_ms, ch
 #endif
 }
 
+#ifdef FL_HAVE_HIREDIS
 static int index_of_port(const struct redisd *d, long long port)
 {
 	for (unsigned int i = 0; i < d->n; i++)
@@ -362,7 +363,6 @@ static int index_of_port(const struct redisd *d, long long port)
 	return -1;
 }
 
-#ifdef FL_HAVE_HIREDIS
 static redisReply *cmd_reply(struct redisd *d, unsigned int i, unsigned int timeout_ms,
 			     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static redisReply *cmd_reply(struct redisd *d, unsigned int i, unsigned int timeout_ms,
