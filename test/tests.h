@@ -418,7 +418,7 @@
 	X(serve_silent_connections_and_idle_timeout, 0, 0, 60)                     \
 	X(serve_sigterm_answers_then_exits, 0, 0, 30)                              \
 	X(serve_outage_faults_wait_then_resume, 0, T_UFFD, 60)                     \
-	X(serve_outage_past_deadline_sigbus, 0, T_UFFD, 30)                        \
+	X(serve_outage_past_deadline_sigbus, FL_FEAT_POISON, T_UFFD, 30)           \
 	X(serve_tool_usage_errors, 0, 0, 30)                                       \
 	X(serve_tls_psk, 0, 0, 30)                                                 \
 	X(serve_tls_x509, 0, 0, 30)                                                \
