@@ -6,6 +6,7 @@
  * test fails. Without redis-server a test skips, and FL_REQUIRE_REDIS=1
  * makes that a failure.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -663,6 +664,144 @@ TEST(redis_cluster_failover)
 	fl_pager_destroy(f.pager);
 	fl_store_destroy(f.rd);
 	fl_store_destroy(f.wr);
+	redisd_stop(&d);
+	free(buf);
+}
+
+/* ----------------------------------------------------------- far memory */
+
+#define FAR_PAGES 512u		/* 2 MiB: 8 chunks over the 3 masters */
+#define FAR_WRITERS 4
+#define FAR_ROUNDS 3
+
+struct far {
+	uint8_t *a;			/* the region */
+	atomic_uint bad;
+	char first_bad[160];
+};
+
+struct far_thread {
+	struct far *f;
+	unsigned int i;
+};
+
+static void far_bad(struct far *f, unsigned int p, uint64_t got, uint64_t want)
+{
+	if (!atomic_fetch_add(&f->bad, 1))
+		snprintf(f->first_bad, sizeof(f->first_bad), "page %u read version %llu%s, "
+			 "wrote %llu", p, (unsigned long long)got,
+			 t_all(f->a + (size_t)p * BLK, BLK, 0) ? " (zeros)" : "",
+			 (unsigned long long)want);
+}
+
+/*
+ * Writer @i owns the pages p with p % FAR_WRITERS == i: each round it writes
+ * a new version of all of them, then reads them all back (most were evicted
+ * meanwhile: they come back from the cluster).
+ */
+static void *far_writer(void *arg)
+{
+	struct far_thread *t = arg;
+	struct far *f = t->f;
+	uint8_t page[BLK];
+
+	for (uint64_t v = 1; v <= FAR_ROUNDS; v++) {
+		for (unsigned int p = t->i; p < FAR_PAGES; p += FAR_WRITERS) {
+			page_make(page, p, v);
+			memcpy(f->a + (size_t)p * BLK, page, BLK);
+		}
+		for (unsigned int p = t->i; p < FAR_PAGES; p += FAR_WRITERS) {
+			uint64_t got = page_version(f->a + (size_t)p * BLK, p);
+
+			if (got != v)
+				far_bad(f, p, got, v);
+		}
+	}
+	return NULL;
+}
+
+/*
+ * Far memory: a region four times its budget whose store is the Redis
+ * Cluster. Writer threads write every page three times over; eviction
+ * writes the dirty pages back to the cluster before dropping them, and each
+ * page read again comes back from it as last written, never as zeros. After
+ * a sync, a second store handle (through another node) reads every page.
+ */
+TEST(redis_cluster_far_memory)
+{
+	static struct far f;
+	const size_t len = (size_t)FAR_PAGES * BLK;
+	struct fl_budget_opts bo = { .sz = sizeof(bo), .bytes = len / 4 };
+	struct fl_budget_stats bs = { .sz = sizeof(bs) };
+	struct fl_region_stats rs = { .sz = sizeof(rs) };
+	struct far_thread wt[FAR_WRITERS];
+	unsigned long tid[FAR_WRITERS];
+	struct redisd d;
+	struct fl_budget *b;
+	struct fl_store *s, *s2;
+	struct fl_pager *p;
+	struct fl_region *r;
+	struct fl_region_opts ro;
+	uint8_t *buf = malloc(len);
+	uint64_t holes[FAR_PAGES / 64];
+	int e;
+
+	T_ASSERT(buf);
+	memset(&f, 0, sizeof(f));
+	t_redis_start(&d, 6, true);
+	s = t_redis_open(&d, 0, "far", len, 0, 0);
+	T_ASSERT_OK(fl_budget_create(&bo, &b));
+	p = t_pager_new(FL_PAGER_THREADS, 2, 0);
+	ro = t_region_opts(s, len);
+	ro.budget = b;
+	e = fl_region_add(p, &ro, &r);
+	if (e == -EOPNOTSUPP) {
+		fl_pager_destroy(p);
+		fl_budget_destroy(b);
+		fl_store_destroy(s);
+		redisd_stop(&d);
+		free(buf);
+		T_SKIP("a budget cannot evict here (fl_region_add: EOPNOTSUPP)");
+	}
+	T_ASSERT_OK(e);
+	T_ASSERT_OK(fl_pager_start(p));
+	f.a = fl_region_addr(r);
+	for (unsigned int i = 0; i < FAR_WRITERS; i++) {
+		wt[i] = (struct far_thread){ &f, i };
+		tid[i] = t_thread_start(far_writer, &wt[i]);
+	}
+	for (unsigned int i = 0; i < FAR_WRITERS; i++)
+		t_thread_join(tid[i]);
+	if (atomic_load(&f.bad))
+		t_fail(__FILE__, __LINE__, "%u bad reads; the first: %s", atomic_load(&f.bad),
+		       f.first_bad);
+	for (unsigned int pg = 0; pg < FAR_PAGES; pg++)
+		T_ASSERT_EQ(page_version(f.a + (size_t)pg * BLK, pg), FAR_ROUNDS);
+
+	T_ASSERT_OK(fl_region_stats(r, &rs));
+	T_ASSERT_OK(fl_budget_stats(b, &bs));
+	if (!rs.evicted || !rs.written_back || !rs.refaults)
+		t_fail(__FILE__, __LINE__, "evicted %llu, written back %llu, refaults %llu: the "
+		       "budget did not evict through the cluster", (unsigned long long)rs.evicted,
+		       (unsigned long long)rs.written_back, (unsigned long long)rs.refaults);
+	T_ASSERT_EQ(rs.writeback_errors, 0);
+	T_ASSERT_EQ(rs.errors, 0);
+	/* A fault waits rather than take resident past bytes + batch. */
+	T_ASSERT(bs.resident_max <= bs.bytes + bs.batch);
+
+	/* What is still dirty, written back now; then the cluster holds every page. */
+	T_ASSERT_OK(fl_region_sync(r, 0, len));
+	s2 = t_redis_open(&d, 3, "far", len, FL_STORE_REDIS_READONLY, 0);
+	memset(buf, 0, len);
+	T_ASSERT_OK(fl_store_read(s2, 0, buf, len, BLK, holes));
+	for (unsigned int pg = 0; pg < FAR_PAGES; pg++) {
+		T_ASSERT_EQ(holes[pg / 64] >> (pg % 64) & 1, 0);
+		T_ASSERT_EQ(page_version(buf + (size_t)pg * BLK, pg), FAR_ROUNDS);
+	}
+	fl_store_destroy(s2);
+	fl_pager_destroy(p);
+	fl_budget_destroy(b);
+	fl_store_destroy(s);
 	redisd_stop(&d);
 	free(buf);
 }

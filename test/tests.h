@@ -131,6 +131,7 @@
 	X(redis_server_gone_eio, 0, 0, 60)                                         \
 	X(redis_cluster_routing_moved_ask, 0, T_UFFD, 300)                         \
 	X(redis_cluster_failover, 0, T_UFFD | T_STRESS, 600)                       \
+	X(redis_cluster_far_memory, FL_FEAT_MOVE | FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 300) \
 	X(tool_bench_remote_tiny, 0, T_UFFD, 300)                                  \
 	/* test-bench.c: the statistics of faultline bench, pure user-space */     \
 	X(bench_percentiles_and_median, 0, 0, 0)                                   \
