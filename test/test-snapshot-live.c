@@ -1014,6 +1014,148 @@ TEST(snapshot_live_pager_mem_store_move)
 	pager_store(true);
 }
 
+/* ------------------------------- a page handed over at the instant */
+
+/*
+ * A store that hands its pages over (a mem store underneath) whose
+ * take_pages of page HO_PAGE, once armed, says so and then waits for the
+ * test's go: the pager has the page in hand, the store reads it as a hole,
+ * and the region has not mapped it yet. Its read notes when a read starts
+ * past page HO_PAGE + 1 (the snapshot's writer is past the page).
+ */
+#define HO_PAGE 8
+
+static struct {
+	struct fl_store *inner;
+	size_t ps;
+	pthread_mutex_t lock;
+	pthread_cond_t cv;
+	bool armed, taken, go;
+	_Atomic bool read_past;
+} ho = { .lock = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+
+static int ho_read(void *ud, uint64_t off, void *buf, size_t len, size_t page_size,
+		   uint64_t *holes)
+{
+	(void)ud;
+	if (off > (HO_PAGE + 1) * ho.ps)
+		atomic_store(&ho.read_past, true);
+	return fl_store_read(ho.inner, off, buf, len, page_size, holes);
+}
+
+static int ho_take(void *ud, uint64_t off, size_t len, void **ret_addr)
+{
+	int e = fl_store_take_pages(ho.inner, off, len, ret_addr);
+
+	(void)ud;
+	pthread_mutex_lock(&ho.lock);
+	if (!e && ho.armed && off <= HO_PAGE * ho.ps && HO_PAGE * ho.ps < off + len) {
+		ho.armed = false;
+		ho.taken = true;
+		pthread_cond_broadcast(&ho.cv);
+		while (!ho.go)
+			pthread_cond_wait(&ho.cv, &ho.lock);
+	}
+	pthread_mutex_unlock(&ho.lock);
+	return e;
+}
+
+static void *ho_touch(void *arg)
+{
+	return (void *)(uintptr_t)*(volatile uint8_t *)arg;
+}
+
+/*
+ * The pager took page HO_PAGE from a store that hands its pages over just
+ * before the instant, and maps it only after the snapshot's writer read
+ * the store (a hole there now): the snapshot waits for the page and holds
+ * its data, never a zero page.
+ */
+TEST(snapshot_live_pager_handover_at_instant)
+{
+	size_t ps = t_page_size(), npages = 32, len = npages * ps;
+	struct fl_store_ops ops = { .sz = sizeof(ops), .read = ho_read, .take_pages = ho_take };
+	uint8_t *src = malloc(len), *buf = malloc(ps), *base, *membuf = aligned_alloc(ps, len);
+	char *path = tmp_path("handover");
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, 0);
+	struct fl_store *store = NULL;
+	struct fl_region *reg = NULL;
+	struct fl_region_opts ro;
+	struct fl_snapshot_live *s = NULL;
+	struct fl_snapshot_range r = { 0 };
+	struct fl_snapshot_writer *w;
+	struct timespec until;
+	unsigned long toucher;
+	struct rd_file f;
+	int e = 0;
+
+	T_ASSERT(src && buf && membuf);
+	for (size_t i = 0; i < len; i++)
+		src[i] = (uint8_t)(i * 13 + 5);
+	memcpy(membuf, src, len);
+	ho.ps = ps;
+	T_ASSERT_OK(fl_store_mem_create(membuf, len, 0, &ho.inner));
+	T_ASSERT(fl_store_caps(ho.inner) & FL_STORE_MOVE);
+	T_ASSERT_OK(fl_store_create(&ops, NULL, FL_STORE_MOVE | FL_STORE_HOLES, len, &store));
+	ro = t_region_opts(store, len);
+	ro.install = FL_INSTALL_MOVE;
+	ro.prefetch = FL_PREFETCH_NONE;
+	T_ASSERT_OK(fl_region_add(p, &ro, &reg));
+	T_ASSERT_OK(fl_pager_start(p));
+	base = fl_region_addr(reg);
+	/* Present at the instant: page 0, and the page after HO_PAGE (the writer's runs break there). */
+	T_ASSERT_EQ(base[3], src[3]);
+	T_ASSERT_EQ(base[(HO_PAGE + 1) * ps + 3], src[(HO_PAGE + 1) * ps + 3]);
+
+	pthread_mutex_lock(&ho.lock);
+	ho.armed = true;
+	pthread_mutex_unlock(&ho.lock);
+	toucher = t_thread_start(ho_touch, base + HO_PAGE * ps + 7);
+	T_ASSERT_SYS(clock_gettime(CLOCK_REALTIME, &until));
+	until.tv_sec += t_ms(30000) / 1000;
+	pthread_mutex_lock(&ho.lock);
+	while (!ho.taken && !e)
+		e = pthread_cond_timedwait(&ho.cv, &ho.lock, &until);
+	pthread_mutex_unlock(&ho.lock);
+	T_ASSERT(ho.taken);
+
+	r.region = reg;
+	T_ASSERT_OK(fl_snapshot_live_create(&r, 1, NULL, &s));
+	w = new_writer(path, NULL);
+	T_ASSERT_OK(fl_snapshot_live_take(s, w, 0));
+	/* The writer has read the page's hole: it is past it, or waits for it. */
+	for (time_t t0 = time(NULL);
+	     !atomic_load(&ho.read_past) && !fl__snapshot_live_handover_waits_for_test(s);
+	     sched_yield())
+		T_ASSERT(time(NULL) - t0 < t_ms(30000) / 1000);
+	pthread_mutex_lock(&ho.lock);
+	ho.go = true;
+	pthread_cond_broadcast(&ho.cv);
+	pthread_mutex_unlock(&ho.lock);
+	T_ASSERT_EQ((uint8_t)(uintptr_t)t_thread_join(toucher), src[HO_PAGE * ps + 7]);
+	T_ASSERT_OK(fl_snapshot_live_wait(s, t_ms(60000)));
+	T_ASSERT_OK(fl_snapshot_writer_finish(w, NULL));
+	rd_open(&f, path);
+	for (size_t pg = 0; pg < npages; pg++) {
+		uint32_t k = rd_page(&f, 1, 0, pg, buf);
+
+		if (memcmp(buf, src + pg * ps, ps))
+			t_fail(__FILE__, __LINE__, "page %zu (kind %u) is not the data", pg, k);
+		T_ASSERT_EQ(k, FL__SNAP_DATA);
+	}
+	rd_close(&f);
+	T_ASSERT(!memcmp(base, src, len));
+	fl_snapshot_live_destroy(s);
+	fl_pager_destroy(p);
+	fl_store_destroy(store);
+	fl_store_destroy(ho.inner);
+	unlink(path);
+	free(path);
+	free(membuf);
+	free(src);
+	free(buf);
+}
+
 /*
  * MADV_DONTNEED on shared memory after the instant only unmaps: the memory
  * still holds the data, and so must the snapshot (no zero pages).

@@ -990,6 +990,11 @@ int fl__region_page(struct fl_region *r, size_t pg)
 	}
 }
 
+bool fl__region_page_busy(struct fl_region *r, size_t pg)
+{
+	return (atomic_load(&r->state[pg]) & PG_STATE) == PG_BUSY;
+}
+
 /* ------------------------------------------------------------ populate */
 
 FL_API int fl_region_populate(struct fl_region *r, uint64_t off, size_t len)

@@ -157,5 +157,10 @@ void fl__region_info(struct fl_region *r, struct fl__region_info *ret);
  */
 enum { FL__PAGE_PRESENT, FL__PAGE_STORE, FL__PAGE_ZERO, FL__PAGE_GONE, FL__PAGE_POISONED };
 int fl__region_page(struct fl_region *r, size_t pg);
+/*
+ * Whether a resolver has page @pg in hand (claimed, being brought in: its
+ * store may have handed it over already). Thread safety: any thread.
+ */
+bool fl__region_page_busy(struct fl_region *r, size_t pg);
 
 #endif /* FL_PAGER_SUPPLY_H */

@@ -4,6 +4,7 @@
 #define FL_SNAPSHOT_LIVE_INT_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "faultline.h"
 
@@ -13,5 +14,12 @@
  * page a test writes meanwhile is saved by copy before write.
  */
 void fl__snapshot_live_hold_writer_for_test(struct fl_snapshot_live *s, bool hold);
+
+/*
+ * Tests only: how many pages a snapshot found read as holes from a store
+ * that hands its pages over (FL_STORE_MOVE), and so waited for the pager
+ * to map them.
+ */
+uint64_t fl__snapshot_live_handover_waits_for_test(struct fl_snapshot_live *s);
 
 #endif /* FL_SNAPSHOT_LIVE_INT_H */

@@ -168,6 +168,7 @@ struct fl_snapshot_live {
 
 	_Atomic uint64_t st[SS_COUNT];
 	_Atomic uint64_t wp_faults, wait_max, snapshots, pause_ns, duration_ns;
+	_Atomic uint64_t handover_waits;	/* tests: pages found on their way from a store */
 };
 
 static void stat_add(struct fl_snapshot_live *s, enum lv_stat k, uint64_t v)
@@ -348,6 +349,81 @@ static int save_mem(struct lv_range *r, size_t pg, size_t n, uint8_t *buf)
 	return e;
 }
 
+/* How long a page handed over by its store may stay on its way into the region. */
+#define LV_HANDOVER_NS (10 * 1000000000ull)
+
+/*
+ * Page @pg of pager region @r reads as a hole from a store that hands its
+ * pages over (FL_STORE_MOVE). Either the store holds zeros there, or it
+ * gave the page to the pager, which may still be mapping it: it took the
+ * page before the instant, and the move lands (or waits behind an event)
+ * only now. While a resolver of the pager has the page in hand (busy),
+ * wait for it. Mapped then, it is write-protected (mapped before the
+ * instant, the instant protected it; after, the pager installs it
+ * protected), so the memory holds the instant's data. Discarded or
+ * unmapped after the instant, it is recorded as such pages are (zero,
+ * absent); poisoned, or still in hand after LV_HANDOVER_NS (a pager that
+ * stopped), the snapshot fails: its data is nowhere else to read.
+ */
+static int save_handed_over(struct lv_range *r, size_t pg, uint8_t *buf)
+{
+	uint64_t until = fl__now_ns() + LV_HANDOVER_NS;
+	bool busy;
+	int st;
+
+	if (fl__region_page_busy(r->region, pg))
+		atomic_fetch_add_explicit(&r->s->handover_waits, 1, memory_order_relaxed);
+	for (unsigned int i = 0; (busy = fl__region_page_busy(r->region, pg)); i++) {
+		if (fl__now_ns() > until)
+			break;
+		if (i < 64)
+			continue;
+		if (i < 1024)
+			sched_yield();
+		else
+			poll(NULL, 0, 1);
+	}
+	st = fl__region_page(r->region, pg);
+	if (busy) {
+		fl__err("snapshot: page %zu of a pager region, handed over by its store, was not "
+			"mapped within %llu s: the pager does not serve its faults", pg,
+			LV_HANDOVER_NS / 1000000000ull);
+		return -EIO;
+	}
+	switch (st) {
+	case FL__PAGE_PRESENT:
+		return save_mem(r, pg, 1, buf);
+	case FL__PAGE_STORE: {
+		/* Nobody holds it (or the pager gave it back meanwhile): the store, again. */
+		struct fl__region_info ri;
+		uint64_t hole = 0;
+		int e;
+
+		fl__region_info(r->region, &ri);
+		e = fl_store_read(ri.store, ri.store_off + ((uint64_t)pg << r->shift), buf, r->ps,
+				  r->ps, &hole);
+		if (e) {
+			fl__err("snapshot: reading the store of a pager region at %llu: %s",
+				(unsigned long long)(ri.store_off + ((uint64_t)pg << r->shift)),
+				strerror(-e));
+			return e;
+		}
+		stat_add(r->s, hole ? SS_ZERO : SS_STORE, 1);
+		stat_add(r->s, SS_PAGES, 1);
+		return fl_snapshot_writer_put(r->s->w, r->index, (uint64_t)pg << r->shift,
+					      hole ? NULL : buf, r->ps);
+	}
+	case FL__PAGE_ZERO:
+		return mark(r, pg, 1, FL_SNAPSHOT_MARK_ZERO);
+	case FL__PAGE_GONE:
+		return mark(r, pg, 1, FL_SNAPSHOT_MARK_ABSENT);
+	default:
+		fl__err("snapshot: page %zu of a pager region, handed over by its store, was "
+			"poisoned: its data is lost", pg);
+		return -EIO;
+	}
+}
+
 /*
  * Save pages [pg, pg+n) of @r, which this thread has claimed (SAVING), from
  * @kind's source, through @buf (at least n pages). Settles them (DONE)
@@ -392,14 +468,14 @@ static int save_claimed(struct lv_range *r, size_t pg, size_t n, int kind, uint8
 							   (j - i) << r->shift);
 				stat_add(s, SS_STORE, j - i);
 				stat_add(s, SS_PAGES, j - i);
-			} else if (fl__region_page(r->region, pg + i) == FL__PAGE_PRESENT) {
+			} else if (fl_store_caps(ri.store) & FL_STORE_MOVE) {
 				/*
 				 * A store that hands its pages over has given this one to
-				 * the pager since the instant: installed write-protected,
-				 * the memory still holds the instant's data.
+				 * the pager: mapped now, or on its way (taken before the
+				 * instant, not mapped yet). Never a zero page for it.
 				 */
 				j = i + 1;
-				e = save_mem(r, pg + i, 1, buf + (i << r->shift));
+				e = save_handed_over(r, pg + i, buf + (i << r->shift));
 			} else {
 				/* A hole: the page reads zeros. */
 				j = i + 1;
@@ -836,6 +912,11 @@ static size_t claim_run(struct lv_range *r, size_t pg, size_t max, int *ret_kind
 			break;
 	}
 	return n;
+}
+
+uint64_t fl__snapshot_live_handover_waits_for_test(struct fl_snapshot_live *s)
+{
+	return atomic_load(&s->handover_waits);
 }
 
 void fl__snapshot_live_hold_writer_for_test(struct fl_snapshot_live *s, bool hold)
