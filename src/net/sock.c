@@ -342,10 +342,12 @@ int fl__sock_recv_exact(int fd, void *buf, size_t len, int timeout_ms)
 	return 0;
 }
 
-int fl__sock_send_frame(int fd, const struct fl__wire_frame *f, int timeout_ms)
+int fl__wire_send_frame(const struct fl__wire_frame *f, fl__wire_sendv_fn sendv, void *ctx,
+			int timeout_ms)
 {
 	uint8_t small[512];
 	void *buf = small;
+	struct iovec one;
 	int n, r;
 
 	if (!f)
@@ -361,7 +363,7 @@ int fl__sock_send_frame(int fd, const struct fl__wire_frame *f, int timeout_ms)
 		r = fl__wire_encode_pages_iov(f, buf, FL__WIRE_PAGES_META_MAX, iov, iov_cap,
 					      &iovcnt);
 		if (r >= 0)
-			r = fl__sock_sendv_all(fd, iov, iovcnt, timeout_ms);
+			r = sendv(ctx, iov, iovcnt, timeout_ms);
 		free(buf);
 		return r < 0 ? r : 0;
 	}
@@ -374,11 +376,23 @@ int fl__sock_send_frame(int fd, const struct fl__wire_frame *f, int timeout_ms)
 			return -ENOMEM;
 	}
 	r = fl__wire_encode(f, buf, (size_t)n);
-	if (r >= 0)
-		r = fl__sock_send_all(fd, buf, (size_t)r, timeout_ms);
+	if (r >= 0) {
+		one = (struct iovec){ .iov_base = buf, .iov_len = (size_t)r };
+		r = sendv(ctx, &one, 1, timeout_ms);
+	}
 	if (buf != small)
 		free(buf);
 	return r < 0 ? r : 0;
+}
+
+static int sock_sendv(void *ctx, struct iovec *iov, size_t iovcnt, int timeout_ms)
+{
+	return fl__sock_sendv_all(*(const int *)ctx, iov, iovcnt, timeout_ms);
+}
+
+int fl__sock_send_frame(int fd, const struct fl__wire_frame *f, int timeout_ms)
+{
+	return fl__wire_send_frame(f, sock_sendv, &fd, timeout_ms);
 }
 
 /* ----------------------------------------------------------------- reader */

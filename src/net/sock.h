@@ -57,7 +57,16 @@ int fl__sock_sendv_all(int fd, struct iovec *iov, size_t iovcnt, int timeout_ms)
 /* Receive exactly @len bytes: -ECONNRESET if the peer closes first, -ETIMEDOUT. */
 int fl__sock_recv_exact(int fd, void *buf, size_t len, int timeout_ms);
 
-/* Encode @f and send it; PAGES go out with writev from the pages' own memory. */
+/* Send every byte of @iov[@iovcnt] (consumed) on @ctx, as fl__sock_sendv_all does. */
+typedef int (*fl__wire_sendv_fn)(void *ctx, struct iovec *iov, size_t iovcnt, int timeout_ms);
+/*
+ * Encode @f and send it with @sendv on @ctx: PAGES go out with one sendv
+ * from the pages' own memory, every other frame as one buffer. 0 or what
+ * the encoder or @sendv failed with (-ENOMEM, -EINVAL: @f is NULL).
+ */
+int fl__wire_send_frame(const struct fl__wire_frame *f, fl__wire_sendv_fn sendv, void *ctx,
+			int timeout_ms);
+/* fl__wire_send_frame on a socket. */
 int fl__sock_send_frame(int fd, const struct fl__wire_frame *f, int timeout_ms);
 
 /*

@@ -821,41 +821,14 @@ int fl__conn_recv_exact(struct fl__conn *c, void *buf, size_t len, int timeout_m
 	return 0;
 }
 
+static int conn_sendv(void *ctx, struct iovec *iov, size_t iovcnt, int timeout_ms)
+{
+	return fl__conn_sendv_all(ctx, iov, iovcnt, timeout_ms);
+}
+
 int fl__conn_send_frame(struct fl__conn *c, const struct fl__wire_frame *f, int timeout_ms)
 {
-	uint8_t small[512];
-	void *buf = small;
-	int n, r;
-
-	if (!c || !f)
+	if (!c)
 		return -EINVAL;
-	if (f->type == FL__WIRE_PAGES) {
-		size_t iov_cap = 1 + f->pages.count, iovcnt;
-		struct iovec *iov;
-
-		buf = malloc(FL__WIRE_PAGES_META_MAX + iov_cap * sizeof(*iov));
-		if (!buf)
-			return -ENOMEM;
-		iov = (struct iovec *)((uint8_t *)buf + FL__WIRE_PAGES_META_MAX);
-		r = fl__wire_encode_pages_iov(f, buf, FL__WIRE_PAGES_META_MAX, iov, iov_cap,
-					      &iovcnt);
-		if (r >= 0)
-			r = fl__conn_sendv_all(c, iov, iovcnt, timeout_ms);
-		free(buf);
-		return r < 0 ? r : 0;
-	}
-	n = fl__wire_frame_size(f);
-	if (n < 0)
-		return n;
-	if ((size_t)n > sizeof(small)) {
-		buf = malloc((size_t)n);
-		if (!buf)
-			return -ENOMEM;
-	}
-	r = fl__wire_encode(f, buf, (size_t)n);
-	if (r >= 0)
-		r = fl__conn_send_all(c, buf, (size_t)r, timeout_ms);
-	if (buf != small)
-		free(buf);
-	return r < 0 ? r : 0;
+	return fl__wire_send_frame(f, conn_sendv, c, timeout_ms);
 }
