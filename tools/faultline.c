@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* The faultline command: dispatches to one subcommand per file in tools/. */
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "faultline.h"
 #include "tool.h"
@@ -63,6 +66,62 @@ int tool_parse_size(const char *s, uint64_t max, uint64_t *ret)
 		return -EINVAL;
 	*ret = v * mult;
 	return 0;
+}
+
+int tool_parse_num(const char *s, unsigned long max, unsigned long *ret)
+{
+	char *end;
+	unsigned long v;
+
+	if (!s || *s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || v > max)
+		return -EINVAL;
+	*ret = v;
+	return 0;
+}
+
+int tool_ready_check(const char *sub, int fd)
+{
+	int fl;
+
+	if (fd < 0)
+		return 0;
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0)
+		return usage_error(sub, "--ready-fd %d: %s", fd, strerror(errno));
+	if ((fl & O_ACCMODE) == O_RDONLY)
+		return usage_error(sub, "--ready-fd %d: not open for writing", fd);
+	return 0;
+}
+
+int tool_ready_signal(const char *sub, int fd)
+{
+	char one = 1;
+
+	if (fd < 0)
+		return 0;
+	if (write(fd, &one, 1) != 1) {
+		fprintf(stderr, "faultline: %s: --ready-fd %d: %s\n", sub, fd, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+void tool_signals(void (*fn)(int), bool usr1)
+{
+	struct sigaction sa = { .sa_handler = fn };
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	if (usr1)
+		sigaction(SIGUSR1, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
 }
 
 void tool_log(enum fl_log_level level, const char *msg)

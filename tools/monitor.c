@@ -105,21 +105,6 @@ static void lib_log(enum fl_log_level level, const char *msg)
 	log_line(level, msg, NULL);
 }
 
-static int parse_num(const char *s, unsigned long max, unsigned long *ret)
-{
-	char *end;
-	unsigned long v;
-
-	if (!s || *s < '0' || *s > '9')
-		return -EINVAL;
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || *end || v > max)
-		return -EINVAL;
-	*ret = v;
-	return 0;
-}
-
 /* A group by name or number. */
 static int parse_group(const char *s, uint32_t *ret)
 {
@@ -127,7 +112,7 @@ static int parse_group(const char *s, uint32_t *ret)
 	char buf[4096];
 	unsigned long v;
 
-	if (!parse_num(s, UINT32_MAX - 1, &v)) {
+	if (!tool_parse_num(s, UINT32_MAX - 1, &v)) {
 		*ret = (uint32_t)v;
 		return 0;
 	}
@@ -145,7 +130,7 @@ static int parse_group(const char *s, uint32_t *ret)
 static int check_args(const struct fl_monitor_server_opts *o, int ready)
 {
 	struct stat st;
-	int fd, fl, r;
+	int fd, r;
 
 	if (o->socket_path[0] != '@' && !lstat(o->socket_path, &st) && !S_ISSOCK(st.st_mode))
 		return usage_error(SUB, "--socket %s: exists and is not a socket; not replacing "
@@ -215,14 +200,7 @@ static int check_args(const struct fl_monitor_server_opts *o, int ready)
 		}
 		close(fd);
 	}
-	if (ready >= 0) {
-		fl = fcntl(ready, F_GETFL);
-		if (fl < 0)
-			return usage_error(SUB, "--ready-fd %d: %s", ready, strerror(errno));
-		if ((fl & O_ACCMODE) == O_RDONLY)
-			return usage_error(SUB, "--ready-fd %d: not open for writing", ready);
-	}
-	return 0;
+	return tool_ready_check(SUB, ready);
 }
 
 /* Other uids served but unable to connect: say so once, at the start. */
@@ -269,7 +247,6 @@ int cmd_monitor(int argc, char **argv)
 	struct fl_monitor_server_opts o = { .sz = sizeof(o), .log_fn = log_line };
 	struct fl_monitor_server_stats st = { .sz = sizeof(st) };
 	uint32_t uids[MAX_UIDS];
-	struct sigaction sa = { .sa_handler = on_signal };
 	bool firecracker = false, policy = false;
 	unsigned long v;
 	int c, r, ready = -1;
@@ -301,7 +278,7 @@ int cmd_monitor(int argc, char **argv)
 			o.store_root = optarg;
 			break;
 		case O_ALLOW:
-			if (o.n_allowed_uids == MAX_UIDS || parse_num(optarg, UINT32_MAX - 1, &v))
+			if (o.n_allowed_uids == MAX_UIDS || tool_parse_num(optarg, UINT32_MAX - 1, &v))
 				return usage_error(SUB, "--allow-uid: '%s' is not a uid (at most "
 						   "%d of them)", optarg, MAX_UIDS);
 			uids[o.n_allowed_uids++] = (uint32_t)v;
@@ -314,17 +291,17 @@ int cmd_monitor(int argc, char **argv)
 			o.flags |= FL_MONITOR_SERVER_NO_FILES;
 			break;
 		case O_THREADS:
-			if (parse_num(optarg, FL_PAGER_MAX_THREADS, &v) || !v)
+			if (tool_parse_num(optarg, FL_PAGER_MAX_THREADS, &v) || !v)
 				return usage_error(SUB, "--threads: 1 to %d", FL_PAGER_MAX_THREADS);
 			o.threads = (unsigned int)v;
 			break;
 		case O_MAX:
-			if (parse_num(optarg, 1u << 20, &v) || !v)
+			if (tool_parse_num(optarg, 1u << 20, &v) || !v)
 				return usage_error(SUB, "--max-clients: 1 to %u", 1u << 20);
 			o.max_clients = (unsigned int)v;
 			break;
 		case O_HS:
-			if (parse_num(optarg, 3600000, &v) || !v)
+			if (tool_parse_num(optarg, 3600000, &v) || !v)
 				return usage_error(SUB, "--handshake-ms: 1 to 3600000");
 			o.handshake_ms = (unsigned int)v;
 			break;
@@ -352,7 +329,7 @@ int cmd_monitor(int argc, char **argv)
 			break;
 		}
 		case O_READY:
-			if (parse_num(optarg, 1u << 20, &v))
+			if (tool_parse_num(optarg, 1u << 20, &v))
 				return usage_error(SUB, "--ready-fd: a descriptor number");
 			ready = (int)v;
 			break;
@@ -412,30 +389,16 @@ int cmd_monitor(int argc, char **argv)
 		return 1;
 	}
 	check_reach(&o);
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	if (o.firecracker_ws_record)
-		sigaction(SIGUSR1, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	tool_signals(on_signal, o.firecracker_ws_record != NULL);
 	{
 		char msg[160];
 
 		snprintf(msg, sizeof(msg), "monitor: listening on %s", o.socket_path);
 		log_line(FL_LOG_INFO, msg, NULL);
 	}
-	if (ready >= 0) {
-		char one = 1;
-
-		if (write(ready, &one, 1) != 1) {
-			/* Whoever waits for the byte would wait forever: stop rather than serve. */
-			fprintf(stderr, "faultline: monitor: --ready-fd %d: %s\n", ready,
-				strerror(errno));
-			close(ready);
-			fl_monitor_server_destroy(the_server);
-			return EXIT_USAGE;
-		}
-		close(ready);
+	if (tool_ready_signal(SUB, ready) < 0) {
+		fl_monitor_server_destroy(the_server);
+		return EXIT_USAGE;
 	}
 	r = fl_monitor_server_run(the_server);
 	fl_monitor_server_stats(the_server, &st);

@@ -74,21 +74,6 @@ static void lib_log(enum fl_log_level level, const char *msg)
 		fprintf(stderr, "faultline: %s\n", msg);
 }
 
-static int parse_num(const char *s, unsigned long max, unsigned long *ret)
-{
-	char *end;
-	unsigned long v;
-
-	if (!s || *s < '0' || *s > '9')
-		return -EINVAL;
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || *end || v > max)
-		return -EINVAL;
-	*ret = v;
-	return 0;
-}
-
 /* The key file's bytes, all of them, as they are (a trailing newline is part of the key). */
 static int read_key(const char *path, uint8_t *key, size_t cap, size_t *ret_len)
 {
@@ -153,7 +138,7 @@ static int parse_listen(const char *s, char *host, size_t cap, uint16_t *port)
 		memcpy(host, s, n);
 		host[n] = '\0';
 	}
-	if (parse_num(colon + 1, 65535, &v))
+	if (tool_parse_num(colon + 1, 65535, &v))
 		return -EINVAL;
 	*port = (uint16_t)v;
 	return 0;
@@ -180,7 +165,6 @@ int cmd_serve(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct fl__pgsrv_opts o = { 0 };
-	struct sigaction sa = { .sa_handler = on_signal };
 	struct fl__pgsrv_stats st;
 	const char *listen_arg = NULL;
 	char host[256] = "";
@@ -226,14 +210,14 @@ int cmd_serve(int argc, char **argv)
 			to.verify_client = true;
 			break;
 		case O_MAX:
-			if (parse_num(optarg, 65536, &v) || !v)
+			if (tool_parse_num(optarg, 65536, &v) || !v)
 				return usage_error(SUB, "--max-clients %s: a number in 1..65536",
 						   optarg);
 			o.max_clients = (unsigned int)v;
 			break;
 		case O_IDLE:
 		case O_IO:
-			if (parse_num(optarg, 86400000, &v) || !v)
+			if (tool_parse_num(optarg, 86400000, &v) || !v)
 				return usage_error(SUB, "--%s %s: milliseconds in 1..86400000",
 						   c == O_IDLE ? "idle-timeout" : "io-timeout", optarg);
 			if (c == O_IDLE)
@@ -242,7 +226,7 @@ int cmd_serve(int argc, char **argv)
 				o.io_timeout_ms = (int)v;
 			break;
 		case O_READY:
-			if (parse_num(optarg, 1u << 20, &v))
+			if (tool_parse_num(optarg, 1u << 20, &v))
 				return usage_error(SUB, "--ready-fd %s: a descriptor number", optarg);
 			ready = (int)v;
 			break;
@@ -283,14 +267,9 @@ int cmd_serve(int argc, char **argv)
 		to.psk = key;
 	}
 	to.mode = key_file ? FL__TRANSPORT_PSK : certs ? FL__TRANSPORT_X509 : FL__TRANSPORT_PLAIN;
-	if (ready >= 0) {
-		int fl = fcntl(ready, F_GETFL);
-
-		if (fl < 0)
-			return usage_error(SUB, "--ready-fd %d: %s", ready, strerror(errno));
-		if ((fl & O_ACCMODE) == O_RDONLY)
-			return usage_error(SUB, "--ready-fd %d: not open for writing", ready);
-	}
+	r = tool_ready_check(SUB, ready);
+	if (r)
+		return r;
 	o.host = host[0] ? host : NULL;
 	fl_set_log_fn(lib_log);
 	r = fl__transport_new(&to, &transport, why, sizeof(why));
@@ -305,10 +284,7 @@ int cmd_serve(int argc, char **argv)
 		fl__transport_free(transport);
 		return 1;
 	}
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	tool_signals(on_signal, false);
 	if (strchr(host, ':'))
 		printf("listening on [%s]:%u (%s)\n", host, fl__pgsrv_port(the_server),
 		       fl__transport_name(transport));
@@ -316,18 +292,10 @@ int cmd_serve(int argc, char **argv)
 		printf("listening on %s:%u (%s)\n", host[0] ? host : "*",
 		       fl__pgsrv_port(the_server), fl__transport_name(transport));
 	fflush(stdout);
-	if (ready >= 0) {
-		char one = 1;
-
-		if (write(ready, &one, 1) != 1) {
-			fprintf(stderr, "faultline: serve: --ready-fd %d: %s\n", ready,
-				strerror(errno));
-			close(ready);
-			fl__pgsrv_destroy(the_server);
-			fl__transport_free(transport);
-			return EXIT_USAGE;
-		}
-		close(ready);
+	if (tool_ready_signal(SUB, ready) < 0) {
+		fl__pgsrv_destroy(the_server);
+		fl__transport_free(transport);
+		return EXIT_USAGE;
 	}
 	r = fl__pgsrv_run(the_server);
 	fl__pgsrv_stats(the_server, &st);

@@ -28,6 +28,19 @@ int fail(const char *sub, const char *what, int err);
  * accepted), at most @max. Returns 0 or -EINVAL.
  */
 int tool_parse_size(const char *s, uint64_t max, uint64_t *ret);
+/* A decimal number (digits only: no sign, no space) of at most @max. Returns 0 or -EINVAL. */
+int tool_parse_num(const char *s, unsigned long max, unsigned long *ret);
+/*
+ * --ready-fd FD of a server (nothing to do when @fd < 0). tool_ready_check,
+ * before starting: FD must be open for writing, else a usage error
+ * (EXIT_USAGE). tool_ready_signal, once listening: one byte to FD, which is
+ * closed; 0, or -1 after saying why on stderr (whoever waits for the byte
+ * would wait forever: the caller stops rather than serve).
+ */
+int tool_ready_check(const char *sub, int fd);
+int tool_ready_signal(const char *sub, int fd);
+/* SIGINT and SIGTERM (and SIGUSR1 when @usr1) run @fn; SIGPIPE is ignored. */
+void tool_signals(void (*fn)(int), bool usr1);
 /* The library's log lines go to stderr, prefixed "faultline: ". */
 void tool_log(enum fl_log_level level, const char *msg);
 
