@@ -244,6 +244,50 @@ void t_wait_readable(int fd)
 	}
 }
 
+static void *loop_main(void *arg)
+{
+	struct t_loop *l = arg;
+	struct pollfd fds[2] = {
+		{ .fd = fl_pager_fd(l->p), .events = POLLIN },
+		{ .fd = l->stop, .events = POLLIN },
+	};
+
+	for (;;) {
+		int r;
+
+		/* Unbounded: the runner's alarm bounds the test. */
+		if (poll(fds, 2, -1) < 0) {
+			if (errno != EINTR)
+				t_fail(__FILE__, __LINE__, "poll: %s", strerror(errno));
+			continue;
+		}
+		if (fds[1].revents)
+			return NULL;
+		r = fl_pager_dispatch(l->p);
+		if (r < 0)
+			t_fail(__FILE__, __LINE__, "fl_pager_dispatch: %s", strerror(-r));
+	}
+}
+
+void t_loop_start(struct t_loop *l, struct fl_pager *p)
+{
+	*l = (struct t_loop){ .p = p, .stop = eventfd(0, EFD_CLOEXEC) };
+	if (l->stop < 0)
+		t_fail(__FILE__, __LINE__, "eventfd: %s", strerror(errno));
+	l->th = t_thread_start(loop_main, l);
+}
+
+void t_loop_stop(struct t_loop *l)
+{
+	uint64_t one = 1;
+
+	if (write(l->stop, &one, sizeof(one)) != sizeof(one))
+		t_fail(__FILE__, __LINE__, "write eventfd: %s", strerror(errno));
+	t_thread_join(l->th);
+	close(l->stop);
+	l->stop = -1;
+}
+
 struct fl_event t_read_event(struct fl_uffd *u, uint32_t type)
 {
 	struct fl_event ev;

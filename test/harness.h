@@ -132,6 +132,19 @@ void *t_thread_join(unsigned long tid);
 /* Block until @fd is readable (poll, no timeout: the runner's alarm bounds it). */
 void t_wait_readable(int fd);
 
+/*
+ * The dispatcher of a FL_PAGER_LOOP pager: a thread that calls
+ * fl_pager_dispatch whenever the pager's fd is readable (failing the test on
+ * an error), from t_loop_start until t_loop_stop, which joins it.
+ */
+struct t_loop {
+	struct fl_pager *p;
+	int stop;			/* an eventfd: written to stop the thread */
+	unsigned long th;
+};
+void t_loop_start(struct t_loop *l, struct fl_pager *p);
+void t_loop_stop(struct t_loop *l);
+
 /* Read exactly one event; fail the test if it is not @type. */
 struct fl_event t_read_event(struct fl_uffd *u, uint32_t type);
 

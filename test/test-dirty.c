@@ -5,8 +5,6 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -14,42 +12,6 @@
 #include "pager/pager-int.h"
 
 #define SEED 0xd1e7u
-
-/* ----------------------------------------------------------- LOOP driver */
-
-struct loopdrv {
-	struct fl_pager *p;
-	int stop;
-	unsigned long th;
-};
-
-static void *loop_main(void *arg)
-{
-	struct loopdrv *d = arg;
-	struct epoll_event ev = { .events = EPOLLIN };
-	int ep = epoll_create1(EPOLL_CLOEXEC);
-
-	T_ASSERT_SYS(ep);
-	ev.data.fd = fl_pager_fd(d->p);
-	T_ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, ev.data.fd, &ev));
-	ev.data.fd = d->stop;
-	T_ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, d->stop, &ev));
-	for (;;) {
-		struct epoll_event out[2];
-		int n = epoll_wait(ep, out, 2, -1);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		T_ASSERT_SYS(n);
-		for (int i = 0; i < n; i++) {
-			if (out[i].data.fd == d->stop) {
-				close(ep);
-				return NULL;
-			}
-			T_ASSERT_OK(fl_pager_dispatch(d->p));
-		}
-	}
-}
 
 /* ------------------------------------------------------------ environment */
 
@@ -64,7 +26,7 @@ struct env {
 	uint8_t *buf;			/* K_MEM, K_FAILING: the store's memory */
 	_Atomic bool fail;		/* K_FAILING: write() fails with -EIO */
 	_Atomic long writes;		/* K_FAILING: write() calls */
-	struct loopdrv loop;
+	struct t_loop loop;
 	bool looping;
 };
 
@@ -163,9 +125,7 @@ static struct env *env_new_full(enum fl_pager_mode mode, enum store_kind kind, s
 	T_ASSERT_OK(fl_region_add(v->p, &o, &v->r));
 	T_ASSERT_OK(fl_pager_start(v->p));
 	if (mode == FL_PAGER_LOOP) {
-		v->loop = (struct loopdrv){ .p = v->p, .stop = eventfd(0, EFD_CLOEXEC) };
-		T_ASSERT_SYS(v->loop.stop);
-		v->loop.th = t_thread_start(loop_main, &v->loop);
+		t_loop_start(&v->loop, v->p);
 		v->looping = true;
 	}
 	return v;
@@ -173,13 +133,8 @@ static struct env *env_new_full(enum fl_pager_mode mode, enum store_kind kind, s
 
 static void env_free(struct env *v)
 {
-	if (v->looping) {
-		uint64_t one = 1;
-
-		T_ASSERT_SYS(write(v->loop.stop, &one, sizeof(one)));
-		t_thread_join(v->loop.th);
-		close(v->loop.stop);
-	}
+	if (v->looping)
+		t_loop_stop(&v->loop);
 	if (v->r)
 		T_ASSERT_OK(fl_region_remove(v->r));
 	fl_pager_destroy(v->p);

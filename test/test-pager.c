@@ -7,8 +7,6 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -93,63 +91,6 @@ static void check_pages(const uint8_t *base, size_t n, struct ts *t, size_t firs
 			t_fail(__FILE__, __LINE__, "page %zu does not hold the store's data", i);
 		}
 	}
-}
-
-/* ----------------------------------------------------------- LOOP driver */
-
-struct loopdrv {
-	struct fl_pager *p;
-	int stop;
-	unsigned long th;
-	long dispatched;
-};
-
-static void *loop_main(void *arg)
-{
-	struct loopdrv *d = arg;
-	struct epoll_event ev = { .events = EPOLLIN };
-	int ep = epoll_create1(EPOLL_CLOEXEC);
-
-	T_ASSERT_SYS(ep);
-	ev.data.fd = fl_pager_fd(d->p);
-	T_ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, ev.data.fd, &ev));
-	ev.data.fd = d->stop;
-	T_ASSERT_SYS(epoll_ctl(ep, EPOLL_CTL_ADD, d->stop, &ev));
-	for (;;) {
-		struct epoll_event out[2];
-		int n = epoll_wait(ep, out, 2, -1);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		T_ASSERT_SYS(n);
-		for (int i = 0; i < n; i++) {
-			int r;
-
-			if (out[i].data.fd == d->stop) {
-				close(ep);
-				return NULL;
-			}
-			r = fl_pager_dispatch(d->p);
-			T_ASSERT_OK(r);
-			d->dispatched += r;
-		}
-	}
-}
-
-static void loop_start(struct loopdrv *d, struct fl_pager *p)
-{
-	*d = (struct loopdrv){ .p = p, .stop = eventfd(0, EFD_CLOEXEC) };
-	T_ASSERT_SYS(d->stop);
-	d->th = t_thread_start(loop_main, d);
-}
-
-static void loop_stop(struct loopdrv *d)
-{
-	uint64_t one = 1;
-
-	T_ASSERT_SYS(write(d->stop, &one, sizeof(one)));
-	t_thread_join(d->th);
-	close(d->stop);
 }
 
 /* ---------------------------------------------------------------- helpers */
@@ -434,7 +375,7 @@ static void run_combo(enum fl_pager_mode mode, const struct combo *c, size_t npa
 	struct fl_region_opts o;
 	struct fl_region_stats st = { .sz = sizeof(st) };
 	struct fl_region *r;
-	struct loopdrv d;
+	struct t_loop d;
 	struct ts *t = NULL;
 	struct fl_store *mem_store = NULL;
 	uint8_t *src = NULL, *mem = NULL;
@@ -464,7 +405,7 @@ static void run_combo(enum fl_pager_mode mode, const struct combo *c, size_t npa
 	}
 	T_ASSERT_OK(fl_region_add(p, &o, &r));
 	if (mode == FL_PAGER_LOOP)
-		loop_start(&d, p);
+		t_loop_start(&d, p);
 	T_ASSERT_OK(fl_pager_start(p));
 	if (t) {
 		check_pages(fl_region_addr(r), npages, t, 0);
@@ -475,7 +416,7 @@ static void run_combo(enum fl_pager_mode mode, const struct combo *c, size_t npa
 	}
 	/* Handlers record a fault's latency after its install: let them finish. */
 	if (mode == FL_PAGER_LOOP)
-		loop_stop(&d);
+		t_loop_stop(&d);
 	T_ASSERT_OK(fl_pager_stop(p));
 	st = stats(r);
 	installed = st.pages_copy + st.pages_zero + st.pages_move + st.pages_continue;
@@ -665,11 +606,11 @@ static void race(enum fl_pager_mode mode, bool same)
 	pthread_barrier_t go;
 	struct fl_region_stats st = { .sz = sizeof(st) };
 	struct fl_region *r;
-	struct loopdrv d;
+	struct t_loop d;
 
 	T_ASSERT_OK(fl_region_add(p, &o, &r));
 	if (mode == FL_PAGER_LOOP)
-		loop_start(&d, p);
+		t_loop_start(&d, p);
 	T_ASSERT_OK(fl_pager_start(p));
 	pthread_barrier_init(&go, NULL, NTHR);
 	for (int i = 0; i < NTHR; i++) {
@@ -682,7 +623,7 @@ static void race(enum fl_pager_mode mode, bool same)
 	for (int i = 0; i < NTHR; i++)
 		t_thread_join(th[i]);
 	if (mode == FL_PAGER_LOOP)
-		loop_stop(&d);
+		t_loop_stop(&d);
 	T_ASSERT_OK(fl_pager_stop(p));
 	st = stats(r);
 	if (same) {

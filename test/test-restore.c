@@ -3,7 +3,6 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,57 +175,25 @@ static size_t ws_page(size_t i)
 
 #define WS_TOUCHED (WS_PAGES / 10)
 
-struct loop {
-	struct fl_pager *p;
-	int stop;
-	unsigned long th;
-};
-
-static void *loop_main(void *arg)
-{
-	struct loop *l = arg;
-	struct pollfd fds[2] = {
-		{ .fd = fl_pager_fd(l->p), .events = POLLIN },
-		{ .fd = l->stop, .events = POLLIN },
-	};
-
-	for (;;) {
-		/* Unbounded: the runner's alarm bounds the test. */
-		if (poll(fds, 2, -1) < 0) {
-			T_ASSERT_EQ(errno, EINTR);
-			continue;
-		}
-		if (fds[1].revents)
-			return NULL;
-		T_ASSERT(fl_pager_dispatch(l->p) >= 0);
-	}
-}
-
 /* A pager in @mode, with a dispatch thread for LOOP mode. */
-static struct fl_pager *ws_pager(enum fl_pager_mode mode, struct loop *l)
+static struct fl_pager *ws_pager(enum fl_pager_mode mode, struct t_loop *l)
 {
 	struct fl_pager *p = t_pager_new(mode, 2, 0);
 
-	*l = (struct loop){ .p = p, .stop = -1 };
-	if (mode == FL_PAGER_LOOP) {
-		l->stop = eventfd(0, EFD_CLOEXEC);
-		T_ASSERT_SYS(l->stop);
-		l->th = t_thread_start(loop_main, l);
-	}
+	*l = (struct t_loop){ .p = p, .stop = -1 };
+	if (mode == FL_PAGER_LOOP)
+		t_loop_start(l, p);
 	T_ASSERT_OK(fl_pager_start(p));
 	return p;
 }
 
-static void ws_pager_destroy(struct loop *l)
+static void ws_pager_destroy(struct t_loop *l)
 {
-	uint64_t one = 1;
+	struct fl_pager *p = l->p;
 
-	if (l->stop >= 0) {
-		T_ASSERT_SYS(write(l->stop, &one, sizeof(one)));
-		t_thread_join(l->th);
-		close(l->stop);
-	}
-	fl_pager_destroy(l->p);
+	if (l->stop >= 0)
+		t_loop_stop(l);
+	fl_pager_destroy(p);
 }
 
 static void touch_ws(volatile const uint8_t *a, size_t ps)
@@ -251,7 +218,7 @@ static void ws_record(enum fl_pager_mode mode, const char *ws, const char *ls)
 	struct fl_region_opts o;
 	struct fl_region_stats st;
 	struct fl_region *r;
-	struct loop l;
+	struct t_loop l;
 	uint8_t *f;
 	size_t flen;
 	int fd;
@@ -308,7 +275,7 @@ static void ws_replay(enum fl_pager_mode mode, const char *ws, const char *ls)
 	struct fl_region_opts o;
 	struct fl_region_stats st;
 	struct fl_region *r;
-	struct loop l;
+	struct t_loop l;
 
 	T_ASSERT_OK(fl_store_pattern_create(len, SEED, &s));
 	ws_pager(mode, &l);
@@ -425,7 +392,7 @@ TEST(ws_replay_faults_go_first)
 	struct fl_region_opts o;
 	struct fl_region_stats st;
 	struct fl_region *r;
-	struct loop l;
+	struct t_loop l;
 	char ws[64], ls[64];
 	uint64_t one = 1, v;
 	volatile uint8_t *a;
