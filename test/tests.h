@@ -296,6 +296,7 @@
 	X(migrate_short_key, 0, T_UFFD, 0)                                         \
 	X(migrate_plain_needs_insecure, 0, T_UFFD, 0)                         \
 	X(migrate_survives_strangers, 0, T_UFFD, 30)                               \
+	X(migrate_stalled_hello_delays_nobody, 0, T_UFFD, 120)                     \
 	X(migrate_precopy_needs_dirty_tracking, 0, T_UFFD, 0)                    \
 	X(migrate_precopy_hybrid, FL_FEAT_WP_ASYNC | FL_FEAT_PAGEMAP_SCAN,         \
 	  T_UFFD, 60)                                                              \

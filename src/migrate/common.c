@@ -4,8 +4,10 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -308,6 +310,8 @@ static int handshake_on(struct fl__mig_link *l, int fd, struct fl__wire_hello *m
 	return r;
 }
 
+static int copy_peer(struct fl__mig_peer *p, const struct fl__wire_hello *h);
+
 /* A connection that waits for its peer's first bytes; kept in the order they came. */
 struct mig_pending {
 	int fd;
@@ -337,12 +341,114 @@ static void drop_pending(struct mig_pending *p, unsigned int *n, unsigned int i,
 }
 
 /*
+ * The handshakes of a connection that spoke, on a thread of their own: a
+ * peer that sends half a hello and stalls holds up its own thread for
+ * timeout_ms, never the accept loop or the other connections.
+ */
+struct mig_hs {
+	struct fl__mig_link *l;
+	pthread_t thread;
+	int fd;				/* taken by the thread (handshake_on) */
+	int wake;			/* a dup of fd, ours: shutdown() stops the thread */
+	int done_efd;			/* the listener's eventfd, written when done */
+	_Atomic bool done;
+	uint64_t since;
+	struct fl__wire_hello mine;	/* a copy (its own nonce) */
+	struct fl__mig_conn c;
+	struct fl__mig_peer peer;
+	uint64_t features;
+	int r;
+	char name[INET6_ADDRSTRLEN + 16];
+	char msg[MIG_ERR_LEN];
+};
+
+static void *hs_thread(void *arg)
+{
+	struct mig_hs *h = arg;
+	uint64_t one = 1;
+
+	h->r = handshake_on(h->l, h->fd, &h->mine, &h->c, &h->peer, &h->features, h->msg,
+			    sizeof(h->msg));
+	atomic_store(&h->done, true);
+	if (write(h->done_efd, &one, sizeof(one)) < 0) {
+		/* An eventfd's counter cannot overflow from a handful of writes. */
+	}
+	return NULL;
+}
+
+/* Stop (if it still runs), join and free handshake @i; the others keep their order. */
+static struct mig_hs *take_hs(struct mig_hs **hs, unsigned int *n, unsigned int i, bool stop)
+{
+	struct mig_hs *h = hs[i];
+
+	memmove(&hs[i], &hs[i + 1], (*n - i - 1) * sizeof(*hs));
+	--*n;
+	if (stop && !atomic_load(&h->done))
+		shutdown(h->wake, SHUT_RDWR);
+	pthread_join(h->thread, NULL);
+	fl__safe_close(h->wake);
+	return h;
+}
+
+static void free_hs(struct mig_hs *h)
+{
+	if (!h)
+		return;
+	if (!h->r)
+		fl__mig_conn_close(&h->c);
+	fl__mig_peer_fini(&h->peer);
+	free(h);
+}
+
+/* Hand the connection of a successful handshake @h to @c (its reader moves too). */
+static void move_conn(struct fl__mig_conn *c, struct fl__mig_conn *from)
+{
+	*c = *from;
+	if (from->have_rd)
+		fl__wire_dec_move(&c->rd.dec, &from->rd.dec);
+	fl__mig_conn_reset(from);
+}
+
+/* Start the handshakes of @t on a thread; -errno if none could start (@t untouched). */
+static int start_hs(struct fl__mig_link *l, const struct mig_pending *t,
+		    const struct fl__wire_hello *mine, int done_efd, struct mig_hs **ret)
+{
+	struct mig_hs *h = calloc(1, sizeof(*h));
+	int r;
+
+	if (!h)
+		return -ENOMEM;
+	h->wake = fcntl(t->fd, F_DUPFD_CLOEXEC, 0);
+	if (h->wake < 0) {
+		r = -errno;
+		free(h);
+		return r;
+	}
+	h->l = l;
+	h->fd = t->fd;
+	h->done_efd = done_efd;
+	h->since = fl__now_ns();
+	h->mine = *mine;
+	fl__mig_conn_reset(&h->c);
+	snprintf(h->name, sizeof(h->name), "%s", t->name);
+	r = fl__thread_start(&h->thread, NULL, hs_thread, h, "fl-mig-hello");
+	if (r < 0) {
+		fl__safe_close(h->wake);
+		free(h);
+		return r;
+	}
+	*ret = h;
+	return 0;
+}
+
+/*
  * The listening side. Every connection that comes is accepted at once and
- * waits in a small set until it sends something; only then does its
- * handshake run. A connection that fails its handshake (garbage, a wrong
- * key, no key, a replayed HELLO, another session) or stays silent for
- * timeout_ms is closed and logged, and the wait goes on: a stranger can
- * neither end the migration nor hold the port.
+ * waits in a small set until it sends something; then its handshakes run on
+ * a thread of their own, beside the accept loop. A connection that fails
+ * its handshake (garbage, a wrong key, no key, a replayed HELLO, another
+ * session), stalls in it, or stays silent for timeout_ms is closed and
+ * logged, and the wait goes on: a stranger can neither end the migration
+ * nor hold the port, nor delay the peer by sending half a hello.
  */
 static int listen_handshake(struct fl__mig_link *l, const char *side, const char *peer_role,
 			    bool urgent, int timeout_ms, struct fl__wire_hello *mine,
@@ -353,13 +459,20 @@ static int listen_handshake(struct fl__mig_link *l, const char *side, const char
 	uint64_t start = fl__now_ns(), deadline = start + (uint64_t)timeout_ms * 1000000ull;
 	uint64_t silent = (uint64_t)l->timeout_ms * 1000000ull;
 	struct mig_pending p[MIG_PENDING];
+	struct mig_hs *hs[MIG_PENDING];
 	char last[MIG_ERR_LEN] = "";
-	unsigned int np = 0, refused = 0;
+	unsigned int np = 0, nh = 0, refused = 0;
 	bool spoke;
-	int r;
+	int r, efd;
 
+	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (efd < 0) {
+		r = -errno;
+		snprintf(msg, cap, "eventfd: %s", strerror(-r));
+		return r;
+	}
 	for (;;) {
-		struct pollfd pf[2 + MIG_PENDING];
+		struct pollfd pf[3 + MIG_PENDING];
 		uint64_t now = fl__now_ns(), until = deadline;
 		int n;
 
@@ -383,9 +496,10 @@ static int listen_handshake(struct fl__mig_link *l, const char *side, const char
 				until = p[i].since + silent;
 		pf[0] = (struct pollfd){ .fd = l->lfd, .events = POLLIN };
 		pf[1] = (struct pollfd){ .fd = l->stop_efd, .events = POLLIN };
+		pf[2] = (struct pollfd){ .fd = efd, .events = POLLIN };
 		for (unsigned int i = 0; i < np; i++)
-			pf[2 + i] = (struct pollfd){ .fd = p[i].fd, .events = POLLIN };
-		n = poll(pf, 2 + np, (int)((until - now) / 1000000 + 1));
+			pf[3 + i] = (struct pollfd){ .fd = p[i].fd, .events = POLLIN };
+		n = poll(pf, 3 + np, (int)((until - now) / 1000000 + 1));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
@@ -397,27 +511,85 @@ static int listen_handshake(struct fl__mig_link *l, const char *side, const char
 			r = -ECANCELED;
 			break;
 		}
-		/* The connections that spoke, in the order they came. */
+		/* Handshakes that ended, in the order they began. */
+		if (pf[2].revents) {
+			uint64_t v;
+
+			if (read(efd, &v, sizeof(v)) < 0 && errno != EAGAIN) {
+				r = -errno;
+				snprintf(msg, cap, "eventfd: %s", strerror(-r));
+				break;
+			}
+		}
+		r = 1;
+		for (unsigned int i = 0; i < nh;) {
+			struct mig_hs *h;
+
+			if (!atomic_load(&hs[i]->done)) {
+				i++;
+				continue;
+			}
+			h = take_hs(hs, &nh, i, false);
+			snprintf(last, sizeof(last), "%s", h->name);
+			snprintf(msg, cap, "%s", h->msg);
+			r = h->r;
+			if (!r || r == -EAGAIN || r == -ENOMEM || r == -EIO) {
+				/* The session: this connection, this peer, this nonce. */
+				if (!r)
+					move_conn(c, &h->c);
+				if (h->peer.hello.agent && copy_peer(peer, &h->peer.hello) < 0 &&
+				    !r) {
+					fl__mig_conn_close(c);
+					r = -ENOMEM;
+				}
+				*ret_features = h->features;
+				memcpy(mine->nonce, h->mine.nonce, sizeof(mine->nonce));
+				h->r = -1;	/* its connection is c's now */
+				free_hs(h);
+				goto out;
+			}
+			refused++;
+			fl__warn("migrate: %s: refused the connection from %s: %s", side, last,
+				 h->msg);
+			snprintf(last + strlen(last), sizeof(last) - strlen(last), ": %.200s", h->msg);
+			free_hs(h);
+		}
+		/* The connections that spoke, in the order they came: to a thread each. */
 		spoke = false;
 		for (unsigned int i = 0; i < np; i++)
-			p[i].ready = pf[2 + i].revents != 0;
+			p[i].ready = pf[3 + i].revents != 0;
 		for (unsigned int i = 0; i < np;) {
 			struct mig_pending t;
+			struct mig_hs *h;
 
 			if (!p[i].ready) {
 				i++;
 				continue;
 			}
 			spoke = true;
+			if (nh == MIG_PENDING) {
+				/* Full: the handshake under way longest makes room. */
+				h = take_hs(hs, &nh, 0, true);
+				refused++;
+				snprintf(last, sizeof(last), "%s was the oldest of %d handshakes under "
+					 "way", h->name, MIG_PENDING);
+				fl__warn("migrate: %s: closed the connection from %s: too many "
+					 "handshakes under way; this was the oldest", side, h->name);
+				free_hs(h);
+			}
 			t = take_pending(p, &np, i);
-			snprintf(last, sizeof(last), "%s", t.name);
-			r = handshake_on(l, t.fd, mine, c, peer, ret_features, msg, cap);
-			if (!r || r == -EAGAIN || r == -ENOMEM || r == -EIO)
-				goto out;
+			r = start_hs(l, &t, mine, efd, &hs[nh]);
+			if (!r) {
+				nh++;
+				continue;
+			}
+			/* No thread (out of memory or threads): this one closed; the next may do better. */
 			refused++;
-			fl__warn("migrate: %s: refused the connection from %s: %s", side, last,
-				 msg);
-			snprintf(last + strlen(last), sizeof(last) - strlen(last), ": %s", msg);
+			snprintf(last, sizeof(last), "%s: no thread for its handshake: %s", t.name,
+				 strerror(-r));
+			fl__warn("migrate: %s: closed the connection from %s: no thread for its "
+				 "handshake: %s", side, t.name, strerror(-r));
+			fl__safe_close(t.fd);
 		}
 		if (!pf[0].revents)
 			continue;
@@ -457,8 +629,18 @@ static int listen_handshake(struct fl__mig_link *l, const char *side, const char
 		}
 	}
 out:
+	/* Handshakes still under way are stopped: their threads end at once. */
+	while (nh) {
+		struct mig_hs *h = take_hs(hs, &nh, 0, true);
+
+		if (!r)
+			fl__warn("migrate: %s: closed the connection from %s: the session is "
+				 "established", side, h->name);
+		free_hs(h);
+	}
 	while (np)
 		drop_pending(p, &np, 0, side, r ? NULL : "the session is established");
+	close(efd);
 	return r;
 }
 

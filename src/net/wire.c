@@ -610,6 +610,14 @@ void fl__wire_dec_fini(struct fl__wire_dec *d)
 	d->data = NULL;
 }
 
+void fl__wire_dec_move(struct fl__wire_dec *dst, struct fl__wire_dec *src)
+{
+	*dst = *src;
+	if (src->dst >= src->hdr && src->dst <= src->hdr + sizeof(src->hdr))
+		dst->dst = dst->hdr + (src->dst - src->hdr);
+	memset(src, 0, sizeof(*src));
+}
+
 void fl__wire_dec_set_version(struct fl__wire_dec *d, uint8_t version)
 {
 	d->version = version;

@@ -301,6 +301,12 @@ int fl__wire_dec_init(struct fl__wire_dec *d, uint32_t flags);
 void fl__wire_dec_set_version(struct fl__wire_dec *d, uint8_t version);
 /* Frees the buffers; accepts a decoder whose init failed, or that was zeroed. */
 void fl__wire_dec_fini(struct fl__wire_dec *d);
+/*
+ * Move the decoder @src to @dst, which takes its buffers (a struct copy
+ * would leave a pointer into @src's header bytes); @src is left empty
+ * (fini does nothing). For a connection handed from one owner to another.
+ */
+void fl__wire_dec_move(struct fl__wire_dec *dst, struct fl__wire_dec *src);
 
 /*
  * Bytes still missing from the frame being decoded: the rest of its header
