@@ -478,7 +478,6 @@ static const struct {
 	{ FL__PG_ERR_RANGE, ERANGE },
 	{ FL__PG_ERR_ROFS, EROFS },
 	{ FL__PG_ERR_IO, EIO },
-	{ FL__PG_ERR_BUSY, EBUSY },
 	{ FL__PG_ERR_SHUTDOWN, ESHUTDOWN },
 	{ FL__PG_ERR_IDLE, ETIMEDOUT },
 };

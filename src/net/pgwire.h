@@ -85,7 +85,7 @@ enum fl__pg_error_code {
 	FL__PG_ERR_RANGE = 18,		/* the run lies past the object's end */
 	FL__PG_ERR_ROFS = 19,		/* a write to a read-only object */
 	FL__PG_ERR_IO = 20,		/* the object could not be read or written */
-	FL__PG_ERR_BUSY = 21,		/* the server has its maximum of clients: closes */
+	/* 21 unused: a client past the server's maximum is closed before TLS, told nothing. */
 	FL__PG_ERR_SHUTDOWN = 22,	/* the server is stopping: closes */
 	FL__PG_ERR_IDLE = 23,		/* nothing arrived within the idle timeout: closes */
 };
