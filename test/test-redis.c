@@ -859,3 +859,94 @@ TEST(tool_bench_remote_tiny)
 	T_ASSERT(strstr(r.out, "redis p50 (none, 1 thread) / redis-benchmark GET p50: ") != NULL);
 	T_ASSERT(strstr(r.out, "cluster: pages/s with 1M prefetch / without (1 thread): ") != NULL);
 }
+
+/* The number after @label in @s, or -1. */
+static long long number_after(const char *s, const char *label)
+{
+	const char *p = s ? strstr(s, label) : NULL;
+
+	return p ? atoll(p + strlen(label)) : -1;
+}
+
+/* One run of the far-memory demo, checked: verified twice, pages went far and came back. */
+static void far_demo_run(struct t_run *r, const char *tool, bool cluster)
+{
+	char *argv[] = { "faultline", "serve", "--demo", "--size", "8M", "--seconds", "0.2",
+			 cluster ? "--cluster" : NULL, NULL };
+	static const char region[] = "0 wrong values, checksums match (through the region)";
+	static const char redis[] = "0 wrong values, checksums match (straight from Redis";
+	const char *dir, *v;
+	char path[128];
+	long long keys, evicted, written, refaults, resident, data;
+
+	t_run_capture(r, tool, argv, NULL);
+	if (r->status != 0)
+		t_fail(__FILE__, __LINE__, "serve --demo%s failed (%d): %.500s\n%.1500s",
+		       cluster ? " --cluster" : "", r->status, r->err, r->out);
+	T_ASSERT(strstr(r->out, "far memory: a key-value store of 8 MiB in a memory budget of "
+			"1 MiB") != NULL);
+	/* 8 MiB: 16383 slots after the header, half of them keys (even: 2 threads). */
+	keys = number_after(r->out, "verify    ");
+	T_ASSERT_EQ(keys, 8190);
+	v = strstr(r->out, "verify    ");
+	T_ASSERT(strstr(v, region) != NULL);
+	T_ASSERT(strstr(v, redis) != NULL);
+	T_ASSERT(strstr(r->out, " wrong GETs") && strstr(r->out, ", 0 wrong GETs"));
+	/* More data than budget; eviction wrote back to Redis and pages came back from it. */
+	data = number_after(r->out, "the program wrote ");
+	T_ASSERT(data >= 4);
+	resident = number_after(r->out, "resident at most ");
+	T_ASSERT(resident >= 0 && resident <= 1);
+	evicted = number_after(r->out, "evicted   ");
+	written = number_after(r->out, "written back to Redis first: ");
+	refaults = number_after(r->out, "faulted in again: ");
+	if (evicted < 1024 || written < 1 || refaults < 1)
+		t_fail(__FILE__, __LINE__, "evicted %lld, written back %lld, refaults %lld:\n%s",
+		       evicted, written, refaults, r->out);
+	T_ASSERT(strstr(r->out, "serve --demo: verified: ") != NULL);
+	/* The servers' directory is gone. */
+	dir = strstr(r->out, ", in /");
+	T_ASSERT(dir != NULL);
+	T_ASSERT(sscanf(dir + 5, "%127s", path) == 1);
+	T_ASSERT(access(path, F_OK) != 0);
+}
+
+/*
+ * faultline serve --demo: far memory, with one server and with a cluster:
+ * each run verified, pages evicted and written back, its servers removed;
+ * where it cannot run, it says what to install (exit 3); bad options exit 2.
+ */
+TEST(tool_serve_demo)
+{
+	static struct t_run r;
+	char *bad[] = { "faultline", "serve", "--demo", "--size", "8M", "--budget", "5M", NULL };
+	char *bad2[] = { "faultline", "serve", "--demo", "--seconds", "x", NULL };
+	const char *req = getenv("FL_REQUIRE_REDIS");
+	char tool[256], path[256];
+	bool redis = redisd_find("redis-server", path, sizeof(path)) &&
+		     redisd_find("redis-cli", path, sizeof(path));
+
+#ifndef FL_HAVE_HIREDIS
+	redis = false;
+#endif
+	t_tool_path(tool, sizeof(tool));
+	t_run_capture(&r, tool, bad, NULL);
+	T_ASSERT_EQ(r.status, 2);
+	T_ASSERT(strstr(r.err, "at most half of --size") != NULL);
+	t_run_capture(&r, tool, bad2, NULL);
+	T_ASSERT_EQ(r.status, 2);
+	T_ASSERT(strstr(r.err, "--seconds x") != NULL);
+	if (!redis) {
+		char *argv[] = { "faultline", "serve", "--demo", "--size", "8M", NULL };
+
+		if (req && !strcmp(req, "1"))
+			t_fail(__FILE__, __LINE__, "no redis-server, redis-cli or hiredis, and "
+			       "FL_REQUIRE_REDIS=1");
+		t_run_capture(&r, tool, argv, NULL);
+		T_ASSERT_EQ(r.status, 3);
+		T_ASSERT(strstr(r.err, "apt-get install ") != NULL);
+		T_SKIP("redis-server, redis-cli or hiredis missing: the demo says what to install");
+	}
+	far_demo_run(&r, tool, false);
+	far_demo_run(&r, tool, true);
+}

@@ -133,6 +133,7 @@
 	X(redis_cluster_failover, 0, T_UFFD | T_STRESS, 600)                       \
 	X(redis_cluster_far_memory, FL_FEAT_MOVE | FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 300) \
 	X(tool_bench_remote_tiny, 0, T_UFFD, 300)                                  \
+	X(tool_serve_demo, 0, T_UFFD, 300)                                         \
 	/* test-bench.c: the statistics of faultline bench, pure user-space */     \
 	X(bench_percentiles_and_median, 0, 0, 0)                                   \
 	X(bench_log_histogram, 0, 0, 0)                                            \

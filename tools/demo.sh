@@ -28,3 +28,14 @@ if "$O/faultline" probe | grep -q '^  user-only .*(default)'; then
 else
 	"$O/faultline" snapshot --demo
 fi
+echo
+echo "== faultline serve --demo: far memory: a store four times its memory budget, the rest in Redis"
+# It starts a redis-server of its own (in a temporary directory, removed afterwards); where it
+# cannot (no redis-server, or faultline built without hiredis) it says what to install: exit 3.
+rc=0
+"$O/faultline" serve --demo || rc=$?
+if [ "$rc" -eq 3 ]; then
+	echo "(not shown: see above for why, and what to install; as root, make deps installs packages)"
+elif [ "$rc" -ne 0 ]; then
+	exit "$rc"
+fi

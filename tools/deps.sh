@@ -12,7 +12,7 @@ command -v groff >/dev/null 2>&1 || missing="$missing groff-base"
 	dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
 done
 # libzstd-dev: compressed snapshots; libhiredis-dev: the Redis store; redis-server and
-# redis-tools: the Redis store's tests and faultline bench remote (all optional: the build goes
+# redis-tools: the Redis store's tests, faultline bench remote and serve --demo (all optional: the build goes
 # without them, the tests skip with the reason, and this says so).
 optional=""
 [ -f /usr/include/zstd.h ] || optional="libzstd-dev"
@@ -21,7 +21,7 @@ command -v redis-server >/dev/null 2>&1 || optional="$optional redis-server"
 command -v redis-cli >/dev/null 2>&1 || optional="$optional redis-tools"
 optional=${optional# }
 if [ -n "$optional" ] && [ "$(id -u)" -ne 0 ]; then
-	echo "deps: $optional missing: built without compressed snapshots (libzstd-dev) or the Redis store (libhiredis-dev), Redis tests skipped (redis-server, redis-tools); apt-get install $optional" >&2
+	echo "deps: $optional missing: built without compressed snapshots (libzstd-dev) or the Redis store (libhiredis-dev), Redis tests and the far-memory demo skipped (redis-server, redis-tools); apt-get install $optional" >&2
 	optional=""
 fi
 missing="$missing${optional:+ $optional}"

@@ -21,7 +21,8 @@ void usage_serve(FILE *out)
 	fprintf(out,
 		"usage: faultline serve --listen ADDR:PORT --dir DIR\n"
 		"                       (--key FILE | --tls-cert FILE --tls-key FILE | --insecure)\n"
-		"                       [OPTIONS]\n\n"
+		"                       [OPTIONS]\n"
+		"       faultline serve --demo [OPTIONS]\n\n"
 		"Serves the pages of the files under DIR to fl_store_remote_open(3) clients\n"
 		"(faultline://HOST:PORT/NAME), reads and writes, many clients at once. A\n"
 		"snapshot file (faultline snapshot) is served read-only, its first region.\n"
@@ -55,7 +56,8 @@ void usage_serve(FILE *out)
 		"                      at exit\n\n"
 		"It prints \"listening on ADDR:PORT\" on stdout once it listens. SIGINT or\n"
 		"SIGTERM stops it: it takes no new connection, answers the requests each client\n"
-		"has sent, closes, and exits 0.\n");
+		"has sent, closes, and exits 0.\n\n");
+	usage_serve_demo(out);
 }
 
 static struct fl__pgsrv *the_server;
@@ -178,6 +180,8 @@ int cmd_serve(int argc, char **argv)
 	struct stat sb;
 	int c, r, ready = -1;
 
+	if (argc > 1 && !strcmp(argv[1], "--demo"))
+		return serve_demo(argc - 1, argv + 1);
 	opterr = 0;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "v", lo, NULL)) != -1) {

@@ -56,6 +56,9 @@ int cmd_snapshot(int argc, char **argv);
 void usage_snapshot(FILE *out);
 int cmd_serve(int argc, char **argv);
 void usage_serve(FILE *out);
+/* faultline serve --demo (fardemo.c): argv[0] is "--demo". */
+int serve_demo(int argc, char **argv);
+void usage_serve_demo(FILE *out);
 /* faultline snapshot --demo (snapdemo.c): argv[0] is "--demo". */
 int snapshot_demo(int argc, char **argv);
 void usage_snapshot_demo(FILE *out);
