@@ -3,9 +3,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -665,6 +668,182 @@ TEST(budget_volatile_sigbus)
 {
 	volatile_outcome(FL_PAGER_THREADS, FL_VOLATILE_SIGBUS);
 	volatile_outcome(FL_PAGER_LOOP, FL_VOLATILE_SIGBUS);
+}
+
+/* --------------------------------------------- discards racing eviction */
+
+/*
+ * A writable store whose writes stop at a gate: eviction's write-back of a
+ * dirty page blocks there, between its claim of the page and its drop, so
+ * the test can discard the page exactly then.
+ */
+struct gated {
+	pthread_mutex_t lock;		/* buf: the store's reads and writes, the test's looks */
+	uint8_t *buf;
+	int entered;			/* eventfd: a write reached the closed gate */
+	int open;			/* eventfd: let it through */
+	_Atomic bool opened;		/* the gate stays open */
+};
+
+static int gated_read(void *ud, uint64_t off, void *buf, size_t len, size_t ps, uint64_t *holes)
+{
+	struct gated *g = ud;
+
+	(void)ps;
+	(void)holes;
+	pthread_mutex_lock(&g->lock);
+	memcpy(buf, g->buf + off, len);
+	pthread_mutex_unlock(&g->lock);
+	return 0;
+}
+
+static int gated_write(void *ud, uint64_t off, const void *buf, size_t len)
+{
+	struct gated *g = ud;
+	uint64_t one = 1;
+
+	if (!atomic_load(&g->opened)) {
+		T_ASSERT_SYS(write(g->entered, &one, sizeof(one)));
+		T_ASSERT_EQ(read(g->open, &one, sizeof(one)), (ssize_t)sizeof(one));
+	}
+	pthread_mutex_lock(&g->lock);
+	memcpy(g->buf + off, buf, len);
+	pthread_mutex_unlock(&g->lock);
+	return 0;
+}
+
+/* Wait (bounded) until eviction's write-back is held at the gate. */
+static void gated_wait(struct gated *g)
+{
+	struct pollfd pf = { g->entered, POLLIN, 0 };
+	uint64_t v;
+
+	T_ASSERT_EQ(poll(&pf, 1, 120 * 1000), 1);
+	T_ASSERT_EQ(read(g->entered, &v, sizeof(v)), (ssize_t)sizeof(v));
+}
+
+static void gated_open(struct gated *g)
+{
+	uint64_t one = 1;
+
+	atomic_store(&g->opened, true);
+	T_ASSERT_SYS(write(g->open, &one, sizeof(one)));
+}
+
+/*
+ * A region of 64 pages (@mem, THREADS mode, @vol, tracking dirty pages)
+ * over a gated store, in a budget of 16 pages (batch 1, high 15): page 0
+ * is written, pages 1-15 read, and eviction takes page 0 first (FIFO) and
+ * holds it at the gate. Then the program's @advice on page 0 lands, its
+ * REMOVE event is applied (a second discard, of page 63, is read only
+ * after the first was applied: one reader at a time), and the gate opens.
+ * Returns the region's address; page 0 has 0x5a in every byte.
+ */
+static uint8_t *discard_during_eviction(struct fl_pager *p, struct gated *g, enum fl_mem_type mem,
+					enum fl_volatile vol, int advice, struct fl_budget **ret_b,
+					struct fl_store **ret_s, struct fl_region **ret_r)
+{
+	size_t ps = t_page_size(), npages = 64, len = npages * ps;
+	struct fl_store_ops ops = { .sz = sizeof(ops), .read = gated_read, .write = gated_write };
+	struct fl_budget *b = budget_new(16 * ps, FL_EVICT_FIFO);
+	struct fl_region_opts o;
+	struct fl_region *r;
+	struct fl_store *s;
+	uint8_t *a;
+
+	pthread_mutex_init(&g->lock, NULL);
+	g->buf = t_map_anon(len);
+	fl_pattern_fill(g->buf, 0, len, SEED);
+	g->entered = eventfd(0, EFD_CLOEXEC);
+	g->open = eventfd(0, EFD_CLOEXEC);
+	T_ASSERT_SYS(g->entered);
+	T_ASSERT_SYS(g->open);
+	T_ASSERT_OK(fl_store_create(&ops, g, 0, len, &s));
+	o = t_region_opts(s, len);
+	o.mem = mem;
+	o.budget = b;
+	o.vol = vol;
+	o.flags = FL_REGION_TRACK_DIRTY;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	T_ASSERT_EQ(bstats(b).high, 15 * ps);
+	a = fl_region_addr(r);
+	memset(a, 0x5a, ps);				/* page 0: dirty */
+	for (size_t i = 1; i < 16; i++)
+		T_ASSERT_EQ(fl_pattern_check(a + i * ps, i * ps, ps, SEED), 0);
+	gated_wait(g);					/* eviction holds page 0 */
+	T_ASSERT_SYS(madvise(a, ps, advice));
+	T_ASSERT_SYS(madvise(a + 63 * ps, ps, MADV_DONTNEED));
+	gated_open(g);
+	*ret_b = b;
+	*ret_s = s;
+	*ret_r = r;
+	return a;
+}
+
+static void discard_during_eviction_done(struct fl_pager *p, struct gated *g, struct fl_budget *b,
+					 struct fl_store *s, struct fl_region *r)
+{
+	T_ASSERT_OK(fl_region_remove(r));
+	fl_pager_destroy(p);
+	fl_budget_destroy(b);
+	fl_store_destroy(s);
+	munmap(g->buf, 64 * t_page_size());
+	pthread_mutex_destroy(&g->lock);
+	close(g->entered);
+	close(g->open);
+}
+
+/*
+ * Shared memory: the program's MADV_DONTNEED of a page eviction holds keeps
+ * the page's data (it only unmaps shared memory); eviction writes it back
+ * and drops it, and the page reads its data from the store afterwards,
+ * never zeros. A page eviction dropped that the program discards then
+ * (DONTNEED, or REMOVE: they cannot be told apart there) reads the store's
+ * data too. MADV_REMOVE of a page eviction holds (it punches the page out
+ * of the memfd) reads zeros, as it does without a budget.
+ */
+TEST(budget_shmem_discard_races_eviction)
+{
+	size_t ps = t_page_size();
+	struct gated g = { 0 };
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, 0);
+	struct fl_budget *b;
+	struct fl_region *r;
+	struct fl_store *s;
+	volatile uint8_t *a;
+	unsigned char vec;
+
+	T_ASSERT_OK(fl_pager_start(p));
+	a = discard_during_eviction(p, &g, FL_MEM_SHMEM, FL_VOLATILE_NONE, MADV_DONTNEED, &b, &s,
+				    &r);
+	T_ASSERT(t_all((const void *)a, ps, 0x5a));
+	/* Written back on the way. */
+	T_ASSERT(bstats(b).written_back >= ps);
+	pthread_mutex_lock(&g.lock);
+	T_ASSERT(g.buf[0] == 0x5a);
+	pthread_mutex_unlock(&g.lock);
+	/* A page evicted since (FIFO: page 20, once 20 later pages came in), then discarded. */
+	memset((void *)(a + 20 * ps), 0xc3, ps);
+	for (size_t i = 21; i < 41; i++)
+		T_ASSERT_EQ(fl_pattern_check((const void *)(a + i * ps), i * ps, ps, SEED), 0);
+	for (;;) {
+		T_ASSERT_SYS(mincore((void *)(a + 20 * ps), ps, &vec));
+		if (!(vec & 1))
+			break;				/* out of the page cache */
+		sched_yield();
+	}
+	T_ASSERT_SYS(madvise((void *)(a + 20 * ps), ps, MADV_DONTNEED));
+	T_ASSERT(t_all((const void *)(a + 20 * ps), ps, 0xc3));
+	T_ASSERT_EQ(rstats(r).pages_zero, 0);
+	discard_during_eviction_done(p, &g, b, s, r);
+
+	/* MADV_REMOVE while eviction holds the page: zeros, the program's removal. */
+	p = t_pager_new(FL_PAGER_THREADS, 2, 0);
+	T_ASSERT_OK(fl_pager_start(p));
+	memset(&g, 0, sizeof(g));
+	a = discard_during_eviction(p, &g, FL_MEM_SHMEM, FL_VOLATILE_NONE, MADV_REMOVE, &b, &s, &r);
+	T_ASSERT(t_all((const void *)a, ps, 0));
+	discard_during_eviction_done(p, &g, b, s, r);
 }
 
 /* ------------------------------------------------------------- advice */

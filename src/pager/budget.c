@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -443,15 +444,14 @@ static void scratch_flush(struct fl_budget *b)
 }
 
 /*
- * Drop claimed pages [pg, pg+n) of @r from memory without the pager taking
- * it for the program's own discard. Returns the pages dropped from @pg on
- * (the rest is still mapped).
- *  - Shared memory (memfd, hugetlbfs): punch the page cache out
- *    (fallocate); no userfaultfd event, the next access is a missing fault.
- *  - Private anonymous memory, pager asking for REMOVE events (THREADS):
+ * Drop claimed pages [pg, pg+n) of private anonymous @r from memory without
+ * the pager taking it for the program's own discard (shared memory: see
+ * drop_shared). Returns the pages dropped from @pg on (the rest is still
+ * mapped).
+ *  - Pager asking for REMOVE events (THREADS):
  *    MADV_DONTNEED would send one (and block until read); UFFDIO_MOVE the
  *    pages out into scratch memory instead, then discard the scratch.
- *  - Private anonymous memory otherwise (SIGBUS, LOOP): MADV_DONTNEED.
+ *  - Otherwise (SIGBUS, LOOP): MADV_DONTNEED.
  */
 static size_t drop_run(struct fl_budget *b, struct fl_region *r, size_t pg, size_t n)
 {
@@ -459,15 +459,6 @@ static size_t drop_run(struct fl_budget *b, struct fl_region *r, size_t pg, size
 	size_t len = n << r->shift, moved = 0;
 	int e;
 
-	if (r->mem != FL_MEM_ANON) {
-		if (fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-			      (off_t)(r->memfd_off + ((uint64_t)pg << r->shift)), (off_t)len) < 0) {
-			fl__warn("budget: punching %zu bytes out of a region's memfd: %s", len,
-				 strerror(errno));
-			return 0;
-		}
-		return n;
-	}
 	if (!p->gate) {
 		if (madvise(page_addr(r, pg), len, MADV_DONTNEED) < 0) {
 			fl__warn("budget: MADV_DONTNEED of %zu bytes: %s", len, strerror(errno));
@@ -496,23 +487,82 @@ static size_t drop_run(struct fl_budget *b, struct fl_region *r, size_t pg, size
 	return moved >> r->shift;
 }
 
-/* Dropped pages [pg, pg+n): settle them absent (or as the volatile policy says) and wake. */
-static void settle_dropped(struct fl_budget *b, struct fl_region *r, size_t pg, size_t n)
+/*
+ * UFFDIO_POISON of [pg, pg+n) of @r, waiting out a pending event (EAGAIN)
+ * for a bounded time. The caller is inside the discard gate
+ * (fl__install_enter), which an unread event needs it to leave: it does so
+ * around each wait. Returns the pages poisoned from @pg on, or -errno.
+ */
+static int poison_run(struct fl_region *r, size_t pg, size_t n)
 {
+	struct fl_pager *p = r->pager;
+	size_t done = 0;
+	int e = 0;
+
+	for (unsigned int i = 0; done < n; i++) {
+		size_t d = 0;
+
+		e = fl_uffd_poison(p->uffd, page_addr(r, pg + done), (n - done) << r->shift,
+				   FL_RESOLVE_DONTWAKE, &d);
+		done += d >> r->shift;
+		if (e != -EAGAIN || i >= 2000)
+			break;
+		fl__install_exit(p);
+		if (i < 10) {
+			sched_yield();
+		} else {
+			struct timespec ts = { .tv_nsec = 500 * 1000 };
+
+			nanosleep(&ts, NULL);
+		}
+		fl__install_enter(p);
+	}
+	return done ? (int)done : e;
+}
+
+/*
+ * Dropped pages [pg, pg+n): settle them absent (or as the volatile policy
+ * says) and wake. Inside the discard gate, so the PG_ZERO marks looked at
+ * here are final until the states are set (no event is applied meanwhile;
+ * a later one finds the pages absent or poisoned and marks them itself).
+ *
+ * A page with PG_ZERO was discarded by the program while eviction held it.
+ * Private memory: it reads zeros. Shared
+ * memory: drop_shared() left the pages whose discard had removed them
+ * (they were holes) to settle_discarded(); the program's discard of the
+ * pages punched here only unmapped memory whose data the store now holds,
+ * or came after the punch, where MADV_DONTNEED and MADV_REMOVE cannot be
+ * told apart: they read the store's data, never zeros by accident.
+ */
+static void settle_dropped(struct fl_budget *b, struct fl_region *r, size_t pg, size_t n,
+			   bool gated)
+{
+	uint64_t poisoned[PG_MAX_RUN / 64] = { 0 };
+	bool shared = r->mem != FL_MEM_ANON;
 	uint32_t at;
 	uint8_t seen = 0, to;
 	size_t hot = 0, out = 0;
-	bool poison = false;
 
+	if (!gated)
+		fl__install_enter(r->pager);
 	if (r->vol == FL_VOLATILE_SIGBUS) {
-		size_t d = 0;
-		int e = fl_uffd_poison(r->pager->uffd, page_addr(r, pg), n << r->shift,
-				       FL_RESOLVE_DONTWAKE, &d);
+		for (size_t i = 0; i < n;) {
+			size_t e = i;
+			int k;
 
-		poison = !e;
-		if (e < 0)
-			fl__warn("budget: poisoning evicted pages of a volatile region: %s; they "
-				 "read as zeros", strerror(-e));
+			e = n;
+			if (e == i) {
+				i++;
+				continue;
+			}
+			k = poison_run(r, pg + i, e - i);
+			if (k > 0)
+				fl__bitmap_set_range(poisoned, i, (size_t)k);
+			if (k < 0 || (size_t)k < e - i)
+				fl__warn("budget: poisoning evicted pages of a volatile region: %s; "
+					 "they read as zeros", strerror(k < 0 ? -k : EAGAIN));
+			i = e;
+		}
 	}
 	at = (uint32_t)atomic_fetch_add_explicit(&b->clock, (n << r->shift) >> 12,
 						 memory_order_relaxed);
@@ -529,10 +579,11 @@ static void settle_dropped(struct fl_budget *b, struct fl_region *r, size_t pg, 
 			 */
 			if ((s & PG_STATE) == PG_GONE)
 				break;
-			if (poison)
+			if (fl__bit_test(poisoned, i))
 				to = PG_POISONED | PG_VOLD;
-			else if (r->vol == FL_VOLATILE_ZERO || r->vol == FL_VOLATILE_SIGBUS ||
-				 (s & PG_ZERO))
+			else if (r->vol == FL_VOLATILE_ZERO || r->vol == FL_VOLATILE_SIGBUS)
+				to = PG_ABSENT | PG_ZERO;
+			else if ((s & PG_ZERO) && !shared)
 				to = PG_ABSENT | PG_ZERO;
 			else
 				to = PG_ABSENT;
@@ -543,6 +594,8 @@ static void settle_dropped(struct fl_budget *b, struct fl_region *r, size_t pg, 
 		out++;
 		hot += (s & PG_HOT) != 0;
 	}
+	if (!gated)
+		fl__install_exit(r->pager);
 	if (out)
 		fl__budget_out(r, out, hot);
 	stat_add(r, ST_EVICTED, out);
@@ -552,12 +605,96 @@ static void settle_dropped(struct fl_budget *b, struct fl_region *r, size_t pg, 
 	fl__wake_waiters(r);
 }
 
+/*
+ * Claimed pages [pg, pg+n) of a shared memory region that the program
+ * removed while eviction held them (MADV_REMOVE punched them out of the
+ * memfd): nothing to drop, and zeros is what they read, as without a budget.
+ */
+static void settle_discarded(struct fl_region *r, size_t pg, size_t n)
+{
+	uint8_t seen = 0;
+	size_t hot = 0, out = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		uint8_t s = atomic_load(&r->state[pg + i]);
+
+		do {
+			if ((s & PG_STATE) == PG_GONE)
+				break;
+		} while (!atomic_compare_exchange_weak(&r->state[pg + i], &s, PG_ABSENT | PG_ZERO));
+		seen |= s;
+		if ((s & PG_STATE) == PG_GONE || !(s & PG_RES))
+			continue;
+		out++;
+		hot += (s & PG_HOT) != 0;
+	}
+	if (out)
+		fl__budget_out(r, out, hot);
+	if (seen & PG_WAITED)
+		fl_uffd_wake(r->pager->uffd, page_addr(r, pg), n << r->shift);
+	fl__wake_waiters(r);
+}
+
+/* Whether the memfd of @r holds page @pg (false: a hole). */
+static bool memfd_has(struct fl_region *r, size_t pg)
+{
+	off_t off = (off_t)(r->memfd_off + ((uint64_t)pg << r->shift));
+	off_t d = lseek(r->memfd, off, SEEK_DATA);
+
+	/* A file system without SEEK_DATA (hugetlbfs) says data: the safe answer. */
+	return d == off || (d < 0 && errno != ENXIO);
+}
+
+/*
+ * Shared memory (memfd, hugetlbfs): evict claimed pages [pg, pg+n) of @r
+ * by punching them out of the memfd (no userfaultfd event; the next access
+ * is a missing fault), and settle them. The program may have discarded
+ * some meanwhile (PG_ZERO: a REMOVE event), which for shared memory means
+ * MADV_DONTNEED (the page cache keeps the data) or MADV_REMOVE (it does
+ * not): inside the discard gate, so no event is applied meanwhile, a page
+ * marked so that is a hole in the memfd was removed and reads zeros; any
+ * other is punched, and reads the store's copy. Returns the bytes evicted.
+ */
+static uint64_t drop_shared(struct fl_budget *b, struct fl_region *r, size_t pg, size_t n)
+{
+	uint64_t done = 0;
+
+	fl__install_enter(r->pager);
+	for (size_t i = 0; i < n;) {
+		bool removed = (atomic_load(&r->state[pg + i]) & PG_ZERO) && !memfd_has(r, pg + i);
+		size_t e = i + 1;
+
+		while (e < n && ((atomic_load(&r->state[pg + e]) & PG_ZERO) &&
+				 !memfd_has(r, pg + e)) == removed)
+			e++;
+		if (removed) {
+			settle_discarded(r, pg + i, e - i);
+		} else if (fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				     (off_t)(r->memfd_off + ((uint64_t)(pg + i) << r->shift)),
+				     (off_t)((e - i) << r->shift)) < 0) {
+			fl__warn("budget: punching %zu bytes out of a region's memfd: %s",
+				 (e - i) << r->shift, strerror(errno));
+			atomic_fetch_add_explicit(&b->skipped, e - i, memory_order_relaxed);
+			unclaim(b, r, pg + i, e - i, true);
+		} else {
+			settle_dropped(b, r, pg + i, e - i, true);
+			done += (uint64_t)(e - i) << r->shift;
+		}
+		i = e;
+	}
+	fl__install_exit(r->pager);
+	return done;
+}
+
 static uint64_t drop_settle(struct fl_budget *b, struct fl_region *r, size_t pg, size_t n)
 {
-	size_t d = drop_run(b, r, pg, n);
+	size_t d;
 
+	if (r->mem != FL_MEM_ANON)
+		return drop_shared(b, r, pg, n);
+	d = drop_run(b, r, pg, n);
 	if (d)
-		settle_dropped(b, r, pg, d);
+		settle_dropped(b, r, pg, d, false);
 	if (d < n) {
 		atomic_fetch_add_explicit(&b->skipped, n - d, memory_order_relaxed);
 		unclaim(b, r, pg + d, n - d, true);
@@ -606,8 +743,6 @@ static uint64_t evict_dirty(struct fl_budget *b, struct fl_region *r, size_t pg,
 /* Evict the claimed run [pg, pg+n) of @r. Returns the bytes evicted. */
 static uint64_t evict_run(struct fl_budget *b, struct fl_region *r, size_t pg, size_t n)
 {
-	size_t d;
-
 	if (!region_open(r)) {
 		atomic_fetch_add_explicit(&b->skipped, n, memory_order_relaxed);
 		unclaim(b, r, pg, n, false);
@@ -615,14 +750,7 @@ static uint64_t evict_run(struct fl_budget *b, struct fl_region *r, size_t pg, s
 	}
 	if (r->track_dirty)
 		return evict_dirty(b, r, pg, n);
-	d = drop_run(b, r, pg, n);
-	if (d)
-		settle_dropped(b, r, pg, d);
-	if (d < n) {
-		atomic_fetch_add_explicit(&b->skipped, n - d, memory_order_relaxed);
-		unclaim(b, r, pg + d, n - d, true);
-	}
-	return (uint64_t)d << r->shift;
+	return drop_settle(b, r, pg, n);
 }
 
 static int victim_cmp(const void *a, const void *b)

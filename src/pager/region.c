@@ -178,6 +178,13 @@ static bool pages_in(struct fl_region *r, uintptr_t base, uintptr_t start, uintp
  * later faults there get zeros, never store data. Pages in flight keep
  * their resolver but install zeros if they are retried.
  */
+/* Page @pg of a shared memory region that a budget evicted and that is not back yet. */
+static bool evicted_shared(struct fl_region *r, size_t pg)
+{
+	return r->mem != FL_MEM_ANON && r->evict_at &&
+	       atomic_load_explicit(&r->evict_at[pg], memory_order_relaxed);
+}
+
 void fl__region_discard(struct fl_pager *p, uintptr_t start, uintptr_t end)
 {
 	struct pg_table *t;
@@ -202,8 +209,21 @@ void fl__region_discard(struct fl_pager *p, uintptr_t start, uintptr_t end)
 				case PG_GONE:
 					to = s;
 					break;
+				case PG_ABSENT:
 				case PG_BUSY:
-					to = (uint8_t)(s | PG_ZERO);
+					/*
+					 * Shared memory whose page a budget evicted (absent, or
+					 * being brought back): the store holds its data, and a
+					 * discard cannot be told MADV_DONTNEED (which keeps shared
+					 * memory's data) from MADV_REMOVE: it stays the store's,
+					 * never zeros by accident.
+					 */
+					if (evicted_shared(r, pg) && !(s & PG_ZERO)) {
+						to = s;
+						break;
+					}
+					to = (s & PG_STATE) == PG_BUSY ? (uint8_t)(s | PG_ZERO)
+								       : PG_ABSENT | PG_ZERO;
 					break;
 				default:
 					to = PG_ABSENT | PG_ZERO;
