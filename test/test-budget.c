@@ -846,6 +846,35 @@ TEST(budget_shmem_discard_races_eviction)
 	discard_during_eviction_done(p, &g, b, s, r);
 }
 
+/*
+ * FL_VOLATILE_SIGBUS: a page the program discards (MADV_DONTNEED) while
+ * eviction holds it reads zeros afterwards, as a discarded page does; only
+ * the pages eviction itself dropped raise SIGBUS.
+ */
+TEST(budget_volatile_sigbus_discard_races_eviction)
+{
+	size_t ps = t_page_size();
+	struct sigaction sa = { .sa_sigaction = t_on_sigbus, .sa_flags = SA_SIGINFO };
+	struct gated g = { 0 };
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, 0);
+	struct fl_budget *b;
+	struct fl_region *r;
+	struct fl_store *s;
+	uint8_t *a;
+
+	T_ASSERT_SYS(sigaction(SIGBUS, &sa, NULL));
+	T_ASSERT_OK(fl_pager_start(p));
+	a = discard_during_eviction(p, &g, FL_MEM_ANON, FL_VOLATILE_SIGBUS, MADV_DONTNEED, &b, &s,
+				    &r);
+	/* Page 1 went with page 0 (down to the low watermark): eviction dropped it. */
+	while (rstats(r).evicted < 2)
+		sched_yield();
+	T_ASSERT(!t_read_sigbus(a + 7));
+	T_ASSERT(t_all(a, ps, 0));
+	T_ASSERT(t_read_sigbus(a + ps + 7));
+	discard_during_eviction_done(p, &g, b, s, r);
+}
+
 /* ------------------------------------------------------------- advice */
 
 /* DONTNEED advice on a clean region: those pages go first at the next eviction. */

@@ -527,7 +527,8 @@ static int poison_run(struct fl_region *r, size_t pg, size_t n)
  * a later one finds the pages absent or poisoned and marks them itself).
  *
  * A page with PG_ZERO was discarded by the program while eviction held it.
- * Private memory: it reads zeros. Shared
+ * Private memory: it reads zeros (never poisoned: the zap after the event
+ * would take the poison away and leave a fault nobody resolves). Shared
  * memory: drop_shared() left the pages whose discard had removed them
  * (they were holes) to settle_discarded(); the program's discard of the
  * pages punched here only unmapped memory whose data the store now holds,
@@ -546,11 +547,13 @@ static void settle_dropped(struct fl_budget *b, struct fl_region *r, size_t pg, 
 	if (!gated)
 		fl__install_enter(r->pager);
 	if (r->vol == FL_VOLATILE_SIGBUS) {
+		/* Poison the runs without PG_ZERO. */
 		for (size_t i = 0; i < n;) {
 			size_t e = i;
 			int k;
 
-			e = n;
+			while (e < n && !(atomic_load(&r->state[pg + e]) & PG_ZERO))
+				e++;
 			if (e == i) {
 				i++;
 				continue;
@@ -579,7 +582,11 @@ static void settle_dropped(struct fl_budget *b, struct fl_region *r, size_t pg, 
 			 */
 			if ((s & PG_STATE) == PG_GONE)
 				break;
-			if (fl__bit_test(poisoned, i))
+			/*
+			 * A discard applied while poison_run() waited outside the
+			 * gate: its zap comes after and takes the poison away.
+			 */
+			if (fl__bit_test(poisoned, i) && !(s & PG_ZERO))
 				to = PG_POISONED | PG_VOLD;
 			else if (r->vol == FL_VOLATILE_ZERO || r->vol == FL_VOLATILE_SIGBUS)
 				to = PG_ABSENT | PG_ZERO;
