@@ -722,17 +722,16 @@ static uint64_t evict_dirty(struct fl_budget *b, struct fl_region *r, size_t pg,
 		size_t k = n - i < 512 ? n - i : 512, written = 0;
 
 		memset(bits, 0, sizeof(bits));
-		for (size_t j = 0; j < k; j++)
-			bits[j / 64] |= 1ull << (j % 64);
+		fl__bitmap_set_range(bits, 0, k);
 		fl__dirty_flush(r, pg + i, k, bits, &written);
 		stat_add(r, ST_EVICT_WB, written);
 		atomic_fetch_add_explicit(&b->written_back, (uint64_t)written << r->shift,
 					  memory_order_relaxed);
 		for (size_t j = 0; j < k;) {
-			bool keep = !(bits[j / 64] & (1ull << (j % 64)));
+			bool keep = !fl__bit_test(bits, j);
 			size_t e = j + 1;
 
-			while (e < k && !(bits[e / 64] & (1ull << (e % 64))) == keep)
+			while (e < k && !fl__bit_test(bits, e) == keep)
 				e++;
 			if (keep) {
 				atomic_fetch_add_explicit(&b->skipped, e - j, memory_order_relaxed);

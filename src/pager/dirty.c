@@ -59,15 +59,13 @@ static bool dirty_test(struct fl_region *r, size_t pg)
 
 static void dirty_mark(struct fl_region *r, size_t pg, size_t n, bool on)
 {
-	for (size_t i = pg; i < pg + n;) {
-		size_t w = i / 64, b = i % 64, k = 64 - b < pg + n - i ? 64 - b : pg + n - i;
-		uint64_t m = (k == 64 ? ~0ull : ((1ull << k) - 1)) << b;
+	for (uint64_t i = pg, k; i < pg + n; i += k) {
+		uint64_t m = fl__bits_word_mask(i, pg + n, &k);
 
 		if (on)
-			atomic_fetch_or_explicit(&r->dirty[w], m, memory_order_acq_rel);
+			atomic_fetch_or_explicit(&r->dirty[i / 64], m, memory_order_acq_rel);
 		else
-			atomic_fetch_and_explicit(&r->dirty[w], ~m, memory_order_acq_rel);
-		i += k;
+			atomic_fetch_and_explicit(&r->dirty[i / 64], ~m, memory_order_acq_rel);
 	}
 }
 
@@ -315,11 +313,6 @@ fail:
 	return e;
 }
 
-static bool bit(const uint64_t *m, size_t i)
-{
-	return m[i / 64] & (1ull << (i % 64));
-}
-
 int fl__dirty_flush(struct fl_region *r, size_t pg, size_t n, uint64_t *claimed,
 		    size_t *ret_written)
 {
@@ -334,11 +327,11 @@ int fl__dirty_flush(struct fl_region *r, size_t pg, size_t n, uint64_t *claimed,
 		size_t j = i + 1;
 		int e;
 
-		if (!bit(claimed, i) || !dirty_test(r, pg + i)) {
+		if (!fl__bit_test(claimed, i) || !dirty_test(r, pg + i)) {
 			i++;
 			continue;
 		}
-		while (j < n && j - i < cap && bit(claimed, j) && dirty_test(r, pg + j))
+		while (j < n && j - i < cap && fl__bit_test(claimed, j) && dirty_test(r, pg + j))
 			j++;
 		e = write_run(r, pg + i, j - i);
 		if (e < 0) {

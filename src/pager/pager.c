@@ -42,7 +42,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -933,7 +932,6 @@ static unsigned int threads_from_env(void)
 
 static int start_threads(struct fl_pager *p)
 {
-	sigset_t all, old;
 	unsigned int ncpu;
 	uint64_t v;
 	int e = 0;
@@ -954,36 +952,28 @@ static int start_threads(struct fl_pager *p)
 	ncpu = allowed_cpus();
 	p->nreaders = p->nthreads < ncpu ? p->nthreads : ncpu;
 	p->pin = ncpu > 1 && p->nthreads >= ncpu;
-	/* Handler threads take no process signals: those belong to the program's threads. */
-	sigfillset(&all);
-	sigdelset(&all, SIGBUS);
-	sigdelset(&all, SIGSEGV);
-	sigdelset(&all, SIGFPE);
-	sigdelset(&all, SIGILL);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
+	/*
+	 * Handler threads take no process signals (fl__thread_start): those
+	 * belong to the program's threads.
+	 */
 	atomic_store(&p->running, true);
 	/* Before the handler threads: they read fork_started. */
 	if ((p->feats & FL_FEAT_EVENT_FORK) && !p->on_event) {
-		e = -pthread_create(&p->fork_thread, NULL, fork_main, p);
-		if (!e) {
+		e = fl__thread_start(&p->fork_thread, NULL, fork_main, p, "fl-fork");
+		if (!e)
 			p->fork_started = true;
-			pthread_setname_np(p->fork_thread, "fl-fork");
-		}
 	}
 	for (unsigned int i = 0; !e && i < p->nthreads; i++) {
 		struct pg_worker *w = &p->workers[i];
-
 		char name[24];
 
-		e = -pthread_create(&w->thread, NULL, worker_main, w);
+		/* Named by the starter rather than by the thread: visible as soon as start returns. */
+		snprintf(name, sizeof(name), "fl-handler/%u", i);
+		e = fl__thread_start(&w->thread, NULL, worker_main, w, name);
 		if (e)
 			break;
 		w->started = true;
-		/* Named here rather than by the thread: visible as soon as start returns. */
-		snprintf(name, sizeof(name), "fl-handler/%u", i);
-		pthread_setname_np(w->thread, name);
 	}
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return e;
 }
 
