@@ -1038,7 +1038,7 @@ static int run_faultline(struct env *env, int m, int row, enum wl w, double *x, 
 			goto out;
 		}
 		fl_region_stats(f.region, &s2);
-		x[X_WB] = (double)s2.pages_written_back * BENCH_PAGE;
+		x[X_WB] = (double)(s2.written_back + s2.synced) * BENCH_PAGE;
 	}
 	if (ps.bad) {
 		r = bench_fail(e, -EIO, "%s %s %s: %llu accesses found wrong bytes, first in page "

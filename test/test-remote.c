@@ -1143,7 +1143,7 @@ TEST(serve_region_sync_writes_back)
 	T_ASSERT_OK(fl_region_sync(r, 0, len));
 	T_ASSERT_EQ(fl_region_dirty(r, 0, len, NULL), 0);
 	T_ASSERT_OK(fl_region_stats(r, &rs));
-	T_ASSERT_EQ(rs.pages_written_back, len / ps);
+	T_ASSERT_EQ(rs.synced, len / ps);
 	T_ASSERT_EQ(rs.writeback_errors, 0);
 	/* The server's file holds every write (it answered WRITTEN after pwrite). */
 	snprintf(path, sizeof(path), "%s/obj", sv.dir);
@@ -1212,10 +1212,10 @@ TEST(serve_budget_evicts_to_server)
 			t_fail(__FILE__, __LINE__, "page %zu of the region is not as written%s", pg,
 			       t_all(a + pg * ps, ps, 0) ? " (zeros)" : "");
 	T_ASSERT_OK(fl_region_stats(r, &rs));
-	if (!rs.evicted || !rs.pages_written_back)
+	if (!rs.evicted || !rs.written_back)
 		t_fail(__FILE__, __LINE__, "evicted %llu, written back %llu: the budget did not "
 		       "evict through the server", (unsigned long long)rs.evicted,
-		       (unsigned long long)rs.pages_written_back);
+		       (unsigned long long)rs.written_back);
 	T_ASSERT_EQ(rs.writeback_errors, 0);
 	/* What is still dirty in memory, written back now; then the file has it all. */
 	T_ASSERT_OK(fl_region_sync(r, 0, len));

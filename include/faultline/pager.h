@@ -469,12 +469,13 @@ struct fl_region_stats {
 	/* Budgets (0.3; see struct fl_budget), in pages of the region. */
 	uint64_t resident;		/* pages resident now */
 	uint64_t evicted;		/* pages evicted */
-	uint64_t written_back;		/* pages written to the store before being dropped */
+	uint64_t written_back;		/* of those, written to the store by eviction first */
 	uint64_t refaults;		/* pages brought in again after their eviction */
 	/* Dirty tracking and write-back (0.3; see fl_region_sync(3)). */
 	uint64_t wp_faults;		/* first writes to clean pages (write-protect faults) */
-	uint64_t pages_written_back;	/* dirty pages written to the store */
-	uint64_t writeback_calls;	/* write() calls on the store */
+	uint64_t synced;		/* dirty pages fl_region_sync() wrote to the store
+					   (eviction's are written_back: no page in both) */
+	uint64_t writeback_calls;	/* write() calls on the store (sync and eviction) */
 	uint64_t writeback_errors;	/* pages the store failed to write (still dirty) */
 };
 

@@ -724,7 +724,6 @@ static uint64_t evict_dirty(struct fl_budget *b, struct fl_region *r, size_t pg,
 		memset(bits, 0, sizeof(bits));
 		fl__bitmap_set_range(bits, 0, k);
 		fl__dirty_flush(r, pg + i, k, bits, &written);
-		stat_add(r, ST_EVICT_WB, written);
 		atomic_fetch_add_explicit(&b->written_back, (uint64_t)written << r->shift,
 					  memory_order_relaxed);
 		for (size_t j = 0; j < k;) {

@@ -259,10 +259,10 @@ static int copy_out(struct fl_region *r, size_t pg, size_t len)
 
 /*
  * Write back pages [pg, pg+n) of @r, which the caller owns (PG_BUSY) and
- * which are dirty: protect, clear, copy, write. On failure they are dirty
- * again. Returns 0 or -errno.
+ * which are dirty: protect, clear, copy, write; counted in @st (sync's or
+ * eviction's). On failure they are dirty again. Returns 0 or -errno.
  */
-static int write_run(struct fl_region *r, size_t pg, size_t n)
+static int write_run(struct fl_region *r, size_t pg, size_t n, enum pg_stat st)
 {
 	size_t len = n << r->shift;
 	uint8_t *a = pg_addr(r, pg);
@@ -303,7 +303,7 @@ static int write_run(struct fl_region *r, size_t pg, size_t n)
 		goto fail;
 	}
 	pthread_mutex_unlock(&r->wb_lock);
-	fl__stat_add(r, ST_WB_PAGES, n);
+	fl__stat_add(r, st, n);
 	fl__stat_add(r, ST_WB_CALLS, 1);
 	return 0;
 fail:
@@ -333,7 +333,7 @@ int fl__dirty_flush(struct fl_region *r, size_t pg, size_t n, uint64_t *claimed,
 		}
 		while (j < n && j - i < cap && fl__bit_test(claimed, j) && dirty_test(r, pg + j))
 			j++;
-		e = write_run(r, pg + i, j - i);
+		e = write_run(r, pg + i, j - i, ST_EVICT_WB);
 		if (e < 0) {
 			for (size_t k = i; k < j; k++)
 				claimed[k / 64] &= ~(1ull << (k % 64));
@@ -421,7 +421,7 @@ FL_API int fl_region_sync(struct fl_region *r, uint64_t off, size_t len)
 				break;
 			n++;
 		}
-		e = write_run(r, i, n);
+		e = write_run(r, i, n, ST_SYNCED);
 		settle(r, i, n);
 		if (e < 0 && !ret)
 			ret = e;

@@ -84,7 +84,7 @@ enum pg_stat {
 	ST_EVICT_WB,
 	ST_REFAULTS,
 	ST_WP_FAULTS,
-	ST_WB_PAGES,
+	ST_SYNCED,		/* written back by fl_region_sync (eviction: ST_EVICT_WB) */
 	ST_WB_CALLS,
 	ST_WB_ERRORS,
 	ST_LAT,
@@ -492,7 +492,8 @@ void fl__dirty_wp_fault(struct pg_ctx *c, struct fl_region *r, size_t pg);
  * range (fl_uffd_wake if PG_WAITED was seen, and fl__wake_waiters). A
  * page the store failed to write has its bit cleared here: it stays dirty
  * and must not be dropped; the caller sets it back to PG_PRESENT (waking
- * likewise). *@ret_written (may be NULL): the pages written. Returns 0,
+ * likewise). *@ret_written (may be NULL): the pages written (counted in
+ * the region's written_back, eviction's write-back). Returns 0,
  * or the first -errno (some bits were cleared).
  * Regions without track_dirty: returns 0, nothing to write. Must not be
  * called on a handler thread of the pager (the store's write may block).

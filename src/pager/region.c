@@ -1078,7 +1078,7 @@ FL_API int fl_region_stats(const struct fl_region *r, struct fl_region_stats *ou
 	ret->ws_skipped = v[ST_WS_SKIPPED];
 	ret->ws_errors = v[ST_WS_ERRORS];
 	ret->wp_faults = v[ST_WP_FAULTS];
-	ret->pages_written_back = v[ST_WB_PAGES];
+	ret->synced = v[ST_SYNCED];
 	ret->writeback_calls = v[ST_WB_CALLS];
 	ret->writeback_errors = v[ST_WB_ERRORS];
 	fl__ws_stats(r, &ret->ws_recorded, &ret->ws_done_ns);
