@@ -875,6 +875,45 @@ TEST(budget_volatile_sigbus_discard_races_eviction)
 	discard_during_eviction_done(p, &g, b, s, r);
 }
 
+/* ------------------------------------------------------------ removal */
+
+/*
+ * FL_REGION_KEEP_ON_REMOVE leaves the program's memory as it is after the
+ * removal; a page the budget evicted holds data (the store's), so it is
+ * brought back first: the memory reads the store's data everywhere
+ * afterwards, never zeros.
+ */
+TEST(budget_keep_on_remove_brings_evicted_back)
+{
+	size_t ps = t_page_size(), npages = 64, len = npages * ps;
+	struct fl_budget *b = budget_new(16 * ps, FL_EVICT_FIFO);
+	struct drv d;
+	struct fl_pager *p = pager_up(FL_PAGER_SIGBUS, &d);
+	uint8_t *mem = t_map_anon(len);
+	struct fl_region_opts o;
+	struct fl_region *r;
+	struct fl_store *s;
+
+	T_ASSERT_OK(fl_store_pattern_create(len, SEED, &s));
+	o = t_region_opts(s, len);
+	o.addr = mem;
+	o.budget = b;
+	o.flags = FL_REGION_KEEP_ON_REMOVE;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	read_check(r, 0);
+	T_ASSERT(rstats(r).evicted >= npages - 16 - bstats(b).batch / ps);
+	T_ASSERT_OK(fl_region_remove(r));
+	T_ASSERT_EQ(bstats(b).resident, 0);
+	for (size_t i = 0; i < npages; i++)
+		if (fl_pattern_check(mem + i * ps, i * ps, ps, SEED))
+			t_fail(__FILE__, __LINE__, "page %zu after removal: not the store's data%s", i,
+			       t_all(mem + i * ps, ps, 0) ? " (zeros)" : "");
+	pager_down(p, FL_PAGER_SIGBUS, &d);
+	fl_budget_destroy(b);
+	fl_store_destroy(s);
+	munmap(mem, len);
+}
+
 /* ------------------------------------------------------------- advice */
 
 /* DONTNEED advice on a clean region: those pages go first at the next eviction. */

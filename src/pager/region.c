@@ -843,12 +843,80 @@ static void drop_pending(struct fl_pager *p, struct fl_region *r)
 	p->npending = k;
 }
 
+/* Page @pg of @r is absent because its budget evicted it: its data is in the store. */
+static bool evicted_absent(struct fl_region *r, size_t pg)
+{
+	return atomic_load_explicit(&r->evict_at[pg], memory_order_relaxed) &&
+	       (atomic_load(&r->state[pg]) & (PG_STATE | PG_ZERO)) == PG_ABSENT;
+}
+
+/*
+ * Evicted pages among [pg, pg+n) that the store failed to bring back
+ * (@err): poisoned, never left to read as zeros (made inaccessible where
+ * the kernel cannot poison).
+ */
+static void keep_failed(struct fl_region *r, size_t pg, size_t n, int err)
+{
+	struct fl_pager *p = r->pager;
+	struct fl__poison_opts o = { .step = r->ps, .own_memory = p->own_memory };
+
+	fl__err("pager: bringing back evicted pages [%#llx, +%zu) before removing a region "
+		"kept on removal: %s; they are poisoned", (unsigned long long)((uint64_t)pg << r->shift),
+		n << r->shift, strerror(-err));
+	for (size_t i = pg; i < pg + n;) {
+		size_t end = i + 1;
+		uint64_t done = 0;
+		int e;
+
+		if (!evicted_absent(r, i)) {
+			i++;
+			continue;
+		}
+		while (end < pg + n && evicted_absent(r, end))
+			end++;
+		e = fl__uffd_poison_absent(p->uffd, atomic_load(&r->base) + ((uint64_t)i << r->shift),
+					   (end - i) << r->shift, &o, &done);
+		if (e < 0)
+			fl__err("pager: poisoning them: %s", strerror(-e));
+		i = end;
+	}
+}
+
+/*
+ * FL_REGION_KEEP_ON_REMOVE leaves absent pages to the kernel, which makes
+ * them zeros: right for pages that never held data, wrong for those the
+ * budget evicted. Before the region goes, it leaves the budget (no more
+ * eviction) and brings those back from the store.
+ */
+static void keep_evicted(struct fl_region *r)
+{
+	fl__budget_leave(r);
+	for (size_t pg = 0; pg < r->npages;) {
+		size_t end = pg + 1;
+		int e;
+
+		if (!evicted_absent(r, pg)) {
+			pg++;
+			continue;
+		}
+		while (end < r->npages && evicted_absent(r, end))
+			end++;
+		e = fl_region_populate(r, (uint64_t)pg << r->shift, (end - pg) << r->shift);
+		if (e < 0)
+			keep_failed(r, pg, end - pg, e);
+		pg = end;
+	}
+}
+
 int fl__region_remove(struct fl_region *r)
 {
 	struct fl_pager *p = r->pager;
 	uintptr_t base = atomic_load(&r->base);
 	int e;
 
+	if (r->budget && (r->flags & FL_REGION_KEEP_ON_REMOVE) && !atomic_load(&r->gone) &&
+	    !atomic_load(&p->dead))
+		keep_evicted(r);
 	pthread_mutex_lock(&p->lock);
 	e = fl__table_publish(p, NULL, r);
 	if (e == 0) {
