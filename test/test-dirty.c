@@ -61,32 +61,39 @@ static void *anon(size_t len)
 
 static struct env *env_new_full(enum fl_pager_mode mode, enum store_kind kind, size_t npages,
 				uint32_t flags, fl_region_wp_fn on_wp, void *userdata,
-				struct fl_budget *budget);
+				struct fl_budget *budget, enum fl_mem_type mem);
 
 /* A region of @npages pages in @mode over a writable store holding the pattern. */
 static struct env *env_new(enum fl_pager_mode mode, enum store_kind kind, size_t npages,
 			   uint32_t flags, fl_region_wp_fn on_wp, void *userdata)
 {
-	return env_new_full(mode, kind, npages, flags, on_wp, userdata, NULL);
+	return env_new_full(mode, kind, npages, flags, on_wp, userdata, NULL, FL_MEM_ANON);
 }
 
 /* The same in memory budget @b (dirty tracking comes with it). */
 static struct env *env_new_budget(enum fl_pager_mode mode, enum store_kind kind, size_t npages,
 				  struct fl_budget *b)
 {
-	return env_new_full(mode, kind, npages, 0, NULL, NULL, b);
+	return env_new_full(mode, kind, npages, 0, NULL, NULL, b, FL_MEM_ANON);
+}
+
+/* A region of @mem memory (pages of its size), tracking dirty pages, maybe in budget @b. */
+static struct env *env_new_mem(enum fl_pager_mode mode, enum store_kind kind, size_t npages,
+			       enum fl_mem_type mem, struct fl_budget *b)
+{
+	return env_new_full(mode, kind, npages, FL_REGION_TRACK_DIRTY, NULL, NULL, b, mem);
 }
 
 static struct env *env_new_full(enum fl_pager_mode mode, enum store_kind kind, size_t npages,
 				uint32_t flags, fl_region_wp_fn on_wp, void *userdata,
-				struct fl_budget *budget)
+				struct fl_budget *budget, enum fl_mem_type mem)
 {
 	struct env *v = calloc(1, sizeof(*v));
 	struct fl_region_opts o;
 
 	T_ASSERT(v);
 	v->mode = mode;
-	v->ps = t_page_size();
+	v->ps = t_mem_page_size(mem);
 	v->npages = npages;
 	v->len = npages * v->ps;
 	if (kind == K_FILE) {
@@ -122,6 +129,7 @@ static struct env *env_new_full(enum fl_pager_mode mode, enum store_kind kind, s
 	o.on_wp = on_wp;
 	o.userdata = userdata;
 	o.budget = budget;
+	o.mem = mem;
 	T_ASSERT_OK(fl_region_add(v->p, &o, &v->r));
 	T_ASSERT_OK(fl_pager_start(v->p));
 	if (mode == FL_PAGER_LOOP) {
@@ -857,4 +865,115 @@ TEST(dirty_sync_races_discard_threads)
 	t_thread_join(th);
 	printf("# %d of 2000 syncs met the discard between protect and copy\n", eio);
 	env_free(v);
+}
+
+/* ------------------------------------------- shared memory and hugetlbfs */
+
+/*
+ * Dirty tracking on @mem (a memfd or hugetlbfs: write-protection of shared
+ * memory), in @mode: first writes are seen, sync writes exactly the dirty
+ * pages in runs and protects them again, so a later write is seen again.
+ */
+static void sync_mem_case(enum fl_pager_mode mode, enum fl_mem_type mem)
+{
+	struct env *v = env_new_mem(mode, K_MEM, 8, mem, NULL);
+	size_t ps = v->ps;
+	uint8_t *a = fl_region_addr(v->r), *model = malloc(v->len), *got;
+	uint64_t bm[1];
+
+	T_ASSERT(model);
+	fl_pattern_fill(model, 0, v->len, SEED);
+	same(a, model, v->len, "the region before any write");
+	T_ASSERT_EQ(fl_region_dirty(v->r, 0, v->len, NULL), 0);
+	a[1 * ps + 5] = model[1 * ps + 5] = 1;
+	a[3 * ps] = model[3 * ps] = 2;
+	a[4 * ps + ps - 1] = model[4 * ps + ps - 1] = 3;
+	T_ASSERT_EQ(fl_region_dirty(v->r, 0, v->len, bm), 3);
+	T_ASSERT_EQ(bm[0], (1ull << 1) | (1ull << 3) | (1ull << 4));
+	T_ASSERT_EQ(stats(v->r).wp_faults, 3);
+	T_ASSERT_EQ(fl_pattern_check(v->buf, 0, v->len, SEED), 0);	/* not yet in the store */
+	/* The writer is woken before the handler settles the page (runs would split). */
+	wait_settled(v);
+	T_ASSERT_OK(fl_region_sync(v->r, 0, v->len));
+	got = store_contents(v);
+	same(got, model, v->len, "the store after sync");
+	free(got);
+	T_ASSERT_EQ(fl_region_dirty(v->r, 0, v->len, NULL), 0);
+	T_ASSERT_EQ(stats(v->r).synced, 3);
+	T_ASSERT_EQ(stats(v->r).writeback_calls, 2);		/* runs 1 and 3-4 */
+	/* Protected again: the next write to a synced page is seen. */
+	a[4 * ps + 9] = model[4 * ps + 9] = 4;
+	T_ASSERT_EQ(fl_region_dirty(v->r, 0, v->len, bm), 1);
+	T_ASSERT_EQ(bm[0], 1ull << 4);
+	T_ASSERT_EQ(stats(v->r).wp_faults, 4);
+	T_ASSERT_OK(fl_region_sync(v->r, 0, v->len));
+	same(v->buf, model, v->len, "the store after the second sync");
+	same(a, model, v->len, "the region after the syncs");
+	T_ASSERT_EQ(stats(v->r).synced, 4);
+	T_ASSERT_EQ(stats(v->r).writeback_errors, 0);
+	env_free(v);
+	free(model);
+}
+
+/*
+ * @mem in a budget of 4 pages, 16 pages written: eviction writes each back
+ * before punching it out of the memfd, and every page reads back as
+ * written; after a sync the store holds every write.
+ */
+static void evict_mem_case(enum fl_pager_mode mode, enum fl_mem_type mem)
+{
+	size_t ps = t_mem_page_size(mem), npages = 16;
+	struct fl_budget_opts bo = { .sz = sizeof(bo), .bytes = 4 * ps, .batch = ps };
+	struct fl_budget_stats bs = { .sz = sizeof(bs) };
+	struct fl_budget *b;
+	struct env *v;
+	uint8_t *a, *model;
+	struct fl_region_stats st;
+
+	T_ASSERT_OK(fl_budget_create(&bo, &b));
+	v = env_new_mem(mode, K_MEM, npages, mem, b);
+	a = fl_region_addr(v->r);
+	model = malloc(v->len);
+	T_ASSERT(model);
+	fl_pattern_fill(model, 0, v->len, SEED);
+	for (size_t i = 0; i < npages; i++) {
+		a[i * ps + i] = model[i * ps + i] = (uint8_t)(0x80 + i);
+		a[i * ps + ps - 1] = model[i * ps + ps - 1] = (uint8_t)i;
+	}
+	same(a, model, v->len, "the region after eviction");
+	st = stats(v->r);
+	T_ASSERT(st.evicted > 0);
+	T_ASSERT(st.written_back > 0);
+	T_ASSERT(st.refaults > 0);
+	T_ASSERT_EQ(st.pages_zero, 0);
+	T_ASSERT_OK(fl_region_sync(v->r, 0, v->len));
+	same(v->buf, model, v->len, "the store after the sync");
+	T_ASSERT_OK(fl_budget_stats(b, &bs));
+	T_ASSERT(bs.resident_max <= bo.bytes + bo.batch);
+	T_ASSERT_OK(fl_region_remove(v->r));
+	v->r = NULL;
+	env_free(v);
+	fl_budget_destroy(b);
+	free(model);
+}
+
+TEST(dirty_shmem_sync_and_evict)
+{
+	sync_mem_case(FL_PAGER_THREADS, FL_MEM_SHMEM);
+	sync_mem_case(FL_PAGER_LOOP, FL_MEM_SHMEM);
+	if (t_have(FL_FEAT_SIGBUS))
+		sync_mem_case(FL_PAGER_SIGBUS, FL_MEM_SHMEM);
+	evict_mem_case(FL_PAGER_THREADS, FL_MEM_SHMEM);
+	evict_mem_case(FL_PAGER_LOOP, FL_MEM_SHMEM);
+	if (t_have(FL_FEAT_SIGBUS))
+		evict_mem_case(FL_PAGER_SIGBUS, FL_MEM_SHMEM);
+}
+
+TEST(dirty_hugetlb_sync_and_evict)
+{
+	sync_mem_case(FL_PAGER_THREADS, FL_MEM_HUGETLB);
+	if (t_have(FL_FEAT_SIGBUS))
+		sync_mem_case(FL_PAGER_SIGBUS, FL_MEM_HUGETLB);
+	evict_mem_case(FL_PAGER_THREADS, FL_MEM_HUGETLB);
+	evict_mem_case(FL_PAGER_LOOP, FL_MEM_HUGETLB);
 }

@@ -373,6 +373,11 @@
 	X(dirty_budget_writers_loop_file, FL_FEAT_PAGEFAULT_FLAG_WP,               \
 	  T_UFFD | T_STRESS, 120)                                                  \
 	X(dirty_sync_after_discard_loop, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 30)    \
+	X(dirty_shmem_sync_and_evict,                                              \
+	  FL_FEAT_MISSING_SHMEM | FL_FEAT_WP_HUGETLBFS_SHMEM, T_UFFD, 60)           \
+	X(dirty_hugetlb_sync_and_evict,                                            \
+	  FL_FEAT_MISSING_HUGETLBFS | FL_FEAT_WP_HUGETLBFS_SHMEM,                  \
+	  T_UFFD | T_HUGETLB, 60)                                                  \
 	X(dirty_sync_races_discard_threads, FL_FEAT_PAGEFAULT_FLAG_WP |            \
 	  FL_FEAT_EVENT_REMOVE, T_UFFD, 120)                                       \
 	/* test-monitor-server.c: the monitor server, clients in other processes */ \
