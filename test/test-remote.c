@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* The page server (faultline serve) and the remote store, against a real server process. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -502,6 +504,105 @@ TEST(serve_pager_reads_match_file)
 	srv_cleanup(&sv);
 	free(want);
 	free(buf);
+}
+
+/* The threads of this process, from /proc/self/task. */
+static unsigned int thread_count(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	unsigned int n = 0;
+	struct dirent *e;
+
+	T_ASSERT(d);
+	while ((e = readdir(d)))
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+struct reader {
+	struct fl_store *s;
+	const uint8_t *want;
+	size_t len;
+	unsigned int seed, bad;
+};
+
+/* Single pages and reads of several runs, at pseudo-random places, each checked. */
+static void *reader_thread(void *arg)
+{
+	struct reader *rd = arg;
+	uint64_t holes[(3u << 20) / 4096 / 64];
+	unsigned int x = rd->seed;
+	uint8_t *buf;
+
+	if (!rd->s)
+		return NULL;
+	buf = malloc(3u << 20);
+	if (!buf)
+		abort();
+	for (int i = 0; i < 40; i++) {
+		size_t n = i % 8 == 7 ? (3u << 20) : 4096, pages = rd->len / 4096 - n / 4096;
+		size_t off;
+
+		x = x * 1103515245u + 12345u;
+		off = (size_t)(x >> 8) % (pages + 1) * 4096;
+		memset(holes, 0, sizeof(holes));
+		if (fl_store_read(rd->s, off, buf, n, 4096, holes)) {
+			rd->bad++;
+			continue;
+		}
+		for (size_t p = 0; p < n / 4096; p++) {
+			bool hole = holes[p / 64] >> (p % 64) & 1;
+
+			if (hole ? !t_all(rd->want + off + p * 4096, 4096, 0) :
+			    memcmp(buf + p * 4096, rd->want + off + p * 4096, 4096) != 0)
+				rd->bad++;
+		}
+	}
+	free(buf);
+	return NULL;
+}
+
+/*
+ * Callers read their own answers: the store runs no thread (a fault waits
+ * for the server alone), and more callers than connections take turns,
+ * reads of several runs spreading over the idle ones; every byte right.
+ */
+TEST(serve_callers_share_connections)
+{
+	const size_t len = 6u << 20;
+	struct fl_store_remote_opts o = { .sz = sizeof(o), .flags = FL_STORE_REMOTE_INSECURE,
+					  .connections = 2, .deadline_ms = t_ms(20000) };
+	struct reader rd[4];
+	pthread_t tid[4];
+	struct srv sv = { 0 };
+	struct fl_store *s;
+	unsigned int before;
+	uint8_t *want;
+
+	srv_dir(&sv);
+	want = make_object(&sv, "obj", len);
+	srv_start(&sv, 0, NULL);
+	/* A thread started and joined first: ThreadSanitizer starts its own at the first. */
+	rd[0] = (struct reader){ 0 };
+	T_ASSERT_EQ(pthread_create(&tid[0], NULL, reader_thread, &rd[0]), 0);
+	T_ASSERT_EQ(pthread_join(tid[0], NULL), 0);
+	before = thread_count();
+	T_ASSERT_OK(fl_store_remote_open(url_of(&sv, "obj"), &o, &s));
+	T_ASSERT_EQ(thread_count(), before);
+	for (unsigned int i = 0; i < 4; i++) {
+		rd[i] = (struct reader){ .s = s, .want = want, .len = len, .seed = i + 1 };
+		T_ASSERT_EQ(pthread_create(&tid[i], NULL, reader_thread, &rd[i]), 0);
+	}
+	for (unsigned int i = 0; i < 4; i++) {
+		T_ASSERT_EQ(pthread_join(tid[i], NULL), 0);
+		T_ASSERT_EQ(rd[i].bad, 0);
+	}
+	T_ASSERT_EQ(thread_count(), before);
+	fl_store_destroy(s);
+	srv_stop_ok(&sv);
+	srv_cleanup(&sv);
+	free(want);
 }
 
 TEST(serve_writes_persist)

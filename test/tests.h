@@ -428,6 +428,7 @@
 	X(pg_codec_refuses_malformed, 0, 0, 0)                                     \
 	X(pg_fuzz_seeds, 0, 0, 0)                                                  \
 	X(serve_pager_reads_match_file, 0, T_UFFD, 60)                             \
+	X(serve_callers_share_connections, 0, 0, 60)                               \
 	X(serve_writes_persist, 0, 0, 30)                                          \
 	X(serve_snapshot_file, 0, 0, 30)                                           \
 	X(serve_name_escapes_refused, 0, 0, 30)                                    \

@@ -225,9 +225,10 @@ struct fl_store_remote_opts {
  * serve(1)) at @url, "faultline://HOST:PORT/NAME" ("[ADDR]" for IPv6).
  * Connects once to learn the object's size (its store size) and checks that
  * it can be opened (for writing with FL_STORE_REMOTE_WRITABLE); then keeps
- * opts->connections connections, each reconnected when it breaks. A read of
- * several pages (a prefetch window) is one request per 2 MiB, all in flight
- * at once. Holes: pages of zeros are reported as holes. Not async-signal-safe:
+ * opts->connections connections, each reconnected when it breaks; a read or
+ * write holds one for its duration and reads its own answers (no thread of
+ * the store wakes it). A read of several pages (a prefetch window) is one
+ * request per 2 MiB, all in flight at once. Holes: pages of zeros are reported as holes. Not async-signal-safe:
  * for pagers whose store reads run on handler threads (FL_PAGER_THREADS,
  * FL_PAGER_LOOP), not SIGBUS mode. Returns 0, -EINVAL (a bad URL or
  * option, logged), -ENOMEM, -EROFS (WRITABLE and the object is read-only),

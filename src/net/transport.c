@@ -777,6 +777,8 @@ ssize_t fl__conn_recv_some(struct fl__conn *c, void *buf, size_t len, int timeou
 				continue;
 			if (r != -EAGAIN)
 				return r;
+			if (!timeout_ms)
+				return -EAGAIN;	/* nothing there: no poll to learn it again */
 			r = wait_fd(c->fd, POLLIN, timeout_ms);
 			if (r < 0)
 				return r;

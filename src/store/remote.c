@@ -3,25 +3,27 @@
  * The remote store: an object of a page server (`faultline serve`), over the
  * wire protocol's page-server messages (doc/wire-protocol.md, section 13).
  *
- * Several connections, each with a thread that connects (and reconnects
- * with back-off), resends what was pending when its connection broke, and
- * receives the answers. Callers (the pager's handler threads) send their
- * own requests and wait for the answer: a read of one prefetch window is
- * one READ per 2 MiB, spread over the connections, all sent before the
- * first answer is awaited (pipelined). Two locks per connection: @send
- * serialises the bytes going out (a caller may block in a send while the
- * receiver takes answers, so the receiver never needs it except to change
- * the descriptor), @lock guards the pending list and the state.
+ * A pool of connections, each used by one caller at a time: the caller (a
+ * pager's handler thread) takes one, sends its requests and reads the
+ * answers itself, so that a fault costs one thread wake-up beyond the
+ * pager's own (the server's), not three (the server's, a receiving
+ * thread's, then the caller's). A read of one prefetch window is one READ
+ * per 2 MiB; a call of several runs takes the idle connections it can have
+ * besides its own, sends every request on each before it reads the first
+ * answer (pipelined), then reads each connection's answers. A connection
+ * that breaks is made again by its holder, backing off; its unanswered
+ * requests are sent again; the call's deadline bounds it all. Nothing runs
+ * in the background: a connection that the server closed while idle is
+ * found closed by its next user (checked before a send when it has been
+ * idle a while) and made again.
  */
 #include <errno.h>
 #include <poll.h>
 #include <stddef.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -41,41 +43,35 @@
 #define STALL_MS 30000		/* requests wait and the connection says nothing: lost */
 #define BACKOFF_MIN_MS 10
 #define BACKOFF_MAX_MS 1000
-
-struct rconn;
+#define IDLE_CHECK_NS 1000000000ull	/* idle this long: see whether the server closed it */
+#define RUNS_PER_CALL 64u	/* requests one call has in flight at once (128 MiB) */
 
 struct req {
-	struct req *next, **pprev;	/* in the connection's pending list */
-	struct rconn *c;		/* the connection it goes on */
 	uint64_t id;
 	uint8_t type;			/* FL__PG_READ or FL__PG_WRITE */
-	uint64_t off;
+	uint8_t ci;			/* which of the call's connections carries it */
+	bool sent;			/* on its connection as that is now */
+	bool done;
+	int result;
 	uint32_t len;
+	uint64_t off;
 	uint8_t *buf;			/* READ: where the pages go */
 	const uint8_t *wdata;		/* WRITE: the caller's bytes */
 	uint64_t *holes;		/* READ: the caller's bitmap, or NULL */
 	uint64_t hole_base;		/* the caller's page index of this run's first page */
 	size_t page_size;		/* the caller's */
-	uint64_t sent_gen;		/* the connection it was sent on (0: none yet) */
-	bool done;
-	int result;
 };
 
-struct rstore;
-
+/* A connection: in the store's free list, or its holder's alone. */
 struct rconn {
-	struct rstore *s;
+	struct rconn *next;		/* in the free list */
 	unsigned int idx;
-	pthread_mutex_t send;		/* held while bytes go out on conn, and to change conn */
-	pthread_mutex_t lock;		/* the rest */
-	pthread_cond_t cv;		/* a request done; work pending; stopping */
-	struct fl__conn *conn;		/* NULL while down */
-	bool up;
-	uint64_t gen;			/* connections made so far */
-	struct req *pending;		/* sent, or waiting for the connection */
-	pthread_t thread;
-	bool started;
+	struct fl__conn *conn;		/* NULL while down (or never made) */
 	struct fl__pg_rx rx;
+	uint64_t next_id;
+	uint64_t used_ns;		/* its last answer (or when it was made) */
+	uint64_t down_ns;		/* since when it is lost, or 0 */
+	int backoff;			/* ms before its next attempt */
 };
 
 struct rstore {
@@ -89,10 +85,9 @@ struct rstore {
 	int deadline_ms;		/* -1: forever */
 	uint64_t size;
 	unsigned int page_shift;
-	int stop_fd;
-	atomic_bool stopping;
-	atomic_uint_fast64_t next_id;
-	atomic_uint rr;
+	pthread_mutex_t lock;		/* free */
+	pthread_cond_t cv;		/* a connection came free */
+	struct rconn *free;		/* the one freed last first */
 	unsigned int nconn;
 	struct rconn conns[];
 };
@@ -192,7 +187,7 @@ static int dial(struct rstore *s, struct fl__pg_rx *rx, int timeout_ms,
 	}
 	r = fl__pg_send(conn, &m, timeout_ms);
 	if (r >= 0)
-		r = fl__pg_recv(conn, rx, s->stop_fd, timeout_ms, timeout_ms, &m);
+		r = fl__pg_recv(conn, rx, -1, timeout_ms, timeout_ms, &m);
 	if (r == 0)
 		r = -ECONNRESET;
 	if (r < 0) {
@@ -219,23 +214,6 @@ static int dial(struct rstore *s, struct fl__pg_rx *rx, int timeout_ms,
 
 /* ---------------------------------------------------------------- answers */
 
-static void unlink_req(struct req *q)
-{
-	*q->pprev = q->next;
-	if (q->next)
-		q->next->pprev = q->pprev;
-	q->next = NULL;
-	q->pprev = NULL;
-}
-
-static struct req *find_req(struct rconn *c, uint64_t id)
-{
-	for (struct req *q = c->pending; q; q = q->next)
-		if (q->id == id)
-			return q;
-	return NULL;
-}
-
 /* Put a DATA answer into the caller's buffer and bitmap, by the caller's page size. */
 static void fill_read(struct req *q, const struct fl__pg_msg *m)
 {
@@ -250,7 +228,7 @@ static void fill_read(struct req *q, const struct fl__pg_msg *m)
 		if (hole && q->holes) {
 			uint64_t j = q->hole_base + i / sub;
 
-			__atomic_fetch_or(&q->holes[j / 64], 1ull << (j % 64), __ATOMIC_RELAXED);
+			q->holes[j / 64] |= 1ull << (j % 64);
 			continue;
 		}
 		for (uint32_t k = 0; k < sub; k++) {
@@ -266,47 +244,46 @@ static void fill_read(struct req *q, const struct fl__pg_msg *m)
 	}
 }
 
-/* One answer: 0, or -EPROTO (with rx.msg) when it answers nothing we asked. */
-static int take_answer(struct rconn *c, const struct fl__pg_msg *m)
+/*
+ * One answer on connection @ci of the call: 0, or -EPROTO (with rx.msg)
+ * when it answers nothing asked on it (the connection is then lost).
+ */
+static int take_answer(struct rstore *s, struct rconn *c, unsigned int ci, struct req *q,
+		       unsigned int n, const struct fl__pg_msg *m)
 {
-	struct rstore *s = c->s;
-	struct req *q;
+	struct req *a = NULL;
 	char tn[16];
 
-	pthread_mutex_lock(&c->lock);
-	q = find_req(c, m->seq);
-	if (!q) {
-		/* A request whose caller gave up (its deadline passed): nothing waits. */
-		pthread_mutex_unlock(&c->lock);
-		return 0;
+	for (unsigned int i = 0; i < n && !a; i++)
+		if (q[i].ci == ci && q[i].sent && !q[i].done && q[i].id == m->seq)
+			a = &q[i];
+	if (!a) {
+		snprintf(c->rx.msg, sizeof(c->rx.msg), "%s answers request %llu, which is not "
+			 "waiting", fl__pg_type_name(m->type, tn), (unsigned long long)m->seq);
+		return -EPROTO;
 	}
 	if (m->type == FL__PG_ERROR) {
-		fl__err("remote store %s: [%llu, +%u): %.*s", s->url, (unsigned long long)q->off,
-			q->len, (int)m->error.msg_len, m->error.msg);
-		q->result = -EIO;
-	} else if ((m->type == FL__PG_DATA && q->type == FL__PG_READ) ||
-		   (m->type == FL__PG_WRITTEN && q->type == FL__PG_WRITE)) {
-		if (m->run.offset != q->off || m->run.len != q->len) {
-			pthread_mutex_unlock(&c->lock);
+		fl__err("remote store %s: [%llu, +%u): %.*s", s->url, (unsigned long long)a->off,
+			a->len, (int)m->error.msg_len, m->error.msg);
+		a->result = -EIO;
+	} else if ((m->type == FL__PG_DATA && a->type == FL__PG_READ) ||
+		   (m->type == FL__PG_WRITTEN && a->type == FL__PG_WRITE)) {
+		if (m->run.offset != a->off || m->run.len != a->len) {
 			snprintf(c->rx.msg, sizeof(c->rx.msg), "%s for request %llu is about "
 				 "[%llu, +%u), not [%llu, +%u)", fl__pg_type_name(m->type, tn),
 				 (unsigned long long)m->seq, (unsigned long long)m->run.offset,
-				 m->run.len, (unsigned long long)q->off, q->len);
+				 m->run.len, (unsigned long long)a->off, a->len);
 			return -EPROTO;
 		}
 		if (m->type == FL__PG_DATA)
-			fill_read(q, m);
-		q->result = 0;
+			fill_read(a, m);
+		a->result = 0;
 	} else {
-		pthread_mutex_unlock(&c->lock);
 		snprintf(c->rx.msg, sizeof(c->rx.msg), "%s answers request %llu",
 			 fl__pg_type_name(m->type, tn), (unsigned long long)m->seq);
 		return -EPROTO;
 	}
-	q->done = true;
-	unlink_req(q);
-	pthread_cond_broadcast(&c->cv);
-	pthread_mutex_unlock(&c->lock);
+	a->done = true;
 	return 0;
 }
 
@@ -327,248 +304,300 @@ static int send_req(struct fl__conn *conn, const struct req *q)
 	return fl__pg_send(conn, &m, IO_MS);
 }
 
-/* ---------------------------------------------------------------- the connection thread */
-
-static bool stopping(struct rstore *s)
+/* Send connection @ci's requests not yet sent on it: 0 or the send's -errno. */
+static int send_pending(struct rconn *c, unsigned int ci, struct req *q, unsigned int n)
 {
-	return atomic_load_explicit(&s->stopping, memory_order_acquire);
-}
-
-/* Sleep @ms unless the store stops first. */
-static void nap(struct rstore *s, int ms)
-{
-	struct pollfd p = { .fd = s->stop_fd, .events = POLLIN };
-
-	while (poll(&p, 1, ms) < 0 && errno == EINTR)
-		;
-}
-
-/* Make @conn the connection's: callers with requests pending send them again (wait_req). */
-static void go_up(struct rconn *c, struct fl__conn *conn)
-{
-	pthread_mutex_lock(&c->send);
-	pthread_mutex_lock(&c->lock);
-	c->conn = conn;
-	c->up = true;
-	c->gen++;
-	pthread_cond_broadcast(&c->cv);
-	pthread_mutex_unlock(&c->lock);
-	pthread_mutex_unlock(&c->send);
-}
-
-static void go_down(struct rconn *c)
-{
-	fl__conn_shutdown(c->conn);	/* a caller blocked in a send on it returns */
-	pthread_mutex_lock(&c->send);
-	pthread_mutex_lock(&c->lock);
-	fl__conn_close(c->conn);
-	c->conn = NULL;
-	c->up = false;
-	pthread_mutex_unlock(&c->lock);
-	pthread_mutex_unlock(&c->send);
-}
-
-static void *conn_thread(void *arg)
-{
-	struct rconn *c = arg;
-	struct rstore *s = c->s;
-	uint64_t down_ns = 0, heard_ns = fl__now_ns();
-	int backoff = BACKOFF_MIN_MS;
-	char why[512] = "";
-
-	for (;;) {
-		struct fl__pg_msg m;
-		struct fl__conn *conn = NULL;
+	for (unsigned int i = 0; i < n; i++) {
 		int r;
 
-		if (!c->conn) {
-			/* Down: connect when a request waits for it. */
-			pthread_mutex_lock(&c->lock);
-			while (!c->pending && !stopping(s))
-				pthread_cond_wait(&c->cv, &c->lock);
-			pthread_mutex_unlock(&c->lock);
-			if (stopping(s))
-				break;
-			r = dial(s, &c->rx, CONNECT_MS, &m, &conn, why, sizeof(why));
-			if (r >= 0 && (m.opened.size != s->size ||
-				       m.opened.page_shift != s->page_shift)) {
-				fl__conn_close(conn);
-				r = -ESTALE;
-				snprintf(why, sizeof(why), "the object is not the one opened: %llu "
-					 "bytes now, %llu at open", (unsigned long long)m.opened.size,
-					 (unsigned long long)s->size);
-			}
-			if (r < 0) {
-				if (!down_ns)
-					down_ns = fl__now_ns();
-				fl__debug("remote store %s: connection %u: %s; again in %d ms",
-					  s->url, c->idx, why, backoff);
-				nap(s, backoff);
-				backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
-				continue;
-			}
-			if (down_ns)
-				fl__warn("remote store %s: connection %u back after %llu ms", s->url,
-					 c->idx, (unsigned long long)((fl__now_ns() - down_ns) /
-								     1000000u));
-			down_ns = 0;
-			backoff = BACKOFF_MIN_MS;
-			heard_ns = fl__now_ns();
-			go_up(c, conn);
-		}
-		/*
-		 * Between answers: wake every second to see whether requests wait
-		 * on a connection that says nothing (a peer gone without a FIN).
-		 */
-		r = fl__pg_recv(c->conn, &c->rx, s->stop_fd, 1000, IO_MS, &m);
-		if (r == -ECANCELED)
-			break;
-		if (r == -ETIMEDOUT && !c->rx.msg[0]) {
-			bool waiting;
-
-			pthread_mutex_lock(&c->lock);
-			waiting = c->pending != NULL;
-			pthread_mutex_unlock(&c->lock);
-			if (!waiting)
-				heard_ns = fl__now_ns();
-			if (!waiting || fl__now_ns() - heard_ns < STALL_MS * 1000000ull)
-				continue;
-			snprintf(c->rx.msg, sizeof(c->rx.msg), "no answer for %d ms", STALL_MS);
-		}
-		if (r > 0)
-			heard_ns = fl__now_ns();
-		if (r > 0 && m.type == FL__PG_ERROR && (m.flags & FL__PG_F_CLOSE)) {
-			/* The server ends the connection (idle, stopping, ...): reconnect when needed. */
-			if (m.error.code != FL__PG_ERR_IDLE)
-				fl__warn("remote store %s: connection %u: the server closes it: %.*s",
-					 s->url, c->idx, (int)m.error.msg_len, m.error.msg);
-			go_down(c);
+		if (q[i].ci != ci || q[i].done || q[i].sent)
 			continue;
-		}
-		if (r > 0) {
-			r = take_answer(c, &m);
-			if (!r)
-				continue;
-		}
-		fl__warn("remote store %s: connection %u lost: %s%s%s; reconnecting", s->url,
-			 c->idx, r ? strerror(-r) : "the server closed it", c->rx.msg[0] ? ": " : "",
-			 c->rx.msg);
-		down_ns = fl__now_ns();
-		go_down(c);
+		q[i].id = c->next_id++;
+		r = send_req(c->conn, &q[i]);
+		if (r < 0)
+			return r;
+		q[i].sent = true;
 	}
-	return NULL;
+	return 0;
 }
 
-/* ---------------------------------------------------------------- callers */
+/* ---------------------------------------------------------------- connections */
 
 static uint64_t deadline_of(const struct rstore *s)
 {
 	return s->deadline_ms < 0 ? UINT64_MAX : fl__now_ns() + (uint64_t)s->deadline_ms * 1000000u;
 }
 
-/* Send @q on its connection if that is up and it was not sent on this one. @c->lock is held. */
-static void send_if_needed(struct rconn *c, struct req *q)
+/* Milliseconds until @deadline, at most @cap; 0 once it passed. */
+static int ms_left(uint64_t deadline, int cap)
 {
-	struct fl__conn *conn;
-	uint64_t gen;
-	int r;
+	uint64_t now = fl__now_ns(), ms;
 
-	if (!c->up || q->sent_gen == c->gen)
-		return;
-	pthread_mutex_unlock(&c->lock);
-	pthread_mutex_lock(&c->send);
-	pthread_mutex_lock(&c->lock);
-	gen = c->gen;
-	conn = c->conn;
-	/* Answered meanwhile, sent by nobody else (one caller per request), or down again. */
-	if (q->done || !c->up || q->sent_gen == gen) {
-		pthread_mutex_unlock(&c->send);
-		return;
+	if (deadline == UINT64_MAX)
+		return cap;
+	if (now >= deadline)
+		return 0;
+	ms = (deadline - now + 999999u) / 1000000u;
+	return ms < (uint64_t)cap ? (int)ms : cap;
+}
+
+/* A connection of the caller's own, or NULL when none came free before @deadline. */
+static struct rconn *take(struct rstore *s, uint64_t deadline)
+{
+	struct rconn *c;
+
+	pthread_mutex_lock(&s->lock);
+	while (!(c = s->free)) {
+		if (deadline == UINT64_MAX) {
+			pthread_cond_wait(&s->cv, &s->lock);
+		} else {
+			uint64_t now = fl__now_ns();
+			struct timespec ts;
+
+			if (now >= deadline)
+				break;
+			ts = fl__abstime_in(CLOCK_MONOTONIC, deadline - now);
+			pthread_cond_timedwait(&s->cv, &s->lock, &ts);
+		}
 	}
-	q->sent_gen = gen;
-	pthread_mutex_unlock(&c->lock);
-	r = send_req(conn, q);
-	if (r < 0)
-		/* The receiver sees the connection break and reconnects; we send again then. */
-		fl__conn_shutdown(conn);
-	pthread_mutex_unlock(&c->send);
-	pthread_mutex_lock(&c->lock);
+	if (c)
+		s->free = c->next;
+	pthread_mutex_unlock(&s->lock);
+	return c;
 }
 
-static void submit(struct rstore *s, struct req *q)
+/* An idle connection besides the caller's, or NULL. */
+static struct rconn *take_idle(struct rstore *s)
 {
-	struct rconn *c = &s->conns[atomic_fetch_add(&s->rr, 1) % s->nconn];
+	struct rconn *c;
 
-	q->c = c;
-	q->id = atomic_fetch_add(&s->next_id, 1);
-	q->sent_gen = 0;
-	q->done = false;
-	q->result = -EIO;
-	pthread_mutex_lock(&c->lock);
-	q->next = c->pending;
-	q->pprev = &c->pending;
-	if (c->pending)
-		c->pending->pprev = &q->next;
-	c->pending = q;
-	/* The connection thread waits for work when down: this is work. */
-	pthread_cond_broadcast(&c->cv);
-	send_if_needed(c, q);
-	pthread_mutex_unlock(&c->lock);
+	pthread_mutex_lock(&s->lock);
+	c = s->free;
+	if (c)
+		s->free = c->next;
+	pthread_mutex_unlock(&s->lock);
+	return c;
 }
 
-/* Wait for @q until @deadline: its result, or -EIO once the deadline passed (logged). */
-static int wait_req(struct rstore *s, struct req *q, uint64_t deadline)
+static void put(struct rstore *s, struct rconn *c)
 {
-	struct rconn *c = q->c;
+	pthread_mutex_lock(&s->lock);
+	c->next = s->free;
+	s->free = c;
+	pthread_cond_signal(&s->cv);
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* Close connection @ci; its unanswered requests go again on the next one. */
+static void drop(struct rconn *c, unsigned int ci, struct req *q, unsigned int n)
+{
+	fl__conn_close(c->conn);
+	c->conn = NULL;
+	for (unsigned int i = 0; i < n; i++)
+		if (q[i].ci == ci)
+			q[i].sent = false;
+}
+
+/* Lost unexpectedly: say so once (the return is logged when it comes). */
+static void lost(struct rstore *s, struct rconn *c, int r, const char *what)
+{
+	fl__warn("remote store %s: connection %u lost: %s%s%s; reconnecting", s->url, c->idx,
+		 r ? strerror(-r) : what, c->rx.msg[0] ? ": " : "", c->rx.msg);
+	c->down_ns = fl__now_ns();
+}
+
+/*
+ * Make @c's connection, attempts backing off, until @deadline: 0, or the
+ * last attempt's -errno with @why once the deadline passed.
+ */
+static int connect_until(struct rstore *s, struct rconn *c, uint64_t deadline, char *why,
+			 size_t cap)
+{
+	for (;;) {
+		struct fl__pg_msg m;
+		struct fl__conn *conn = NULL;
+		int r, tmo = ms_left(deadline, CONNECT_MS);
+
+		if (!tmo)
+			return -ETIMEDOUT;
+		r = dial(s, &c->rx, tmo, &m, &conn, why, cap);
+		if (r >= 0 && (m.opened.size != s->size || m.opened.page_shift != s->page_shift)) {
+			fl__conn_close(conn);
+			r = -ESTALE;
+			snprintf(why, cap, "the object is not the one opened: %llu bytes now, %llu "
+				 "at open", (unsigned long long)m.opened.size,
+				 (unsigned long long)s->size);
+		}
+		if (r >= 0) {
+			if (c->down_ns)
+				fl__warn("remote store %s: connection %u back after %llu ms", s->url,
+					 c->idx, (unsigned long long)((fl__now_ns() - c->down_ns) /
+								     1000000u));
+			c->down_ns = 0;
+			c->backoff = BACKOFF_MIN_MS;
+			c->conn = conn;
+			c->used_ns = fl__now_ns();
+			return 0;
+		}
+		if (!c->down_ns)
+			c->down_ns = fl__now_ns();
+		tmo = ms_left(deadline, c->backoff);
+		fl__debug("remote store %s: connection %u: %s; again in %d ms", s->url, c->idx, why,
+			  tmo);
+		if (!tmo)
+			return r;
+		poll(NULL, 0, tmo);
+		c->backoff = c->backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff * 2;
+	}
+}
+
+/*
+ * A connection idle a while may have been closed by the server (its idle
+ * timeout, a restart): look without waiting, and drop it if so, quietly
+ * for an idle close. Nothing of ours is in flight on it.
+ */
+static void check_idle(struct rstore *s, struct rconn *c)
+{
+	struct fl__pg_msg m;
 	int r;
 
-	pthread_mutex_lock(&c->lock);
+	if (!c->conn || fl__now_ns() - c->used_ns < IDLE_CHECK_NS)
+		return;
+	r = fl__pg_recv(c->conn, &c->rx, -1, 0, IO_MS, &m);
+	if (r == -ETIMEDOUT && !c->rx.msg[0])
+		return;
+	if (r > 0 && m.type == FL__PG_ERROR && (m.flags & FL__PG_F_CLOSE) &&
+	    m.error.code == FL__PG_ERR_IDLE) {
+		fl__debug("remote store %s: connection %u: closed by the server when idle", s->url,
+			  c->idx);
+	} else if (r > 0 && m.type == FL__PG_ERROR && (m.flags & FL__PG_F_CLOSE)) {
+		fl__warn("remote store %s: connection %u: the server closed it: %.*s", s->url,
+			 c->idx, (int)m.error.msg_len, m.error.msg);
+	} else {
+		if (r > 0)
+			snprintf(c->rx.msg, sizeof(c->rx.msg), "a message while nothing was asked");
+		lost(s, c, r > 0 ? -EPROTO : r, "the server closed it");
+		c->down_ns = 0;		/* not lost while in use: no "back" line */
+	}
+	fl__conn_close(c->conn);
+	c->conn = NULL;
+}
+
+/* Fail connection @ci's unanswered requests at the deadline, with one line saying why. */
+static int give_up(struct rstore *s, struct rconn *c, unsigned int ci, struct req *q,
+		   unsigned int n, const char *why)
+{
+	unsigned int left = 0;
+	struct req *first = NULL;
+
+	for (unsigned int i = 0; i < n; i++) {
+		if (q[i].ci != ci || q[i].done)
+			continue;
+		if (!first)
+			first = &q[i];
+		left++;
+		q[i].done = true;
+		q[i].result = -EIO;
+	}
+	if (first)
+		fl__err("remote store %s: %s of [%llu, +%u)%s not answered within %d ms%s%s%s", s->url,
+			first->type == FL__PG_READ ? "read" : "write",
+			(unsigned long long)first->off, first->len,
+			left > 1 ? " and later runs" : "", s->deadline_ms,
+			c->conn ? "" : " (the server cannot be reached", why[0] && !c->conn ? ": " :
+			"", c->conn ? "" : why);
+	/* Answers may still come on it: nobody else may read them. */
+	drop(c, ci, q, n);
+	return -EIO;
+}
+
+/*
+ * Everything connection @ci of the call carries answered, through
+ * reconnections, until @deadline: 0, or -EIO when a request failed or the
+ * deadline passed (logged).
+ */
+static int pump(struct rstore *s, struct rconn *c, unsigned int ci, struct req *q, unsigned int n,
+		uint64_t deadline)
+{
+	char why[512] = "";
+	int rc = 0;
+
 	for (;;) {
-		send_if_needed(c, q);
-		if (q->done)
+		struct fl__pg_msg m;
+		bool waiting = false;
+		int r, idle;
+
+		for (unsigned int i = 0; i < n && !waiting; i++)
+			waiting = q[i].ci == ci && !q[i].done;
+		if (!waiting)
 			break;
-		if (stopping(s)) {
-			unlink_req(q);
-			q->result = -EIO;
+		if (!c->conn && connect_until(s, c, deadline, why, sizeof(why)) < 0) {
+			rc = give_up(s, c, ci, q, n, why);
 			break;
 		}
-		if (deadline == UINT64_MAX) {
-			pthread_cond_wait(&c->cv, &c->lock);
+		r = send_pending(c, ci, q, n);
+		if (r < 0) {
+			c->rx.msg[0] = '\0';
+			lost(s, c, r, "");
+			drop(c, ci, q, n);
 			continue;
 		}
-		if (fl__now_ns() >= deadline) {
-			unlink_req(q);
-			fl__err("remote store %s: %s of [%llu, +%u) not answered within %d ms%s",
-				s->url, q->type == FL__PG_READ ? "read" : "write",
-				(unsigned long long)q->off, q->len, s->deadline_ms,
-				c->up ? "" : " (the server cannot be reached)");
-			q->result = -EIO;
-			break;
-		} else {
-			struct timespec ts = fl__abstime_in(CLOCK_MONOTONIC,
-							    deadline - fl__now_ns());
-
-			pthread_cond_timedwait(&c->cv, &c->lock, &ts);
+		idle = ms_left(deadline, STALL_MS);
+		r = idle ? fl__pg_recv(c->conn, &c->rx, -1, idle, IO_MS, &m) : -ETIMEDOUT;
+		if (r == -ETIMEDOUT && !c->rx.msg[0]) {
+			if (!ms_left(deadline, 1)) {
+				rc = give_up(s, c, ci, q, n, "");
+				break;
+			}
+			snprintf(c->rx.msg, sizeof(c->rx.msg), "no answer for %d ms", STALL_MS);
+		} else if (r > 0 && m.type == FL__PG_ERROR && (m.flags & FL__PG_F_CLOSE)) {
+			/* The server ends the connection (idle, stopping, ...): again, at once. */
+			if (m.error.code != FL__PG_ERR_IDLE)
+				fl__warn("remote store %s: connection %u: the server closes it: %.*s",
+					 s->url, c->idx, (int)m.error.msg_len, m.error.msg);
+			drop(c, ci, q, n);
+			continue;
+		} else if (r > 0) {
+			r = take_answer(s, c, ci, q, n, &m);
+			if (!r) {
+				c->used_ns = fl__now_ns();
+				continue;
+			}
 		}
+		lost(s, c, r, "the server closed it");
+		drop(c, ci, q, n);
 	}
-	r = q->result;
-	pthread_mutex_unlock(&c->lock);
-	return r;
+	for (unsigned int i = 0; i < n && !rc; i++)
+		if (q[i].ci == ci && q[i].result < 0)
+			rc = q[i].result;
+	return rc;
 }
 
-#define RUNS_PER_CALL 64u	/* requests one call has in flight at once (128 MiB) */
-
-/* A read or a write of [off, off+len), in runs of FL__PG_MAX_RUN, all in flight at once. */
+/*
+ * A read or a write of [off, off+len), in runs of FL__PG_MAX_RUN, up to
+ * RUNS_PER_CALL in flight at once over the caller's connection and the idle
+ * ones it could take.
+ */
 static int transfer(struct rstore *s, uint8_t type, uint64_t off, uint8_t *buf,
 		    const uint8_t *wdata, size_t len, size_t page_size, uint64_t *holes)
 {
 	struct req q[RUNS_PER_CALL];
+	struct rconn *held[MAX_CONNECTIONS];
 	uint64_t deadline = deadline_of(s);
+	unsigned int nheld = 0;
 	size_t done = 0;
 	int r = 0;
 
-	while (done < len) {
-		unsigned int n = 0;
+	held[0] = take(s, deadline);
+	if (!held[0]) {
+		fl__err("remote store %s: %s of [%llu, +%zu): no connection came free within %d ms "
+			"(all %u in use)", s->url, type == FL__PG_READ ? "read" : "write",
+			(unsigned long long)off, len, s->deadline_ms, s->nconn);
+		return -EIO;
+	}
+	nheld = 1;
+	while (done < len && !r) {
+		unsigned int n = 0, ncall;
 
 		for (; n < RUNS_PER_CALL && done < len; n++) {
 			size_t run = len - done < FL__PG_MAX_RUN ? len - done : FL__PG_MAX_RUN;
@@ -582,21 +611,47 @@ static int transfer(struct rstore *s, uint8_t type, uint64_t off, uint8_t *buf,
 				.holes = holes,
 				.hole_base = done / page_size,
 				.page_size = page_size,
+				.result = -EIO,
 			};
-			submit(s, &q[n]);
 			done += run;
 		}
-		/* Every request is waited for, even after one failed: they point into our stack. */
-		for (unsigned int i = 0; i < n; i++) {
-			int e = wait_req(s, &q[i], deadline);
+		while (nheld < n && nheld < s->nconn) {
+			struct rconn *c = take_idle(s);
+
+			if (!c)
+				break;
+			held[nheld++] = c;
+		}
+		ncall = nheld < n ? nheld : n;
+		for (unsigned int i = 0; i < n; i++)
+			q[i].ci = (uint8_t)(i % ncall);
+		/* Every request out on every connection that is up, then the answers of each. */
+		for (unsigned int k = 0; k < ncall; k++) {
+			struct rconn *c = held[k];
+
+			int e;
+
+			check_idle(s, c);
+			if (!c->conn)
+				continue;
+			e = send_pending(c, k, q, n);
+			if (e < 0) {
+				/* pump makes it again and sends them again */
+				c->rx.msg[0] = '\0';
+				lost(s, c, e, "");
+				drop(c, k, q, n);
+			}
+		}
+		for (unsigned int k = 0; k < ncall; k++) {
+			int e = pump(s, held[k], k, q, n, deadline);
 
 			if (e < 0 && !r)
 				r = e;
 		}
-		if (r < 0)
-			return r;
 	}
-	return 0;
+	for (unsigned int k = 0; k < nheld; k++)
+		put(s, held[k]);
+	return r;
 }
 
 static int remote_read(void *userdata, uint64_t off, void *buf, size_t len, size_t page_size,
@@ -619,35 +674,15 @@ static int remote_write(void *userdata, uint64_t off, const void *buf, size_t le
 	return transfer(s, FL__PG_WRITE, off, NULL, buf, len, FL__PG_PAGE, NULL);
 }
 
-static void poke(int efd)
-{
-	uint64_t one = 1;
-	ssize_t n = write(efd, &one, sizeof(one));
-
-	(void)n;	/* a full counter has been poked already */
-}
-
 static void rstore_free(struct rstore *s)
 {
-	atomic_store_explicit(&s->stopping, true, memory_order_release);
-	if (s->stop_fd >= 0)
-		poke(s->stop_fd);
+	/* No call is in flight: a store is closed once nothing uses it. */
 	for (unsigned int i = 0; i < s->nconn; i++) {
-		struct rconn *c = &s->conns[i];
-
-		pthread_mutex_lock(&c->lock);
-		pthread_cond_broadcast(&c->cv);
-		pthread_mutex_unlock(&c->lock);
-		if (c->started)
-			pthread_join(c->thread, NULL);
-		fl__conn_close(c->conn);
-		fl__pg_rx_fini(&c->rx);
-		pthread_mutex_destroy(&c->send);
-		pthread_mutex_destroy(&c->lock);
-		pthread_cond_destroy(&c->cv);
+		fl__conn_close(s->conns[i].conn);
+		fl__pg_rx_fini(&s->conns[i].rx);
 	}
-	if (s->stop_fd >= 0)
-		close(s->stop_fd);
+	pthread_mutex_destroy(&s->lock);
+	pthread_cond_destroy(&s->cv);
 	fl__transport_free(s->transport);
 	free(s->peer_name);
 	free(s);
@@ -715,20 +750,25 @@ FL_API int fl_store_remote_open(const char *url, const struct fl_store_remote_op
 	s = calloc(1, sizeof(*s) + n * sizeof(s->conns[0]));
 	if (!s)
 		return -ENOMEM;
-	s->stop_fd = -1;
 	s->nconn = n;
-	for (unsigned int i = 0; i < n; i++) {
-		struct rconn *c = &s->conns[i];
+	pthread_mutex_init(&s->lock, NULL);
+	{
 		pthread_condattr_t ca;
 
-		c->s = s;
-		c->idx = i;
-		pthread_mutex_init(&c->send, NULL);
-		pthread_mutex_init(&c->lock, NULL);
 		pthread_condattr_init(&ca);
 		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-		pthread_cond_init(&c->cv, &ca);
+		pthread_cond_init(&s->cv, &ca);
 		pthread_condattr_destroy(&ca);
+	}
+	/* The free list: connection 0 (made below) on top, used first. */
+	for (unsigned int i = n; i-- > 0;) {
+		struct rconn *c = &s->conns[i];
+
+		c->idx = i;
+		c->next_id = 1;
+		c->backoff = BACKOFF_MIN_MS;
+		c->next = s->free;
+		s->free = c;
 	}
 	r = parse_url(url, s);
 	if (r < 0)
@@ -756,12 +796,6 @@ FL_API int fl_store_remote_open(const char *url, const struct fl_store_remote_op
 		goto fail;
 	}
 	s->deadline_ms = o.deadline_ms ? o.deadline_ms : DEFAULT_DEADLINE_MS;
-	atomic_init(&s->next_id, 1);
-	s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (s->stop_fd < 0) {
-		r = -errno;
-		goto fail;
-	}
 	/* The first connection now: the object's size, or why there is none. */
 	r = dial(s, &s->conns[0].rx, s->deadline_ms > 0 && s->deadline_ms < CONNECT_MS ?
 		 s->deadline_ms : CONNECT_MS, &m, &conn, why, sizeof(why));
@@ -784,14 +818,7 @@ FL_API int fl_store_remote_open(const char *url, const struct fl_store_remote_op
 		goto fail;
 	}
 	s->conns[0].conn = conn;
-	s->conns[0].up = true;
-	s->conns[0].gen = 1;
-	for (unsigned int i = 0; i < n; i++) {
-		r = -pthread_create(&s->conns[i].thread, NULL, conn_thread, &s->conns[i]);
-		if (r < 0)
-			goto fail;
-		s->conns[i].started = true;
-	}
+	s->conns[0].used_ns = fl__now_ns();
 	if (o.flags & FL_STORE_REMOTE_WRITABLE)
 		ops.write = remote_write;
 	r = fl_store_create(&ops, s, FL_STORE_HOLES |
