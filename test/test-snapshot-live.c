@@ -1014,6 +1014,88 @@ TEST(snapshot_live_pager_mem_store_move)
 	pager_store(true);
 }
 
+/* ------------------------------------ no memory to queue a write */
+
+struct oom_writes {
+	uint8_t *base;
+	size_t ps, npages;
+	_Atomic size_t written;
+};
+
+static void *oom_write(void *arg)
+{
+	struct oom_writes *o = arg;
+
+	for (size_t pg = 0; pg < o->npages; pg++) {
+		((volatile uint8_t *)o->base)[pg * o->ps + 100] = 0xab;
+		atomic_store(&o->written, pg + 1);
+	}
+	return NULL;
+}
+
+/*
+ * The queue of a pager region's write-protect faults cannot grow (no
+ * memory): each write is still saved first and let go, none stays
+ * blocked, and the file holds the data of the instant.
+ */
+TEST(snapshot_live_pager_queue_oom)
+{
+	size_t ps = t_page_size(), npages = 64, len = npages * ps;
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, 0);
+	struct fl_snapshot_live_stats stats = { .sz = sizeof(stats) };
+	struct fl_store *store = NULL;
+	struct fl_region *reg = NULL;
+	struct fl_region_opts ro;
+	struct fl_snapshot_live *s = NULL;
+	struct fl_snapshot_range r = { 0 };
+	struct fl_snapshot_writer *w;
+	struct oom_writes o = { .ps = ps, .npages = npages };
+	char *path = tmp_path("oom");
+	uint8_t *buf = malloc(ps);
+	unsigned long writer;
+	struct rd_file f;
+
+	T_ASSERT(buf);
+	T_ASSERT_OK(fl_store_pattern_create(len, SEED, &store));
+	ro = t_region_opts(store, len);
+	T_ASSERT_OK(fl_region_add(p, &ro, &reg));
+	T_ASSERT_OK(fl_pager_start(p));
+	o.base = fl_region_addr(reg);
+	for (size_t pg = 0; pg < npages; pg++)	/* every page present at the instant */
+		T_ASSERT_EQ(o.base[pg * ps], (uint8_t)fl_pattern_word(SEED, pg * ps));
+	r.region = reg;
+	T_ASSERT_OK(fl_snapshot_live_create(&r, 1, NULL, &s));
+	w = new_writer(path, NULL);
+	fl__snapshot_live_hold_writer_for_test(s, true);
+	fl__snapshot_live_fail_queue_for_test(s, true);
+	T_ASSERT_OK(fl_snapshot_live_take(s, w, 0));
+	writer = t_thread_start(oom_write, &o);
+	for (time_t t0 = time(NULL); atomic_load(&o.written) < npages; sched_yield())
+		if (time(NULL) - t0 > t_ms(30000) / 1000)
+			t_fail(__FILE__, __LINE__, "the write to page %zu stays blocked",
+			       atomic_load(&o.written));
+	t_thread_join(writer);
+	T_ASSERT_OK(fl_snapshot_live_stats(s, &stats));
+	T_ASSERT_EQ(stats.pages_written, npages);
+	fl__snapshot_live_fail_queue_for_test(s, false);
+	fl__snapshot_live_hold_writer_for_test(s, false);
+	T_ASSERT_OK(fl_snapshot_live_wait(s, t_ms(60000)));
+	T_ASSERT_OK(fl_snapshot_writer_finish(w, NULL));
+	rd_open(&f, path);
+	for (size_t pg = 0; pg < npages; pg++) {
+		T_ASSERT_EQ(rd_page(&f, 1, 0, pg, buf), FL__SNAP_DATA);
+		T_ASSERT_EQ(fl_pattern_check(buf, pg * ps, ps, SEED), 0);
+		T_ASSERT_EQ(o.base[pg * ps + 100], 0xab);
+	}
+	rd_close(&f);
+	fl_snapshot_live_destroy(s);
+	fl_pager_destroy(p);
+	fl_store_destroy(store);
+	unlink(path);
+	free(path);
+	free(buf);
+}
+
 /* ------------------------------- a page handed over at the instant */
 
 /*

@@ -210,6 +210,7 @@
 	X(snapshot_live_pager_file_store, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 30)   \
 	X(snapshot_live_pager_mem_store_move, FL_FEAT_PAGEFAULT_FLAG_WP | FL_FEAT_MOVE,     \
 	  T_UFFD | T_KFAULTS, 30)                                                  \
+	X(snapshot_live_pager_queue_oom, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 60)    \
 	X(snapshot_live_pager_handover_at_instant,                                 \
 	  FL_FEAT_PAGEFAULT_FLAG_WP | FL_FEAT_MOVE, T_UFFD | T_KFAULTS, 30)        \
 	X(snapshot_live_memfd_dontneed, FL_FEAT_WP_HUGETLBFS_SHMEM, T_UFFD | T_KFAULTS, 30)    \

@@ -16,6 +16,12 @@
 void fl__snapshot_live_hold_writer_for_test(struct fl_snapshot_live *s, bool hold);
 
 /*
+ * Tests only: with @fail, the queue of write-protect faults of pager
+ * regions cannot grow, as when memory runs out.
+ */
+void fl__snapshot_live_fail_queue_for_test(struct fl_snapshot_live *s, bool fail);
+
+/*
  * Tests only: how many pages a snapshot found read as holes from a store
  * that hands its pages over (FL_STORE_MOVE), and so waited for the pager
  * to map them.

@@ -93,7 +93,11 @@ enum {
 	LF_DIRTY = 1u << 0,	/* written, discarded or unmapped since the last instant */
 	LF_DISCARDED = 1u << 1,	/* discarded since the last instant */
 	LF_GONE = 1u << 2,	/* unmapped (or moved away): never read again */
+	LF_SPILLED = 1u << 3,	/* a write-protect fault the queue had no room for */
 };
+
+/* Write-protect faults outside every range kept without the queue's memory. */
+#define LV_SPILL 64
 
 enum lv_stat {
 	SS_PAGES,
@@ -158,6 +162,15 @@ struct fl_snapshot_live {
 	pthread_mutex_t qlock;		/* write-protect faults of pager regions */
 	struct lv_item *q;
 	size_t qn, qcap;
+	/*
+	 * Faults the queue could not grow for: a range's page is flagged
+	 * LF_SPILLED (no memory needed), a fault outside every range goes to
+	 * spill[]; `spilled` tells the fault thread to look.
+	 */
+	_Atomic bool spilled;
+	uintptr_t spill[LV_SPILL];
+	size_t nspill;
+	bool fail_queue;		/* tests: the queue cannot grow (live-int.h) */
 	int q_efd;
 	int stop_efd;
 	pthread_t thread;
@@ -630,12 +643,29 @@ static void q_add(struct fl_snapshot_live *s, struct lv_range *r, size_t pg, boo
 	pthread_mutex_lock(&s->qlock);
 	if (s->qn == s->qcap) {
 		size_t cap = s->qcap ? s->qcap * 2 : 64;
-		struct lv_item *q = realloc(s->q, cap * sizeof(*q));
+		struct lv_item *q = s->fail_queue ? NULL : realloc(s->q, cap * sizeof(*q));
 
 		if (!q) {
+			/*
+			 * No memory: the fault is kept where no allocation is
+			 * needed, so its write is still handled (never left
+			 * blocked): the page's flag, or a fixed slot.
+			 */
+			if (r) {
+				atomic_fetch_or(&r->pf[pg], LF_SPILLED);
+			} else if (s->nspill < LV_SPILL) {
+				s->spill[s->nspill++] = (uintptr_t)pg;
+			} else {
+				pthread_mutex_unlock(&s->qlock);
+				/* Only writes to pieces of ranges moved away land here. */
+				fl__err("snapshot: out of memory queueing a write-protect fault outside "
+					"the ranges: that write waits until the snapshot is destroyed");
+				return;
+			}
+			atomic_store(&s->spilled, true);
 			pthread_mutex_unlock(&s->qlock);
-			/* The write stays blocked; it faults again when woken by someone. */
-			fl__err("snapshot: out of memory queueing a write-protect fault");
+			if (write(s->q_efd, &one, sizeof(one)) < 0)
+				(void)0;	/* the counter is full: the thread is woken anyway */
 			return;
 		}
 		s->q = q;
@@ -859,6 +889,52 @@ static bool drain_queue(struct fl_snapshot_live *s)
 	return again;
 }
 
+/*
+ * Handle the faults the queue had no memory for (q_add), each once; those
+ * refused again (an event pends) stay spilled. Returns whether any did.
+ */
+static bool drain_spilled(struct fl_snapshot_live *s)
+{
+	uintptr_t spill[LV_SPILL];
+	size_t n;
+	bool again = false;
+
+	if (!atomic_exchange(&s->spilled, false))
+		return false;
+	pthread_mutex_lock(&s->qlock);
+	n = s->nspill;
+	memcpy(spill, s->spill, n * sizeof(*spill));
+	s->nspill = 0;
+	pthread_mutex_unlock(&s->qlock);
+	pthread_rwlock_rdlock(&s->instant);
+	for (size_t i = 0; i < s->n; i++) {
+		struct lv_range *r = &s->r[i];
+
+		for (size_t pg = 0; pg < r->npages; pg++) {
+			if (!(atomic_load_explicit(&r->pf[pg], memory_order_relaxed) & LF_SPILLED))
+				continue;
+			atomic_fetch_and(&r->pf[pg], (uint8_t)~LF_SPILLED);
+			if (!handle_wp(r, pg)) {
+				atomic_fetch_or(&r->pf[pg], LF_SPILLED);
+				again = true;
+			}
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (release_orphan(s, spill[i]))
+			continue;
+		pthread_mutex_lock(&s->qlock);
+		if (s->nspill < LV_SPILL)
+			s->spill[s->nspill++] = spill[i];
+		pthread_mutex_unlock(&s->qlock);
+		again = true;
+	}
+	pthread_rwlock_unlock(&s->instant);
+	if (again)
+		atomic_store(&s->spilled, true);
+	return again;
+}
+
 static void *fault_main(void *arg)
 {
 	struct fl_snapshot_live *s = arg;
@@ -887,6 +963,7 @@ static void *fault_main(void *arg)
 		if (s->u && (pf[2].revents & (POLLIN | POLLERR)))
 			read_uffd(s);
 		again = drain_queue(s);
+		again |= drain_spilled(s);
 	}
 	return NULL;
 }
@@ -912,6 +989,13 @@ static size_t claim_run(struct lv_range *r, size_t pg, size_t max, int *ret_kind
 			break;
 	}
 	return n;
+}
+
+void fl__snapshot_live_fail_queue_for_test(struct fl_snapshot_live *s, bool fail)
+{
+	pthread_mutex_lock(&s->qlock);
+	s->fail_queue = fail;
+	pthread_mutex_unlock(&s->qlock);
 }
 
 uint64_t fl__snapshot_live_handover_waits_for_test(struct fl_snapshot_live *s)
