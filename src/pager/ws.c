@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,10 +26,18 @@
 #include "internal.h"
 #include "pager-int.h"
 #include "wsfile.h"
+#include "store/store-internal.h"
 #include "net/crc32c.h"
 #include "net/le.h"
 
 #define WS_DEFAULT_BATCH (2u << 20)
+/*
+ * The replay asks the store to start reading the pages of the order up to
+ * this far ahead of the batch it installs (at least one batch): scattered
+ * pages of a cold file are then read many at once, by the device's queue,
+ * rather than one read at a time as each is installed.
+ */
+#define WS_AHEAD (16u << 20)
 
 struct pg_ws {
 	/* Recording: one byte per page (touched yet?) and the order, page + 1 (0: being written). */
@@ -507,15 +516,20 @@ static void batch_ls(struct fl_region *r, struct pg_ws *w, size_t i, size_t k, u
 	}
 }
 
-/* Pages [i, i+k) of the order from the store, a run of consecutive pages per read. */
-static void batch_store(struct fl_region *r, struct pg_ws *w, size_t i, size_t k,
-			uint8_t *buf, uint8_t *out, uint64_t *holes)
+/*
+ * The @k pages of @pgs (a batch of the order, sorted) from the store, a
+ * run of consecutive pages per read. In file order: the read-ahead of the
+ * batch (hint) arrives in that order, so each page is installed as soon
+ * as its data is there, not after pages behind it in the file.
+ */
+static void batch_store(struct fl_region *r, const uint64_t *pgs, size_t k, uint8_t *buf,
+			uint8_t *out, uint64_t *holes)
 {
 	size_t j = 0;
 
 	while (j < k && !atomic_load(&r->removing)) {
-		size_t n = run_len(w->order, i + j, k - j), d = 0;
-		uint64_t pg = w->order[i + j];
+		size_t n = run_len(pgs, j, k - j), d = 0;
+		uint64_t pg = pgs[j];
 		bool any = false;
 
 		for (size_t m = 0; m < n && !any; m++)
@@ -550,6 +564,104 @@ static void batch_store(struct fl_region *r, struct pg_ws *w, size_t i, size_t k
 	}
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Start reading pages [from, to) of the order: for the loading set, that
+ * stretch of it; else the store's pages still absent, in file order, each
+ * run of adjacent pages as one hint.
+ */
+static void hint(struct fl_region *r, struct pg_ws *w, size_t from, size_t to, uint64_t *tmp)
+{
+	size_t n = 0;
+
+	if (w->ls_fd >= 0) {
+		(void)posix_fadvise(w->ls_fd, (off_t)(w->ls_data_off + ((uint64_t)from << r->shift)),
+				    (off_t)((uint64_t)(to - from) << r->shift), POSIX_FADV_WILLNEED);
+		return;
+	}
+	for (size_t i = from; i < to; i++) {
+		uint64_t pg = w->order[i];
+
+		if ((atomic_load(&r->state[pg]) & (PG_STATE | PG_ZERO)) == PG_ABSENT)
+			tmp[n++] = pg;
+	}
+	qsort(tmp, n, sizeof(*tmp), cmp_u64);
+	for (size_t i = 0; i < n;) {
+		size_t j = i + 1;
+
+		while (j < n && tmp[j] == tmp[j - 1] + 1)
+			j++;
+		fl__store_advise(r->store, r->store_off + (tmp[i] << r->shift),
+				 (size_t)(tmp[j - 1] - tmp[i] + 1) << r->shift);
+		i = j;
+	}
+}
+
+static bool replay_on(struct fl_region *r)
+{
+	return !atomic_load(&r->removing) && !atomic_load(&r->gone) &&
+	       !atomic_load(&r->pager->dead);
+}
+
+struct ws_ahead {
+	struct fl_region *r;
+	uint64_t *tmp;			/* a window's pages */
+	pthread_mutex_t lock;
+	pthread_cond_t cv;
+	size_t installing;		/* the replay's position in the order */
+	bool stop;
+};
+
+/* The replay is at position @i of the order (or, @stop, done): the read-ahead may go on. */
+static void ahead_at(struct ws_ahead *a, size_t i, bool stop)
+{
+	pthread_mutex_lock(&a->lock);
+	a->installing = i;
+	a->stop |= stop;
+	pthread_cond_signal(&a->cv);
+	pthread_mutex_unlock(&a->lock);
+}
+
+/*
+ * The read-ahead thread (fl-ws-ra): asks for the reads of the order, a
+ * batch at a time (hint), up to WS_AHEAD ahead of the batch the replay
+ * installs. Asking blocks whenever the device's queue is full, hence a
+ * thread of its own: the replay goes on installing what has arrived.
+ */
+static void *ahead_main(void *arg)
+{
+	struct ws_ahead *a = arg;
+	struct fl_region *r = a->r;
+	struct pg_ws *w = r->ws;
+	size_t ahead = (WS_AHEAD >> r->shift) > w->batch ? WS_AHEAD >> r->shift : w->batch;
+
+	setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
+	for (size_t i = 0; i < w->count && replay_on(r); i += w->batch) {
+		bool stop;
+
+		pthread_mutex_lock(&a->lock);
+		while (!a->stop && i >= a->installing + ahead)
+			pthread_cond_wait(&a->cv, &a->lock);
+		stop = a->stop;
+		pthread_mutex_unlock(&a->lock);
+		if (stop)
+			break;
+		hint(r, w, i, i + (w->count - i < w->batch ? w->count - i : w->batch), a->tmp);
+	}
+	return NULL;
+}
+
+/*
+ * The replay (fl-ws): a batch at a time, in the recorded order; within a
+ * batch from the store, in file order, the order in which the read-ahead
+ * of its pages lands (the loading set is in the recorded order already).
+ */
 static void *replay_main(void *arg)
 {
 	struct fl_region *r = arg;
@@ -559,29 +671,50 @@ static void *replay_main(void *arg)
 			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	uint8_t *out = malloc(w->batch);
 	uint64_t *holes = calloc(w->batch / 64 + 1, sizeof(uint64_t));
+	uint64_t *sorted = malloc(w->batch * sizeof(uint64_t));
+	struct ws_ahead ahead = { .r = r, .tmp = malloc(w->batch * sizeof(uint64_t)) };
+	pthread_t ahead_thread;
+	bool ahead_started = false;
 
+	pthread_mutex_init(&ahead.lock, NULL);
+	pthread_cond_init(&ahead.cv, NULL);
 	/* Faults go first: the handlers (and the program) get the CPU before this thread. */
 	setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
-	if (buf == MAP_FAILED || !out || !holes) {
+	if (buf == MAP_FAILED || !out || !holes || !sorted || !ahead.tmp) {
 		fl__err("pager: no memory for the working-set replay; faults bring the pages in");
 		goto out;
 	}
-	for (size_t i = 0; i < w->count && !atomic_load(&r->removing) && !atomic_load(&r->gone) &&
-			   !atomic_load(&r->pager->dead);
-	     i += w->batch) {
+	/* Without that thread, each batch's reads are asked for as it starts. */
+	ahead_started = fl__thread_start(&ahead_thread, NULL, ahead_main, &ahead, "fl-ws-ra") == 0;
+	for (size_t i = 0; i < w->count && replay_on(r); i += w->batch) {
 		size_t k = w->count - i < w->batch ? w->count - i : w->batch;
 
-		if (w->ls_fd >= 0)
-			batch_ls(r, w, i, k, buf, out);
+		if (ahead_started)
+			ahead_at(&ahead, i, false);
 		else
-			batch_store(r, w, i, k, buf, out, holes);
+			hint(r, w, i, i + k, ahead.tmp);
+		if (w->ls_fd >= 0) {
+			batch_ls(r, w, i, k, buf, out);
+		} else {
+			memcpy(sorted, w->order + i, k * sizeof(*sorted));
+			qsort(sorted, k, sizeof(*sorted), cmp_u64);
+			batch_store(r, sorted, k, buf, out, holes);
+		}
 	}
 out:
 	atomic_store(&w->done_ns, fl__now_ns() - w->t0 ? fl__now_ns() - w->t0 : 1);
+	if (ahead_started) {
+		ahead_at(&ahead, w->count, true);
+		pthread_join(ahead_thread, NULL);
+	}
+	pthread_mutex_destroy(&ahead.lock);
+	pthread_cond_destroy(&ahead.cv);
 	if (buf != MAP_FAILED)
 		munmap(buf, bytes);
 	free(out);
 	free(holes);
+	free(ahead.tmp);
+	free(sorted);
 	return NULL;
 }
 

@@ -15,6 +15,7 @@
 #include "internal.h"
 #include "snapshot/reader.h"
 #include "snapshot/snap-int.h"
+#include "store/store-internal.h"
 #include "util.h"
 
 #define OPEN_FLAGS_ALL (FL_SNAPSHOT_OPEN_ALONE | FL_SNAPSHOT_OPEN_DIRECT)
@@ -569,6 +570,55 @@ static int store_read(void *userdata, uint64_t off, void *buf, size_t len, size_
 	return e == -EINVAL || e == -ENODATA ? -EIO : e;
 }
 
+/* Start reading (POSIX_FADV_WILLNEED) what store_read of [off, off+len) will read. */
+static void snap_advise(struct fl_snapshot *s, uint32_t region, uint64_t off, size_t len)
+{
+	const size_t sps = s->files[0].regions[region].page_size;
+	const uint64_t sp0 = off / sps, nsp = (len + sps - 1) / sps;
+	uint64_t i = 0;
+
+	while (i < nsp) {
+		int l = layer_of(s, region, sp0 + i);
+		struct fl__snap_file *f = l < 0 ? NULL : &s->files[l];
+		const struct fl__snap_entry *e = f ? fl__snap_entry_of(f, region, sp0 + i) : NULL;
+		uint64_t j = i + 1;
+
+		/* A file read through O_DIRECT (or from memory) has no page cache to fill. */
+		if (!e || f->src.fd < 0 || f->src.dfd >= 0 ||
+		    (e->kind != FL__SNAP_DATA && e->kind != FL__SNAP_ZSTD)) {
+			i = j;
+			continue;
+		}
+		if (e->kind == FL__SNAP_DATA) {
+			while (j < nsp && layer_of(s, region, sp0 + j) == l &&
+			       fl__snap_entry_of(f, region, sp0 + j)->kind == FL__SNAP_DATA)
+				j++;
+			(void)posix_fadvise(f->src.fd,
+					    (off_t)(f->regions[region].data_off + (sp0 + i) * sps),
+					    (off_t)((j - i) * sps), POSIX_FADV_WILLNEED);
+		} else {
+			const struct fl__snap_chunk *c = &f->chunks[e->chunk];
+
+			while (j < nsp && layer_of(s, region, sp0 + j) == l &&
+			       fl__snap_entry_of(f, region, sp0 + j)->kind == FL__SNAP_ZSTD &&
+			       fl__snap_entry_of(f, region, sp0 + j)->chunk == e->chunk)
+				j++;
+			(void)posix_fadvise(f->src.fd, (off_t)c->off, (off_t)c->clen,
+					    POSIX_FADV_WILLNEED);
+		}
+		i = j;
+	}
+}
+
+static void store_advise(void *userdata, uint64_t off, size_t len)
+{
+	struct snap_store *ss = userdata;
+	int saved = errno;
+
+	snap_advise(ss->s, ss->region, off, len);
+	errno = saved;
+}
+
 static void store_close(void *userdata)
 {
 	struct snap_store *ss = userdata;
@@ -601,6 +651,7 @@ FL_API int fl_snapshot_store(struct fl_snapshot *s, uint32_t region, struct fl_s
 		free(ss);
 		return e;
 	}
+	fl__store_set_advise(*ret, store_advise);
 	atomic_fetch_add(&s->refs, 1);
 	return 0;
 }

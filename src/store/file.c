@@ -207,6 +207,15 @@ static int do_read(struct file_store *f, uint64_t off, uint8_t *buf, size_t len,
 }
 
 /* Async-signal-safe: lseek, fstat, pread, memset and atomics; errno is preserved. */
+/* Read-ahead hint; with O_DIRECT reads bypass the page cache: none. */
+static void file_advise(void *userdata, uint64_t off, size_t len)
+{
+	struct file_store *f = userdata;
+
+	if (f->fd_buffered < 0 && !f->blockdev)
+		(void)posix_fadvise(f->fd, (off_t)(f->base + off), (off_t)len, POSIX_FADV_WILLNEED);
+}
+
 static int file_read(void *userdata, uint64_t off, void *buf, size_t len, size_t page_size,
 		     uint64_t *holes)
 {
@@ -433,6 +442,7 @@ FL_API int fl_store_file_open(const char *path, const struct fl_store_file_opts 
 	r = fl_store_create(&ops, f, caps, size, ret);
 	if (r < 0)
 		goto fail;
+	fl__store_set_advise(*ret, file_advise);
 	return 0;
 fail:
 	file_close(f);

@@ -15,7 +15,19 @@ struct fl_store {
 	void *userdata;
 	uint32_t caps;
 	uint64_t size;
+	fl__store_advise_fn advise;	/* built-in stores only: read-ahead hints, or NULL */
 };
+
+void fl__store_set_advise(struct fl_store *s, fl__store_advise_fn fn)
+{
+	s->advise = fn;
+}
+
+void fl__store_advise(struct fl_store *s, uint64_t off, size_t len)
+{
+	if (s && s->advise && len && off <= s->size && len <= s->size - off)
+		s->advise(s->userdata, off, len);
+}
 
 /* Copy the fields of @src that its sz covers; the rest stay NULL. */
 static int load_ops(const struct fl_store_ops *src, struct fl_store_ops *o)
