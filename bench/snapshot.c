@@ -107,11 +107,13 @@ enum lrow {
 	LV_FORK,			/* fork(), the child writes the memory to a file */
 	LV_BIG,			/* live snapshot of scale x SIZE */
 	LV_INCR,			/* incremental after 5% of the pages written (no writer threads) */
+	LV_LIVE_THP,			/* live, the memory in transparent huge pages */
+	LV_FORK_THP,			/* fork+write, the same */
 	LV_COUNT,
 };
 
 static const char *const lrow_names[LV_COUNT] = { "live", "fork+write", "live-big",
-						 "incremental" };
+						 "incremental", "live-thp", "fork+write-thp" };
 
 enum lmetric {
 	Y_PAUSE,		/* seconds: live, the instant; fork, the fork() call */
@@ -162,6 +164,8 @@ void bench_snapshot_usage(FILE *out)
 		"  live-big          live, of --live-scale x SIZE\n"
 		"  incremental       after a full tracked snapshot, 5%% of the pages written,\n"
 		"                    then the incremental snapshot: pages, bytes on disk, time\n"
+		"  live-thp          live, the memory in transparent huge pages (MADV_HUGEPAGE)\n"
+		"  fork+write-thp    fork+write, the same\n"
 		"Targets: working-set replay >= 95%% fewer faults and >= 3.5x faster than\n"
 		"demand-4k; loading-set within 1.2x of memory-resident; the better sequential\n"
 		"restore >= 1.0x seq-mmap-file; live pause <= 1 ms and <= 0.1x fork()'s;\n"
@@ -703,8 +707,11 @@ static double writers_rate(struct writers *w, unsigned int ms)
 	return (double)(writers_count(w) - c0) * 1e9 / (double)(fl__now_ns() - t0);
 }
 
-/* Memory of @len bytes holding the pattern, every page present. */
-static char *live_memory(size_t len, struct bench_err *e)
+/*
+ * Memory of @len bytes holding the pattern, every page present; with @thp
+ * in transparent huge pages where the kernel has them (MADV_HUGEPAGE).
+ */
+static char *live_memory(size_t len, bool thp, struct bench_err *e)
 {
 	char *m = bench_map_aligned(len, THP_SIZE);
 
@@ -712,6 +719,8 @@ static char *live_memory(size_t len, struct bench_err *e)
 		bench_fail(e, -ENOMEM, "live: mapping %zu bytes", len);
 		return NULL;
 	}
+	if (thp)
+		madvise(m, len, MADV_HUGEPAGE);
 	fl_pattern_fill(m, 0, len, BENCH_PATTERN_SEED);
 	return m;
 }
@@ -752,7 +761,7 @@ static void live_path(struct env *env, char *buf, size_t len, const char *tag)
 }
 
 /* A live snapshot of @len bytes while the writer threads run. */
-static int run_live(struct env *env, size_t len, double *y, struct bench_err *e)
+static int run_live(struct env *env, size_t len, bool thp, double *y, struct bench_err *e)
 {
 	struct fl_snapshot_live_stats st = { .sz = sizeof(st) };
 	struct fl_snapshot_range rg = { .mem = FL_MEM_ANON };
@@ -761,7 +770,7 @@ static int run_live(struct env *env, size_t len, double *y, struct bench_err *e)
 	struct writers wr = { 0 };
 	char path[PATH_MAX + 32];
 	uint64_t c0, t0, t1;
-	char *m = live_memory(len, e);
+	char *m = live_memory(len, thp, e);
 	int r;
 
 	if (!m)
@@ -831,14 +840,14 @@ out:
  * fork() call; the extra memory, the parent's pages copied on write by the
  * time the child has written and synced the file.
  */
-static int run_fork(struct env *env, size_t len, double *y, struct bench_err *e)
+static int run_fork(struct env *env, size_t len, bool thp, double *y, struct bench_err *e)
 {
 	struct writers wr = { 0 };
 	char path[PATH_MAX + 32];
 	int done[2] = { -1, -1 }, go[2] = { -1, -1 }, fd = -1, st, r;
 	uint64_t c0, t0, t1;
 	pid_t pid = -1;
-	char *m = live_memory(len, e), b = 0;
+	char *m = live_memory(len, thp, e), b = 0;
 
 	if (!m)
 		return -ENOMEM;
@@ -928,7 +937,7 @@ static int run_incremental(struct env *env, size_t len, double *y, struct bench_
 	size_t pages = len / BENCH_PAGE, nw = pages * 5 / 100;
 	uint8_t id[16];
 	struct stat sb;
-	char *m = live_memory(len, e);
+	char *m = live_memory(len, false, e);
 	int r;
 
 	if (!m)
@@ -995,11 +1004,13 @@ static int run_lrow(struct env *env, enum lrow row, double *y, struct bench_err 
 	memset(y, 0, Y_COUNT * sizeof(*y));
 	switch (row) {
 	case LV_LIVE:
-		return run_live(env, len, y, e);
+	case LV_LIVE_THP:
+		return run_live(env, len, row == LV_LIVE_THP, y, e);
 	case LV_FORK:
-		return run_fork(env, len, y, e);
+	case LV_FORK_THP:
+		return run_fork(env, len, row == LV_FORK_THP, y, e);
 	case LV_BIG:
-		return run_live(env, len * env->o->scale, y, e);
+		return run_live(env, len * env->o->scale, false, y, e);
 	case LV_INCR:
 		return run_incremental(env, len, y, e);
 	default:
@@ -1198,6 +1209,9 @@ static void print_live_table(const struct table *t, const struct opts *o)
 				 (unsigned long long)(o->size * o->scale / MIB));
 		else if (r == LV_INCR)
 			snprintf(name, sizeof(name), "incremental, 5%% written");
+		else if (r == LV_LIVE_THP || r == LV_FORK_THP)
+			snprintf(name, sizeof(name), "%s (%llu MiB)", lrow_names[r],
+				 (unsigned long long)(o->size / MIB));
 		else
 			snprintf(name, sizeof(name), "%s (%llu MiB)", lrow_names[r],
 				 (unsigned long long)(o->size / MIB));
@@ -1210,10 +1224,10 @@ static void print_live_table(const struct table *t, const struct opts *o)
 				 during_ratio(t, o->runs, r),
 				 lspread(t, r, Y_WITHOUT, o->runs).median / 1e6);
 		printf("%-34s %-20s %-20s %s", name, pc, dc, wc);
-		if (r == LV_FORK)
+		if (r == LV_FORK || r == LV_FORK_THP)
 			printf("  extra memory %.1f MiB",
 			       lspread(t, r, Y_EXTRA, o->runs).median / MIB);
-		if (r == LV_LIVE || r == LV_BIG)
+		if (r == LV_LIVE || r == LV_BIG || r == LV_LIVE_THP)
 			printf("  saved for a write: %.0f pages",
 			       lspread(t, r, Y_PAGES, o->runs).median);
 		if (r == LV_INCR)
@@ -1222,7 +1236,8 @@ static void print_live_table(const struct table *t, const struct opts *o)
 		printf("\n");
 	}
 	printf("(live: the instant; fork+write: the fork() call, and the child's write + fsync of\n"
-	       " the memory; extra memory: the parent's pages copied on write by then)\n");
+	       " the memory; extra memory: the parent's pages copied on write by then;\n"
+	       " -thp: the memory in transparent huge pages, MADV_HUGEPAGE)\n");
 }
 
 static void print_table(const struct table *t, const struct env *env, const struct opts *o,
@@ -1329,10 +1344,10 @@ static void print_json(const struct table *t, const struct env *env, const struc
 		for (int r = 0; r < LV_COUNT; r++) {
 			printf("%s{\"name\":\"%s\"", r ? "," : "", lrow_names[r]);
 			for (int y = 0; y < Y_COUNT; y++) {
-				if ((y == Y_EXTRA && r != LV_FORK) ||
+				if ((y == Y_EXTRA && r != LV_FORK && r != LV_FORK_THP) ||
 				    (y == Y_BYTES && r != LV_INCR) ||
 				    ((y == Y_DURING || y == Y_WITHOUT) && r == LV_INCR) ||
-				    (y == Y_PAGES && r == LV_FORK))
+				    (y == Y_PAGES && (r == LV_FORK || r == LV_FORK_THP)))
 					continue;
 				printf(",");
 				bench_json_spread(lkeys[y], lspread(t, r, y, o->runs));
