@@ -1667,12 +1667,14 @@ static uint8_t guest_byte(const uint8_t *p)
 }
 
 /* Is the page of @t present in the VM's memory (without touching it)? */
+/*
+ * Whether the page is mapped here (its page-table entry, not mincore(2):
+ * for shared memory that says the page cache has it, which the replay
+ * fills before it maps the page, so a touch in between still faults).
+ */
 static bool fc_present(const struct fcvm *vm, const struct fc_touch *t)
 {
-	static unsigned char vec[512];
-
-	T_ASSERT_SYS(mincore(fc_page(vm, t), vm->ps, vec));
-	return vec[0] & 1;
+	return t_pagemap(fc_page(vm, t)) & T_PM_PRESENT;
 }
 
 static void fc_ws_client(void *arg)
