@@ -61,6 +61,15 @@ void bench_unmap(void *p, size_t len);
  */
 void bench_prewarm(size_t bytes);
 
+/*
+ * A directory of the bench's own: "@parent/@name-XXXXXX" made with mkdtemp
+ * into @dir (@cap bytes). 0, or -errno with @dir "" (nothing to remove).
+ */
+int bench_make_dir(char *dir, size_t cap, const char *parent, const char *name);
+
+/* The share of the first @len bytes of @fd in the page cache (mincore): 0 to 1, or -1. */
+double bench_cached_share(int fd, uint64_t len);
+
 /* AnonHugePages of the mapping that contains @addr, in bytes (-errno on failure). */
 long long bench_thp_bytes(const void *addr);
 

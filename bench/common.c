@@ -117,6 +117,38 @@ void bench_prewarm(size_t bytes)
 	bench_unmap(w, bytes);
 }
 
+int bench_make_dir(char *dir, size_t cap, const char *parent, const char *name)
+{
+	int r;
+
+	snprintf(dir, cap, "%s/%s-XXXXXX", parent, name);
+	if (mkdtemp(dir))
+		return 0;
+	r = -errno;
+	dir[0] = '\0';
+	return r;
+}
+
+double bench_cached_share(int fd, uint64_t len)
+{
+	size_t pages = (size_t)((len + BENCH_PAGE - 1) / BENCH_PAGE), resident = 0;
+	unsigned char *vec;
+	void *m;
+
+	if (!len)
+		return 0;
+	m = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED)
+		return -1;
+	vec = malloc(pages);
+	if (vec && mincore(m, len, vec) == 0)
+		for (size_t i = 0; i < pages; i++)
+			resident += vec[i] & 1;
+	free(vec);
+	munmap(m, len);
+	return (double)resident / (double)pages;
+}
+
 void bench_unmap(void *p, size_t len)
 {
 	if (p)

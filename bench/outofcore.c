@@ -420,24 +420,14 @@ static int verify_file(struct env *env, int m, char *bad, size_t badlen, struct 
 /* Share of the file in the page cache, or -1. */
 static double cached_share(const char *path, uint64_t len)
 {
-	size_t pages = (size_t)((len + BENCH_PAGE - 1) / BENCH_PAGE), resident = 0;
-	unsigned char *vec;
-	void *m;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	double share;
 
 	if (fd < 0)
 		return -1;
-	m = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+	share = bench_cached_share(fd, len);
 	close(fd);
-	if (m == MAP_FAILED)
-		return -1;
-	vec = malloc(pages);
-	if (vec && mincore(m, len, vec) == 0)
-		for (size_t i = 0; i < pages; i++)
-			resident += vec[i] & 1;
-	free(vec);
-	munmap(m, len);
-	return (double)resident / (double)pages;
+	return share;
 }
 
 /* Sync the file and drop it from the page cache (a tmpfs keeps it: it is the file). */
@@ -1179,14 +1169,11 @@ static int setup(struct env *env, struct bench_err *e)
 
 		if (!o->media[m])
 			continue;
-		snprintf(env->dirs[m], sizeof(env->dirs[m]), "%s/faultline-bench-outofcore-XXXXXX",
-			 m == M_TMPFS ? o->tmpfs : o->dir);
-		if (!mkdtemp(env->dirs[m])) {
-			r = bench_fail(e, -errno, "making a directory in %s",
-				       m == M_TMPFS ? o->tmpfs : o->dir);
-			env->dirs[m][0] = '\0';
-			return r;
-		}
+		r = bench_make_dir(env->dirs[m], sizeof(env->dirs[m]),
+				   m == M_TMPFS ? o->tmpfs : o->dir, "faultline-bench-outofcore");
+		if (r < 0)
+			return bench_fail(e, r, "making a directory in %s",
+					  m == M_TMPFS ? o->tmpfs : o->dir);
 		if (statfs(env->dirs[m], &sf) < 0)
 			return bench_fail(e, -errno, "statfs %s", env->dirs[m]);
 		env->on_tmpfs[m] = sf.f_type == TMPFS_MAGIC;

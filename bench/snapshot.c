@@ -252,27 +252,6 @@ static int parse_args(int argc, char **argv, struct opts *o)
 
 /* ------------------------------------------------------------ the files */
 
-/* Share of the first @len bytes of @fd in the page cache, or -1. */
-static double cached_share(int fd, uint64_t len)
-{
-	size_t pages = (size_t)((len + BENCH_PAGE - 1) / BENCH_PAGE), resident = 0;
-	unsigned char *vec;
-	void *m;
-
-	if (!len)
-		return 0;
-	m = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
-	if (m == MAP_FAILED)
-		return -1;
-	vec = malloc(pages);
-	if (vec && mincore(m, len, vec) == 0)
-		for (size_t i = 0; i < pages; i++)
-			resident += vec[i] & 1;
-	free(vec);
-	munmap(m, len);
-	return (double)resident / (double)pages;
-}
-
 /* Every file out of the page cache (they are clean: each was fsynced once written). */
 static void drop_cache(struct env *env)
 {
@@ -610,9 +589,9 @@ static int run_row(struct env *env, enum row row, struct result *res, struct ben
 	memset(res, 0, sizeof(*res));
 	if (row < R_FIRST_SEQ && row != R_RESIDENT) {
 		drop_cache(env);
-		res->v[X_CACHED] = cached_share(env->fd_snap, env->snap_bytes);
+		res->v[X_CACHED] = bench_cached_share(env->fd_snap, env->snap_bytes);
 	} else if (row >= R_FIRST_SEQ) {
-		res->v[X_CACHED] = cached_share(env->fd_snap, env->snap_bytes);
+		res->v[X_CACHED] = bench_cached_share(env->fd_snap, env->snap_bytes);
 	}
 	switch (row) {
 	case R_RESIDENT:
@@ -1068,12 +1047,9 @@ static int setup(struct env *env, struct bench_err *e)
 		free(perm);
 		return bench_fail(e, -ENOMEM, "allocating");
 	}
-	snprintf(env->dir, sizeof(env->dir), "%s/faultline-bench-snapshot-XXXXXX", env->o->dir);
-	if (!mkdtemp(env->dir)) {
-		r = bench_fail(e, -errno, "creating a directory in %s", env->o->dir);
-		env->dir[0] = '\0';
-		return r;
-	}
+	r = bench_make_dir(env->dir, sizeof(env->dir), env->o->dir, "faultline-bench-snapshot");
+	if (r < 0)
+		return bench_fail(e, r, "creating a directory in %s", env->o->dir);
 	snprintf(env->snap, sizeof(env->snap), "%s/image.flsnap", env->dir);
 	snprintf(env->wsf, sizeof(env->wsf), "%s/image.ws", env->dir);
 	snprintf(env->lsf, sizeof(env->lsf), "%s/image.ls", env->dir);

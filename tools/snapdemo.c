@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "faultline.h"
+#include "../bench/bench.h"
 #include "kv.h"
 #include "tool.h"
 #include "util.h"
@@ -449,9 +450,9 @@ int snapshot_demo(int argc, char **argv)
 
 	if (r)
 		return r;
-	snprintf(dir, sizeof(dir), "%s/faultline-demo-XXXXXX", o.dir);
-	if (!mkdtemp(dir))
-		return fail(SUB, o.dir, -errno);
+	r = bench_make_dir(dir, sizeof(dir), o.dir, "faultline-demo");
+	if (r < 0)
+		return fail(SUB, o.dir, r);
 	snprintf(snap, sizeof(snap), "%s/kv.flsnap", dir);
 	snprintf(ws, sizeof(ws), "%s/kv.ws", dir);
 	snprintf(ls, sizeof(ls), "%s/kv.ls", dir);
