@@ -266,92 +266,112 @@ static void reply_text(const redisReply *r, char *out, size_t len)
 	}
 }
 
-static redisReply *vcmd(struct redisd *d, unsigned int i, unsigned int timeout_ms, const char *fmt,
-			va_list ap)
+/* One command, in the protocol already (@cmd, @n bytes; @n < 0: none), to server @i. */
+static redisReply *send_cmd(struct redisd *d, unsigned int i, unsigned int timeout_ms,
+			    const char *cmd, long long n)
 {
 	struct timeval tv = { timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000 };
 	redisContext *c;
-	redisReply *r = NULL;
+	void *r = NULL;
 
-	if (i >= d->n || d->pid[i] <= 0)
+	if (n < 0 || i >= d->n || d->pid[i] <= 0)
 		return NULL;
 	c = redisConnectWithTimeout("127.0.0.1", d->port[i], tv);
-	if (c && !c->err && redisSetTimeout(c, tv) == REDIS_OK)
-		r = redisvCommand(c, fmt, ap);
+	if (c && !c->err && redisSetTimeout(c, tv) == REDIS_OK &&
+	    redisAppendFormattedCommand(c, cmd, (size_t)n) == REDIS_OK &&
+	    redisGetReply(c, &r) != REDIS_OK)
+		r = NULL;
 	if (c)
 		redisFree(c);
 	return r;
 }
-#endif
 
-int redisd_cmd(struct redisd *d, unsigned int i, unsigned int timeout_ms, char *out, size_t len,
-	       const char *fmt, ...)
+static redisReply *vcmd(struct redisd *d, unsigned int i, unsigned int timeout_ms, const char *fmt,
+			va_list ap)
 {
-#ifdef FL_HAVE_HIREDIS
-	redisReply *r;
-	va_list ap;
+	char *cmd = NULL;
+	long long n = redisvFormatCommand(&cmd, fmt, ap);
+	redisReply *r = send_cmd(d, i, timeout_ms, cmd, n);
 
-	va_start(ap, fmt);
-	r = vcmd(d, i, timeout_ms, fmt, ap);
-	va_end(ap);
-	if (!r)
-		return -1;
-	reply_text(r, out, len);
-	freeReplyObject(r);
-	return 0;
-#else
-	(void)d;
-	(void)i;
-	(void)timeout_ms;
-	(void)fmt;
-	if (len)
-		out[0] = 0;
-	return -1;
-#endif
+	if (n >= 0)
+		redisFreeCommand(cmd);
+	return r;
 }
 
-int redisd_cmdline(struct redisd *d, unsigned int i, unsigned int timeout_ms, char *out, size_t len,
-		   const char *line)
+/* The command line @line, split at spaces ("" an empty argument), in the protocol: its length or -1. */
+static long long format_line(const char *line, char **cmd)
 {
-#ifdef FL_HAVE_HIREDIS
-	struct timeval tv = { timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000 };
 	const char *argv[256];
 	size_t argvlen[256];
 	char *copy = strdup(line), *save = NULL;
-	redisContext *c;
-	redisReply *r = NULL;
+	long long n;
 	int argc = 0;
 
-	if (!copy || i >= d->n || d->pid[i] <= 0) {
-		free(copy);
+	if (!copy)
 		return -1;
-	}
 	for (char *t = strtok_r(copy, " ", &save); t && argc < 256; t = strtok_r(NULL, " ", &save)) {
 		if (!strcmp(t, "\"\""))
 			*t = 0;
 		argv[argc] = t;
 		argvlen[argc++] = strlen(t);
 	}
-	c = redisConnectWithTimeout("127.0.0.1", d->port[i], tv);
-	if (c && !c->err && redisSetTimeout(c, tv) == REDIS_OK)
-		r = redisCommandArgv(c, argc, argv, argvlen);
-	if (c)
-		redisFree(c);
+	n = redisFormatCommandArgv(cmd, argc, argv, argvlen);
 	free(copy);
+	return n;
+}
+#endif
+
+/* The reply @r (freed) as text in @out: 0, or -1 when there is none. */
+static int reply_out(void *r, char *out, size_t len)
+{
+	if (len)
+		out[0] = 0;
 	if (!r)
 		return -1;
+#ifdef FL_HAVE_HIREDIS
 	reply_text(r, out, len);
 	freeReplyObject(r);
+#endif
 	return 0;
+}
+
+int redisd_cmd(struct redisd *d, unsigned int i, unsigned int timeout_ms, char *out, size_t len,
+	       const char *fmt, ...)
+{
+	void *r = NULL;
+#ifdef FL_HAVE_HIREDIS
+	va_list ap;
+
+	va_start(ap, fmt);
+	r = vcmd(d, i, timeout_ms, fmt, ap);
+	va_end(ap);
+#else
+	(void)d;
+	(void)i;
+	(void)timeout_ms;
+	(void)fmt;
+#endif
+	return reply_out(r, out, len);
+}
+
+int redisd_cmdline(struct redisd *d, unsigned int i, unsigned int timeout_ms, char *out, size_t len,
+		   const char *line)
+{
+	void *r = NULL;
+#ifdef FL_HAVE_HIREDIS
+	char *cmd = NULL;
+	long long n = format_line(line, &cmd);
+
+	r = send_cmd(d, i, timeout_ms, cmd, n);
+	if (n >= 0)
+		redisFreeCommand(cmd);
 #else
 	(void)d;
 	(void)i;
 	(void)timeout_ms;
 	(void)line;
-	if (len)
-		out[0] = 0;
-	return -1;
 #endif
+	return reply_out(r, out, len);
 }
 
 #ifdef FL_HAVE_HIREDIS
@@ -443,45 +463,61 @@ unsigned int redisd_key_slot(const char *key)
 	return crc & 16383u;
 }
 
-int redisd_cluster_wait_ok(struct redisd *d, unsigned int timeout_ms)
+/*
+ * Poll every live server with @ok until all of them pass (0), or until
+ * @timeout_ms passed (-1, d->err "@what after N ms").
+ */
+static int wait_all(struct redisd *d, unsigned int timeout_ms,
+		    bool (*ok)(struct redisd *, unsigned int), const char *what)
 {
-#ifdef FL_HAVE_HIREDIS
 	uint64_t deadline = now_ms() + timeout_ms;
-	static int map[16384];
-	char info[4096];
 
 	for (;;) {
-		bool ok = true;
+		bool all = true;
 
-		for (unsigned int i = 0; i < d->n && ok; i++) {
-			redisReply *r;
-
-			if (d->pid[i] <= 0)
-				continue;
-			if (redisd_cmd(d, i, 2000, info, sizeof(info), "CLUSTER INFO") ||
-			    !strstr(info, "cluster_state:ok")) {
-				ok = false;
-				break;
-			}
-			r = cmd_reply(d, i, 2000, "CLUSTER SLOTS");
-			if (!r || slots_of(d, r, map)) {
-				ok = false;
-			} else {
-				for (unsigned int s = 0; s < 16384 && ok; s++)
-					if (map[s] < 0 || d->pid[map[s]] <= 0)
-						ok = false;
-			}
-			if (r)
-				freeReplyObject(r);
-		}
-		if (ok)
+		for (unsigned int i = 0; i < d->n && all; i++)
+			if (d->pid[i] > 0 && !ok(d, i))
+				all = false;
+		if (all)
 			return 0;
 		if (now_ms() > deadline) {
-			set_err(d, "the cluster is not ok after %u ms", timeout_ms);
+			set_err(d, "%s after %u ms", what, timeout_ms);
 			return -1;
 		}
 		poll_pause();
 	}
+}
+
+#ifdef FL_HAVE_HIREDIS
+/* Server @i reports cluster_state:ok and sees all 16384 slots served by live masters. */
+static bool cluster_ok(struct redisd *d, unsigned int i)
+{
+	static int map[16384];
+	char info[4096];
+	redisReply *r;
+	bool ok = true;
+
+	if (redisd_cmd(d, i, 2000, info, sizeof(info), "CLUSTER INFO") ||
+	    !strstr(info, "cluster_state:ok"))
+		return false;
+	r = cmd_reply(d, i, 2000, "CLUSTER SLOTS");
+	if (!r || slots_of(d, r, map)) {
+		ok = false;
+	} else {
+		for (unsigned int s = 0; s < 16384 && ok; s++)
+			if (map[s] < 0 || d->pid[map[s]] <= 0)
+				ok = false;
+	}
+	if (r)
+		freeReplyObject(r);
+	return ok;
+}
+#endif
+
+int redisd_cluster_wait_ok(struct redisd *d, unsigned int timeout_ms)
+{
+#ifdef FL_HAVE_HIREDIS
+	return wait_all(d, timeout_ms, cluster_ok, "the cluster is not ok");
 #else
 	(void)timeout_ms;
 	set_err(d, "built without hiredis");
@@ -489,36 +525,17 @@ int redisd_cluster_wait_ok(struct redisd *d, unsigned int timeout_ms)
 #endif
 }
 
-/* Every master has a replica online (INFO replication). */
-static int wait_replicas(struct redisd *d, unsigned int timeout_ms)
+/* A master of server @i has a replica online, a replica its master link up (INFO replication). */
+static bool replica_ok(struct redisd *d, unsigned int i)
 {
-	uint64_t deadline = now_ms() + timeout_ms;
 	char info[4096];
 
-	for (;;) {
-		bool ok = true;
-
-		for (unsigned int i = 0; i < d->n && ok; i++) {
-			if (d->pid[i] <= 0)
-				continue;
-			if (redisd_cmd(d, i, 2000, info, sizeof(info), "INFO replication")) {
-				ok = false;
-			} else if (strstr(info, "role:master") &&
-				   (!strstr(info, "connected_slaves:1") || !strstr(info, "state=online"))) {
-				ok = false;
-			} else if (strstr(info, "role:slave") &&
-				   !strstr(info, "master_link_status:up")) {
-				ok = false;
-			}
-		}
-		if (ok)
-			return 0;
-		if (now_ms() > deadline) {
-			set_err(d, "the replicas are not online after %u ms", timeout_ms);
-			return -1;
-		}
-		poll_pause();
-	}
+	if (redisd_cmd(d, i, 2000, info, sizeof(info), "INFO replication"))
+		return false;
+	if (strstr(info, "role:master") &&
+	    (!strstr(info, "connected_slaves:1") || !strstr(info, "state=online")))
+		return false;
+	return !strstr(info, "role:slave") || strstr(info, "master_link_status:up");
 }
 
 int redisd_start(struct redisd *d, unsigned int n, bool cluster, unsigned int timeout_ms)
@@ -618,7 +635,8 @@ int redisd_start(struct redisd *d, unsigned int n, bool cluster, unsigned int ti
 		if (redisd_cluster_wait_ok(d, now < deadline ? (unsigned int)(deadline - now) : 1))
 			goto fail;
 		now = now_ms();
-		if (wait_replicas(d, now < deadline ? (unsigned int)(deadline - now) : 1))
+		if (wait_all(d, now < deadline ? (unsigned int)(deadline - now) : 1, replica_ok,
+			     "the replicas are not online"))
 			goto fail;
 	}
 	return 0;
