@@ -239,7 +239,32 @@ static int redis_store(struct state *st, struct redisd *d, const char *prefix, u
 	return fill_store(*ret, st->o.size, e);
 }
 
-static int setup_cluster(struct state *st, struct bench_err *e);
+/*
+ * Backend @b's Redis: @n 1 is the single server (started once, for redis
+ * and redis-hash), more a cluster of @n nodes. Without the programs the
+ * backend is skipped, saying why.
+ */
+static int setup_redis(struct state *st, enum backend b, unsigned int n, struct bench_err *e)
+{
+	bool cluster = n > 1;
+	struct redisd *d = cluster ? &st->cluster : &st->single;
+	char path[256];
+
+	if (!redisd_find("redis-server", path, sizeof(path)) ||
+	    (cluster && !redisd_find("redis-cli", path, sizeof(path)))) {
+		snprintf(st->skip[b], sizeof(st->skip[b]), "%s",
+			 cluster ? "redis-server or redis-cli not found (apt-get install "
+			 "redis-server redis-tools)" :
+			 "redis-server not found (apt-get install redis-server)");
+		return 0;
+	}
+	if (!d->n && redisd_start(d, n, cluster, cluster ? 120000 : 60000))
+		return bench_fail(e, -EIO, "starting %s: %.200s",
+				  cluster ? "the cluster" : "redis-server", d->err);
+	return redis_store(st, d, b == B_REDIS ? "bench-keys" : b == B_REDIS_HASH ?
+			   "bench-hash" : "bench", b == B_REDIS_HASH ? FL_STORE_REDIS_HASH : 0,
+			   &st->store[b], e);
+}
 
 static void *serve_thread(void *arg)
 {
@@ -394,8 +419,6 @@ static int loopback_rtt(double *ret, struct bench_err *e)
 
 static int setup(struct state *st, enum backend b, struct bench_err *e)
 {
-	char path[256];
-
 	switch (b) {
 	case B_FILE: {
 		struct fl_store_file_opts fo = { .sz = sizeof(fo), .size = st->o.size,
@@ -427,35 +450,10 @@ static int setup(struct state *st, enum backend b, struct bench_err *e)
 				 "hiredis (libhiredis-dev)");
 			return 0;
 		}
-		if (b == B_CLUSTER)
-			return setup_cluster(st, e);
-		if (!redisd_find("redis-server", path, sizeof(path))) {
-			snprintf(st->skip[b], sizeof(st->skip[b]),
-				 "redis-server not found (apt-get install redis-server)");
-			return 0;
-		}
-		if (!st->single.n && redisd_start(&st->single, 1, false, 60000))
-			return bench_fail(e, -EIO, "starting redis-server: %.200s", st->single.err);
-		return redis_store(st, &st->single, b == B_REDIS ? "bench-keys" : "bench-hash",
-				   b == B_REDIS ? 0 : FL_STORE_REDIS_HASH, &st->store[b], e);
+		return setup_redis(st, b, b == B_CLUSTER ? 6 : 1, e);
 	default:
 		return 0;
 	}
-}
-
-static int setup_cluster(struct state *st, struct bench_err *e)
-{
-	char path[256];
-
-	if (!redisd_find("redis-server", path, sizeof(path)) ||
-	    !redisd_find("redis-cli", path, sizeof(path))) {
-		snprintf(st->skip[B_CLUSTER], sizeof(st->skip[B_CLUSTER]), "redis-server or "
-			 "redis-cli not found (apt-get install redis-server redis-tools)");
-		return 0;
-	}
-	if (redisd_start(&st->cluster, 6, true, 120000))
-		return bench_fail(e, -EIO, "starting the cluster: %.200s", st->cluster.err);
-	return redis_store(st, &st->cluster, "bench", 0, &st->store[B_CLUSTER], e);
 }
 
 /* --------------------------------------------------------------- faults */
