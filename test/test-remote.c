@@ -408,6 +408,55 @@ static uint8_t *make_object(const struct srv *sv, const char *name, size_t len)
 	return b;
 }
 
+/* A server over a fresh directory holding one object, @name of @len bytes (make_object's). */
+static uint8_t *srv_up(struct srv *sv, const char *name, size_t len)
+{
+	uint8_t *want;
+
+	srv_dir(sv);
+	want = make_object(sv, name, len);
+	srv_start(sv, 0, NULL);
+	return want;
+}
+
+/* Stopped as srv_stop_ok says, its directory removed. */
+static void srv_down(struct srv *sv)
+{
+	srv_stop_ok(sv);
+	srv_cleanup(sv);
+}
+
+/* The server's file @name holds @model, page by page (its first @len bytes). */
+static void expect_file(const struct srv *sv, const char *name, const uint8_t *model, size_t len)
+{
+	uint8_t *got = malloc(len);
+	char path[256];
+	int fd;
+
+	T_ASSERT(got);
+	snprintf(path, sizeof(path), "%s/%s", sv->dir, name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	T_ASSERT_SYS(fd);
+	T_ASSERT_EQ(read(fd, got, len), (ssize_t)len);
+	close(fd);
+	for (size_t pg = 0; pg < len / 4096; pg++)
+		if (memcmp(got + pg * 4096, model + pg * 4096, 4096))
+			t_fail(__FILE__, __LINE__, "page %zu of the server's file is not as written",
+			       pg);
+	free(got);
+}
+
+/* 16 bytes of each page of @len at @a, somewhere in it, written; the same into @model. */
+static void write_pages(uint8_t *a, uint8_t *model, size_t len)
+{
+	for (size_t pg = 0; pg < len / 4096; pg++) {
+		size_t at = (pg * 97) % (4096 - 16);
+
+		memset(a + pg * 4096 + at, (int)(pg % 251) + 1, 16);
+		memset(model + pg * 4096 + at, (int)(pg % 251) + 1, 16);
+	}
+}
+
 static char *url_of(const struct srv *sv, const char *name)
 {
 	static char url[300];
@@ -468,9 +517,7 @@ TEST(serve_pager_reads_match_file)
 	uint64_t holes[(3u << 20) / 4096 / 64] = { 0 };
 
 	T_ASSERT(buf);
-	srv_dir(&sv);
-	want = make_object(&sv, "obj", len);
-	srv_start(&sv, 0, NULL);
+	want = srv_up(&sv, "obj", len);
 	T_ASSERT_OK(remote_open(&sv, "obj", 0, t_ms(10000), &s));
 	T_ASSERT_EQ(fl_store_size(s), len);
 	T_ASSERT(fl_store_caps(s) & FL_STORE_READONLY);
@@ -500,8 +547,7 @@ TEST(serve_pager_reads_match_file)
 		fl_pager_destroy(p);
 	}
 	fl_store_destroy(s);
-	srv_stop_ok(&sv);
-	srv_cleanup(&sv);
+	srv_down(&sv);
 	free(want);
 	free(buf);
 }
@@ -610,14 +656,10 @@ TEST(serve_writes_persist)
 	const size_t len = 1u << 20;
 	struct srv sv = { 0 };
 	struct fl_store *s, *ro;
-	uint8_t *want, *page = malloc(3 * 4096), *got = malloc(len);
-	char path[256];
-	int fd;
+	uint8_t *want, *page = malloc(3 * 4096);
 
-	T_ASSERT(page && got);
-	srv_dir(&sv);
-	want = make_object(&sv, "obj", len);
-	srv_start(&sv, 0, NULL);
+	T_ASSERT(page);
+	want = srv_up(&sv, "obj", len);
 	T_ASSERT_OK(remote_open(&sv, "obj", FL_STORE_REMOTE_WRITABLE, t_ms(10000), &s));
 	T_ASSERT(!(fl_store_caps(s) & FL_STORE_READONLY));
 	memset(page, 0xa5, 3 * 4096);
@@ -633,17 +675,10 @@ TEST(serve_writes_persist)
 	fl_store_destroy(ro);
 	fl_store_destroy(s);
 	/* In the file, as written: the server answered WRITTEN after pwrite. */
-	snprintf(path, sizeof(path), "%s/obj", sv.dir);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	T_ASSERT_SYS(fd);
-	T_ASSERT_EQ(read(fd, got, len), (ssize_t)len);
-	close(fd);
-	T_ASSERT(!memcmp(got, want, len));
-	srv_stop_ok(&sv);
-	srv_cleanup(&sv);
+	expect_file(&sv, "obj", want, len);
+	srv_down(&sv);
 	free(want);
 	free(page);
-	free(got);
 }
 
 TEST(serve_snapshot_file)
@@ -674,8 +709,7 @@ TEST(serve_snapshot_file)
 	T_ASSERT(!memcmp(buf, data, len / 2));
 	T_ASSERT_EQ(holes[0], ~0ull << 32);	/* the second half: zero pages, holes */
 	fl_store_destroy(s);
-	srv_stop_ok(&sv);
-	srv_cleanup(&sv);
+	srv_down(&sv);
 	free(data);
 	free(buf);
 }
@@ -713,8 +747,7 @@ TEST(serve_name_escapes_refused)
 	T_ASSERT_OK(remote_open(&sv, "sub/in-link", 0, t_ms(10000), &s));
 	T_ASSERT_EQ(fl_store_size(s), 8192);
 	fl_store_destroy(s);
-	srv_stop_ok(&sv);
-	srv_cleanup(&sv);
+	srv_down(&sv);
 }
 
 /* Receive on a raw connection: the next message's type (ERROR: its code in *@code), or 0 at EOF. */
@@ -747,9 +780,7 @@ TEST(serve_malformed_closes_only_that_connection)
 	uint32_t code = 0;
 	struct fl__conn *a, *b;
 
-	srv_dir(&sv);
-	want = make_object(&sv, "obj", 64 * 4096);
-	srv_start(&sv, 0, NULL);
+	want = srv_up(&sv, "obj", 64 * 4096);
 	T_ASSERT_OK(remote_open(&sv, "obj", 0, t_ms(10000), &s));
 	a = raw_open(&sv, "obj", &rx_a);
 	b = raw_open(&sv, "obj", &rx_b);
@@ -867,9 +898,7 @@ TEST(serve_sigterm_answers_then_exits)
 	uint32_t code = 0;
 	struct fl__conn *fd, *idle;
 
-	srv_dir(&sv);
-	want = make_object(&sv, "obj", 4u << 20);
-	srv_start(&sv, 0, NULL);
+	want = srv_up(&sv, "obj", 4u << 20);
 	fd = raw_open(&sv, "obj", &rx);
 	idle = raw_open(&sv, "obj", &rx2);
 	/* Two reads of 2 MiB sent, then SIGTERM: both are answered whole, then SHUTDOWN. */
@@ -934,9 +963,7 @@ TEST(serve_outage_faults_wait_then_resume)
 	uint8_t *want, *mem;
 	uint16_t port;
 
-	srv_dir(&sv);
-	want = make_object(&sv, "obj", len);
-	srv_start(&sv, 0, NULL);
+	want = srv_up(&sv, "obj", len);
 	port = sv.port;
 	/* Waits through any outage (-1): a fault blocks until the server is back. */
 	T_ASSERT_OK(remote_open(&sv, "obj", 0, -1, &s));
@@ -957,8 +984,7 @@ TEST(serve_outage_faults_wait_then_resume)
 	T_ASSERT(!memcmp(mem, want, len));
 	fl_pager_destroy(p);
 	fl_store_destroy(s);
-	srv_stop_ok(&sv);
-	srv_cleanup(&sv);
+	srv_down(&sv);
 	free(want);
 }
 
@@ -973,9 +999,7 @@ TEST(serve_outage_past_deadline_sigbus)
 	struct fl_region_opts o;
 	uint8_t *want, *mem;
 
-	srv_dir(&sv);
-	want = make_object(&sv, "obj", len);
-	srv_start(&sv, 0, NULL);
+	want = srv_up(&sv, "obj", len);
 	T_ASSERT_OK(remote_open(&sv, "obj", 0, t_ms(500), &s));
 	p = t_pager_new(FL_PAGER_THREADS, 2, 0);
 	o = t_region_opts(s, len);
@@ -1178,9 +1202,7 @@ TEST(serve_tls_x509)
 	snprintf(key, sizeof(key), "%s/server.key", certs);
 	snprintf(ca, sizeof(ca), "%s/ca.crt", certs);
 	snprintf(ca2, sizeof(ca2), "%s/other-ca.crt", certs);
-	srv_dir(&sv);
-	want = make_object(&sv, "obj", 64 * 4096);
-	srv_start(&sv, 0, NULL);
+	want = srv_up(&sv, "obj", 64 * 4096);
 	/* The certificate names 127.0.0.1 (the URL's host) and pages.example. */
 	T_ASSERT_OK(tls_read(&sv, &o, want));
 	o.tls_peer_name = "pages.example";
@@ -1195,8 +1217,7 @@ TEST(serve_tls_x509)
 	o.tls_ca_file = NULL;
 	o.tls_peer_name = "pages.example";
 	T_ASSERT_ERR(tls_read(&sv, &o, want), EINVAL);
-	srv_stop_ok(&sv);
-	srv_cleanup(&sv);
+	srv_down(&sv);
 	t_certs_cleanup(certs);
 	free(want);
 }
@@ -1217,14 +1238,9 @@ TEST(serve_region_sync_writes_back)
 	struct fl_pager *p;
 	struct fl_region *r;
 	struct fl_region_opts o;
-	uint8_t *model, *a, *got = malloc(len);
-	char path[256];
-	int fd;
+	uint8_t *model, *a;
 
-	T_ASSERT(got);
-	srv_dir(&sv);
-	model = make_object(&sv, "obj", len);
-	srv_start(&sv, 0, NULL);
+	model = srv_up(&sv, "obj", len);
 	T_ASSERT_OK(remote_open(&sv, "obj", FL_STORE_REMOTE_WRITABLE, t_ms(10000), &s));
 	p = t_pager_new(FL_PAGER_THREADS, 2, 0);
 	o = t_region_opts(s, len);
@@ -1234,12 +1250,7 @@ TEST(serve_region_sync_writes_back)
 	T_ASSERT_OK(fl_region_add(p, &o, &r));
 	T_ASSERT_OK(fl_pager_start(p));
 	a = fl_region_addr(r);
-	for (size_t pg = 0; pg < len / ps; pg++) {
-		size_t at = (pg * 97) % (ps - 16);
-
-		memset(a + pg * ps + at, (int)(pg % 251) + 1, 16);
-		memset(model + pg * ps + at, (int)(pg % 251) + 1, 16);
-	}
+	write_pages(a, model, len);
 	T_ASSERT_EQ(fl_region_dirty(r, 0, len, NULL), (long)(len / ps));
 	T_ASSERT_OK(fl_region_sync(r, 0, len));
 	T_ASSERT_EQ(fl_region_dirty(r, 0, len, NULL), 0);
@@ -1247,21 +1258,11 @@ TEST(serve_region_sync_writes_back)
 	T_ASSERT_EQ(rs.synced, len / ps);
 	T_ASSERT_EQ(rs.writeback_errors, 0);
 	/* The server's file holds every write (it answered WRITTEN after pwrite). */
-	snprintf(path, sizeof(path), "%s/obj", sv.dir);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	T_ASSERT_SYS(fd);
-	T_ASSERT_EQ(read(fd, got, len), (ssize_t)len);
-	close(fd);
-	for (size_t pg = 0; pg < len / ps; pg++)
-		if (memcmp(got + pg * ps, model + pg * ps, ps))
-			t_fail(__FILE__, __LINE__, "page %zu of the server's file is not as written",
-			       pg);
+	expect_file(&sv, "obj", model, len);
 	fl_pager_destroy(p);
 	fl_store_destroy(s);
-	srv_stop_ok(&sv);
-	srv_cleanup(&sv);
+	srv_down(&sv);
 	free(model);
-	free(got);
 }
 
 /*
@@ -1282,14 +1283,10 @@ TEST(serve_budget_evicts_to_server)
 	struct fl_pager *p;
 	struct fl_region *r;
 	struct fl_region_opts o;
-	uint8_t *model, *a, *got = malloc(len);
-	char path[256];
-	int fd, e;
+	uint8_t *model, *a;
+	int e;
 
-	T_ASSERT(got);
-	srv_dir(&sv);
-	model = make_object(&sv, "obj", len);
-	srv_start(&sv, 0, NULL);
+	model = srv_up(&sv, "obj", len);
 	T_ASSERT_OK(remote_open(&sv, "obj", FL_STORE_REMOTE_WRITABLE, t_ms(10000), &s));
 	T_ASSERT_OK(fl_budget_create(&bo, &b));
 	p = t_pager_new(FL_PAGER_THREADS, 2, 0);
@@ -1301,12 +1298,7 @@ TEST(serve_budget_evicts_to_server)
 	T_ASSERT_OK(e);
 	T_ASSERT_OK(fl_pager_start(p));
 	a = fl_region_addr(r);
-	for (size_t pg = 0; pg < len / ps; pg++) {
-		size_t at = (pg * 97) % (ps - 16);
-
-		memset(a + pg * ps + at, (int)(pg % 251) + 1, 16);
-		memset(model + pg * ps + at, (int)(pg % 251) + 1, 16);
-	}
+	write_pages(a, model, len);
 	/* The pages read again: from memory, or back from the server, as written. */
 	for (size_t pg = 0; pg < len / ps; pg++)
 		if (memcmp(a + pg * ps, model + pg * ps, ps))
@@ -1320,20 +1312,10 @@ TEST(serve_budget_evicts_to_server)
 	T_ASSERT_EQ(rs.writeback_errors, 0);
 	/* What is still dirty in memory, written back now; then the file has it all. */
 	T_ASSERT_OK(fl_region_sync(r, 0, len));
-	snprintf(path, sizeof(path), "%s/obj", sv.dir);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	T_ASSERT_SYS(fd);
-	T_ASSERT_EQ(read(fd, got, len), (ssize_t)len);
-	close(fd);
-	for (size_t pg = 0; pg < len / ps; pg++)
-		if (memcmp(got + pg * ps, model + pg * ps, ps))
-			t_fail(__FILE__, __LINE__, "page %zu of the server's file is not as written",
-			       pg);
+	expect_file(&sv, "obj", model, len);
 	fl_pager_destroy(p);
 	fl_budget_destroy(b);
 	fl_store_destroy(s);
-	srv_stop_ok(&sv);
-	srv_cleanup(&sv);
+	srv_down(&sv);
 	free(model);
-	free(got);
 }
