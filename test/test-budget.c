@@ -20,55 +20,23 @@
 
 #define SEED 0xb0d9e7u
 
-/* ----------------------------------------------------------- LOOP driver */
-
-struct drv {
-	struct fl_pager *p;
-	int stop;
-	unsigned long th;
-};
-
-static void *drv_main(void *arg)
-{
-	struct drv *d = arg;
-
-	for (;;) {
-		struct pollfd pf[2] = { { fl_pager_fd(d->p), POLLIN, 0 }, { d->stop, POLLIN, 0 } };
-
-		if (poll(pf, 2, -1) < 0) {
-			T_ASSERT(errno == EINTR);
-			continue;
-		}
-		if (pf[1].revents)
-			return NULL;
-		T_ASSERT(fl_pager_dispatch(d->p) >= 0);
-	}
-}
+/* ---------------------------------------------------------- helpers */
 
 /* A pager in @mode, started; LOOP mode gets a thread dispatching for it. */
-static struct fl_pager *pager_up(enum fl_pager_mode mode, struct drv *d)
+static struct fl_pager *pager_up(enum fl_pager_mode mode, struct t_loop *d)
 {
 	struct fl_pager *p = t_pager_new(mode, 2, 0);
 
 	T_ASSERT_OK(fl_pager_start(p));
-	if (mode == FL_PAGER_LOOP) {
-		d->p = p;
-		d->stop = eventfd(0, EFD_CLOEXEC);
-		T_ASSERT_SYS(d->stop);
-		d->th = t_thread_start(drv_main, d);
-	}
+	if (mode == FL_PAGER_LOOP)
+		t_loop_start(d, p);
 	return p;
 }
 
-static void pager_down(struct fl_pager *p, enum fl_pager_mode mode, struct drv *d)
+static void pager_down(struct fl_pager *p, enum fl_pager_mode mode, struct t_loop *d)
 {
-	if (mode == FL_PAGER_LOOP) {
-		uint64_t one = 1;
-
-		T_ASSERT_SYS(write(d->stop, &one, sizeof(one)));
-		t_thread_join(d->th);
-		close(d->stop);
-	}
+	if (mode == FL_PAGER_LOOP)
+		t_loop_stop(d);
 	fl_pager_destroy(p);
 }
 
@@ -159,6 +127,25 @@ static struct fl_store *file_store(size_t len)
 	T_ASSERT_OK(fl_store_file_open(path, &fo, &s));
 	unlink(path);
 	return s;
+}
+
+/*
+ * A region of @len bytes under budget @b over a writable mem store of
+ * @membuf, which gets the pattern first; @vol as fl_region_opts.vol says.
+ */
+static struct fl_region *mem_region(struct fl_pager *p, struct fl_budget *b, uint8_t *membuf,
+				    size_t len, enum fl_volatile vol, struct fl_store **s)
+{
+	struct fl_region_opts o;
+	struct fl_region *r;
+
+	fl_pattern_fill(membuf, 0, len, SEED);
+	T_ASSERT_OK(fl_store_mem_create(membuf, len, FL_STORE_MEM_NO_MOVE, s));
+	o = t_region_opts(*s, len);
+	o.budget = b;
+	o.vol = vol;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	return r;
 }
 
 /* ------------------------------------------------------------- options */
@@ -255,7 +242,7 @@ static void fifo_clean(enum fl_pager_mode mode, enum fl_mem_type mem, enum store
 	struct fl_region_opts o;
 	struct fl_region *r;
 	struct fl_store *s;
-	struct drv d;
+	struct t_loop d;
 	struct fl_pager *p = pager_up(mode, &d);
 	uint8_t *membuf = NULL;
 
@@ -351,7 +338,7 @@ TEST(budget_shared_two_pagers)
 	size_t ps = t_page_size(), npages = 192, len = npages * ps;
 	struct fl_budget *b = budget_new(96 * ps, FL_EVICT_FIFO);
 	enum fl_pager_mode m2 = t_have(FL_FEAT_SIGBUS) ? FL_PAGER_SIGBUS : FL_PAGER_LOOP;
-	struct drv d1, d2;
+	struct t_loop d1, d2;
 	struct fl_pager *p1 = pager_up(FL_PAGER_THREADS, &d1), *p2 = pager_up(m2, &d2);
 	struct fl_store *s;
 	struct fl_region_opts o;
@@ -435,7 +422,7 @@ static void bound_under_load(enum fl_pager_mode mode)
 	struct fl_budget_opts bo = { .sz = sizeof(bo), .bytes = 32 * ps, .batch = 4 * ps,
 				     .policy = FL_EVICT_2Q };
 	struct fl_budget *b;
-	struct drv d;
+	struct t_loop d;
 	struct fl_pager *p = pager_up(mode, &d);
 	struct fl_store *s;
 	struct fl_region_opts o;
@@ -486,18 +473,12 @@ TEST(budget_writable_store_written_back)
 {
 	size_t ps = t_page_size(), npages = 64, len = npages * ps;
 	struct fl_budget *b = budget_new(16 * ps, FL_EVICT_FIFO);
-	struct drv d;
+	struct t_loop d;
 	struct fl_pager *p = pager_up(FL_PAGER_SIGBUS, &d);
 	uint8_t *membuf = t_map_anon(len), *a;
-	struct fl_region_opts o;
-	struct fl_region *r;
 	struct fl_store *s;
+	struct fl_region *r = mem_region(p, b, membuf, len, FL_VOLATILE_NONE, &s);
 
-	fl_pattern_fill(membuf, 0, len, SEED);
-	T_ASSERT_OK(fl_store_mem_create(membuf, len, FL_STORE_MEM_NO_MOVE, &s));
-	o = t_region_opts(s, len);
-	o.budget = b;
-	T_ASSERT_OK(fl_region_add(p, &o, &r));
 	a = fl_region_addr(r);
 	for (size_t i = 0; i < npages; i++)
 		a[i * ps] = (uint8_t)(i + 1);		/* written: only this memory has it */
@@ -535,7 +516,7 @@ static uint64_t hot_set_refaults(enum fl_evict_policy pol)
 {
 	size_t ps = t_page_size(), hot = 16, cold = 2048, rounds = cold / 32;
 	struct fl_budget *b = budget_new(64 * ps, pol);
-	struct drv d;
+	struct t_loop d;
 	struct fl_pager *p = pager_up(FL_PAGER_SIGBUS, &d);
 	struct fl_store *s;
 	struct fl_region_opts o;
@@ -592,19 +573,12 @@ static void volatile_outcome(enum fl_pager_mode mode, enum fl_volatile vol)
 {
 	size_t ps = t_page_size(), npages = 32, len = npages * ps;
 	struct fl_budget *b = budget_new(64 * ps, FL_EVICT_FIFO);
-	struct drv d;
+	struct t_loop d;
 	struct fl_pager *p = pager_up(mode, &d);
 	uint8_t *membuf = t_map_anon(len), *a;
-	struct fl_region_opts o;
-	struct fl_region *r;
 	struct fl_store *s;
+	struct fl_region *r = mem_region(p, b, membuf, len, vol, &s);
 
-	fl_pattern_fill(membuf, 0, len, SEED);
-	T_ASSERT_OK(fl_store_mem_create(membuf, len, FL_STORE_MEM_NO_MOVE, &s));
-	o = t_region_opts(s, len);
-	o.budget = b;
-	o.vol = vol;
-	T_ASSERT_OK(fl_region_add(p, &o, &r));
 	a = fl_region_addr(r);
 	/* Counted resident by the time the access returns (the install wakes it). */
 	for (size_t i = 0; i < npages; i++) {
@@ -887,7 +861,7 @@ TEST(budget_keep_on_remove_brings_evicted_back)
 {
 	size_t ps = t_page_size(), npages = 64, len = npages * ps;
 	struct fl_budget *b = budget_new(16 * ps, FL_EVICT_FIFO);
-	struct drv d;
+	struct t_loop d;
 	struct fl_pager *p = pager_up(FL_PAGER_SIGBUS, &d);
 	uint8_t *mem = t_map_anon(len);
 	struct fl_region_opts o;
@@ -921,7 +895,7 @@ TEST(budget_advise_dontneed_first)
 {
 	size_t ps = t_page_size(), npages = 128, len = npages * ps;
 	struct fl_budget *b = budget_new(64 * ps, FL_EVICT_FIFO);
-	struct drv d;
+	struct t_loop d;
 	struct fl_pager *p = pager_up(FL_PAGER_SIGBUS, &d);
 	struct fl_store *s;
 	struct fl_region_opts o;
@@ -975,7 +949,7 @@ TEST(budget_live_snapshot_pauses_eviction)
 {
 	size_t ps = t_page_size(), npages = 128, len = npages * ps;
 	struct fl_budget *b = budget_new(32 * ps, FL_EVICT_FIFO);
-	struct drv d;
+	struct t_loop d;
 	struct fl_pager *p = pager_up(FL_PAGER_THREADS, &d);
 	struct fl_snapshot_range sr = { 0 };
 	struct fl_snapshot_live *snap;
