@@ -107,6 +107,49 @@ TEST(restore_staged_move_threads)
 	staged(FL_PAGER_THREADS, 2 * MIB);
 }
 
+/*
+ * A sequential scan with adaptive prefetch: the first windows are smaller
+ * than a chunk and are copied out of staging, which leaves 4 KiB pages
+ * there. Every later chunk must still move in as one huge page, not as 512
+ * small ones read into what those windows left.
+ */
+TEST(restore_staged_chunks_stay_huge)
+{
+	size_t len = 16 * MIB, ps = t_page_size();
+	struct fl_store *s = pattern_file(len, -1);
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 1, 0);
+	struct fl_region_opts o = t_region_opts(s, len);
+	struct fl_region_stats st;
+	struct fl_features f;
+	struct fl_region *r;
+	volatile uint8_t *a;
+	long kb;
+
+	fl_probe(&f);
+	if (!f.thp || !t_have(FL_FEAT_MOVE)) {
+		fl_pager_destroy(p);
+		fl_store_destroy(s);
+		T_SKIP("needs transparent huge pages and UFFDIO_MOVE");
+	}
+	o.prefetch = FL_PREFETCH_ADAPTIVE;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	T_ASSERT_OK(fl_pager_start(p));
+	a = fl_region_addr(r);
+	for (size_t off = 0; off < len; off += ps)
+		(void)a[off];
+	check_restored((const uint8_t *)a, len, -1);
+	T_ASSERT_OK(fl_pager_stop(p));
+	st = rstats(r);
+	T_ASSERT_EQ(st.errors, 0);
+	/* All but the first chunk (the small windows, copied) are huge pages. */
+	kb = t_smaps_kb((const void *)a, "AnonHugePages");
+	if (kb < (long)((len - 2 * MIB) >> 10))
+		t_fail(__FILE__, __LINE__, "AnonHugePages of the region: %ld kB, expected at least "
+		       "%zu kB", kb, (len - 2 * MIB) >> 10);
+	fl_pager_destroy(p);
+	fl_store_destroy(s);
+}
+
 TEST(restore_staged_move_sigbus)
 {
 	staged(FL_PAGER_SIGBUS, 0);

@@ -446,6 +446,7 @@
 	X(remote_open_refuses_bad_arguments, 0, 0, 0)                              \
 	/* test-restore.c: staged MOVE from file stores, eager restore */         \
 	X(restore_staged_move_threads, 0, T_UFFD, 30)                              \
+	X(restore_staged_chunks_stay_huge, 0, T_UFFD, 30)                          \
 	X(restore_staged_move_sigbus, FL_FEAT_SIGBUS, T_UFFD, 30)                  \
 	X(restore_staged_move_discarded_stays_zero, FL_FEAT_EVENT_REMOVE, T_UFFD,  \
 	  30)                                                                      \
