@@ -352,6 +352,7 @@ struct mig_hs {
 	int wake;			/* a dup of fd, ours: shutdown() stops the thread */
 	int done_efd;			/* the listener's eventfd, written when done */
 	_Atomic bool done;
+	bool stopped;			/* shut down by take_hs before it ended */
 	uint64_t since;
 	struct fl__wire_hello mine;	/* a copy (its own nonce) */
 	struct fl__mig_conn c;
@@ -376,14 +377,18 @@ static void *hs_thread(void *arg)
 	return NULL;
 }
 
-/* Stop (if it still runs), join and free handshake @i; the others keep their order. */
+/*
+ * Take handshake @i out of @hs (the others keep their order), stop it if
+ * @stop and it still runs (then h->stopped), and join it.
+ */
 static struct mig_hs *take_hs(struct mig_hs **hs, unsigned int *n, unsigned int i, bool stop)
 {
 	struct mig_hs *h = hs[i];
 
 	memmove(&hs[i], &hs[i + 1], (*n - i - 1) * sizeof(*hs));
 	--*n;
-	if (stop && !atomic_load(&h->done))
+	h->stopped = stop && !atomic_load(&h->done);
+	if (h->stopped)
 		shutdown(h->wake, SHUT_RDWR);
 	pthread_join(h->thread, NULL);
 	fl__safe_close(h->wake);
@@ -439,6 +444,40 @@ static int start_hs(struct fl__mig_link *l, const struct mig_pending *t,
 	}
 	*ret = h;
 	return 0;
+}
+
+/*
+ * The outcome of handshake @h, which ended by itself (taken, joined): <= 0
+ * when it is the session's (its connection, peer and nonce are the
+ * caller's now; 0 or the session's error), 1 when the connection was
+ * refused (logged; @last says which and why). @h is freed either way.
+ */
+static int finish_hs(struct mig_hs *h, const char *side, char *last, size_t lcap,
+		     struct fl__wire_hello *mine, struct fl__mig_conn *c, struct fl__mig_peer *peer,
+		     uint64_t *ret_features, char *msg, size_t cap)
+{
+	int r = h->r;
+
+	snprintf(last, lcap, "%s", h->name);
+	snprintf(msg, cap, "%s", h->msg);
+	if (!r || r == -EAGAIN || r == -ENOMEM || r == -EIO) {
+		/* The session: this connection, this peer, this nonce. */
+		if (!r)
+			move_conn(c, &h->c);
+		if (h->peer.hello.agent && copy_peer(peer, &h->peer.hello) < 0 && !r) {
+			fl__mig_conn_close(c);
+			r = -ENOMEM;
+		}
+		*ret_features = h->features;
+		memcpy(mine->nonce, h->mine.nonce, sizeof(mine->nonce));
+		h->r = -1;	/* its connection is c's now */
+		free_hs(h);
+		return r;
+	}
+	fl__warn("migrate: %s: refused the connection from %s: %s", side, last, h->msg);
+	snprintf(last + strlen(last), lcap - strlen(last), ": %.200s", h->msg);
+	free_hs(h);
+	return 1;
 }
 
 /*
@@ -523,36 +562,15 @@ static int listen_handshake(struct fl__mig_link *l, const char *side, const char
 		}
 		r = 1;
 		for (unsigned int i = 0; i < nh;) {
-			struct mig_hs *h;
-
 			if (!atomic_load(&hs[i]->done)) {
 				i++;
 				continue;
 			}
-			h = take_hs(hs, &nh, i, false);
-			snprintf(last, sizeof(last), "%s", h->name);
-			snprintf(msg, cap, "%s", h->msg);
-			r = h->r;
-			if (!r || r == -EAGAIN || r == -ENOMEM || r == -EIO) {
-				/* The session: this connection, this peer, this nonce. */
-				if (!r)
-					move_conn(c, &h->c);
-				if (h->peer.hello.agent && copy_peer(peer, &h->peer.hello) < 0 &&
-				    !r) {
-					fl__mig_conn_close(c);
-					r = -ENOMEM;
-				}
-				*ret_features = h->features;
-				memcpy(mine->nonce, h->mine.nonce, sizeof(mine->nonce));
-				h->r = -1;	/* its connection is c's now */
-				free_hs(h);
+			r = finish_hs(take_hs(hs, &nh, i, false), side, last, sizeof(last), mine, c,
+				      peer, ret_features, msg, cap);
+			if (r <= 0)
 				goto out;
-			}
 			refused++;
-			fl__warn("migrate: %s: refused the connection from %s: %s", side, last,
-				 h->msg);
-			snprintf(last + strlen(last), sizeof(last) - strlen(last), ": %.200s", h->msg);
-			free_hs(h);
 		}
 		/* The connections that spoke, in the order they came: to a thread each. */
 		spoke = false;
@@ -568,8 +586,28 @@ static int listen_handshake(struct fl__mig_link *l, const char *side, const char
 			}
 			spoke = true;
 			if (nh == MIG_PENDING) {
-				/* Full: the handshake under way longest makes room. */
+				/*
+				 * Full: the handshake under way longest makes room.
+				 * One that has ended is read first (next round: its
+				 * eventfd write wakes the poll at once), so that a
+				 * flood cannot push out a peer that got through.
+				 */
+				bool ended = false;
+
+				for (unsigned int k = 0; k < nh; k++)
+					ended |= atomic_load(&hs[k]->done);
+				if (ended)
+					break;
 				h = take_hs(hs, &nh, 0, true);
+				if (!h->stopped) {
+					/* It ended just now, by itself: its result counts. */
+					r = finish_hs(h, side, last, sizeof(last), mine, c, peer,
+						      ret_features, msg, cap);
+					if (r <= 0)
+						goto out;
+					refused++;
+					continue;
+				}
 				refused++;
 				snprintf(last, sizeof(last), "%s was the oldest of %d handshakes under "
 					 "way", h->name, MIG_PENDING);
