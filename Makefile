@@ -144,10 +144,11 @@ $(O)/examples/%: examples/%.c $(STATIC_LIB)
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(STATIC_LIB) $(LIBS)
 
-# The tests start real Redis servers with the benchmark's helper.
-$(RUNNER): $(TEST_OBJS) $(O)/bench/redisd.o $(STATIC_LIB)
+# The tests start real Redis servers with the benchmark's helper, and look up groups as the tool does.
+RUNNER_TOOL_OBJS := $(O)/bench/redisd.o $(O)/tools/group.o
+$(RUNNER): $(TEST_OBJS) $(RUNNER_TOOL_OBJS) $(STATIC_LIB)
 	$(call msg,LD,$@)
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(TEST_OBJS) $(O)/bench/redisd.o $(STATIC_LIB) $(LIBS)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(TEST_OBJS) $(RUNNER_TOOL_OBJS) $(STATIC_LIB) $(LIBS)
 
 $(O)/fuzz/%: test/fuzz/%.c test/fuzz/driver.c $(STATIC_LIB)
 	$(call msg,CC,$<)

@@ -27,6 +27,7 @@
 #include "tests.h"
 #include "monitor/monitor-int.h"
 #include "net/crc32c.h"
+#include "../tools/group.h"
 
 #define SEED 0x5e11ull
 #define PAT_OFF 0x200000ull
@@ -2424,6 +2425,135 @@ static int tool_run(char *const args[], char *err, size_t errlen)
 	T_ASSERT_SYS(waitpid(pid, &st, 0));
 	T_ASSERT(WIFEXITED(st));
 	return WEXITSTATUS(st);
+}
+
+/*
+ * --socket-group's lookup, on a file in /etc/group's format: the whole name
+ * (not a prefix), the gid field (not another number), malformed lines
+ * passed over; a number is taken as it is, without a lookup.
+ */
+TEST(monitor_server_tool_group_lookup)
+{
+	static const char text[] =
+		"root:x:0:\n"
+		"wheelx:x:10:\n"
+		"wheel:x:11:alice,bob\n"
+		"nogid:x::\n"
+		"badgid:x:12a:\n"
+		"toobig:x:4294967295:\n"
+		"short:x\n"
+		"+nisgroup\n"
+		"\n"
+		"x:13:14:\n"
+		"nomembers:x:15\n"
+		"last:*:16:carol";
+	char path[] = "/tmp/fl-group-XXXXXX";
+	uint32_t gid = 77;
+	int fd = mkstemp(path);
+
+	T_ASSERT_SYS(fd);
+	T_ASSERT_EQ(write(fd, text, sizeof(text) - 1), (ssize_t)(sizeof(text) - 1));
+	close(fd);
+	T_ASSERT_OK(tool_group_file_gid(path, "root", &gid));
+	T_ASSERT_EQ(gid, 0);
+	T_ASSERT_OK(tool_group_file_gid(path, "wheel", &gid));
+	T_ASSERT_EQ(gid, 11);
+	T_ASSERT_OK(tool_group_file_gid(path, "wheelx", &gid));
+	T_ASSERT_EQ(gid, 10);
+	T_ASSERT_OK(tool_group_file_gid(path, "x", &gid));
+	T_ASSERT_EQ(gid, 14);
+	T_ASSERT_OK(tool_group_file_gid(path, "nomembers", &gid));
+	T_ASSERT_EQ(gid, 15);
+	T_ASSERT_OK(tool_group_file_gid(path, "last", &gid));	/* no newline at the end */
+	T_ASSERT_EQ(gid, 16);
+	gid = 77;
+	T_ASSERT_ERR(tool_group_file_gid(path, "whee", &gid), ENOENT);
+	T_ASSERT_ERR(tool_group_file_gid(path, "nogid", &gid), ENOENT);
+	T_ASSERT_ERR(tool_group_file_gid(path, "badgid", &gid), ENOENT);
+	T_ASSERT_ERR(tool_group_file_gid(path, "toobig", &gid), ENOENT);
+	T_ASSERT_ERR(tool_group_file_gid(path, "short", &gid), ENOENT);
+	T_ASSERT_ERR(tool_group_file_gid(path, "+nisgroup", &gid), ENOENT);
+	T_ASSERT_ERR(tool_group_file_gid(path, "", &gid), EINVAL);
+	T_ASSERT_ERR(tool_group_file_gid(path, "root:x", &gid), EINVAL);
+	T_ASSERT_EQ(gid, 77);					/* untouched by a miss */
+	unlink(path);
+	T_ASSERT_ERR(tool_group_file_gid(path, "root", &gid), ENOENT);
+	/* A number is a gid, whatever the files say; 2^32 - 1 is not one. */
+	T_ASSERT_OK(tool_group_gid("4294967294", &gid));
+	T_ASSERT_EQ(gid, 4294967294u);
+	T_ASSERT_OK(tool_group_gid("0012", &gid));
+	T_ASSERT_EQ(gid, 12);
+	T_ASSERT_ERR(tool_group_gid("4294967295", &gid), ENOENT);
+}
+
+/* A group of /etc/group other than @not (read as a file: no name services here). */
+static bool etc_group_other(gid_t not, char *name, size_t cap, gid_t *gid)
+{
+	FILE *f = fopen("/etc/group", "re");
+	char line[1024];
+	bool found = false;
+
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f)) {
+		char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+		unsigned long v;
+		char *end;
+
+		if (!c1 || !c2 || c2[1] < '0' || c2[1] > '9' || (size_t)(c1 - line) >= cap)
+			continue;
+		v = strtoul(c2 + 1, &end, 10);
+		if (*end != ':' || v == not || v >= 65534)
+			continue;
+		snprintf(name, cap, "%.*s", (int)(c1 - line), line);
+		*gid = (gid_t)v;
+		found = true;
+	}
+	fclose(f);
+	return found;
+}
+
+/*
+ * faultline monitor --socket-group, by name and by number: the socket gets
+ * that group. A name not in /etc/group is a usage error (exit 2), never a
+ * crash: a statically linked tool used to die in getgrnam_r (glibc's name
+ * services load shared libraries a static program cannot use).
+ */
+TEST(monitor_server_tool_socket_group)
+{
+	char dir[64], sock[96], log[96], gname[64], gnum[16], out[4096];
+	char *byname[] = { "--socket", sock, "--socket-mode", "0660", "--socket-group", gname,
+			   NULL };
+	char *bynum[] = { "--socket", sock, "--socket-mode", "0660", "--socket-group", gnum,
+			  NULL };
+	char *missing[] = { "--socket", sock, "--socket-group", "fl-no-such-group-here", NULL };
+	struct stat st;
+	gid_t gid;
+	pid_t pid;
+	int status;
+
+	if (!etc_group_other(getegid(), gname, sizeof(gname), &gid))
+		T_SKIP("no group in /etc/group but this process's own");
+	snprintf(gnum, sizeof(gnum), "%u", (unsigned int)gid);
+	make_tmpdir(dir, sizeof(dir));
+	snprintf(sock, sizeof(sock), "%s/sock", dir);
+	snprintf(log, sizeof(log), "%s/log", dir);
+	for (int k = 0; k < 2; k++) {
+		pid = tool_start(k ? bynum : byname, log);
+		T_ASSERT_SYS(stat(sock, &st));
+		T_ASSERT_EQ(st.st_gid, gid);
+		T_ASSERT_EQ(st.st_mode & 07777, 0660);
+		T_ASSERT_SYS(kill(pid, SIGTERM));
+		T_ASSERT_SYS(waitpid(pid, &status, 0));
+		T_ASSERT(WIFEXITED(status));
+		T_ASSERT_EQ(WEXITSTATUS(status), 0);
+		T_ASSERT(access(sock, F_OK) < 0);
+	}
+	T_ASSERT_EQ(tool_run(missing, out, sizeof(out)), 2);
+	T_ASSERT(strstr(out, "--socket-group: no group 'fl-no-such-group-here'"));
+	T_ASSERT(access(sock, F_OK) < 0);
+	unlink(log);
+	T_ASSERT_SYS(rmdir(dir));
 }
 
 /* ------------------------------------------------------------ under load */

@@ -423,6 +423,8 @@
 	X(monitor_server_refused_fd_reuse, 0, T_ROOT | T_STRESS, 60)               \
 	X(monitor_server_tool_usage, 0, 0, 0)                                      \
 	X(monitor_server_tool_errors, 0, 0, 30)                                    \
+	X(monitor_server_tool_group_lookup, 0, 0, 0)                               \
+	X(monitor_server_tool_socket_group, 0, T_ROOT, 30)                         \
 	X(monitor_server_socket_mode, 0, T_UFFD | T_ROOT, 30)                      \
 	/* test-remote.c: the page server's messages, faultline serve, the remote store */ \
 	X(pg_codec_roundtrip, 0, 0, 0)                                             \

@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <grp.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -13,6 +12,7 @@
 #include <unistd.h>
 
 #include "faultline.h"
+#include "group.h"
 #include "tool.h"
 
 #define SUB "monitor"
@@ -103,23 +103,6 @@ static void log_line(enum fl_log_level level, const char *msg, void *userdata)
 static void lib_log(enum fl_log_level level, const char *msg)
 {
 	log_line(level, msg, NULL);
-}
-
-/* A group by name or number. */
-static int parse_group(const char *s, uint32_t *ret)
-{
-	struct group gr, *g = NULL;
-	char buf[4096];
-	unsigned long v;
-
-	if (!tool_parse_num(s, UINT32_MAX - 1, &v)) {
-		*ret = (uint32_t)v;
-		return 0;
-	}
-	if (getgrnam_r(s, &gr, buf, sizeof(buf), &g) || !g)
-		return -ENOENT;
-	*ret = (uint32_t)g->gr_gid;
-	return 0;
 }
 
 /*
@@ -345,8 +328,10 @@ int cmd_monitor(int argc, char **argv)
 			break;
 		}
 		case O_GROUP:
-			if (parse_group(optarg, &o.socket_gid))
-				return usage_error(SUB, "--socket-group: no group '%s'", optarg);
+			if (tool_group_gid(optarg, &o.socket_gid))
+				return usage_error(SUB, "--socket-group: no group '%s'%s", optarg,
+						   tool_static_build() ? " in /etc/group (a static "
+						   "build reads only that file; give the number)" : "");
 			o.flags |= FL_MONITOR_SERVER_SOCKET_GROUP;
 			break;
 		case 'v':
