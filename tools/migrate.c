@@ -122,14 +122,9 @@ static int parse_seconds(const char *s, double *ret)
 
 static int parse_port(const char *s, uint16_t *ret)
 {
-	char *end;
 	unsigned long v;
 
-	if (!s || *s < '0' || *s > '9')
-		return -EINVAL;
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || *end || !v || v > 65535)
+	if (tool_parse_num(s, 65535, &v) || !v)
 		return -EINVAL;
 	*ret = (uint16_t)v;
 	return 0;
