@@ -74,7 +74,7 @@ bool redisd_find(const char *prog, char *path, size_t len)
 /* Free loopback ports: bound all at once (so they differ), then released. */
 static int free_ports(int *ports, unsigned int n)
 {
-	int fds[2 * REDISD_MAX];
+	int fds[3 * REDISD_MAX];
 	int rc = 0;
 
 	for (unsigned int i = 0; i < n; i++) {
@@ -179,11 +179,12 @@ static int start_watcher(struct redisd *d)
 
 static pid_t start_server(struct redisd *d, const char *bin, unsigned int i)
 {
-	char port[16], bport[16], log[192], conf[192];
+	char port[16], bport[16], tport[16], log[192], conf[192];
 	pid_t pid;
 
 	snprintf(port, sizeof(port), "%d", d->port[i]);
 	snprintf(bport, sizeof(bport), "%d", d->bus_port[i]);
+	snprintf(tport, sizeof(tport), "%d", d->tls_port[i]);
 	snprintf(log, sizeof(log), "%s/redis-%d.log", d->dir, d->port[i]);
 	snprintf(conf, sizeof(conf), "nodes-%d.conf", d->port[i]);
 	pid = fork();
@@ -229,6 +230,24 @@ static pid_t start_server(struct redisd *d, const char *bin, unsigned int i)
 			/* The other masters keep serving while one shard fails over. */
 			argv[a++] = "--cluster-require-full-coverage";
 			argv[a++] = "no";
+		}
+		if (d->tls) {
+			argv[a++] = "--tls-port";
+			argv[a++] = tport;
+			argv[a++] = "--tls-cert-file";
+			argv[a++] = d->tls_cert;
+			argv[a++] = "--tls-key-file";
+			argv[a++] = d->tls_key;
+			argv[a++] = "--tls-ca-cert-file";
+			argv[a++] = d->tls_ca;
+			argv[a++] = "--tls-auth-clients";
+			argv[a++] = "optional";
+			if (d->cluster) {
+				argv[a++] = "--tls-cluster";
+				argv[a++] = "yes";
+				argv[a++] = "--tls-replication";
+				argv[a++] = "yes";
+			}
 		}
 		argv[a] = NULL;
 		execv(bin, argv);
@@ -445,6 +464,12 @@ void redisd_url(const struct redisd *d, unsigned int i, const char *prefix, char
 	snprintf(buf, len, "redis://127.0.0.1:%d/%s", d->port[i], prefix);
 }
 
+void redisd_tls_url(const struct redisd *d, unsigned int i, const char *prefix, char *buf,
+		    size_t len)
+{
+	snprintf(buf, len, "rediss://127.0.0.1:%d/%s", d->tls_port[i], prefix);
+}
+
 unsigned int redisd_key_slot(const char *key)
 {
 	const char *o = strchr(key, '{'), *c;
@@ -538,11 +563,12 @@ static bool replica_ok(struct redisd *d, unsigned int i)
 	return !strstr(info, "role:slave") || strstr(info, "master_link_status:up");
 }
 
-int redisd_start(struct redisd *d, unsigned int n, bool cluster, unsigned int timeout_ms)
+static int start_all(struct redisd *d, unsigned int n, bool cluster, unsigned int timeout_ms,
+		     const char *cert, const char *key, const char *ca)
 {
 	uint64_t deadline = now_ms() + timeout_ms;
 	char bin[256], cli[256], log[192];
-	int ports[2 * REDISD_MAX];
+	int ports[3 * REDISD_MAX];
 
 	memset(d, 0, sizeof(*d));
 	d->watch_fd = -1;
@@ -553,6 +579,17 @@ int redisd_start(struct redisd *d, unsigned int n, bool cluster, unsigned int ti
 	if (!n || n > REDISD_MAX || (cluster && (n < 6 || n % 2))) {
 		set_err(d, "bad server count %u", n);
 		return -1;
+	}
+	if (cert) {
+		if (!key || !ca || strlen(cert) >= sizeof(d->tls_cert) ||
+		    strlen(key) >= sizeof(d->tls_key) || strlen(ca) >= sizeof(d->tls_ca)) {
+			set_err(d, "TLS needs a certificate, its key and a CA (paths under 256 bytes)");
+			return -1;
+		}
+		d->tls = true;
+		strcpy(d->tls_cert, cert);
+		strcpy(d->tls_key, key);
+		strcpy(d->tls_ca, ca);
 	}
 	if (!redisd_find("redis-server", bin, sizeof(bin))) {
 		set_err(d, "redis-server not found (apt-get install redis-server)");
@@ -570,13 +607,14 @@ int redisd_start(struct redisd *d, unsigned int n, bool cluster, unsigned int ti
 	}
 	d->n = n;
 	d->cluster = cluster;
-	if (free_ports(ports, cluster ? 2 * n : n)) {
+	if (free_ports(ports, (cluster ? 2 * n : n) + (d->tls ? n : 0))) {
 		set_err(d, "no free loopback ports");
 		goto fail;
 	}
 	for (unsigned int i = 0; i < n; i++) {
 		d->port[i] = ports[i];
 		d->bus_port[i] = cluster ? ports[n + i] : 0;
+		d->tls_port[i] = d->tls ? ports[(cluster ? 2 * n : n) + i] : 0;
 	}
 	for (unsigned int i = 0; i < n; i++) {
 		d->pid[i] = start_server(d, bin, i);
@@ -649,6 +687,23 @@ fail:
 		memcpy(d->err, keep, sizeof(keep));
 	}
 	return -1;
+}
+
+int redisd_start(struct redisd *d, unsigned int n, bool cluster, unsigned int timeout_ms)
+{
+	return start_all(d, n, cluster, timeout_ms, NULL, NULL, NULL);
+}
+
+int redisd_start_tls(struct redisd *d, unsigned int n, bool cluster, unsigned int timeout_ms,
+		     const char *cert, const char *key, const char *ca)
+{
+	if (!cert) {
+		memset(d, 0, sizeof(*d));
+		d->watch_fd = -1;
+		set_err(d, "TLS needs a certificate");
+		return -1;
+	}
+	return start_all(d, n, cluster, timeout_ms, cert, key, ca);
 }
 
 void redisd_kill(struct redisd *d, unsigned int i)

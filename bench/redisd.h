@@ -22,6 +22,10 @@ struct redisd {
 	pid_t pid[REDISD_MAX];		/* 0 once stopped or killed */
 	int port[REDISD_MAX];
 	int bus_port[REDISD_MAX];
+	/* TLS servers (redisd_start_tls): their TLS port; the plain port stays, on loopback, for control. */
+	bool tls;
+	int tls_port[REDISD_MAX];
+	char tls_cert[256], tls_key[256], tls_ca[256];
 	pid_t watcher;
 	int watch_fd;			/* its pipe: closing it (or dying) makes it clean up */
 	char err[512];			/* why the last call failed */
@@ -41,6 +45,16 @@ bool redisd_find(const char *prog, char *path, size_t len);
  */
 int redisd_start(struct redisd *d, unsigned int n, bool cluster, unsigned int timeout_ms);
 
+/*
+ * The same with TLS (X.509, PEM files) on a second port of each server
+ * beside the plain one: @cert and @key its certificate, @ca the clients'
+ * (tls-auth-clients optional: a client without a certificate is served). A
+ * cluster's bus and replication are TLS too (tls-cluster, tls-replication),
+ * and a TLS client learns the nodes' TLS ports from CLUSTER SLOTS.
+ */
+int redisd_start_tls(struct redisd *d, unsigned int n, bool cluster, unsigned int timeout_ms,
+		     const char *cert, const char *key, const char *ca);
+
 /* Kill every server, remove the directory. Safe to call twice. */
 void redisd_stop(struct redisd *d);
 
@@ -50,6 +64,9 @@ void redisd_kill(struct redisd *d, unsigned int i);
 /* "redis://127.0.0.1:PORT/PREFIX" of server @i. */
 void redisd_url(const struct redisd *d, unsigned int i, const char *prefix, char *buf,
 		size_t len);
+/* "rediss://127.0.0.1:TLSPORT/PREFIX" of TLS server @i. */
+void redisd_tls_url(const struct redisd *d, unsigned int i, const char *prefix, char *buf,
+		    size_t len);
 
 /*
  * One command to server @i (printf-like, as hiredis' redisCommand) with

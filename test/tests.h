@@ -141,6 +141,10 @@
 	X(redis_cluster_far_memory, FL_FEAT_MOVE | FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 300) \
 	X(tool_bench_remote_tiny, 0, T_UFFD, 300)                                  \
 	X(tool_serve_demo, 0, T_UFFD, 300)                                         \
+	/* test-redis-tls.c: the Redis store over TLS (rediss://), real servers */  \
+	X(redis_tls_pages, 0, T_UFFD, 120)                                         \
+	X(redis_tls_wrong_ca_or_name_refused, 0, 0, 120)                           \
+	X(redis_tls_cluster, 0, T_UFFD, 300)                                       \
 	/* test-bench.c: the statistics of faultline bench, pure user-space */     \
 	X(bench_percentiles_and_median, 0, 0, 0)                                   \
 	X(bench_log_histogram, 0, 0, 0)                                            \

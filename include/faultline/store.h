@@ -265,17 +265,33 @@ struct fl_store_redis_opts {
 	unsigned int wait_replicas;
 	unsigned int wait_timeout_ms;	/* WAIT's own timeout; 0: 1000 */
 	unsigned int connections;	/* idle connections kept per server; 0: 8 */
+	/*
+	 * TLS, with a "rediss://" URL only (X.509: Redis has no pre-shared
+	 * keys). PEM files, read at open: the servers' certificates must chain
+	 * to tls_ca_file (required) and name tls_peer_name (NULL: the host each
+	 * connection goes to, the URL's or, in a cluster, the address CLUSTER
+	 * SLOTS reports); tls_cert_file and tls_key_file are this side's, for a
+	 * server that asks (tls-auth-clients). NULL for redis://.
+	 */
+	const char *tls_ca_file;
+	const char *tls_cert_file;
+	const char *tls_key_file;
+	const char *tls_peer_name;
 };
 
 /*
  * fl_store_redis_open - pages of an object kept in Redis, or in a Redis
- * Cluster, with hiredis. @url is "redis://HOST:PORT/PREFIX" (HOST a
- * name or an IPv4 address, PORT default 6379, PREFIX the object's name, at
- * most 200 bytes of [A-Za-z0-9._-], default "fl"). A server with cluster
+ * Cluster, with hiredis. @url is "rediss://HOST:PORT/PREFIX" (TLS 1.3
+ * through the project's transport, X.509: see the tls_* options) or
+ * "redis://HOST:PORT/PREFIX" (plain TCP: no secrecy, no integrity; the
+ * scheme is the explicit choice), HOST a name or an IPv4 address, PORT
+ * default 6379, PREFIX the object's name, at most 200 bytes of
+ * [A-Za-z0-9._-], default "fl". A server with cluster
  * support enabled is used as a cluster: the slot map comes from CLUSTER
  * SLOTS, keys go to the master of their hash slot, MOVED and ASK are
- * followed and the map is fetched again after a connection error.
- * Plain TCP, no TLS, no AUTH.
+ * followed and the map is fetched again after a connection error; over
+ * TLS the nodes are reached with the same TLS settings (the cluster runs
+ * with tls-cluster yes, so that it reports their TLS ports). No AUTH.
  *
  * Keys (faultline(7) describes them): the object's record PREFIX:obj; per
  * chunk of 64 blocks of 4 KiB, a bitmap {PREFIX:C}:m of the blocks ever
@@ -290,7 +306,9 @@ struct fl_store_redis_opts {
  *
  * The store has FL_STORE_HOLES. Its callbacks use the network, malloc and
  * locks: not for FL_PAGER_SIGBUS. Returns 0, -EINVAL, -ENOMEM, -EIO (the
- * server could not be reached or answered wrongly before retry_ms), or
+ * server could not be reached or answered wrongly before retry_ms),
+ * -EACCES (TLS: the server's certificate failed the check; at once, not
+ * retried), the certificate files' errors (-ENOENT, -EBADMSG), or
  * -EOPNOTSUPP when faultline was built without hiredis.
  */
 FL_API int fl_store_redis_open(const char *url, const struct fl_store_redis_opts *opts,

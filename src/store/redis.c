@@ -4,6 +4,8 @@
  * through hiredis. One pipeline per server for each read (a prefetch window)
  * and each write; a per-chunk bitmap records which blocks were ever written,
  * so that a block that is missing although written is an error, never zeros.
+ * With a rediss:// URL every connection is TLS through the project's
+ * transport: hiredis then only formats commands and parses replies.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -35,6 +37,10 @@ FL_API int fl_store_redis_open(const char *url, const struct fl_store_redis_opts
 #else
 
 #include <hiredis/hiredis.h>
+#include <hiredis/sds.h>
+
+#include "net/sock.h"
+#include "net/transport.h"
 
 #define BLOCK 4096u
 #define CHUNK_BLOCKS 64u		/* blocks per chunk: one bitmap key, one hash */
@@ -68,6 +74,10 @@ struct redis_store {
 	uint16_t slots[NSLOTS];		/* node index of each slot's master, or NO_NODE */
 	pthread_mutex_t refresh_lock;	/* one CLUSTER SLOTS at a time */
 	_Atomic uint64_t *written;	/* blocks this store wrote (acknowledged) */
+	struct fl__transport *tls;	/* rediss://: every connection TLS; NULL: plain TCP */
+	char *peer_name;		/* the name the servers' certificates must bear; NULL: each host */
+	int tls_err;			/* the last failed TLS connection's -errno, under lock */
+	char tls_msg[320];		/* and why */
 };
 
 /* One command of a batch, its routing and its reply. */
@@ -147,6 +157,88 @@ static void pipe_unblock(struct pipe_guard *g)
 
 /* ---------------------------------------------------------- connections */
 
+/*
+ * A TLS connection is a hiredis context made with redisConnectFd on the
+ * transport's socket that hiredis never reads or writes: it appends commands
+ * to its output buffer and parses the replies it is fed; the bytes go through
+ * the transport here (conn_flush, conn_reply). The link rides in the
+ * reader's privdata, which hiredis's own reply objects do not use.
+ */
+struct tls_link {
+	struct fl__conn *conn;
+	int timeout_ms;			/* a send or a reply without progress */
+};
+
+static struct tls_link *conn_tls(const redisContext *c)
+{
+	return c->reader ? c->reader->privdata : NULL;
+}
+
+static void conn_set_err(redisContext *c, const char *what, int err, struct fl__conn *t)
+{
+	const char *why = t ? fl__conn_error(t) : "";
+
+	c->err = REDIS_ERR_IO;
+	snprintf(c->errstr, sizeof(c->errstr), "%s: %s%s%s", what, strerror(-err),
+		 why[0] ? ": " : "", why);
+}
+
+static void conn_free(redisContext *c)
+{
+	struct tls_link *l;
+
+	if (!c)
+		return;
+	l = conn_tls(c);
+	if (!l) {
+		redisFree(c);
+		return;
+	}
+	c->reader->privdata = NULL;
+	redisFreeKeepFd(c);		/* the socket is the transport's */
+	fl__conn_close(l->conn);
+	free(l);
+}
+
+/* Connect to @n over TLS; NULL with st->tls_err and st->tls_msg set. */
+static redisContext *tls_connect(struct redis_store *st, struct node *n)
+{
+	struct fl__sock_opts so = { .flags = FL__SOCK_NODELAY };
+	int cto = (int)(st->cto.tv_sec * 1000 + st->cto.tv_usec / 1000);
+	struct tls_link *l = NULL;
+	struct fl__conn *t = NULL;
+	redisContext *c = NULL;
+	char msg[256] = "";
+	int fd, rc;
+
+	rc = fl__sock_connect(n->host, (uint16_t)n->port, &so, cto, &fd);
+	if (!rc)
+		rc = fl__conn_open(st->tls, fd, FL__CONN_CLIENT, st->peer_name ? st->peer_name : n->host,
+				   cto, &t, msg, sizeof(msg));
+	if (!rc) {
+		l = malloc(sizeof(*l));
+		c = l ? redisConnectFd(fl__conn_fd(t)) : NULL;
+		rc = c && !c->err ? 0 : -ENOMEM;
+	}
+	if (rc) {
+		pthread_mutex_lock(&st->lock);
+		st->tls_err = rc;
+		snprintf(st->tls_msg, sizeof(st->tls_msg), "%s:%d: %s%s%s", n->host, n->port,
+			 strerror(-rc), msg[0] ? ": " : "", msg);
+		pthread_mutex_unlock(&st->lock);
+		fl__debug("redis: connecting to %s", st->tls_msg);
+		if (c)
+			redisFreeKeepFd(c);
+		fl__conn_close(t);
+		free(l);
+		return NULL;
+	}
+	l->conn = t;
+	l->timeout_ms = (int)(st->tto.tv_sec * 1000 + st->tto.tv_usec / 1000);
+	c->reader->privdata = l;
+	return c;
+}
+
 static struct node *node_new(const char *host, int port, unsigned int max_idle)
 {
 	struct node *n = calloc(1, sizeof(*n));
@@ -170,7 +262,7 @@ static void node_free(struct node *n)
 	if (!n)
 		return;
 	for (unsigned int i = 0; i < n->nidle; i++)
-		redisFree(n->idle[i]);
+		conn_free(n->idle[i]);
 	free(n->idle);
 	pthread_mutex_destroy(&n->lock);
 	free(n);
@@ -203,6 +295,8 @@ static redisContext *conn_get(struct redis_store *st, struct node *n)
 	pthread_mutex_unlock(&n->lock);
 	if (c)
 		return c;
+	if (st->tls)
+		return tls_connect(st, n);
 	c = redisConnectWithTimeout(n->host, n->port, st->cto);
 	if (!c || c->err) {
 		fl__debug("redis: connecting to %s:%d: %s", n->host, n->port,
@@ -231,18 +325,77 @@ static void conn_put(struct redis_store *st, struct node *n, redisContext *c, bo
 		pthread_mutex_unlock(&n->lock);
 	}
 	if (c)
-		redisFree(c);
+		conn_free(c);
 }
 
 /* Send everything appended to @c. */
 static int conn_flush(redisContext *c)
 {
+	struct tls_link *l = conn_tls(c);
 	int done = 0;
 
+	if (l) {
+		size_t len = sdslen(c->obuf);
+		int rc = len ? fl__conn_send_all(l->conn, c->obuf, len, l->timeout_ms) : 0;
+
+		if (rc < 0) {
+			conn_set_err(c, "sending", rc, l->conn);
+			return -1;
+		}
+		sdsclear(c->obuf);
+		return 0;
+	}
 	while (!done)
 		if (redisBufferWrite(c, &done) != REDIS_OK)
 			return -1;
 	return 0;
+}
+
+/* The next reply on @c (sending what is appended first), as redisGetReply. */
+static int conn_reply(redisContext *c, void **reply)
+{
+	struct tls_link *l = conn_tls(c);
+	char buf[16384];
+	ssize_t n;
+
+	if (!l)
+		return redisGetReply(c, reply);
+	*reply = NULL;
+	if (c->err || redisGetReplyFromReader(c, reply) != REDIS_OK)
+		return REDIS_ERR;
+	if (*reply)
+		return REDIS_OK;
+	if (conn_flush(c))
+		return REDIS_ERR;
+	while (!*reply) {
+		n = fl__conn_recv_some(l->conn, buf, sizeof(buf), l->timeout_ms);
+		if (n <= 0) {
+			conn_set_err(c, "receiving", n ? (int)n : -ECONNRESET, l->conn);
+			return REDIS_ERR;
+		}
+		if (redisReaderFeed(c->reader, buf, (size_t)n) != REDIS_OK ||
+		    redisGetReplyFromReader(c, reply) != REDIS_OK)
+			return REDIS_ERR;
+	}
+	return REDIS_OK;
+}
+
+/* The command of words @w0... (at most 4, NULL after the last) and its reply, as redisCommand; NULL on a connection error. */
+static redisReply *conn_command(redisContext *c, const char *w0, ...)
+{
+	const char *argv[4];
+	redisReply *r = NULL;
+	va_list ap;
+	int argc = 0;
+
+	va_start(ap, w0);
+	for (const char *w = w0; w && argc < 4; w = va_arg(ap, const char *))
+		argv[argc++] = w;
+	va_end(ap);
+	if (redisAppendCommandArgv(c, argc, argv, NULL) != REDIS_OK ||
+	    conn_reply(c, (void **)&r) != REDIS_OK)
+		return NULL;
+	return r;
 }
 
 /* ------------------------------------------------------------ slot map */
@@ -331,7 +484,7 @@ static int slots_refresh(struct redis_store *st)
 		c = conn_get(st, nd);
 		if (!c)
 			continue;
-		r = redisCommand(c, "CLUSTER SLOTS");
+		r = conn_command(c, "CLUSTER", "SLOTS", (char *)NULL);
 		if (r)
 			rc = slots_apply(st, r, nd);
 		conn_put(st, nd, c, r != NULL);
@@ -413,8 +566,8 @@ static int redo_asking(struct redis_store *st, struct cmd *cm, unsigned int idx,
 	redisAppendCommandArgv(c, cm->argc, cm->argv, cm->argvlen);
 	if (wait)
 		redisAppendCommandArgv(c, 3, wargv, NULL);
-	if (redisGetReply(c, (void **)&a) == REDIS_OK && redisGetReply(c, (void **)&r) == REDIS_OK &&
-	    (!wait || redisGetReply(c, (void **)&w) == REDIS_OK)) {
+	if (conn_reply(c, (void **)&a) == REDIS_OK && conn_reply(c, (void **)&r) == REDIS_OK &&
+	    (!wait || conn_reply(c, (void **)&w) == REDIS_OK)) {
 		rc = 0;
 		if (wait && (w->type != REDIS_REPLY_INTEGER || w->integer < st->wait_replicas))
 			rc = -EAGAIN;
@@ -505,7 +658,7 @@ static int batch_exec(struct redis_store *st, struct cmd *cmds, size_t n, bool w
 
 		if (broken[j])
 			continue;
-		if (redisGetReply(conns[j], (void **)&cmds[i].reply) != REDIS_OK) {
+		if (conn_reply(conns[j], (void **)&cmds[i].reply) != REDIS_OK) {
 			fl__debug("redis: %s:%d: %s", st->nodes[nidx[j]]->host,
 				  st->nodes[nidx[j]]->port, conns[j]->errstr);
 			broken[j] = true;
@@ -517,7 +670,7 @@ static int batch_exec(struct redis_store *st, struct cmd *cmds, size_t n, bool w
 
 		if (broken[j])
 			continue;
-		if (redisGetReply(conns[j], (void **)&w) != REDIS_OK) {
+		if (conn_reply(conns[j], (void **)&w) != REDIS_OK) {
 			broken[j] = true;
 			rc = -EAGAIN;
 			continue;
@@ -899,20 +1052,24 @@ static void redis_close(void *userdata)
 	pthread_mutex_destroy(&st->lock);
 	pthread_mutex_destroy(&st->refresh_lock);
 	free(st->written);
+	fl__transport_free(st->tls);
+	free(st->peer_name);
 	free(st);
 }
 
 /* ------------------------------------------------------------- opening */
 
-/* "redis://HOST[:PORT][/PREFIX]". */
-static int parse_url(const char *url, char *host, size_t hostlen, int *port, char *prefix)
+/* "redis://HOST[:PORT][/PREFIX]", or rediss:// (TLS, *tls set). */
+static int parse_url(const char *url, char *host, size_t hostlen, int *port, char *prefix,
+		     bool *tls)
 {
 	const char *p, *slash, *colon, *end;
 	size_t n;
 
-	if (strncmp(url, "redis://", 8))
+	*tls = !strncmp(url, "rediss://", 9);
+	if (!*tls && strncmp(url, "redis://", 8))
 		return -EINVAL;
-	p = url + 8;
+	p = url + (*tls ? 9 : 8);
 	slash = strchr(p, '/');
 	end = slash ? slash : p + strlen(p);
 	colon = memchr(p, ':', (size_t)(end - p));
@@ -963,13 +1120,24 @@ static int probe_server(struct redis_store *st)
 	for (;;) {
 		c = conn_get(st, seed);
 		if (c) {
-			r = redisCommand(c, "CLUSTER SLOTS");
+			r = conn_command(c, "CLUSTER", "SLOTS", (char *)NULL);
 			if (r)
 				break;
 			conn_put(st, seed, c, false);
 		}
+		pthread_mutex_lock(&st->lock);
+		rc = st->tls_err;
+		pthread_mutex_unlock(&st->lock);
+		if (rc == -EACCES || rc == -EPROTO) {
+			/* No retry makes a certificate trusted: say why now. */
+			fl__err("redis: TLS with %s", st->tls_msg);
+			pipe_unblock(&g);
+			return rc;
+		}
+		rc = -EIO;
 		if (fl__now_ns() >= deadline) {
-			fl__err("redis: %s:%d does not answer", seed->host, seed->port);
+			fl__err("redis: %s:%d does not answer%s%s", seed->host, seed->port,
+				st->tls_err ? ": " : "", st->tls_err ? st->tls_msg : "");
 			pipe_unblock(&g);
 			return -EIO;
 		}
@@ -994,7 +1162,7 @@ static int probe_server(struct redis_store *st)
 	}
 	freeReplyObject(r);
 	if (!rc) {
-		r = redisCommand(c, "CONFIG GET maxmemory-policy");
+		r = conn_command(c, "CONFIG", "GET", "maxmemory-policy", (char *)NULL);
 		if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
 		    r->element[1]->type == REDIS_REPLY_STRING &&
 		    strcmp(r->element[1]->str, "noeviction"))
@@ -1057,9 +1225,10 @@ FL_API int fl_store_redis_open(const char *url, const struct fl_store_redis_opts
 {
 	struct fl_store_redis_opts o = { 0 };
 	struct redis_store *st;
-	char host[256];
+	char host[256], why[256];
 	unsigned int tmo;
 	int port, rc;
+	bool tls;
 
 	if (!ret) {
 		fl__err("fl_store_redis_open: ret is NULL");
@@ -1079,11 +1248,43 @@ FL_API int fl_store_redis_open(const char *url, const struct fl_store_redis_opts
 	st = calloc(1, sizeof(*st));
 	if (!st)
 		return -ENOMEM;
-	if (parse_url(url, host, sizeof(host), &port, st->prefix)) {
-		fl__err("fl_store_redis_open: %s: not redis://HOST[:PORT][/PREFIX] (PREFIX of at "
+	if (parse_url(url, host, sizeof(host), &port, st->prefix, &tls)) {
+		fl__err("fl_store_redis_open: %s: not redis[s]://HOST[:PORT][/PREFIX] (PREFIX of at "
 			"most %u of [A-Za-z0-9._-])", url, PREFIX_MAX);
 		free(st);
 		return -EINVAL;
+	}
+	if (!tls && (o.tls_ca_file || o.tls_cert_file || o.tls_key_file || o.tls_peer_name)) {
+		fl__err("fl_store_redis_open: %s: TLS options for a plain-TCP redis:// URL "
+			"(rediss:// is TLS)", url);
+		free(st);
+		return -EINVAL;
+	}
+	if (tls) {
+		struct fl__transport_opts to = {
+			.mode = FL__TRANSPORT_X509,
+			.ca_file = o.tls_ca_file,
+			.cert_file = o.tls_cert_file,
+			.key_file = o.tls_key_file,
+		};
+
+		if (!o.tls_ca_file) {
+			fl__err("fl_store_redis_open: %s: rediss:// needs tls_ca_file (the CA of "
+				"the servers' certificates)", url);
+			free(st);
+			return -EINVAL;
+		}
+		rc = fl__transport_new(&to, &st->tls, why, sizeof(why));
+		if (rc) {
+			fl__err("fl_store_redis_open: %s", why);
+			free(st);
+			return rc;
+		}
+		if (o.tls_peer_name && !(st->peer_name = strdup(o.tls_peer_name))) {
+			fl__transport_free(st->tls);
+			free(st);
+			return -ENOMEM;
+		}
 	}
 	st->size = o.size;
 	st->nblocks = o.size / BLOCK;
