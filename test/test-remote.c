@@ -26,6 +26,7 @@
 #include "net/sock.h"
 #include "net/transport.h"
 #include "remote/pgio.h"
+#include "uffd/util.h"
 
 /* ---------------------------------------------------------------- the codec */
 
@@ -552,6 +553,21 @@ TEST(serve_pager_reads_match_file)
 	free(buf);
 }
 
+/* Wait (bounded) until thread @tid, joined, is gone from /proc/self/task. */
+static void task_gone(pid_t tid)
+{
+	uint64_t until = fl__now_ns() + (uint64_t)t_ms(10000) * 1000000;
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d", (int)tid);
+	while (access(path, F_OK) == 0) {
+		if (fl__now_ns() > until)
+			t_fail(__FILE__, __LINE__, "thread %d, joined, still in /proc/self/task",
+			       (int)tid);
+		sched_yield();
+	}
+}
+
 /* The threads of this process, from /proc/self/task. */
 static unsigned int thread_count(void)
 {
@@ -571,6 +587,7 @@ struct reader {
 	const uint8_t *want;
 	size_t len;
 	unsigned int seed, bad;
+	pid_t tid;		/* the thread's id, set by it */
 };
 
 /* Single pages and reads of several runs, at pseudo-random places, each checked. */
@@ -581,6 +598,7 @@ static void *reader_thread(void *arg)
 	unsigned int x = rd->seed;
 	uint8_t *buf;
 
+	rd->tid = gettid();
 	if (!rd->s)
 		return NULL;
 	buf = malloc(3u << 20);
@@ -629,10 +647,15 @@ TEST(serve_callers_share_connections)
 	srv_dir(&sv);
 	want = make_object(&sv, "obj", len);
 	srv_start(&sv, 0, NULL);
-	/* A thread started and joined first: ThreadSanitizer starts its own at the first. */
+	/*
+	 * A thread started and joined first: ThreadSanitizer starts its own at
+	 * the first. pthread_join() returns before the kernel has taken the
+	 * thread out of /proc/self/task, so the count waits for that.
+	 */
 	rd[0] = (struct reader){ 0 };
 	T_ASSERT_EQ(pthread_create(&tid[0], NULL, reader_thread, &rd[0]), 0);
 	T_ASSERT_EQ(pthread_join(tid[0], NULL), 0);
+	task_gone(rd[0].tid);
 	before = thread_count();
 	T_ASSERT_OK(fl_store_remote_open(url_of(&sv, "obj"), &o, &s));
 	T_ASSERT_EQ(thread_count(), before);
@@ -643,6 +666,7 @@ TEST(serve_callers_share_connections)
 	for (unsigned int i = 0; i < 4; i++) {
 		T_ASSERT_EQ(pthread_join(tid[i], NULL), 0);
 		T_ASSERT_EQ(rd[i].bad, 0);
+		task_gone(rd[i].tid);
 	}
 	T_ASSERT_EQ(thread_count(), before);
 	fl_store_destroy(s);
