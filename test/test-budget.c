@@ -644,6 +644,94 @@ TEST(budget_volatile_sigbus)
 	volatile_outcome(FL_PAGER_LOOP, FL_VOLATILE_SIGBUS);
 }
 
+/* --------------------------------------------------- batch over 4 MiB */
+
+/*
+ * A batch of 2048 pages (8 MiB) makes runs longer than 1024 pages, the
+ * bitmap eviction settles a run with: a plain region evicted and read
+ * again holds the store's data (never poisoned, never zeros), and a
+ * FL_VOLATILE_SIGBUS region dropped in one piece by DONTNEED advice raises
+ * SIGBUS on every page. Before the runs were capped, settling read past
+ * the bitmap (and wrote past it for the volatile region): SANITIZE=1
+ * stopped it.
+ */
+TEST(budget_batch_over_4mib)
+{
+	size_t ps = t_page_size(), npages = 8192, len = npages * ps;
+	struct fl_budget_opts bo = { .sz = sizeof(bo), .bytes = 4096 * ps, .batch = 2048 * ps,
+				     .policy = FL_EVICT_FIFO };
+	struct sigaction sa = { .sa_sigaction = t_on_sigbus, .sa_flags = SA_SIGINFO };
+	struct fl_region_stats rs;
+	struct fl_region_opts o;
+	struct fl_budget *b;
+	struct fl_region *r;
+	struct fl_store *s;
+	struct fl_pager *p;
+	struct t_loop d;
+	uint8_t *a;
+
+	/* A plain region of 8192 pages under a budget of 4096, read twice. */
+	T_ASSERT_OK(fl_budget_create(&bo, &b));
+	T_ASSERT_EQ(bstats(b).batch, 2048 * ps);
+	p = pager_up(FL_PAGER_SIGBUS, &d);
+	T_ASSERT_OK(fl_store_pattern_create(len, SEED, &s));
+	o = t_region_opts(s, len);
+	o.budget = b;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	read_check(r, 0);
+	read_check(r, 0);
+	rs = rstats(r);
+	T_ASSERT(rs.evicted >= npages);
+	T_ASSERT(rs.refaults >= npages / 2);
+	T_ASSERT_EQ(rs.pages_zero, 0);
+	T_ASSERT_OK(fl_region_remove(r));
+	pager_down(p, FL_PAGER_SIGBUS, &d);
+	fl_budget_destroy(b);
+	fl_store_destroy(s);
+
+	/* A volatile region of 4096 pages, all resident, advised away at once. */
+	npages = 4096;
+	len = npages * ps;
+	bo.bytes = 8192 * ps;
+	T_ASSERT_OK(fl_budget_create(&bo, &b));
+	T_ASSERT_EQ(bstats(b).high, 6144 * ps);
+	p = pager_up(FL_PAGER_THREADS, &d);
+	T_ASSERT_OK(fl_store_pattern_create(len, SEED, &s));
+	o = t_region_opts(s, len);
+	o.budget = b;
+	o.vol = FL_VOLATILE_SIGBUS;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	a = fl_region_addr(r);
+	read_check(r, 0);
+	T_ASSERT_EQ(rstats(r).resident, npages);
+	T_ASSERT_OK(fl_region_advise(r, 0, len, FL_ADVISE_DONTNEED));
+	/*
+	 * Advice skips a page whose install a handler thread is still
+	 * settling: it stays, and reads the store's data. Every other page
+	 * went, in runs of up to 1024 pages, and raises SIGBUS.
+	 */
+	rs = rstats(r);
+	T_ASSERT(rs.evicted >= npages - 64);
+	T_ASSERT_EQ(rs.evicted + rs.resident, npages);
+	T_ASSERT_SYS(sigaction(SIGBUS, &sa, NULL));
+	{
+		size_t bus = 0;
+
+		for (size_t i = 0; i < npages; i++) {
+			if (t_read_sigbus(a + i * ps + 7))
+				bus++;
+			else if (fl_pattern_check(a + i * ps, i * ps, ps, SEED))
+				t_fail(__FILE__, __LINE__, "page %zu of the volatile region: neither "
+				       "SIGBUS nor the store's data", i);
+		}
+		T_ASSERT_EQ(bus, rs.evicted);
+	}
+	T_ASSERT_OK(fl_region_remove(r));
+	pager_down(p, FL_PAGER_THREADS, &d);
+	fl_budget_destroy(b);
+	fl_store_destroy(s);
+}
+
 /* --------------------------------------------- discards racing eviction */
 
 /*

@@ -20,6 +20,7 @@
 	X(budget_volatile_store, FL_FEAT_MOVE, T_UFFD, 0)                          \
 	X(budget_volatile_zero, FL_FEAT_MOVE, T_UFFD, 0)                           \
 	X(budget_volatile_sigbus, FL_FEAT_MOVE | FL_FEAT_POISON, T_UFFD, 0)        \
+	X(budget_batch_over_4mib, FL_FEAT_SIGBUS | FL_FEAT_MOVE | FL_FEAT_POISON, T_UFFD, 60) \
 	X(budget_shmem_discard_races_eviction,                                     \
 	  FL_FEAT_MISSING_SHMEM | FL_FEAT_WP_HUGETLBFS_SHMEM | FL_FEAT_EVENT_REMOVE, \
 	  T_UFFD, 60)                                                              \

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Memory budgets: resident accounting, eviction queues and the eviction thread. */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -521,7 +522,19 @@ static int poison_run(struct fl_region *r, size_t pg, size_t n)
 }
 
 /*
- * Dropped pages [pg, pg+n): settle them absent (or as the volatile policy
+ * The most pages of @r evicted as one run: what the scratch holds, and at
+ * most PG_MAX_RUN (settle_dropped() keeps a bitmap of that many on its
+ * stack; a batch over 4 MiB makes the scratch longer than that).
+ */
+static size_t run_max(const struct fl_budget *b, const struct fl_region *r)
+{
+	size_t k = b->scratch_len >> r->shift;
+
+	return k < PG_MAX_RUN ? k : PG_MAX_RUN;
+}
+
+/*
+ * Dropped pages [pg, pg+n), n <= run_max(): settle them absent (or as the volatile policy
  * says) and wake. Inside the discard gate, so the PG_ZERO marks looked at
  * here are final until the states are set (no event is applied meanwhile;
  * a later one finds the pages absent or poisoned and marks them itself).
@@ -543,6 +556,8 @@ static void settle_dropped(struct fl_budget *b, struct fl_region *r, size_t pg, 
 	uint32_t at;
 	uint8_t seen = 0, to;
 	size_t hot = 0, out = 0;
+
+	assert(n <= PG_MAX_RUN);	/* run_max(): the bitmap holds PG_MAX_RUN */
 
 	if (!gated)
 		fl__install_enter(r->pager);
@@ -860,7 +875,7 @@ static uint64_t evict_step(struct fl_budget *b)
 
 		while (j < nv && b->victims[j].r == b->victims[i].r &&
 		       b->victims[j].pg == b->victims[j - 1].pg + 1 &&
-		       ((j - i + 1) << b->victims[i].r->shift) <= b->scratch_len)
+		       j - i < run_max(b, b->victims[i].r))
 			j++;
 		done += evict_run(b, b->victims[i].r, b->victims[i].pg, j - i);
 		i = j;
@@ -1044,7 +1059,7 @@ int fl__budget_advise(struct fl_region *r, size_t pg, size_t n, int advice)
 	for (size_t i = 0; i < n;) {
 		size_t k = 0;
 
-		while (i + k < n && ((k + 1) << r->shift) <= b->scratch_len &&
+		while (i + k < n && k < run_max(b, r) &&
 		       region_open(r) && claim(r, pg + i + k, -1))
 			k++;
 		if (!k) {
