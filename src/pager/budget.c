@@ -492,9 +492,10 @@ static size_t drop_run(struct fl_budget *b, struct fl_region *r, size_t pg, size
  * UFFDIO_POISON of [pg, pg+n) of @r, waiting out a pending event (EAGAIN)
  * for a bounded time. The caller is inside the discard gate
  * (fl__install_enter), which an unread event needs it to leave: it does so
- * around each wait. Returns the pages poisoned from @pg on, or -errno.
+ * around each wait. Returns the pages poisoned from @pg on; when fewer
+ * than @n, *@err is the error that stopped it (-errno).
  */
-static int poison_run(struct fl_region *r, size_t pg, size_t n)
+static size_t poison_run(struct fl_region *r, size_t pg, size_t n, int *err)
 {
 	struct fl_pager *p = r->pager;
 	size_t done = 0;
@@ -518,7 +519,8 @@ static int poison_run(struct fl_region *r, size_t pg, size_t n)
 		}
 		fl__install_enter(p);
 	}
-	return done ? (int)done : e;
+	*err = e;
+	return done;
 }
 
 /*
@@ -564,8 +566,8 @@ static void settle_dropped(struct fl_budget *b, struct fl_region *r, size_t pg, 
 	if (r->vol == FL_VOLATILE_SIGBUS) {
 		/* Poison the runs without PG_ZERO. */
 		for (size_t i = 0; i < n;) {
-			size_t e = i;
-			int k;
+			size_t e = i, k;
+			int err;
 
 			while (e < n && !(atomic_load(&r->state[pg + e]) & PG_ZERO))
 				e++;
@@ -573,12 +575,13 @@ static void settle_dropped(struct fl_budget *b, struct fl_region *r, size_t pg, 
 				i++;
 				continue;
 			}
-			k = poison_run(r, pg + i, e - i);
-			if (k > 0)
-				fl__bitmap_set_range(poisoned, i, (size_t)k);
-			if (k < 0 || (size_t)k < e - i)
+			k = poison_run(r, pg + i, e - i, &err);
+			if (k)
+				fl__bitmap_set_range(poisoned, i, k);
+			if (k < e - i)
 				fl__warn("budget: poisoning evicted pages of a volatile region: %s; "
-					 "they read as zeros", strerror(k < 0 ? -k : EAGAIN));
+					 "%zu of %zu read as zeros", strerror(err < 0 ? -err : EIO),
+					 e - i - k, e - i);
 			i = e;
 		}
 	}
