@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "faultline.h"
@@ -929,8 +930,19 @@ TEST(budget_volatile_sigbus_discard_races_eviction)
 	a = discard_during_eviction(p, &g, FL_MEM_ANON, FL_VOLATILE_SIGBUS, MADV_DONTNEED, &b, &s,
 				    &r);
 	/* Page 1 went with page 0 (down to the low watermark): eviction dropped it. */
-	while (rstats(r).evicted < 2)
-		sched_yield();
+	{
+		struct timespec t0, t;
+
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		while (rstats(r).evicted < 2) {
+			clock_gettime(CLOCK_MONOTONIC, &t);
+			if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 >
+			    t_ms(30 * 1000))
+				t_fail(__FILE__, __LINE__, "eviction dropped %llu pages of 2 in 30 s "
+				       "(scaled)", (unsigned long long)rstats(r).evicted);
+			sched_yield();
+		}
+	}
 	T_ASSERT(!t_read_sigbus(a + 7));
 	T_ASSERT(t_all(a, ps, 0));
 	T_ASSERT(t_read_sigbus(a + ps + 7));
