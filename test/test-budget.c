@@ -957,12 +957,12 @@ TEST(budget_volatile_sigbus_discard_races_eviction)
  * brought back first: the memory reads the store's data everywhere
  * afterwards, never zeros.
  */
-TEST(budget_keep_on_remove_brings_evicted_back)
+static void keep_on_remove(enum fl_pager_mode mode)
 {
 	size_t ps = t_page_size(), npages = 64, len = npages * ps;
 	struct fl_budget *b = budget_new(16 * ps, FL_EVICT_FIFO);
 	struct t_loop d;
-	struct fl_pager *p = pager_up(FL_PAGER_SIGBUS, &d);
+	struct fl_pager *p = pager_up(mode, &d);
 	uint8_t *mem = t_map_anon(len);
 	struct fl_region_opts o;
 	struct fl_region *r;
@@ -982,10 +982,89 @@ TEST(budget_keep_on_remove_brings_evicted_back)
 		if (fl_pattern_check(mem + i * ps, i * ps, ps, SEED))
 			t_fail(__FILE__, __LINE__, "page %zu after removal: not the store's data%s", i,
 			       t_all(mem + i * ps, ps, 0) ? " (zeros)" : "");
-	pager_down(p, FL_PAGER_SIGBUS, &d);
+	pager_down(p, mode, &d);
 	fl_budget_destroy(b);
 	fl_store_destroy(s);
 	munmap(mem, len);
+}
+
+TEST(budget_keep_on_remove_brings_evicted_back)
+{
+	keep_on_remove(FL_PAGER_SIGBUS);
+}
+
+TEST(budget_keep_on_remove_threads)
+{
+	keep_on_remove(FL_PAGER_THREADS);
+}
+
+struct discarder {
+	uint8_t *page;
+	_Atomic bool stop;
+	_Atomic unsigned long rounds;
+};
+
+/* Discards one page of a region over and over: a REMOVE event each time. */
+static void *discard_main(void *arg)
+{
+	struct discarder *dc = arg;
+
+	while (!atomic_load(&dc->stop)) {
+		T_ASSERT_SYS(madvise(dc->page, t_page_size(), MADV_DONTNEED));
+		atomic_fetch_add(&dc->rounds, 1);
+	}
+	return NULL;
+}
+
+/*
+ * fl_pager_destroy() with a region kept on removal (THREADS mode) while a
+ * program thread keeps discarding a page of another region: the evicted
+ * pages come back while the handler threads still read the REMOVE events,
+ * and the memory reads the store's data everywhere afterwards. Before,
+ * they were brought back after the threads stopped: an unread event made
+ * every install fail, and the pages were poisoned.
+ */
+TEST(budget_keep_on_remove_at_destroy)
+{
+	size_t ps = t_page_size(), npages = 64, len = npages * ps;
+	struct fl_budget *b = budget_new(16 * ps, FL_EVICT_FIFO);
+	struct t_loop d;
+	struct fl_pager *p = pager_up(FL_PAGER_THREADS, &d);
+	uint8_t *mem = t_map_anon(len), *other = t_map_anon(ps);
+	struct discarder dc = { .page = other };
+	struct fl_region_opts o;
+	struct fl_region *r, *r2;
+	struct fl_store *s, *s2;
+	unsigned long th;
+
+	T_ASSERT_OK(fl_store_pattern_create(len, SEED, &s));
+	T_ASSERT_OK(fl_store_pattern_create(ps, SEED, &s2));
+	o = t_region_opts(s, len);
+	o.addr = mem;
+	o.budget = b;
+	o.flags = FL_REGION_KEEP_ON_REMOVE;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	o = t_region_opts(s2, ps);
+	o.addr = other;
+	T_ASSERT_OK(fl_region_add(p, &o, &r2));
+	read_check(r, 0);
+	T_ASSERT(rstats(r).evicted >= npages - 16 - bstats(b).batch / ps);
+	th = t_thread_start(discard_main, &dc);
+	while (atomic_load(&dc.rounds) < 10)
+		sched_yield();
+	fl_pager_destroy(p);
+	atomic_store(&dc.stop, true);
+	t_thread_join(th);
+	T_ASSERT_EQ(bstats(b).resident, 0);
+	for (size_t i = 0; i < npages; i++)
+		if (fl_pattern_check(mem + i * ps, i * ps, ps, SEED))
+			t_fail(__FILE__, __LINE__, "page %zu after destroy: not the store's data%s", i,
+			       t_all(mem + i * ps, ps, 0) ? " (zeros)" : "");
+	fl_budget_destroy(b);
+	fl_store_destroy(s);
+	fl_store_destroy(s2);
+	munmap(mem, len);
+	munmap(other, ps);
 }
 
 /* ------------------------------------------------------------- advice */

@@ -28,6 +28,8 @@
 	  FL_FEAT_MOVE | FL_FEAT_POISON | FL_FEAT_PAGEFAULT_FLAG_WP |              \
 	  FL_FEAT_EVENT_REMOVE, T_UFFD, 60)                                        \
 	X(budget_keep_on_remove_brings_evicted_back, FL_FEAT_SIGBUS, T_UFFD, 60)    \
+	X(budget_keep_on_remove_threads, FL_FEAT_MOVE, T_UFFD, 60)                \
+	X(budget_keep_on_remove_at_destroy, FL_FEAT_MOVE | FL_FEAT_EVENT_REMOVE, T_UFFD, 60) \
 	X(budget_advise_dontneed_first, FL_FEAT_SIGBUS, T_UFFD, 0)                 \
 	X(budget_live_snapshot_pauses_eviction,                                    \
 	  FL_FEAT_MOVE | FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 60)         \

@@ -992,6 +992,32 @@ int fl__budget_join(struct fl_region *r, struct fl_budget *b, enum fl_volatile v
 	return 0;
 }
 
+void fl__budget_rejoin(struct fl_region *r)
+{
+	struct fl_budget *b = r->budget;
+	unsigned int sl;
+
+	pthread_mutex_lock(&b->lock);
+	if (b->slot[r->bslot] == r) {
+		pthread_mutex_unlock(&b->lock);
+		return;
+	}
+	for (sl = 0; sl < BQ_SLOTS && b->slot[sl]; sl++)
+		;
+	if (sl == BQ_SLOTS) {
+		pthread_mutex_unlock(&b->lock);
+		fl__err("pager: a region that stays could not rejoin its budget (%d regions): "
+			"its pages count against it but are never evicted", BQ_SLOTS);
+		return;
+	}
+	b->gen[sl]++;
+	r->bslot = sl;
+	r->bgen = b->gen[sl];
+	b->slot[sl] = r;
+	b->nregions++;
+	pthread_mutex_unlock(&b->lock);
+}
+
 void fl__budget_leave(struct fl_region *r)
 {
 	struct fl_budget *b = r->budget;

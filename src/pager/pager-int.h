@@ -391,6 +391,8 @@ struct fl_region *fl__region_get_by_id(struct fl_pager *p, struct fl_region *r, 
 struct fl_region *fl__table_find(struct pg_table *t, size_t *hint, uintptr_t addr,
 				 uintptr_t *ret_start);
 void fl__region_put(struct fl_region *r);
+/* Regions kept on removal: their evicted pages back, before the handler threads stop. */
+void fl__region_keep_all(struct fl_pager *p);
 int fl__region_remove(struct fl_region *r);
 int fl__table_publish(struct fl_pager *p, struct fl_region *add, struct fl_region *del);
 void fl__region_remap(struct fl_pager *p, uintptr_t from, uintptr_t to, uint64_t len);
@@ -465,6 +467,8 @@ int fl__budget_join(struct fl_region *r, struct fl_budget *b, enum fl_volatile v
 /* fl_region_remove: leave the budget (no eviction any more); then, once no resolver is
    left, give its resident pages back (fl__budget_settle). */
 void fl__budget_leave(struct fl_region *r);
+/* Back into the budget it left (fl__budget_leave) when it stays after all. */
+void fl__budget_rejoin(struct fl_region *r);
 void fl__budget_settle(struct fl_region *r);
 /* fl_region_advise's DONTNEED and WILLNEED parts. */
 int fl__budget_advise(struct fl_region *r, size_t pg, size_t n, int advice);

@@ -1228,6 +1228,7 @@ FL_API void fl_pager_destroy(struct fl_pager *p)
 	/* A forked child shares the parent's userfaultfd: touching it would hurt the parent. */
 	if (getpid() != p->pid)
 		return;
+	fl__region_keep_all(p);
 	if (p->workers)
 		stop_threads(p);
 	/* Children whose FORK event was read but who were not looked after yet. */

@@ -908,14 +908,59 @@ static void keep_evicted(struct fl_region *r)
 	}
 }
 
+static bool keeps_evicted(struct fl_region *r)
+{
+	return r->budget && (r->flags & FL_REGION_KEEP_ON_REMOVE) && !atomic_load(&r->gone) &&
+	       !atomic_load(&r->pager->dead);
+}
+
+/*
+ * fl_pager_destroy(), before it stops the handler threads: the regions
+ * kept on removal bring their evicted pages back while events are still
+ * read (an unread one makes every install fail with EAGAIN).
+ */
+void fl__region_keep_all(struct fl_pager *p)
+{
+	struct fl_region **list;
+	size_t n = 0;
+
+	pthread_mutex_lock(&p->lock);
+	for (struct fl_region *r = p->regions; r; r = r->next)
+		n += keeps_evicted(r);
+	if (!n) {
+		pthread_mutex_unlock(&p->lock);
+		return;
+	}
+	list = calloc(n, sizeof(*list));
+	if (!list) {
+		pthread_mutex_unlock(&p->lock);
+		fl__warn("pager: no memory to bring evicted pages back before the handler threads "
+			 "stop; each region tries at its removal");
+		return;
+	}
+	n = 0;
+	for (struct fl_region *r = p->regions; r; r = r->next) {
+		if (!keeps_evicted(r))
+			continue;
+		atomic_fetch_add(&r->users, 1);
+		list[n++] = r;
+	}
+	pthread_mutex_unlock(&p->lock);
+	for (size_t k = 0; k < n; k++) {
+		keep_evicted(list[k]);
+		fl__region_put(list[k]);
+	}
+	free(list);
+}
+
 int fl__region_remove(struct fl_region *r)
 {
 	struct fl_pager *p = r->pager;
 	uintptr_t base = atomic_load(&r->base);
+	bool kept = keeps_evicted(r);
 	int e;
 
-	if (r->budget && (r->flags & FL_REGION_KEEP_ON_REMOVE) && !atomic_load(&r->gone) &&
-	    !atomic_load(&p->dead))
+	if (kept)
 		keep_evicted(r);
 	pthread_mutex_lock(&p->lock);
 	e = fl__table_publish(p, NULL, r);
@@ -929,8 +974,12 @@ int fl__region_remove(struct fl_region *r)
 			r->next->prev = r->prev;
 	}
 	pthread_mutex_unlock(&p->lock);
-	if (e < 0)
+	if (e < 0) {
+		/* Still registered, and still charging the budget: back under eviction. */
+		if (kept)
+			fl__budget_rejoin(r);
 		return e;
+	}
 	/* Nobody finds the region any more; release those who wait inside it. */
 	atomic_store(&r->removing, true);
 	atomic_fetch_add(&r->wait_seq, 1);
