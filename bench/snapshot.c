@@ -69,7 +69,8 @@ static const char *const row_what[R_COUNT] = {
 	"MAP_PRIVATE of the snapshot file's data, a load per page",
 };
 
-enum metric { X_SECS, X_FAULTS, X_CACHED, X_WS_PREFETCHED, X_WS_DONE, X_GBPS, X_COUNT };
+enum metric { X_SECS, X_FAULTS, X_CACHED, X_WS_PREFETCHED, X_WS_DONE, X_GBPS, X_WS_SKIPPED,
+	      X_COUNT };
 
 struct opts {
 	uint64_t size;
@@ -504,6 +505,7 @@ static int run_pager(struct env *env, const char *name, const struct pager_cfg *
 	}
 	res->v[X_FAULTS] = (double)st.faults;
 	res->v[X_WS_PREFETCHED] = (double)st.ws_prefetched;
+	res->v[X_WS_SKIPPED] = (double)(st.ws_skipped + st.ws_errors);
 	/* The replay's time to its last batch. */
 	res->v[X_WS_DONE] = st.ws_done_ns ? (double)st.ws_done_ns / 1e9 : res->v[X_SECS];
 	if (c->flags & FL_REGION_WS_RECORD) {
@@ -1289,7 +1291,7 @@ static void print_json(const struct table *t, const struct env *env, const struc
 		       const struct bench_machine *m, double fault_ns)
 {
 	static const char *const keys[X_COUNT] = { "secs", "faults", "cached", "ws_prefetched",
-						   "ws_done_secs", "gb_per_s" };
+						   "ws_done_secs", "gb_per_s", "ws_skipped" };
 	struct target_val tv[T_COUNT];
 	int nt;
 
@@ -1310,7 +1312,8 @@ static void print_json(const struct table *t, const struct env *env, const struc
 		for (int x = 0; x < X_COUNT; x++) {
 			if (x == X_GBPS && r < R_FIRST_SEQ)
 				continue;
-			if ((x == X_WS_PREFETCHED || x == X_WS_DONE) && r != R_WS && r != R_LS)
+			if ((x == X_WS_PREFETCHED || x == X_WS_DONE || x == X_WS_SKIPPED) && r != R_WS &&
+			    r != R_LS)
 				continue;
 			printf(",");
 			bench_json_spread(keys[x], spread(t, r, x, o->runs));
