@@ -11,11 +11,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "../bench/redisd.h"
 #include "certs.h"
-#include "tests.h"
-
-#define BLK 4096u
+#include "redis-test.h"
 
 static uint64_t now_ms(void)
 {
@@ -33,23 +30,7 @@ struct tls_env {
 /* Certificates, then TLS servers; or skip (fail with FL_REQUIRE_REDIS=1) without redis-server. */
 static void tls_start(struct tls_env *e, unsigned int n, bool cluster)
 {
-	const char *req = getenv("FL_REQUIRE_REDIS");
-	bool require = req && !strcmp(req, "1");
-	char path[256];
-
-#ifndef FL_HAVE_HIREDIS
-	if (require)
-		t_fail(__FILE__, __LINE__, "built without hiredis, and FL_REQUIRE_REDIS=1");
-	T_SKIP("built without hiredis (libhiredis-dev)");
-#endif
-	if (!redisd_find("redis-server", path, sizeof(path)) ||
-	    (cluster && !redisd_find("redis-cli", path, sizeof(path)))) {
-		if (require)
-			t_fail(__FILE__, __LINE__, "redis-server or redis-cli not found, and "
-			       "FL_REQUIRE_REDIS=1");
-		T_SKIP("redis-server or redis-cli not found (apt-get install redis-server "
-		       "redis-tools)");
-	}
+	t_redis_need(cluster);
 	t_certs_dir(e->dir, sizeof(e->dir));
 	t_certs_make(e->dir, "ca", NULL, NULL);
 	t_certs_make(e->dir, "server", "ca", "redis.test");
@@ -84,25 +65,6 @@ static struct fl_store_redis_opts tls_opts(const struct tls_env *e, uint64_t siz
 	};
 
 	return o;
-}
-
-/* Page @p at version @v: its index, the version, then the pattern of seed v. */
-static void page_make(uint8_t *buf, uint64_t p, uint64_t v)
-{
-	memcpy(buf, &p, 8);
-	memcpy(buf + 8, &v, 8);
-	fl_pattern_fill(buf + 16, p * BLK + 16, BLK - 16, v);
-}
-
-static uint64_t page_version(const uint8_t *buf, uint64_t p)
-{
-	uint64_t q, v;
-
-	memcpy(&q, buf, 8);
-	memcpy(&v, buf + 8, 8);
-	if (q != p || !v || fl_pattern_check(buf + 16, p * BLK + 16, BLK - 16, v))
-		return 0;
-	return v;
 }
 
 /*

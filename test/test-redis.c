@@ -17,31 +17,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../bench/redisd.h"
-#include "tests.h"
+#include "redis-test.h"
 
-#define BLK 4096u
 
 /* Start servers, or skip (fail with FL_REQUIRE_REDIS=1) where redis-server is not installed. */
 static void t_redis_start(struct redisd *d, unsigned int n, bool cluster)
 {
-	const char *req = getenv("FL_REQUIRE_REDIS");
-	bool require = req && !strcmp(req, "1");
-	char path[256];
-
-#ifndef FL_HAVE_HIREDIS
-	if (require)
-		t_fail(__FILE__, __LINE__, "built without hiredis, and FL_REQUIRE_REDIS=1");
-	T_SKIP("built without hiredis (libhiredis-dev)");
-#endif
-	if (!redisd_find("redis-server", path, sizeof(path)) ||
-	    (cluster && !redisd_find("redis-cli", path, sizeof(path)))) {
-		if (require)
-			t_fail(__FILE__, __LINE__, "redis-server or redis-cli not found, and "
-			       "FL_REQUIRE_REDIS=1");
-		T_SKIP("redis-server or redis-cli not found (apt-get install redis-server "
-		       "redis-tools)");
-	}
+	t_redis_need(cluster);
 	if (redisd_start(d, n, cluster, (unsigned int)t_ms(120000)))
 		t_fail(__FILE__, __LINE__, "starting redis: %s", d->err);
 }
@@ -61,26 +43,6 @@ static struct fl_store *t_redis_open(struct redisd *d, unsigned int i, const cha
 	redisd_url(d, i, prefix, url, sizeof(url));
 	T_ASSERT_OK(fl_store_redis_open(url, &o, &s));
 	return s;
-}
-
-/* Page @p at version @v: its index, the version, then the pattern of seed v. */
-static void page_make(uint8_t *buf, uint64_t p, uint64_t v)
-{
-	memcpy(buf, &p, 8);
-	memcpy(buf + 8, &v, 8);
-	fl_pattern_fill(buf + 16, p * BLK + 16, BLK - 16, v);
-}
-
-/* The version page @p holds, or 0 if it is not a well-formed page @p. */
-static uint64_t page_version(const uint8_t *buf, uint64_t p)
-{
-	uint64_t q, v;
-
-	memcpy(&q, buf, 8);
-	memcpy(&v, buf + 8, 8);
-	if (q != p || !v || fl_pattern_check(buf + 16, p * BLK + 16, BLK - 16, v))
-		return 0;
-	return v;
 }
 
 static int cmd(struct redisd *d, unsigned int i, char *out, size_t len, const char *c)
