@@ -18,6 +18,7 @@
 
 #include "tests.h"
 #include "pager/supply.h"
+#include "pager/pager-int.h"
 
 #define SEED 0xfa11u
 
@@ -1155,6 +1156,104 @@ TEST(pager_fork_repeated_no_on_event)
 	fl_pager_destroy(p);
 	fl_store_destroy(s);
 	munmap(mem, len);
+}
+
+struct remap_race {
+	struct fl_region *r;
+	uint8_t *at[2];
+	size_t len, n;
+	const uint8_t *src;
+	atomic_bool done;
+	_Atomic size_t progress;
+	size_t gone, moves;
+	int ret;
+};
+
+static void *remap_supplier_main(void *arg)
+{
+	struct remap_race *x = arg;
+
+	for (size_t pg = 0; pg < x->n && !x->ret; pg++) {
+		uint8_t out = 0;
+
+		x->ret = fl__region_supply(x->r, pg, 1, x->src + pg * t_page_size(), &out);
+		if (out == FL__SUPPLY_GONE)
+			x->gone++;
+		atomic_store(&x->progress, pg + 1);
+	}
+	atomic_store(&x->done, true);
+	return NULL;
+}
+
+/*
+ * Pages supplied from outside a fault (the migration destination's
+ * background copy, the working-set replay) while the program moves the
+ * region back and forth with mremap(). The kernel looks the mapping up
+ * before it checks for unread events, so an install at the old address
+ * fails with ENOENT (not EAGAIN) from the move until the REMAP event is
+ * read and applied. Those pages were taken for unmapped ("gone"), the
+ * migration counted them as delivered, and they read zeros in the end
+ * (seen as a rare migrate_postcopy_mremap failure under load; here the
+ * old code lost over a thousand pages a run). The region is never
+ * unmapped, so no page may come back gone, and every page holds the
+ * store's bytes at the region's last address. The supply goes one page
+ * per call, and a move follows every few of them for as long as it lasts
+ * (paced by its progress: back-to-back moves keep every install waiting).
+ */
+TEST(pager_supply_races_mremap)
+{
+	size_t ps = t_page_size(), npages = 8192, len = npages * ps;
+	struct fs *f = fs_new(npages);
+	struct fl_region_opts o = t_region_opts(f->s, len);
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, FL_FEAT_EVENT_REMAP);
+	struct remap_race x = { .n = npages, .len = len };
+	struct fl_region *r;
+	unsigned long th;
+	uint8_t *src = malloc(len);
+	int cur = 0;
+
+	T_ASSERT(src);
+	fl_pattern_fill(src, 0, len, SEED);
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	T_ASSERT_OK(fl_pager_start(p));
+	x.r = r;
+	x.src = src;
+	/*
+	 * Both places stay reserved (PROT_NONE) while the region is elsewhere:
+	 * a hole would take the next mapping of this process (a thread's
+	 * stack), which the next move would then replace.
+	 */
+	x.at[0] = mmap(NULL, 2 * len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+		       -1, 0);
+	T_ASSERT(x.at[0] != MAP_FAILED);
+	x.at[1] = x.at[0] + len;
+	T_ASSERT(mremap(fl_region_addr(r), len, len, MREMAP_MAYMOVE | MREMAP_FIXED, x.at[0]) ==
+		 x.at[0]);
+	th = t_thread_start(remap_supplier_main, &x);
+	for (size_t seen = 0; !atomic_load(&x.done);) {
+		if (atomic_load(&x.progress) < seen + 4) {
+			sched_yield();
+			continue;
+		}
+		seen = atomic_load(&x.progress);
+		T_ASSERT(mremap(x.at[cur], len, len, MREMAP_MAYMOVE | MREMAP_FIXED, x.at[!cur]) ==
+			 x.at[!cur]);
+		T_ASSERT(mmap(x.at[cur], len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
+			      MAP_FIXED_NOREPLACE, -1, 0) == x.at[cur]);
+		cur = !cur;
+		x.moves++;
+	}
+	t_thread_join(th);
+	T_ASSERT_OK(x.ret);
+	T_ASSERT_EQ(x.gone, 0u);
+	T_ASSERT(fl_region_addr(r) == x.at[cur]);
+	/* Installed by the supply: no fault, no store read. */
+	T_ASSERT(!memcmp(x.at[cur], src, len));
+	T_ASSERT_EQ(atomic_load(&f->reads), 0u);
+	fl_pager_destroy(p);
+	munmap(x.at[0], 2 * len);
+	free(src);
+	fs_free(f);
 }
 
 /*

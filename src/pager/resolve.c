@@ -1395,9 +1395,26 @@ static void supply_run(struct pg_ctx *c, struct run *x, const uint8_t *src)
 			    &done);
 
 		if (e == -ENOENT) {
-			/* Unmapped under us: those pages will never be here. */
 			finish(c, x, 0, done, false);
-			st_set(c, r, x->pg + done, x->n - done, PG_GONE);
+			x->pg += done;
+			x->n -= done;
+			/*
+			 * Nothing is mapped at the address. The kernel looks the
+			 * mapping up before it checks for unread events, so a
+			 * program's mremap() or munmap() under way shows as ENOENT,
+			 * not EAGAIN, and its event follows. Wait for it, bounded as
+			 * for EAGAIN: a move gives the region its new address (the
+			 * next try goes there), an unmap marks the pages gone.
+			 * Without those events nothing follows: gone now.
+			 */
+			if ((c->p->feats & (FL_FEAT_EVENT_REMAP | FL_FEAT_EVENT_UNMAP)) &&
+			    tries < 2000 && !atomic_load(&r->removing) && !atomic_load(&r->gone) &&
+			    !atomic_load(&c->p->dead) && (st_load(r, x->pg) & PG_STATE) == PG_BUSY) {
+				backoff(tries++);
+				continue;
+			}
+			/* Unmapped under us: those pages will never be here. */
+			st_set(c, r, x->pg, x->n, PG_GONE);
 			fl__wake_waiters(r);
 			return;
 		}
