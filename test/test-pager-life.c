@@ -1256,6 +1256,88 @@ TEST(pager_supply_races_mremap)
 	fs_free(f);
 }
 
+static void *remap_toucher_main(void *arg)
+{
+	struct remap_race *x = arg;
+	size_t ps = t_page_size();
+	volatile size_t pg = 0;
+	volatile int side = 0;
+
+	/* Each page at both places: the one that is not the region's is PROT_NONE (SIGSEGV). */
+	if (sigsetjmp(bus_jmp, 1))
+		side = !side;	/* the PROT_NONE place: the region is at the other */
+	while (pg < x->n) {
+		uint8_t v = ((volatile uint8_t *)x->at[side])[pg * ps + 1];
+
+		if (v != x->src[pg * ps + 1])
+			x->ret = -EIO;
+		pg = pg + 1;
+		atomic_store(&x->progress, pg);
+		side = !side;
+	}
+	atomic_store(&x->done, true);
+	return NULL;
+}
+
+/*
+ * A thread reads the region's pages while the program moves it back and
+ * forth with mremap(), each page where the region is or was. A fault at
+ * the new place can be queued before the REMAP event, and a read returns
+ * faults first: the pager found it outside every region and left it. A
+ * fault at the old place could be installed at the new one, which wakes
+ * nobody waiting at the old. Either thread slept for good (the old code
+ * timed out here nearly every run); the move now wakes both places, so
+ * each faults again. Every page read must hold the store's bytes.
+ */
+TEST(pager_fault_races_mremap)
+{
+	size_t ps = t_page_size(), npages = 4096, len = npages * ps;
+	struct fs *f = fs_new(npages);
+	struct fl_region_opts o = t_region_opts(f->s, len);
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, FL_FEAT_EVENT_REMAP);
+	struct remap_race x = { .n = npages, .len = len };
+	struct fl_region *r;
+	unsigned long th;
+	uint8_t *src = malloc(len);
+	int cur = 0;
+
+	T_ASSERT(src);
+	catch_sigsegv();
+	fl_pattern_fill(src, 0, len, SEED);
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	T_ASSERT_OK(fl_pager_start(p));
+	x.r = r;
+	x.src = src;
+	x.at[0] = mmap(NULL, 2 * len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+		       -1, 0);
+	T_ASSERT(x.at[0] != MAP_FAILED);
+	x.at[1] = x.at[0] + len;
+	T_ASSERT(mremap(fl_region_addr(r), len, len, MREMAP_MAYMOVE | MREMAP_FIXED, x.at[0]) ==
+		 x.at[0]);
+	th = t_thread_start(remap_toucher_main, &x);
+	for (size_t seen = 0; !atomic_load(&x.done);) {
+		if (atomic_load(&x.progress) < seen + 2) {
+			sched_yield();
+			continue;
+		}
+		seen = atomic_load(&x.progress);
+		T_ASSERT(mremap(x.at[cur], len, len, MREMAP_MAYMOVE | MREMAP_FIXED, x.at[!cur]) ==
+			 x.at[!cur]);
+		T_ASSERT(mmap(x.at[cur], len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
+			      MAP_FIXED_NOREPLACE, -1, 0) == x.at[cur]);
+		cur = !cur;
+		x.moves++;
+	}
+	t_thread_join(th);
+	T_ASSERT_OK(x.ret);
+	T_ASSERT(x.moves > 0);
+	T_ASSERT(fl_region_addr(r) == x.at[cur]);
+	fl_pager_destroy(p);
+	munmap(x.at[0], 2 * len);
+	free(src);
+	fs_free(f);
+}
+
 /*
  * mremap() moves only the second half of a region: the half left behind
  * is still served, the moved pages that were present keep their data, and

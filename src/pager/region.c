@@ -415,6 +415,15 @@ void fl__region_remap(struct fl_pager *p, uintptr_t from, uintptr_t to, uint64_t
 	if (moved && fl__table_publish(p, NULL, NULL) < 0)
 		fl__err("pager: out of memory following a region to %#lx", (unsigned long)to);
 	pthread_mutex_unlock(&p->lock);
+	/*
+	 * Threads whose faults cannot be served where they wait fault again:
+	 * one that touched the new place before this event was read queued
+	 * its fault first (a read returns faults before events), left as
+	 * outside every region; one that touched the old place waits on an
+	 * address that the install, done at the new one, never wakes.
+	 */
+	fl_uffd_wake(p->uffd, (void *)to, len);
+	fl_uffd_wake(p->uffd, (void *)from, len);
 }
 
 /* The served process exited: nothing can be installed any more; stop everything cleanly. */
