@@ -1159,15 +1159,74 @@ TEST(pager_fork_repeated_no_on_event)
 }
 
 struct remap_race {
+	struct fs *f;
+	struct fl_pager *p;
 	struct fl_region *r;
-	uint8_t *at[2];
+	uint8_t *at[2], *src;
 	size_t len, n;
-	const uint8_t *src;
+	int cur;		/* the region is at at[cur] */
 	atomic_bool done;
 	_Atomic size_t progress;
 	size_t gone, moves;
 	int ret;
 };
+
+/*
+ * A region of @npages absent pages (the pattern store) at the first of two
+ * places, and @fn running beside the test thread, which moves the region
+ * to the other place each time @fn made @pace steps of progress, until
+ * @fn is done. Both places stay reserved (PROT_NONE) while the region is
+ * elsewhere: a hole would take the next mapping of this process (a
+ * thread's stack), which the next move would then replace.
+ */
+static void remap_race_run(struct remap_race *x, size_t npages, t_thread_fn fn, size_t pace)
+{
+	struct fl_region_opts o;
+	unsigned long th;
+
+	*x = (struct remap_race){ .n = npages, .len = npages * t_page_size(), .ret = 0 };
+	x->f = fs_new(npages);
+	o = t_region_opts(x->f->s, x->len);
+	x->p = t_pager_new(FL_PAGER_THREADS, 2, FL_FEAT_EVENT_REMAP);
+	x->src = malloc(x->len);
+	T_ASSERT(x->src);
+	fl_pattern_fill(x->src, 0, x->len, SEED);
+	T_ASSERT_OK(fl_region_add(x->p, &o, &x->r));
+	T_ASSERT_OK(fl_pager_start(x->p));
+	x->at[0] = mmap(NULL, 2 * x->len, PROT_NONE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	T_ASSERT(x->at[0] != MAP_FAILED);
+	x->at[1] = x->at[0] + x->len;
+	T_ASSERT(mremap(fl_region_addr(x->r), x->len, x->len, MREMAP_MAYMOVE | MREMAP_FIXED,
+			x->at[0]) == x->at[0]);
+	th = t_thread_start(fn, x);
+	for (size_t seen = 0; !atomic_load(&x->done);) {
+		uint8_t *from = x->at[x->cur], *to = x->at[!x->cur];
+
+		if (atomic_load(&x->progress) < seen + pace) {
+			sched_yield();
+			continue;
+		}
+		seen = atomic_load(&x->progress);
+		T_ASSERT(mremap(from, x->len, x->len, MREMAP_MAYMOVE | MREMAP_FIXED, to) == to);
+		T_ASSERT(mmap(from, x->len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
+			      MAP_FIXED_NOREPLACE, -1, 0) == from);
+		x->cur = !x->cur;
+		x->moves++;
+	}
+	t_thread_join(th);
+	T_ASSERT_OK(x->ret);
+	T_ASSERT(x->moves > 0);
+	T_ASSERT(fl_region_addr(x->r) == x->at[x->cur]);
+}
+
+static void remap_race_free(struct remap_race *x)
+{
+	fl_pager_destroy(x->p);
+	munmap(x->at[0], 2 * x->len);
+	free(x->src);
+	fs_free(x->f);
+}
 
 static void *remap_supplier_main(void *arg)
 {
@@ -1202,58 +1261,14 @@ static void *remap_supplier_main(void *arg)
  */
 TEST(pager_supply_races_mremap)
 {
-	size_t ps = t_page_size(), npages = 8192, len = npages * ps;
-	struct fs *f = fs_new(npages);
-	struct fl_region_opts o = t_region_opts(f->s, len);
-	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, FL_FEAT_EVENT_REMAP);
-	struct remap_race x = { .n = npages, .len = len };
-	struct fl_region *r;
-	unsigned long th;
-	uint8_t *src = malloc(len);
-	int cur = 0;
+	struct remap_race x;
 
-	T_ASSERT(src);
-	fl_pattern_fill(src, 0, len, SEED);
-	T_ASSERT_OK(fl_region_add(p, &o, &r));
-	T_ASSERT_OK(fl_pager_start(p));
-	x.r = r;
-	x.src = src;
-	/*
-	 * Both places stay reserved (PROT_NONE) while the region is elsewhere:
-	 * a hole would take the next mapping of this process (a thread's
-	 * stack), which the next move would then replace.
-	 */
-	x.at[0] = mmap(NULL, 2 * len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-		       -1, 0);
-	T_ASSERT(x.at[0] != MAP_FAILED);
-	x.at[1] = x.at[0] + len;
-	T_ASSERT(mremap(fl_region_addr(r), len, len, MREMAP_MAYMOVE | MREMAP_FIXED, x.at[0]) ==
-		 x.at[0]);
-	th = t_thread_start(remap_supplier_main, &x);
-	for (size_t seen = 0; !atomic_load(&x.done);) {
-		if (atomic_load(&x.progress) < seen + 4) {
-			sched_yield();
-			continue;
-		}
-		seen = atomic_load(&x.progress);
-		T_ASSERT(mremap(x.at[cur], len, len, MREMAP_MAYMOVE | MREMAP_FIXED, x.at[!cur]) ==
-			 x.at[!cur]);
-		T_ASSERT(mmap(x.at[cur], len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
-			      MAP_FIXED_NOREPLACE, -1, 0) == x.at[cur]);
-		cur = !cur;
-		x.moves++;
-	}
-	t_thread_join(th);
-	T_ASSERT_OK(x.ret);
+	remap_race_run(&x, 8192, remap_supplier_main, 4);
 	T_ASSERT_EQ(x.gone, 0u);
-	T_ASSERT(fl_region_addr(r) == x.at[cur]);
 	/* Installed by the supply: no fault, no store read. */
-	T_ASSERT(!memcmp(x.at[cur], src, len));
-	T_ASSERT_EQ(atomic_load(&f->reads), 0u);
-	fl_pager_destroy(p);
-	munmap(x.at[0], 2 * len);
-	free(src);
-	fs_free(f);
+	T_ASSERT(!memcmp(x.at[x.cur], x.src, x.len));
+	T_ASSERT_EQ(atomic_load(&x.f->reads), 0u);
+	remap_race_free(&x);
 }
 
 static void *remap_toucher_main(void *arg)
@@ -1291,51 +1306,11 @@ static void *remap_toucher_main(void *arg)
  */
 TEST(pager_fault_races_mremap)
 {
-	size_t ps = t_page_size(), npages = 4096, len = npages * ps;
-	struct fs *f = fs_new(npages);
-	struct fl_region_opts o = t_region_opts(f->s, len);
-	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, FL_FEAT_EVENT_REMAP);
-	struct remap_race x = { .n = npages, .len = len };
-	struct fl_region *r;
-	unsigned long th;
-	uint8_t *src = malloc(len);
-	int cur = 0;
+	struct remap_race x;
 
-	T_ASSERT(src);
 	catch_sigsegv();
-	fl_pattern_fill(src, 0, len, SEED);
-	T_ASSERT_OK(fl_region_add(p, &o, &r));
-	T_ASSERT_OK(fl_pager_start(p));
-	x.r = r;
-	x.src = src;
-	x.at[0] = mmap(NULL, 2 * len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-		       -1, 0);
-	T_ASSERT(x.at[0] != MAP_FAILED);
-	x.at[1] = x.at[0] + len;
-	T_ASSERT(mremap(fl_region_addr(r), len, len, MREMAP_MAYMOVE | MREMAP_FIXED, x.at[0]) ==
-		 x.at[0]);
-	th = t_thread_start(remap_toucher_main, &x);
-	for (size_t seen = 0; !atomic_load(&x.done);) {
-		if (atomic_load(&x.progress) < seen + 2) {
-			sched_yield();
-			continue;
-		}
-		seen = atomic_load(&x.progress);
-		T_ASSERT(mremap(x.at[cur], len, len, MREMAP_MAYMOVE | MREMAP_FIXED, x.at[!cur]) ==
-			 x.at[!cur]);
-		T_ASSERT(mmap(x.at[cur], len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
-			      MAP_FIXED_NOREPLACE, -1, 0) == x.at[cur]);
-		cur = !cur;
-		x.moves++;
-	}
-	t_thread_join(th);
-	T_ASSERT_OK(x.ret);
-	T_ASSERT(x.moves > 0);
-	T_ASSERT(fl_region_addr(r) == x.at[cur]);
-	fl_pager_destroy(p);
-	munmap(x.at[0], 2 * len);
-	free(src);
-	fs_free(f);
+	remap_race_run(&x, 4096, remap_toucher_main, 2);
+	remap_race_free(&x);
 }
 
 /*
