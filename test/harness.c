@@ -512,8 +512,8 @@ bool t_read_sigbus(volatile uint8_t *p)
 	return hit;
 }
 
-/* Whether a thread of @pid sleeps in handle_userfault (its wchan) right now. */
-static bool fault_blocked_now(pid_t pid)
+/* Whether a thread of @pid sleeps in kernel function @fn (its wchan) right now. */
+static bool sleeps_in_now(pid_t pid, const char *fn)
 {
 	char path[64];
 	struct dirent *de;
@@ -537,13 +537,13 @@ static bool fault_blocked_now(pid_t pid)
 			continue;
 		n = read(fd, buf, sizeof(buf) - 1);
 		close(fd);
-		found = n > 0 && strncmp(buf, "handle_userfault", 16) == 0;
+		found = n > 0 && strncmp(buf, fn, strlen(fn)) == 0;
 	}
 	closedir(d);
 	return found;
 }
 
-bool t_wait_fault_blocked(pid_t pid, int ms)
+static bool wait_sleeps_in(pid_t pid, const char *fn, int ms)
 {
 	struct timespec now, end;
 	int64_t left = t_ms(ms);
@@ -552,7 +552,7 @@ bool t_wait_fault_blocked(pid_t pid, int ms)
 	end.tv_sec += left / 1000;
 	end.tv_nsec += (left % 1000) * 1000000;
 	for (;;) {
-		if (fault_blocked_now(pid))
+		if (sleeps_in_now(pid, fn))
 			return true;
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		if (now.tv_sec * 1000000000ll + now.tv_nsec >=
@@ -560,6 +560,16 @@ bool t_wait_fault_blocked(pid_t pid, int ms)
 			return false;
 		usleep(1000);	/* polling /proc: nothing to wait on */
 	}
+}
+
+bool t_wait_fault_blocked(pid_t pid, int ms)
+{
+	return wait_sleeps_in(pid, "handle_userfault", ms);
+}
+
+bool t_wait_event_blocked(pid_t pid, int ms)
+{
+	return wait_sleeps_in(pid, "userfaultfd_event_wait_completion", ms);
 }
 
 void t_tool_path(char *buf, size_t len)

@@ -213,6 +213,8 @@ bool t_read_sigbus(volatile uint8_t *p);
  * as /proc/PID/task/TID/wchan shows, and returns whether one did.
  */
 bool t_wait_fault_blocked(pid_t pid, int ms);
+/* The same for a thread waiting until its event (fork, mremap, madvise, munmap) is read. */
+bool t_wait_event_blocked(pid_t pid, int ms);
 
 /*
  * The faultline command, built beside the runner ($(O)/faultline next to

@@ -851,8 +851,13 @@ TEST(snapshot_live_errors)
 	T_ASSERT_ERR(fl_snapshot_live_take(s, w, 1u << 5), EINVAL);
 	/* Incremental without tracking. */
 	T_ASSERT_ERR(fl_snapshot_live_take(s, w, FL_SNAPSHOT_TAKE_INCREMENTAL), EINVAL);
-	/* A writer that has regions already. */
+	/* A writer that has other regions already (the same ones are taken as declared). */
+	T_ASSERT_OK(fl_snapshot_writer_add_region(w, (uintptr_t)base, len - ps, ps, 0, NULL));
+	T_ASSERT_ERR(fl_snapshot_live_take(s, w, 0), EINVAL);
+	fl_snapshot_writer_destroy(w);
+	w = new_writer(path, NULL);
 	T_ASSERT_OK(fl_snapshot_writer_add_region(w, (uintptr_t)base, len, ps, 0, NULL));
+	T_ASSERT_OK(fl_snapshot_writer_add_region(w, (uintptr_t)base + len, ps, ps, 0, NULL));
 	T_ASSERT_ERR(fl_snapshot_live_take(s, w, 0), EINVAL);
 	fl_snapshot_writer_destroy(w);
 	T_ASSERT_ERR(fl_snapshot_live_wait(NULL, 0), EINVAL);
@@ -1467,6 +1472,83 @@ TEST(snapshot_live_unprotect_event_pending)
 	munmap(c.base, len);
 	unlink(path);
 	free(path);
+}
+
+struct discard_arg {
+	void *addr;
+	size_t len;
+};
+
+static void *discard_main(void *arg)
+{
+	struct discard_arg *a = arg;
+
+	return (void *)(intptr_t)madvise(a->addr, a->len, MADV_DONTNEED);
+}
+
+/*
+ * A take refused because an event stays unread (here: the region's pager
+ * is stopped while another thread's MADV_DONTNEED waits for its REMOVE
+ * event) returns EAGAIN, and the same writer then serves the next take:
+ * it had its regions declared already, which used to make every retry
+ * fail with EINVAL ("the writer has regions already").
+ */
+TEST(snapshot_live_take_refused_then_retried)
+{
+	size_t ps = t_page_size(), npages = 64, len = npages * ps;
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, FL_FEAT_EVENT_REMOVE);
+	struct fl_snapshot_range r = { 0 };
+	struct fl_snapshot_live *s = NULL;
+	struct fl_snapshot_writer *w;
+	struct fl_store *store = NULL;
+	struct fl_region *reg = NULL;
+	struct fl_region_opts ro;
+	struct discard_arg d;
+	char *path = tmp_path("refused");
+	uint8_t *base, *buf = malloc(ps);
+	struct rd_file f;
+	unsigned long th;
+
+	T_ASSERT(buf);
+	T_ASSERT_OK(fl_store_pattern_create(len, SEED, &store));
+	ro = t_region_opts(store, len);
+	T_ASSERT_OK(fl_region_add(p, &ro, &reg));
+	T_ASSERT_OK(fl_pager_start(p));
+	base = fl_region_addr(reg);
+	T_ASSERT_EQ(base[3 * ps], (uint8_t)fl_pattern_word(SEED, 3 * ps));
+	r.region = reg;
+	T_ASSERT_OK(fl_snapshot_live_create(&r, 1, NULL, &s));
+	T_ASSERT_OK(fl_pager_stop(p));
+	d = (struct discard_arg){ base + 3 * ps, ps };
+	th = t_thread_start(discard_main, &d);
+	T_ASSERT(t_wait_event_blocked(getpid(), 10000));
+	w = new_writer(path, NULL);
+	T_ASSERT_ERR(fl_snapshot_live_take(s, w, 0), EAGAIN);
+	/* The event is read, the discard ends; the same writer takes the snapshot. */
+	T_ASSERT_OK(fl_pager_start(p));
+	T_ASSERT(t_thread_join(th) == NULL);
+	T_ASSERT_OK(fl_snapshot_live_take(s, w, 0));
+	T_ASSERT_OK(fl_snapshot_live_wait(s, t_ms(60000)));
+	T_ASSERT_OK(fl_snapshot_writer_finish(w, NULL));
+	rd_open(&f, path);
+	for (size_t pg = 0; pg < npages; pg++) {
+		uint32_t k = rd_page(&f, 1, 0, pg, buf);
+
+		if (pg == 3) {
+			T_ASSERT_EQ(k, FL__SNAP_ZERO);
+			T_ASSERT(t_all(buf, ps, 0));
+		} else {
+			T_ASSERT_EQ(k, FL__SNAP_DATA);
+			T_ASSERT_EQ(fl_pattern_check(buf, pg * ps, ps, SEED), 0);
+		}
+	}
+	rd_close(&f);
+	fl_snapshot_live_destroy(s);
+	fl_pager_destroy(p);
+	fl_store_destroy(store);
+	unlink(path);
+	free(path);
+	free(buf);
 }
 
 /*

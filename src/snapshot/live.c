@@ -60,6 +60,7 @@
 #include "internal.h"
 #include "pager/supply.h"
 #include "snapshot/live-int.h"
+#include "snapshot/snap-int.h"
 #include "util.h"
 
 #ifndef MADV_POPULATE_READ
@@ -1464,10 +1465,16 @@ FL_API int fl_snapshot_live_take(struct fl_snapshot_live *s, struct fl_snapshot_
 		struct lv_range *r = &s->r[i];
 		uint32_t idx = 0;
 
+		/* Declared by an earlier take of this writer that was refused (EAGAIN). */
+		if (fl__snap_writer_has_region(w, (uint32_t)i, range_base(r), r->len, r->ps,
+					       r->flags))
+			continue;
 		e = fl_snapshot_writer_add_region(w, range_base(r), r->len, r->ps, r->flags, &idx);
 		if (!e && idx != i)
 			e = fl__einval(__func__, "the writer has regions already: give a fresh one");
 	}
+	if (!e && fl__snap_writer_nregions(w) != s->n)
+		e = fl__einval(__func__, "the writer has regions already: give a fresh one");
 	for (i = 0; i < s->n && !e; i++) {
 		populate(s, &s->r[i]);
 		/* Pages the pager brings in from now on arrive protected. */

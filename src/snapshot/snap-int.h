@@ -23,4 +23,15 @@ size_t fl__snap_zstd_dctx_size(void);
 int fl__snap_zstd_decompress(void *ctx_mem, size_t ctx_size, void *dst, size_t rlen,
 			     const void *src, size_t clen);
 
+/*
+ * Whether region @i of writer @w was declared with exactly these values
+ * and no page was put yet (writer.c): a live take refused with EAGAIN
+ * leaves its regions declared, and a retry with the same writer reuses them.
+ */
+struct fl_snapshot_writer;
+bool fl__snap_writer_has_region(const struct fl_snapshot_writer *w, uint32_t i, uint64_t addr,
+				uint64_t len, size_t page_size, uint32_t flags);
+/* How many regions writer @w has declared. */
+uint32_t fl__snap_writer_nregions(const struct fl_snapshot_writer *w);
+
 #endif /* FL_SNAPSHOT_INT_H */

@@ -156,6 +156,22 @@ fail:
 	return r;
 }
 
+bool fl__snap_writer_has_region(const struct fl_snapshot_writer *w, uint32_t i, uint64_t addr,
+				uint64_t len, size_t page_size, uint32_t flags)
+{
+	const struct fl__snap_region *r;
+
+	if (atomic_load(&w->started) || i >= w->nregions)
+		return false;
+	r = &w->regions[i].r;
+	return r->addr == addr && r->len == len && r->page_size == page_size && r->flags == flags;
+}
+
+uint32_t fl__snap_writer_nregions(const struct fl_snapshot_writer *w)
+{
+	return w->nregions;
+}
+
 FL_API int fl_snapshot_writer_add_region(struct fl_snapshot_writer *w, uint64_t addr,
 					 uint64_t len, size_t page_size, uint32_t flags,
 					 uint32_t *ret_index)
