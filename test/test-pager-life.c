@@ -1314,6 +1314,65 @@ TEST(pager_fault_races_mremap)
 }
 
 /*
+ * The program write-protects pages 8..15 of a region with mprotect(): its
+ * mapping is now three, all still registered. One install ioctl covers
+ * one mapping, so a run across the split failed with ENOENT as a whole.
+ * Supplied, the run came back "gone" after the wait for a REMAP that never
+ * comes, and a fault on those pages blocked for good; faulted with a
+ * 16-page prefetch window, the handler threads refaulted the same run
+ * forever. Now the pages go one at a time past the split: all arrive.
+ */
+TEST(pager_supply_split_mapping)
+{
+	size_t ps = t_page_size(), npages = 64, len = npages * ps;
+	struct fs *f = fs_new(npages);
+	struct fl_region_opts o = t_region_opts(f->s, len);
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, FL_FEAT_EVENT_REMAP);
+	struct fl_region *r;
+	uint8_t *src = malloc(len), out[32], *a;
+
+	T_ASSERT(src);
+	fl_pattern_fill(src, 0, len, SEED);
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	T_ASSERT_OK(fl_pager_start(p));
+	a = fl_region_addr(r);
+	T_ASSERT_SYS(mprotect(a + 8 * ps, 8 * ps, PROT_READ));
+	T_ASSERT_OK(fl__region_supply(r, 0, 32, src, out));
+	for (size_t i = 0; i < 32; i++)
+		T_ASSERT_EQ(out[i], FL__SUPPLY_INSTALLED);
+	/* Installed by the supply: read without a store read. */
+	T_ASSERT(!memcmp(a, src, 32 * ps));
+	T_ASSERT_EQ(atomic_load(&f->reads), 0u);
+	fl_pager_destroy(p);
+	free(src);
+	fs_free(f);
+}
+
+TEST(pager_fault_split_mapping)
+{
+	size_t ps = t_page_size(), npages = 64, len = npages * ps;
+	struct fs *f = fs_new(npages);
+	struct fl_region_opts o = t_region_opts(f->s, len);
+	struct fl_pager *p = t_pager_new(FL_PAGER_THREADS, 2, 0);
+	struct fl_region *r;
+	uint8_t *a, *want = malloc(len);
+
+	T_ASSERT(want);
+	fl_pattern_fill(want, 0, len, SEED);
+	o.prefetch = FL_PREFETCH_FIXED;
+	o.prefetch_min = o.prefetch_max = 16 * ps;
+	T_ASSERT_OK(fl_region_add(p, &o, &r));
+	T_ASSERT_OK(fl_pager_start(p));
+	a = fl_region_addr(r);
+	T_ASSERT_SYS(mprotect(a + 8 * ps, 8 * ps, PROT_READ));
+	/* The window of page 0's fault crosses into the read-only mapping. */
+	T_ASSERT(!memcmp(a, want, len));
+	fl_pager_destroy(p);
+	free(want);
+	fs_free(f);
+}
+
+/*
  * mremap() moves only the second half of a region: the half left behind
  * is still served, the moved pages that were present keep their data, and
  * an absent moved page fails loudly (SIGBUS) instead of blocking forever.

@@ -269,6 +269,8 @@
 	  T_UFFD, 0)                                                               \
 	X(pager_supply_races_mremap, FL_FEAT_EVENT_REMAP, T_UFFD, 0)            \
 	X(pager_fault_races_mremap, FL_FEAT_EVENT_REMAP, T_UFFD, 0)             \
+	X(pager_supply_split_mapping, FL_FEAT_EVENT_REMAP, T_UFFD, 0)           \
+	X(pager_fault_split_mapping, 0, T_UFFD, 0)                               \
 	X(pager_given_up_fault_in_flight_fails_loudly, 0, T_UFFD, 0)             \
 	X(pager_supply_only_absent, FL_FEAT_EVENT_REMOVE, T_UFFD, 0)               \
 	/* test-monitor-proto.c: the monitor wire format, pure user-space */       \

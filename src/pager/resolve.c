@@ -388,11 +388,12 @@ static int seg(struct pg_ctx *c, struct fl_region *r, enum op op, size_t pg, siz
 	       const uint8_t *src, uint32_t flags, enum pg_stat stat, size_t *ret_done)
 {
 	size_t done = 0, installed = 0;
+	bool one = false;	/* a page per ioctl: the range spans mappings */
 	int e = 0;
 
 	fl__stat_add(r, stat, n);
 	while (done < n) {
-		size_t bytes = 0, k, len = n - done;
+		size_t bytes = 0, k, len = one ? 1 : n - done;
 
 		pre_undo(c, r);
 
@@ -429,6 +430,17 @@ static int seg(struct pg_ctx *c, struct fl_region *r, enum op op, size_t pg, siz
 		done += k;
 		if (!e)
 			continue;
+		if (e == -ENOENT && len - k > 1 && !one) {
+			/*
+			 * One ioctl covers one mapping: the program split the
+			 * region (mprotect, mlock or madvise of a part of it), or
+			 * moved or unmapped a part. Go on a page at a time: only
+			 * the pages really gone fail.
+			 */
+			one = true;
+			e = 0;
+			continue;
+		}
 		if (e == -EEXIST) {
 			/* Someone else's page is there: present; its waiters still need waking. */
 			st_set(c, r, pg + done, 1, PG_PRESENT);
