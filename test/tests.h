@@ -209,6 +209,8 @@
 	X(snapshot_live_discard_unmap, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 60)      \
 	X(snapshot_live_mremap, FL_FEAT_PAGEFAULT_FLAG_WP | FL_FEAT_EVENT_REMAP,   \
 	  T_UFFD | T_KFAULTS, 30)                                                  \
+	X(snapshot_live_write_races_mremap,                                        \
+	  FL_FEAT_PAGEFAULT_FLAG_WP | FL_FEAT_EVENT_REMAP, T_UFFD | T_KFAULTS, 30) \
 	X(snapshot_live_incremental, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 60)        \
 	X(snapshot_live_incremental_unpopulated_fallback,                          \
 	  FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD | T_KFAULTS, 60)                                   \

@@ -277,6 +277,23 @@ static int mark(struct lv_range *r, size_t pg, size_t n, uint32_t kind)
 	return e;
 }
 
+static void read_own_events(struct fl_snapshot_live *s);
+
+/* Set in the fault thread: the one that reads this snapshot's own events. */
+static __thread bool lv_reads_events;
+
+/*
+ * Wait a moment for an event to be applied: the fault thread reads and
+ * applies its own (nobody else would while it waits), others yield to it.
+ */
+static void let_events_in(struct fl_snapshot_live *s)
+{
+	if (lv_reads_events)
+		read_own_events(s);
+	else
+		sched_yield();
+}
+
 /*
  * Reading pages [pg, pg+n) of @r failed: part of it is not mapped where it
  * was. The program moved the range (mremap) or unmapped it, and the event
@@ -292,7 +309,7 @@ static uintptr_t read_moved(struct lv_range *r, size_t pg, size_t n, uint8_t *bu
 
 	while (range_base(r) == old && !(atomic_load(&r->pf[pg]) & LF_GONE) &&
 	       fl__now_ns() < until)
-		sched_yield();
+		let_events_in(r->s);
 	addr = range_base(r) + ((uint64_t)pg << r->shift);
 	for (size_t i = 0; i < n; i++) {
 		struct iovec l = { buf + (i << r->shift), r->ps };
@@ -301,6 +318,37 @@ static uintptr_t read_moved(struct lv_range *r, size_t pg, size_t n, uint8_t *bu
 		absent[i] = process_vm_readv(getpid(), &l, 1, &rm, 1, 0) != (ssize_t)r->ps;
 	}
 	return addr;
+}
+
+#define LV_MOVED_TRIES 100
+
+/*
+ * Whether the copy and the look at pages [pg, pg+n) of @r at @addr can
+ * be trusted: a page found absent (@absent[i]) is unmapped for good, and
+ * one that lost its protection there (@ok[i] false) without a discard is
+ * still mapped at @addr. The program may have moved the range (mremap)
+ * between the copy and the look, or during the copy, before its event was
+ * applied: nothing at the old address then is neither a discard nor an
+ * unmap, and the pages are read again where the range is.
+ */
+static bool look_holds(struct lv_range *r, uintptr_t addr, size_t pg, size_t n, const bool *ok,
+			const bool *absent)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint8_t b;
+		struct iovec l = { &b, 1 }, rm = { (void *)(addr + (i << r->shift)), 1 };
+
+		uint8_t f = atomic_load(&r->pf[pg + i]);
+
+		if (absent[i] && !(f & LF_GONE))
+			return false;	/* not where the range is now, and not unmapped */
+		if (ok[i] || absent[i] || (f & LF_DISCARDED))
+			continue;
+		if (range_base(r) + ((uint64_t)pg << r->shift) != addr ||
+		    process_vm_readv(getpid(), &l, 1, &rm, 1, 0) != 1)
+			return false;
+	}
+	return true;
 }
 
 /* Save pages [pg, pg+n) of @r from memory (claimed; not settled here). */
@@ -314,8 +362,10 @@ static int save_mem(struct lv_range *r, size_t pg, size_t n, uint8_t *buf)
 	uint32_t seq;
 	bool ok[LV_RUN / 4096];
 	struct iovec local, remote;
+	unsigned int tries = 0;
 	ssize_t got;
 
+again:
 	/* An event being applied may be about these pages: let it finish first. */
 	for (unsigned int i = 0; (seq = atomic_load(&s->ev_seq)) & 1; i++)
 		if (i > 64)
@@ -342,6 +392,10 @@ static int save_mem(struct lv_range *r, size_t pg, size_t n, uint8_t *buf)
 	if (e) {
 		fl__err("snapshot: reading /proc/self/pagemap: %s", strerror(-e));
 		return e;
+	}
+	if (!look_holds(r, addr, pg, n, ok, absent) && ++tries < LV_MOVED_TRIES) {
+		let_events_in(s);
+		goto again;
 	}
 	for (size_t i = 0; i < n && !e;) {
 		size_t j = i;
@@ -762,6 +816,13 @@ static void apply_event(struct fl_snapshot_live *s, const struct fl_event *ev)
 				 "saved yet are recorded absent");
 			lose(r, (lo - rb) >> r->shift, (hi - lo) >> r->shift, true);
 		}
+		/*
+		 * A write at either place may wait where nothing will wake it:
+		 * read before this event (outside every range), or let go at
+		 * the other place. Both fault again.
+		 */
+		fl_uffd_wake(s->u, ev->remap.from, ev->remap.len);
+		fl_uffd_wake(s->u, ev->remap.to, ev->remap.len);
 		break;
 	default:
 		break;
@@ -946,6 +1007,8 @@ static void *fault_main(void *arg)
 	};
 
 	bool again = false;
+
+	lv_reads_events = true;
 
 	for (;;) {
 		uint64_t v;
