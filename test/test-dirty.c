@@ -977,3 +977,41 @@ TEST(dirty_hugetlb_sync_and_evict)
 	evict_mem_case(FL_PAGER_THREADS, FL_MEM_HUGETLB);
 	evict_mem_case(FL_PAGER_LOOP, FL_MEM_HUGETLB);
 }
+
+static void *write_byte_main(void *arg)
+{
+	volatile uint8_t *a = arg;
+
+	a[5] = 0x42;
+	return NULL;
+}
+
+/*
+ * The program moves the second half of a dirty-tracked region away alone
+ * (mremap): its pages keep their write protection, and the pager follows
+ * whole regions only. A write there faulted outside every region, and the
+ * fault was left: the writer slept for good (a timeout on the old code).
+ * The pager now unprotects such a page. The half left behind is tracked
+ * as before.
+ */
+TEST(dirty_write_moved_piece)
+{
+	size_t npages = 32;
+	struct env *v = env_new(FL_PAGER_THREADS, K_MEM, npages, FL_REGION_TRACK_DIRTY, NULL, NULL);
+	uint8_t *a = fl_region_addr(v->r), *to;
+	size_t ps = v->ps, half = v->len / 2;
+
+	T_ASSERT_EQ(fl_pattern_check(a, 0, v->len, SEED), 0);
+	to = mmap(NULL, half, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	T_ASSERT(to != MAP_FAILED);
+	T_ASSERT(mremap(a + half, half, half, MREMAP_MAYMOVE | MREMAP_FIXED, to) == to);
+	t_thread_join(t_thread_start(write_byte_main, to + 2 * ps));
+	T_ASSERT_EQ(to[2 * ps + 5], 0x42);
+	T_ASSERT_EQ(fl_pattern_check(to + 3 * ps, half + 3 * ps, ps, SEED), 0);
+	/* The first half: a write is still seen, and synced to the store. */
+	a[ps + 7] = 0x17;
+	T_ASSERT_OK(fl_region_sync(v->r, 0, half));
+	T_ASSERT_EQ(v->buf[ps + 7], 0x17);
+	munmap(to, half);
+	env_free(v);
+}

@@ -390,6 +390,8 @@
 	X(dirty_sync_after_discard_loop, FL_FEAT_PAGEFAULT_FLAG_WP, T_UFFD, 30)    \
 	X(dirty_shmem_sync_and_evict,                                              \
 	  FL_FEAT_MISSING_SHMEM | FL_FEAT_WP_HUGETLBFS_SHMEM, T_UFFD, 60)           \
+	X(dirty_write_moved_piece, FL_FEAT_PAGEFAULT_FLAG_WP | FL_FEAT_EVENT_REMAP, \
+	  T_UFFD, 0)                                                               \
 	X(dirty_hugetlb_sync_and_evict,                                            \
 	  FL_FEAT_MISSING_HUGETLBFS | FL_FEAT_WP_HUGETLBFS_SHMEM,                  \
 	  T_UFFD | T_HUGETLB, 60)                                                  \

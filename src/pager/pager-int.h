@@ -400,6 +400,13 @@ void fl__region_unmap(struct fl_pager *p, uintptr_t start, uintptr_t end);
 void fl__region_discard(struct fl_pager *p, uintptr_t start, uintptr_t end);
 /* A fault outside every region: poison it if it lies in a moved-away piece. true: handled. */
 bool fl__orphan_fault(struct fl_pager *p, uintptr_t addr);
+/*
+ * A write-protect fault at @addr, outside every region: a piece of a
+ * write-protected region (dirty tracking, a live snapshot) that the
+ * program moved away alone, whose pages kept their protection. Nobody
+ * tracks it any more: unprotect the page, or wake the writer.
+ */
+void fl__orphan_wp_fault(struct fl_pager *p, uintptr_t addr);
 void fl__pager_mark_dead(struct fl_pager *p);
 
 /* resolve.c */

@@ -574,6 +574,8 @@ static void handle_fault(struct pg_ctx *c, const struct fl_event *ev, uint64_t t
 		} else if (r) {
 			fl__region_wp_tell(r, (addr - start) >> r->shift, 1, FL__WP_FAULT);
 			fl__region_put(r);
+		} else {
+			fl__orphan_wp_fault(p, addr);
 		}
 		return;
 	}

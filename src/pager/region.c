@@ -322,6 +322,24 @@ bool fl__orphan_fault(struct fl_pager *p, uintptr_t addr)
 	return true;
 }
 
+void fl__orphan_wp_fault(struct fl_pager *p, uintptr_t addr)
+{
+	size_t ps = fl__page_size();
+	uint8_t *a;
+
+	pthread_mutex_lock(&p->orphan_lock);
+	for (size_t i = 0; i < p->norphans; i++)
+		if (addr >= p->orphans[i].start && addr < p->orphans[i].end) {
+			ps = p->orphans[i].ps;
+			break;
+		}
+	pthread_mutex_unlock(&p->orphan_lock);
+	a = (uint8_t *)(addr & ~(uintptr_t)(ps - 1));
+	/* Unprotecting wakes the writer; failing that, it faults again (or not). */
+	if (fl_uffd_writeprotect(p->uffd, a, ps, 0) < 0)
+		fl_uffd_wake(p->uffd, a, ps);
+}
+
 /* Pages [first, last) of @r are unmapped or moved away: no longer resident. */
 static void states_gone(struct fl_region *r, size_t first, size_t last)
 {
