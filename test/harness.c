@@ -3,8 +3,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <libgen.h>
+#include <limits.h>
+#include <malloc.h>
 #include <poll.h>
 #include <setjmp.h>
 #include <pthread.h>
@@ -193,6 +194,47 @@ void *t_map_aligned(size_t len, size_t align)
 	if (a + len < p + len + align)
 		munmap(a + len, (size_t)(p + len + align - (a + len)));
 	return a;
+}
+
+void t_places_reserve(struct t_places *pl, void *mem, size_t len)
+{
+	uint8_t *at;
+
+	/*
+	 * Between a move and the reservation of the place it left, a new
+	 * malloc arena (a thread's first malloc) or a large chunk could be
+	 * mapped into that hole: take all memory from the main heap instead.
+	 */
+	mallopt(M_ARENA_MAX, 1);
+	mallopt(M_MMAP_THRESHOLD, 32 << 20);
+	at = mmap(NULL, 2 * len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+			   -1, 0);
+
+	if (at == MAP_FAILED)
+		t_fail(__FILE__, __LINE__, "mmap of %zu bytes: %s", 2 * len, strerror(errno));
+	*pl = (struct t_places){ .at = { at, at + len }, .len = len, .cur = 0 };
+	if (mremap(mem, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, at) != at)
+		t_fail(__FILE__, __LINE__, "mremap to %p: %s", (void *)at, strerror(errno));
+}
+
+void t_places_move(struct t_places *pl)
+{
+	uint8_t *from = pl->at[pl->cur], *to = pl->at[!pl->cur];
+
+	if (mremap(from, pl->len, pl->len, MREMAP_MAYMOVE | MREMAP_FIXED, to) != to)
+		t_fail(__FILE__, __LINE__, "mremap %p to %p: %s", (void *)from, (void *)to,
+		       strerror(errno));
+	if (mmap(from, pl->len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
+		 MAP_FIXED_NOREPLACE, -1, 0) != from) {
+		t_fail(__FILE__, __LINE__, "reserving %p again: %s", (void *)from, strerror(errno));
+	}
+	pl->cur = !pl->cur;
+	pl->moves++;
+}
+
+void t_places_free(struct t_places *pl)
+{
+	munmap(pl->at[0], 2 * pl->len);
 }
 
 void t_fill(void *p, size_t len, uint8_t byte)

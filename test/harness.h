@@ -120,6 +120,23 @@ void *t_map_fd(int fd, size_t len);
 /* An anonymous mapping aligned to @align (e.g. 2 MiB for THP). */
 void *t_map_aligned(size_t len, size_t align);
 
+/*
+ * Two adjacent places of @len bytes for a mapping the test moves back and
+ * forth with mremap(): the one it is not at stays reserved (PROT_NONE), as
+ * a hole would take the next mapping of the process (a thread's stack),
+ * which the next move would replace. t_places_reserve() moves @mem (@len
+ * bytes) to at[0]; t_places_move() to the other place, reserving the one
+ * it left. Touching the reserved place gets SIGSEGV.
+ */
+struct t_places {
+	uint8_t *at[2];
+	size_t len, moves;
+	int cur;		/* the mapping is at at[cur] */
+};
+void t_places_reserve(struct t_places *pl, void *mem, size_t len);
+void t_places_move(struct t_places *pl);
+void t_places_free(struct t_places *pl);
+
 /* Fill / check a page with a byte. */
 void t_fill(void *p, size_t len, uint8_t byte);
 bool t_all(const void *p, size_t len, uint8_t byte);

@@ -1162,12 +1162,12 @@ struct remap_race {
 	struct fs *f;
 	struct fl_pager *p;
 	struct fl_region *r;
-	uint8_t *at[2], *src;
+	struct t_places pl;	/* the region moves between pl.at[0] and pl.at[1] */
+	uint8_t *src;
 	size_t len, n;
-	int cur;		/* the region is at at[cur] */
 	atomic_bool done;
 	_Atomic size_t progress;
-	size_t gone, moves;
+	size_t gone;
 	int ret;
 };
 
@@ -1175,9 +1175,7 @@ struct remap_race {
  * A region of @npages absent pages (the pattern store) at the first of two
  * places, and @fn running beside the test thread, which moves the region
  * to the other place each time @fn made @pace steps of progress, until
- * @fn is done. Both places stay reserved (PROT_NONE) while the region is
- * elsewhere: a hole would take the next mapping of this process (a
- * thread's stack), which the next move would then replace.
+ * @fn is done.
  */
 static void remap_race_run(struct remap_race *x, size_t npages, t_thread_fn fn, size_t pace)
 {
@@ -1193,37 +1191,26 @@ static void remap_race_run(struct remap_race *x, size_t npages, t_thread_fn fn, 
 	fl_pattern_fill(x->src, 0, x->len, SEED);
 	T_ASSERT_OK(fl_region_add(x->p, &o, &x->r));
 	T_ASSERT_OK(fl_pager_start(x->p));
-	x->at[0] = mmap(NULL, 2 * x->len, PROT_NONE,
-			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	T_ASSERT(x->at[0] != MAP_FAILED);
-	x->at[1] = x->at[0] + x->len;
-	T_ASSERT(mremap(fl_region_addr(x->r), x->len, x->len, MREMAP_MAYMOVE | MREMAP_FIXED,
-			x->at[0]) == x->at[0]);
+	t_places_reserve(&x->pl, fl_region_addr(x->r), x->len);
 	th = t_thread_start(fn, x);
 	for (size_t seen = 0; !atomic_load(&x->done);) {
-		uint8_t *from = x->at[x->cur], *to = x->at[!x->cur];
-
 		if (atomic_load(&x->progress) < seen + pace) {
 			sched_yield();
 			continue;
 		}
 		seen = atomic_load(&x->progress);
-		T_ASSERT(mremap(from, x->len, x->len, MREMAP_MAYMOVE | MREMAP_FIXED, to) == to);
-		T_ASSERT(mmap(from, x->len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
-			      MAP_FIXED_NOREPLACE, -1, 0) == from);
-		x->cur = !x->cur;
-		x->moves++;
+		t_places_move(&x->pl);
 	}
 	t_thread_join(th);
 	T_ASSERT_OK(x->ret);
-	T_ASSERT(x->moves > 0);
-	T_ASSERT(fl_region_addr(x->r) == x->at[x->cur]);
+	T_ASSERT(x->pl.moves > 0);
+	T_ASSERT(fl_region_addr(x->r) == x->pl.at[x->pl.cur]);
 }
 
 static void remap_race_free(struct remap_race *x)
 {
 	fl_pager_destroy(x->p);
-	munmap(x->at[0], 2 * x->len);
+	t_places_free(&x->pl);
 	free(x->src);
 	fs_free(x->f);
 }
@@ -1266,7 +1253,7 @@ TEST(pager_supply_races_mremap)
 	remap_race_run(&x, 8192, remap_supplier_main, 4);
 	T_ASSERT_EQ(x.gone, 0u);
 	/* Installed by the supply: no fault, no store read. */
-	T_ASSERT(!memcmp(x.at[x.cur], x.src, x.len));
+	T_ASSERT(!memcmp(x.pl.at[x.pl.cur], x.src, x.len));
 	T_ASSERT_EQ(atomic_load(&x.f->reads), 0u);
 	remap_race_free(&x);
 }
@@ -1282,7 +1269,7 @@ static void *remap_toucher_main(void *arg)
 	if (sigsetjmp(bus_jmp, 1))
 		side = !side;	/* the PROT_NONE place: the region is at the other */
 	while (pg < x->n) {
-		uint8_t v = ((volatile uint8_t *)x->at[side])[pg * ps + 1];
+		uint8_t v = ((volatile uint8_t *)x->pl.at[side])[pg * ps + 1];
 
 		if (v != x->src[pg * ps + 1])
 			x->ret = -EIO;

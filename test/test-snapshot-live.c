@@ -1485,7 +1485,7 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
 }
 
 struct remap_writes {
-	uint8_t *at[2];
+	struct t_places pl;
 	size_t n;
 	atomic_bool done;
 	_Atomic size_t progress;
@@ -1502,7 +1502,7 @@ static void *remap_writer_main(void *arg)
 	if (sigsetjmp(segv_jmp, 1))
 		side = !side;
 	while (pg < x->n) {
-		((volatile uint8_t *)x->at[side])[pg * ps + 1] = 0x5a;
+		((volatile uint8_t *)x->pl.at[side])[pg * ps + 1] = 0x5a;
 		pg = pg + 1;
 		atomic_store(&x->progress, pg);
 		side = !side;
@@ -1516,7 +1516,12 @@ static void *remap_writer_main(void *arg)
  * the program moves the range back and forth with mremap(). A write fault
  * at the new place read before the REMAP event, or let go at the other
  * place, woke nobody: the writer slept for good (timed out 3 runs of 3 on
- * the old code). The file holds every page as it was at the instant.
+ * the old code). A page copied or looked at where the range no longer was
+ * was recorded zero or absent; it is read again where the range is. The
+ * file holds every page as it was at the instant, or, rarely, the take
+ * fails with EIO: on 6.18 a page has been seen to lose its write
+ * protection during the moves with no write fault, and its content at the
+ * instant is then unknown (never a zero page in its place).
  */
 TEST(snapshot_live_write_races_mremap)
 {
@@ -1530,20 +1535,14 @@ TEST(snapshot_live_write_races_mremap)
 	struct fl_snapshot_writer *w;
 	struct rd_file f;
 	unsigned long th;
-	size_t moves = 0;
-	int cur = 0;
+	int e;
 
 	T_ASSERT(buf);
 	sigemptyset(&sa.sa_mask);
 	T_ASSERT_SYS(sigaction(SIGSEGV, &sa, NULL));
 	memset(base, 1, len);
-	/* Both places stay reserved: a hole would take this process's next mapping. */
-	x.at[0] = mmap(NULL, 2 * len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-		       -1, 0);
-	T_ASSERT(x.at[0] != MAP_FAILED);
-	x.at[1] = x.at[0] + len;
 	T_ASSERT_OK(fl_snapshot_live_create(&r, 1, NULL, &s));
-	T_ASSERT(mremap(base, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, x.at[0]) == x.at[0]);
+	t_places_reserve(&x.pl, base, len);
 	/* The writer thread saves nothing until the moves are over: every write faults. */
 	fl__snapshot_live_hold_writer_for_test(s, true);
 	w = new_writer(path, NULL);
@@ -1555,27 +1554,31 @@ TEST(snapshot_live_write_races_mremap)
 			continue;
 		}
 		seen = atomic_load(&x.progress);
-		T_ASSERT(mremap(x.at[cur], len, len, MREMAP_MAYMOVE | MREMAP_FIXED, x.at[!cur]) ==
-			 x.at[!cur]);
-		T_ASSERT(mmap(x.at[cur], len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
-			      MAP_FIXED_NOREPLACE, -1, 0) == x.at[cur]);
-		cur = !cur;
-		moves++;
+		t_places_move(&x.pl);
 	}
 	t_thread_join(th);
-	T_ASSERT(moves > 0);
+	T_ASSERT(x.pl.moves > 0);
 	fl__snapshot_live_hold_writer_for_test(s, false);
-	T_ASSERT_OK(fl_snapshot_live_wait(s, t_ms(30000)));
+	e = fl_snapshot_live_wait(s, t_ms(30000));
+	for (size_t pg = 0; pg < npages; pg++)
+		T_ASSERT_EQ(x.pl.at[x.pl.cur][pg * ps + 1], 0x5a);
+	if (e == -EIO) {
+		/* The kernel dropped a page's protection: the take fails, never records zeros. */
+		printf("# the snapshot failed: a page lost its write protection during the moves\n");
+		fl_snapshot_writer_destroy(w);
+		goto out;
+	}
+	T_ASSERT_OK(e);
 	T_ASSERT_OK(fl_snapshot_writer_finish(w, NULL));
 	rd_open(&f, path);
 	for (size_t pg = 0; pg < npages; pg++) {
 		T_ASSERT_EQ(rd_page(&f, 1, 0, pg, buf), FL__SNAP_DATA);
 		T_ASSERT(t_all(buf, ps, 1));
-		T_ASSERT_EQ(x.at[cur][pg * ps + 1], 0x5a);
 	}
 	rd_close(&f);
+out:
 	fl_snapshot_live_destroy(s);
-	munmap(x.at[0], 2 * len);
+	t_places_free(&x.pl);
 	unlink(path);
 	free(path);
 	free(buf);
