@@ -226,7 +226,7 @@
 	X(snapshot_live_pager_poisoned, FL_FEAT_POISON, T_UFFD | T_KFAULTS, 30)              \
 	X(snapshot_live_unprotect_event_pending, FL_FEAT_EVENT_REMOVE, T_UFFD | T_KFAULTS, 60) \
 	X(snapshot_live_take_while_discarding, FL_FEAT_EVENT_REMOVE, T_UFFD | T_KFAULTS, 120) \
-	X(snapshot_live_take_refused_then_retried, FL_FEAT_EVENT_REMOVE, T_UFFD, 60) \
+	X(snapshot_live_take_refused_then_retried, FL_FEAT_EVENT_REMOVE, T_UFFD | T_KFAULTS, 60) \
 	/* test-pager.c, test-pager-life.c: the pager engine */                    \
 	X(pager_create_options, 0, T_UFFD, 0)                                      \
 	X(pager_threads_named_and_counted, 0, T_UFFD, 0)                           \
