@@ -231,15 +231,13 @@ static void wait_saved(struct lv_range *r, size_t pg)
  * zapped lost it); the flags, whether an event said it was discarded
  * (events read during the copy are applied by now: see save_claimed).
  */
-static int verify(struct lv_range *r, uintptr_t addr, size_t pg, size_t n, bool *ok, bool *lost)
+static int verify(struct lv_range *r, uintptr_t addr, size_t pg, size_t n, bool *ok)
 {
 	size_t sub = r->ps / fl__page_size(), total = n * sub, done = 0;
 	uint64_t ent[512];
 
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n; i++)
 		ok[i] = !(atomic_load(&r->pf[pg + i]) & LF_DISCARDED);
-		lost[i] = false;
-	}
 	while (done < total) {
 		size_t k = total - done < 512 ? total - done : 512;
 		off_t at = (off_t)((addr / fl__page_size() + done) * sizeof(uint64_t));
@@ -252,8 +250,6 @@ static int verify(struct lv_range *r, uintptr_t addr, size_t pg, size_t n, bool 
 
 			if (!(v & (PM_PRESENT | PM_SWAPPED)) || !(v & PM_UFFD_WP))
 				ok[(done + j) / sub] = false;
-			if ((v & PM_PRESENT) && !(v & PM_UFFD_WP))
-				lost[(done + j) / sub] = true;
 		}
 		done += k;
 	}
@@ -364,7 +360,7 @@ static int save_mem(struct lv_range *r, size_t pg, size_t n, uint8_t *buf)
 	int e = 0;
 	uintptr_t addr;
 	uint32_t seq;
-	bool ok[LV_RUN / 4096], lost[LV_RUN / 4096];
+	bool ok[LV_RUN / 4096];
 	struct iovec local, remote;
 	unsigned int tries = 0;
 	ssize_t got;
@@ -392,7 +388,7 @@ again:
 	/* Events read during the copy are applied when ev_seq is even again. */
 	while (atomic_load(&s->ev_seq) != seq && (atomic_load(&s->ev_seq) & 1))
 		sched_yield();
-	e = verify(r, addr, pg, n, ok, lost);
+	e = verify(r, addr, pg, n, ok);
 	if (e) {
 		fl__err("snapshot: reading /proc/self/pagemap: %s", strerror(-e));
 		return e;
@@ -400,23 +396,6 @@ again:
 	if (!look_holds(r, addr, pg, n, ok, absent) && ++tries < LV_MOVED_TRIES) {
 		let_events_in(s);
 		goto again;
-	}
-	for (size_t i = 0; i < n; i++) {
-		/*
-		 * Mapped where the range is, not discarded, and not protected:
-		 * nothing of ours took the protection away (a copy is claimed
-		 * until its page is settled), so the kernel did, and a write
-		 * may have gone unseen. Seen with a range moved by mremap over
-		 * and over while the snapshot ran. The copy cannot be trusted
-		 * to be the instant's, and a zero page would be a lie: fail.
-		 */
-		if (!ok[i] && lost[i] && !absent[i] &&
-		    !(atomic_load(&r->pf[pg + i]) & (LF_DISCARDED | LF_GONE))) {
-			fl__err("snapshot: page %zu of range %u lost its write protection without "
-				"a discard (the program moved the range meanwhile?): the snapshot "
-				"cannot tell its content at the instant", pg + i, r->index);
-			return -EIO;
-		}
 	}
 	for (size_t i = 0; i < n && !e;) {
 		size_t j = i;
