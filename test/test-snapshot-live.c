@@ -716,6 +716,32 @@ static void take_into(struct fl_snapshot_live *s, const char *path, const uint8_
 }
 
 /*
+ * The file at @path holds region 0 of @npages pages of @ps bytes with the
+ * pattern (SEED) in every page, but page @zero_pg (-1: none), a zero page.
+ */
+static void check_pattern_file(const char *path, size_t npages, size_t ps, long zero_pg)
+{
+	uint8_t *buf = malloc(ps);
+	struct rd_file f;
+
+	T_ASSERT(buf);
+	rd_open(&f, path);
+	for (size_t pg = 0; pg < npages; pg++) {
+		uint32_t k = rd_page(&f, 1, 0, pg, buf);
+
+		if ((long)pg == zero_pg) {
+			T_ASSERT_EQ(k, FL__SNAP_ZERO);
+			T_ASSERT(t_all(buf, ps, 0));
+		} else {
+			T_ASSERT_EQ(k, FL__SNAP_DATA);
+			T_ASSERT_EQ(fl_pattern_check(buf, pg * ps, ps, SEED), 0);
+		}
+	}
+	rd_close(&f);
+	free(buf);
+}
+
+/*
  * A full snapshot, then 5% of the pages written (and one discarded): the
  * incremental holds exactly those pages, and the chain restores the
  * memory as it is now; a second incremental on top of it too.
@@ -1350,8 +1376,7 @@ static void poisoned_child(void *arg)
 	struct fl_region *reg = NULL;
 	struct fl_region_opts ro;
 	struct fl_pager *p;
-	uint8_t *base, *buf = malloc(ps);
-	struct rd_file f;
+	uint8_t *base;
 
 	(void)arg;
 	sigemptyset(&sa.sa_mask);
@@ -1377,18 +1402,12 @@ static void poisoned_child(void *arg)
 	T_ASSERT_OK(fl_snapshot_live_take(s, w, 0));
 	T_ASSERT_OK(fl_snapshot_live_wait(s, t_ms(60000)));
 	T_ASSERT_OK(fl_snapshot_writer_finish(w, NULL));
-	rd_open(&f, path);
-	for (size_t pg = 0; pg < npages; pg++) {
-		T_ASSERT_EQ(rd_page(&f, 1, 0, pg, buf), FL__SNAP_DATA);
-		T_ASSERT_EQ(fl_pattern_check(buf, pg * ps, ps, SEED), 0);
-	}
-	rd_close(&f);
+	check_pattern_file(path, npages, ps, -1);
 	fl_snapshot_live_destroy(s);
 	fl_pager_destroy(p);
 	fl_store_destroy(store);
 	unlink(path);
 	free(path);
-	free(buf);
 }
 
 TEST(snapshot_live_pager_poisoned)
@@ -1617,11 +1636,9 @@ TEST(snapshot_live_take_refused_then_retried)
 	struct fl_region_opts ro;
 	struct discard_arg d;
 	char *path = tmp_path("refused");
-	uint8_t *base, *buf = malloc(ps);
-	struct rd_file f;
+	uint8_t *base;
 	unsigned long th;
 
-	T_ASSERT(buf);
 	T_ASSERT_OK(fl_store_pattern_create(len, SEED, &store));
 	ro = t_region_opts(store, len);
 	T_ASSERT_OK(fl_region_add(p, &ro, &reg));
@@ -1642,25 +1659,12 @@ TEST(snapshot_live_take_refused_then_retried)
 	T_ASSERT_OK(fl_snapshot_live_take(s, w, 0));
 	T_ASSERT_OK(fl_snapshot_live_wait(s, t_ms(60000)));
 	T_ASSERT_OK(fl_snapshot_writer_finish(w, NULL));
-	rd_open(&f, path);
-	for (size_t pg = 0; pg < npages; pg++) {
-		uint32_t k = rd_page(&f, 1, 0, pg, buf);
-
-		if (pg == 3) {
-			T_ASSERT_EQ(k, FL__SNAP_ZERO);
-			T_ASSERT(t_all(buf, ps, 0));
-		} else {
-			T_ASSERT_EQ(k, FL__SNAP_DATA);
-			T_ASSERT_EQ(fl_pattern_check(buf, pg * ps, ps, SEED), 0);
-		}
-	}
-	rd_close(&f);
+	check_pattern_file(path, npages, ps, 3);
 	fl_snapshot_live_destroy(s);
 	fl_pager_destroy(p);
 	fl_store_destroy(store);
 	unlink(path);
 	free(path);
-	free(buf);
 }
 
 /*
